@@ -1,0 +1,525 @@
+//! The resource file: TOML into validated types.
+//!
+//! Every error names the file, the key and what is wrong, on one line, so
+//! `repd` and `repctl` can print it and exit 2. The schema is CONTRACT.md's;
+//! keys beyond it are documented on the fields below.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// A configuration error: `file: key: reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Dotted key path (`nodes.alpha.backing`), empty when the whole file is at fault.
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.reason)
+        } else {
+            write!(f, "{}: key `{}`: {}", self.file.display(), self.key, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A byte count written as `4096`, `"4096"`, `"64KiB"`, `"1GiB"`, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Size(pub u64);
+
+/// Parses a size with an optional B/KiB/MiB/GiB/TiB suffix (K/M/G/T accepted too).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        return Err(format!("`{s}` is not a size (expected a number with an optional B, KiB, MiB, GiB or TiB suffix)"));
+    }
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is too large"))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" | "k" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        "T" | "TiB" => 40,
+        other => return Err(format!("`{other}` is not a size unit (use B, KiB, MiB, GiB or TiB)")),
+    };
+    n.checked_mul(1u64 << shift).ok_or_else(|| format!("`{s}` is too large"))
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size such as 1073741824 or \"1GiB\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v).map(Size).map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
+                parse_size(v).map(Size).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An NBD listen address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `HOST:PORT`
+    Tcp(String),
+    /// `unix:/PATH`
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    /// Parses `HOST:PORT` or `unix:/PATH`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(p) = s.strip_prefix("unix:") {
+            if p.is_empty() {
+                return Err("`unix:` needs a path, as in unix:/run/repd/r0.nbd".into());
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(p)));
+        }
+        check_host_port(s).map(|()| ListenAddr::Tcp(s.to_owned()))
+    }
+
+    /// The NBD URI a client uses to reach `export` here.
+    pub fn uri(&self, export: &str) -> String {
+        match self {
+            ListenAddr::Tcp(a) => {
+                let a = a.replace("0.0.0.0", "127.0.0.1");
+                format!("nbd://{a}/{export}")
+            }
+            ListenAddr::Unix(p) => format!("nbd+unix:///{export}?socket={}", p.display()),
+        }
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => f.write_str(a),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+fn check_host_port(s: &str) -> Result<(), String> {
+    let bad = || format!("`{s}` is not HOST:PORT");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() {
+        return Err(bad());
+    }
+    let port: u16 = port.parse().map_err(|_| format!("`{port}` in `{s}` is not a port number"))?;
+    if port == 0 {
+        return Err(format!("port 0 in `{s}` is not allowed"));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    resource: RawResource,
+    #[serde(default)]
+    net: RawNet,
+    nodes: BTreeMap<String, RawNode>,
+    #[serde(default)]
+    handlers: Handlers,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResource {
+    name: String,
+    size: Option<Size>,
+    #[serde(default = "default_protocol")]
+    protocol: String,
+    #[serde(default)]
+    grow: bool,
+    resync_rate: Option<Size>,
+    al_extents: Option<u32>,
+    #[serde(default)]
+    after_split_brain: Option<String>,
+    #[serde(default)]
+    max_clients: Option<u32>,
+}
+
+fn default_protocol() -> String {
+    "C".into()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNet {
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    ping_interval_ms: Option<u64>,
+    ping_timeout_ms: Option<u64>,
+    connect_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    backing: PathBuf,
+    meta: PathBuf,
+    nbd: String,
+    replication: String,
+    control: PathBuf,
+}
+
+/// Programs run on events (`[handlers]`), each optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Handlers {
+    pub fence_peer: Option<String>,
+    pub split_brain: Option<String>,
+    pub after_resync: Option<String>,
+}
+
+/// What to do on a split brain found at connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitBrainPolicy {
+    /// Both go standalone; the operator decides (the default).
+    Disconnect,
+    /// If one side wrote nothing since the split, it becomes the sync target.
+    DiscardZeroChanges,
+}
+
+/// `[resource]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    pub name: String,
+    pub size: Option<u64>,
+    /// Extend a smaller backing file to `size` instead of refusing.
+    pub grow: bool,
+    /// Resync rate limit in bytes per second.
+    pub resync_rate: u64,
+    /// Number of activity-log extents (4 MiB each) kept hot.
+    pub al_extents: u32,
+    pub after_split_brain: SplitBrainPolicy,
+    /// Most NBD connections served at once.
+    pub max_clients: u32,
+}
+
+/// `[net]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Net {
+    pub secret: Option<Vec<u8>>,
+    pub ping_interval_ms: u64,
+    pub ping_timeout_ms: u64,
+    /// Delay between reconnect attempts (it backs off up to 8 times this).
+    pub connect_interval_ms: u64,
+}
+
+/// `[nodes.NAME]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub name: String,
+    pub backing: PathBuf,
+    pub meta: PathBuf,
+    pub nbd: ListenAddr,
+    pub replication: String,
+    pub control: PathBuf,
+}
+
+/// A validated resource file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub path: PathBuf,
+    pub resource: Resource,
+    pub net: Net,
+    /// Exactly two, sorted by name.
+    pub nodes: Vec<NodeConfig>,
+    pub handlers: Handlers,
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError { file: path.to_owned(), key: String::new(), reason: format!("cannot read: {e}") })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates `text` as the contents of `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let err = |key: &str, reason: String| ConfigError { file: path.to_owned(), key: key.to_owned(), reason };
+        let de = toml::Deserializer::new(text);
+        let raw: RawFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { String::new() } else { key };
+            let inner = e.into_inner();
+            let mut reason = inner.message().trim().replace('\n', "; ");
+            if let Some(span) = inner.span() {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                reason = format!("{reason} (line {line})");
+            }
+            err(&key, reason)
+        })?;
+
+        let r = raw.resource;
+        if r.protocol != "C" {
+            return Err(err("resource.protocol", format!("`{}` is not supported: only protocol \"C\" (synchronous)", r.protocol)));
+        }
+        if r.name.contains('/') || r.name.len() > 4096 {
+            return Err(err("resource.name", "must not contain `/` and must be at most 4096 bytes".into()));
+        }
+        if let Some(Size(s)) = r.size {
+            if s == 0 || s % 512 != 0 {
+                return Err(err("resource.size", format!("{s} must be a positive multiple of 512 bytes")));
+            }
+        }
+        let resync_rate = r.resync_rate.map(|s| s.0).unwrap_or(100 << 20);
+        if resync_rate < 4096 {
+            return Err(err("resource.resync_rate", "must be at least 4KiB (per second)".into()));
+        }
+        let al_extents = r.al_extents.unwrap_or(1237);
+        if !(7..=65534).contains(&al_extents) {
+            return Err(err("resource.al_extents", format!("{al_extents} is outside 7..=65534")));
+        }
+        let after_split_brain = match r.after_split_brain.as_deref() {
+            None | Some("disconnect") => SplitBrainPolicy::Disconnect,
+            Some("discard-zero-changes") => SplitBrainPolicy::DiscardZeroChanges,
+            Some(o) => {
+                return Err(err("resource.after_split_brain", format!("`{o}` is not one of \"disconnect\", \"discard-zero-changes\"")))
+            }
+        };
+        let max_clients = r.max_clients.unwrap_or(64);
+        if max_clients == 0 {
+            return Err(err("resource.max_clients", "must be at least 1".into()));
+        }
+
+        let n = raw.net;
+        let secret = match (n.secret, n.secret_file) {
+            (Some(_), Some(_)) => return Err(err("net.secret_file", "give `secret` or `secret_file`, not both".into())),
+            (Some(s), None) if s.is_empty() => return Err(err("net.secret", "must not be empty".into())),
+            (Some(s), None) => Some(s.into_bytes()),
+            (None, Some(f)) => Some(read_secret_file(&f).map_err(|r| err("net.secret_file", r))?),
+            (None, None) => None,
+        };
+        let ping_interval_ms = n.ping_interval_ms.unwrap_or(1000);
+        let ping_timeout_ms = n.ping_timeout_ms.unwrap_or(5000);
+        if ping_interval_ms == 0 {
+            return Err(err("net.ping_interval_ms", "must be at least 1".into()));
+        }
+        if ping_timeout_ms <= ping_interval_ms {
+            return Err(err("net.ping_timeout_ms", format!("{ping_timeout_ms} must be larger than ping_interval_ms ({ping_interval_ms})")));
+        }
+        let connect_interval_ms = n.connect_interval_ms.unwrap_or(500).max(10);
+
+        if raw.nodes.len() != 2 {
+            return Err(err("nodes", format!("exactly two nodes are needed, found {}", raw.nodes.len())));
+        }
+        let mut nodes = Vec::new();
+        for (name, rn) in raw.nodes {
+            let k = |f: &str| format!("nodes.{name}.{f}");
+            if name.is_empty() || name.len() > 64 {
+                return Err(err(&format!("nodes.{name}"), "a node name must be 1 to 64 bytes".into()));
+            }
+            let nbd = ListenAddr::parse(&rn.nbd).map_err(|r| err(&k("nbd"), r))?;
+            check_host_port(&rn.replication).map_err(|r| err(&k("replication"), r))?;
+            for (key, p) in [("backing", &rn.backing), ("meta", &rn.meta), ("control", &rn.control)] {
+                if p.as_os_str().is_empty() {
+                    return Err(err(&k(key), "must not be empty".into()));
+                }
+            }
+            if rn.backing == rn.meta {
+                return Err(err(&k("meta"), "must be a different file from `backing`".into()));
+            }
+            nodes.push(NodeConfig { name, backing: rn.backing, meta: rn.meta, nbd, replication: rn.replication, control: rn.control });
+        }
+        if nodes[0].replication == nodes[1].replication {
+            return Err(err(&format!("nodes.{}.replication", nodes[1].name), "both nodes have the same address".into()));
+        }
+
+        Ok(Config {
+            path: path.to_owned(),
+            resource: Resource {
+                name: r.name,
+                size: r.size.map(|s| s.0),
+                grow: r.grow,
+                resync_rate,
+                al_extents,
+                after_split_brain,
+                max_clients,
+            },
+            net: Net { secret, ping_interval_ms, ping_timeout_ms, connect_interval_ms },
+            nodes,
+            handlers: raw.handlers,
+        })
+    }
+
+    /// The node called `name`, or (with None) the one named like this host.
+    pub fn local_node(&self, name: Option<&str>) -> Result<&NodeConfig, ConfigError> {
+        let names = || self.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
+        let want = match name {
+            Some(n) => n.to_owned(),
+            None => {
+                let host = hostname();
+                if !self.nodes.iter().any(|n| n.name == host) {
+                    return Err(ConfigError {
+                        file: self.path.clone(),
+                        key: "nodes".into(),
+                        reason: format!("no node is named like this host (`{host}`); pass --node (one of: {})", names()),
+                    });
+                }
+                host
+            }
+        };
+        self.nodes.iter().find(|n| n.name == want).ok_or_else(|| ConfigError {
+            file: self.path.clone(),
+            key: format!("nodes.{want}"),
+            reason: format!("unknown node `{want}` (the file has: {})", names()),
+        })
+    }
+
+    /// The other node.
+    pub fn peer_of(&self, name: &str) -> &NodeConfig {
+        if self.nodes[0].name == name {
+            &self.nodes[1]
+        } else {
+            &self.nodes[0]
+        }
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!("{} is readable by others (mode {:o}); chmod 600 it", path.display(), meta.mode() & 0o777));
+    }
+    let s = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let s = s.trim_ascii().to_vec();
+    if s.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(s)
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[resource]
+name = "r0"
+size = "1GiB"
+protocol = "C"
+
+[net]
+secret = "s3"
+
+[nodes.alpha]
+backing = "/tmp/a.img"
+meta = "/tmp/a.meta"
+nbd = "127.0.0.1:10809"
+replication = "127.0.0.1:7788"
+control = "/tmp/a.sock"
+
+[nodes.beta]
+backing = "/tmp/b.img"
+meta = "/tmp/b.meta"
+nbd = "unix:/tmp/b.nbd"
+replication = "127.0.0.1:7789"
+control = "/tmp/b.sock"
+"#;
+
+    fn parse(t: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("r0.toml"), t)
+    }
+
+    #[test]
+    fn good_file() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.resource.size, Some(1 << 30));
+        assert_eq!(c.nodes[1].nbd, ListenAddr::Unix("/tmp/b.nbd".into()));
+        assert_eq!(c.net.secret.as_deref(), Some(&b"s3"[..]));
+        assert_eq!(c.local_node(Some("beta")).unwrap().name, "beta");
+        assert_eq!(c.peer_of("beta").name, "alpha");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("64KiB").unwrap(), 65536);
+        assert_eq!(parse_size("2 TiB").unwrap(), 2 << 40);
+        assert!(parse_size("1XB").is_err());
+        assert!(parse_size("GiB").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn unknown_key_named() {
+        let e = parse(&GOOD.replace("protocol = \"C\"", "protocol = \"C\"\ncolour = 1")).unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("r0.toml: key `resource"), "{s}");
+        assert!(s.contains("colour"), "{s}");
+        assert!(!s.contains('\n'));
+    }
+
+    #[test]
+    fn missing_key_named() {
+        let e = parse(&GOOD.replace("meta = \"/tmp/a.meta\"\n", "")).unwrap_err();
+        assert!(e.to_string().contains("nodes.alpha"), "{e}");
+        assert!(e.to_string().contains("meta"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_named() {
+        for (from, to, key) in [
+            ("size = \"1GiB\"", "size = \"1XiB\"", "resource.size"),
+            ("protocol = \"C\"", "protocol = \"A\"", "resource.protocol"),
+            ("nbd = \"127.0.0.1:10809\"", "nbd = \"nowhere\"", "nodes.alpha.nbd"),
+            ("replication = \"127.0.0.1:7788\"", "replication = \"127.0.0.1:x\"", "nodes.alpha.replication"),
+        ] {
+            let e = parse(&GOOD.replace(from, to)).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        }
+        let e = parse(GOOD).unwrap().local_node(Some("gamma")).unwrap_err();
+        assert!(e.to_string().contains("unknown node `gamma`"), "{e}");
+    }
+
+    #[test]
+    fn three_nodes_refused() {
+        let t = format!("{GOOD}\n[nodes.gamma]\nbacking=\"x\"\nmeta=\"y\"\nnbd=\"h:1\"\nreplication=\"h:2\"\ncontrol=\"z\"\n");
+        assert_eq!(parse(&t).unwrap_err().key, "nodes");
+    }
+
+    #[test]
+    fn syntax_error_is_one_line() {
+        let e = parse("[resource\nname=").unwrap_err();
+        assert!(!e.to_string().contains('\n'), "{e}");
+        assert!(e.to_string().contains("line 1"), "{e}");
+    }
+}

@@ -1,0 +1,62 @@
+//! Fault injection for tests, compiled in only with the `failpoints` feature.
+//!
+//! A fail point is a name (`store.read`, `store.write`, `store.sync`). With the
+//! feature on, the environment variable `REPD_FAILPOINTS` (`name=errno,...`,
+//! e.g. `store.write=5`) or [`set`] makes that call fail with that errno.
+//! Without the feature [`check`] is an inline no-op.
+
+use std::io;
+
+#[cfg(feature = "failpoints")]
+mod imp {
+    use std::collections::HashMap;
+    use std::io;
+    use std::sync::{Mutex, OnceLock};
+
+    fn table() -> &'static Mutex<HashMap<String, i32>> {
+        static T: OnceLock<Mutex<HashMap<String, i32>>> = OnceLock::new();
+        T.get_or_init(|| {
+            let mut m = HashMap::new();
+            if let Ok(spec) = std::env::var("REPD_FAILPOINTS") {
+                for item in spec.split(',').filter(|s| !s.is_empty()) {
+                    if let Some((k, v)) = item.split_once('=') {
+                        if let Ok(errno) = v.trim().parse() {
+                            m.insert(k.trim().to_owned(), errno);
+                        }
+                    }
+                }
+            }
+            Mutex::new(m)
+        })
+    }
+
+    pub fn check(name: &str) -> io::Result<()> {
+        match table().lock().unwrap_or_else(|p| p.into_inner()).get(name) {
+            Some(&errno) => Err(io::Error::from_raw_os_error(errno)),
+            None => Ok(()),
+        }
+    }
+
+    pub fn set(name: &str, errno: Option<i32>) {
+        let mut t = table().lock().unwrap_or_else(|p| p.into_inner());
+        match errno {
+            Some(e) => t.insert(name.to_owned(), e),
+            None => t.remove(name),
+        };
+    }
+}
+
+/// Fails with the configured errno if fail point `name` is armed.
+#[inline(always)]
+pub fn check(_name: &str) -> io::Result<()> {
+    #[cfg(feature = "failpoints")]
+    return imp::check(_name);
+    #[cfg(not(feature = "failpoints"))]
+    Ok(())
+}
+
+/// Arms (`Some(errno)`) or disarms (`None`) a fail point.
+#[cfg(feature = "failpoints")]
+pub fn set(name: &str, errno: Option<i32>) {
+    imp::set(name, errno)
+}

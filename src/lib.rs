@@ -1,0 +1,36 @@
+//! repd: a DRBD-like replicated block device in user space.
+//!
+//! Two nodes each keep a local backing file. The Primary exports it over NBD;
+//! every write is mirrored to the peer with protocol-C semantics (the client
+//! hears "done" only when both disks have it). Out-of-sync regions are
+//! tracked in a dirty bitmap and an activity log so a resync copies only what
+//! changed.
+//!
+//! # Layout
+//!
+//! Decisions are kept apart from I/O: the pure modules take events and return
+//! what to do; thin async shells do the sockets and files.
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`config`] | the TOML resource file into validated types; errors name file, key, reason |
+//! | [`store`] | the backing file: pread/pwrite, fdatasync, punch-hole, zero ranges, SEEK_DATA maps |
+//! | [`device`] | the [`device::BlockDevice`] trait the NBD server serves, the local device, the export gate |
+//! | [`nbd`] | the NBD server: handshake (option haggling) and transmission (pipelined requests) |
+//! | [`repl`] | the peer link: framed wire protocol, authenticated handshake, keepalive |
+//! | [`meta`] | the metadata file: generation ids, dirty bitmap, activity log |
+//! | [`node`] | the resource: role/disk/connection state machine (pure) and its runtime |
+//! | [`control`] | the control socket: messages between `repctl` and the daemon |
+//! | [`cli`] | the `repd` and `repctl` command lines (the binaries are thin wrappers) |
+//! | [`failpoint`] | fault injection behind the `failpoints` feature |
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod device;
+pub mod failpoint;
+pub mod meta;
+pub mod nbd;
+pub mod node;
+pub mod repl;
+pub mod store;

@@ -1,0 +1,314 @@
+//! The backing file: positioned I/O, durability, holes and zeroes.
+//!
+//! Every call is synchronous and takes `&self`: reads and writes use
+//! `pread`/`pwrite` (no shared seek position), so many threads may use one
+//! [`Store`] at once. The async layers call it from `spawn_blocking`.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// One run of a byte range with the same allocation state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// Length in bytes.
+    pub len: u64,
+    /// Not allocated on the backing file (reads as zeroes).
+    pub hole: bool,
+}
+
+/// What went wrong opening a backing file.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The backing file could not be opened or created.
+    #[error("{path}: cannot open backing file: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    /// The backing file is smaller than the configured size.
+    #[error("{path}: backing file is {actual} bytes, smaller than the configured size {wanted} (set `grow = true` to extend it)")]
+    TooSmall { path: PathBuf, actual: u64, wanted: u64 },
+    /// The size could not be read or set.
+    #[error("{path}: {what}: {source}")]
+    Io { path: PathBuf, what: &'static str, source: io::Error },
+    /// Neither the config nor the file gives a size.
+    #[error("{path}: backing file does not exist and no `size` is configured")]
+    NoSize { path: PathBuf },
+}
+
+/// An open backing file (regular file or block device).
+#[derive(Debug)]
+pub struct Store {
+    file: File,
+    size: u64,
+    path: PathBuf,
+    is_block_device: bool,
+}
+
+impl Store {
+    /// Opens `path` for read and write. A missing file is created sparse at
+    /// `size`. An existing file smaller than `size` is an error unless `grow`.
+    /// With `size` None the file's own size is used.
+    pub fn open(path: &Path, size: Option<u64>, grow: bool) -> Result<Store, OpenError> {
+        let exists = path.exists();
+        if !exists && size.is_none() {
+            return Err(OpenError::NoSize { path: path.to_owned() });
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| OpenError::Open { path: path.to_owned(), source })?;
+        let io_err = |what, source| OpenError::Io { path: path.to_owned(), what, source };
+        let meta = file.metadata().map_err(|e| io_err("stat", e))?;
+        let is_block_device = meta.file_type().is_block_device();
+        let actual = if is_block_device { block_device_size(&file).map_err(|e| io_err("size", e))? } else { meta.len() };
+        let size = match size {
+            None => actual,
+            Some(wanted) if wanted <= actual => wanted,
+            Some(wanted) if !exists || (grow && !is_block_device) => {
+                file.set_len(wanted).map_err(|e| io_err("extend", e))?;
+                wanted
+            }
+            Some(wanted) => return Err(OpenError::TooSmall { path: path.to_owned(), actual, wanted }),
+        };
+        Ok(Store { file, size, path: path.to_owned(), is_block_device })
+    }
+
+    /// The usable size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The path it was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check(&self, offset: u64, len: u64) -> io::Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        }
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.check(offset, buf.len() as u64)?;
+        crate::failpoint::check("store.read")?;
+        self.file.read_exact_at(buf, offset)
+    }
+
+    /// Writes all of `buf` at `offset`.
+    pub fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check(offset, buf.len() as u64)?;
+        crate::failpoint::check("store.write")?;
+        self.file.write_all_at(buf, offset)
+    }
+
+    /// Makes every completed write durable (fdatasync).
+    pub fn sync(&self) -> io::Result<()> {
+        crate::failpoint::check("store.sync")?;
+        self.file.sync_data()
+    }
+
+    /// Deallocates a range (TRIM). It reads back as zeroes afterwards.
+    /// Falls back to writing zeroes where punching holes is unsupported.
+    pub fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.check(offset, len)?;
+        self.zero(offset, len, true)
+    }
+
+    /// Zeroes a range. With `may_trim` the range may become a hole.
+    pub fn zero(&self, offset: u64, len: u64, may_trim: bool) -> io::Result<()> {
+        self.check(offset, len)?;
+        crate::failpoint::check("store.write")?;
+        if len == 0 {
+            return Ok(());
+        }
+        if !self.is_block_device {
+            let mode = if may_trim {
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
+            } else {
+                libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE
+            };
+            if self.fallocate(mode, offset, len).is_ok() {
+                return Ok(());
+            }
+        }
+        self.write_zeroes_slow(offset, len)
+    }
+
+    /// Whether zeroing can be done without writing data (FAST_ZERO).
+    pub fn can_zero_fast(&self) -> bool {
+        !self.is_block_device
+    }
+
+    fn fallocate(&self, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
+        let off = libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let l = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: plain syscall on a file descriptor we own.
+        let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, off, l) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    fn write_zeroes_slow(&self, mut offset: u64, len: u64) -> io::Result<()> {
+        const CHUNK: u64 = 1 << 20;
+        let zeroes = vec![0u8; CHUNK.min(len) as usize];
+        let end = offset + len;
+        while offset < end {
+            let n = CHUNK.min(end - offset) as usize;
+            self.file.write_all_at(&zeroes[..n], offset)?;
+            offset += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Hints the kernel to read a range into its cache (NBD_CMD_CACHE).
+    pub fn cache(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.check(offset, len)?;
+        let (Ok(off), Ok(l)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        // SAFETY: advisory syscall on a file descriptor we own.
+        unsafe { libc::posix_fadvise(self.file.as_raw_fd(), off, l, libc::POSIX_FADV_WILLNEED) };
+        Ok(())
+    }
+
+    /// Allocation map of `[offset, offset+len)` from SEEK_DATA / SEEK_HOLE.
+    /// The extents cover the range exactly. A block device reports all data.
+    pub fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        self.check(offset, len)?;
+        let end = offset + len;
+        if self.is_block_device {
+            return Ok(vec![Extent { len, hole: false }]);
+        }
+        let mut out: Vec<Extent> = Vec::new();
+        let mut pos = offset;
+        while pos < end {
+            let data = match self.seek(pos, libc::SEEK_DATA) {
+                Ok(d) => d.min(end),
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => end,
+                Err(_) => return Ok(vec![Extent { len, hole: false }]),
+            };
+            if data > pos {
+                push_extent(&mut out, data - pos, true);
+                pos = data;
+                continue;
+            }
+            let hole = match self.seek(pos, libc::SEEK_HOLE) {
+                Ok(h) => h.min(end),
+                Err(_) => end,
+            };
+            let hole = if hole <= pos { end } else { hole };
+            push_extent(&mut out, hole - pos, false);
+            pos = hole;
+        }
+        Ok(out)
+    }
+
+    /// The first data byte at or after `offset`, or None if only holes follow.
+    pub fn next_data(&self, offset: u64) -> io::Result<Option<u64>> {
+        if offset >= self.size {
+            return Ok(None);
+        }
+        if self.is_block_device {
+            return Ok(Some(offset));
+        }
+        match self.seek(offset, libc::SEEK_DATA) {
+            Ok(d) if d < self.size => Ok(Some(d)),
+            Ok(_) => Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
+            Err(_) => Ok(Some(offset)),
+        }
+    }
+
+    fn seek(&self, pos: u64, whence: libc::c_int) -> io::Result<u64> {
+        let p = libc::off_t::try_from(pos).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: lseek on our own descriptor; positioned I/O never uses the offset.
+        let r = unsafe { libc::lseek(self.file.as_raw_fd(), p, whence) };
+        u64::try_from(r).map_err(|_| io::Error::last_os_error())
+    }
+}
+
+fn push_extent(out: &mut Vec<Extent>, len: u64, hole: bool) {
+    match out.last_mut() {
+        Some(last) if last.hole == hole => last.len += len,
+        _ => out.push(Extent { len, hole }),
+    }
+}
+
+fn block_device_size(file: &File) -> io::Result<u64> {
+    const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) };
+    if rc == 0 {
+        Ok(size)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(size: u64) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("disk.img"), Some(size), false).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn creates_sparse_and_round_trips() {
+        let (_d, s) = tmp(1 << 20);
+        assert_eq!(s.size(), 1 << 20);
+        assert_eq!(s.extents(0, 1 << 20).unwrap(), vec![Extent { len: 1 << 20, hole: true }]);
+        s.write_at(&[7u8; 4096], 8192).unwrap();
+        let mut b = [0u8; 4096];
+        s.read_at(&mut b, 8192).unwrap();
+        assert_eq!(b, [7u8; 4096]);
+        let ext = s.extents(0, 1 << 20).unwrap();
+        assert_eq!(ext.iter().map(|e| e.len).sum::<u64>(), 1 << 20);
+        assert!(ext.iter().any(|e| !e.hole));
+        assert_eq!(s.next_data(0).unwrap(), Some(8192));
+    }
+
+    #[test]
+    fn out_of_range_is_einval() {
+        let (_d, s) = tmp(4096);
+        let e = s.write_at(&[1u8; 2], 4095).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+        let e = s.read_at(&mut [0u8; 1], u64::MAX).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    }
+
+    #[test]
+    fn trim_and_zero_read_back_zeroes() {
+        let (_d, s) = tmp(1 << 20);
+        s.write_at(&[9u8; 65536], 0).unwrap();
+        s.trim(0, 4096).unwrap();
+        s.zero(4096, 4096, false).unwrap();
+        let mut b = vec![0u8; 12288];
+        s.read_at(&mut b, 0).unwrap();
+        assert!(b[..8192].iter().all(|&x| x == 0));
+        assert!(b[8192..].iter().all(|&x| x == 9));
+    }
+
+    #[test]
+    fn smaller_file_is_refused_unless_grow() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d");
+        std::fs::write(&p, [0u8; 100]).unwrap();
+        assert!(matches!(Store::open(&p, Some(4096), false), Err(OpenError::TooSmall { .. })));
+        assert_eq!(Store::open(&p, Some(4096), true).unwrap().size(), 4096);
+    }
+}
