@@ -1,0 +1,72 @@
+//! Control requests and responses. Each variant says when it is allowed.
+
+use serde::{Deserialize, Serialize};
+
+use super::Status;
+
+/// A command from `repctl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// Always allowed.
+    Status,
+    /// Refused while the peer is Primary, and (without `force`) when the
+    /// local disk is not UpToDate.
+    Primary {
+        #[serde(default)]
+        force: bool,
+    },
+    /// Refused while NBD clients are attached unless `force` (flush, drop them).
+    Secondary {
+        #[serde(default)]
+        force: bool,
+    },
+    /// Drop the peer link and stay standalone.
+    Disconnect,
+    /// Start connecting again; with `discard_my_data` this node becomes the
+    /// sync target of a split brain.
+    Connect {
+        #[serde(default)]
+        discard_my_data: bool,
+    },
+    /// Discard local data: full resync from the peer. Refused on a Primary.
+    Invalidate,
+    /// Online verify against the peer. Needs a connection.
+    Verify,
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Response {
+    /// The status object (for `status`).
+    Status { ok: bool, status: Box<Status> },
+    /// Done (`ok: true`, with a message) or refused (`ok: false`, with the reason).
+    Done { ok: bool, message: String },
+}
+
+impl Response {
+    pub fn ok(message: impl Into<String>) -> Self {
+        Response::Done { ok: true, message: message.into() }
+    }
+    pub fn refused(message: impl Into<String>) -> Self {
+        Response::Done { ok: false, message: message.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_form() {
+        let r: Request = serde_json::from_str(r#"{"cmd":"primary","force":true}"#).unwrap();
+        assert_eq!(r, Request::Primary { force: true });
+        let r: Request = serde_json::from_str(r#"{"cmd":"connect"}"#).unwrap();
+        assert_eq!(r, Request::Connect { discard_my_data: false });
+        assert_eq!(serde_json::to_string(&Request::Status).unwrap(), r#"{"cmd":"status"}"#);
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
+        let d = serde_json::to_string(&Response::refused("no")).unwrap();
+        assert_eq!(d, r#"{"ok":false,"message":"no"}"#);
+    }
+}

@@ -1,0 +1,107 @@
+//! The status object of `repctl status --json` (CONTRACT.md), and its
+//! human rendering.
+
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+use crate::node::state::{Connection, Disk, Role, SyncSide};
+
+/// What the node knows of its peer; `role`/`disk` are "unknown" when not connected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub node: String,
+    pub role: String,
+    pub disk: String,
+}
+
+/// A running resync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    pub direction: SyncSide,
+    pub total_bytes: u64,
+    pub done_bytes: u64,
+    pub bytes_per_sec: u64,
+    pub eta_secs: u64,
+}
+
+/// Byte counters since the daemon started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub app_write_bytes: u64,
+    pub app_read_bytes: u64,
+    pub replicated_bytes: u64,
+    pub resync_sent_bytes: u64,
+    pub resync_received_bytes: u64,
+}
+
+/// `repctl status --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub resource: String,
+    pub node: String,
+    pub size_bytes: u64,
+    pub role: Role,
+    pub disk: Disk,
+    pub connection: Connection,
+    pub split_brain: bool,
+    pub peer: PeerStatus,
+    pub out_of_sync_bytes: u64,
+    pub sync: Option<SyncStatus>,
+    pub nbd_clients: u64,
+    pub counters: Counters,
+    /// Where NBD clients attach (extra field).
+    pub nbd_uri: String,
+    /// Process id of the daemon (extra field).
+    pub pid: u32,
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+impl Status {
+    /// The at-a-glance summary a DRBD user expects from `drbdadm status`.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "{} role:{} size:{}", self.resource, self.role, human_bytes(self.size_bytes));
+        let _ = writeln!(s, "  disk:{}", self.disk);
+        let mut peer = format!("  {} connection:{}", self.peer.node, self.connection);
+        if self.split_brain {
+            peer.push_str(" split-brain:yes");
+        }
+        let _ = writeln!(s, "{peer}");
+        let _ = writeln!(s, "    peer-role:{} peer-disk:{}", self.peer.role, self.peer.disk);
+        if let Some(sy) = &self.sync {
+            let pct = if sy.total_bytes == 0 { 100.0 } else { 100.0 * sy.done_bytes as f64 / sy.total_bytes as f64 };
+            let _ = writeln!(
+                s,
+                "    sync:{} {:.1}% ({} of {}) {}/s eta {}s",
+                match sy.direction {
+                    SyncSide::Source => "source",
+                    SyncSide::Target => "target",
+                },
+                pct,
+                human_bytes(sy.done_bytes),
+                human_bytes(sy.total_bytes),
+                human_bytes(sy.bytes_per_sec),
+                sy.eta_secs
+            );
+        }
+        if self.out_of_sync_bytes > 0 {
+            let _ = writeln!(s, "    out-of-sync:{}", human_bytes(self.out_of_sync_bytes));
+        }
+        let _ = writeln!(s, "  nbd: {} client(s) at {}", self.nbd_clients, self.nbd_uri);
+        s
+    }
+}

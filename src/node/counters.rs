@@ -1,0 +1,30 @@
+//! Byte counters since the daemon started (lock-free).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::control::Counters;
+
+#[derive(Debug, Default)]
+pub struct AtomicCounters {
+    pub app_write_bytes: AtomicU64,
+    pub app_read_bytes: AtomicU64,
+    pub replicated_bytes: AtomicU64,
+    pub resync_sent_bytes: AtomicU64,
+    pub resync_received_bytes: AtomicU64,
+}
+
+impl AtomicCounters {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Counters {
+        Counters {
+            app_write_bytes: self.app_write_bytes.load(Relaxed),
+            app_read_bytes: self.app_read_bytes.load(Relaxed),
+            replicated_bytes: self.replicated_bytes.load(Relaxed),
+            resync_sent_bytes: self.resync_sent_bytes.load(Relaxed),
+            resync_received_bytes: self.resync_received_bytes.load(Relaxed),
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The replicated block device the NBD server serves on a Primary.
+//!
+//! # The write path (protocol C)
+//!
+//! 1. The NBD layer decoded and bounds-checked the request.
+//! 2. The node must be Primary; otherwise ESHUTDOWN.
+//! 3. The write takes the range lock of its bytes ([`super::ranges`]), so
+//!    overlapping writes reach both disks in the same order.
+//! 4. The local pwrite and the send to the peer run concurrently.
+//! 5. The reply waits for both: the local write completed and the peer
+//!    acknowledged it (the peer acks after its own pwrite; with FUA or on a
+//!    FLUSH, after its fdatasync).
+//! 6. If there is no peer, or it is lost before acking, the range is marked
+//!    out-of-sync and the write completes on the local disk alone.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::device::{blocking, read_store, Attachment, BlockDevice, Capabilities, ExportGate, Refusal, ZeroFlags};
+use crate::store::Extent;
+
+use super::counters::AtomicCounters;
+use super::runtime::Node;
+
+/// The node's data as a block device.
+pub struct NodeDevice {
+    node: Arc<Node>,
+}
+
+fn not_primary() -> io::Error {
+    io::Error::from_raw_os_error(libc::ESHUTDOWN)
+}
+
+/// A local mutation of the backing file.
+enum Op {
+    Write(Bytes),
+    Trim,
+    Zero(bool),
+}
+
+impl NodeDevice {
+    pub fn new(node: Arc<Node>) -> Self {
+        NodeDevice { node }
+    }
+
+    fn check_primary(&self) -> io::Result<()> {
+        if self.node.state().serves_io() {
+            Ok(())
+        } else {
+            Err(not_primary())
+        }
+    }
+
+    async fn mutate(&self, offset: u64, len: u64, op: Op, fua: bool) -> io::Result<()> {
+        self.check_primary()?;
+        let end = offset.checked_add(len).filter(|&e| e <= self.node.store.size()).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let _guard = self.node.ranges.lock(offset, end).await;
+        let store = self.node.store.clone();
+        let local = blocking(move || {
+            match op {
+                Op::Write(data) => store.write_at(&data, offset)?,
+                Op::Trim => store.trim(offset, len)?,
+                Op::Zero(may_trim) => store.zero(offset, len, may_trim)?,
+            }
+            if fua {
+                store.sync()?;
+            }
+            Ok(())
+        });
+        local.await?;
+        // No peer link yet: the change is known only here.
+        self.node.mark_out_of_sync(offset, len);
+        AtomicCounters::add(&self.node.counters.app_write_bytes, len);
+        Ok(())
+    }
+}
+
+impl BlockDevice for NodeDevice {
+    fn size(&self) -> u64 {
+        self.node.store.size()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            read_only: false,
+            trim: true,
+            write_zeroes: true,
+            fast_zero: self.node.store.can_zero_fast(),
+            block_status: true,
+            multi_conn: true,
+        }
+    }
+
+    async fn read(&self, offset: u64, len: u32) -> io::Result<Bytes> {
+        self.check_primary()?;
+        let b = read_store(&self.node.store, offset, len).await?;
+        AtomicCounters::add(&self.node.counters.app_read_bytes, u64::from(len));
+        Ok(b)
+    }
+
+    async fn write(&self, offset: u64, data: Bytes, fua: bool) -> io::Result<()> {
+        let len = data.len() as u64;
+        self.mutate(offset, len, Op::Write(data), fua).await
+    }
+
+    async fn flush(&self) -> io::Result<()> {
+        self.check_primary()?;
+        let s = self.node.store.clone();
+        blocking(move || s.sync()).await
+    }
+
+    async fn trim(&self, offset: u64, len: u64, fua: bool) -> io::Result<()> {
+        self.mutate(offset, len, Op::Trim, fua).await
+    }
+
+    async fn write_zeroes(&self, offset: u64, len: u64, flags: ZeroFlags, fua: bool) -> io::Result<()> {
+        if flags.fast_only && !self.node.store.can_zero_fast() {
+            return Err(io::Error::from_raw_os_error(libc::ENOTSUP));
+        }
+        self.mutate(offset, len, Op::Zero(flags.may_trim), fua).await
+    }
+
+    async fn cache(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.check_primary()?;
+        let s = self.node.store.clone();
+        blocking(move || s.cache(offset, len)).await
+    }
+
+    async fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        self.check_primary()?;
+        let s = self.node.store.clone();
+        blocking(move || s.extents(offset, len)).await
+    }
+}
+
+/// Lets the NBD server attach clients only while the node is Primary.
+pub struct NodeGate {
+    device: Arc<NodeDevice>,
+}
+
+impl NodeGate {
+    pub fn new(device: Arc<NodeDevice>) -> Self {
+        NodeGate { device }
+    }
+
+    fn available(&self) -> Result<(), Refusal> {
+        let st = self.device.node.state();
+        if st.serves_io() {
+            Ok(())
+        } else {
+            Err(Refusal::Unavailable(format!(
+                "node {} is {} (disk {}); only the Primary serves I/O",
+                self.device.node.me.name, st.role, st.disk
+            )))
+        }
+    }
+}
+
+impl ExportGate for NodeGate {
+    type Device = NodeDevice;
+
+    fn name(&self) -> &str {
+        &self.device.node.cfg.resource.name
+    }
+
+    fn description(&self) -> String {
+        let n = &self.device.node;
+        format!("repd resource {} on node {}", n.cfg.resource.name, n.me.name)
+    }
+
+    fn probe(&self) -> Result<(u64, Capabilities), Refusal> {
+        self.available()?;
+        Ok((self.device.size(), self.device.capabilities()))
+    }
+
+    fn attach(&self) -> Result<Attachment<NodeDevice>, Refusal> {
+        self.available()?;
+        Ok(self.device.node.clients.attach(self.device.clone()))
+    }
+}

@@ -1,0 +1,230 @@
+//! The node: owns the store, the state, the NBD clients and the peer link,
+//! and answers control commands.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, NodeConfig};
+use crate::control::{self, PeerStatus, Request, Response, Status};
+use crate::device::ClientRegistry;
+use crate::store::Store;
+
+use super::counters::AtomicCounters;
+use super::dirty::DirtyMap;
+use super::ranges::RangeLocks;
+use super::state::{Connection, Disk, NodeState, Role};
+use super::{NodeDevice, NodeGate};
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] crate::store::OpenError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+/// Bitmap granularity: bytes per out-of-sync bit.
+pub const GRANULE: u64 = 4096;
+
+/// One node of the resource.
+pub struct Node {
+    pub cfg: Config,
+    pub me: NodeConfig,
+    pub peer_cfg: NodeConfig,
+    pub store: Arc<Store>,
+    state: Mutex<NodeState>,
+    pub clients: ClientRegistry,
+    pub counters: AtomicCounters,
+    pub ranges: RangeLocks,
+    dirty: Mutex<DirtyMap>,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+impl Node {
+    /// Opens the backing file and metadata; does not start serving.
+    pub fn open(cfg: Config, me: NodeConfig) -> Result<Arc<Node>, StartError> {
+        let peer_cfg = cfg.peer_of(&me.name).clone();
+        if let Some(dir) = me.backing.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|source| StartError::Io { what: format!("{}: create directory", dir.display()), source })?;
+            }
+        }
+        let store = Arc::new(Store::open(&me.backing, cfg.resource.size, cfg.resource.grow)?);
+        let size = store.size();
+        Ok(Arc::new(Node {
+            state: Mutex::new(NodeState::new(Disk::Inconsistent)),
+            clients: ClientRegistry::new(),
+            counters: AtomicCounters::default(),
+            ranges: RangeLocks::new(),
+            dirty: Mutex::new(DirtyMap::new(size, GRANULE)),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            cfg,
+            me,
+            peer_cfg,
+            store,
+        }))
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, NodeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn dirty(&self) -> MutexGuard<'_, DirtyMap> {
+        self.dirty.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that `[offset, offset+len)` may now differ from the peer.
+    pub fn mark_out_of_sync(&self, offset: u64, len: u64) {
+        self.dirty().set_range(offset, len);
+    }
+
+    /// The gate and device the NBD server uses.
+    pub fn gate(self: &Arc<Self>) -> Arc<NodeGate> {
+        Arc::new(NodeGate::new(Arc::new(NodeDevice::new(self.clone()))))
+    }
+
+    /// Runs the NBD listener and the control socket until shutdown; then
+    /// waits for in-flight requests and makes the data durable.
+    pub async fn run(self: Arc<Self>) -> Result<(), StartError> {
+        let listener = crate::nbd::bind(&self.me.nbd)
+            .await
+            .map_err(|source| StartError::Io { what: format!("NBD listen address {}", self.me.nbd), source })?;
+        let gate = self.gate();
+        let opts = crate::nbd::ServerOptions { max_clients: self.cfg.resource.max_clients as usize };
+        let nbd = tokio::spawn(crate::nbd::serve(listener, gate, opts, self.shutdown.clone()));
+        let ctl_path = self.me.control.clone();
+        let me = self.clone();
+        let ctl = tokio::spawn(async move { control::serve(&ctl_path, me.clone(), me.shutdown.clone()).await });
+        tracing::info!(node = %self.me.name, resource = %self.cfg.resource.name, nbd = %self.me.nbd, control = %self.me.control.display(), "node started");
+        // A listener that fails to start ends the node at once.
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {}
+            r = async { tokio::time::sleep(Duration::from_millis(50)).await; ctl_finished(&ctl).await } => {
+                self.shutdown.cancel();
+                return Err(StartError::Io { what: format!("control socket {}", self.me.control.display()), source: r });
+            }
+        }
+        let _ = nbd.await;
+        let _ = ctl.await;
+        self.tasks.close();
+        self.tasks.wait().await;
+        let s = self.store.clone();
+        crate::device::blocking(move || s.sync())
+            .await
+            .map_err(|source| StartError::Io { what: "final flush".into(), source })?;
+        tracing::info!("node stopped cleanly");
+        Ok(())
+    }
+
+    /// The status object.
+    pub fn status(&self) -> Status {
+        let st = self.state().clone();
+        let (peer_role, peer_disk) = match st.peer {
+            Some(p) => (p.role.to_string(), p.disk.to_string()),
+            None => ("unknown".into(), "unknown".into()),
+        };
+        Status {
+            resource: self.cfg.resource.name.clone(),
+            node: self.me.name.clone(),
+            size_bytes: self.store.size(),
+            role: st.role,
+            disk: st.disk,
+            connection: st.connection,
+            split_brain: st.split_brain,
+            peer: PeerStatus { node: self.peer_cfg.name.clone(), role: peer_role, disk: peer_disk },
+            out_of_sync_bytes: self.dirty().dirty_bytes(),
+            sync: None,
+            nbd_clients: self.clients.count() as u64,
+            counters: self.counters.snapshot(),
+            nbd_uri: self.me.nbd.uri(&self.cfg.resource.name),
+            pid: std::process::id(),
+        }
+    }
+
+    async fn promote(&self, force: bool) -> Response {
+        let mut st = self.state();
+        if st.role == Role::Primary {
+            return Response::ok("already primary");
+        }
+        if let Err(e) = st.check_promote(force) {
+            return Response::refused(e.0);
+        }
+        if force && st.disk != Disk::UpToDate {
+            tracing::warn!(was = %st.disk, "forced promotion: this node's data is declared authoritative");
+            st.disk = Disk::UpToDate;
+        }
+        st.role = Role::Primary;
+        tracing::info!("role: primary");
+        Response::ok("primary")
+    }
+
+    async fn demote(&self, force: bool) -> Response {
+        {
+            let st = self.state();
+            if st.role == Role::Secondary {
+                return Response::ok("already secondary");
+            }
+            if let Err(e) = st.check_demote(force, self.clients.count()) {
+                return Response::refused(e.0);
+            }
+        }
+        // Stop accepting I/O first, then drop the clients and make what they wrote durable.
+        self.state().role = Role::Secondary;
+        self.clients.drop_all();
+        let s = self.store.clone();
+        if let Err(e) = crate::device::blocking(move || s.sync()).await {
+            return Response::refused(format!("flush before demotion failed: {e}"));
+        }
+        tracing::info!("role: secondary");
+        Response::ok("secondary")
+    }
+
+    fn disconnect(&self) -> Response {
+        let mut st = self.state();
+        st.on_peer_lost();
+        st.connection = Connection::Standalone;
+        Response::ok("standalone")
+    }
+
+    fn connect(&self, discard_my_data: bool) -> Response {
+        let mut st = self.state();
+        if discard_my_data {
+            if st.role == Role::Primary {
+                return Response::refused("a Primary cannot discard its data; demote it first");
+            }
+            st.split_brain = false;
+        }
+        if st.connection == Connection::Standalone {
+            st.connection = Connection::Connecting;
+        }
+        Response::ok("connecting")
+    }
+}
+
+async fn ctl_finished(h: &tokio::task::JoinHandle<std::io::Result<()>>) -> std::io::Error {
+    loop {
+        if h.is_finished() {
+            return std::io::Error::other("control socket could not be served (in use, or no permission)");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl control::Handler for Node {
+    async fn handle(&self, req: Request) -> Response {
+        match req {
+            Request::Status => Response::Status { ok: true, status: Box::new(self.status()) },
+            Request::Primary { force } => self.promote(force).await,
+            Request::Secondary { force } => self.demote(force).await,
+            Request::Disconnect => self.disconnect(),
+            Request::Connect { discard_my_data } => self.connect(discard_my_data),
+            Request::Invalidate | Request::Verify => Response::refused("not connected to the peer"),
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The resource's state and the rules for changing it. Pure: no I/O.
+//!
+//! The runtime asks these functions whether a command is allowed and what
+//! follows from an event; it then does the I/O. Each rule is a test below.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Role of a node. Only a Primary serves NBD I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Primary,
+    Secondary,
+}
+
+/// State of the local disk (CONTRACT.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Disk {
+    /// Complete and current.
+    UpToDate,
+    /// Complete but possibly older than the peer's (restarted alone after a clean stop).
+    Consistent,
+    /// Incomplete: never synced, or a sync target mid-sync.
+    Inconsistent,
+    /// Known to be older than the peer's.
+    Outdated,
+    /// Detached after an I/O error.
+    Failed,
+}
+
+/// State of the peer link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Connection {
+    Connected,
+    /// Trying to reach the peer.
+    Connecting,
+    /// Not trying (after `disconnect` or a split brain).
+    Standalone,
+}
+
+macro_rules! display_lower {
+    ($t:ty, $($v:ident => $s:literal),*) => {
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self { $(Self::$v => $s),* })
+            }
+        }
+    };
+}
+display_lower!(Role, Primary => "primary", Secondary => "secondary");
+display_lower!(Disk, UpToDate => "uptodate", Consistent => "consistent", Inconsistent => "inconsistent", Outdated => "outdated", Failed => "failed");
+display_lower!(Connection, Connected => "connected", Connecting => "connecting", Standalone => "standalone");
+
+impl Role {
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Role::Primary => 1,
+            Role::Secondary => 2,
+        }
+    }
+    pub fn from_u8(v: u8) -> Option<Role> {
+        match v {
+            1 => Some(Role::Primary),
+            2 => Some(Role::Secondary),
+            _ => None,
+        }
+    }
+}
+
+impl Disk {
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Disk::UpToDate => 1,
+            Disk::Consistent => 2,
+            Disk::Inconsistent => 3,
+            Disk::Outdated => 4,
+            Disk::Failed => 5,
+        }
+    }
+    pub fn from_u8(v: u8) -> Option<Disk> {
+        Some(match v {
+            1 => Disk::UpToDate,
+            2 => Disk::Consistent,
+            3 => Disk::Inconsistent,
+            4 => Disk::Outdated,
+            5 => Disk::Failed,
+            _ => return None,
+        })
+    }
+    /// Whether the data is a complete image (a possible sync source).
+    pub fn is_complete(self) -> bool {
+        matches!(self, Disk::UpToDate | Disk::Consistent | Disk::Outdated)
+    }
+}
+
+/// What the node knows of its peer while connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerView {
+    pub role: Role,
+    pub disk: Disk,
+}
+
+/// The decision-relevant state of one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeState {
+    pub role: Role,
+    pub disk: Disk,
+    pub connection: Connection,
+    pub split_brain: bool,
+    /// Known only while connected.
+    pub peer: Option<PeerView>,
+    /// A resync is running (this node's side of it).
+    pub syncing: Option<SyncSide>,
+}
+
+/// Which side of a resync this node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncSide {
+    Source,
+    Target,
+}
+
+/// Why a command was refused: one line for `repctl` to print.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+fn refuse<T>(s: impl Into<String>) -> Result<T, Refused> {
+    Err(Refused(s.into()))
+}
+
+impl NodeState {
+    /// A fresh node: Secondary, with the given disk state, trying to connect.
+    pub fn new(disk: Disk) -> Self {
+        NodeState { role: Role::Secondary, disk, connection: Connection::Connecting, split_brain: false, peer: None, syncing: None }
+    }
+
+    /// `repctl primary [--force]`.
+    ///
+    /// Refused while the peer is Primary (two Primaries while connected cannot
+    /// happen), while this node is a sync target, and when the local disk is
+    /// not UpToDate — unless `force`, which declares the local data
+    /// authoritative. A Consistent disk with no peer in sight needs `force`
+    /// too: the peer may hold newer data.
+    pub fn check_promote(&self, force: bool) -> Result<(), Refused> {
+        if self.role == Role::Primary {
+            return Ok(());
+        }
+        if let Some(p) = self.peer {
+            if p.role == Role::Primary {
+                return refuse("the peer is Primary; demote it first (two Primaries at once are not allowed while connected)");
+            }
+        }
+        if self.syncing == Some(SyncSide::Target) {
+            return refuse("this node is the target of a running resync; wait for it to finish (repctl wait-sync)");
+        }
+        if self.disk == Disk::Failed {
+            return refuse("the local disk has failed; there is nothing to serve");
+        }
+        if force {
+            return Ok(());
+        }
+        match self.disk {
+            Disk::UpToDate => Ok(()),
+            Disk::Consistent if self.peer.is_some_and(|p| p.disk != Disk::UpToDate) => Ok(()),
+            d => refuse(format!("the local disk is {d}; use --force to declare this node's data authoritative")),
+        }
+    }
+
+    /// `repctl secondary [--force]`: refused while clients are attached unless `force`.
+    pub fn check_demote(&self, force: bool, clients: usize) -> Result<(), Refused> {
+        if self.role == Role::Secondary {
+            return Ok(());
+        }
+        if clients > 0 && !force {
+            return refuse(format!(
+                "{clients} NBD client(s) attached; detach them first, or use --force to flush and drop them"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The peer was lost: forget its view; retry unless standalone.
+    pub fn on_peer_lost(&mut self) {
+        self.peer = None;
+        if self.syncing == Some(SyncSide::Target) {
+            self.disk = Disk::Inconsistent;
+        }
+        self.syncing = None;
+        if self.connection == Connection::Connected {
+            self.connection = Connection::Connecting;
+        }
+    }
+
+    /// Whether the local disk may serve reads (Primary on a complete disk, or a forced one).
+    pub fn serves_io(&self) -> bool {
+        self.role == Role::Primary && self.disk != Disk::Failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(disk: Disk, peer: Option<(Role, Disk)>) -> NodeState {
+        let mut s = NodeState::new(disk);
+        s.peer = peer.map(|(role, disk)| PeerView { role, disk });
+        s.connection = if peer.is_some() { Connection::Connected } else { Connection::Connecting };
+        s
+    }
+
+    #[test]
+    fn promote_refused_while_peer_primary_even_forced() {
+        let s = st(Disk::UpToDate, Some((Role::Primary, Disk::UpToDate)));
+        assert!(s.check_promote(false).is_err());
+        assert!(s.check_promote(true).is_err());
+    }
+
+    #[test]
+    fn promote_needs_force_on_inconsistent_or_outdated() {
+        for d in [Disk::Inconsistent, Disk::Outdated] {
+            let s = st(d, None);
+            let e = s.check_promote(false).unwrap_err();
+            assert!(e.0.contains("--force"), "{e}");
+            assert!(s.check_promote(true).is_ok());
+        }
+    }
+
+    #[test]
+    fn promote_uptodate_allowed() {
+        assert!(st(Disk::UpToDate, None).check_promote(false).is_ok());
+        assert!(st(Disk::UpToDate, Some((Role::Secondary, Disk::UpToDate))).check_promote(false).is_ok());
+    }
+
+    #[test]
+    fn consistent_alone_needs_force_but_not_against_a_stale_peer() {
+        assert!(st(Disk::Consistent, None).check_promote(false).is_err());
+        assert!(st(Disk::Consistent, Some((Role::Secondary, Disk::Inconsistent))).check_promote(false).is_ok());
+    }
+
+    #[test]
+    fn failed_disk_never_promotes() {
+        assert!(st(Disk::Failed, None).check_promote(true).is_err());
+    }
+
+    #[test]
+    fn sync_target_cannot_promote() {
+        let mut s = st(Disk::Inconsistent, Some((Role::Secondary, Disk::UpToDate)));
+        s.syncing = Some(SyncSide::Target);
+        assert!(s.check_promote(true).is_err());
+    }
+
+    #[test]
+    fn demote_refused_with_clients_unless_forced() {
+        let mut s = st(Disk::UpToDate, None);
+        s.role = Role::Primary;
+        assert!(s.check_demote(false, 1).is_err());
+        assert!(s.check_demote(true, 1).is_ok());
+        assert!(s.check_demote(false, 0).is_ok());
+    }
+
+    #[test]
+    fn losing_the_peer_mid_sync_leaves_target_inconsistent() {
+        let mut s = st(Disk::UpToDate, Some((Role::Primary, Disk::UpToDate)));
+        s.syncing = Some(SyncSide::Target);
+        s.on_peer_lost();
+        assert_eq!(s.disk, Disk::Inconsistent);
+        assert_eq!(s.connection, Connection::Connecting);
+        assert!(s.peer.is_none());
+    }
+
+    #[test]
+    fn wire_codes_round_trip() {
+        for d in [Disk::UpToDate, Disk::Consistent, Disk::Inconsistent, Disk::Outdated, Disk::Failed] {
+            assert_eq!(Disk::from_u8(d.to_u8()), Some(d));
+        }
+        for r in [Role::Primary, Role::Secondary] {
+            assert_eq!(Role::from_u8(r.to_u8()), Some(r));
+        }
+        assert_eq!(Disk::from_u8(0), None);
+    }
+}
