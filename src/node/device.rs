@@ -19,6 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::device::{blocking, read_store, Attachment, BlockDevice, Capabilities, ExportGate, Refusal, ZeroFlags};
+use crate::repl::Message;
 use crate::store::Extent;
 
 use super::counters::AtomicCounters;
@@ -56,8 +57,16 @@ impl NodeDevice {
     async fn mutate(&self, offset: u64, len: u64, op: Op, fua: bool) -> io::Result<()> {
         self.check_primary()?;
         let end = offset.checked_add(len).filter(|&e| e <= self.node.store.size()).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // Step 3: order against overlapping writes and resync copies.
         let _guard = self.node.ranges.lock(offset, end).await;
+        let link = self.node.link();
+        let remote_msg = link.as_ref().map(|_| match &op {
+            Op::Write(data) => RemoteOp::Write(data.clone()),
+            Op::Trim => RemoteOp::Trim,
+            Op::Zero(may_trim) => RemoteOp::Zero(*may_trim),
+        });
         let store = self.node.store.clone();
+        // Step 4: local write and peer send, concurrently.
         let local = blocking(move || {
             match op {
                 Op::Write(data) => store.write_at(&data, offset)?,
@@ -69,12 +78,38 @@ impl NodeDevice {
             }
             Ok(())
         });
-        local.await?;
-        // No peer link yet: the change is known only here.
-        self.node.mark_out_of_sync(offset, len);
+        let remote = async {
+            match (link, remote_msg) {
+                (Some(link), Some(m)) => link
+                    .request(|id| match m {
+                        RemoteOp::Write(data) => Message::Write { id, offset, fua, data },
+                        RemoteOp::Trim => Message::Trim { id, offset, len, fua },
+                        RemoteOp::Zero(may_trim) => Message::Zero { id, offset, len, may_trim, fua },
+                    })
+                    .await
+                    .is_ok(),
+                _ => false,
+            }
+        };
+        // Step 5: the reply waits for both.
+        let (local, mirrored) = tokio::join!(local, remote);
+        local?;
+        if mirrored {
+            AtomicCounters::add(&self.node.counters.replicated_bytes, len);
+        } else {
+            // Step 6: the peer does not have it.
+            self.node.mark_out_of_sync(offset, len);
+        }
         AtomicCounters::add(&self.node.counters.app_write_bytes, len);
         Ok(())
     }
+}
+
+/// What is sent to the peer for an [`Op`].
+enum RemoteOp {
+    Write(Bytes),
+    Trim,
+    Zero(bool),
 }
 
 impl BlockDevice for NodeDevice {
@@ -108,7 +143,19 @@ impl BlockDevice for NodeDevice {
     async fn flush(&self) -> io::Result<()> {
         self.check_primary()?;
         let s = self.node.store.clone();
-        blocking(move || s.sync()).await
+        let link = self.node.link();
+        let remote = async {
+            if let Some(link) = link {
+                // A peer that cannot flush is treated like a lost one: the
+                // session ends and the regions resync later.
+                if let Err(e) = link.request(|id| Message::Flush { id }).await {
+                    tracing::warn!("peer flush failed: {e:?}");
+                    link.close();
+                }
+            }
+        };
+        let (local, ()) = tokio::join!(blocking(move || s.sync()), remote);
+        local
     }
 
     async fn trim(&self, offset: u64, len: u64, fua: bool) -> io::Result<()> {

@@ -6,12 +6,24 @@
 //! - [`device`]: the replicated block device the NBD server serves (the write path).
 //! - [`runtime`]: the [`Node`] itself: startup, control commands, status.
 //! - [`counters`]: byte counters.
+//! - [`decide`]: the sync decision at connect (pure).
+//! - [`peer`]: listening, dialing, handshake, reconnect.
+//! - [`session`]: one connected session: state exchange, reader, writer.
+//! - [`link`]: requests awaiting the peer's acknowledgement.
+//! - [`apply`]: frames from the peer applied (the Secondary's side).
+//! - [`resync`]: copying out-of-sync regions to the peer.
 
+pub mod apply;
 pub mod counters;
+pub mod decide;
 pub mod device;
 pub mod dirty;
+pub mod link;
+pub mod peer;
 pub mod ranges;
+pub mod resync;
 pub mod runtime;
+pub mod session;
 pub mod state;
 
 pub use device::{NodeDevice, NodeGate};

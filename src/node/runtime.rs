@@ -1,8 +1,11 @@
 //! The node: owns the store, the state, the NBD clients and the peer link,
 //! and answers control commands.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,7 +18,8 @@ use crate::store::Store;
 use super::counters::AtomicCounters;
 use super::dirty::DirtyMap;
 use super::ranges::RangeLocks;
-use super::state::{Connection, Disk, NodeState, Role};
+use super::link::PeerLink;
+use super::state::{Connection, Disk, NodeState, Role, SyncSide};
 use super::{NodeDevice, NodeGate};
 
 /// Why the node could not start.
@@ -41,8 +45,22 @@ pub struct Node {
     pub counters: AtomicCounters,
     pub ranges: RangeLocks,
     dirty: Mutex<DirtyMap>,
+    link: Mutex<Option<Arc<PeerLink>>>,
+    sync: Mutex<Option<SyncProgress>>,
+    discard_my_data: AtomicBool,
+    /// Woken on every state change (connector, waiters).
+    pub wake: Notify,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+}
+
+/// A running resync as `status` shows it.
+#[derive(Debug, Clone)]
+pub struct SyncProgress {
+    pub side: SyncSide,
+    pub total: u64,
+    pub done: u64,
+    pub started: Instant,
 }
 
 impl Node {
@@ -62,6 +80,10 @@ impl Node {
             counters: AtomicCounters::default(),
             ranges: RangeLocks::new(),
             dirty: Mutex::new(DirtyMap::new(size, GRANULE)),
+            link: Mutex::new(None),
+            sync: Mutex::new(None),
+            discard_my_data: AtomicBool::new(false),
+            wake: Notify::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             cfg,
@@ -84,6 +106,90 @@ impl Node {
         self.dirty().set_range(offset, len);
     }
 
+    /// The live peer link, if connected.
+    pub fn link(&self) -> Option<Arc<PeerLink>> {
+        self.link.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_link(&self, l: Option<Arc<PeerLink>>) {
+        *self.link.lock().unwrap_or_else(|p| p.into_inner()) = l;
+    }
+
+    /// The session ended: forget the link; waiting writes complete locally.
+    pub fn link_lost(&self) {
+        if let Some(l) = self.link.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            l.close();
+        }
+        self.state().on_peer_lost();
+        self.sync_end();
+        self.changed();
+    }
+
+    /// Something changed: wake the connector and waiters.
+    pub fn changed(&self) {
+        self.wake.notify_waiters();
+    }
+
+    /// Tells the peer our role and disk state (if connected).
+    pub fn announce_state(&self) {
+        let Some(link) = self.link() else { return };
+        let (role, disk) = {
+            let st = self.state();
+            (super::session::to_wire_role(st.role), super::session::to_wire_disk(st.disk))
+        };
+        tokio::spawn(async move {
+            let _ = link.send(crate::repl::Message::StateUpdate { role, disk, flags: 0 }).await;
+        });
+        self.changed();
+    }
+
+    pub fn discard_my_data(&self) -> bool {
+        self.discard_my_data.load(Ordering::SeqCst)
+    }
+
+    pub fn set_discard_my_data(&self, v: bool) {
+        self.discard_my_data.store(v, Ordering::SeqCst);
+    }
+
+    pub fn sync_begin(&self, side: SyncSide, total: u64) {
+        *self.sync.lock().unwrap_or_else(|p| p.into_inner()) = Some(SyncProgress { side, total, done: 0, started: Instant::now() });
+        self.changed();
+    }
+
+    pub fn sync_progress(&self, bytes: u64) {
+        if let Some(s) = self.sync.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            s.done = (s.done + bytes).min(s.total);
+        }
+    }
+
+    pub fn sync_end(&self) {
+        *self.sync.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn sync_status(&self) -> Option<control::SyncStatus> {
+        let s = self.sync.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let secs = s.started.elapsed().as_secs_f64().max(0.001);
+        let rate = (s.done as f64 / secs) as u64;
+        let left = s.total.saturating_sub(s.done);
+        Some(control::SyncStatus {
+            direction: s.side,
+            total_bytes: s.total,
+            done_bytes: s.done,
+            bytes_per_sec: rate,
+            eta_secs: if rate == 0 { 0 } else { left / rate.max(1) },
+        })
+    }
+
+    /// SHA-256 of a region (online verify).
+    pub async fn digest(&self, offset: u64, len: u32) -> Option<[u8; 32]> {
+        use sha2::Digest;
+        let data = crate::device::read_store(&self.store, offset, len).await.ok()?;
+        Some(sha2::Sha256::digest(&data).into())
+    }
+
+    /// The peer's digest for a verify request (see `verify`).
+    pub fn verify_reply(&self, _id: u64, _offset: u64, _len: u32, _digest: [u8; 32]) {}
+
     /// The gate and device the NBD server uses.
     pub fn gate(self: &Arc<Self>) -> Arc<NodeGate> {
         Arc::new(NodeGate::new(Arc::new(NodeDevice::new(self.clone()))))
@@ -95,6 +201,10 @@ impl Node {
         let listener = crate::nbd::bind(&self.me.nbd)
             .await
             .map_err(|source| StartError::Io { what: format!("NBD listen address {}", self.me.nbd), source })?;
+        let peer_listener = tokio::net::TcpListener::bind(&self.me.replication)
+            .await
+            .map_err(|source| StartError::Io { what: format!("replication address {}", self.me.replication), source })?;
+        self.tasks.spawn(super::peer::run(self.clone(), peer_listener));
         let gate = self.gate();
         let opts = crate::nbd::ServerOptions { max_clients: self.cfg.resource.max_clients as usize };
         let nbd = tokio::spawn(crate::nbd::serve(listener, gate, opts, self.shutdown.clone()));
@@ -138,8 +248,11 @@ impl Node {
             connection: st.connection,
             split_brain: st.split_brain,
             peer: PeerStatus { node: self.peer_cfg.name.clone(), role: peer_role, disk: peer_disk },
-            out_of_sync_bytes: self.dirty().dirty_bytes(),
-            sync: None,
+            out_of_sync_bytes: match self.sync_status() {
+                Some(sy) if sy.direction == SyncSide::Target => sy.total_bytes - sy.done_bytes,
+                _ => self.dirty().dirty_bytes(),
+            },
+            sync: self.sync_status(),
             nbd_clients: self.clients.count() as u64,
             counters: self.counters.snapshot(),
             nbd_uri: self.me.nbd.uri(&self.cfg.resource.name),
@@ -160,7 +273,9 @@ impl Node {
             st.disk = Disk::UpToDate;
         }
         st.role = Role::Primary;
+        drop(st);
         tracing::info!("role: primary");
+        self.announce_state();
         Response::ok("primary")
     }
 
@@ -182,13 +297,16 @@ impl Node {
             return Response::refused(format!("flush before demotion failed: {e}"));
         }
         tracing::info!("role: secondary");
+        self.announce_state();
         Response::ok("secondary")
     }
 
     fn disconnect(&self) -> Response {
-        let mut st = self.state();
-        st.on_peer_lost();
-        st.connection = Connection::Standalone;
+        self.state().connection = Connection::Standalone;
+        if let Some(l) = self.link() {
+            l.close();
+        }
+        self.changed();
         Response::ok("standalone")
     }
 
@@ -198,11 +316,13 @@ impl Node {
             if st.role == Role::Primary {
                 return Response::refused("a Primary cannot discard its data; demote it first");
             }
-            st.split_brain = false;
+            self.set_discard_my_data(true);
         }
         if st.connection == Connection::Standalone {
             st.connection = Connection::Connecting;
         }
+        drop(st);
+        self.changed();
         Response::ok("connecting")
     }
 }

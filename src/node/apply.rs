@@ -1,0 +1,176 @@
+//! Frames from the peer in a running session: mirrored writes applied on a
+//! Secondary, acknowledgements, keepalives, resync data, state updates.
+//!
+//! A Secondary acknowledges a mirrored write only after its own pwrite
+//! completed (and, with FUA or for a Flush, after fdatasync). That is the
+//! "both disks have it" of protocol C.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::device::blocking;
+use crate::repl::Message;
+
+use super::counters::AtomicCounters;
+use super::link::PeerLink;
+use super::runtime::Node;
+use super::session::{from_wire_disk, from_wire_role};
+use super::state::{Disk, PeerView, Role, SyncSide};
+
+fn errno_of(r: io::Result<()>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
+    }
+}
+
+/// What a mirrored or resync frame asks of the local disk.
+enum Apply {
+    Write(Bytes, bool),
+    Trim(u64, bool),
+    Zero(u64, bool, bool),
+    Flush,
+}
+
+/// Applies `op` at `offset` on the blocking pool and returns the errno (0 = ok).
+async fn apply_local(node: &Arc<Node>, offset: u64, op: Apply) -> i32 {
+    let store = node.store.clone();
+    errno_of(
+        blocking(move || {
+            match op {
+                Apply::Write(data, fua) => {
+                    store.write_at(&data, offset)?;
+                    if fua {
+                        store.sync()?;
+                    }
+                }
+                Apply::Trim(len, fua) => {
+                    store.trim(offset, len)?;
+                    if fua {
+                        store.sync()?;
+                    }
+                }
+                Apply::Zero(len, may_trim, fua) => {
+                    store.zero(offset, len, may_trim)?;
+                    if fua {
+                        store.sync()?;
+                    }
+                }
+                Apply::Flush => store.sync()?,
+            }
+            Ok(())
+        })
+        .await,
+    )
+}
+
+/// Handles one frame. An `Err` ends the session (protocol violation).
+pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> Result<(), String> {
+    match msg {
+        Message::Write { id, offset, fua, data } => {
+            mirrored(node, link, id, offset, data.len() as u64, Apply::Write(data, fua))?;
+        }
+        Message::Trim { id, offset, len, fua } => mirrored(node, link, id, offset, len, Apply::Trim(len, fua))?,
+        Message::Zero { id, offset, len, may_trim, fua } => mirrored(node, link, id, offset, len, Apply::Zero(len, may_trim, fua))?,
+        Message::Flush { id } => mirrored(node, link, id, 0, 0, Apply::Flush)?,
+        Message::Ack { id, errno } | Message::SyncAck { id, errno } => link.complete(id, errno),
+        Message::Ping { nonce } => {
+            let _ = link.send(Message::PingAck { nonce }).await;
+        }
+        Message::PingAck { .. } => {}
+        Message::StateUpdate { role, disk, .. } => {
+            let view = PeerView { role: from_wire_role(role), disk: from_wire_disk(disk) };
+            node.state().peer = Some(view);
+            node.changed();
+        }
+        Message::SyncStart { total_bytes, .. } => {
+            {
+                let mut st = node.state();
+                if st.role == Role::Primary {
+                    return Err("the peer wants to sync into this Primary".into());
+                }
+                st.syncing = Some(SyncSide::Target);
+                st.disk = Disk::Inconsistent;
+            }
+            node.sync_begin(SyncSide::Target, total_bytes);
+            node.announce_state();
+        }
+        Message::SyncData { id, offset, data } => {
+            let len = data.len() as u64;
+            resync_apply(node, link, id, offset, len, Apply::Write(data, false))?;
+        }
+        Message::SyncHole { id, offset, len } => resync_apply(node, link, id, offset, len, Apply::Zero(len, true, false))?,
+        Message::SyncDone => {
+            // Everything the source had is here: make it durable, then UpToDate.
+            let errno = apply_local(node, 0, Apply::Flush).await;
+            if errno != 0 {
+                return Err(format!("flush at the end of resync failed: errno {errno}"));
+            }
+            {
+                let mut st = node.state();
+                st.syncing = None;
+                st.disk = Disk::UpToDate;
+            }
+            node.sync_end();
+            tracing::info!("resync finished: this disk is UpToDate");
+            node.announce_state();
+        }
+        Message::VerifyRequest { id, offset, len } => {
+            let digest = node.digest(offset, len).await;
+            let _ = link.send(Message::VerifyDigest { id, offset, len, digest: digest.unwrap_or([0; 32]) }).await;
+        }
+        Message::VerifyDigest { id, offset, len, digest } => node.verify_reply(id, offset, len, digest),
+        other => return Err(format!("unexpected {} in a running session", other.msg_type())),
+    }
+    Ok(())
+}
+
+fn check_range(node: &Node, offset: u64, len: u64) -> Result<(), String> {
+    match offset.checked_add(len) {
+        Some(end) if end <= node.store.size() => Ok(()),
+        _ => Err(format!("the peer sent a request past the end of the device (offset {offset}, length {len})")),
+    }
+}
+
+/// A mirrored application write: apply, then Ack.
+fn mirrored(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, len: u64, op: Apply) -> Result<(), String> {
+    check_range(node, offset, len)?;
+    if node.state().role == Role::Primary {
+        let link = link.clone();
+        tokio::spawn(async move {
+            let _ = link.send(Message::Ack { id, errno: libc::EROFS }).await;
+        });
+        return Ok(());
+    }
+    let node = node.clone();
+    let link = link.clone();
+    tokio::spawn(async move {
+        let errno = apply_local(&node, offset, op).await;
+        if errno == 0 {
+            AtomicCounters::add(&node.counters.replicated_bytes, len);
+        }
+        let _ = link.send(Message::Ack { id, errno }).await;
+    });
+    Ok(())
+}
+
+/// A resync block: apply, count, then SyncAck.
+fn resync_apply(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, len: u64, op: Apply) -> Result<(), String> {
+    check_range(node, offset, len)?;
+    let is_data = matches!(op, Apply::Write(..));
+    let node = node.clone();
+    let link = link.clone();
+    tokio::spawn(async move {
+        let errno = apply_local(&node, offset, op).await;
+        if errno == 0 {
+            if is_data {
+                AtomicCounters::add(&node.counters.resync_received_bytes, len);
+            }
+            node.sync_progress(len);
+        }
+        let _ = link.send(Message::SyncAck { id, errno }).await;
+    });
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! The resync, source side: copy every out-of-sync region to the peer.
+//!
+//! Regions are taken from the dirty map in runs of up to [`RUN_BITS`]
+//! granules. Each copy holds the range lock of its bytes from the read
+//! until the peer's SyncAck, so an application write to the same bytes
+//! waits and is mirrored after it: older resync data never overwrites a
+//! newer write. Holes are found with SEEK_DATA and sent as one `SyncHole`
+//! each, so a sparse device syncs without reading its empty space. The
+//! bit is cleared only after the peer acknowledged the copy; a broken link
+//! leaves the rest set, and the next session resumes from there.
+//! The rate is limited to `resync_rate` bytes of data per second.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::device::{blocking, read_store};
+use crate::repl::Message;
+
+use super::counters::AtomicCounters;
+use super::link::{LinkError, PeerLink};
+use super::runtime::Node;
+use super::state::{Disk, SyncSide};
+
+/// Largest copy: 256 granules (1 MiB at 4 KiB).
+pub const RUN_BITS: u64 = 256;
+/// Copies in flight at once.
+const WINDOW: usize = 16;
+
+pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>) {
+    let total = node.dirty().dirty_bytes();
+    node.sync_begin(SyncSide::Source, total);
+    tracing::info!(total_bytes = total, "resync started (this node is the source)");
+    if link.send(Message::SyncStart { total_bytes: total, source_uuid: 0 }).await.is_err() {
+        return;
+    }
+    let window = Arc::new(Semaphore::new(WINDOW));
+    let granule = node.dirty().granule();
+    let rate = node.cfg.resource.resync_rate;
+    let started = Instant::now();
+    let mut sent_data = 0u64;
+    let mut bit = 0u64;
+    loop {
+        if link.closed.is_cancelled() {
+            break;
+        }
+        let next = node.dirty().next_run(bit, RUN_BITS);
+        let Some((offset, len)) = next else {
+            // End of a pass: wait for the copies in flight, then look again
+            // (a write the peer failed may have set bits behind us).
+            drop(window.acquire_many(WINDOW as u32).await);
+            if link.closed.is_cancelled() || node.dirty().count() == 0 {
+                break;
+            }
+            bit = 0;
+            continue;
+        };
+        bit = (offset + len).div_ceil(granule);
+        // Rate limit on data bytes.
+        let allowed = rate.saturating_mul(started.elapsed().as_millis() as u64) / 1000;
+        if sent_data > allowed {
+            tokio::time::sleep(Duration::from_millis(((sent_data - allowed) * 1000 / rate).min(1000))).await;
+        }
+        let Ok(permit) = window.clone().acquire_owned().await else { break };
+        // A hole: extend it to the next data (within the dirty run) and send it as one SyncHole.
+        let s = node.store.clone();
+        let data_at = blocking(move || s.next_data(offset)).await.ok().flatten();
+        let (len, hole) = match data_at {
+            Some(d) if d < offset + len => (len, false),
+            _ => {
+                let run_end = node.dirty().next_run(offset / granule, u64::MAX).map_or(offset + len, |(o, l)| o + l);
+                let hole_end = data_at.map_or(run_end, |d| (d - d % granule).max(offset + len));
+                (hole_end.min(run_end) - offset, true)
+            }
+        };
+        if hole {
+            bit = (offset + len).div_ceil(granule);
+        } else {
+            sent_data += len;
+        }
+        let node2 = node.clone();
+        let link2 = link.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _guard = node2.ranges.lock(offset, offset + len).await;
+            let r = if hole {
+                link2.request(|id| Message::SyncHole { id, offset, len }).await
+            } else {
+                match read_store(&node2.store, offset, len as u32).await {
+                    Ok(data) => link2.request(|id| Message::SyncData { id, offset, data }).await,
+                    Err(e) => {
+                        tracing::error!("resync read at {offset} failed: {e}");
+                        Err(LinkError::Peer(e.raw_os_error().unwrap_or(libc::EIO)))
+                    }
+                }
+            };
+            match r {
+                Ok(()) => {
+                    node2.dirty().clear_range(offset, len);
+                    if !hole {
+                        AtomicCounters::add(&node2.counters.resync_sent_bytes, len);
+                    }
+                    node2.sync_progress(len);
+                }
+                Err(LinkError::Peer(errno)) => {
+                    tracing::error!("resync of {len} bytes at {offset} failed on the peer: errno {errno}");
+                    link2.close();
+                }
+                Err(LinkError::Lost) => {}
+            }
+        });
+    }
+    if link.closed.is_cancelled() {
+        node.sync_end();
+        tracing::warn!("resync interrupted; {} bytes still out of sync", node.dirty().dirty_bytes());
+        return;
+    }
+    if link.send(Message::SyncDone).await.is_ok() {
+        {
+            let mut st = node.state();
+            st.syncing = None;
+            if let Some(p) = st.peer.as_mut() {
+                p.disk = Disk::UpToDate;
+            }
+        }
+        node.sync_end();
+        tracing::info!(
+            secs = started.elapsed().as_secs_f64(),
+            data_bytes = sent_data,
+            "resync finished (source)"
+        );
+        node.changed();
+    }
+}

@@ -1,0 +1,291 @@
+//! One connected session with the peer: exchange state and bitmaps, decide
+//! the sync, then mirror writes and keep the link alive until it breaks.
+//!
+//! Tasks of a session: this one reads frames and dispatches them; a writer
+//! task batches outgoing frames (and sends pings); a resync task runs when
+//! this node is the sync source. A frame error, a `Goodbye`, or silence for
+//! `ping_timeout_ms` ends the session: the link is closed, every waiting
+//! write completes locally and is marked out-of-sync.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::repl::{self, bitmap_chunks, Message};
+
+use super::apply;
+use super::decide::{decide, Decision, Side};
+use super::link::PeerLink;
+use super::peer::Link;
+use super::resync;
+use super::runtime::Node;
+use super::state::{Connection, Disk, PeerView, Role, SyncSide};
+
+/// Outgoing queue depth (frames) per link.
+const QUEUE: usize = 4096;
+
+pub fn to_wire_role(r: Role) -> repl::Role {
+    match r {
+        Role::Primary => repl::Role::Primary,
+        Role::Secondary => repl::Role::Secondary,
+    }
+}
+
+pub fn to_wire_disk(d: Disk) -> repl::DiskState {
+    match d {
+        Disk::UpToDate => repl::DiskState::UpToDate,
+        Disk::Consistent => repl::DiskState::Consistent,
+        Disk::Inconsistent => repl::DiskState::Inconsistent,
+        Disk::Outdated => repl::DiskState::Outdated,
+        Disk::Failed => repl::DiskState::Failed,
+    }
+}
+
+pub fn from_wire_role(r: repl::Role) -> Role {
+    match r {
+        repl::Role::Primary => Role::Primary,
+        repl::Role::Secondary => Role::Secondary,
+    }
+}
+
+pub fn from_wire_disk(d: repl::DiskState) -> Disk {
+    match d {
+        repl::DiskState::UpToDate => Disk::UpToDate,
+        repl::DiskState::Consistent => Disk::Consistent,
+        repl::DiskState::Inconsistent => Disk::Inconsistent,
+        repl::DiskState::Outdated => Disk::Outdated,
+        repl::DiskState::Failed | repl::DiskState::Diskless => Disk::Failed,
+    }
+}
+
+/// Reads the next frame within `timeout`; any failure is a reason string.
+async fn next_frame(link: &mut futures::stream::SplitStream<Link>, timeout: Duration) -> Result<Message, String> {
+    match tokio::time::timeout(timeout, link.next()).await {
+        Err(_) => Err(format!("no frame from the peer for {} ms", timeout.as_millis())),
+        Ok(None) => Err("the peer closed the link".into()),
+        Ok(Some(Err(e))) => Err(format!("bad frame: {e}")),
+        Ok(Some(Ok(Message::Goodbye { reason }))) => Err(format!("the peer said goodbye: {reason}")),
+        Ok(Some(Ok(m))) => Ok(m),
+    }
+}
+
+/// Runs a session on `link` until it ends. Returns a newer link that
+/// arrived meanwhile (it replaces this one), if any.
+pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>) -> Option<Link> {
+    let timeout = Duration::from_millis(node.cfg.net.ping_timeout_ms);
+    let (mut sink, mut stream) = link.split();
+
+    // 1. Exchange state and bitmaps (each side sends first, then reads).
+    let (local_state, words, bits) = {
+        let st = node.state();
+        let dirty = node.dirty();
+        let ns = repl::NodeState {
+            role: to_wire_role(st.role),
+            disk: to_wire_disk(st.disk),
+            flags: if node.discard_my_data() { repl::types::STATE_DISCARD_MY_DATA } else { 0 },
+            current_uuid: 0,
+            bitmap_uuid: 0,
+            history_uuids: [0, 0],
+            dirty_bits: dirty.count(),
+        };
+        (ns, dirty.words().to_vec(), dirty.bits())
+    };
+    let sent = async {
+        sink.send(Message::State(local_state)).await?;
+        for chunk in bitmap_chunks(&words, bits) {
+            sink.feed(chunk).await?;
+        }
+        sink.send(Message::BitmapDone).await
+    };
+    if let Err(e) = sent.await {
+        tracing::warn!("peer link: sending state failed: {e}");
+        return None;
+    }
+    let peer_state = match next_frame(&mut stream, timeout).await {
+        Ok(Message::State(s)) => s,
+        Ok(m) => {
+            tracing::warn!("peer link: expected State, got {}", m.msg_type());
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!("peer link: {e}");
+            return None;
+        }
+    };
+    let mut peer_words = vec![0u64; words.len()];
+    loop {
+        match next_frame(&mut stream, timeout).await {
+            Ok(Message::BitmapChunk { first_bit, total_bits, words: w }) if total_bits == bits => {
+                let start = (first_bit / 64) as usize;
+                for (i, x) in w.into_iter().enumerate() {
+                    if let Some(slot) = peer_words.get_mut(start + i) {
+                        *slot = x;
+                    }
+                }
+            }
+            Ok(Message::BitmapDone) => break,
+            Ok(m) => {
+                tracing::warn!("peer link: unexpected {} during bitmap exchange", m.msg_type());
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!("peer link: {e}");
+                return None;
+            }
+        }
+    }
+
+    // 2. Decide.
+    let peer_view = PeerView { role: from_wire_role(peer_state.role), disk: from_wire_disk(peer_state.disk) };
+    let local = Side {
+        role: from_wire_role(local_state.role),
+        disk: from_wire_disk(local_state.disk),
+        dirty: local_state.dirty_bits > 0,
+        discard_my_data: local_state.flags & repl::types::STATE_DISCARD_MY_DATA != 0,
+    };
+    let peer = Side {
+        role: peer_view.role,
+        disk: peer_view.disk,
+        dirty: peer_state.dirty_bits > 0,
+        discard_my_data: peer_state.flags & repl::types::STATE_DISCARD_MY_DATA != 0,
+    };
+    let decision = decide(local, peer);
+    tracing::info!(?decision, ?local, ?peer, "connected to peer");
+    match &decision {
+        Decision::SplitBrain => {
+            tracing::error!("split brain: both nodes changed data while apart; nothing is copied. Resolve with `repctl connect --discard-my-data` on the node whose changes are to be dropped");
+            let _ = sink.send(Message::Goodbye { reason: "split brain detected".into() }).await;
+            let mut st = node.state();
+            st.connection = Connection::Standalone;
+            st.split_brain = true;
+            drop(st);
+            node.changed();
+            return None;
+        }
+        Decision::Refuse(why) => {
+            tracing::error!("peer link refused: {why}");
+            let _ = sink.send(Message::Goodbye { reason: why.clone() }).await;
+            node.state().connection = Connection::Standalone;
+            node.changed();
+            return None;
+        }
+        _ => {}
+    }
+
+    // 3. Install the link: from here on writes are mirrored.
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let plink = Arc::new(PeerLink::new(tx));
+    node.set_discard_my_data(false);
+    {
+        let mut st = node.state();
+        st.connection = Connection::Connected;
+        st.split_brain = false;
+        st.peer = Some(peer_view);
+        match decision {
+            Decision::Source { full } => {
+                st.syncing = Some(SyncSide::Source);
+                let mut d = node.dirty();
+                d.merge_words(&peer_words);
+                if full {
+                    tracing::warn!("full sync to the peer: its disk has no usable base (holes are skipped)");
+                    d.set_all();
+                }
+            }
+            Decision::Target { full } => {
+                st.syncing = Some(SyncSide::Target);
+                st.disk = Disk::Inconsistent;
+                if full {
+                    tracing::warn!("full sync from the peer: this disk has no usable base");
+                }
+            }
+            Decision::InSync => {
+                if st.disk.is_complete() && peer_view.disk.is_complete() {
+                    st.disk = Disk::UpToDate;
+                }
+            }
+            _ => {}
+        }
+        node.set_link(Some(plink.clone()));
+    }
+    node.changed();
+
+    let writer = tokio::spawn(writer(node.clone(), sink, rx, plink.clone()));
+    if matches!(decision, Decision::Source { .. }) {
+        node.tasks.spawn(resync::run_source(node.clone(), plink.clone()));
+    }
+    // The target's disk state went Inconsistent: tell the peer.
+    if matches!(decision, Decision::Target { .. }) {
+        node.announce_state();
+    }
+
+    // 4. Read until the link breaks.
+    let replaced = loop {
+        let msg = tokio::select! {
+            m = next_frame(&mut stream, timeout) => m,
+            l = inbound.recv() => {
+                tracing::warn!("peer reconnected on a new link; dropping the old one");
+                break l;
+            }
+            _ = node.shutdown.cancelled() => {
+                let _ = plink.send(Message::Goodbye { reason: format!("node {} is shutting down", node.me.name) }).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                break None;
+            }
+            _ = plink.closed.cancelled() => break None,
+        };
+        match msg {
+            Ok(m) => {
+                if let Err(e) = apply::dispatch(&node, &plink, m).await {
+                    tracing::warn!("peer link: {e}; dropping it");
+                    break None;
+                }
+            }
+            Err(e) => {
+                tracing::warn!("peer link lost: {e}");
+                break None;
+            }
+        }
+    };
+    plink.close();
+    writer.abort();
+    replaced
+}
+
+/// Batches queued frames onto the socket; pings every `ping_interval_ms`.
+async fn writer(node: Arc<Node>, mut sink: futures::stream::SplitSink<Link, Message>, mut rx: mpsc::Receiver<Message>, link: Arc<PeerLink>) {
+    let mut ping = tokio::time::interval(Duration::from_millis(node.cfg.net.ping_interval_ms));
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut nonce = 0u64;
+    loop {
+        let r = tokio::select! {
+            m = rx.recv() => match m {
+                None => break,
+                Some(m) => async {
+                    sink.feed(m).await?;
+                    let mut n = 0;
+                    while n < 256 {
+                        match rx.try_recv() {
+                            Ok(m) => sink.feed(m).await?,
+                            Err(_) => break,
+                        }
+                        n += 1;
+                    }
+                    sink.flush().await
+                }.await,
+            },
+            _ = ping.tick() => {
+                nonce += 1;
+                sink.send(Message::Ping { nonce }).await
+            }
+            _ = link.closed.cancelled() => break,
+        };
+        if let Err(e) = r {
+            tracing::warn!("peer link: send failed: {e}");
+            break;
+        }
+    }
+    link.close();
+    let _ = sink.close().await;
+}
