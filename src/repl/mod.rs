@@ -1,1 +1,62 @@
-//! repl (under construction)
+//! The peer link: the wire protocol between the two nodes of a resource.
+//!
+//! The byte-exact specification is `proto/replication.md`; golden vectors
+//! under `proto/vectors/replication/` are checked by `tests/repl_vectors.rs`.
+//!
+//! # Layout
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`frame`] | the 16-byte frame header and the tokio-util [`Codec`] (crc32, length cap checked before allocating) |
+//! | [`types`] | small value types carried in messages: [`Role`], [`DiskState`], [`Hello`], [`NodeState`] |
+//! | [`message`] | [`Message`], every payload layout, encode and decode |
+//! | [`auth`] | HMAC-SHA256 challenge-response computation (pure) |
+//! | [`handshake`] | the async driver: Hello exchange, checks, mutual authentication |
+//!
+//! # Using it
+//!
+//! ```no_run
+//! # async fn f(stream: tokio::net::TcpStream) -> Result<(), Box<dyn std::error::Error>> {
+//! use futures::{SinkExt, StreamExt};
+//! use repd::repl::{handshake, HelloParams, Message};
+//! let local = HelloParams::new("r0", "alpha", "beta", 1 << 30);
+//! let (mut link, peer) =
+//!     handshake(stream, &local, Some(b"secret"), std::time::Duration::from_secs(5)).await?;
+//! link.send(Message::Ping { nonce: 1 }).await?;
+//! while let Some(msg) = link.next().await {
+//!     let _msg = msg?; // a FrameError here means: drop this link, reconnect later
+//! }
+//! # let _ = peer; Ok(()) }
+//! ```
+
+pub mod auth;
+pub mod frame;
+pub mod handshake;
+pub mod message;
+pub mod types;
+mod wire;
+
+pub use frame::{Codec, FrameError, DEFAULT_MAX_PAYLOAD, HEADER_LEN, MAGIC, MAX_DATA};
+pub use handshake::{handshake, HandshakeError, HelloParams, PeerHello};
+pub use message::{bitmap_chunks, Message, MsgType};
+pub use types::{DiskState, Hello, NodeState, Role};
+
+/// Protocol major version. Peers with different majors refuse each other.
+pub const PROTO_MAJOR: u16 = 1;
+/// Protocol minor version. Peers with equal majors talk at the lower minor.
+pub const PROTO_MINOR: u16 = 0;
+
+/// Feature bit in [`Hello::features`]: the sender has a `[net] secret` and
+/// will authenticate. Both sides must agree on this bit or refuse.
+pub const FEATURE_AUTH: u64 = 1 << 0;
+/// The feature bits this build knows. Bits outside it are ignored (a newer
+/// minor may define them; a feature is used only when both sides set it).
+pub const FEATURES_KNOWN: u64 = FEATURE_AUTH;
+
+/// Longest string (in bytes) carried in any message: names, reasons.
+pub const MAX_STRING: usize = 4096;
+
+#[cfg(test)]
+mod codec_tests;
+#[cfg(test)]
+mod handshake_tests;

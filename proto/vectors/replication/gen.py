@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Writes the golden vectors of proto/replication.md, independently of the Rust code.
+
+Run from this directory: python3 gen.py. tests/repl_vectors.rs decodes every
+file, checks the fields, re-encodes them and checks the bytes.
+"""
+import hashlib, hmac, struct, zlib
+
+MAGIC = 0x52455044
+
+def frame(ty, payload, flags=0, length=None):
+    n = len(payload) if length is None else length
+    head = struct.pack(">IHHI", MAGIC, ty, flags, n)
+    crc = zlib.crc32(head + payload) & 0xFFFFFFFF
+    return head + struct.pack(">I", crc) + payload
+
+def s(text):
+    b = text.encode("utf-8")
+    return struct.pack(">H", len(b)) + b
+
+def write(name, desc, data, header_only=False):
+    with open(name + ".hex", "w") as f:
+        f.write(f"# {desc}\n# header\n{data[:16].hex(' ')}\n")
+        if len(data) > 16:
+            f.write("# payload\n")
+            for i in range(16, len(data), 16):
+                f.write(data[i:i+16].hex(" ") + "\n")
+
+U = lambda fmt, *v: struct.pack(">" + fmt, *v)
+
+vectors = [
+    ("hello", "Hello major=1 minor=0 size_bytes=1073741824 features=1 resource=r0 node=alpha", 0x0001,
+     U("HHQQ", 1, 0, 1 << 30, 1) + s("r0") + s("alpha")),
+    ("auth_challenge", "AuthChallenge nonce=00 01 .. 1f", 0x0002, bytes(range(32))),
+    ("auth_response", "AuthResponse mac=ff fe .. e0", 0x0003, bytes(255 - i for i in range(32))),
+    ("accept", "Accept (empty)", 0x0004, b""),
+    ("goodbye", "Goodbye reason=\"split brain\"", 0x0005, s("split brain")),
+    ("state", "State role=primary(1) disk=uptodate(1) flags=0x1 current=0x1122334455667788 bitmap=0x0 history=[0xaabbccdd00000001, 0x0] dirty_bits=256",
+     0x0010, U("BBQQQQQQ", 1, 1, 1, 0x1122334455667788, 0, 0xAABBCCDD00000001, 0, 256)),
+    ("state_update", "StateUpdate role=secondary(2) disk=outdated(4) flags=0", 0x0011, U("BBQ", 2, 4, 0)),
+    ("bitmap_chunk", "BitmapChunk first_bit=64 total_bits=200 words=[0x1, 0x8000000000000000]",
+     0x0012, U("QQIQQ", 64, 200, 2, 1, 1 << 63)),
+    ("bitmap_done", "BitmapDone (empty)", 0x0013, b""),
+    ("write", "Write id=1 offset=4096 fua=true data=\"repd\\n\" (5 bytes)", 0x0020, U("QQI", 1, 4096, 1) + b"repd\n"),
+    ("trim", "Trim id=2 offset=8192 len=1048576 fua=false", 0x0021, U("QQQI", 2, 8192, 1 << 20, 0)),
+    ("zero", "Zero id=3 offset=0 len=65536 may_trim=true fua=false", 0x0022, U("QQQI", 3, 0, 65536, 2)),
+    ("flush", "Flush id=4", 0x0023, U("Q", 4)),
+    ("ack", "Ack id=4 errno=0", 0x0024, U("Qi", 4, 0)),
+    ("ack_eio", "Ack id=1 errno=5 (EIO)", 0x0024, U("Qi", 1, 5)),
+    ("ping", "Ping nonce=0x0102030405060708", 0x0030, U("Q", 0x0102030405060708)),
+    ("ping_ack", "PingAck nonce=0x0102030405060708", 0x0031, U("Q", 0x0102030405060708)),
+    ("sync_start", "SyncStart total_bytes=8388608 source_uuid=0x1122334455667788", 0x0040, U("QQ", 8 << 20, 0x1122334455667788)),
+    ("sync_data", "SyncData id=9 offset=12288 data=8 bytes 0xab", 0x0041, U("QQ", 9, 12288) + b"\xab" * 8),
+    ("sync_hole", "SyncHole id=10 offset=16384 len=4194304", 0x0042, U("QQQ", 10, 16384, 4 << 20)),
+    ("sync_ack", "SyncAck id=10 errno=28 (ENOSPC)", 0x0043, U("Qi", 10, 28)),
+    ("sync_done", "SyncDone (empty)", 0x0044, b""),
+    ("verify_request", "VerifyRequest id=11 offset=1048576 len=4096", 0x0050, U("QQI", 11, 1 << 20, 4096)),
+    ("verify_digest", "VerifyDigest id=11 offset=1048576 len=4096 digest=sha256(4096 zero bytes)", 0x0051,
+     U("QQI", 11, 1 << 20, 4096) + hashlib.sha256(bytes(4096)).digest()),
+]
+for name, desc, ty, payload in vectors:
+    write(name, desc, frame(ty, payload))
+
+# Streams a receiver must reject (the link drops; the daemon goes on).
+bad = frame(0x0030, U("Q", 1))
+write("bad_magic", "error BadMagic: a Ping whose magic is \"HTTP\"", b"HTTP" + bad[4:])
+write("bad_crc", "error BadCrc: a Ping with its last payload byte flipped", bad[:-1] + bytes([bad[-1] ^ 1]))
+write("over_cap", "error TooLong: a Write header announcing 0xffffffff payload bytes (header only)",
+      frame(0x0020, b"", length=0xFFFFFFFF))
+write("unknown_type", "error UnknownType: type 0x7fff, empty payload", frame(0x7FFF, b""))
+write("bad_role", "error Malformed: StateUpdate with role 9", frame(0x0011, U("BBQ", 9, 1, 0)))
+
+# Auth: the MAC beta sends to answer alpha's challenge.
+secret = b"change-me"
+challenger = bytes(range(32))            # alpha's nonce
+responder = bytes(range(32, 64))         # beta's nonce
+msg = b"repd-auth-v1" + challenger + responder + s("r0") + s("beta")
+mac = hmac.new(secret, msg, hashlib.sha256).hexdigest()
+with open("auth.txt", "w") as f:
+    f.write("# HMAC-SHA256 response MAC, see proto/replication.md \"Authentication\".\n")
+    f.write("# mac = HMAC(secret, \"repd-auth-v1\" || challenger_nonce || responder_nonce || u16 len || resource || u16 len || responder_node)\n")
+    f.write(f"secret = {secret.hex()}\n")
+    f.write(f"challenger_nonce = {challenger.hex()}\n")
+    f.write(f"responder_nonce = {responder.hex()}\n")
+    f.write("resource = r0\nresponder_node = beta\n")
+    f.write(f"mac_input = {msg.hex()}\n")
+    f.write(f"mac = {mac}\n")

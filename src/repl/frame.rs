@@ -1,0 +1,207 @@
+//! Framing: the 16-byte header, crc32, and the tokio-util codec.
+//!
+//! ```text
+//! 0      4        6         8            12           16
+//! | magic | type  | flags   | length     | crc32      | payload (length bytes) ...
+//! | u32   | u16   | u16 (0) | u32        | u32        |
+//! ```
+//! Big-endian. `crc32` (IEEE, as `crc32fast`) covers header bytes 0..12 and
+//! then the payload. The length is checked against the cap in the header
+//! state, before a byte of payload is reserved; the payload is then split off
+//! the read buffer without copying (data messages keep pointing into it).
+
+use std::io;
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::message::{Message, MsgType};
+
+/// Frame magic: ASCII "REPD".
+pub const MAGIC: u32 = 0x5245_5044;
+/// Bytes in a frame header.
+pub const HEADER_LEN: usize = 16;
+/// Largest data block in one `Write` or `SyncData` that every peer accepts.
+pub const MAX_DATA: usize = 8 << 20;
+/// The default payload cap: [`MAX_DATA`] plus room for the fixed fields.
+/// Every peer must accept payloads up to this size; senders never exceed it.
+pub const DEFAULT_MAX_PAYLOAD: usize = MAX_DATA + 4096;
+
+/// Why a frame could not be decoded or encoded. On decode, every variant
+/// means the stream is unusable: drop the link (never the daemon) and reconnect.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// Bad frame magic {found:#010x} (expected 0x52455044 "REPD"): the peer is not repd, or the stream lost its framing.
+    #[error("bad frame magic {found:#010x} (expected 0x52455044 \"REPD\"): the peer is not repd, or the stream lost its framing")]
+    BadMagic { found: u32 },
+    /// A frame header announced a payload over the cap.
+    #[error("{ty} frame announces a {len}-byte payload, over the {max}-byte cap: corrupt stream or a misconfigured peer")]
+    TooLong { ty: String, len: u64, max: usize },
+    /// A message this node would send is over the payload cap.
+    #[error("refusing to send a {ty} frame of {len} payload bytes, over the {max}-byte cap (split it)")]
+    TooLongToSend { ty: MsgType, len: usize, max: usize },
+    /// The message type is not one this protocol version knows.
+    #[error("unknown message type {ty:#06x}: the peer speaks a newer protocol minor and sent a type it must not send to us, or the stream is corrupt")]
+    UnknownType { ty: u16 },
+    /// Header flags are reserved and must be zero in protocol 1.
+    #[error("{ty} frame has reserved header flags {flags:#06x} set")]
+    BadFlags { ty: MsgType, flags: u16 },
+    /// The frame checksum does not match: bytes were damaged in transit.
+    #[error("{ty} frame fails its crc32 (header says {expected:#010x}, computed {computed:#010x}): data damaged in transit")]
+    BadCrc { ty: MsgType, expected: u32, computed: u32 },
+    /// A payload does not follow its message's layout.
+    #[error("malformed {ty} payload: {reason}")]
+    Malformed { ty: MsgType, reason: String },
+    /// The peer's Hello carries a protocol major version we cannot speak.
+    #[error("the peer speaks protocol {major}.{minor}; this node speaks {}.{} and majors must match", super::PROTO_MAJOR, super::PROTO_MINOR)]
+    IncompatibleVersion { major: u16, minor: u16 },
+    /// The stream ended in the middle of a frame.
+    #[error("the peer closed the link in the middle of a frame ({buffered} bytes of it received)")]
+    Truncated { buffered: usize },
+    /// Reading or writing the socket failed.
+    #[error("peer link I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    /// Waiting for a full header.
+    Head,
+    /// Header read and checked; waiting for `len` payload bytes.
+    Data { head: [u8; 12], ty: MsgType, len: usize, crc: u32 },
+}
+
+/// The peer-link codec: [`Message`] in, [`Message`] out.
+#[derive(Debug, Clone)]
+pub struct Codec {
+    max_payload: usize,
+    state: State,
+}
+
+impl Default for Codec {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_PAYLOAD)
+    }
+}
+
+impl Codec {
+    /// A codec that refuses payloads over `max_payload` bytes (in both
+    /// directions). Use [`DEFAULT_MAX_PAYLOAD`] unless testing.
+    pub fn new(max_payload: usize) -> Self {
+        Self { max_payload: max_payload.min(u32::MAX as usize), state: State::Head }
+    }
+
+    /// The payload cap.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+}
+
+fn crc(head: &[u8], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(head);
+    h.update(payload);
+    h.finalize()
+}
+
+impl Decoder for Codec {
+    type Item = Message;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, FrameError> {
+        if let State::Head = self.state {
+            if src.len() < HEADER_LEN {
+                return Ok(None);
+            }
+            let mut head = [0u8; 12];
+            head.copy_from_slice(&src[..12]);
+            let mut h = &src[..HEADER_LEN];
+            let magic = h.get_u32();
+            let raw_ty = h.get_u16();
+            let flags = h.get_u16();
+            let len = h.get_u32();
+            let want_crc = h.get_u32();
+            if magic != MAGIC {
+                return Err(FrameError::BadMagic { found: magic });
+            }
+            // The cap comes first: it is what protects memory.
+            if len as usize > self.max_payload {
+                let ty = MsgType::try_from(raw_ty).map(|t| t.to_string()).unwrap_or_else(|_| format!("type {raw_ty:#06x}"));
+                return Err(FrameError::TooLong { ty, len: u64::from(len), max: self.max_payload });
+            }
+            let ty = MsgType::try_from(raw_ty).map_err(|_| FrameError::UnknownType { ty: raw_ty })?;
+            if flags != 0 {
+                return Err(FrameError::BadFlags { ty, flags });
+            }
+            let len = len as usize;
+            src.advance(HEADER_LEN);
+            // Bounded by the cap checked above.
+            src.reserve(len.saturating_sub(src.len()));
+            self.state = State::Data { head, ty, len, crc: want_crc };
+        }
+        let State::Data { head, ty, len, crc: expected } = self.state else { unreachable!() };
+        if src.len() < len {
+            return Ok(None);
+        }
+        let payload = src.split_to(len).freeze();
+        self.state = State::Head;
+        let computed = crc(&head, &payload);
+        if computed != expected {
+            return Err(FrameError::BadCrc { ty, expected, computed });
+        }
+        Message::decode(ty, payload).map(Some)
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, FrameError> {
+        match self.decode(buf)? {
+            Some(m) => Ok(Some(m)),
+            None if buf.is_empty() && matches!(self.state, State::Head) => Ok(None),
+            None => {
+                let head = if matches!(self.state, State::Data { .. }) { HEADER_LEN } else { 0 };
+                Err(FrameError::Truncated { buffered: head + buf.len() })
+            }
+        }
+    }
+}
+
+impl Encoder<Message> for Codec {
+    type Error = FrameError;
+
+    fn encode(&mut self, msg: Message, dst: &mut BytesMut) -> Result<(), FrameError> {
+        self.encode(&msg, dst)
+    }
+}
+
+impl Encoder<&Message> for Codec {
+    type Error = FrameError;
+
+    /// Validates the message, then writes header and payload straight into
+    /// the send buffer (data blocks are copied once, there, and nowhere else).
+    fn encode(&mut self, msg: &Message, dst: &mut BytesMut) -> Result<(), FrameError> {
+        msg.validate()?;
+        let ty = msg.msg_type();
+        let len = msg.payload_len();
+        if len > self.max_payload {
+            return Err(FrameError::TooLongToSend { ty, len, max: self.max_payload });
+        }
+        dst.reserve(HEADER_LEN + len);
+        let start = dst.len();
+        dst.put_u32(MAGIC);
+        dst.put_u16(ty as u16);
+        dst.put_u16(0);
+        dst.put_u32(u32::try_from(len).expect("len <= max_payload <= u32::MAX"));
+        dst.put_u32(0);
+        msg.put_payload(dst);
+        debug_assert_eq!(dst.len() - start - HEADER_LEN, len, "payload_len disagrees with put_payload for {ty}");
+        let c = crc(&dst[start..start + 12], &dst[start + HEADER_LEN..]);
+        dst[start + 12..start + HEADER_LEN].copy_from_slice(&c.to_be_bytes());
+        Ok(())
+    }
+}
+
+/// Encode one message into a fresh buffer (tests, vectors, tools).
+pub fn encode_to_vec(msg: &Message) -> Result<Vec<u8>, FrameError> {
+    let mut b = BytesMut::new();
+    Encoder::<&Message>::encode(&mut Codec::default(), msg, &mut b)?;
+    Ok(b.to_vec())
+}

@@ -1,0 +1,202 @@
+//! Handshake tests over in-memory duplex pipes.
+
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncWriteExt, DuplexStream};
+use tokio_util::codec::Framed;
+
+use super::*;
+
+const T: Duration = Duration::from_secs(5);
+
+fn params(node: &str, peer: &str, size: u64) -> HelloParams {
+    HelloParams::new("r0", node, peer, size)
+}
+
+type Outcome = Result<(Framed<DuplexStream, Codec>, PeerHello), HandshakeError>;
+
+async fn pair(a: HelloParams, sa: Option<&[u8]>, b: HelloParams, sb: Option<&[u8]>) -> (Outcome, Outcome) {
+    let (x, y) = tokio::io::duplex(64 * 1024);
+    tokio::join!(handshake(x, &a, sa, T), handshake(y, &b, sb, T))
+}
+
+/// A hand-driven peer: raw frames, no handshake logic.
+fn raw_peer(s: DuplexStream) -> Framed<DuplexStream, Codec> {
+    Framed::new(s, Codec::default())
+}
+
+fn hello(node: &str, size: u64, features: u64) -> Message {
+    Message::Hello(Hello {
+        proto_major: PROTO_MAJOR,
+        proto_minor: PROTO_MINOR,
+        resource: "r0".into(),
+        node: node.into(),
+        size_bytes: size,
+        features,
+    })
+}
+
+#[tokio::test]
+async fn no_secrets_connects_unauthenticated() {
+    let (a, b) = pair(params("alpha", "beta", 4096), None, params("beta", "alpha", 4096), None).await;
+    let (_, pa) = a.unwrap();
+    let (_, pb) = b.unwrap();
+    assert_eq!(pa.hello.node, "beta");
+    assert_eq!(pb.hello.node, "alpha");
+    assert!(!pa.authenticated && !pb.authenticated);
+    assert_eq!(pa.features, 0);
+}
+
+#[tokio::test]
+async fn matching_secrets_authenticate_and_the_link_carries_on() {
+    let (a, b) = pair(params("alpha", "beta", 4096), Some(b"s3cret"), params("beta", "alpha", 4096), Some(b"s3cret")).await;
+    let (mut la, pa) = a.unwrap();
+    let (mut lb, pb) = b.unwrap();
+    assert!(pa.authenticated && pb.authenticated);
+    assert_eq!(pa.features & FEATURE_AUTH, FEATURE_AUTH);
+    la.send(Message::Ping { nonce: 7 }).await.unwrap();
+    assert_eq!(lb.next().await.unwrap().unwrap(), Message::Ping { nonce: 7 });
+}
+
+#[tokio::test]
+async fn wrong_secret_is_refused_on_both_sides() {
+    let (a, b) = pair(params("alpha", "beta", 4096), Some(b"one"), params("beta", "alpha", 4096), Some(b"two")).await;
+    let ea = a.unwrap_err();
+    let eb = b.unwrap_err();
+    assert!(matches!(ea, HandshakeError::AuthFailed { .. }), "{ea}");
+    assert!(matches!(eb, HandshakeError::AuthFailed { .. }), "{eb}");
+}
+
+#[tokio::test]
+async fn one_sided_secret_is_refused_on_both_sides() {
+    let (a, b) = pair(params("alpha", "beta", 4096), Some(b"s"), params("beta", "alpha", 4096), None).await;
+    let ea = a.unwrap_err();
+    let eb = b.unwrap_err();
+    assert!(matches!(ea, HandshakeError::SecretOnlyHere { .. }), "{ea}");
+    assert!(matches!(eb, HandshakeError::SecretOnlyPeer { .. }), "{eb}");
+    assert!(ea.to_string().contains("alpha has a [net] secret but beta has none"), "{ea}");
+    assert_eq!(ea.to_string(), eb.to_string(), "both operators read the same cause");
+}
+
+#[tokio::test]
+async fn size_mismatch_is_refused_with_the_reason_sent_to_the_peer() {
+    let (a, b) = pair(params("alpha", "beta", 4096), None, params("beta", "alpha", 8192), None).await;
+    let ea = a.unwrap_err();
+    assert!(matches!(ea, HandshakeError::SizeMismatch { local: 4096, peer: 8192, .. }), "{ea}");
+    assert!(matches!(b.unwrap_err(), HandshakeError::SizeMismatch { local: 8192, peer: 4096, .. }));
+
+    // The Goodbye on the wire carries it.
+    let (x, y) = tokio::io::duplex(64 * 1024);
+    let mut peer = raw_peer(y);
+    let local = params("alpha", "beta", 4096);
+    let (res, ()) = tokio::join!(handshake(x, &local, None, T), async {
+        peer.send(hello("beta", 8192, 0)).await.unwrap();
+        assert!(matches!(peer.next().await.unwrap().unwrap(), Message::Hello(_)));
+        match peer.next().await.unwrap().unwrap() {
+            Message::Goodbye { reason } => {
+                assert!(reason.contains("size mismatch: alpha has 4096 bytes, beta has 8192 bytes"), "{reason}")
+            }
+            other => panic!("expected Goodbye, got {other:?}"),
+        }
+        assert!(peer.next().await.is_none(), "the refusing side closes");
+    });
+    assert!(matches!(res.unwrap_err(), HandshakeError::SizeMismatch { .. }));
+}
+
+#[tokio::test]
+async fn a_one_sided_refusal_reaches_the_other_side() {
+    // alpha expects beta, but gamma (which expects alpha) connects.
+    let (a, b) = pair(params("alpha", "beta", 4096), None, params("gamma", "alpha", 4096), None).await;
+    let ea = a.unwrap_err();
+    assert!(matches!(ea, HandshakeError::UnexpectedPeer { .. }), "{ea}");
+    match b.unwrap_err() {
+        HandshakeError::PeerRefused { reason } => assert!(reason.contains("`gamma` connected"), "{reason}"),
+        other => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn resource_mismatch_is_refused() {
+    let mut other = params("beta", "alpha", 4096);
+    other.resource = "r1".into();
+    let (a, _) = pair(params("alpha", "beta", 4096), None, other, None).await;
+    let e = a.unwrap_err();
+    assert!(matches!(e, HandshakeError::ResourceMismatch { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn another_major_is_refused_with_a_goodbye() {
+    let (x, y) = tokio::io::duplex(64 * 1024);
+    let mut peer = raw_peer(y);
+    let local = params("alpha", "beta", 4096);
+    let (res, ()) = tokio::join!(handshake(x, &local, None, T), async {
+        // A future major's Hello: only major and minor are guaranteed.
+        let mut f = bytes::BytesMut::new();
+        tokio_util::codec::Encoder::encode(&mut Codec::default(), hello("beta", 4096, 0), &mut f).unwrap();
+        f[16..18].copy_from_slice(&2u16.to_be_bytes());
+        let c = { let mut h = crc32fast::Hasher::new(); h.update(&f[..12]); h.update(&f[16..]); h.finalize() };
+        f[12..16].copy_from_slice(&c.to_be_bytes());
+        peer.get_mut().write_all(&f).await.unwrap();
+        assert!(matches!(peer.next().await.unwrap().unwrap(), Message::Hello(_)));
+        let Message::Goodbye { reason } = peer.next().await.unwrap().unwrap() else { panic!() };
+        assert!(reason.contains("majors must match"), "{reason}");
+    });
+    assert!(matches!(res.unwrap_err(), HandshakeError::VersionMismatch { peer_major: 2, .. }));
+}
+
+#[tokio::test]
+async fn garbage_gets_a_clean_error() {
+    let (x, mut y) = tokio::io::duplex(64 * 1024);
+    y.write_all(b"SSH-2.0-OpenSSH_9.6\r\n and some more bytes").await.unwrap();
+    let t0 = Instant::now();
+    let e = handshake(x, &params("alpha", "beta", 4096), None, T).await.unwrap_err();
+    assert!(matches!(e, HandshakeError::Frame(FrameError::BadMagic { .. })), "{e}");
+    assert!(t0.elapsed() < T);
+}
+
+#[tokio::test]
+async fn silence_times_out() {
+    let (x, _y) = tokio::io::duplex(64 * 1024);
+    let t0 = Instant::now();
+    let e = handshake(x, &params("alpha", "beta", 4096), None, Duration::from_millis(200)).await.unwrap_err();
+    assert!(matches!(e, HandshakeError::Timeout { .. }), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn a_closed_link_is_a_clean_error() {
+    let (x, y) = tokio::io::duplex(64 * 1024);
+    drop(y);
+    let e = handshake(x, &params("alpha", "beta", 4096), None, T).await.unwrap_err();
+    // Writing the Hello or reading it fails; either way no hang, no panic.
+    assert!(matches!(e, HandshakeError::Closed { .. } | HandshakeError::Frame(FrameError::Io(_))), "{e}");
+}
+
+#[tokio::test]
+async fn a_peer_without_the_secret_cannot_pass_by_echoing() {
+    let (x, y) = tokio::io::duplex(64 * 1024);
+    let mut peer = raw_peer(y);
+    let local = params("alpha", "beta", 4096);
+    let (res, ()) = tokio::join!(handshake(x, &local, Some(b"s"), T), async {
+        peer.send(hello("beta", 4096, FEATURE_AUTH)).await.unwrap();
+        let _hello = peer.next().await.unwrap().unwrap();
+        let Message::AuthChallenge { nonce } = peer.next().await.unwrap().unwrap() else { panic!() };
+        // Echo the nonce, then answer with a MAC guessed without the secret.
+        peer.send(Message::AuthChallenge { nonce }).await.unwrap();
+        let _ = peer.send(Message::AuthResponse { mac: [0; 32] }).await;
+    });
+    let e = res.unwrap_err();
+    assert!(matches!(e, HandshakeError::ReflectedNonce { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn out_of_order_messages_are_refused() {
+    let (x, y) = tokio::io::duplex(64 * 1024);
+    let mut peer = raw_peer(y);
+    let local = params("alpha", "beta", 4096);
+    let (res, ()) = tokio::join!(handshake(x, &local, None, T), async {
+        peer.send(Message::Ping { nonce: 1 }).await.unwrap();
+    });
+    assert!(matches!(res.unwrap_err(), HandshakeError::Unexpected { expected: "Hello", got: MsgType::Ping }));
+}

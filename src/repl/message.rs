@@ -1,0 +1,491 @@
+//! Every peer-link message and its payload layout (big-endian, packed).
+//!
+//! The layouts are specified in `proto/replication.md`; each variant's doc
+//! comment repeats its layout. `str` is a `u16` byte length then UTF-8 (at
+//! most [`MAX_STRING`] bytes); `data` is the rest of the payload.
+
+use std::fmt;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::frame::FrameError;
+use super::types::{DiskState, Hello, NodeState, Role};
+use super::wire::{put_string, Rd};
+use super::{MAX_STRING, PROTO_MAJOR};
+
+/// Write/Trim/Zero flag: the request is durable (fdatasync) before its Ack.
+pub const FLAG_FUA: u32 = 1 << 0;
+/// Zero flag: the receiver may punch a hole instead of writing zeroes.
+pub const FLAG_MAY_TRIM: u32 = 1 << 1;
+
+/// Words per [`Message::BitmapChunk`] produced by [`bitmap_chunks`] (1 MiB of payload).
+pub const BITMAP_WORDS_PER_CHUNK: usize = 128 * 1024;
+
+macro_rules! msg_types {
+    ($($(#[$doc:meta])* $name:ident = $val:expr,)*) => {
+        /// The `type` field of a frame header.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u16)]
+        pub enum MsgType { $($(#[$doc])* $name = $val,)* }
+
+        impl TryFrom<u16> for MsgType {
+            type Error = u16;
+            fn try_from(v: u16) -> Result<Self, u16> {
+                match v { $($val => Ok(MsgType::$name),)* other => Err(other) }
+            }
+        }
+
+        impl MsgType {
+            /// Every type this version knows, in code order.
+            pub const ALL: &'static [MsgType] = &[$(MsgType::$name,)*];
+            /// The message name, as in the spec.
+            pub fn name(self) -> &'static str {
+                match self { $(MsgType::$name => stringify!($name),)* }
+            }
+        }
+    };
+}
+
+msg_types! {
+    /// Handshake: who I am.
+    Hello = 0x0001,
+    /// Handshake: prove you know the secret.
+    AuthChallenge = 0x0002,
+    /// Handshake: the proof.
+    AuthResponse = 0x0003,
+    /// Handshake: I accept this connection.
+    Accept = 0x0004,
+    /// Refusal or clean disconnect, with a reason.
+    Goodbye = 0x0005,
+    /// Full node state, once per connection.
+    State = 0x0010,
+    /// Role or disk changed.
+    StateUpdate = 0x0011,
+    /// Part of the dirty bitmap.
+    BitmapChunk = 0x0012,
+    /// End of the dirty bitmap.
+    BitmapDone = 0x0013,
+    /// Mirrored application write.
+    Write = 0x0020,
+    /// Mirrored trim (discard).
+    Trim = 0x0021,
+    /// Mirrored write-zeroes.
+    Zero = 0x0022,
+    /// Mirrored flush.
+    Flush = 0x0023,
+    /// Completion of Write/Trim/Zero/Flush.
+    Ack = 0x0024,
+    /// Keepalive.
+    Ping = 0x0030,
+    /// Keepalive answer.
+    PingAck = 0x0031,
+    /// Resync begins; the receiver is the sync target.
+    SyncStart = 0x0040,
+    /// Resync data block.
+    SyncData = 0x0041,
+    /// Resync region that is all zeroes.
+    SyncHole = 0x0042,
+    /// Completion of SyncData/SyncHole.
+    SyncAck = 0x0043,
+    /// Resync finished.
+    SyncDone = 0x0044,
+    /// Online verify: digest this region.
+    VerifyRequest = 0x0050,
+    /// Online verify: the digest.
+    VerifyDigest = 0x0051,
+}
+
+impl fmt::Display for MsgType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One peer-link message. Layouts: offsets are within the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// `0 major u16 | 2 minor u16 | 4 size_bytes u64 | 12 features u64 | 20 resource str | node str`.
+    /// Trailing bytes are ignored (a newer minor may append fields).
+    Hello(Hello),
+    /// `0 nonce [32]`: the sender's random challenge.
+    AuthChallenge { nonce: [u8; 32] },
+    /// `0 mac [32]`: HMAC-SHA256 over the challenge (see [`super::auth`]).
+    AuthResponse { mac: [u8; 32] },
+    /// Empty: the last handshake frame. The sender's Hello checks passed
+    /// and, with a secret, the receiver's AuthResponse verified.
+    Accept,
+    /// `0 reason str`: the sender closes the link after this frame.
+    Goodbye { reason: String },
+    /// `0 role u8 | 1 disk u8 | 2 flags u64 | 10 current_uuid u64 | 18 bitmap_uuid u64 |
+    /// 26 history[0] u64 | 34 history[1] u64 | 42 dirty_bits u64` (50 bytes).
+    State(NodeState),
+    /// `0 role u8 | 1 disk u8 | 2 flags u64` (10 bytes): sent whenever role or disk changes.
+    StateUpdate { role: Role, disk: DiskState, flags: u64 },
+    /// `0 first_bit u64 | 8 total_bits u64 | 16 count u32 | 20 words u64 × count`.
+    /// Bit `b` of the bitmap is bit `(b - first_bit) % 64` (LSB first) of word
+    /// `(b - first_bit) / 64`. `first_bit` is a multiple of 64; the chunk ends
+    /// at or before `total_bits` rounded up to 64.
+    BitmapChunk { first_bit: u64, total_bits: u64, words: Vec<u64> },
+    /// Empty: the sender's bitmap is complete.
+    BitmapDone,
+    /// `0 id u64 | 8 offset u64 | 16 flags u32 (FUA) | 20 data`.
+    Write { id: u64, offset: u64, fua: bool, data: Bytes },
+    /// `0 id u64 | 8 offset u64 | 16 len u64 | 24 flags u32 (FUA)` (28 bytes).
+    Trim { id: u64, offset: u64, len: u64, fua: bool },
+    /// `0 id u64 | 8 offset u64 | 16 len u64 | 24 flags u32 (FUA, MAY_TRIM)` (28 bytes).
+    Zero { id: u64, offset: u64, len: u64, may_trim: bool, fua: bool },
+    /// `0 id u64`: make everything acked before it durable, then Ack.
+    Flush { id: u64 },
+    /// `0 id u64 | 8 errno i32` (0 = success, else a positive Linux errno).
+    Ack { id: u64, errno: i32 },
+    /// `0 nonce u64`.
+    Ping { nonce: u64 },
+    /// `0 nonce u64`: echoes the Ping's nonce.
+    PingAck { nonce: u64 },
+    /// `0 total_bytes u64 | 8 source_uuid u64`: the receiver becomes sync
+    /// target; it adopts `source_uuid` as its current id at SyncDone.
+    SyncStart { total_bytes: u64, source_uuid: u64 },
+    /// `0 id u64 | 8 offset u64 | 16 data`.
+    SyncData { id: u64, offset: u64, data: Bytes },
+    /// `0 id u64 | 8 offset u64 | 16 len u64`: the region is all zeroes.
+    SyncHole { id: u64, offset: u64, len: u64 },
+    /// `0 id u64 | 8 errno i32`.
+    SyncAck { id: u64, errno: i32 },
+    /// Empty: every out-of-sync region was sent and acked.
+    SyncDone,
+    /// `0 id u64 | 8 offset u64 | 16 len u32`.
+    VerifyRequest { id: u64, offset: u64, len: u32 },
+    /// `0 id u64 | 8 offset u64 | 16 len u32 | 20 digest [32]` (SHA-256 of the region).
+    VerifyDigest { id: u64, offset: u64, len: u32, digest: [u8; 32] },
+}
+
+fn fua(f: bool) -> u32 {
+    if f {
+        FLAG_FUA
+    } else {
+        0
+    }
+}
+
+impl Message {
+    /// The header type of this message.
+    pub fn msg_type(&self) -> MsgType {
+        use Message as M;
+        match self {
+            M::Hello(_) => MsgType::Hello,
+            M::AuthChallenge { .. } => MsgType::AuthChallenge,
+            M::AuthResponse { .. } => MsgType::AuthResponse,
+            M::Accept => MsgType::Accept,
+            M::Goodbye { .. } => MsgType::Goodbye,
+            M::State(_) => MsgType::State,
+            M::StateUpdate { .. } => MsgType::StateUpdate,
+            M::BitmapChunk { .. } => MsgType::BitmapChunk,
+            M::BitmapDone => MsgType::BitmapDone,
+            M::Write { .. } => MsgType::Write,
+            M::Trim { .. } => MsgType::Trim,
+            M::Zero { .. } => MsgType::Zero,
+            M::Flush { .. } => MsgType::Flush,
+            M::Ack { .. } => MsgType::Ack,
+            M::Ping { .. } => MsgType::Ping,
+            M::PingAck { .. } => MsgType::PingAck,
+            M::SyncStart { .. } => MsgType::SyncStart,
+            M::SyncData { .. } => MsgType::SyncData,
+            M::SyncHole { .. } => MsgType::SyncHole,
+            M::SyncAck { .. } => MsgType::SyncAck,
+            M::SyncDone => MsgType::SyncDone,
+            M::VerifyRequest { .. } => MsgType::VerifyRequest,
+            M::VerifyDigest { .. } => MsgType::VerifyDigest,
+        }
+    }
+
+    /// Exact payload length in bytes.
+    pub fn payload_len(&self) -> usize {
+        use Message as M;
+        match self {
+            M::Hello(h) => 20 + 2 + h.resource.len() + 2 + h.node.len(),
+            M::AuthChallenge { .. } | M::AuthResponse { .. } => 32,
+            M::Accept | M::BitmapDone | M::SyncDone => 0,
+            M::Goodbye { reason } => 2 + reason.len(),
+            M::State(_) => 50,
+            M::StateUpdate { .. } => 10,
+            M::BitmapChunk { words, .. } => 20 + 8 * words.len(),
+            M::Write { data, .. } => 20 + data.len(),
+            M::Trim { .. } | M::Zero { .. } => 28,
+            M::Flush { .. } | M::Ping { .. } | M::PingAck { .. } => 8,
+            M::Ack { .. } | M::SyncAck { .. } => 12,
+            M::SyncStart { .. } => 16,
+            M::SyncData { data, .. } => 16 + data.len(),
+            M::SyncHole { .. } => 24,
+            M::VerifyRequest { .. } => 20,
+            M::VerifyDigest { .. } => 52,
+        }
+    }
+
+    /// The rules both the encoder and the decoder enforce beyond the byte
+    /// layout: string caps, offset arithmetic, bitmap alignment.
+    pub fn validate(&self) -> Result<(), FrameError> {
+        let ty = self.msg_type();
+        let bad = |reason: String| Err(FrameError::Malformed { ty, reason });
+        let range = |offset: u64, len: u64| {
+            if offset.checked_add(len).is_none() {
+                bad(format!("offset {offset} + length {len} overflows u64"))
+            } else {
+                Ok(())
+            }
+        };
+        let string = |what: &str, s: &str| {
+            if s.len() > MAX_STRING {
+                bad(format!("{what} is {} bytes long, over the {MAX_STRING}-byte cap", s.len()))
+            } else {
+                Ok(())
+            }
+        };
+        use Message as M;
+        match self {
+            M::Hello(h) => {
+                string("resource", &h.resource)?;
+                string("node", &h.node)
+            }
+            M::Goodbye { reason } => string("reason", reason),
+            M::BitmapChunk { first_bit, total_bits, words } => {
+                if first_bit % 64 != 0 {
+                    return bad(format!("first_bit {first_bit} is not a multiple of 64"));
+                }
+                let end = (words.len() as u64).checked_mul(64).and_then(|n| n.checked_add(*first_bit));
+                let limit = total_bits.div_ceil(64).checked_mul(64);
+                match (end, limit) {
+                    (Some(end), Some(limit)) if end <= limit => Ok(()),
+                    _ => bad(format!("{} words from bit {first_bit} run past total_bits {total_bits}", words.len())),
+                }
+            }
+            M::Write { offset, data, .. } | M::SyncData { offset, data, .. } => range(*offset, data.len() as u64),
+            M::Trim { offset, len, .. } | M::Zero { offset, len, .. } | M::SyncHole { offset, len, .. } => {
+                range(*offset, *len)
+            }
+            M::VerifyRequest { offset, len, .. } | M::VerifyDigest { offset, len, .. } => {
+                range(*offset, u64::from(*len))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Append the payload (exactly [`Self::payload_len`] bytes). Call
+    /// [`Self::validate`] first.
+    pub(crate) fn put_payload(&self, d: &mut BytesMut) {
+        use Message as M;
+        match self {
+            M::Hello(h) => {
+                d.put_u16(h.proto_major);
+                d.put_u16(h.proto_minor);
+                d.put_u64(h.size_bytes);
+                d.put_u64(h.features);
+                put_string(d, &h.resource);
+                put_string(d, &h.node);
+            }
+            M::AuthChallenge { nonce: a } | M::AuthResponse { mac: a } => d.put_slice(a),
+            M::Accept | M::BitmapDone | M::SyncDone => {}
+            M::Goodbye { reason } => put_string(d, reason),
+            M::State(s) => {
+                d.put_u8(s.role as u8);
+                d.put_u8(s.disk as u8);
+                d.put_u64(s.flags);
+                d.put_u64(s.current_uuid);
+                d.put_u64(s.bitmap_uuid);
+                d.put_u64(s.history_uuids[0]);
+                d.put_u64(s.history_uuids[1]);
+                d.put_u64(s.dirty_bits);
+            }
+            M::StateUpdate { role, disk, flags } => {
+                d.put_u8(*role as u8);
+                d.put_u8(*disk as u8);
+                d.put_u64(*flags);
+            }
+            M::BitmapChunk { first_bit, total_bits, words } => {
+                d.put_u64(*first_bit);
+                d.put_u64(*total_bits);
+                d.put_u32(u32::try_from(words.len()).expect("bounded by the payload cap"));
+                for w in words {
+                    d.put_u64(*w);
+                }
+            }
+            M::Write { id, offset, fua: f, data } => {
+                d.put_u64(*id);
+                d.put_u64(*offset);
+                d.put_u32(fua(*f));
+                d.put_slice(data);
+            }
+            M::Trim { id, offset, len, fua: f } => {
+                d.put_u64(*id);
+                d.put_u64(*offset);
+                d.put_u64(*len);
+                d.put_u32(fua(*f));
+            }
+            M::Zero { id, offset, len, may_trim, fua: f } => {
+                d.put_u64(*id);
+                d.put_u64(*offset);
+                d.put_u64(*len);
+                d.put_u32(fua(*f) | if *may_trim { FLAG_MAY_TRIM } else { 0 });
+            }
+            M::Flush { id } => d.put_u64(*id),
+            M::Ping { nonce } | M::PingAck { nonce } => d.put_u64(*nonce),
+            M::Ack { id, errno } | M::SyncAck { id, errno } => {
+                d.put_u64(*id);
+                d.put_i32(*errno);
+            }
+            M::SyncStart { total_bytes, source_uuid } => {
+                d.put_u64(*total_bytes);
+                d.put_u64(*source_uuid);
+            }
+            M::SyncData { id, offset, data } => {
+                d.put_u64(*id);
+                d.put_u64(*offset);
+                d.put_slice(data);
+            }
+            M::SyncHole { id, offset, len } => {
+                d.put_u64(*id);
+                d.put_u64(*offset);
+                d.put_u64(*len);
+            }
+            M::VerifyRequest { id, offset, len } => {
+                d.put_u64(*id);
+                d.put_u64(*offset);
+                d.put_u32(*len);
+            }
+            M::VerifyDigest { id, offset, len, digest } => {
+                d.put_u64(*id);
+                d.put_u64(*offset);
+                d.put_u32(*len);
+                d.put_slice(digest);
+            }
+        }
+    }
+
+    /// Parse a payload of type `ty`. Data blocks share `payload`'s memory.
+    pub fn decode(ty: MsgType, payload: Bytes) -> Result<Message, FrameError> {
+        let mut r = Rd::new(ty, payload);
+        let msg = Self::parse(&mut r)?;
+        if ty != MsgType::Hello {
+            r.finish()?;
+        }
+        msg.validate()?;
+        Ok(msg)
+    }
+
+    fn parse(r: &mut Rd) -> Result<Message, FrameError> {
+        use Message as M;
+        Ok(match r.ty {
+            MsgType::Hello => {
+                let proto_major = r.u16("proto_major")?;
+                let proto_minor = r.u16("proto_minor")?;
+                if proto_major != PROTO_MAJOR {
+                    return Err(FrameError::IncompatibleVersion { major: proto_major, minor: proto_minor });
+                }
+                M::Hello(Hello {
+                    proto_major,
+                    proto_minor,
+                    size_bytes: r.u64("size_bytes")?,
+                    features: r.u64("features")?,
+                    resource: r.string("resource")?,
+                    node: r.string("node")?,
+                })
+            }
+            MsgType::AuthChallenge => M::AuthChallenge { nonce: r.arr32("nonce")? },
+            MsgType::AuthResponse => M::AuthResponse { mac: r.arr32("mac")? },
+            MsgType::Accept => M::Accept,
+            MsgType::Goodbye => M::Goodbye { reason: r.string("reason")? },
+            MsgType::State => M::State(NodeState {
+                role: role(r)?,
+                disk: disk(r)?,
+                flags: r.u64("flags")?,
+                current_uuid: r.u64("current_uuid")?,
+                bitmap_uuid: r.u64("bitmap_uuid")?,
+                history_uuids: [r.u64("history_uuids[0]")?, r.u64("history_uuids[1]")?],
+                dirty_bits: r.u64("dirty_bits")?,
+            }),
+            MsgType::StateUpdate => M::StateUpdate { role: role(r)?, disk: disk(r)?, flags: r.u64("flags")? },
+            MsgType::BitmapChunk => {
+                let first_bit = r.u64("first_bit")?;
+                let total_bits = r.u64("total_bits")?;
+                let count = r.u32("count")? as usize;
+                // Check against what is there before allocating.
+                if count.checked_mul(8) != Some(r.remaining()) {
+                    return Err(r.bad(format!("count says {count} words but {} bytes follow", r.remaining())));
+                }
+                let mut words = Vec::with_capacity(count);
+                for _ in 0..count {
+                    words.push(r.u64("word")?);
+                }
+                M::BitmapChunk { first_bit, total_bits, words }
+            }
+            MsgType::BitmapDone => M::BitmapDone,
+            MsgType::Write => {
+                let id = r.u64("id")?;
+                let offset = r.u64("offset")?;
+                let f = flags(r, FLAG_FUA)?;
+                M::Write { id, offset, fua: f & FLAG_FUA != 0, data: r.rest() }
+            }
+            MsgType::Trim => {
+                let (id, offset, len) = (r.u64("id")?, r.u64("offset")?, r.u64("len")?);
+                let f = flags(r, FLAG_FUA)?;
+                M::Trim { id, offset, len, fua: f & FLAG_FUA != 0 }
+            }
+            MsgType::Zero => {
+                let (id, offset, len) = (r.u64("id")?, r.u64("offset")?, r.u64("len")?);
+                let f = flags(r, FLAG_FUA | FLAG_MAY_TRIM)?;
+                M::Zero { id, offset, len, may_trim: f & FLAG_MAY_TRIM != 0, fua: f & FLAG_FUA != 0 }
+            }
+            MsgType::Flush => M::Flush { id: r.u64("id")? },
+            MsgType::Ack => M::Ack { id: r.u64("id")?, errno: r.i32("errno")? },
+            MsgType::Ping => M::Ping { nonce: r.u64("nonce")? },
+            MsgType::PingAck => M::PingAck { nonce: r.u64("nonce")? },
+            MsgType::SyncStart => M::SyncStart { total_bytes: r.u64("total_bytes")?, source_uuid: r.u64("source_uuid")? },
+            MsgType::SyncData => M::SyncData { id: r.u64("id")?, offset: r.u64("offset")?, data: r.rest() },
+            MsgType::SyncHole => M::SyncHole { id: r.u64("id")?, offset: r.u64("offset")?, len: r.u64("len")? },
+            MsgType::SyncAck => M::SyncAck { id: r.u64("id")?, errno: r.i32("errno")? },
+            MsgType::SyncDone => M::SyncDone,
+            MsgType::VerifyRequest => {
+                M::VerifyRequest { id: r.u64("id")?, offset: r.u64("offset")?, len: r.u32("len")? }
+            }
+            MsgType::VerifyDigest => M::VerifyDigest {
+                id: r.u64("id")?,
+                offset: r.u64("offset")?,
+                len: r.u32("len")?,
+                digest: r.arr32("digest")?,
+            },
+        })
+    }
+}
+
+fn role(r: &mut Rd) -> Result<Role, FrameError> {
+    let v = r.u8("role")?;
+    Role::try_from(v).map_err(|v| r.bad(format!("role {v} is not 1 (primary) or 2 (secondary)")))
+}
+
+fn disk(r: &mut Rd) -> Result<DiskState, FrameError> {
+    let v = r.u8("disk")?;
+    DiskState::try_from(v).map_err(|v| r.bad(format!("disk state {v} is not in 1..=6")))
+}
+
+fn flags(r: &mut Rd, known: u32) -> Result<u32, FrameError> {
+    let f = r.u32("flags")?;
+    if f & !known != 0 {
+        return Err(r.bad(format!("unknown flag bits {:#x}", f & !known)));
+    }
+    Ok(f)
+}
+
+/// Split a dirty bitmap (`total_bits` bits, LSB-first words) into
+/// [`Message::BitmapChunk`]s of at most [`BITMAP_WORDS_PER_CHUNK`] words,
+/// followed by one [`Message::BitmapDone`]. Words past `total_bits` are not sent.
+pub fn bitmap_chunks(words: &[u64], total_bits: u64) -> impl Iterator<Item = Message> + '_ {
+    let n = usize::try_from(total_bits.div_ceil(64)).unwrap_or(usize::MAX).min(words.len());
+    words[..n]
+        .chunks(BITMAP_WORDS_PER_CHUNK)
+        .enumerate()
+        .map(move |(i, c)| Message::BitmapChunk {
+            first_bit: (i * BITMAP_WORDS_PER_CHUNK * 64) as u64,
+            total_bits,
+            words: c.to_vec(),
+        })
+        .chain(std::iter::once(Message::BitmapDone))
+}
