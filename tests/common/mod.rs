@@ -1,0 +1,201 @@
+//! Test harness: a pair of real `repd` processes on loopback, driven with
+//! `repctl` and real NBD clients.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const REPD: &str = env!("CARGO_BIN_EXE_repd");
+pub const REPCTL: &str = env!("CARGO_BIN_EXE_repctl");
+
+/// Fails the test loudly when a tool is missing, naming the package.
+pub fn require(tool: &str, package: &str) {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(found, "`{tool}` is missing: install the Debian package `{package}` (tools/install-deps does)");
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `f` until it returns true or `secs` pass; panics with `what`.
+pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {secs}s waiting for: {what}");
+}
+
+pub struct Options {
+    pub size: &'static str,
+    pub secret: Option<&'static str>,
+    pub extra_resource: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { size: "64MiB", secret: None, extra_resource: "" }
+    }
+}
+
+pub struct Node {
+    pub name: String,
+    pub child: Option<Child>,
+    pub backing: PathBuf,
+    pub socket: PathBuf,
+    pub nbd_port: u16,
+    pub repl_port: u16,
+    pub log: PathBuf,
+}
+
+pub struct Pair {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub nodes: Vec<Node>,
+}
+
+impl Pair {
+    /// Writes the config; starts nothing.
+    pub fn new(opts: Options) -> Pair {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut text = format!("[resource]\nname = \"r0\"\nsize = \"{}\"\n{}\n[net]\nping_interval_ms = 200\nping_timeout_ms = 1500\nconnect_interval_ms = 100\n", opts.size, opts.extra_resource);
+        if let Some(s) = opts.secret {
+            text.push_str(&format!("secret = \"{s}\"\n"));
+        }
+        let mut nodes = Vec::new();
+        for name in ["alpha", "beta"] {
+            let (nbd_port, repl_port) = (free_port(), free_port());
+            let n = Node {
+                name: name.into(),
+                child: None,
+                backing: d.join(format!("{name}.img")),
+                socket: d.join(format!("{name}.sock")),
+                nbd_port,
+                repl_port,
+                log: d.join(format!("{name}.log")),
+            };
+            text.push_str(&format!(
+                "\n[nodes.{name}]\nbacking = \"{}\"\nmeta = \"{}\"\nnbd = \"127.0.0.1:{nbd_port}\"\nreplication = \"127.0.0.1:{repl_port}\"\ncontrol = \"{}\"\n",
+                n.backing.display(),
+                d.join(format!("{name}.meta")).display(),
+                n.socket.display()
+            ));
+            nodes.push(n);
+        }
+        let config = d.join("r0.toml");
+        std::fs::write(&config, text).unwrap();
+        Pair { dir, config, nodes }
+    }
+
+    /// Both nodes started, alpha forced Primary, initial sync done.
+    pub fn started(opts: Options) -> Pair {
+        let mut p = Pair::new(opts);
+        p.start(0);
+        p.start(1);
+        p.ok(0, &["primary", "--force"]);
+        p.wait_sync(30);
+        p
+    }
+
+    pub fn idx(name: &str) -> usize {
+        if name == "alpha" {
+            0
+        } else {
+            1
+        }
+    }
+
+    pub fn start(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log).unwrap();
+        let child = Command::new(REPD)
+            .args(["--config", self.config.to_str().unwrap(), "--node", &n.name])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        n.child = Some(child);
+        let sock = n.socket.clone();
+        let name = n.name.clone();
+        wait_until(10, &format!("{name} control socket"), || {
+            Command::new(REPCTL).args(["--socket", sock.to_str().unwrap(), "status"]).output().map(|o| o.status.success()).unwrap_or(false)
+        });
+    }
+
+    pub fn kill(&mut self, i: usize, sig: i32) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            unsafe { libc::kill(c.id() as i32, sig) };
+            let _ = c.wait();
+        }
+    }
+
+    pub fn repctl(&self, i: usize, args: &[&str]) -> Output {
+        Command::new(REPCTL).arg("--socket").arg(&self.nodes[i].socket).args(args).output().unwrap()
+    }
+
+    /// Runs repctl and asserts exit 0.
+    pub fn ok(&self, i: usize, args: &[&str]) {
+        let o = self.repctl(i, args);
+        assert!(o.status.success(), "repctl {args:?} on {} failed: {}\n{}", self.nodes[i].name, String::from_utf8_lossy(&o.stderr), self.logs());
+    }
+
+    pub fn status(&self, i: usize) -> serde_json::Value {
+        let o = self.repctl(i, &["status", "--json"]);
+        assert!(o.status.success(), "status failed: {}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    pub fn wait_sync(&self, secs: u64) {
+        for i in 0..2 {
+            let o = self.repctl(i, &["wait-sync", "--timeout", &secs.to_string()]);
+            assert!(o.status.success(), "wait-sync on {}: {}\n{}", self.nodes[i].name, String::from_utf8_lossy(&o.stderr), self.logs());
+        }
+    }
+
+    pub fn uri(&self, i: usize) -> String {
+        format!("nbd://127.0.0.1:{}/r0", self.nodes[i].nbd_port)
+    }
+
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for n in &self.nodes {
+            s.push_str(&format!("--- {} log ---\n{}\n", n.name, std::fs::read_to_string(&n.log).unwrap_or_default()));
+        }
+        s
+    }
+
+    /// Compares both backing files byte for byte.
+    pub fn assert_identical(&self) {
+        let a = std::fs::read(&self.nodes[0].backing).unwrap();
+        let b = std::fs::read(&self.nodes[1].backing).unwrap();
+        assert_eq!(a.len(), b.len());
+        if a != b {
+            let first = a.iter().zip(&b).position(|(x, y)| x != y).unwrap();
+            panic!("backing files differ, first at byte {first}\n{}", self.logs());
+        }
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i, libc::SIGKILL);
+        }
+    }
+}
+
+/// Runs a libnbd Python script (`tests/py/NAME`) with args; returns output.
+pub fn nbd_py(script: &str, args: &[&str]) -> Output {
+    require("/usr/bin/python3", "python3");
+    let ok = Command::new("/usr/bin/python3").args(["-c", "import nbd"]).status().map(|s| s.success()).unwrap_or(false);
+    assert!(ok, "python3-libnbd is missing: install the Debian package `python3-libnbd`");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(script);
+    Command::new("/usr/bin/python3").arg(path).args(args).output().unwrap()
+}
