@@ -206,7 +206,7 @@ impl Node {
             .map_err(|source| StartError::Io { what: format!("replication address {}", self.me.replication), source })?;
         self.tasks.spawn(super::peer::run(self.clone(), peer_listener));
         let gate = self.gate();
-        let opts = crate::nbd::ServerOptions { max_clients: self.cfg.resource.max_clients as usize };
+        let opts = crate::nbd::ServerOptions { max_clients: self.cfg.resource.max_clients as usize, ..Default::default() };
         let nbd = tokio::spawn(crate::nbd::serve(listener, gate, opts, self.shutdown.clone()));
         let ctl_path = self.me.control.clone();
         let me = self.clone();
