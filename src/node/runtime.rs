@@ -125,6 +125,23 @@ impl Node {
         self.changed();
     }
 
+    /// After a forced promotion while connected to a peer without usable
+    /// data: copy everything to it (holes skipped).
+    fn start_initial_sync(self: &Arc<Self>) {
+        let Some(link) = self.link() else { return };
+        {
+            let mut st = self.state();
+            let peer_incomplete = st.peer.is_some_and(|p| !p.disk.is_complete());
+            if st.syncing.is_some() || st.disk != Disk::UpToDate || !peer_incomplete {
+                return;
+            }
+            st.syncing = Some(SyncSide::Source);
+            self.dirty().set_all();
+        }
+        tracing::warn!("full sync to the peer: its disk has no usable base (holes are skipped)");
+        self.tasks.spawn(super::resync::run_source(self.clone(), link));
+    }
+
     /// Something changed: wake the connector and waiters.
     pub fn changed(&self) {
         self.wake.notify_waiters();
@@ -210,7 +227,7 @@ impl Node {
         let nbd = tokio::spawn(crate::nbd::serve(listener, gate, opts, self.shutdown.clone()));
         let ctl_path = self.me.control.clone();
         let me = self.clone();
-        let ctl = tokio::spawn(async move { control::serve(&ctl_path, me.clone(), me.shutdown.clone()).await });
+        let ctl = tokio::spawn(async move { control::serve(&ctl_path, Arc::new(NodeControl(me.clone())), me.shutdown.clone()).await });
         tracing::info!(node = %self.me.name, resource = %self.cfg.resource.name, nbd = %self.me.nbd, control = %self.me.control.display(), "node started");
         // A listener that fails to start ends the node at once.
         tokio::select! {
@@ -260,7 +277,7 @@ impl Node {
         }
     }
 
-    async fn promote(&self, force: bool) -> Response {
+    async fn promote(self: &Arc<Self>, force: bool) -> Response {
         let mut st = self.state();
         if st.role == Role::Primary {
             return Response::ok("already primary");
@@ -276,6 +293,7 @@ impl Node {
         drop(st);
         tracing::info!("role: primary");
         self.announce_state();
+        self.start_initial_sync();
         Response::ok("primary")
     }
 
@@ -336,14 +354,18 @@ async fn ctl_finished(h: &tokio::task::JoinHandle<std::io::Result<()>>) -> std::
     }
 }
 
-impl control::Handler for Node {
+/// The control-socket face of a node.
+pub struct NodeControl(pub Arc<Node>);
+
+impl control::Handler for NodeControl {
     async fn handle(&self, req: Request) -> Response {
+        let node = &self.0;
         match req {
-            Request::Status => Response::Status { ok: true, status: Box::new(self.status()) },
-            Request::Primary { force } => self.promote(force).await,
-            Request::Secondary { force } => self.demote(force).await,
-            Request::Disconnect => self.disconnect(),
-            Request::Connect { discard_my_data } => self.connect(discard_my_data),
+            Request::Status => Response::Status { ok: true, status: Box::new(node.status()) },
+            Request::Primary { force } => node.promote(force).await,
+            Request::Secondary { force } => node.demote(force).await,
+            Request::Disconnect => node.disconnect(),
+            Request::Connect { discard_my_data } => node.connect(discard_my_data),
             Request::Invalidate | Request::Verify => Response::refused("not connected to the peer"),
         }
     }

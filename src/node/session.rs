@@ -97,7 +97,7 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
         for chunk in bitmap_chunks(&words, bits) {
             sink.feed(chunk).await?;
         }
-        sink.send(Message::BitmapDone).await
+        sink.flush().await
     };
     if let Err(e) = sent.await {
         tracing::warn!("peer link: sending state failed: {e}");
