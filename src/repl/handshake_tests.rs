@@ -50,7 +50,8 @@ async fn no_secrets_connects_unauthenticated() {
 
 #[tokio::test]
 async fn matching_secrets_authenticate_and_the_link_carries_on() {
-    let (a, b) = pair(params("alpha", "beta", 4096), Some(b"s3cret"), params("beta", "alpha", 4096), Some(b"s3cret")).await;
+    let (a, b) =
+        pair(params("alpha", "beta", 4096), Some(b"s3cret"), params("beta", "alpha", 4096), Some(b"s3cret")).await;
     let (mut la, pa) = a.unwrap();
     let (mut lb, pb) = b.unwrap();
     assert!(pa.authenticated && pb.authenticated);
@@ -135,7 +136,12 @@ async fn another_major_is_refused_with_a_goodbye() {
         let mut f = bytes::BytesMut::new();
         tokio_util::codec::Encoder::encode(&mut Codec::default(), hello("beta", 4096, 0), &mut f).unwrap();
         f[16..18].copy_from_slice(&2u16.to_be_bytes());
-        let c = { let mut h = crc32fast::Hasher::new(); h.update(&f[..12]); h.update(&f[16..]); h.finalize() };
+        let c = {
+            let mut h = crc32fast::Hasher::new();
+            h.update(&f[..12]);
+            h.update(&f[16..]);
+            h.finalize()
+        };
         f[12..16].copy_from_slice(&c.to_be_bytes());
         peer.get_mut().write_all(&f).await.unwrap();
         assert!(matches!(peer.next().await.unwrap().unwrap(), Message::Hello(_)));
