@@ -206,3 +206,26 @@ async fn out_of_order_messages_are_refused() {
     });
     assert!(matches!(res.unwrap_err(), HandshakeError::Unexpected { expected: "Hello", got: MsgType::Ping }));
 }
+
+#[tokio::test]
+async fn over_tcp_a_refusal_reason_arrives_before_the_close() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let a = params("alpha", "beta", 4096);
+    let b = params("gamma", "alpha", 4096);
+    let (ra, rb) = tokio::join!(
+        async {
+            let (s, _) = listener.accept().await.unwrap();
+            handshake(s, &a, Some(b"s"), T).await
+        },
+        async {
+            let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            handshake(s, &b, Some(b"s"), T).await
+        }
+    );
+    assert!(matches!(ra.unwrap_err(), HandshakeError::UnexpectedPeer { .. }));
+    match rb.unwrap_err() {
+        HandshakeError::PeerRefused { reason } => assert!(reason.contains("unexpected peer"), "{reason}"),
+        other => panic!("{other}"),
+    }
+}
