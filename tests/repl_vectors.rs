@@ -5,6 +5,8 @@
 //! is decoded and its fields checked, then the fields are encoded and the
 //! bytes checked; error vectors must fail with the named error.
 
+#![allow(clippy::cast_possible_truncation)]
+
 use std::path::PathBuf;
 
 use bytes::{Bytes, BytesMut};
@@ -31,7 +33,7 @@ fn hex_file(name: &str) -> Vec<u8> {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex length");
+    assert!(s.len().is_multiple_of(2), "odd hex length");
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit")).collect()
 }
 

@@ -31,7 +31,13 @@ pub fn new_nonce() -> Nonce {
     rand::random()
 }
 
-fn keyed(secret: &[u8], challenger_nonce: &Nonce, responder_nonce: &Nonce, resource: &str, responder_node: &str) -> Hmac<Sha256> {
+fn keyed(
+    secret: &[u8],
+    challenger_nonce: &Nonce,
+    responder_nonce: &Nonce,
+    resource: &str,
+    responder_node: &str,
+) -> Hmac<Sha256> {
     let mut m = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
     m.update(AUTH_CONTEXT);
     m.update(challenger_nonce);

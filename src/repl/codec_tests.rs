@@ -1,4 +1,5 @@
 //! Codec tests: round trips of every message, corrupt streams, the cap, fuzzing.
+#![allow(clippy::cast_possible_truncation)]
 
 use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;

@@ -35,7 +35,9 @@ pub enum FrameError {
     #[error("bad frame magic {found:#010x} (expected 0x52455044 \"REPD\"): the peer is not repd, or the stream lost its framing")]
     BadMagic { found: u32 },
     /// A frame header announced a payload over the cap.
-    #[error("{ty} frame announces a {len}-byte payload, over the {max}-byte cap: corrupt stream or a misconfigured peer")]
+    #[error(
+        "{ty} frame announces a {len}-byte payload, over the {max}-byte cap: corrupt stream or a misconfigured peer"
+    )]
     TooLong { ty: String, len: u64, max: usize },
     /// A message this node would send is over the payload cap.
     #[error("refusing to send a {ty} frame of {len} payload bytes, over the {max}-byte cap (split it)")]
@@ -47,13 +49,19 @@ pub enum FrameError {
     #[error("{ty} frame has reserved header flags {flags:#06x} set")]
     BadFlags { ty: MsgType, flags: u16 },
     /// The frame checksum does not match: bytes were damaged in transit.
-    #[error("{ty} frame fails its crc32 (header says {expected:#010x}, computed {computed:#010x}): data damaged in transit")]
+    #[error(
+        "{ty} frame fails its crc32 (header says {expected:#010x}, computed {computed:#010x}): data damaged in transit"
+    )]
     BadCrc { ty: MsgType, expected: u32, computed: u32 },
     /// A payload does not follow its message's layout.
     #[error("malformed {ty} payload: {reason}")]
     Malformed { ty: MsgType, reason: String },
     /// The peer's Hello carries a protocol major version we cannot speak.
-    #[error("the peer speaks protocol {major}.{minor}; this node speaks {}.{} and majors must match", super::PROTO_MAJOR, super::PROTO_MINOR)]
+    #[error(
+        "the peer speaks protocol {major}.{minor}; this node speaks {}.{} and majors must match",
+        super::PROTO_MAJOR,
+        super::PROTO_MINOR
+    )]
     IncompatibleVersion { major: u16, minor: u16 },
     /// The stream ended in the middle of a frame.
     #[error("the peer closed the link in the middle of a frame ({buffered} bytes of it received)")]
@@ -126,7 +134,8 @@ impl Decoder for Codec {
             }
             // The cap comes first: it is what protects memory.
             if len as usize > self.max_payload {
-                let ty = MsgType::try_from(raw_ty).map(|t| t.to_string()).unwrap_or_else(|_| format!("type {raw_ty:#06x}"));
+                let ty =
+                    MsgType::try_from(raw_ty).map(|t| t.to_string()).unwrap_or_else(|_| format!("type {raw_ty:#06x}"));
                 return Err(FrameError::TooLong { ty, len: u64::from(len), max: self.max_payload });
             }
             let ty = MsgType::try_from(raw_ty).map_err(|_| FrameError::UnknownType { ty: raw_ty })?;

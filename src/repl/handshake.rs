@@ -216,7 +216,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Message::Hello(h)) => h,
         Ok(other) => return Err(unexpected("Hello", &other)),
         Err(Fail::Refuse(HandshakeError::Frame(FrameError::IncompatibleVersion { major, minor }))) => {
-            return Err(Fail::Refuse(HandshakeError::VersionMismatch { node: node(), peer_major: major, peer_minor: minor }))
+            return Err(Fail::Refuse(HandshakeError::VersionMismatch {
+                node: node(),
+                peer_major: major,
+                peer_minor: minor,
+            }))
         }
         Err(f) => return Err(f),
     };
@@ -238,7 +242,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let peer_auth = peer.features & FEATURE_AUTH != 0;
     match (secret, peer_auth) {
-        (Some(_), false) => return refuse(HandshakeError::SecretOnlyHere { node: node(), peer_node: peer.node.clone() }),
+        (Some(_), false) => {
+            return refuse(HandshakeError::SecretOnlyHere { node: node(), peer_node: peer.node.clone() })
+        }
         (None, true) => return refuse(HandshakeError::SecretOnlyPeer { node: node(), peer_node: peer.node.clone() }),
         _ => {}
     }
@@ -277,8 +283,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         Message::Accept => {}
         other => return Err(unexpected("Accept", &other)),
     }
+    #[allow(clippy::unnecessary_min_or_max)] // PROTO_MINOR is 0 today
+    let proto_minor = PROTO_MINOR.min(peer.proto_minor);
     Ok(PeerHello {
-        proto_minor: PROTO_MINOR.min(peer.proto_minor),
+        proto_minor,
         features: features & peer.features,
         authenticated: secret.is_some(),
         hello: peer,

@@ -50,7 +50,8 @@ async fn no_secrets_connects_unauthenticated() {
 
 #[tokio::test]
 async fn matching_secrets_authenticate_and_the_link_carries_on() {
-    let (a, b) = pair(params("alpha", "beta", 4096), Some(b"s3cret"), params("beta", "alpha", 4096), Some(b"s3cret")).await;
+    let (a, b) =
+        pair(params("alpha", "beta", 4096), Some(b"s3cret"), params("beta", "alpha", 4096), Some(b"s3cret")).await;
     let (mut la, pa) = a.unwrap();
     let (mut lb, pb) = b.unwrap();
     assert!(pa.authenticated && pb.authenticated);
@@ -135,7 +136,12 @@ async fn another_major_is_refused_with_a_goodbye() {
         let mut f = bytes::BytesMut::new();
         tokio_util::codec::Encoder::encode(&mut Codec::default(), hello("beta", 4096, 0), &mut f).unwrap();
         f[16..18].copy_from_slice(&2u16.to_be_bytes());
-        let c = { let mut h = crc32fast::Hasher::new(); h.update(&f[..12]); h.update(&f[16..]); h.finalize() };
+        let c = {
+            let mut h = crc32fast::Hasher::new();
+            h.update(&f[..12]);
+            h.update(&f[16..]);
+            h.finalize()
+        };
         f[12..16].copy_from_slice(&c.to_be_bytes());
         peer.get_mut().write_all(&f).await.unwrap();
         assert!(matches!(peer.next().await.unwrap().unwrap(), Message::Hello(_)));
@@ -199,4 +205,27 @@ async fn out_of_order_messages_are_refused() {
         peer.send(Message::Ping { nonce: 1 }).await.unwrap();
     });
     assert!(matches!(res.unwrap_err(), HandshakeError::Unexpected { expected: "Hello", got: MsgType::Ping }));
+}
+
+#[tokio::test]
+async fn over_tcp_a_refusal_reason_arrives_before_the_close() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let a = params("alpha", "beta", 4096);
+    let b = params("gamma", "alpha", 4096);
+    let (ra, rb) = tokio::join!(
+        async {
+            let (s, _) = listener.accept().await.unwrap();
+            handshake(s, &a, Some(b"s"), T).await
+        },
+        async {
+            let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            handshake(s, &b, Some(b"s"), T).await
+        }
+    );
+    assert!(matches!(ra.unwrap_err(), HandshakeError::UnexpectedPeer { .. }));
+    match rb.unwrap_err() {
+        HandshakeError::PeerRefused { reason } => assert!(reason.contains("unexpected peer"), "{reason}"),
+        other => panic!("{other}"),
+    }
 }

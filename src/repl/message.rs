@@ -438,7 +438,9 @@ impl Message {
             MsgType::Ack => M::Ack { id: r.u64("id")?, errno: r.i32("errno")? },
             MsgType::Ping => M::Ping { nonce: r.u64("nonce")? },
             MsgType::PingAck => M::PingAck { nonce: r.u64("nonce")? },
-            MsgType::SyncStart => M::SyncStart { total_bytes: r.u64("total_bytes")?, source_uuid: r.u64("source_uuid")? },
+            MsgType::SyncStart => {
+                M::SyncStart { total_bytes: r.u64("total_bytes")?, source_uuid: r.u64("source_uuid")? }
+            }
             MsgType::SyncData => M::SyncData { id: r.u64("id")?, offset: r.u64("offset")?, data: r.rest() },
             MsgType::SyncHole => M::SyncHole { id: r.u64("id")?, offset: r.u64("offset")?, len: r.u64("len")? },
             MsgType::SyncAck => M::SyncAck { id: r.u64("id")?, errno: r.i32("errno")? },
