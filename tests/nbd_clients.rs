@@ -542,3 +542,92 @@ fn shutdown_returns_and_removes_the_unix_socket() {
     assert!(closed(&mut t), "connection not closed on shutdown");
     assert!(TcpStream::connect(s.port_addr()).is_err(), "still accepting after shutdown");
 }
+
+/// Undoes the nbdfuse / loop / mount stack even when the test fails.
+struct FuseStack {
+    nbdfuse: Option<std::process::Child>,
+    fuse_dir: PathBuf,
+    loopdev: Option<String>,
+    mnt: Option<PathBuf>,
+}
+
+impl Drop for FuseStack {
+    fn drop(&mut self) {
+        let quiet = |c: &mut Command| {
+            let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        };
+        if let Some(m) = self.mnt.take() {
+            quiet(Command::new("umount").arg(&m));
+            quiet(Command::new("umount").arg("-l").arg(&m));
+        }
+        if let Some(l) = self.loopdev.take() {
+            quiet(Command::new("losetup").args(["-d", &l]));
+        }
+        quiet(Command::new("fusermount3").arg("-u").arg(&self.fuse_dir));
+        if let Some(mut c) = self.nbdfuse.take() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn ext4_through_nbdfuse_and_a_loop_device() {
+    assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: this test needs FUSE (modprobe fuse)");
+    assert!(Path::new("/dev/loop-control").exists(), "/dev/loop-control is missing: this test needs loop devices (modprobe loop)");
+    let (nbdfuse, losetup) = (tool("nbdfuse", "libnbd-bin"), tool("losetup", "mount"));
+    let (mkfs, e2fsck, _) = (tool("mkfs.ext4", "e2fsprogs"), tool("e2fsck", "e2fsprogs"), tool("fusermount3", "fuse3"));
+    let s = Server::start(64 << 20);
+    let fuse_dir = s.dir.path().join("fuse");
+    let mnt = s.dir.path().join("mnt");
+    std::fs::create_dir_all(&fuse_dir).unwrap();
+    std::fs::create_dir_all(&mnt).unwrap();
+    let pidfile = s.dir.path().join("nbdfuse.pid");
+    let child = Command::new(&nbdfuse)
+        .arg("-P")
+        .arg(&pidfile)
+        .arg(fuse_dir.join("disk"))
+        .arg(s.uri())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start nbdfuse");
+    let mut stack = FuseStack { nbdfuse: Some(child), fuse_dir: fuse_dir.clone(), loopdev: None, mnt: None };
+    let disk = fuse_dir.join("disk");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !(pidfile.exists() && disk.exists()) {
+        if let Some(st) = stack.nbdfuse.as_mut().unwrap().try_wait().unwrap() {
+            panic!("nbdfuse exited early with {st}");
+        }
+        assert!(Instant::now() < deadline, "nbdfuse did not come up within 15 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::metadata(&disk).unwrap().len(), 64 << 20);
+    let dev = run(Command::new(&losetup).args(["-f", "--show"]).arg(&disk), SECS).trim().to_owned();
+    assert!(dev.starts_with("/dev/loop"), "losetup said {dev:?}");
+    stack.loopdev = Some(dev.clone());
+    run(Command::new(&mkfs).args(["-q", "-F", &dev]), Duration::from_secs(60));
+    run(Command::new("mount").arg(&dev).arg(&mnt), SECS);
+    stack.mnt = Some(mnt.clone());
+    let mut want = Vec::new();
+    for i in 0..20u32 {
+        let body: Vec<u8> = (0..(i * 7919 + 100)).map(|j| (j.wrapping_mul(31) ^ i) as u8).collect();
+        std::fs::write(mnt.join(format!("f{i}")), &body).unwrap();
+        want.push(body);
+    }
+    run(&mut Command::new("sync"), SECS);
+    run(Command::new("umount").arg(&mnt), SECS);
+    stack.mnt = None;
+    let fsck = run_status(Command::new(&e2fsck).args(["-fn", &dev]), Duration::from_secs(60));
+    assert!(fsck.0, "e2fsck found problems:\n{}\n{}", fsck.1, fsck.2);
+    // Mount again read-only and check the files came back intact.
+    run(Command::new("mount").args(["-o", "ro"]).arg(&dev).arg(&mnt), SECS);
+    stack.mnt = Some(mnt.clone());
+    for (i, body) in want.iter().enumerate() {
+        assert!(std::fs::read(mnt.join(format!("f{i}"))).unwrap() == *body, "file f{i} differs");
+    }
+    drop(stack);
+}
