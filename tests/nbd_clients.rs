@@ -6,6 +6,9 @@
 //! over a fresh sparse temp file. A missing client tool fails the test with
 //! the Debian package to install.
 
+// Test data generators narrow integers on purpose.
+#![allow(clippy::cast_possible_truncation)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -472,7 +475,7 @@ fn hostile_input_hurts_only_its_own_connection() {
     t.write_all(b"abc").unwrap();
     assert_eq!(simple_reply(&mut t), (28, 4), "write past end: ENOSPC");
     let mut big = request(1, 0, 5, 0, (32 << 20) + 1);
-    big.extend(std::iter::repeat(0x5a).take((32 << 20) + 1));
+    big.extend(std::iter::repeat_n(0x5a, (32 << 20) + 1));
     t.write_all(&big).unwrap();
     assert_eq!(simple_reply(&mut t), (75, 5), "oversized write: EOVERFLOW, payload consumed");
     t.write_all(&request(0, 0, 6, 4096, 4)).unwrap();

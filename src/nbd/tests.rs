@@ -1,6 +1,9 @@
 //! Handshake and transmission driven over in-memory pipes: scripted
 //! clients, random byte streams (proptest), shutdown and forced detach.
 
+// Test fixtures narrow lengths they built themselves.
+#![allow(clippy::cast_possible_truncation)]
+
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
