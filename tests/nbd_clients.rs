@@ -281,8 +281,9 @@ fn fio_nbd_engine_verifies() {
     let fio = tool("fio", "fio");
     for uri in [s.uri(), s.unix_uri()] {
         let out = run(
-            Command::new(&fio).args([
+            Command::new(&fio).current_dir(s.dir.path()).args([
                 "--name=verify",
+                "--verify_state_save=0",
                 "--ioengine=nbd",
                 &format!("--uri={uri}"),
                 "--rw=randwrite",
