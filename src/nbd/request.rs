@@ -168,7 +168,7 @@ pub fn validate(h: &RequestHeader, s: &Session) -> Result<Command, Rejection> {
     if h.length == 0 {
         return Err(reject(h, EINVAL, format!("{name}: length must not be zero")));
     }
-    let past_end = h.offset.checked_add(u64::from(h.length)).map_or(true, |end| end > s.size);
+    let past_end = h.offset.checked_add(u64::from(h.length)).is_none_or(|end| end > s.size);
     if past_end {
         let error = if writes { ENOSPC } else { EINVAL };
         return Err(reject(
