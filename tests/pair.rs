@@ -225,3 +225,24 @@ fn fio_verify_while_replicating() {
     p.wait_sync(10);
     p.assert_identical();
 }
+
+#[test]
+fn concurrent_promotions_make_exactly_one_primary() {
+    let p = Pair::started(Options::default());
+    p.ok(ALPHA, &["secondary"]);
+    wait_until(10, "beta sees alpha secondary", || p.status(BETA)["peer"]["role"] == "secondary");
+    for round in 0..5 {
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| p.repctl(ALPHA, &["primary"]));
+            let b = s.spawn(|| p.repctl(BETA, &["primary"]));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let winners = [&a, &b].iter().filter(|o| o.status.success()).count();
+        assert_eq!(winners, 1, "round {round}: {} primaries\n{}", winners, p.logs());
+        let roles = [p.status(ALPHA)["role"].clone(), p.status(BETA)["role"].clone()];
+        assert_eq!(roles.iter().filter(|r| *r == "primary").count(), 1, "round {round}: {roles:?}");
+        let w = if a.status.success() { ALPHA } else { BETA };
+        p.ok(w, &["secondary"]);
+        wait_until(10, "peer sees the demotion", || p.status(1 - w)["peer"]["role"] == "secondary");
+    }
+}

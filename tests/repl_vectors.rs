@@ -79,6 +79,7 @@ fn vectors() -> Vec<(&'static str, Message)> {
         ("state_update", Message::StateUpdate { role: Role::Secondary, disk: DiskState::Outdated, flags: 0 }),
         ("bitmap_chunk", Message::BitmapChunk { first_bit: 64, total_bits: 200, words: vec![1, 1 << 63] }),
         ("bitmap_done", Message::BitmapDone),
+        ("role_request", Message::RoleRequest { id: 12 }),
         ("write", Message::Write { id: 1, offset: 4096, fua: true, data: Bytes::from_static(b"repd\n") }),
         ("trim", Message::Trim { id: 2, offset: 8192, len: 1 << 20, fua: false }),
         ("zero", Message::Zero { id: 3, offset: 0, len: 65536, may_trim: true, fua: false }),

@@ -76,6 +76,10 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
         Message::Zero { id, offset, len, may_trim, fua } => mirrored(node, link, id, offset, len, Apply::Zero(len, may_trim, fua))?,
         Message::Flush { id } => mirrored(node, link, id, 0, 0, Apply::Flush)?,
         Message::Ack { id, errno } | Message::SyncAck { id, errno } => link.complete(id, errno),
+        Message::RoleRequest { id } => {
+            let errno = if node.grant_role_request() { 0 } else { libc::EBUSY };
+            let _ = link.send(Message::Ack { id, errno }).await;
+        }
         Message::Ping { nonce } => {
             let _ = link.send(Message::PingAck { nonce }).await;
         }

@@ -58,7 +58,8 @@ pub fn decide(local: Side, peer: Side) -> Decision {
     let target_ok = |me: Side| me.role == Role::Secondary;
     match (local.disk.is_complete(), peer.disk.is_complete()) {
         (false, false) => Decision::Idle,
-        (true, false) => Decision::Source { full: !peer.dirty },
+        (true, false) if target_ok(peer) => Decision::Source { full: !peer.dirty },
+        (true, false) => Decision::Refuse("the peer is Primary on an incomplete disk and this node's is complete; demote the peer".into()),
         (false, true) if target_ok(local) => Decision::Target { full: !local.dirty },
         (false, true) => Decision::Refuse("this Primary's disk is incomplete and the peer's is complete; demote this node".into()),
         (true, true) => {

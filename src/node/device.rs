@@ -227,3 +227,92 @@ impl ExportGate for NodeGate {
         Ok(self.device.node.clients.attach(self.device.clone()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The write path's order, without sockets: the peer is an mpsc channel.
+    use super::*;
+    use crate::node::link::PeerLink;
+    use crate::node::state::{Disk, Role};
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+
+    fn node(dir: &std::path::Path) -> Arc<Node> {
+        let text = format!(
+            "[resource]\nname = \"r0\"\nsize = \"1MiB\"\n[nodes.a]\nbacking = \"{d}/a.img\"\nmeta = \"{d}/a.meta\"\nnbd = \"127.0.0.1:1\"\nreplication = \"127.0.0.1:2\"\ncontrol = \"{d}/a.sock\"\n[nodes.b]\nbacking = \"{d}/b.img\"\nmeta = \"{d}/b.meta\"\nnbd = \"127.0.0.1:3\"\nreplication = \"127.0.0.1:4\"\ncontrol = \"{d}/b.sock\"\n",
+            d = dir.display()
+        );
+        let cfg = crate::config::Config::parse(&dir.join("r0.toml"), &text).unwrap();
+        let me = cfg.nodes[0].clone();
+        let n = Node::open(cfg, me).unwrap();
+        {
+            let mut st = n.state();
+            st.role = Role::Primary;
+            st.disk = Disk::UpToDate;
+        }
+        n
+    }
+
+    /// Steps 4-5: the local write completes, but the reply waits for the peer's ack.
+    #[tokio::test]
+    async fn reply_never_overtakes_the_peer_ack() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = node(dir.path());
+        let (tx, mut rx) = mpsc::channel(16);
+        let link = Arc::new(PeerLink::new(tx));
+        n.set_link(Some(link.clone()));
+        let dev = Arc::new(NodeDevice::new(n.clone()));
+        let d2 = dev.clone();
+        let write = tokio::spawn(async move { d2.write(4096, Bytes::from(vec![7u8; 4096]), false).await });
+        let Some(Message::Write { id, offset, data, .. }) = rx.recv().await else { panic!("no Write sent to the peer") };
+        assert_eq!((offset, data.len()), (4096, 4096));
+        // Give the local pwrite ample time to finish: the reply must still wait.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut b = [0u8; 4096];
+        n.store.read_at(&mut b, 4096).unwrap();
+        assert_eq!(b, [7u8; 4096], "the local write ran concurrently with the send");
+        assert!(!write.is_finished(), "the client was answered before the peer acknowledged");
+        link.complete(id, 0);
+        tokio::time::timeout(Duration::from_secs(5), write).await.unwrap().unwrap().unwrap();
+        assert_eq!(n.dirty().count(), 0, "an acknowledged write is in sync");
+    }
+
+    /// Step 6: a peer lost before acking: the write completes locally and is out-of-sync.
+    #[tokio::test]
+    async fn lost_peer_completes_locally_and_marks_out_of_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = node(dir.path());
+        let (tx, mut rx) = mpsc::channel(16);
+        let link = Arc::new(PeerLink::new(tx));
+        n.set_link(Some(link.clone()));
+        let dev = Arc::new(NodeDevice::new(n.clone()));
+        let d2 = dev.clone();
+        let write = tokio::spawn(async move { d2.write(8192, Bytes::from(vec![1u8; 4096]), true).await });
+        assert!(matches!(rx.recv().await, Some(Message::Write { fua: true, .. })));
+        link.close();
+        tokio::time::timeout(Duration::from_secs(5), write).await.unwrap().unwrap().unwrap();
+        assert_eq!(n.dirty().dirty_bytes(), 4096);
+        assert!(n.dirty().test(2));
+    }
+
+    /// Step 3: an overlapping write is not sent until the first is acknowledged.
+    #[tokio::test]
+    async fn overlapping_writes_are_sent_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = node(dir.path());
+        let (tx, mut rx) = mpsc::channel(16);
+        let link = Arc::new(PeerLink::new(tx));
+        n.set_link(Some(link.clone()));
+        let dev = Arc::new(NodeDevice::new(n.clone()));
+        let (d1, d2) = (dev.clone(), dev.clone());
+        let w1 = tokio::spawn(async move { d1.write(0, Bytes::from(vec![1u8; 8192]), false).await });
+        let Some(Message::Write { id: id1, .. }) = rx.recv().await else { panic!() };
+        let w2 = tokio::spawn(async move { d2.write(4096, Bytes::from(vec![2u8; 4096]), false).await });
+        assert!(tokio::time::timeout(Duration::from_millis(200), rx.recv()).await.is_err(), "overlapping write sent before the first was acked");
+        link.complete(id1, 0);
+        w1.await.unwrap().unwrap();
+        let Some(Message::Write { id: id2, .. }) = rx.recv().await else { panic!() };
+        link.complete(id2, 0);
+        w2.await.unwrap().unwrap();
+    }
+}

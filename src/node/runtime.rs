@@ -48,6 +48,8 @@ pub struct Node {
     link: Mutex<Option<Arc<PeerLink>>>,
     sync: Mutex<Option<SyncProgress>>,
     discard_my_data: AtomicBool,
+    /// A promotion is waiting for the peer's consent.
+    promoting: AtomicBool,
     /// Woken on every state change (connector, waiters).
     pub wake: Notify,
     pub shutdown: CancellationToken,
@@ -83,6 +85,7 @@ impl Node {
             link: Mutex::new(None),
             sync: Mutex::new(None),
             discard_my_data: AtomicBool::new(false),
+            promoting: AtomicBool::new(false),
             wake: Notify::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -278,11 +281,34 @@ impl Node {
     }
 
     async fn promote(self: &Arc<Self>, force: bool) -> Response {
-        let mut st = self.state();
-        if st.role == Role::Primary {
-            return Response::ok("already primary");
+        {
+            let st = self.state();
+            if st.role == Role::Primary {
+                return Response::ok("already primary");
+            }
+            if let Err(e) = st.check_promote(force) {
+                return Response::refused(e.0);
+            }
         }
+        // While connected, the peer must agree first (two Primaries at once
+        // cannot happen while connected).
+        if let Some(link) = self.link() {
+            self.promoting.store(true, Ordering::SeqCst);
+            let r = link.request(|id| crate::repl::Message::RoleRequest { id }).await;
+            self.promoting.store(false, Ordering::SeqCst);
+            match r {
+                Ok(()) => {}
+                Err(super::link::LinkError::Peer(_)) => {
+                    self.announce_state();
+                    return Response::refused("the peer is Primary or is being promoted; demote it first");
+                }
+                Err(super::link::LinkError::Lost) => tracing::warn!("peer link lost during promotion; promoting alone"),
+            }
+        }
+        let mut st = self.state();
         if let Err(e) = st.check_promote(force) {
+            drop(st);
+            self.announce_state();
             return Response::refused(e.0);
         }
         if force && st.disk != Disk::UpToDate {
@@ -295,6 +321,22 @@ impl Node {
         self.announce_state();
         self.start_initial_sync();
         Response::ok("primary")
+    }
+
+    /// The peer asks to become Primary: grant unless this node is Primary or
+    /// is itself promoting and wins the tie (its name sorts first).
+    pub fn grant_role_request(&self) -> bool {
+        let mut st = self.state();
+        if st.role == Role::Primary {
+            return false;
+        }
+        if self.promoting.load(Ordering::SeqCst) && self.me.name < self.peer_cfg.name {
+            return false;
+        }
+        if let Some(p) = st.peer.as_mut() {
+            p.role = Role::Primary;
+        }
+        true
     }
 
     async fn demote(&self, force: bool) -> Response {

@@ -37,6 +37,7 @@ pub(crate) fn samples() -> Vec<Message> {
         Message::StateUpdate { role: Role::Secondary, disk: DiskState::Diskless, flags: 1 },
         Message::BitmapChunk { first_bit: 128, total_bits: 300, words: vec![1, u64::MAX, 0x8000_0000_0000_0000] },
         Message::BitmapDone,
+        Message::RoleRequest { id: 12 },
         Message::Write { id: 1, offset: 4096, fua: true, data: Bytes::from_static(b"hello world") },
         Message::Trim { id: 2, offset: 8192, len: 65536, fua: false },
         Message::Zero { id: 3, offset: 0, len: 4096, may_trim: true, fua: true },

@@ -65,6 +65,8 @@ msg_types! {
     BitmapChunk = 0x0012,
     /// End of the dirty bitmap.
     BitmapDone = 0x0013,
+    /// Ask the peer's consent to become Primary.
+    RoleRequest = 0x0014,
     /// Mirrored application write.
     Write = 0x0020,
     /// Mirrored trim (discard).
@@ -128,6 +130,10 @@ pub enum Message {
     BitmapChunk { first_bit: u64, total_bits: u64, words: Vec<u64> },
     /// Empty: the sender's bitmap is complete.
     BitmapDone,
+    /// `0 id u64`: the sender wants to become Primary. The receiver answers
+    /// with `Ack { id, errno }`: 0 grants it (the receiver is Secondary and
+    /// will not promote itself while the link is up), EBUSY refuses it.
+    RoleRequest { id: u64 },
     /// `0 id u64 | 8 offset u64 | 16 flags u32 (FUA) | 20 data`.
     Write { id: u64, offset: u64, fua: bool, data: Bytes },
     /// `0 id u64 | 8 offset u64 | 16 len u64 | 24 flags u32 (FUA)` (28 bytes).
@@ -181,6 +187,7 @@ impl Message {
             M::StateUpdate { .. } => MsgType::StateUpdate,
             M::BitmapChunk { .. } => MsgType::BitmapChunk,
             M::BitmapDone => MsgType::BitmapDone,
+            M::RoleRequest { .. } => MsgType::RoleRequest,
             M::Write { .. } => MsgType::Write,
             M::Trim { .. } => MsgType::Trim,
             M::Zero { .. } => MsgType::Zero,
@@ -211,7 +218,7 @@ impl Message {
             M::BitmapChunk { words, .. } => 20 + 8 * words.len(),
             M::Write { data, .. } => 20 + data.len(),
             M::Trim { .. } | M::Zero { .. } => 28,
-            M::Flush { .. } | M::Ping { .. } | M::PingAck { .. } => 8,
+            M::Flush { .. } | M::Ping { .. } | M::PingAck { .. } | M::RoleRequest { .. } => 8,
             M::Ack { .. } | M::SyncAck { .. } => 12,
             M::SyncStart { .. } => 16,
             M::SyncData { data, .. } => 16 + data.len(),
@@ -326,7 +333,7 @@ impl Message {
                 d.put_u64(*len);
                 d.put_u32(fua(*f) | if *may_trim { FLAG_MAY_TRIM } else { 0 });
             }
-            M::Flush { id } => d.put_u64(*id),
+            M::Flush { id } | M::RoleRequest { id } => d.put_u64(*id),
             M::Ping { nonce } | M::PingAck { nonce } => d.put_u64(*nonce),
             M::Ack { id, errno } | M::SyncAck { id, errno } => {
                 d.put_u64(*id);
@@ -418,6 +425,7 @@ impl Message {
                 M::BitmapChunk { first_bit, total_bits, words }
             }
             MsgType::BitmapDone => M::BitmapDone,
+            MsgType::RoleRequest => M::RoleRequest { id: r.u64("id")? },
             MsgType::Write => {
                 let id = r.u64("id")?;
                 let offset = r.u64("offset")?;

@@ -41,6 +41,7 @@ vectors = [
     ("bitmap_chunk", "BitmapChunk first_bit=64 total_bits=200 words=[0x1, 0x8000000000000000]",
      0x0012, U("QQIQQ", 64, 200, 2, 1, 1 << 63)),
     ("bitmap_done", "BitmapDone (empty)", 0x0013, b""),
+    ("role_request", "RoleRequest id=12", 0x0014, U("Q", 12)),
     ("write", "Write id=1 offset=4096 fua=true data=\"repd\\n\" (5 bytes)", 0x0020, U("QQI", 1, 4096, 1) + b"repd\n"),
     ("trim", "Trim id=2 offset=8192 len=1048576 fua=false", 0x0021, U("QQQI", 2, 8192, 1 << 20, 0)),
     ("zero", "Zero id=3 offset=0 len=65536 may_trim=true fua=false", 0x0022, U("QQQI", 3, 0, 65536, 2)),
