@@ -1,1 +1,2 @@
 //! node (under construction)
+pub mod genid;
