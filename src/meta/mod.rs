@@ -262,6 +262,26 @@ impl Meta {
         ActivityLog::restore(u64::from(self.header.layout.al_extent_size), &self.replay)
     }
 
+    /// Crash recovery: marks out of sync every extent the ring held active
+    /// (the whole device when the ring cannot prove its set complete), then
+    /// flushes the bitmap. Returns the bits newly set. Idempotent; call after
+    /// open unless [`Flags::al_clean`] is set, before the node serves I/O.
+    pub fn mark_al_out_of_sync(&mut self) -> Result<u64, MetaError> {
+        let l = self.header.layout;
+        let ext = u64::from(l.al_extent_size);
+        let mut n = 0;
+        if !self.replay.complete {
+            n = self.bitmap.set_all();
+        } else {
+            for e in self.replay.active_extents() {
+                let Some(off) = u64::from(e).checked_mul(ext).filter(|&o| o < l.device_size) else { continue };
+                n += self.bitmap.set_range(off, ext.min(l.device_size - off)).unwrap_or(0);
+            }
+        }
+        self.flush_bitmap()?;
+        Ok(n)
+    }
+
     /// Makes an activity-log transaction durable: first the dirty bitmap
     /// pages (so extents it evicts keep their out-of-sync bits), then the
     /// ring slot, then fdatasync. Call before the data write it guards.

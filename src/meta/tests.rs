@@ -180,6 +180,22 @@ fn meta_activity_log_survives_reopen_and_torn_slot() {
     assert!(m.al_replay().complete);
     assert_eq!(m.al_replay().active_extents(), vec![3, 9, 200]);
     assert_eq!(m.activity_log().begin_write(7 * ext, 1).unwrap().unwrap().seq, 4);
+    let mut m = m;
+    assert_eq!(m.mark_al_out_of_sync().unwrap(), 3 * 1024, "three 4 MiB extents at 4 KiB per bit");
+    assert_eq!(m.bitmap().runs().collect::<Vec<_>>(), vec![(3 * 1024, 1024), (9 * 1024, 1024), (200 * 1024, 1024)]);
+    assert_eq!(m.mark_al_out_of_sync().unwrap(), 0, "idempotent");
+}
+
+#[test]
+fn meta_unreadable_ring_marks_the_whole_device() {
+    let dir = TempDir::new().unwrap();
+    let (path, m) = fresh(&dir, 64 << 20);
+    let (ring, len) = (m.layout().al_offset, m.layout().al_len);
+    drop(m);
+    poke(&path, ring + len - 100, b"garbage");
+    let mut m = Meta::open(&path).unwrap();
+    assert!(!m.al_replay().complete);
+    assert_eq!(m.mark_al_out_of_sync().unwrap(), (64 << 20) / 4096);
 }
 
 proptest! {
