@@ -25,10 +25,9 @@ fn parse(text: &str, size: usize) -> Vec<u8> {
             continue;
         }
         let (off, bytes) = line.split_once(':').unwrap_or_else(|| panic!("line {}: no `OFFSET:`", n + 1));
-        let mut at = usize::from_str_radix(off.trim(), 16).unwrap_or_else(|e| panic!("line {}: {e}", n + 1));
-        for h in bytes.split_whitespace() {
-            out[at] = u8::from_str_radix(h, 16).unwrap_or_else(|e| panic!("line {}: {e}", n + 1));
-            at += 1;
+        let at = usize::from_str_radix(off.trim(), 16).unwrap_or_else(|e| panic!("line {}: {e}", n + 1));
+        for (i, h) in bytes.split_whitespace().enumerate() {
+            out[at + i] = u8::from_str_radix(h, 16).unwrap_or_else(|e| panic!("line {}: {e}", n + 1));
         }
     }
     out
@@ -67,7 +66,11 @@ fn sample_header() -> Header {
                 bitmap: 0x2233_4455_6677_8800,
                 history: [0x3344_5566_7788_9900, 0],
             },
-            flags: Flags { primary: true, crashed_primary: true, ..Flags::default() },
+            flags: Flags {
+                primary: true,
+                crashed_primary: true,
+                ..Flags::default()
+            },
             disk: DiskState::UpToDate,
             resync_next_bit: Some(0x1000),
             node_name: "alpha".into(),
@@ -115,7 +118,11 @@ fn header_vector_with_torn_byte_is_refused() {
 fn al_transaction_vector_decodes_and_reencodes() {
     let tx = AlTransaction {
         seq: 3,
-        updates: vec![AlUpdate { slot: 2, evicted: None, activated: Some(7) }],
+        updates: vec![AlUpdate {
+            slot: 2,
+            evicted: None,
+            activated: Some(7),
+        }],
         context_start: 0,
         context: vec![Some(5), None, Some(7), None],
     };

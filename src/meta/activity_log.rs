@@ -24,7 +24,7 @@
 //! After a crash: [`super::al_ring::AlReplay::active_extents`] are marked
 //! out of sync; [`ActivityLog::restore`] continues the ring.
 
-use crate::meta::al_ring::{AlReplay, CONTEXT_PER_TX, UPDATES_PER_TX};
+use crate::meta::al_ring::{AlReplay, CONTEXT_PER_TX_U32, UPDATES_PER_TX};
 
 /// One AL slot changing content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +80,8 @@ pub enum AlError {
 #[derive(Clone, Debug)]
 pub struct ActivityLog {
     extent_size: u64,
+    /// Number of slots (the length of the vectors below).
+    n: u32,
     slots: Vec<Option<u32>>,
     refs: Vec<u32>,
     used: Vec<u64>,
@@ -91,12 +93,13 @@ pub struct ActivityLog {
 impl ActivityLog {
     /// An empty log of `slots` slots (>= 1) over extents of `extent_size` bytes.
     pub fn new(slots: u32, extent_size: u64) -> ActivityLog {
-        let n = slots.max(1) as usize;
+        let n = slots.max(1);
         ActivityLog {
             extent_size: extent_size.max(1),
-            slots: vec![None; n],
-            refs: vec![0; n],
-            used: vec![0; n],
+            n,
+            slots: vec![None; n as usize],
+            refs: vec![0; n as usize],
+            used: vec![0; n as usize],
             tick: 0,
             next_seq: 1,
             next_context: 0,
@@ -106,12 +109,13 @@ impl ActivityLog {
     /// The log as replayed from the ring: the same extents active (none in
     /// flight), numbering continued after the newest transaction.
     pub fn restore(extent_size: u64, replay: &AlReplay) -> ActivityLog {
-        let mut al = ActivityLog::new(replay.slots.len() as u32, extent_size);
+        let n = u32::try_from(replay.slots.len()).unwrap_or(1);
+        let mut al = ActivityLog::new(n, extent_size);
         if replay.slots.len() == al.slots.len() {
             al.slots.clone_from(&replay.slots);
         }
         al.next_seq = replay.last_seq + 1;
-        al.next_context = replay.next_context % al.slots.len() as u32;
+        al.next_context = replay.next_context % al.n;
         al
     }
 
@@ -135,25 +139,30 @@ impl ActivityLog {
 
     /// Marks a write beginning; see the module doc for what to do with the result.
     pub fn begin_write(&mut self, offset: u64, len: u64) -> Result<Option<AlTransaction>, AlError> {
-        let Some((first, last)) = self.extent_range(offset, len)? else { return Ok(None) };
-        let span = u64::from(last - first) + 1;
-        if span > self.slots.len() as u64 || span > UPDATES_PER_TX as u64 {
+        let Some((first, last)) = self.extent_range(offset, len)? else {
+            return Ok(None);
+        };
+        let missing: Vec<u32> = (first..=last).filter(|&e| self.slot_of(e).is_none()).collect();
+        if last - first >= self.n || missing.len() > UPDATES_PER_TX {
             return Err(AlError::TooLarge { offset, len });
         }
-        let missing: Vec<u32> = (first..=last).filter(|&e| self.slot_of(e).is_none()).collect();
         // Victims: empty slots first, then least recently used idle ones,
         // never an extent of this very request.
-        let mut candidates: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| self.refs[i] == 0 && self.slots[i].is_none_or(|e| e < first || e > last))
+        let mut candidates: Vec<u32> = (0..self.n)
+            .filter(|&i| self.refs[i as usize] == 0 && self.slots[i as usize].is_none_or(|e| e < first || e > last))
             .collect();
-        candidates.sort_by_key(|&i| (self.slots[i].is_some(), self.used[i]));
+        candidates.sort_by_key(|&i| (self.slots[i as usize].is_some(), self.used[i as usize]));
         if candidates.len() < missing.len() {
-            return Err(AlError::Busy(self.slots.len() as u32));
+            return Err(AlError::Busy(self.n));
         }
         let mut updates = Vec::with_capacity(missing.len());
         for (&extent, &slot) in missing.iter().zip(&candidates) {
-            updates.push(AlUpdate { slot: slot as u32, evicted: self.slots[slot], activated: Some(extent) });
-            self.slots[slot] = Some(extent);
+            updates.push(AlUpdate {
+                slot,
+                evicted: self.slots[slot as usize],
+                activated: Some(extent),
+            });
+            self.slots[slot as usize] = Some(extent);
         }
         self.tick += 1;
         for e in first..=last {
@@ -169,19 +178,26 @@ impl ActivityLog {
     }
 
     fn transaction(&mut self, updates: Vec<AlUpdate>) -> AlTransaction {
-        let n = self.slots.len();
-        let count = n.min(CONTEXT_PER_TX);
-        let start = self.next_context as usize % n;
-        let context = (0..count).map(|i| self.slots[(start + i) % n]).collect();
-        self.next_context = ((start + count) % n) as u32;
+        let n = self.n;
+        let count = n.min(CONTEXT_PER_TX_U32);
+        let start = self.next_context % n;
+        let context = (0..count).map(|i| self.slots[((start + i) % n) as usize]).collect();
+        self.next_context = (start + count) % n;
         let seq = self.next_seq;
         self.next_seq += 1;
-        AlTransaction { seq, updates, context_start: start as u32, context }
+        AlTransaction {
+            seq,
+            updates,
+            context_start: start,
+            context,
+        }
     }
 
     /// Marks a write finished (on both nodes, or recorded in the bitmap).
     pub fn end_write(&mut self, offset: u64, len: u64) -> Result<(), AlError> {
-        let Some((first, last)) = self.extent_range(offset, len)? else { return Ok(()) };
+        let Some((first, last)) = self.extent_range(offset, len)? else {
+            return Ok(());
+        };
         let idx: Vec<usize> = (first..=last)
             .map(|e| self.slot_of(e).filter(|&i| self.refs[i] > 0).ok_or(AlError::NotInFlight(e)))
             .collect::<Result<_, _>>()?;
@@ -200,7 +216,10 @@ impl ActivityLog {
 
     /// Extents with at least one write in flight, ascending.
     pub fn in_flight_extents(&self) -> Vec<u32> {
-        let mut v: Vec<u32> = (0..self.slots.len()).filter(|&i| self.refs[i] > 0).filter_map(|i| self.slots[i]).collect();
+        let mut v: Vec<u32> = (0..self.slots.len())
+            .filter(|&i| self.refs[i] > 0)
+            .filter_map(|i| self.slots[i])
+            .collect();
         v.sort_unstable();
         v
     }

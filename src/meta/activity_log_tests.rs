@@ -1,5 +1,6 @@
 //! Activity-log tests: the LRU rules, and a simulated crash at any point
 //! against the durable ring.
+#![allow(clippy::cast_possible_truncation)]
 
 use super::*;
 use crate::meta::al_ring::{self, ring_len_for, AlReplay, TX_SIZE};
@@ -52,7 +53,10 @@ fn meta_al_rejects_bad_ranges_without_panicking() {
     assert!(matches!(al.begin_write(0, 5 * EXT), Err(AlError::TooLarge { .. })));
     assert_eq!(al.begin_write(7, 0), Ok(None));
     assert_eq!(al.end_write(0, 1), Err(AlError::NotInFlight(0)));
-    assert!(matches!(ActivityLog::new(4, 4096).begin_write(u64::MAX - 10, 5), Err(AlError::OutOfRange { .. })));
+    assert!(matches!(
+        ActivityLog::new(4, 4096).begin_write(u64::MAX - 10, 5),
+        Err(AlError::OutOfRange { .. })
+    ));
 }
 
 #[test]
@@ -166,7 +170,7 @@ proptest! {
                     match al.begin_write(off, len) {
                         Ok(Some(tx)) => {
                             // Crash while the transaction is being written?
-                            if off % 7 == 0 {
+                            if off.is_multiple_of(7) {
                                 ring.tear(&tx, (off as usize * 13) % TX_SIZE);
                                 let r = ring.replay(slots, extents);
                                 prop_assert!(r.complete);

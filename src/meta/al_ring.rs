@@ -27,7 +27,9 @@ pub const TX_MAGIC: [u8; 4] = *b"RPAL";
 /// AL slot changes one transaction can carry.
 pub const UPDATES_PER_TX: usize = 64;
 /// AL slots one transaction's context window carries.
-pub const CONTEXT_PER_TX: usize = 880;
+pub const CONTEXT_PER_TX: usize = CONTEXT_PER_TX_U32 as usize;
+/// [`CONTEXT_PER_TX`] as a u32.
+pub const CONTEXT_PER_TX_U32: u32 = 880;
 /// An empty AL slot (no extent).
 pub const EMPTY: u32 = u32::MAX;
 const UPD_OFF: usize = 32;
@@ -36,8 +38,7 @@ const CTX_OFF: usize = UPD_OFF + UPDATES_PER_TX * 8;
 /// Transactions in the ring for `slots` AL slots: enough that all but one
 /// (a torn one) cover every slot with their context windows, at least 8.
 pub fn ring_len_for(slots: u32) -> u32 {
-    let per = CONTEXT_PER_TX as u32;
-    (slots / per + u32::from(slots % per != 0) + 2).max(8)
+    (slots.div_ceil(CONTEXT_PER_TX_U32) + 2).max(8)
 }
 
 fn rd32(b: &[u8], at: usize) -> u32 {
@@ -65,12 +66,14 @@ pub fn encode(tx: &AlTransaction) -> Option<Box<[u8; TX_SIZE]>> {
     if tx.updates.len() > UPDATES_PER_TX || tx.context.len() > CONTEXT_PER_TX {
         return None;
     }
+    let n_upd = u16::try_from(tx.updates.len()).ok()?;
+    let n_ctx = u16::try_from(tx.context.len()).ok()?;
     let mut b = Box::new([0u8; TX_SIZE]);
     b[0..4].copy_from_slice(&TX_MAGIC);
     b[8..16].copy_from_slice(&tx.seq.to_le_bytes());
     b[16..20].copy_from_slice(&tx.context_start.to_le_bytes());
-    b[20..22].copy_from_slice(&(tx.updates.len() as u16).to_le_bytes());
-    b[22..24].copy_from_slice(&(tx.context.len() as u16).to_le_bytes());
+    b[20..22].copy_from_slice(&n_upd.to_le_bytes());
+    b[22..24].copy_from_slice(&n_ctx.to_le_bytes());
     for (i, u) in tx.updates.iter().enumerate() {
         let at = UPD_OFF + i * 8;
         b[at..at + 4].copy_from_slice(&u.slot.to_le_bytes());
@@ -120,10 +123,19 @@ pub fn decode(b: &[u8; TX_SIZE], slots: u32, extents: u64) -> Option<AlTransacti
         if slot >= slots {
             return None;
         }
-        updates.push(AlUpdate { slot, evicted: None, activated: extent(rd32(b, at + 4))? });
+        updates.push(AlUpdate {
+            slot,
+            evicted: None,
+            activated: extent(rd32(b, at + 4))?,
+        });
     }
     let context = (0..n_ctx).map(|i| extent(rd32(b, CTX_OFF + i * 4))).collect::<Option<Vec<_>>>()?;
-    Some(AlTransaction { seq, updates, context_start, context })
+    Some(AlTransaction {
+        seq,
+        updates,
+        context_start,
+        context,
+    })
 }
 
 /// What the ring says after a crash.
@@ -157,7 +169,7 @@ pub fn replay(ring: &[&[u8; TX_SIZE]], slots: u32, extents: u64) -> AlReplay {
         .enumerate()
         .filter_map(|(i, b)| decode(b, slots, extents).filter(|t| t.seq % len == i as u64))
         .collect();
-    valid.sort_by(|a, b| b.seq.cmp(&a.seq));
+    valid.sort_by_key(|t| std::cmp::Reverse(t.seq));
     let mut tail = 0;
     while tail < valid.len() && (tail == 0 || valid[tail].seq + 1 == valid[tail - 1].seq) {
         tail += 1;
@@ -181,11 +193,19 @@ pub fn replay(ring: &[&[u8; TX_SIZE]], slots: u32, extents: u64) -> AlReplay {
     let complete = match valid.first() {
         // Nothing valid: complete (and empty) only if at most the very first
         // transaction was attempted, i.e. every other slot was never written.
-        None => ring.iter().enumerate().all(|(i, b)| i as u64 == 1 % len || b.iter().all(|&c| c == 0)),
+        None => ring
+            .iter()
+            .enumerate()
+            .all(|(i, b)| i as u64 == 1 % len || b.iter().all(|&c| c == 0)),
         Some(first) => first.seq == 1 || covered.iter().all(|&c| c),
     };
     let (last_seq, next_context) = valid.last().map_or((0, 0), |t| {
-        (t.seq, ((t.context_start as usize + t.context.len()) % n) as u32)
+        (t.seq, u32::try_from((t.context_start as usize + t.context.len()) % n).unwrap_or(0))
     });
-    AlReplay { slots: state, last_seq, next_context, complete }
+    AlReplay {
+        slots: state,
+        last_seq,
+        next_context,
+        complete,
+    }
 }

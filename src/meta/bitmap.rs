@@ -31,6 +31,8 @@ pub struct Bitmap {
     bits: u64,
     granularity: u64,
     device_size: u64,
+    /// Bytes holding bits (`ceil(bits / 8)`).
+    nbytes: usize,
     dirty: Vec<bool>,
 }
 
@@ -39,7 +41,17 @@ impl Bitmap {
     pub(crate) fn new(map: MmapMut, device_size: u64, granularity: u64) -> Bitmap {
         let bits = device_size.div_ceil(granularity);
         let pages = map.len().div_ceil(PAGE);
-        Bitmap { map, bits, granularity, device_size, dirty: vec![false; pages] }
+        // Never more bytes than mapped (the layout guarantees enough).
+        let nbytes = usize::try_from(bits.div_ceil(8)).unwrap_or(usize::MAX).min(map.len() / 8 * 8);
+        let bits = bits.min(nbytes as u64 * 8);
+        Bitmap {
+            map,
+            bits,
+            granularity,
+            device_size,
+            nbytes,
+            dirty: vec![false; pages],
+        }
     }
 
     /// Number of bits (granules of the device).
@@ -53,7 +65,11 @@ impl Bitmap {
     }
 
     fn check(&self, offset: u64, len: u64) -> Result<u64, BitmapError> {
-        let err = BitmapError::OutOfRange { offset, len, size: self.device_size };
+        let err = BitmapError::OutOfRange {
+            offset,
+            len,
+            size: self.device_size,
+        };
         let end = offset.checked_add(len).ok_or(err.clone())?;
         if end > self.device_size {
             return Err(err);
@@ -71,7 +87,7 @@ impl Bitmap {
     fn fill(&mut self, a: u64, b: u64, on: bool) -> u64 {
         let mut changed = 0u64;
         let mut i = a;
-        while i < b && i % 8 != 0 {
+        while i < b && !i.is_multiple_of(8) {
             changed += u64::from(self.put(i, on));
             i += 1;
         }
@@ -196,9 +212,9 @@ impl Bitmap {
     fn scan(&self, from: u64, on: bool) -> Option<u64> {
         let mut i = from;
         while i < self.bits {
-            if i % 8 == 0 {
+            if i.is_multiple_of(8) {
                 let skip = if on { 0 } else { 0xff };
-                let end = self.bits.div_ceil(8) as usize;
+                let end = self.nbytes;
                 let start = (i / 8) as usize;
                 let found = self.map[start..end].iter().position(|&c| c != skip)?;
                 i = (start + found) as u64 * 8;
@@ -224,7 +240,7 @@ impl Bitmap {
 
     /// Number of 64-bit words exchanged with the peer.
     pub fn word_count(&self) -> usize {
-        self.bits.div_ceil(64) as usize
+        self.nbytes.div_ceil(8)
     }
 
     fn word(&self, w: usize) -> u64 {
@@ -253,7 +269,11 @@ impl Bitmap {
         let tail = self.bits % 64;
         let mut added = 0;
         for (w, &peer) in words.iter().enumerate() {
-            let peer = if w + 1 == want && tail != 0 { peer & ((1u64 << tail) - 1) } else { peer };
+            let peer = if w + 1 == want && tail != 0 {
+                peer & ((1u64 << tail) - 1)
+            } else {
+                peer
+            };
             let old = self.word(w);
             let new = old | peer;
             if new != old {

@@ -78,7 +78,13 @@ const FLAG_BITS: [u32; 5] = [1, 2, 4, 8, 16];
 
 impl Flags {
     fn to_bits(self) -> u32 {
-        let v = [self.primary, self.crashed_primary, self.peer_outdated, self.full_sync_needed, self.al_clean];
+        let v = [
+            self.primary,
+            self.crashed_primary,
+            self.peer_outdated,
+            self.full_sync_needed,
+            self.al_clean,
+        ];
         v.iter().zip(FLAG_BITS).filter(|(on, _)| **on).map(|(_, b)| b).sum()
     }
     fn from_bits(bits: u32) -> Option<Flags> {
@@ -183,7 +189,10 @@ pub fn checksum(b: &[u8; HEADER_SIZE]) -> u32 {
 fn put_name(b: &mut [u8], at: usize, name: &str) -> Result<(), HeaderError> {
     let bytes = name.as_bytes();
     if bytes.len() > NAME_LEN || bytes.contains(&0) {
-        return Err(HeaderError::Field { field: "name", reason: format!("{name:?}: at most {NAME_LEN} bytes, no NUL") });
+        return Err(HeaderError::Field {
+            field: "name",
+            reason: format!("{name:?}: at most {NAME_LEN} bytes, no NUL"),
+        });
     }
     b[at..at + bytes.len()].copy_from_slice(bytes);
     Ok(())
@@ -193,10 +202,15 @@ fn get_name(b: &[u8; HEADER_SIZE], at: usize, field: &'static str) -> Result<Str
     let raw = &b[at..at + NAME_LEN];
     let len = raw.iter().position(|&c| c == 0).unwrap_or(NAME_LEN);
     if let Some(i) = raw[len..].iter().position(|&c| c != 0) {
-        return Err(HeaderError::Field { field, reason: format!("non-zero padding at byte {}", len + i) });
+        return Err(HeaderError::Field {
+            field,
+            reason: format!("non-zero padding at byte {}", len + i),
+        });
     }
-    String::from_utf8(raw[..len].to_vec())
-        .map_err(|_| HeaderError::Field { field, reason: "not UTF-8".into() })
+    String::from_utf8(raw[..len].to_vec()).map_err(|_| HeaderError::Field {
+        field,
+        reason: "not UTF-8".into(),
+    })
 }
 
 /// Encodes a header copy (with [`MINOR`] and a fresh crc).
@@ -250,10 +264,14 @@ pub fn decode(b: &[u8; HEADER_SIZE]) -> Result<Header, HeaderError> {
         }
     }
     let flags = get_u32(b, 48);
-    let flags = Flags::from_bits(flags)
-        .ok_or(HeaderError::Field { field: "flags", reason: format!("unknown bits in {flags:#x}") })?;
-    let disk = DiskState::from_byte(b[52])
-        .ok_or(HeaderError::Field { field: "disk_state", reason: format!("unknown value {}", b[52]) })?;
+    let flags = Flags::from_bits(flags).ok_or(HeaderError::Field {
+        field: "flags",
+        reason: format!("unknown bits in {flags:#x}"),
+    })?;
+    let disk = DiskState::from_byte(b[52]).ok_or(HeaderError::Field {
+        field: "disk_state",
+        reason: format!("unknown value {}", b[52]),
+    })?;
     let layout = Layout::compute(get_u64(b, 24), get_u32(b, 32), get_u32(b, 36), get_u32(b, 40))
         .map_err(|reason| HeaderError::Field { field: "layout", reason })?;
     let stored_layout = Layout {
@@ -272,14 +290,23 @@ pub fn decode(b: &[u8; HEADER_SIZE]) -> Result<Header, HeaderError> {
     }
     let next = get_u64(b, 88);
     let state = State {
-        gen: GenIds { current: get_u64(b, 56), bitmap: get_u64(b, 64), history: [get_u64(b, 72), get_u64(b, 80)] },
+        gen: GenIds {
+            current: get_u64(b, 56),
+            bitmap: get_u64(b, 64),
+            history: [get_u64(b, 72), get_u64(b, 80)],
+        },
         flags,
         disk,
         resync_next_bit: (next != u64::MAX).then_some(next),
         node_name: get_name(b, 128, "node_name")?,
         peer_name: get_name(b, 192, "peer_name")?,
     };
-    Ok(Header { sequence: get_u64(b, 16), minor, layout, state })
+    Ok(Header {
+        sequence: get_u64(b, 16),
+        minor,
+        layout,
+        state,
+    })
 }
 
 #[cfg(test)]
@@ -291,7 +318,11 @@ mod tests {
             sequence: 7,
             minor: MINOR,
             layout: Layout::compute(1 << 30, 4096, 4 << 20, 1237).unwrap(),
-            state: State { node_name: "alpha".into(), peer_name: "beta".into(), ..Default::default() },
+            state: State {
+                node_name: "alpha".into(),
+                peer_name: "beta".into(),
+                ..Default::default()
+            },
         }
     }
 

@@ -47,7 +47,7 @@ pub struct Layout {
 }
 
 fn div_ceil(a: u64, b: u64) -> u64 {
-    a / b + u64::from(a % b != 0)
+    a.div_ceil(b)
 }
 
 impl Layout {
@@ -57,7 +57,9 @@ impl Layout {
             return Err(format!("device size {device_size} must be 1 byte to 1 PiB"));
         }
         if !granularity.is_power_of_two() || !(512..=1 << 20).contains(&granularity) {
-            return Err(format!("bitmap granularity {granularity} must be a power of two from 512 to 1048576"));
+            return Err(format!(
+                "bitmap granularity {granularity} must be a power of two from 512 to 1048576"
+            ));
         }
         if !al_extent_size.is_power_of_two() || al_extent_size < granularity || al_extent_size > 1 << 30 {
             return Err(format!(

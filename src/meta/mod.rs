@@ -39,7 +39,11 @@ use std::path::{Path, PathBuf};
 pub enum MetaError {
     /// A system call failed.
     #[error("{path}: cannot {op}: {source}")]
-    Io { path: PathBuf, op: &'static str, source: io::Error },
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
     /// Creating over an existing file.
     #[error("{path}: already exists; refusing to overwrite metadata (remove it by hand to start over)")]
     Exists { path: PathBuf },
@@ -50,8 +54,14 @@ pub enum MetaError {
     #[error("{path}: not a repd metadata file (no header copy starts with REPDMETA)")]
     NotMetadata { path: PathBuf },
     /// Both copies are damaged.
-    #[error("{path}: both header copies are damaged (copy 0: {first}; copy 1: {second}); restore the file or re-create it and resync fully")]
-    BothHeadersBad { path: PathBuf, first: HeaderError, second: HeaderError },
+    #[error(
+        "{path}: both header copies are damaged (copy 0: {first}; copy 1: {second}); restore the file or re-create it and resync fully"
+    )]
+    BothHeadersBad {
+        path: PathBuf,
+        first: HeaderError,
+        second: HeaderError,
+    },
     /// A copy is intact but unacceptable (version, reserved bytes, field).
     #[error("{path}: header copy {copy}: {reason}")]
     Header { path: PathBuf, copy: usize, reason: HeaderError },
@@ -104,14 +114,21 @@ pub struct Meta {
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> MetaError + 'a {
-    move |source| MetaError::Io { path: path.to_owned(), op, source }
+    move |source| MetaError::Io {
+        path: path.to_owned(),
+        op,
+        source,
+    }
 }
 
 impl Meta {
     /// Creates a new metadata file (refused if `path` exists): fresh ids
     /// ([`GenIds::just_created`]), disk inconsistent, empty bitmap and ring.
     pub fn create(path: &Path, p: &CreateParams) -> Result<Meta, MetaError> {
-        let params = |reason| MetaError::Params { path: path.to_owned(), reason };
+        let params = |reason| MetaError::Params {
+            path: path.to_owned(),
+            reason,
+        };
         let layout = Layout::compute(p.device_size, p.granularity, p.al_extent_size, p.al_slots).map_err(params)?;
         let state = State {
             gen: GenIds::just_created(),
@@ -119,7 +136,12 @@ impl Meta {
             peer_name: p.peer_name.clone(),
             ..State::default()
         };
-        let mut h = Header { sequence: 0, minor: header::MINOR, layout, state };
+        let mut h = Header {
+            sequence: 0,
+            minor: header::MINOR,
+            layout,
+            state,
+        };
         let first = header::encode(&h).map_err(|e| params(e.to_string()))?;
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
@@ -132,7 +154,8 @@ impl Meta {
         file.write_all_at(&first[..], 0).map_err(io_err(path, "write header copy 0"))?;
         h.sequence = 1;
         let second = header::encode(&h).map_err(|e| params(e.to_string()))?;
-        file.write_all_at(&second[..], HEADER_SIZE as u64).map_err(io_err(path, "write header copy 1"))?;
+        file.write_all_at(&second[..], HEADER_SIZE as u64)
+            .map_err(io_err(path, "write header copy 1"))?;
         file.sync_all().map_err(io_err(path, "sync the metadata file"))?;
         drop(file);
         Meta::open(path)
@@ -140,7 +163,11 @@ impl Meta {
 
     /// Opens and checks an existing metadata file. Writes nothing.
     pub fn open(path: &Path) -> Result<Meta, MetaError> {
-        let file = OpenOptions::new().read(true).write(true).open(path).map_err(io_err(path, "open the metadata file"))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io_err(path, "open the metadata file"))?;
         let actual = file.metadata().map_err(io_err(path, "stat the metadata file"))?.len();
         let mut copies = Vec::with_capacity(2);
         for copy in 0..2u64 {
@@ -155,14 +182,21 @@ impl Meta {
         let (copy, header) = pick_header(path, copies)?;
         let l = header.layout;
         if actual < l.file_len() {
-            return Err(MetaError::TooShort { path: path.to_owned(), actual, needed: l.file_len() });
+            return Err(MetaError::TooShort {
+                path: path.to_owned(),
+                actual,
+                needed: l.file_len(),
+            });
         }
-        let map = unsafe {
-            // SAFETY: the mapping is private to this Meta; the file is ours
-            // (other processes must not modify it while it is open).
-            memmap2::MmapOptions::new().offset(l.bitmap_offset).len(l.bitmap_len as usize).map_mut(&file)
-        }
-        .map_err(io_err(path, "map the bitmap"))?;
+        let map_len = usize::try_from(l.bitmap_len).map_err(|_| MetaError::Params {
+            path: path.to_owned(),
+            reason: format!("bitmap of {} bytes does not fit this machine's memory", l.bitmap_len),
+        })?;
+        // SAFETY: the mapping is owned by this Meta and lives no longer than
+        // it; the file must not be truncated or changed by another process
+        // while open (the daemon holds it alone).
+        let map = unsafe { memmap2::MmapOptions::new().offset(l.bitmap_offset).len(map_len).map_mut(&file) }
+            .map_err(io_err(path, "map the bitmap"))?;
         let bitmap = Bitmap::new(map, l.device_size, u64::from(l.granularity));
         let mut ring = Vec::with_capacity(l.al_ring_len as usize);
         for i in 0..u64::from(l.al_ring_len) {
@@ -173,14 +207,25 @@ impl Meta {
         }
         let refs: Vec<&[u8; al_ring::TX_SIZE]> = ring.iter().map(|b| &**b).collect();
         let replay = al_ring::replay(&refs, l.al_slots, l.extents());
-        Ok(Meta { path: path.to_owned(), file, header, copy, bitmap, replay })
+        Ok(Meta {
+            path: path.to_owned(),
+            file,
+            header,
+            copy,
+            bitmap,
+            replay,
+        })
     }
 
     /// Refuses a device whose size differs from the one recorded.
     pub fn check_device_size(&self, device: u64) -> Result<(), MetaError> {
         let meta = self.header.layout.device_size;
         if meta != device {
-            return Err(MetaError::SizeMismatch { path: self.path.clone(), meta, device });
+            return Err(MetaError::SizeMismatch {
+                path: self.path.clone(),
+                meta,
+                device,
+            });
         }
         Ok(())
     }
@@ -230,7 +275,10 @@ impl Meta {
     pub fn persist_header(&mut self) -> Result<(), MetaError> {
         let mut next = self.header.clone();
         next.sequence = self.header.sequence.wrapping_add(1);
-        let b = header::encode(&next).map_err(|e| MetaError::Params { path: self.path.clone(), reason: e.to_string() })?;
+        let b = header::encode(&next).map_err(|e| MetaError::Params {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
         let copy = 1 - self.copy;
         let at = copy as u64 * HEADER_SIZE as u64;
         self.file.write_all_at(&b[..], at).map_err(io_err(&self.path, "write the header"))?;
@@ -274,7 +322,9 @@ impl Meta {
             n = self.bitmap.set_all();
         } else {
             for e in self.replay.active_extents() {
-                let Some(off) = u64::from(e).checked_mul(ext).filter(|&o| o < l.device_size) else { continue };
+                let Some(off) = u64::from(e).checked_mul(ext).filter(|&o| o < l.device_size) else {
+                    continue;
+                };
                 n += self.bitmap.set_range(off, ext.min(l.device_size - off)).unwrap_or(0);
             }
         }
@@ -290,13 +340,18 @@ impl Meta {
         if tx.evicted().next().is_some() {
             self.flush_bitmap()?;
         }
-        let bad = || MetaError::BadTransaction { path: self.path.clone(), seq: tx.seq };
+        let bad = || MetaError::BadTransaction {
+            path: self.path.clone(),
+            seq: tx.seq,
+        };
         let b = al_ring::encode(tx).ok_or_else(bad)?;
         let at = (tx.seq % u64::from(l.al_ring_len))
             .checked_mul(al_ring::TX_SIZE as u64)
             .and_then(|o| o.checked_add(l.al_offset))
             .ok_or_else(bad)?;
-        self.file.write_all_at(&b[..], at).map_err(io_err(&self.path, "write the activity log"))?;
+        self.file
+            .write_all_at(&b[..], at)
+            .map_err(io_err(&self.path, "write the activity log"))?;
         self.file.sync_data().map_err(io_err(&self.path, "sync the activity log"))
     }
 }
@@ -314,7 +369,13 @@ fn pick_header(path: &Path, copies: Vec<Result<Header, HeaderError>>) -> Result<
                 }
             }
             Err(e) if e.is_torn() => errs.push(e),
-            Err(reason) => return Err(MetaError::Header { path: path.to_owned(), copy, reason }),
+            Err(reason) => {
+                return Err(MetaError::Header {
+                    path: path.to_owned(),
+                    copy,
+                    reason,
+                })
+            }
         }
     }
     if let Some(best) = best {
@@ -322,7 +383,11 @@ fn pick_header(path: &Path, copies: Vec<Result<Header, HeaderError>>) -> Result<
     }
     match (errs.first(), errs.get(1)) {
         (Some(HeaderError::BadMagic), Some(HeaderError::BadMagic)) => Err(MetaError::NotMetadata { path: path.to_owned() }),
-        (Some(a), Some(b)) => Err(MetaError::BothHeadersBad { path: path.to_owned(), first: a.clone(), second: b.clone() }),
+        (Some(a), Some(b)) => Err(MetaError::BothHeadersBad {
+            path: path.to_owned(),
+            first: a.clone(),
+            second: b.clone(),
+        }),
         _ => Err(MetaError::NotMetadata { path: path.to_owned() }),
     }
 }

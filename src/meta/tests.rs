@@ -1,5 +1,6 @@
 //! Tests of the metadata file: create/open, header recovery, refusals,
 //! the bitmap and the activity log through real files.
+#![allow(clippy::cast_possible_truncation)]
 
 use super::*;
 use proptest::prelude::*;
@@ -36,10 +37,18 @@ fn meta_create_then_open_keeps_everything() {
     assert_eq!(m.disk_state(), DiskState::Inconsistent);
     assert_eq!(m.state().node_name, "alpha");
     assert_eq!(std::fs::metadata(&path).unwrap().len(), m.layout().file_len());
-    let gen = GenIds { current: 0x1234, bitmap: 0x99, history: [7, 8] };
+    let gen = GenIds {
+        current: 0x1234,
+        bitmap: 0x99,
+        history: [7, 8],
+    };
     m.set_gen_ids(gen);
     m.set_disk_state(DiskState::UpToDate);
-    m.set_flags(Flags { primary: true, crashed_primary: true, ..Flags::default() });
+    m.set_flags(Flags {
+        primary: true,
+        crashed_primary: true,
+        ..Flags::default()
+    });
     m.set_resync_next_bit(Some(42));
     m.persist_header().unwrap();
     drop(m);
@@ -59,7 +68,14 @@ fn meta_create_refuses_existing_file_and_bad_params() {
     let e = Meta::create(&path, &CreateParams::new(GIB, "a", "b")).unwrap_err();
     assert!(matches!(e, MetaError::Exists { .. }), "{e}");
     let p2 = dir.path().join("other.meta");
-    let e = Meta::create(&p2, &CreateParams { granularity: 1000, ..CreateParams::new(GIB, "a", "b") }).unwrap_err();
+    let e = Meta::create(
+        &p2,
+        &CreateParams {
+            granularity: 1000,
+            ..CreateParams::new(GIB, "a", "b")
+        },
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("granularity"), "{e}");
     assert!(!p2.exists(), "nothing is created for bad parameters");
 }
@@ -110,13 +126,32 @@ fn meta_open_refusals_are_distinct() {
     assert!(matches!(Meta::open(&short), Err(MetaError::NotMetadata { .. })));
     reseal(&path, 1, |b| b[8] = 9);
     let e = Meta::open(&path).unwrap_err();
-    assert!(matches!(e, MetaError::Header { copy: 1, reason: HeaderError::Version { major: 9, .. }, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            MetaError::Header {
+                copy: 1,
+                reason: HeaderError::Version { major: 9, .. },
+                ..
+            }
+        ),
+        "{e}"
+    );
     reseal(&path, 1, |b| {
         b[8] = 1;
         b[4000] = 1;
     });
     let e = Meta::open(&path).unwrap_err();
-    assert!(matches!(e, MetaError::Header { reason: HeaderError::Reserved(4000), .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            MetaError::Header {
+                reason: HeaderError::Reserved(4000),
+                ..
+            }
+        ),
+        "{e}"
+    );
     reseal(&path, 1, |b| b[4000] = 0);
     let f = OpenOptions::new().write(true).open(&path).unwrap();
     f.set_len(20_000).unwrap();
@@ -143,7 +178,11 @@ fn meta_bitmap_ranges_runs_and_union() {
     assert_eq!(bm.set_range(size - 1, 1).unwrap(), 1);
     assert_eq!(bm.out_of_sync_bytes(), 21 * 4096 + (size - 244 * 4096));
     assert_eq!(bm.clear_range(size - 10, 10).unwrap(), 0, "part of the last granule");
-    assert_eq!(bm.clear_range(244 * 4096, size - 244 * 4096).unwrap(), 1, "partial last granule clears");
+    assert_eq!(
+        bm.clear_range(244 * 4096, size - 244 * 4096).unwrap(),
+        1,
+        "partial last granule clears"
+    );
     assert!(matches!(bm.set_range(size, 1), Err(BitmapError::OutOfRange { .. })));
     assert!(matches!(bm.set_range(u64::MAX, 2), Err(BitmapError::OutOfRange { .. })));
     let mut peer = vec![0u64; bm.word_count()];
@@ -182,7 +221,10 @@ fn meta_activity_log_survives_reopen_and_torn_slot() {
     assert_eq!(m.activity_log().begin_write(7 * ext, 1).unwrap().unwrap().seq, 4);
     let mut m = m;
     assert_eq!(m.mark_al_out_of_sync().unwrap(), 3 * 1024, "three 4 MiB extents at 4 KiB per bit");
-    assert_eq!(m.bitmap().runs().collect::<Vec<_>>(), vec![(3 * 1024, 1024), (9 * 1024, 1024), (200 * 1024, 1024)]);
+    assert_eq!(
+        m.bitmap().runs().collect::<Vec<_>>(),
+        vec![(3 * 1024, 1024), (9 * 1024, 1024), (200 * 1024, 1024)]
+    );
     assert_eq!(m.mark_al_out_of_sync().unwrap(), 0, "idempotent");
 }
 

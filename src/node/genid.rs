@@ -59,7 +59,11 @@ fn real(id: u64) -> bool {
 impl GenIds {
     /// The ids of freshly created metadata.
     pub fn just_created() -> GenIds {
-        GenIds { current: JUST_CREATED, bitmap: 0, history: [0, 0] }
+        GenIds {
+            current: JUST_CREATED,
+            bitmap: 0,
+            history: [0, 0],
+        }
     }
 
     /// True while no generation was ever made on this disk.
@@ -268,7 +272,13 @@ fn compare(l: &GenIds, p: &GenIds, inp: &DecideInput) -> (i32, u16, Option<Fixup
             (false, false) => 0,
             (true, false) => 1,
             (false, true) => -1,
-            (true, true) => if inp.local_wins_ties { 1 } else { -1 },
+            (true, true) => {
+                if inp.local_wins_ties {
+                    1
+                } else {
+                    -1
+                }
+            }
         };
         return (hg, 40, None);
     }
@@ -316,7 +326,11 @@ pub fn decide(local: &GenIds, peer: &GenIds, input: &DecideInput) -> Decision {
     use SyncDecision::*;
     let (mut hg, rule, fixup) = compare(local, peer, input);
     if hg == -1000 {
-        return Decision { sync: Unrelated, rule, fixup: None };
+        return Decision {
+            sync: Unrelated,
+            rule,
+            fixup: None,
+        };
     }
     if input.local_inconsistent != input.peer_inconsistent {
         let full = hg.abs() >= 2;
@@ -329,7 +343,13 @@ pub fn decide(local: &GenIds, peer: &GenIds, input: &DecideInput) -> Decision {
             (false, true) => 1,
             _ => 0,
         };
-        hg = if dir == 0 { 100 } else if bitmap_ok { dir } else { dir * 2 };
+        hg = if dir == 0 {
+            100
+        } else if bitmap_ok {
+            dir
+        } else {
+            dir * 2
+        };
     }
     let sync = match hg {
         0 => NoSync,

@@ -1,5 +1,6 @@
 //! Scenario tests for the sync decision: one test per rule of the table,
 //! each checked from both sides (the peer must reach the mirrored decision).
+#![allow(clippy::cast_possible_truncation)]
 
 use super::*;
 use SyncDecision::*;
@@ -10,7 +11,11 @@ const C3: u64 = 0x3333_0000_0000_0030;
 const C4: u64 = 0x4444_0000_0000_0040;
 
 fn ids(current: u64, bitmap: u64, h0: u64, h1: u64) -> GenIds {
-    GenIds { current, bitmap, history: [h0, h1] }
+    GenIds {
+        current,
+        bitmap,
+        history: [h0, h1],
+    }
 }
 
 /// Decides from both sides, asserts symmetry, returns the local decision.
@@ -22,7 +27,10 @@ fn both(l: &GenIds, p: &GenIds, inp: DecideInput) -> Decision {
 }
 
 fn plain() -> DecideInput {
-    DecideInput { local_wins_ties: true, ..Default::default() }
+    DecideInput {
+        local_wins_ties: true,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -37,7 +45,10 @@ fn first_start_one_side_forced_primary_full_sync_to_peer() {
     alpha.new_current_from(true, C1);
     assert_eq!(alpha.bitmap, 0, "just-created id is not kept as a bitmap id");
     let beta = GenIds::just_created();
-    let inp = DecideInput { peer_inconsistent: true, ..plain() };
+    let inp = DecideInput {
+        peer_inconsistent: true,
+        ..plain()
+    };
     let d = both(&alpha, &beta, inp);
     assert_eq!((d.sync, d.rule), (FullSyncSource, 30));
     let d = decide(&beta, &alpha, &inp.mirror());
@@ -55,9 +66,16 @@ fn clean_reconnect_no_sync() {
 #[test]
 fn both_crashed_as_primary_with_equal_ids_tie_breaker_decides() {
     let a = ids(C1, 0, 0, 0);
-    let inp = DecideInput { local_crashed_primary: true, peer_crashed_primary: true, ..plain() };
+    let inp = DecideInput {
+        local_crashed_primary: true,
+        peer_crashed_primary: true,
+        ..plain()
+    };
     assert_eq!(both(&a, &a, inp).sync, BitmapSyncSource);
-    let inp = DecideInput { local_wins_ties: false, ..inp };
+    let inp = DecideInput {
+        local_wins_ties: false,
+        ..inp
+    };
     assert_eq!(both(&a, &a, inp).sync, BitmapSyncTarget);
 }
 
@@ -65,7 +83,10 @@ fn both_crashed_as_primary_with_equal_ids_tie_breaker_decides() {
 fn primary_crashed_while_connected_resyncs_its_activity_log() {
     let a = ids(C1 | 1, 0, 0, 0);
     let b = ids(C1, 0, 0, 0);
-    let inp = DecideInput { local_crashed_primary: true, ..plain() };
+    let inp = DecideInput {
+        local_crashed_primary: true,
+        ..plain()
+    };
     let d = both(&a, &b, inp);
     assert_eq!((d.sync, d.rule), (BitmapSyncSource, 40));
 }
@@ -86,7 +107,10 @@ fn failover_then_old_primary_rejoins_as_target() {
     let mut old_primary = ids(C1 | 1, 0, 0, 0); // crashed as Primary
     let mut new_primary = ids(C1, 0, 0, 0);
     new_primary.new_current_from(true, C2); // promoted while disconnected
-    let inp = DecideInput { local_crashed_primary: true, ..plain() };
+    let inp = DecideInput {
+        local_crashed_primary: true,
+        ..plain()
+    };
     let d = both(&old_primary, &new_primary, inp);
     assert_eq!((d.sync, d.rule), (BitmapSyncTarget, 50));
     // Resync runs to the end; afterwards both agree.
@@ -114,11 +138,21 @@ fn both_promoted_while_apart_is_split_brain() {
 fn split_brain_resolved_by_discard_my_data_bitmap_sync() {
     let a = ids(C2 | 1, C1, 0, 0);
     let b = ids(C3 | 1, C1, 0, 0);
-    let inp = DecideInput { peer_discard_my_data: true, ..plain() };
+    let inp = DecideInput {
+        peer_discard_my_data: true,
+        ..plain()
+    };
     assert_eq!(both(&a, &b, inp).sync, BitmapSyncSource);
-    let inp = DecideInput { local_discard_my_data: true, ..plain() };
+    let inp = DecideInput {
+        local_discard_my_data: true,
+        ..plain()
+    };
     assert_eq!(both(&a, &b, inp).sync, BitmapSyncTarget);
-    let inp = DecideInput { local_discard_my_data: true, peer_discard_my_data: true, ..plain() };
+    let inp = DecideInput {
+        local_discard_my_data: true,
+        peer_discard_my_data: true,
+        ..plain()
+    };
     assert_eq!(both(&a, &b, inp).sync, SplitBrain);
 }
 
@@ -128,7 +162,10 @@ fn split_brain_on_history_only_needs_full_sync_after_discard() {
     let b = ids(C4, 0, C1, 0);
     let d = both(&a, &b, plain());
     assert_eq!((d.sync, d.rule), (SplitBrain, 100));
-    let inp = DecideInput { local_discard_my_data: true, ..plain() };
+    let inp = DecideInput {
+        local_discard_my_data: true,
+        ..plain()
+    };
     assert_eq!(both(&a, &b, inp).sync, FullSyncTarget);
 }
 
@@ -138,7 +175,11 @@ fn unrelated_data_refused() {
     let b = ids(C3, C4, 0, 0);
     let d = both(&a, &b, plain());
     assert_eq!((d.sync, d.rule), (Unrelated, 110));
-    let inp = DecideInput { local_discard_my_data: true, peer_inconsistent: true, ..plain() };
+    let inp = DecideInput {
+        local_discard_my_data: true,
+        peer_inconsistent: true,
+        ..plain()
+    };
     assert_eq!(both(&a, &b, inp).sync, Unrelated, "no flag makes unrelated data syncable");
 }
 
@@ -161,7 +202,10 @@ fn resync_interrupted_then_resumed_as_bitmap_sync() {
     // Link lost half way; the source (Primary) writes on and makes a new current.
     src.new_current_from(true, C3);
     assert_eq!(src.bitmap, sync, "bitmap id kept: it covers the older generation");
-    let inp = DecideInput { peer_inconsistent: true, ..plain() };
+    let inp = DecideInput {
+        peer_inconsistent: true,
+        ..plain()
+    };
     let d = both(&src, &tgt, inp);
     assert_eq!((d.sync, d.rule), (BitmapSyncSource, 70));
     assert_eq!(decide(&tgt, &src, &inp.mirror()).rule, 50);
@@ -173,7 +217,10 @@ fn full_sync_interrupted_then_resumed_as_bitmap_sync() {
     let mut tgt = GenIds::just_created();
     let sync = src.start_sync_as_source(C2);
     tgt.start_sync_as_target(sync);
-    let inp = DecideInput { peer_inconsistent: true, ..plain() };
+    let inp = DecideInput {
+        peer_inconsistent: true,
+        ..plain()
+    };
     assert_eq!(both(&src, &tgt, inp).sync, BitmapSyncSource);
 }
 
@@ -216,7 +263,10 @@ fn equal_current_peer_failed_to_write_sync_id() {
 fn inconsistent_disk_is_always_the_target() {
     let a = ids(C2, C1, 0, 0);
     let b = ids(C3, C1, 0, 0); // would be split brain
-    let inp = DecideInput { local_inconsistent: true, ..plain() };
+    let inp = DecideInput {
+        local_inconsistent: true,
+        ..plain()
+    };
     assert_eq!(both(&a, &b, inp).sync, FullSyncTarget);
     let c = ids(C2, 0, 0, 0);
     assert_eq!(both(&c, &c, inp).sync, BitmapSyncTarget);
@@ -270,7 +320,11 @@ fn simulated_histories_decide_as_the_story_says() {
                 (None, [true, true]) => {
                     assert_eq!(d, SplitBrain, "{n:?}");
                     let loser = rng.gen_range(0..2usize);
-                    let inp = DecideInput { local_discard_my_data: loser == 0, peer_discard_my_data: loser == 1, ..inp };
+                    let inp = DecideInput {
+                        local_discard_my_data: loser == 0,
+                        peer_discard_my_data: loser == 1,
+                        ..inp
+                    };
                     d = both(&n[0], &n[1], inp).sync;
                     Some(1 - loser)
                 }
