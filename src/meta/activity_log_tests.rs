@@ -200,9 +200,12 @@ proptest! {
                     prop_assert!(r.complete);
                     prop_assert_eq!(r.active_extents(), al.active_extents());
                     let recovered = r.active_extents();
-                    for e in al.in_flight_extents() {
-                        prop_assert!(recovered.binary_search(&e).is_ok(), "extent {} lost", e);
+                    for &(off, len) in &flying {
+                        for e in off / ext..=(off + len - 1) / ext {
+                            prop_assert!(recovered.binary_search(&(e as u32)).is_ok(), "extent {} of a write in flight lost", e);
+                        }
                     }
+                    prop_assert!(al.in_flight_extents().iter().all(|e| recovered.binary_search(e).is_ok()));
                     al = ActivityLog::restore(ext, &r);
                     flying.clear();
                 }
