@@ -1,1 +1,396 @@
-//! meta (under construction)
+//! The metadata file: generation ids and flags (the header, two copies),
+//! the dirty bitmap (memory-mapped) and the activity-log ring. The byte
+//! format is `proto/metadata.md`.
+//!
+//! # Layout
+//! | module | holds |
+//! |---|---|
+//! | [`layout`] | where everything sits, computed from the sizes |
+//! | [`header`] | the 4 KiB header: encode, decode, checks |
+//! | [`bitmap`] | the mapped dirty bitmap |
+//! | [`activity_log`] | the pure activity log: which extents must be active |
+//! | [`al_ring`] | the on-disk transactions and their replay |
+//!
+//! [`Meta::open`] never writes: it checks and maps. Every header change is
+//! made durable by [`Meta::persist_header`], which writes the copy holding
+//! the older sequence number and fdatasyncs, so one valid copy always exists.
+
+pub mod activity_log;
+pub mod al_ring;
+pub mod bitmap;
+pub mod header;
+pub mod layout;
+
+pub use activity_log::{ActivityLog, AlError, AlTransaction, AlUpdate};
+pub use al_ring::AlReplay;
+pub use bitmap::{Bitmap, BitmapError};
+pub use header::{DiskState, Flags, Header, HeaderError, State};
+pub use layout::Layout;
+
+use crate::node::genid::GenIds;
+use header::HEADER_SIZE;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Why the metadata file cannot be created, opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// A system call failed.
+    #[error("{path}: cannot {op}: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
+    /// Creating over an existing file.
+    #[error("{path}: already exists; refusing to overwrite metadata (remove it by hand to start over)")]
+    Exists { path: PathBuf },
+    /// Parameters for a new file are unacceptable.
+    #[error("{path}: cannot create metadata: {reason}")]
+    Params { path: PathBuf, reason: String },
+    /// Neither header copy has the magic.
+    #[error("{path}: not a repd metadata file (no header copy starts with REPDMETA)")]
+    NotMetadata { path: PathBuf },
+    /// Both copies are damaged.
+    #[error(
+        "{path}: both header copies are damaged (copy 0: {first}; copy 1: {second}); restore the file or re-create it and resync fully"
+    )]
+    BothHeadersBad {
+        path: PathBuf,
+        first: HeaderError,
+        second: HeaderError,
+    },
+    /// A copy is intact but unacceptable (version, reserved bytes, field).
+    #[error("{path}: header copy {copy}: {reason}")]
+    Header { path: PathBuf, copy: usize, reason: HeaderError },
+    /// The file is shorter than its header's layout.
+    #[error("{path}: file is {actual} bytes but its header needs {needed}: truncated, or the wrong file")]
+    TooShort { path: PathBuf, actual: u64, needed: u64 },
+    /// The file was made for another device size.
+    #[error("{path}: metadata is for a {meta} byte device, the device is {device} bytes (resizing is not supported)")]
+    SizeMismatch { path: PathBuf, meta: u64, device: u64 },
+    /// An activity-log transaction that cannot be written.
+    #[error("{path}: activity-log transaction {seq} does not fit a ring slot")]
+    BadTransaction { path: PathBuf, seq: u64 },
+}
+
+/// Parameters of a new metadata file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateParams {
+    pub device_size: u64,
+    pub granularity: u32,
+    pub al_extent_size: u32,
+    pub al_slots: u32,
+    pub node_name: String,
+    pub peer_name: String,
+}
+
+impl CreateParams {
+    /// Defaults: 4 KiB per bit, 4 MiB extents, 1237 slots.
+    pub fn new(device_size: u64, node_name: &str, peer_name: &str) -> CreateParams {
+        CreateParams {
+            device_size,
+            granularity: layout::DEFAULT_GRANULARITY,
+            al_extent_size: layout::DEFAULT_AL_EXTENT_SIZE,
+            al_slots: layout::DEFAULT_AL_SLOTS,
+            node_name: node_name.into(),
+            peer_name: peer_name.into(),
+        }
+    }
+}
+
+/// An open metadata file.
+#[derive(Debug)]
+pub struct Meta {
+    path: PathBuf,
+    file: File,
+    header: Header,
+    /// Which copy (0 or 1) holds `header`; the next write goes to the other.
+    copy: usize,
+    bitmap: Bitmap,
+    replay: AlReplay,
+}
+
+fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> MetaError + 'a {
+    move |source| MetaError::Io {
+        path: path.to_owned(),
+        op,
+        source,
+    }
+}
+
+impl Meta {
+    /// Creates a new metadata file (refused if `path` exists): fresh ids
+    /// ([`GenIds::just_created`]), disk inconsistent, empty bitmap and ring.
+    pub fn create(path: &Path, p: &CreateParams) -> Result<Meta, MetaError> {
+        let params = |reason| MetaError::Params {
+            path: path.to_owned(),
+            reason,
+        };
+        let layout = Layout::compute(p.device_size, p.granularity, p.al_extent_size, p.al_slots).map_err(params)?;
+        let state = State {
+            gen: GenIds::just_created(),
+            node_name: p.node_name.clone(),
+            peer_name: p.peer_name.clone(),
+            ..State::default()
+        };
+        let mut h = Header {
+            sequence: 0,
+            minor: header::MINOR,
+            layout,
+            state,
+        };
+        let first = header::encode(&h).map_err(|e| params(e.to_string()))?;
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                MetaError::Exists { path: path.to_owned() }
+            } else {
+                io_err(path, "create the metadata file")(e)
+            }
+        })?;
+        file.set_len(layout.file_len()).map_err(io_err(path, "size the metadata file"))?;
+        file.write_all_at(&first[..], 0).map_err(io_err(path, "write header copy 0"))?;
+        h.sequence = 1;
+        let second = header::encode(&h).map_err(|e| params(e.to_string()))?;
+        file.write_all_at(&second[..], HEADER_SIZE as u64)
+            .map_err(io_err(path, "write header copy 1"))?;
+        file.sync_all().map_err(io_err(path, "sync the metadata file"))?;
+        drop(file);
+        Meta::open(path)
+    }
+
+    /// Opens and checks an existing metadata file. Writes nothing.
+    pub fn open(path: &Path) -> Result<Meta, MetaError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io_err(path, "open the metadata file"))?;
+        let actual = file.metadata().map_err(io_err(path, "stat the metadata file"))?.len();
+        let mut copies = Vec::with_capacity(2);
+        for copy in 0..2u64 {
+            let mut b = Box::new([0u8; HEADER_SIZE]);
+            let r = match file.read_exact_at(&mut b[..], copy * HEADER_SIZE as u64) {
+                Ok(()) => header::decode(&b),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(HeaderError::BadMagic),
+                Err(e) => return Err(io_err(path, "read the header")(e)),
+            };
+            copies.push(r);
+        }
+        let (copy, header) = pick_header(path, copies)?;
+        let l = header.layout;
+        if actual < l.file_len() {
+            return Err(MetaError::TooShort {
+                path: path.to_owned(),
+                actual,
+                needed: l.file_len(),
+            });
+        }
+        let map_len = usize::try_from(l.bitmap_len).map_err(|_| MetaError::Params {
+            path: path.to_owned(),
+            reason: format!("bitmap of {} bytes does not fit this machine's memory", l.bitmap_len),
+        })?;
+        // SAFETY: the mapping is owned by this Meta and lives no longer than
+        // it; the file must not be truncated or changed by another process
+        // while open (the daemon holds it alone).
+        let map = unsafe { memmap2::MmapOptions::new().offset(l.bitmap_offset).len(map_len).map_mut(&file) }
+            .map_err(io_err(path, "map the bitmap"))?;
+        let bitmap = Bitmap::new(map, l.device_size, u64::from(l.granularity));
+        let mut ring = Vec::with_capacity(l.al_ring_len as usize);
+        for i in 0..u64::from(l.al_ring_len) {
+            let mut b = Box::new([0u8; al_ring::TX_SIZE]);
+            file.read_exact_at(&mut b[..], l.al_offset + i * al_ring::TX_SIZE as u64)
+                .map_err(io_err(path, "read the activity log"))?;
+            ring.push(b);
+        }
+        let refs: Vec<&[u8; al_ring::TX_SIZE]> = ring.iter().map(|b| &**b).collect();
+        let replay = al_ring::replay(&refs, l.al_slots, l.extents());
+        Ok(Meta {
+            path: path.to_owned(),
+            file,
+            header,
+            copy,
+            bitmap,
+            replay,
+        })
+    }
+
+    /// Refuses a device whose size differs from the one recorded.
+    pub fn check_device_size(&self, device: u64) -> Result<(), MetaError> {
+        let meta = self.header.layout.device_size;
+        if meta != device {
+            return Err(MetaError::SizeMismatch {
+                path: self.path.clone(),
+                meta,
+                device,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn layout(&self) -> &Layout {
+        &self.header.layout
+    }
+    /// Sequence number of the newest header copy.
+    pub fn sequence(&self) -> u64 {
+        self.header.sequence
+    }
+    /// The header state as last persisted or set.
+    pub fn state(&self) -> &State {
+        &self.header.state
+    }
+    /// Changes the state in memory; [`Meta::persist_header`] makes it durable.
+    pub fn state_mut(&mut self) -> &mut State {
+        &mut self.header.state
+    }
+    pub fn gen_ids(&self) -> GenIds {
+        self.header.state.gen
+    }
+    pub fn set_gen_ids(&mut self, gen: GenIds) {
+        self.header.state.gen = gen;
+    }
+    pub fn flags(&self) -> Flags {
+        self.header.state.flags
+    }
+    pub fn set_flags(&mut self, flags: Flags) {
+        self.header.state.flags = flags;
+    }
+    pub fn disk_state(&self) -> DiskState {
+        self.header.state.disk
+    }
+    pub fn set_disk_state(&mut self, disk: DiskState) {
+        self.header.state.disk = disk;
+    }
+    pub fn set_resync_next_bit(&mut self, bit: Option<u64>) {
+        self.header.state.resync_next_bit = bit;
+    }
+
+    /// Writes the header into the other copy (the one with the older
+    /// sequence, or the damaged one) and fdatasyncs.
+    pub fn persist_header(&mut self) -> Result<(), MetaError> {
+        let mut next = self.header.clone();
+        next.sequence = self.header.sequence.wrapping_add(1);
+        let b = header::encode(&next).map_err(|e| MetaError::Params {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        let copy = 1 - self.copy;
+        let at = copy as u64 * HEADER_SIZE as u64;
+        self.file.write_all_at(&b[..], at).map_err(io_err(&self.path, "write the header"))?;
+        self.file.sync_data().map_err(io_err(&self.path, "sync the header"))?;
+        self.header = next;
+        self.copy = copy;
+        self.header.minor = header::MINOR;
+        Ok(())
+    }
+
+    pub fn bitmap(&self) -> &Bitmap {
+        &self.bitmap
+    }
+    pub fn bitmap_mut(&mut self) -> &mut Bitmap {
+        &mut self.bitmap
+    }
+    /// Syncs the bitmap pages changed since the last flush.
+    pub fn flush_bitmap(&mut self) -> Result<(), MetaError> {
+        self.bitmap.flush().map_err(io_err(&self.path, "flush the bitmap"))
+    }
+
+    /// What the ring held when the file was opened (after a crash: the
+    /// extents to mark out of sync).
+    pub fn al_replay(&self) -> &AlReplay {
+        &self.replay
+    }
+    /// An activity log continuing the ring as it was found on open.
+    pub fn activity_log(&self) -> ActivityLog {
+        ActivityLog::restore(u64::from(self.header.layout.al_extent_size), &self.replay)
+    }
+
+    /// Crash recovery: marks out of sync every extent the ring held active
+    /// (the whole device when the ring cannot prove its set complete), then
+    /// flushes the bitmap. Returns the bits newly set. Idempotent; call after
+    /// open unless [`Flags::al_clean`] is set, before the node serves I/O.
+    pub fn mark_al_out_of_sync(&mut self) -> Result<u64, MetaError> {
+        let l = self.header.layout;
+        let ext = u64::from(l.al_extent_size);
+        let mut n = 0;
+        if !self.replay.complete {
+            n = self.bitmap.set_all();
+        } else {
+            for e in self.replay.active_extents() {
+                let Some(off) = u64::from(e).checked_mul(ext).filter(|&o| o < l.device_size) else {
+                    continue;
+                };
+                n += self.bitmap.set_range(off, ext.min(l.device_size - off)).unwrap_or(0);
+            }
+        }
+        self.flush_bitmap()?;
+        Ok(n)
+    }
+
+    /// Makes an activity-log transaction durable: first the dirty bitmap
+    /// pages (so extents it evicts keep their out-of-sync bits), then the
+    /// ring slot, then fdatasync. Call before the data write it guards.
+    pub fn write_al_transaction(&mut self, tx: &AlTransaction) -> Result<(), MetaError> {
+        let l = self.header.layout;
+        if tx.evicted().next().is_some() {
+            self.flush_bitmap()?;
+        }
+        let bad = || MetaError::BadTransaction {
+            path: self.path.clone(),
+            seq: tx.seq,
+        };
+        let b = al_ring::encode(tx).ok_or_else(bad)?;
+        let at = (tx.seq % u64::from(l.al_ring_len))
+            .checked_mul(al_ring::TX_SIZE as u64)
+            .and_then(|o| o.checked_add(l.al_offset))
+            .ok_or_else(bad)?;
+        self.file
+            .write_all_at(&b[..], at)
+            .map_err(io_err(&self.path, "write the activity log"))?;
+        self.file.sync_data().map_err(io_err(&self.path, "sync the activity log"))
+    }
+}
+
+/// Picks the valid copy with the highest sequence. A torn copy (bad magic
+/// or crc) is passed over; an intact but unacceptable one refuses the file.
+fn pick_header(path: &Path, copies: Vec<Result<Header, HeaderError>>) -> Result<(usize, Header), MetaError> {
+    let mut best: Option<(usize, Header)> = None;
+    let mut errs = Vec::new();
+    for (copy, c) in copies.into_iter().enumerate() {
+        match c {
+            Ok(h) => {
+                if best.as_ref().is_none_or(|(_, b)| h.sequence > b.sequence) {
+                    best = Some((copy, h));
+                }
+            }
+            Err(e) if e.is_torn() => errs.push(e),
+            Err(reason) => {
+                return Err(MetaError::Header {
+                    path: path.to_owned(),
+                    copy,
+                    reason,
+                })
+            }
+        }
+    }
+    if let Some(best) = best {
+        return Ok(best);
+    }
+    match (errs.first(), errs.get(1)) {
+        (Some(HeaderError::BadMagic), Some(HeaderError::BadMagic)) => Err(MetaError::NotMetadata { path: path.to_owned() }),
+        (Some(a), Some(b)) => Err(MetaError::BothHeadersBad {
+            path: path.to_owned(),
+            first: a.clone(),
+            second: b.clone(),
+        }),
+        _ => Err(MetaError::NotMetadata { path: path.to_owned() }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

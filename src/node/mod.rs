@@ -7,6 +7,7 @@
 //! - [`runtime`]: the [`Node`] itself: startup, control commands, status.
 //! - [`counters`]: byte counters.
 //! - [`decide`]: the sync decision at connect (pure).
+//! - [`genid`]: DRBD-style generation ids and their decision table (pure).
 //! - [`peer`]: listening, dialing, handshake, reconnect.
 //! - [`session`]: one connected session: state exchange, reader, writer.
 //! - [`link`]: requests awaiting the peer's acknowledgement.
@@ -18,6 +19,7 @@ pub mod counters;
 pub mod decide;
 pub mod device;
 pub mod dirty;
+pub mod genid;
 pub mod link;
 pub mod peer;
 pub mod ranges;

@@ -1,0 +1,385 @@
+//! The metadata header: one 4 KiB block, little-endian, kept in two copies
+//! (file offsets 0 and 4096). Byte layout: `proto/metadata.md`.
+//!
+//! [`encode`] and [`decode`] are pure; [`decode`] checks magic, version,
+//! crc32 (computed with the crc field zeroed), that every reserved byte is
+//! zero and that the layout fields agree with each other. It never panics on
+//! any input.
+
+use crate::meta::layout::Layout;
+use crate::node::genid::GenIds;
+
+/// Size of one header copy.
+pub const HEADER_SIZE: usize = 4096;
+/// First 8 bytes of both header copies.
+pub const MAGIC: [u8; 8] = *b"REPDMETA";
+/// Format major version: must match exactly.
+pub const MAJOR: u16 = 1;
+/// Format minor version written; files with an older minor are read.
+pub const MINOR: u16 = 0;
+/// Bytes reserved for each node name (UTF-8, zero padded).
+pub const NAME_LEN: usize = 64;
+/// Offset of the crc32 field.
+pub const CRC_OFFSET: usize = 12;
+/// End of the used part; bytes from here to 4096 are reserved (zero).
+pub const USED_END: usize = 256;
+
+/// The on-disk disk state (the contract's `disk` field, minus `failed`,
+/// which is a runtime state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DiskState {
+    /// Not a complete image (fresh, or an interrupted sync target).
+    #[default]
+    Inconsistent,
+    /// Complete, but known to be older than the peer's.
+    Outdated,
+    /// Complete; may be older than the peer's (restarted alone).
+    Consistent,
+    /// Complete and current.
+    UpToDate,
+}
+
+impl DiskState {
+    fn to_byte(self) -> u8 {
+        match self {
+            DiskState::Inconsistent => 0,
+            DiskState::Outdated => 1,
+            DiskState::Consistent => 2,
+            DiskState::UpToDate => 3,
+        }
+    }
+    fn from_byte(b: u8) -> Option<DiskState> {
+        Some(match b {
+            0 => DiskState::Inconsistent,
+            1 => DiskState::Outdated,
+            2 => DiskState::Consistent,
+            3 => DiskState::UpToDate,
+            _ => return None,
+        })
+    }
+}
+
+/// Header flags (one u32 on disk; unknown bits are refused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Flags {
+    /// Role is Primary (set before the first write as Primary, cleared on demotion).
+    pub primary: bool,
+    /// Was Primary and not cleanly stopped; sticky until the next resync ends.
+    pub crashed_primary: bool,
+    /// The peer's disk is known to be outdated (we may promote alone).
+    pub peer_outdated: bool,
+    /// A full sync must be done on the next connect (e.g. after `invalidate`).
+    pub full_sync_needed: bool,
+    /// Clean stop: the activity log holds no extent with possible divergence.
+    pub al_clean: bool,
+}
+
+const FLAG_BITS: [u32; 5] = [1, 2, 4, 8, 16];
+
+impl Flags {
+    fn to_bits(self) -> u32 {
+        let v = [
+            self.primary,
+            self.crashed_primary,
+            self.peer_outdated,
+            self.full_sync_needed,
+            self.al_clean,
+        ];
+        v.iter().zip(FLAG_BITS).filter(|(on, _)| **on).map(|(_, b)| b).sum()
+    }
+    fn from_bits(bits: u32) -> Option<Flags> {
+        if bits & !0x1f != 0 {
+            return None;
+        }
+        let on = |b: u32| bits & b != 0;
+        Some(Flags {
+            primary: on(1),
+            crashed_primary: on(2),
+            peer_outdated: on(4),
+            full_sync_needed: on(8),
+            al_clean: on(16),
+        })
+    }
+}
+
+/// The mutable part of the header.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct State {
+    pub gen: GenIds,
+    pub flags: Flags,
+    pub disk: DiskState,
+    /// Resync resume marker: the next bitmap bit the sync target expects; None
+    /// when no resync is in progress.
+    pub resync_next_bit: Option<u64>,
+    pub node_name: String,
+    pub peer_name: String,
+}
+
+/// One decoded header copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Incremented on every write; the valid copy with the highest one wins.
+    pub sequence: u64,
+    /// Minor version found on disk (encode always writes [`MINOR`]).
+    pub minor: u16,
+    pub layout: Layout,
+    pub state: State,
+}
+
+/// Why one header copy was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// Bad magic: never written, torn, or not a repd metadata file.
+    #[error("bad magic")]
+    BadMagic,
+    /// The checksum does not match: a torn or corrupted write.
+    #[error("checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    BadCrc { stored: u32, computed: u32 },
+    /// Written by an incompatible repd.
+    #[error("format version {major}.{minor}; this repd reads {MAJOR}.0 to {MAJOR}.{MINOR}")]
+    Version { major: u16, minor: u16 },
+    /// A reserved byte is not zero (a newer writer, or corruption).
+    #[error("reserved byte at offset {0} is not zero")]
+    Reserved(usize),
+    /// A field holds a value this version does not accept.
+    #[error("field `{field}`: {reason}")]
+    Field { field: &'static str, reason: String },
+}
+
+impl HeaderError {
+    /// True when the copy is simply damaged (torn write): the other copy may
+    /// be used. False when it is intact but unacceptable: refuse the file.
+    pub fn is_torn(&self) -> bool {
+        matches!(self, HeaderError::BadMagic | HeaderError::BadCrc { .. })
+    }
+}
+
+fn put_u16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+}
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+fn put_u64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+fn get_u16(b: &[u8; HEADER_SIZE], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn get_u32(b: &[u8; HEADER_SIZE], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+fn get_u64(b: &[u8; HEADER_SIZE], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// crc32 of a header block with its crc field taken as zero.
+pub fn checksum(b: &[u8; HEADER_SIZE]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&b[..CRC_OFFSET]);
+    h.update(&[0; 4]);
+    h.update(&b[CRC_OFFSET + 4..]);
+    h.finalize()
+}
+
+fn put_name(b: &mut [u8], at: usize, name: &str) -> Result<(), HeaderError> {
+    let bytes = name.as_bytes();
+    if bytes.len() > NAME_LEN || bytes.contains(&0) {
+        return Err(HeaderError::Field {
+            field: "name",
+            reason: format!("{name:?}: at most {NAME_LEN} bytes, no NUL"),
+        });
+    }
+    b[at..at + bytes.len()].copy_from_slice(bytes);
+    Ok(())
+}
+
+fn get_name(b: &[u8; HEADER_SIZE], at: usize, field: &'static str) -> Result<String, HeaderError> {
+    let raw = &b[at..at + NAME_LEN];
+    let len = raw.iter().position(|&c| c == 0).unwrap_or(NAME_LEN);
+    if let Some(i) = raw[len..].iter().position(|&c| c != 0) {
+        return Err(HeaderError::Field {
+            field,
+            reason: format!("non-zero padding at byte {}", len + i),
+        });
+    }
+    String::from_utf8(raw[..len].to_vec()).map_err(|_| HeaderError::Field {
+        field,
+        reason: "not UTF-8".into(),
+    })
+}
+
+/// Encodes a header copy (with [`MINOR`] and a fresh crc).
+pub fn encode(h: &Header) -> Result<Box<[u8; HEADER_SIZE]>, HeaderError> {
+    let mut b = Box::new([0u8; HEADER_SIZE]);
+    let l = &h.layout;
+    let s = &h.state;
+    b[0..8].copy_from_slice(&MAGIC);
+    put_u16(&mut b[..], 8, MAJOR);
+    put_u16(&mut b[..], 10, MINOR);
+    put_u64(&mut b[..], 16, h.sequence);
+    put_u64(&mut b[..], 24, l.device_size);
+    put_u32(&mut b[..], 32, l.granularity);
+    put_u32(&mut b[..], 36, l.al_extent_size);
+    put_u32(&mut b[..], 40, l.al_slots);
+    put_u32(&mut b[..], 44, l.al_ring_len);
+    put_u32(&mut b[..], 48, s.flags.to_bits());
+    b[52] = s.disk.to_byte();
+    put_u64(&mut b[..], 56, s.gen.current);
+    put_u64(&mut b[..], 64, s.gen.bitmap);
+    put_u64(&mut b[..], 72, s.gen.history[0]);
+    put_u64(&mut b[..], 80, s.gen.history[1]);
+    put_u64(&mut b[..], 88, s.resync_next_bit.unwrap_or(u64::MAX));
+    put_u64(&mut b[..], 96, l.bitmap_offset);
+    put_u64(&mut b[..], 104, l.bitmap_len);
+    put_u64(&mut b[..], 112, l.al_offset);
+    put_u64(&mut b[..], 120, l.al_len);
+    put_name(&mut b[..], 128, &s.node_name)?;
+    put_name(&mut b[..], 192, &s.peer_name)?;
+    let crc = checksum(&b);
+    put_u32(&mut b[..], CRC_OFFSET, crc);
+    Ok(b)
+}
+
+/// Decodes and checks one header copy.
+pub fn decode(b: &[u8; HEADER_SIZE]) -> Result<Header, HeaderError> {
+    if b[0..8] != MAGIC {
+        return Err(HeaderError::BadMagic);
+    }
+    let (stored, computed) = (get_u32(b, CRC_OFFSET), checksum(b));
+    if stored != computed {
+        return Err(HeaderError::BadCrc { stored, computed });
+    }
+    let (major, minor) = (get_u16(b, 8), get_u16(b, 10));
+    if major != MAJOR || minor > MINOR {
+        return Err(HeaderError::Version { major, minor });
+    }
+    for (i, &c) in b.iter().enumerate().skip(USED_END).chain(b.iter().enumerate().skip(53).take(3)) {
+        if c != 0 {
+            return Err(HeaderError::Reserved(i));
+        }
+    }
+    let flags = get_u32(b, 48);
+    let flags = Flags::from_bits(flags).ok_or(HeaderError::Field {
+        field: "flags",
+        reason: format!("unknown bits in {flags:#x}"),
+    })?;
+    let disk = DiskState::from_byte(b[52]).ok_or(HeaderError::Field {
+        field: "disk_state",
+        reason: format!("unknown value {}", b[52]),
+    })?;
+    let layout = Layout::compute(get_u64(b, 24), get_u32(b, 32), get_u32(b, 36), get_u32(b, 40))
+        .map_err(|reason| HeaderError::Field { field: "layout", reason })?;
+    let stored_layout = Layout {
+        al_ring_len: get_u32(b, 44),
+        bitmap_offset: get_u64(b, 96),
+        bitmap_len: get_u64(b, 104),
+        al_offset: get_u64(b, 112),
+        al_len: get_u64(b, 120),
+        ..layout
+    };
+    if stored_layout != layout {
+        return Err(HeaderError::Field {
+            field: "layout",
+            reason: format!("stored {stored_layout:?} differs from the one computed from its sizes {layout:?}"),
+        });
+    }
+    let next = get_u64(b, 88);
+    let state = State {
+        gen: GenIds {
+            current: get_u64(b, 56),
+            bitmap: get_u64(b, 64),
+            history: [get_u64(b, 72), get_u64(b, 80)],
+        },
+        flags,
+        disk,
+        resync_next_bit: (next != u64::MAX).then_some(next),
+        node_name: get_name(b, 128, "node_name")?,
+        peer_name: get_name(b, 192, "peer_name")?,
+    };
+    Ok(Header {
+        sequence: get_u64(b, 16),
+        minor,
+        layout,
+        state,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Header {
+        Header {
+            sequence: 7,
+            minor: MINOR,
+            layout: Layout::compute(1 << 30, 4096, 4 << 20, 1237).unwrap(),
+            state: State {
+                node_name: "alpha".into(),
+                peer_name: "beta".into(),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn meta_header_round_trip() {
+        let h = sample();
+        assert_eq!(decode(&encode(&h).unwrap()).unwrap(), h);
+    }
+
+    #[test]
+    fn meta_header_rejects_each_kind_of_damage() {
+        let good = encode(&sample()).unwrap();
+        let mut b = good.clone();
+        b[0] = b'X';
+        assert_eq!(decode(&b), Err(HeaderError::BadMagic));
+        let mut b = good.clone();
+        b[300] = 1;
+        assert!(matches!(decode(&b), Err(HeaderError::BadCrc { .. })));
+        let reseal = |mut b: Box<[u8; HEADER_SIZE]>| {
+            let c = checksum(&b);
+            put_u32(&mut b[..], CRC_OFFSET, c);
+            decode(&b)
+        };
+        let mut b = good.clone();
+        b[300] = 1;
+        assert_eq!(reseal(b), Err(HeaderError::Reserved(300)));
+        let mut b = good.clone();
+        b[8] = 2;
+        assert_eq!(reseal(b), Err(HeaderError::Version { major: 2, minor: 0 }));
+        let mut b = good.clone();
+        b[10] = 1;
+        assert_eq!(reseal(b), Err(HeaderError::Version { major: 1, minor: 1 }));
+        let mut b = good.clone();
+        b[48] = 0x40;
+        assert!(matches!(reseal(b), Err(HeaderError::Field { field: "flags", .. })));
+        let mut b = good.clone();
+        b[104] ^= 1;
+        assert!(matches!(reseal(b), Err(HeaderError::Field { field: "layout", .. })));
+        let mut b = good.clone();
+        b[130] = 0;
+        assert!(matches!(reseal(b), Err(HeaderError::Field { field: "node_name", .. })));
+    }
+
+    #[test]
+    fn meta_header_decode_never_panics_on_random_bytes() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let good = encode(&sample()).unwrap();
+        for _ in 0..2000 {
+            let mut b = good.clone();
+            for _ in 0..rng.gen_range(1..8) {
+                let i = rng.gen_range(0..USED_END);
+                b[i] = rng.gen();
+            }
+            let c = checksum(&b);
+            put_u32(&mut b[..], CRC_OFFSET, c);
+            let _ = decode(&b);
+        }
+    }
+}
