@@ -227,6 +227,18 @@ impl Bitmap {
         None
     }
 
+    /// The first run of set bits at or after `from_bit`, at most `max_bits`
+    /// long, as a byte range `(offset, len)` clipped to the device end.
+    pub fn next_run(&self, from_bit: u64, max_bits: u64) -> Option<(u64, u64)> {
+        let start = self.next_set(from_bit)?;
+        let mut end = start;
+        while end < self.bits && end - start < max_bits && self.test(end) {
+            end += 1;
+        }
+        let off = start * self.granularity;
+        Some((off, (end * self.granularity).min(self.device_size) - off))
+    }
+
     /// Runs of set bits as `(first_bit, n_bits)`, ascending.
     pub fn runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         let mut pos = 0;

@@ -14,6 +14,7 @@ use crate::device::blocking;
 use crate::repl::Message;
 
 use super::counters::AtomicCounters;
+use super::genid::GenIds;
 use super::link::PeerLink;
 use super::runtime::Node;
 use super::session::{from_wire_disk, from_wire_role};
@@ -89,15 +90,24 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             node.state().peer = Some(view);
             node.changed();
         }
-        Message::SyncStart { total_bytes, .. } => {
+        Message::State(s) => {
+            // The source's ids after its sync start.
+            node.set_peer_ids(GenIds { current: s.current_uuid, bitmap: s.bitmap_uuid, history: s.history_uuids });
+        }
+        Message::SyncStart { total_bytes, source_uuid } => {
             {
                 let mut st = node.state();
                 if st.role == Role::Primary {
                     return Err("the peer wants to sync into this Primary".into());
                 }
                 st.syncing = Some(SyncSide::Target);
-                st.disk = Disk::Inconsistent;
             }
+            node.persist(|m| {
+                let mut ids = m.gen_ids();
+                ids.start_sync_as_target(source_uuid);
+                m.set_gen_ids(ids);
+            });
+            node.set_disk(Disk::Inconsistent);
             node.sync_begin(SyncSide::Target, total_bytes);
             node.announce_state();
         }
@@ -112,11 +122,19 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             if errno != 0 {
                 return Err(format!("flush at the end of resync failed: errno {errno}"));
             }
-            {
-                let mut st = node.state();
-                st.syncing = None;
-                st.disk = Disk::UpToDate;
-            }
+            let source = node.peer_ids();
+            node.persist(|m| {
+                let mut ids = m.gen_ids();
+                ids.finish_sync_as_target(&source);
+                m.set_gen_ids(ids);
+                m.bitmap_mut().clear_all();
+                let _ = m.flush_bitmap();
+                let mut f = m.flags();
+                f.crashed_primary = false;
+                m.set_flags(f);
+            });
+            node.state().syncing = None;
+            node.set_disk(Disk::UpToDate);
             node.sync_end();
             tracing::info!("resync finished: this disk is UpToDate");
             node.announce_state();
@@ -125,7 +143,7 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             let digest = node.digest(offset, len).await;
             let _ = link.send(Message::VerifyDigest { id, offset, len, digest: digest.unwrap_or([0; 32]) }).await;
         }
-        Message::VerifyDigest { id, offset, len, digest } => node.verify_reply(id, offset, len, digest),
+        Message::VerifyDigest { id, digest, .. } => link.complete_digest(id, digest),
         other => return Err(format!("unexpected {} in a running session", other.msg_type())),
     }
     Ok(())

@@ -1,18 +1,25 @@
 //! What to do when the link comes up: the sync decision. Pure.
 //!
-//! Both nodes run the same function on the same two inputs (each side's
-//! state as exchanged in the `State` frame), mirrored, so they agree
+//! The direction comes from the generation ids ([`super::genid::decide`],
+//! DRBD's rules); this layer adds what the roles forbid (a Primary is never
+//! a sync target, two Primaries never connect) and the automatic split-brain
+//! policy. Both nodes run it on the same two inputs, mirrored, so they agree
 //! without further messages.
 
+use super::genid::{self, DecideInput, Fixup, GenIds, SyncDecision};
 use super::state::{Disk, Role};
+use crate::config::SplitBrainPolicy;
 
 /// One side's state as exchanged at connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Side {
     pub role: Role,
     pub disk: Disk,
-    /// Out-of-sync bits set: this side changed data the other lacks.
-    pub dirty: bool,
+    pub ids: GenIds,
+    /// Out-of-sync bits set in this side's bitmap.
+    pub dirty_bits: u64,
+    /// Was Primary and not cleanly stopped.
+    pub crashed_primary: bool,
     /// The operator ran `connect --discard-my-data` on this side.
     pub discard_my_data: bool,
 }
@@ -22,11 +29,8 @@ pub struct Side {
 pub enum Decision {
     /// Same data on both sides: no copy.
     InSync,
-    /// This node sends: its out-of-sync regions, merged with the peer's.
-    Source {
-        /// The peer's data is not usable as a base: copy everything (holes skipped).
-        full: bool,
-    },
+    /// This node sends its out-of-sync regions (merged with the peer's), or everything.
+    Source { full: bool },
     /// This node receives.
     Target { full: bool },
     /// Neither side has usable data yet (a fresh pair): wait for `primary --force`.
@@ -37,68 +41,88 @@ pub enum Decision {
     Refuse(String),
 }
 
-/// Decides the sync direction for `local` connecting to `peer`.
-pub fn decide(local: Side, peer: Side) -> Decision {
-    if local.role == Role::Primary && peer.role == Role::Primary {
-        if local.dirty && peer.dirty {
-            return Decision::SplitBrain;
-        }
-        return Decision::Refuse("both nodes are Primary; demote one before connecting".into());
+/// The decision plus the DRBD rule that made it and a correction of the local ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub decision: Decision,
+    pub rule: u16,
+    pub fixup: Option<Fixup>,
+}
+
+fn input(local: &Side, peer: &Side, local_name_first: bool) -> DecideInput {
+    DecideInput {
+        local_crashed_primary: local.crashed_primary,
+        peer_crashed_primary: peer.crashed_primary,
+        local_inconsistent: local.disk == Disk::Inconsistent,
+        peer_inconsistent: peer.disk == Disk::Inconsistent,
+        local_discard_my_data: local.discard_my_data && local.role == Role::Secondary,
+        peer_discard_my_data: peer.discard_my_data && peer.role == Role::Secondary,
+        local_wins_ties: local_name_first,
     }
+}
+
+/// Decides the sync for `local` connecting to `peer`. `local_name_first`
+/// breaks ties (exactly one side has it).
+pub fn decide(local: Side, peer: Side, policy: SplitBrainPolicy, local_name_first: bool) -> Outcome {
+    let refuse = |why: &str, rule| Outcome { decision: Decision::Refuse(why.into()), rule, fixup: None };
     if local.disk == Disk::Failed || peer.disk == Disk::Failed {
-        return Decision::Refuse("a disk has failed; replace it and invalidate".into());
+        return refuse("a disk has failed; replace it and run `repctl invalidate` on that node", 0);
     }
-    if local.dirty && peer.dirty && local.disk.is_complete() && peer.disk.is_complete() {
-        return match (local.discard_my_data, peer.discard_my_data) {
-            (true, false) if local.role == Role::Secondary => Decision::Target { full: false },
-            (false, true) if peer.role == Role::Secondary => Decision::Source { full: false },
-            _ => Decision::SplitBrain,
+    let mut inp = input(&local, &peer, local_name_first);
+    let mut d = genid::decide(&local.ids, &peer.ids, &inp);
+    // discard-zero-changes: the side that wrote nothing since the split gives way.
+    if d.sync == SyncDecision::SplitBrain && policy == SplitBrainPolicy::DiscardZeroChanges {
+        let (l0, p0) = (local.dirty_bits == 0, peer.dirty_bits == 0);
+        let local_gives_way = match (l0, p0) {
+            (true, false) => Some(true),
+            (false, true) => Some(false),
+            (true, true) => Some(!local_name_first),
+            (false, false) => None,
         };
-    }
-    let target_ok = |me: Side| me.role == Role::Secondary;
-    match (local.disk.is_complete(), peer.disk.is_complete()) {
-        (false, false) => Decision::Idle,
-        (true, false) if target_ok(peer) => Decision::Source { full: !peer.dirty },
-        (true, false) => Decision::Refuse("the peer is Primary on an incomplete disk and this node's is complete; demote the peer".into()),
-        (false, true) if target_ok(local) => Decision::Target { full: !local.dirty },
-        (false, true) => Decision::Refuse("this Primary's disk is incomplete and the peer's is complete; demote this node".into()),
-        (true, true) => {
-            if local.dirty && !peer.dirty {
-                if target_ok(peer) {
-                    Decision::Source { full: false }
-                } else {
-                    Decision::Refuse("the peer is Primary but this node holds newer data; demote the peer".into())
-                }
-            } else if peer.dirty && !local.dirty {
-                if target_ok(local) {
-                    Decision::Target { full: false }
-                } else {
-                    Decision::Refuse("this node is Primary but the peer holds newer data; demote this node".into())
-                }
-            } else if local.disk == Disk::UpToDate && peer.disk != Disk::UpToDate {
-                Decision::Source { full: false }
-            } else if peer.disk == Disk::UpToDate && local.disk != Disk::UpToDate {
-                Decision::Target { full: false }
-            } else {
-                Decision::InSync
-            }
+        if let Some(give) = local_gives_way {
+            inp.local_discard_my_data = give;
+            inp.peer_discard_my_data = !give;
+            d = genid::decide(&local.ids, &peer.ids, &inp);
         }
     }
+    let both_primary = local.role == Role::Primary && peer.role == Role::Primary;
+    let decision = match d.sync {
+        SyncDecision::SplitBrain => Decision::SplitBrain,
+        SyncDecision::Unrelated => return refuse("the peer's data is unrelated to ours (no common generation); invalidate one side", d.rule),
+        _ if both_primary => return refuse("both nodes are Primary; demote one before connecting", d.rule),
+        SyncDecision::NoSync if local.disk == Disk::Inconsistent && peer.disk == Disk::Inconsistent => Decision::Idle,
+        SyncDecision::NoSync => Decision::InSync,
+        SyncDecision::BitmapSyncSource | SyncDecision::FullSyncSource if peer.role == Role::Primary => {
+            return refuse("the peer is Primary but this node holds newer data; demote the peer", d.rule)
+        }
+        SyncDecision::BitmapSyncTarget | SyncDecision::FullSyncTarget if local.role == Role::Primary => {
+            return refuse("this node is Primary but the peer holds newer data; demote this node", d.rule)
+        }
+        SyncDecision::BitmapSyncSource => Decision::Source { full: false },
+        SyncDecision::FullSyncSource => Decision::Source { full: true },
+        SyncDecision::BitmapSyncTarget => Decision::Target { full: false },
+        SyncDecision::FullSyncTarget => Decision::Target { full: true },
+    };
+    Outcome { decision, rule: d.rule, fixup: d.fixup }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn s(role: Role, disk: Disk, dirty: bool) -> Side {
-        Side { role, disk, dirty, discard_my_data: false }
-    }
     use Disk::*;
     use Role::*;
 
+    fn ids(current: u64, bitmap: u64) -> GenIds {
+        GenIds { current, bitmap, history: [0, 0] }
+    }
+
+    fn s(role: Role, disk: Disk, ids: GenIds, dirty_bits: u64) -> Side {
+        Side { role, disk, ids, dirty_bits, crashed_primary: false, discard_my_data: false }
+    }
+
     /// Mirrored decisions agree: one side's Source is the other's Target.
-    fn both(a: Side, b: Side) -> (Decision, Decision) {
-        let (x, y) = (decide(a, b), decide(b, a));
+    fn both(a: Side, b: Side, policy: SplitBrainPolicy) -> Decision {
+        let (x, y) = (decide(a, b, policy, true).decision, decide(b, a, policy, false).decision);
         match (&x, &y) {
             (Decision::Source { full: f1 }, Decision::Target { full: f2 }) | (Decision::Target { full: f1 }, Decision::Source { full: f2 }) => {
                 assert_eq!(f1, f2)
@@ -109,67 +133,86 @@ mod tests {
             | (Decision::Refuse(_), Decision::Refuse(_)) => {}
             _ => panic!("sides disagree: {x:?} vs {y:?}"),
         }
-        (x, y)
+        x
     }
+    const P: SplitBrainPolicy = SplitBrainPolicy::Disconnect;
 
     #[test]
     fn fresh_pair_idles() {
-        assert_eq!(both(s(Secondary, Inconsistent, false), s(Secondary, Inconsistent, false)).0, Decision::Idle);
+        let j = GenIds::just_created();
+        assert_eq!(both(s(Secondary, Inconsistent, j, 0), s(Secondary, Inconsistent, j, 0), P), Decision::Idle);
     }
 
     #[test]
     fn forced_primary_fully_syncs_a_fresh_peer() {
-        assert_eq!(both(s(Primary, UpToDate, false), s(Secondary, Inconsistent, false)).0, Decision::Source { full: true });
+        assert_eq!(both(s(Primary, UpToDate, ids(0x100, 0), 0), s(Secondary, Inconsistent, GenIds::just_created(), 0), P), Decision::Source { full: true });
     }
 
     #[test]
     fn clean_reconnect_is_in_sync() {
-        assert_eq!(both(s(Primary, UpToDate, false), s(Secondary, UpToDate, false)).0, Decision::InSync);
+        assert_eq!(both(s(Primary, UpToDate, ids(0x100, 0), 0), s(Secondary, Consistent, ids(0x100, 0), 0), P), Decision::InSync);
     }
 
     #[test]
     fn primary_wrote_alone_bitmap_sync() {
-        assert_eq!(both(s(Primary, UpToDate, true), s(Secondary, UpToDate, false)).0, Decision::Source { full: false });
+        assert_eq!(both(s(Primary, UpToDate, ids(0x200, 0x100), 3), s(Secondary, UpToDate, ids(0x100, 0), 0), P), Decision::Source { full: false });
     }
 
     #[test]
     fn failover_then_old_primary_rejoins_as_target() {
-        assert_eq!(both(s(Secondary, UpToDate, false), s(Primary, UpToDate, true)).0, Decision::Target { full: false });
+        let mut old = s(Secondary, Consistent, ids(0x101, 0), 5);
+        old.crashed_primary = true;
+        assert_eq!(both(old, s(Primary, UpToDate, ids(0x300, 0x100), 9), P), Decision::Target { full: false });
     }
 
     #[test]
-    fn both_wrote_is_split_brain_until_one_discards() {
-        assert_eq!(both(s(Secondary, UpToDate, true), s(Primary, UpToDate, true)).0, Decision::SplitBrain);
-        let mut a = s(Secondary, UpToDate, true);
-        a.discard_my_data = true;
-        assert_eq!(both(a, s(Primary, UpToDate, true)).0, Decision::Target { full: false });
+    fn both_promoted_apart_is_split_brain_until_one_discards() {
+        let a = s(Secondary, UpToDate, ids(0x400, 0x100), 2);
+        let b = s(Primary, UpToDate, ids(0x500, 0x100), 4);
+        assert_eq!(both(a, b, P), Decision::SplitBrain);
+        let mut a2 = a;
+        a2.discard_my_data = true;
+        assert_eq!(both(a2, b, P), Decision::Target { full: false });
         // A Primary cannot discard its own data.
-        let mut p = s(Primary, UpToDate, true);
-        p.discard_my_data = true;
-        assert_eq!(both(p, s(Secondary, UpToDate, true)).0, Decision::SplitBrain);
+        let mut b2 = b;
+        b2.discard_my_data = true;
+        assert_eq!(both(a, b2, P), Decision::SplitBrain);
+    }
+
+    #[test]
+    fn discard_zero_changes_policy_resolves_when_one_side_wrote_nothing() {
+        let a = s(Secondary, UpToDate, ids(0x400, 0x100), 0);
+        let b = s(Primary, UpToDate, ids(0x500, 0x100), 4);
+        assert_eq!(both(a, b, SplitBrainPolicy::DiscardZeroChanges), Decision::Target { full: false });
+        let a = s(Secondary, UpToDate, ids(0x400, 0x100), 1);
+        assert_eq!(both(a, b, SplitBrainPolicy::DiscardZeroChanges), Decision::SplitBrain);
     }
 
     #[test]
     fn two_primaries_never_connect() {
-        assert!(matches!(both(s(Primary, UpToDate, false), s(Primary, UpToDate, false)).0, Decision::Refuse(_)));
-        assert_eq!(both(s(Primary, UpToDate, true), s(Primary, UpToDate, true)).0, Decision::SplitBrain);
+        assert!(matches!(both(s(Primary, UpToDate, ids(0x100, 0), 0), s(Primary, UpToDate, ids(0x100, 0), 0), P), Decision::Refuse(_)));
     }
 
     #[test]
-    fn interrupted_target_resumes_from_the_source_bitmap() {
-        // The target is Inconsistent but was fed from this source: its own bits say nothing,
-        // the source still holds the remaining ones. Without generation ids this is a full copy.
-        assert_eq!(both(s(Primary, UpToDate, true), s(Secondary, Inconsistent, false)).0, Decision::Source { full: true });
+    fn unrelated_data_is_refused() {
+        assert!(matches!(both(s(Secondary, UpToDate, ids(0x100, 0), 0), s(Primary, UpToDate, ids(0x900, 0), 0), P), Decision::Refuse(_)));
     }
 
     #[test]
     fn primary_with_stale_data_refuses() {
-        assert!(matches!(both(s(Primary, UpToDate, false), s(Secondary, UpToDate, true)).0, Decision::Refuse(_)));
-        assert!(matches!(both(s(Primary, Inconsistent, false), s(Secondary, UpToDate, false)).0, Decision::Refuse(_)));
+        assert!(matches!(both(s(Primary, UpToDate, ids(0x100, 0), 0), s(Secondary, UpToDate, ids(0x200, 0x100), 1), P), Decision::Refuse(_)));
     }
 
     #[test]
-    fn outdated_syncs_from_uptodate() {
-        assert_eq!(both(s(Secondary, Outdated, false), s(Primary, UpToDate, false)).0, Decision::Target { full: false });
+    fn failed_disk_refuses() {
+        assert!(matches!(both(s(Primary, UpToDate, ids(0x100, 0), 0), s(Secondary, Failed, ids(0x100, 0), 0), P), Decision::Refuse(_)));
+    }
+
+    #[test]
+    fn interrupted_target_resumes_with_a_bitmap_sync() {
+        // The source made sync id 0x700 (its bitmap id) and the target took it as current.
+        let src = s(Primary, UpToDate, GenIds { current: 0x201, bitmap: 0x700, history: [0x100, 0] }, 40);
+        let tgt = s(Secondary, Inconsistent, GenIds { current: 0x700, bitmap: 0, history: [0, 0] }, 0);
+        assert_eq!(both(src, tgt, P), Decision::Source { full: false });
     }
 }

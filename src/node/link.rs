@@ -25,6 +25,7 @@ pub enum LinkError {
 pub struct PeerLink {
     tx: mpsc::Sender<Message>,
     pending: Mutex<HashMap<u64, oneshot::Sender<i32>>>,
+    digests: Mutex<HashMap<u64, oneshot::Sender<[u8; 32]>>>,
     next_id: AtomicU64,
     /// Cancelled when the link is lost or closed.
     pub closed: CancellationToken,
@@ -32,7 +33,7 @@ pub struct PeerLink {
 
 impl PeerLink {
     pub fn new(tx: mpsc::Sender<Message>) -> Self {
-        PeerLink { tx, pending: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1), closed: CancellationToken::new() }
+        PeerLink { tx, pending: Mutex::new(HashMap::new()), digests: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1), closed: CancellationToken::new() }
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<i32>>> {
@@ -64,6 +65,30 @@ impl PeerLink {
         }
     }
 
+    /// Sends a verify request built from a fresh id and waits for the digest.
+    pub async fn request_digest(&self, make: impl FnOnce(u64) -> Message) -> Result<[u8; 32], LinkError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        if self.closed.is_cancelled() {
+            return Err(LinkError::Lost);
+        }
+        self.digests.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        if self.tx.send(make(id)).await.is_err() {
+            return Err(LinkError::Lost);
+        }
+        tokio::select! {
+            r = rx => r.map_err(|_| LinkError::Lost),
+            _ = self.closed.cancelled() => Err(LinkError::Lost),
+        }
+    }
+
+    /// Delivers a digest from the peer.
+    pub fn complete_digest(&self, id: u64, digest: [u8; 32]) {
+        if let Some(tx) = self.digests.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
+            let _ = tx.send(digest);
+        }
+    }
+
     /// Sends a message that needs no acknowledgement.
     pub async fn send(&self, msg: Message) -> Result<(), LinkError> {
         self.tx.send(msg).await.map_err(|_| LinkError::Lost)
@@ -80,6 +105,7 @@ impl PeerLink {
     pub fn close(&self) {
         self.closed.cancel();
         self.pending().clear();
+        self.digests.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Requests waiting for an acknowledgement.

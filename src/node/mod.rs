@@ -2,9 +2,9 @@
 //!
 //! - [`state`]: roles, disk and connection states, the promotion rules (pure).
 //! - [`ranges`]: range locks that keep overlapping writes ordered.
-//! - [`dirty`]: the in-memory out-of-sync map.
 //! - [`device`]: the replicated block device the NBD server serves (the write path).
-//! - [`runtime`]: the [`Node`] itself: startup, control commands, status.
+//! - [`runtime`]: the [`Node`] itself: startup, metadata, status.
+//! - [`commands`]: the control commands (promote, demote, connect, invalidate, verify).
 //! - [`counters`]: byte counters.
 //! - [`decide`]: the sync decision at connect (pure).
 //! - [`genid`]: DRBD-style generation ids and their decision table (pure).
@@ -15,10 +15,10 @@
 //! - [`resync`]: copying out-of-sync regions to the peer.
 
 pub mod apply;
+pub mod commands;
 pub mod counters;
 pub mod decide;
 pub mod device;
-pub mod dirty;
 pub mod genid;
 pub mod link;
 pub mod peer;

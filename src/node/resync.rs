@@ -28,15 +28,19 @@ pub const RUN_BITS: u64 = 256;
 /// Copies in flight at once.
 const WINDOW: usize = 16;
 
-pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>) {
-    let total = node.dirty().dirty_bytes();
+/// Copies every out-of-sync region to the peer. The caller made the sync id
+/// (and persisted it); the target learns our ids from the `State` frame
+/// sent first, and takes `sync_id` as its current generation.
+pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, sync_id: u64) {
+    let total = node.out_of_sync_bytes();
     node.sync_begin(SyncSide::Source, total);
     tracing::info!(total_bytes = total, "resync started (this node is the source)");
-    if link.send(Message::SyncStart { total_bytes: total, source_uuid: 0 }).await.is_err() {
+    let state = super::session::local_state_frame(&node);
+    if link.send(state).await.is_err() || link.send(Message::SyncStart { total_bytes: total, source_uuid: sync_id }).await.is_err() {
         return;
     }
     let window = Arc::new(Semaphore::new(WINDOW));
-    let granule = node.dirty().granule();
+    let granule = node.meta().bitmap().granularity();
     let rate = node.cfg.resource.resync_rate;
     let started = Instant::now();
     let mut sent_data = 0u64;
@@ -45,12 +49,12 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>) {
         if link.closed.is_cancelled() {
             break;
         }
-        let next = node.dirty().next_run(bit, RUN_BITS);
+        let next = node.meta().bitmap().next_run(bit, RUN_BITS);
         let Some((offset, len)) = next else {
             // End of a pass: wait for the copies in flight, then look again
             // (a write the peer failed may have set bits behind us).
             drop(window.acquire_many(WINDOW as u32).await);
-            if link.closed.is_cancelled() || node.dirty().count() == 0 {
+            if link.closed.is_cancelled() || node.meta().bitmap().count() == 0 {
                 break;
             }
             bit = 0;
@@ -69,7 +73,7 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>) {
         let (len, hole) = match data_at {
             Some(d) if d < offset + len => (len, false),
             _ => {
-                let run_end = node.dirty().next_run(offset / granule, u64::MAX).map_or(offset + len, |(o, l)| o + l);
+                let run_end = node.meta().bitmap().next_run(offset / granule, u64::MAX).map_or(offset + len, |(o, l)| o + l);
                 let hole_end = data_at.map_or(run_end, |d| (d - d % granule).max(offset + len));
                 (hole_end.min(run_end) - offset, true)
             }
@@ -97,7 +101,7 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>) {
             };
             match r {
                 Ok(()) => {
-                    node2.dirty().clear_range(offset, len);
+                    let _ = node2.meta().bitmap_mut().clear_range(offset, len);
                     if !hole {
                         AtomicCounters::add(&node2.counters.resync_sent_bytes, len);
                     }
@@ -113,10 +117,19 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>) {
     }
     if link.closed.is_cancelled() {
         node.sync_end();
-        tracing::warn!("resync interrupted; {} bytes still out of sync", node.dirty().dirty_bytes());
+        tracing::warn!("resync interrupted; {} bytes still out of sync", node.out_of_sync_bytes());
         return;
     }
     if link.send(Message::SyncDone).await.is_ok() {
+        node.persist(|m| {
+            let mut ids = m.gen_ids();
+            ids.finish_sync_as_source();
+            m.set_gen_ids(ids);
+            let mut f = m.flags();
+            f.crashed_primary = false;
+            m.set_flags(f);
+            let _ = m.flush_bitmap();
+        });
         {
             let mut st = node.state();
             st.syncing = None;

@@ -1,25 +1,26 @@
-//! The node: owns the store, the state, the NBD clients and the peer link,
-//! and answers control commands.
+//! The node: owns the store, the metadata, the state, the NBD clients and
+//! the peer link. Control commands are in [`super::commands`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
-
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, NodeConfig};
-use crate::control::{self, PeerStatus, Request, Response, Status};
+use crate::control::{self, PeerStatus, Status};
 use crate::device::ClientRegistry;
+use crate::meta::{self, ActivityLog, CreateParams, Meta, MetaError};
 use crate::store::Store;
 
+use super::commands::NodeControl;
 use super::counters::AtomicCounters;
-use super::dirty::DirtyMap;
-use super::ranges::RangeLocks;
+use super::genid::GenIds;
 use super::link::PeerLink;
-use super::state::{Connection, Disk, NodeState, Role, SyncSide};
+use super::ranges::RangeLocks;
+use super::state::{Disk, NodeState, Role, SyncSide};
 use super::{NodeDevice, NodeGate};
 
 /// Why the node could not start.
@@ -27,12 +28,13 @@ use super::{NodeDevice, NodeGate};
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] crate::store::OpenError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("{0}")]
+    Refused(String),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
 }
-
-/// Bitmap granularity: bytes per out-of-sync bit.
-pub const GRANULE: u64 = 4096;
 
 /// One node of the resource.
 pub struct Node {
@@ -41,15 +43,20 @@ pub struct Node {
     pub peer_cfg: NodeConfig,
     pub store: Arc<Store>,
     state: Mutex<NodeState>,
+    meta: Mutex<Meta>,
+    /// The activity log (Primary write path); a tokio mutex because a
+    /// transaction is made durable while it is held.
+    pub al: tokio::sync::Mutex<ActivityLog>,
     pub clients: ClientRegistry,
     pub counters: AtomicCounters,
     pub ranges: RangeLocks,
-    dirty: Mutex<DirtyMap>,
     link: Mutex<Option<Arc<PeerLink>>>,
     sync: Mutex<Option<SyncProgress>>,
+    /// The peer's generation ids as last sent (session start, sync start).
+    peer_ids: Mutex<GenIds>,
     discard_my_data: AtomicBool,
     /// A promotion is waiting for the peer's consent.
-    promoting: AtomicBool,
+    pub(super) promoting: AtomicBool,
     /// Woken on every state change (connector, waiters).
     pub wake: Notify,
     pub shutdown: CancellationToken,
@@ -65,25 +72,95 @@ pub struct SyncProgress {
     pub started: Instant,
 }
 
+fn disk_from_meta(d: meta::DiskState) -> Disk {
+    match d {
+        meta::DiskState::UpToDate => Disk::UpToDate,
+        meta::DiskState::Consistent => Disk::Consistent,
+        meta::DiskState::Outdated => Disk::Outdated,
+        meta::DiskState::Inconsistent => Disk::Inconsistent,
+    }
+}
+
+fn disk_to_meta(d: Disk) -> Option<meta::DiskState> {
+    Some(match d {
+        Disk::UpToDate => meta::DiskState::UpToDate,
+        Disk::Consistent => meta::DiskState::Consistent,
+        Disk::Outdated => meta::DiskState::Outdated,
+        Disk::Inconsistent => meta::DiskState::Inconsistent,
+        Disk::Failed => return None,
+    })
+}
+
+fn create_dir_of(p: &std::path::Path) -> Result<(), StartError> {
+    match p.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).map_err(|source| StartError::Io { what: format!("{}: create directory", dir.display()), source })
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Node {
-    /// Opens the backing file and metadata; does not start serving.
+    /// Opens the backing file and the metadata (created if missing); does
+    /// not start serving. Metadata that fails its checks refuses the start.
     pub fn open(cfg: Config, me: NodeConfig) -> Result<Arc<Node>, StartError> {
         let peer_cfg = cfg.peer_of(&me.name).clone();
-        if let Some(dir) = me.backing.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|source| StartError::Io { what: format!("{}: create directory", dir.display()), source })?;
-            }
-        }
+        create_dir_of(&me.backing)?;
+        create_dir_of(&me.meta)?;
         let store = Arc::new(Store::open(&me.backing, cfg.resource.size, cfg.resource.grow)?);
         let size = store.size();
+        let mut meta = if me.meta.exists() {
+            let m = Meta::open(&me.meta)?;
+            m.check_device_size(size)?;
+            let st = m.state();
+            if st.node_name != me.name || st.peer_name != peer_cfg.name {
+                return Err(StartError::Refused(format!(
+                    "{}: the metadata belongs to node `{}` (peer `{}`), not `{}` (peer `{}`)",
+                    me.meta.display(),
+                    st.node_name,
+                    st.peer_name,
+                    me.name,
+                    peer_cfg.name
+                )));
+            }
+            m
+        } else {
+            let mut p = CreateParams::new(size, &me.name, &peer_cfg.name);
+            p.al_slots = cfg.resource.al_extents;
+            tracing::info!(path = %me.meta.display(), "creating metadata");
+            Meta::create(&me.meta, &p)?
+        };
+        let mut flags = meta.flags();
+        let crashed = flags.primary && !flags.al_clean;
+        if crashed {
+            let n = meta.mark_al_out_of_sync()?;
+            tracing::warn!(bits = n, "this node was Primary and did not stop cleanly: the activity log's extents are marked out of sync");
+            flags.crashed_primary = true;
+        }
+        // A node (re)started alone cannot know it is current: UpToDate -> Consistent.
+        let mut disk = disk_from_meta(meta.disk_state());
+        if disk == Disk::UpToDate {
+            disk = Disk::Consistent;
+        }
+        flags.primary = false;
+        flags.al_clean = false;
+        meta.set_flags(flags);
+        if let Some(d) = disk_to_meta(disk) {
+            meta.set_disk_state(d);
+        }
+        meta.persist_header()?;
+        let al = meta.activity_log();
+        tracing::info!(disk = %disk, out_of_sync_bytes = meta.bitmap().out_of_sync_bytes(), ids = ?meta.gen_ids(), "metadata loaded");
         Ok(Arc::new(Node {
-            state: Mutex::new(NodeState::new(Disk::Inconsistent)),
+            state: Mutex::new(NodeState::new(disk)),
+            meta: Mutex::new(meta),
+            al: tokio::sync::Mutex::new(al),
             clients: ClientRegistry::new(),
             counters: AtomicCounters::default(),
             ranges: RangeLocks::new(),
-            dirty: Mutex::new(DirtyMap::new(size, GRANULE)),
             link: Mutex::new(None),
             sync: Mutex::new(None),
+            peer_ids: Mutex::new(GenIds::default()),
             discard_my_data: AtomicBool::new(false),
             promoting: AtomicBool::new(false),
             wake: Notify::new(),
@@ -100,13 +177,47 @@ impl Node {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn dirty(&self) -> MutexGuard<'_, DirtyMap> {
-        self.dirty.lock().unwrap_or_else(|p| p.into_inner())
+    /// The metadata (bitmap, ids, flags). Hold it briefly.
+    pub fn meta(&self) -> MutexGuard<'_, Meta> {
+        self.meta.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `f` to the metadata and makes the header durable.
+    pub fn persist(&self, f: impl FnOnce(&mut Meta)) {
+        let mut m = self.meta();
+        f(&mut m);
+        if let Err(e) = m.persist_header() {
+            tracing::error!("cannot write metadata: {e}");
+        }
+    }
+
+    /// Sets the disk state, in memory and on disk.
+    pub fn set_disk(&self, d: Disk) {
+        self.state().disk = d;
+        if let Some(md) = disk_to_meta(d) {
+            self.persist(|m| m.set_disk_state(md));
+        }
+    }
+
+    pub fn gen_ids(&self) -> GenIds {
+        self.meta().gen_ids()
+    }
+
+    pub fn peer_ids(&self) -> GenIds {
+        *self.peer_ids.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_peer_ids(&self, ids: GenIds) {
+        *self.peer_ids.lock().unwrap_or_else(|p| p.into_inner()) = ids;
     }
 
     /// Records that `[offset, offset+len)` may now differ from the peer.
     pub fn mark_out_of_sync(&self, offset: u64, len: u64) {
-        self.dirty().set_range(offset, len);
+        let _ = self.meta().bitmap_mut().set_range(offset, len);
+    }
+
+    pub fn out_of_sync_bytes(&self) -> u64 {
+        self.meta().bitmap().out_of_sync_bytes()
     }
 
     /// The live peer link, if connected.
@@ -119,30 +230,31 @@ impl Node {
     }
 
     /// The session ended: forget the link; waiting writes complete locally.
+    /// A Primary that loses its peer starts a new data generation.
     pub fn link_lost(&self) {
-        if let Some(l) = self.link.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let had = self.link.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(l) = &had {
             l.close();
         }
-        self.state().on_peer_lost();
+        let primary = {
+            let mut st = self.state();
+            let was_target = st.syncing == Some(SyncSide::Target);
+            st.on_peer_lost();
+            if was_target {
+                tracing::warn!("resync interrupted: this disk stays inconsistent until it resumes");
+            }
+            st.role == Role::Primary
+        };
+        if had.is_some() && primary {
+            self.persist(|m| {
+                let mut ids = m.gen_ids();
+                ids.new_current(true);
+                m.set_gen_ids(ids);
+            });
+            tracing::warn!("peer lost: going on alone; changed regions are recorded for the resync");
+        }
         self.sync_end();
         self.changed();
-    }
-
-    /// After a forced promotion while connected to a peer without usable
-    /// data: copy everything to it (holes skipped).
-    fn start_initial_sync(self: &Arc<Self>) {
-        let Some(link) = self.link() else { return };
-        {
-            let mut st = self.state();
-            let peer_incomplete = st.peer.is_some_and(|p| !p.disk.is_complete());
-            if st.syncing.is_some() || st.disk != Disk::UpToDate || !peer_incomplete {
-                return;
-            }
-            st.syncing = Some(SyncSide::Source);
-            self.dirty().set_all();
-        }
-        tracing::warn!("full sync to the peer: its disk has no usable base (holes are skipped)");
-        self.tasks.spawn(super::resync::run_source(self.clone(), link));
     }
 
     /// Something changed: wake the connector and waiters.
@@ -152,7 +264,10 @@ impl Node {
 
     /// Tells the peer our role and disk state (if connected).
     pub fn announce_state(&self) {
-        let Some(link) = self.link() else { return };
+        let Some(link) = self.link() else {
+            self.changed();
+            return;
+        };
         let (role, disk) = {
             let st = self.state();
             (super::session::to_wire_role(st.role), super::session::to_wire_disk(st.disk))
@@ -207,16 +322,13 @@ impl Node {
         Some(sha2::Sha256::digest(&data).into())
     }
 
-    /// The peer's digest for a verify request (see `verify`).
-    pub fn verify_reply(&self, _id: u64, _offset: u64, _len: u32, _digest: [u8; 32]) {}
-
     /// The gate and device the NBD server uses.
     pub fn gate(self: &Arc<Self>) -> Arc<NodeGate> {
         Arc::new(NodeGate::new(Arc::new(NodeDevice::new(self.clone()))))
     }
 
-    /// Runs the NBD listener and the control socket until shutdown; then
-    /// waits for in-flight requests and makes the data durable.
+    /// Runs the NBD listener, the peer link and the control socket until
+    /// shutdown; then waits for in-flight requests and persists everything.
     pub async fn run(self: Arc<Self>) -> Result<(), StartError> {
         let listener = crate::nbd::bind(&self.me.nbd)
             .await
@@ -225,6 +337,7 @@ impl Node {
             .await
             .map_err(|source| StartError::Io { what: format!("replication address {}", self.me.replication), source })?;
         self.tasks.spawn(super::peer::run(self.clone(), peer_listener));
+        self.tasks.spawn(flush_bitmap_periodically(self.clone()));
         let gate = self.gate();
         let opts = crate::nbd::ServerOptions { max_clients: self.cfg.resource.max_clients as usize, ..Default::default() };
         let nbd = tokio::spawn(crate::nbd::serve(listener, gate, opts, self.shutdown.clone()));
@@ -232,11 +345,12 @@ impl Node {
         let me = self.clone();
         let ctl = tokio::spawn(async move { control::serve(&ctl_path, Arc::new(NodeControl(me.clone())), me.shutdown.clone()).await });
         tracing::info!(node = %self.me.name, resource = %self.cfg.resource.name, nbd = %self.me.nbd, control = %self.me.control.display(), "node started");
-        // A listener that fails to start ends the node at once.
+        // A control socket that fails to start ends the node at once.
         tokio::select! {
             _ = self.shutdown.cancelled() => {}
-            r = async { tokio::time::sleep(Duration::from_millis(50)).await; ctl_finished(&ctl).await } => {
+            r = ctl_finished(&ctl) => {
                 self.shutdown.cancel();
+                let _ = nbd.await;
                 return Err(StartError::Io { what: format!("control socket {}", self.me.control.display()), source: r });
             }
         }
@@ -244,10 +358,18 @@ impl Node {
         let _ = ctl.await;
         self.tasks.close();
         self.tasks.wait().await;
-        let s = self.store.clone();
-        crate::device::blocking(move || s.sync())
-            .await
-            .map_err(|source| StartError::Io { what: "final flush".into(), source })?;
+        let me = self.clone();
+        crate::device::blocking(move || {
+            me.store.sync()?;
+            let mut m = me.meta();
+            m.flush_bitmap().map_err(std::io::Error::other)?;
+            let mut f = m.flags();
+            f.al_clean = true;
+            m.set_flags(f);
+            m.persist_header().map_err(std::io::Error::other)
+        })
+        .await
+        .map_err(|source| StartError::Io { what: "final flush".into(), source })?;
         tracing::info!("node stopped cleanly");
         Ok(())
     }
@@ -259,6 +381,7 @@ impl Node {
             Some(p) => (p.role.to_string(), p.disk.to_string()),
             None => ("unknown".into(), "unknown".into()),
         };
+        let sync = self.sync_status();
         Status {
             resource: self.cfg.resource.name.clone(),
             node: self.me.name.clone(),
@@ -268,122 +391,29 @@ impl Node {
             connection: st.connection,
             split_brain: st.split_brain,
             peer: PeerStatus { node: self.peer_cfg.name.clone(), role: peer_role, disk: peer_disk },
-            out_of_sync_bytes: match self.sync_status() {
+            out_of_sync_bytes: match &sync {
                 Some(sy) if sy.direction == SyncSide::Target => sy.total_bytes - sy.done_bytes,
-                _ => self.dirty().dirty_bytes(),
+                _ => self.out_of_sync_bytes(),
             },
-            sync: self.sync_status(),
+            sync,
             nbd_clients: self.clients.count() as u64,
             counters: self.counters.snapshot(),
             nbd_uri: self.me.nbd.uri(&self.cfg.resource.name),
             pid: std::process::id(),
         }
     }
+}
 
-    async fn promote(self: &Arc<Self>, force: bool) -> Response {
-        {
-            let st = self.state();
-            if st.role == Role::Primary {
-                return Response::ok("already primary");
-            }
-            if let Err(e) = st.check_promote(force) {
-                return Response::refused(e.0);
-            }
+/// Writes changed bitmap pages back once a second, so a crash loses little
+/// of a running resync's progress (the activity log covers the rest).
+async fn flush_bitmap_periodically(node: Arc<Node>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = node.shutdown.cancelled() => return,
         }
-        // While connected, the peer must agree first (two Primaries at once
-        // cannot happen while connected).
-        if let Some(link) = self.link() {
-            self.promoting.store(true, Ordering::SeqCst);
-            let r = link.request(|id| crate::repl::Message::RoleRequest { id }).await;
-            self.promoting.store(false, Ordering::SeqCst);
-            match r {
-                Ok(()) => {}
-                Err(super::link::LinkError::Peer(_)) => {
-                    self.announce_state();
-                    return Response::refused("the peer is Primary or is being promoted; demote it first");
-                }
-                Err(super::link::LinkError::Lost) => tracing::warn!("peer link lost during promotion; promoting alone"),
-            }
-        }
-        let mut st = self.state();
-        if let Err(e) = st.check_promote(force) {
-            drop(st);
-            self.announce_state();
-            return Response::refused(e.0);
-        }
-        if force && st.disk != Disk::UpToDate {
-            tracing::warn!(was = %st.disk, "forced promotion: this node's data is declared authoritative");
-            st.disk = Disk::UpToDate;
-        }
-        st.role = Role::Primary;
-        drop(st);
-        tracing::info!("role: primary");
-        self.announce_state();
-        self.start_initial_sync();
-        Response::ok("primary")
-    }
-
-    /// The peer asks to become Primary: grant unless this node is Primary or
-    /// is itself promoting and wins the tie (its name sorts first).
-    pub fn grant_role_request(&self) -> bool {
-        let mut st = self.state();
-        if st.role == Role::Primary {
-            return false;
-        }
-        if self.promoting.load(Ordering::SeqCst) && self.me.name < self.peer_cfg.name {
-            return false;
-        }
-        if let Some(p) = st.peer.as_mut() {
-            p.role = Role::Primary;
-        }
-        true
-    }
-
-    async fn demote(&self, force: bool) -> Response {
-        {
-            let st = self.state();
-            if st.role == Role::Secondary {
-                return Response::ok("already secondary");
-            }
-            if let Err(e) = st.check_demote(force, self.clients.count()) {
-                return Response::refused(e.0);
-            }
-        }
-        // Stop accepting I/O first, then drop the clients and make what they wrote durable.
-        self.state().role = Role::Secondary;
-        self.clients.drop_all();
-        let s = self.store.clone();
-        if let Err(e) = crate::device::blocking(move || s.sync()).await {
-            return Response::refused(format!("flush before demotion failed: {e}"));
-        }
-        tracing::info!("role: secondary");
-        self.announce_state();
-        Response::ok("secondary")
-    }
-
-    fn disconnect(&self) -> Response {
-        self.state().connection = Connection::Standalone;
-        if let Some(l) = self.link() {
-            l.close();
-        }
-        self.changed();
-        Response::ok("standalone")
-    }
-
-    fn connect(&self, discard_my_data: bool) -> Response {
-        let mut st = self.state();
-        if discard_my_data {
-            if st.role == Role::Primary {
-                return Response::refused("a Primary cannot discard its data; demote it first");
-            }
-            self.set_discard_my_data(true);
-        }
-        if st.connection == Connection::Standalone {
-            st.connection = Connection::Connecting;
-        }
-        drop(st);
-        self.changed();
-        Response::ok("connecting")
+        let n = node.clone();
+        let _ = crate::device::blocking(move || n.meta().flush_bitmap().map_err(std::io::Error::other)).await;
     }
 }
 
@@ -396,19 +426,8 @@ async fn ctl_finished(h: &tokio::task::JoinHandle<std::io::Result<()>>) -> std::
     }
 }
 
-/// The control-socket face of a node.
-pub struct NodeControl(pub Arc<Node>);
-
-impl control::Handler for NodeControl {
-    async fn handle(&self, req: Request) -> Response {
-        let node = &self.0;
-        match req {
-            Request::Status => Response::Status { ok: true, status: Box::new(node.status()) },
-            Request::Primary { force } => node.promote(force).await,
-            Request::Secondary { force } => node.demote(force).await,
-            Request::Disconnect => node.disconnect(),
-            Request::Connect { discard_my_data } => node.connect(discard_my_data),
-            Request::Invalidate | Request::Verify => Response::refused("not connected to the peer"),
-        }
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.meta.get_mut().map(|m| m.flush_bitmap());
     }
 }

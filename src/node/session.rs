@@ -17,9 +17,9 @@ use crate::repl::{self, bitmap_chunks, Message};
 
 use super::apply;
 use super::decide::{decide, Decision, Side};
+use super::genid::GenIds;
 use super::link::PeerLink;
 use super::peer::Link;
-use super::resync;
 use super::runtime::Node;
 use super::state::{Connection, Disk, PeerView, Role, SyncSide};
 
@@ -80,17 +80,25 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
     // 1. Exchange state and bitmaps (each side sends first, then reads).
     let (local_state, words, bits) = {
         let st = node.state();
-        let dirty = node.dirty();
+        let m = node.meta();
+        let ids = m.gen_ids();
+        let mut flags = 0;
+        if node.discard_my_data() {
+            flags |= repl::types::STATE_DISCARD_MY_DATA;
+        }
+        if m.flags().crashed_primary {
+            flags |= repl::types::STATE_CRASHED_PRIMARY;
+        }
         let ns = repl::NodeState {
             role: to_wire_role(st.role),
             disk: to_wire_disk(st.disk),
-            flags: if node.discard_my_data() { repl::types::STATE_DISCARD_MY_DATA } else { 0 },
-            current_uuid: 0,
-            bitmap_uuid: 0,
-            history_uuids: [0, 0],
-            dirty_bits: dirty.count(),
+            flags,
+            current_uuid: ids.current,
+            bitmap_uuid: ids.bitmap,
+            history_uuids: ids.history,
+            dirty_bits: m.bitmap().count(),
         };
-        (ns, dirty.words().to_vec(), dirty.bits())
+        (ns, m.bitmap().words(), m.bitmap().bits())
     };
     let sent = async {
         sink.send(Message::State(local_state)).await?;
@@ -138,21 +146,14 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
     }
 
     // 2. Decide.
+    let peer_ids = ids_of(&peer_state);
+    node.set_peer_ids(peer_ids);
     let peer_view = PeerView { role: from_wire_role(peer_state.role), disk: from_wire_disk(peer_state.disk) };
-    let local = Side {
-        role: from_wire_role(local_state.role),
-        disk: from_wire_disk(local_state.disk),
-        dirty: local_state.dirty_bits > 0,
-        discard_my_data: local_state.flags & repl::types::STATE_DISCARD_MY_DATA != 0,
-    };
-    let peer = Side {
-        role: peer_view.role,
-        disk: peer_view.disk,
-        dirty: peer_state.dirty_bits > 0,
-        discard_my_data: peer_state.flags & repl::types::STATE_DISCARD_MY_DATA != 0,
-    };
-    let decision = decide(local, peer);
-    tracing::info!(?decision, ?local, ?peer, "connected to peer");
+    let local = side_of(&local_state);
+    let peer = side_of(&peer_state);
+    let outcome = decide(local, peer, node.cfg.resource.after_split_brain, node.me.name < node.peer_cfg.name);
+    let decision = outcome.decision.clone();
+    tracing::info!(?decision, rule = outcome.rule, local = ?local, peer = ?peer, "connected to peer");
     match &decision {
         Decision::SplitBrain => {
             tracing::error!("split brain: both nodes changed data while apart; nothing is copied. Resolve with `repctl connect --discard-my-data` on the node whose changes are to be dropped");
@@ -173,6 +174,14 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
         }
         _ => {}
     }
+    if let Some(fix) = outcome.fixup {
+        tracing::info!(?fix, "correcting generation ids");
+        node.persist(|m| {
+            let mut ids = m.gen_ids();
+            ids.apply(fix);
+            m.set_gen_ids(ids);
+        });
+    }
 
     // 3. Install the link: from here on writes are mirrored.
     let (tx, rx) = mpsc::channel(QUEUE);
@@ -184,36 +193,43 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
         st.split_brain = false;
         st.peer = Some(peer_view);
         match decision {
-            Decision::Source { full } => {
+            Decision::Source { .. } => {
                 st.syncing = Some(SyncSide::Source);
-                let mut d = node.dirty();
-                d.merge_words(&peer_words);
-                if full {
-                    tracing::warn!("full sync to the peer: its disk has no usable base (holes are skipped)");
-                    d.set_all();
-                }
+                let _ = node.meta().bitmap_mut().union_words(&peer_words);
             }
             Decision::Target { full } => {
                 st.syncing = Some(SyncSide::Target);
-                st.disk = Disk::Inconsistent;
                 if full {
                     tracing::warn!("full sync from the peer: this disk has no usable base");
-                }
-            }
-            Decision::InSync => {
-                if st.disk.is_complete() && peer_view.disk.is_complete() {
-                    st.disk = Disk::UpToDate;
                 }
             }
             _ => {}
         }
         node.set_link(Some(plink.clone()));
     }
+    match decision {
+        Decision::InSync => {
+            let complete = node.state().disk.is_complete() && peer_view.disk.is_complete();
+            node.persist(|m| {
+                let mut f = m.flags();
+                f.crashed_primary = false;
+                m.set_flags(f);
+            });
+            if complete {
+                node.set_disk(Disk::UpToDate);
+            }
+        }
+        Decision::Target { .. } => node.set_disk(Disk::Inconsistent),
+        _ => {}
+    }
     node.changed();
 
     let writer = tokio::spawn(writer(node.clone(), sink, rx, plink.clone()));
-    if matches!(decision, Decision::Source { .. }) {
-        node.tasks.spawn(resync::run_source(node.clone(), plink.clone()));
+    if let Decision::Source { full } = decision {
+        if full {
+            tracing::warn!("full sync to the peer: its disk has no usable base (holes are skipped)");
+        }
+        node.begin_resync_source(plink.clone(), full);
     }
     // The target's disk state went Inconsistent: tell the peer.
     if matches!(decision, Decision::Target { .. }) {
@@ -288,4 +304,35 @@ async fn writer(node: Arc<Node>, mut sink: futures::stream::SplitSink<Link, Mess
     }
     link.close();
     let _ = sink.close().await;
+}
+
+fn ids_of(s: &repl::NodeState) -> GenIds {
+    GenIds { current: s.current_uuid, bitmap: s.bitmap_uuid, history: s.history_uuids }
+}
+
+fn side_of(s: &repl::NodeState) -> Side {
+    Side {
+        role: from_wire_role(s.role),
+        disk: from_wire_disk(s.disk),
+        ids: ids_of(s),
+        dirty_bits: s.dirty_bits,
+        crashed_primary: s.flags & repl::types::STATE_CRASHED_PRIMARY != 0,
+        discard_my_data: s.flags & repl::types::STATE_DISCARD_MY_DATA != 0,
+    }
+}
+
+/// The local state frame (used at session start and at a sync start).
+pub fn local_state_frame(node: &Node) -> Message {
+    let st = node.state();
+    let m = node.meta();
+    let ids = m.gen_ids();
+    Message::State(repl::NodeState {
+        role: to_wire_role(st.role),
+        disk: to_wire_disk(st.disk),
+        flags: 0,
+        current_uuid: ids.current,
+        bitmap_uuid: ids.bitmap,
+        history_uuids: ids.history,
+        dirty_bits: m.bitmap().count(),
+    })
 }

@@ -1,0 +1,276 @@
+//! Control commands: each checks the pure rules in [`super::state`], then
+//! changes state, metadata and the peer link.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::control::{self, Request, Response};
+use crate::repl::Message;
+
+use super::genid::GenIds;
+use super::link::LinkError;
+use super::runtime::Node;
+use super::state::{Connection, Disk, Role, SyncSide};
+
+/// Bytes compared per verify request.
+const VERIFY_CHUNK: u32 = 256 * 1024;
+
+impl Node {
+    pub(super) async fn promote(self: &Arc<Self>, force: bool) -> Response {
+        {
+            let st = self.state();
+            if st.role == Role::Primary {
+                return Response::ok("already primary");
+            }
+            if let Err(e) = st.check_promote(force) {
+                return Response::refused(e.0);
+            }
+        }
+        // While connected, the peer must agree first (two Primaries at once
+        // cannot happen while connected).
+        let link = self.link();
+        if let Some(link) = &link {
+            self.promoting.store(true, Ordering::SeqCst);
+            let r = link.request(|id| Message::RoleRequest { id }).await;
+            self.promoting.store(false, Ordering::SeqCst);
+            match r {
+                Ok(()) => {}
+                Err(LinkError::Peer(_)) => {
+                    self.announce_state();
+                    return Response::refused("the peer is Primary or is being promoted; demote it first");
+                }
+                Err(LinkError::Lost) => tracing::warn!("peer link lost during promotion; promoting alone"),
+            }
+        }
+        let connected = self.link().is_some();
+        {
+            let mut st = self.state();
+            if let Err(e) = st.check_promote(force) {
+                drop(st);
+                self.announce_state();
+                return Response::refused(e.0);
+            }
+            st.role = Role::Primary;
+        }
+        let forced = force && self.state().disk != Disk::UpToDate;
+        if forced {
+            tracing::warn!(was = %self.state().disk, "forced promotion: this node's data is declared authoritative");
+        }
+        // Generation ids: a node that becomes Primary while disconnected starts a new generation.
+        self.persist(|m| {
+            let mut ids = m.gen_ids();
+            if connected && !forced {
+                ids.set_primary_bit(true);
+            } else {
+                ids.new_current(true);
+            }
+            m.set_gen_ids(ids);
+            let mut f = m.flags();
+            f.primary = true;
+            f.al_clean = false;
+            m.set_flags(f);
+        });
+        if forced {
+            self.set_disk(Disk::UpToDate);
+        } else if self.state().disk == Disk::Consistent {
+            // Promoted against a peer with older data: this data is current now.
+            self.set_disk(Disk::UpToDate);
+        }
+        tracing::info!("role: primary");
+        self.announce_state();
+        self.start_initial_sync();
+        Response::ok("primary")
+    }
+
+    /// After a forced promotion while connected to a peer without usable
+    /// data: copy everything to it (holes skipped).
+    fn start_initial_sync(self: &Arc<Self>) {
+        let Some(link) = self.link() else { return };
+        {
+            let st = self.state();
+            let peer_incomplete = st.peer.is_some_and(|p| !p.disk.is_complete());
+            if st.syncing.is_some() || st.disk != Disk::UpToDate || !peer_incomplete {
+                return;
+            }
+        }
+        tracing::warn!("full sync to the peer: its disk has no usable base (holes are skipped)");
+        self.begin_resync_source(link, true);
+    }
+
+    /// Starts a resync with this node as the source: new sync id (persisted),
+    /// every bit set for a full sync, then the copy task.
+    pub fn begin_resync_source(self: &Arc<Self>, link: Arc<super::link::PeerLink>, full: bool) {
+        self.state().syncing = Some(SyncSide::Source);
+        let sync_id = {
+            let mut m = self.meta();
+            if full {
+                m.bitmap_mut().set_all();
+            }
+            let mut ids = m.gen_ids();
+            let id = ids.start_sync_as_source(rand::random());
+            m.set_gen_ids(ids);
+            if let Err(e) = m.flush_bitmap().and_then(|()| m.persist_header()) {
+                tracing::error!("cannot write metadata at resync start: {e}");
+            }
+            id
+        };
+        self.tasks.spawn(super::resync::run_source(self.clone(), link, sync_id));
+    }
+
+    /// The peer asks to become Primary: grant unless this node is Primary or
+    /// is itself promoting and wins the tie (its name sorts first).
+    pub fn grant_role_request(&self) -> bool {
+        let mut st = self.state();
+        if st.role == Role::Primary {
+            return false;
+        }
+        if self.promoting.load(Ordering::SeqCst) && self.me.name < self.peer_cfg.name {
+            return false;
+        }
+        if let Some(p) = st.peer.as_mut() {
+            p.role = Role::Primary;
+        }
+        true
+    }
+
+    pub(super) async fn demote(&self, force: bool) -> Response {
+        {
+            let st = self.state();
+            if st.role == Role::Secondary {
+                return Response::ok("already secondary");
+            }
+            if let Err(e) = st.check_demote(force, self.clients.count()) {
+                return Response::refused(e.0);
+            }
+        }
+        // Stop accepting I/O first, then drop the clients and make what they wrote durable.
+        self.state().role = Role::Secondary;
+        self.clients.drop_all();
+        // Writes in flight finish under their range locks; wait for them.
+        while self.ranges.held() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let s = self.store.clone();
+        if let Err(e) = crate::device::blocking(move || s.sync()).await {
+            return Response::refused(format!("flush before demotion failed: {e}"));
+        }
+        self.persist(|m| {
+            let _ = m.flush_bitmap();
+            let mut ids = m.gen_ids();
+            ids.set_primary_bit(false);
+            m.set_gen_ids(ids);
+            let mut f = m.flags();
+            f.primary = false;
+            m.set_flags(f);
+        });
+        tracing::info!("role: secondary");
+        self.announce_state();
+        Response::ok("secondary")
+    }
+
+    pub(super) fn disconnect(&self) -> Response {
+        self.state().connection = Connection::Standalone;
+        if let Some(l) = self.link() {
+            l.close();
+        }
+        self.changed();
+        Response::ok("standalone")
+    }
+
+    pub(super) fn connect(&self, discard_my_data: bool) -> Response {
+        let mut st = self.state();
+        if discard_my_data {
+            if st.role == Role::Primary {
+                return Response::refused("a Primary cannot discard its data; demote it first");
+            }
+            self.set_discard_my_data(true);
+        }
+        if st.connection == Connection::Standalone {
+            st.connection = Connection::Connecting;
+        }
+        drop(st);
+        self.changed();
+        Response::ok("connecting")
+    }
+
+    /// Discards the local data: the next connection fully resyncs from the peer.
+    pub(super) fn invalidate(&self) -> Response {
+        {
+            let st = self.state();
+            if st.role == Role::Primary {
+                return Response::refused("a Primary cannot invalidate its data; demote it first");
+            }
+            if st.syncing.is_some() {
+                return Response::refused("a resync is running; wait for it to finish");
+            }
+        }
+        self.persist(|m| {
+            m.set_gen_ids(GenIds::just_created());
+            m.bitmap_mut().set_all();
+            let _ = m.flush_bitmap();
+        });
+        self.set_disk(Disk::Inconsistent);
+        tracing::warn!("local data invalidated: a full resync from the peer follows");
+        // Reconnect so the sync decision runs again.
+        if let Some(l) = self.link() {
+            l.close();
+        }
+        self.changed();
+        Response::ok("invalidated")
+    }
+
+    /// Online verify: compares every region's SHA-256 with the peer's under
+    /// the range lock (no false positives from writes in flight); mismatches
+    /// are marked out of sync and, when this node is UpToDate, resynced.
+    pub(super) async fn verify(self: &Arc<Self>) -> Response {
+        let Some(link) = self.link() else { return Response::refused("not connected to the peer") };
+        if self.state().syncing.is_some() {
+            return Response::refused("a resync is running; verify after it finished");
+        }
+        let started = Instant::now();
+        let size = self.store.size();
+        let mut off = 0u64;
+        let mut mismatched = 0u64;
+        while off < size {
+            let len = u64::from(VERIFY_CHUNK).min(size - off);
+            let len32 = len as u32;
+            let _guard = self.ranges.lock(off, off + len).await;
+            let (mine, theirs) = tokio::join!(self.digest(off, len32), link.request_digest(|id| Message::VerifyRequest { id, offset: off, len: len32 }));
+            let theirs = match theirs {
+                Ok(d) => d,
+                Err(_) => return Response::refused(format!("verify interrupted at byte {off}: the peer link was lost")),
+            };
+            if mine != Some(theirs) {
+                mismatched += len;
+                self.mark_out_of_sync(off, len);
+                tracing::warn!(offset = off, len, "verify: mismatch, marked out of sync");
+            }
+            off += len;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(bytes = size, mismatched, secs, "verify finished");
+        if mismatched > 0 && self.state().disk == Disk::UpToDate && self.state().syncing.is_none() {
+            self.begin_resync_source(link, false);
+        }
+        Response::ok(format!("verified {size} bytes in {secs:.1}s: {mismatched} bytes out of sync"))
+    }
+}
+
+/// The control-socket face of a node.
+pub struct NodeControl(pub Arc<Node>);
+
+impl control::Handler for NodeControl {
+    async fn handle(&self, req: Request) -> Response {
+        let node = &self.0;
+        match req {
+            Request::Status => Response::Status { ok: true, status: Box::new(node.status()) },
+            Request::Primary { force } => node.promote(force).await,
+            Request::Secondary { force } => node.demote(force).await,
+            Request::Disconnect => node.disconnect(),
+            Request::Connect { discard_my_data } => node.connect(discard_my_data),
+            Request::Invalidate => node.invalidate(),
+            Request::Verify => node.verify().await,
+        }
+    }
+}
