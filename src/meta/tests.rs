@@ -279,3 +279,4 @@ proptest! {
         prop_assert_eq!(from_runs, m.bitmap().count());
     }
 }
+

@@ -138,6 +138,11 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, sync_id: u64) {
             }
         }
         node.sync_end();
+        // The source's data is what both nodes now hold: it is current.
+        let disk = node.state().disk;
+        if disk != Disk::UpToDate && disk.is_complete() {
+            node.set_disk(Disk::UpToDate);
+        }
         tracing::info!(
             secs = started.elapsed().as_secs_f64(),
             data_bytes = sent_data,

@@ -133,8 +133,12 @@ impl Node {
         let mut flags = meta.flags();
         let crashed = flags.primary && !flags.al_clean;
         if crashed {
+            let (complete, active, last_seq) = {
+                let r = meta.al_replay();
+                (r.complete, r.active_extents().len(), r.last_seq)
+            };
             let n = meta.mark_al_out_of_sync()?;
-            tracing::warn!(bits = n, "this node was Primary and did not stop cleanly: the activity log's extents are marked out of sync");
+            tracing::warn!(bits = n, complete, active, last_seq, "this node was Primary and did not stop cleanly: the activity log's extents are marked out of sync");
             flags.crashed_primary = true;
         }
         // A node (re)started alone cannot know it is current: UpToDate -> Consistent.
@@ -193,9 +197,12 @@ impl Node {
 
     /// Sets the disk state, in memory and on disk.
     pub fn set_disk(&self, d: Disk) {
-        self.state().disk = d;
+        let changed = std::mem::replace(&mut self.state().disk, d) != d;
         if let Some(md) = disk_to_meta(d) {
             self.persist(|m| m.set_disk_state(md));
+        }
+        if changed {
+            self.announce_state();
         }
     }
 

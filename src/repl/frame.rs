@@ -21,8 +21,9 @@ use super::message::{Message, MsgType};
 pub const MAGIC: u32 = 0x5245_5044;
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 16;
-/// Largest data block in one `Write` or `SyncData` that every peer accepts.
-pub const MAX_DATA: usize = 8 << 20;
+/// Largest data block in one `Write` or `SyncData` that every peer accepts
+/// (the largest NBD request, so a client write is mirrored as one frame).
+pub const MAX_DATA: usize = 32 << 20;
 /// The default payload cap: [`MAX_DATA`] plus room for the fixed fields.
 /// Every peer must accept payloads up to this size; senders never exceed it.
 pub const DEFAULT_MAX_PAYLOAD: usize = MAX_DATA + 4096;

@@ -15,8 +15,22 @@ pub fn require(tool: &str, package: &str) {
     assert!(found, "`{tool}` is missing: install the Debian package `{package}` (tools/install-deps does)");
 }
 
+/// A port no other test of this process was given, free right now. Ports
+/// handed out by the kernel for port 0 may come back to a parallel test.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(0, 20000 + (std::process::id() % 200) as u16 * 100, Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let p = NEXT.fetch_add(1, Ordering::SeqCst);
+        if p > 60000 {
+            NEXT.store(20000, Ordering::SeqCst);
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
 }
 
 /// Polls `f` until it returns true or `secs` pass; panics with `what`.
@@ -124,9 +138,18 @@ impl Pair {
         n.child = Some(child);
         let sock = n.socket.clone();
         let name = n.name.clone();
-        wait_until(10, &format!("{name} control socket"), || {
-            Command::new(REPCTL).args(["--socket", sock.to_str().unwrap(), "status"]).output().map(|o| o.status.success()).unwrap_or(false)
-        });
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            let up = Command::new(REPCTL).args(["--socket", sock.to_str().unwrap(), "status"]).output().map(|o| o.status.success()).unwrap_or(false);
+            if up {
+                break;
+            }
+            if let Some(st) = self.nodes[i].child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("{name} exited with {st} at start\n{}", self.logs());
+            }
+            assert!(Instant::now() < end, "{name} control socket did not come up\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn kill(&mut self, i: usize, sig: i32) {
