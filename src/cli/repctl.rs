@@ -58,6 +58,8 @@ enum Cmd {
     Invalidate,
     /// Online verify: compare both nodes; mismatches become out-of-sync.
     Verify,
+    /// Stream state changes as JSON lines (first line: the current status).
+    Events,
     /// Wait until connected and both disks are UpToDate.
     WaitSync {
         /// Give up after this many seconds (exit 1).
@@ -134,6 +136,7 @@ async fn run(socket: &PathBuf, cmd: Cmd) -> i32 {
             }
         }
         Cmd::WaitSync { timeout } => return wait_sync(socket, timeout.map(Duration::from_secs)).await,
+        Cmd::Events => return events(socket).await,
         Cmd::Primary { force } => Request::Primary { force },
         Cmd::Secondary { force } => Request::Secondary { force },
         Cmd::Disconnect => Request::Disconnect,
@@ -150,6 +153,29 @@ async fn run(socket: &PathBuf, cmd: Cmd) -> i32 {
         Ok(Response::Status { .. }) => exit::FAILED,
         Err(code) => code,
     }
+}
+
+/// Copies the daemon's event lines to stdout until it goes away.
+async fn events(socket: &PathBuf) -> i32 {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut stream = match tokio::net::UnixStream::connect(socket).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("repctl: cannot reach the daemon at {}: {e}", socket.display());
+            return exit::UNREACHABLE;
+        }
+    };
+    if stream.write_all(b"{\"cmd\":\"events\"}\n").await.is_err() {
+        return exit::UNREACHABLE;
+    }
+    let mut lines = BufReader::new(stream).lines();
+    let mut out = tokio::io::stdout();
+    while let Ok(Some(l)) = lines.next_line().await {
+        if out.write_all(format!("{l}\n").as_bytes()).await.is_err() || out.flush().await.is_err() {
+            return exit::OK;
+        }
+    }
+    exit::OK
 }
 
 fn in_sync(s: &Status) -> bool {

@@ -33,6 +33,9 @@ pub enum Request {
     Invalidate,
     /// Online verify against the peer. Needs a connection.
     Verify,
+    /// Stream state-change events as JSON lines until the client hangs up.
+    /// The first line is the current status (`"event": "status"`).
+    Events,
 }
 
 /// The daemon's answer.

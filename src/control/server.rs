@@ -18,6 +18,10 @@ const MAX_LINE: u64 = 64 * 1024;
 /// What answers the requests (the node).
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: Request) -> impl Future<Output = Response> + Send;
+    /// For `events`: the first line, and a receiver of the following ones.
+    fn subscribe(&self) -> Option<(String, tokio::sync::broadcast::Receiver<String>)> {
+        None
+    }
 }
 
 /// Binds `path` (mode 0600, a stale socket file replaced) and serves until `shutdown`.
@@ -43,6 +47,13 @@ pub async fn serve<H: Handler>(path: &Path, handler: Arc<H>, shutdown: Cancellat
                     Ok(0) => return,
                     Ok(_) if !line.ends_with('\n') => Response::refused("request line too long or not terminated"),
                     Ok(_) => match serde_json::from_str::<Request>(&line) {
+                        Ok(Request::Events) => {
+                            if let Some((first, rx)) = h.subscribe() {
+                                stream_events(&mut wr, first, rx, sd).await;
+                                return;
+                            }
+                            Response::refused("events are not available")
+                        }
                         Ok(req) => h.handle(req).await,
                         Err(e) => Response::refused(format!("bad request: {e}")),
                     },
@@ -56,6 +67,26 @@ pub async fn serve<H: Handler>(path: &Path, handler: Arc<H>, shutdown: Cancellat
     }
     let _ = std::fs::remove_file(path);
     Ok(())
+}
+
+/// Writes `first`, then every event line, until the client or the daemon goes.
+async fn stream_events(wr: &mut tokio::net::unix::OwnedWriteHalf, first: String, mut rx: tokio::sync::broadcast::Receiver<String>, sd: CancellationToken) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut line = first;
+    loop {
+        line.push('\n');
+        if wr.write_all(line.as_bytes()).await.is_err() {
+            return;
+        }
+        line = tokio::select! {
+            _ = sd.cancelled() => return,
+            r = rx.recv() => match r {
+                Ok(l) => l,
+                Err(RecvError::Lagged(n)) => format!(r#"{{"event":"lagged","missed":{n}}}"#),
+                Err(RecvError::Closed) => return,
+            },
+        };
+    }
 }
 
 fn bind(path: &Path) -> io::Result<UnixListener> {

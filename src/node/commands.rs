@@ -271,6 +271,16 @@ impl control::Handler for NodeControl {
             Request::Connect { discard_my_data } => node.connect(discard_my_data),
             Request::Invalidate => node.invalidate(),
             Request::Verify => node.verify().await,
+            Request::Events => Response::refused("events are streamed by the server"),
         }
+    }
+
+    fn subscribe(&self) -> Option<(String, tokio::sync::broadcast::Receiver<String>)> {
+        let rx = self.0.events.subscribe();
+        let mut v = serde_json::to_value(self.0.status()).ok()?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("event".into(), "status".into());
+        }
+        Some((v.to_string(), rx))
     }
 }

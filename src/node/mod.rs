@@ -6,6 +6,7 @@
 //! - [`runtime`]: the [`Node`] itself: startup, metadata, status.
 //! - [`commands`]: the control commands (promote, demote, connect, invalidate, verify).
 //! - [`counters`]: byte counters.
+//! - [`events`]: state-change events (`repctl events`) and the `[handlers]` programs.
 //! - [`decide`]: the sync decision at connect (pure).
 //! - [`genid`]: DRBD-style generation ids and their decision table (pure).
 //! - [`peer`]: listening, dialing, handshake, reconnect.
@@ -19,6 +20,7 @@ pub mod commands;
 pub mod counters;
 pub mod decide;
 pub mod device;
+pub mod events;
 pub mod genid;
 pub mod link;
 pub mod peer;

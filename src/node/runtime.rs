@@ -59,6 +59,7 @@ pub struct Node {
     pub(super) promoting: AtomicBool,
     /// Woken on every state change (connector, waiters).
     pub wake: Notify,
+    pub events: super::events::Events,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
 }
@@ -168,6 +169,7 @@ impl Node {
             discard_my_data: AtomicBool::new(false),
             promoting: AtomicBool::new(false),
             wake: Notify::new(),
+            events: Default::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             cfg,
@@ -264,9 +266,21 @@ impl Node {
         self.changed();
     }
 
-    /// Something changed: wake the connector and waiters.
+    /// Something changed: wake the connector and waiters, emit events.
     pub fn changed(&self) {
         self.wake.notify_waiters();
+        let snap = {
+            let st = self.state();
+            super::events::Snapshot {
+                role: st.role,
+                disk: st.disk,
+                connection: st.connection,
+                split_brain: st.split_brain,
+                peer: st.peer.map(|p| (p.role, p.disk)),
+                syncing: st.syncing,
+            }
+        };
+        self.events.observe(&self.cfg, &self.me, &self.peer_cfg, snap);
     }
 
     /// Tells the peer our role and disk state (if connected).
@@ -308,7 +322,7 @@ impl Node {
         *self.sync.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    fn sync_status(&self) -> Option<control::SyncStatus> {
+    pub fn sync_status(&self) -> Option<control::SyncStatus> {
         let s = self.sync.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
         let secs = s.started.elapsed().as_secs_f64().max(0.001);
         let rate = (s.done as f64 / secs) as u64;
@@ -345,6 +359,7 @@ impl Node {
             .map_err(|source| StartError::Io { what: format!("replication address {}", self.me.replication), source })?;
         self.tasks.spawn(super::peer::run(self.clone(), peer_listener));
         self.tasks.spawn(flush_bitmap_periodically(self.clone()));
+        self.changed();
         let gate = self.gate();
         let opts = crate::nbd::ServerOptions { max_clients: self.cfg.resource.max_clients as usize, ..Default::default() };
         let nbd = tokio::spawn(crate::nbd::serve(listener, gate, opts, self.shutdown.clone()));
@@ -421,6 +436,11 @@ async fn flush_bitmap_periodically(node: Arc<Node>) {
         }
         let n = node.clone();
         let _ = crate::device::blocking(move || n.meta().flush_bitmap().map_err(std::io::Error::other)).await;
+        if let Some(s) = node.sync_status() {
+            let e = super::events::Event { event: "sync-progress", from: String::new(), to: String::new() };
+            let extra = serde_json::json!({"direction": s.direction, "total_bytes": s.total_bytes, "done_bytes": s.done_bytes, "bytes_per_sec": s.bytes_per_sec, "eta_secs": s.eta_secs});
+            node.events.send_line(&node.me, &node.cfg.resource.name, &e, Some(extra));
+        }
     }
 }
 

@@ -49,11 +49,13 @@ pub struct Options {
     pub size: &'static str,
     pub secret: Option<&'static str>,
     pub extra_resource: &'static str,
+    /// Appended to the file (e.g. a `[handlers]` section); `{dir}` becomes the test directory.
+    pub tail: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { size: "64MiB", secret: None, extra_resource: "" }
+        Options { size: "64MiB", secret: None, extra_resource: "", tail: String::new() }
     }
 }
 
@@ -102,6 +104,8 @@ impl Pair {
             ));
             nodes.push(n);
         }
+        text.push('\n');
+        text.push_str(&opts.tail.replace("{dir}", &d.display().to_string()));
         let config = d.join("r0.toml");
         std::fs::write(&config, text).unwrap();
         Pair { dir, config, nodes }
