@@ -246,3 +246,24 @@ fn concurrent_promotions_make_exactly_one_primary() {
         wait_until(10, "peer sees the demotion", || p.status(1 - w)["peer"]["role"] == "secondary");
     }
 }
+
+#[test]
+fn a_frozen_secondary_is_declared_lost_after_the_ping_timeout() {
+    let mut p = Pair::started(Options::default());
+    let pid = p.nodes[BETA].child.as_ref().unwrap().id() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // A write now waits for the peer's ack until the ping timeout (1.5 s) declares it lost.
+    let t = std::time::Instant::now();
+    let o = Command::new("qemu-io").args(["-f", "raw", "-c", "write -P 0x77 0 4k", &p.uri(ALPHA)]).output().unwrap();
+    let took = t.elapsed();
+    let s = p.status(ALPHA);
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(took < Duration::from_secs(10), "the write hung for {took:?}");
+    assert_ne!(s["connection"], "connected", "still connected after the ping timeout: {}", p.logs());
+    assert!(s["out_of_sync_bytes"].as_u64().unwrap() >= 4096, "{s}");
+    // Thawed, it reconnects and catches up.
+    p.wait_sync(30);
+    p.assert_identical();
+    p.kill(BETA, libc::SIGKILL);
+}

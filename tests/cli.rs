@@ -1,0 +1,64 @@
+//! The binaries' command lines: --help, --version, the demo.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn help_and_version() {
+    for bin in [REPD, REPCTL] {
+        for flag in ["--help", "--version"] {
+            let o = Command::new(bin).arg(flag).output().unwrap();
+            assert!(o.status.success(), "{bin} {flag}");
+            assert!(!o.stdout.is_empty(), "{bin} {flag} printed nothing");
+        }
+        let o = Command::new(bin).arg("--no-such-flag").output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bin}: a usage error exits 2");
+    }
+}
+
+#[test]
+fn demo_runs_a_replicated_pair_and_stops_on_ctrl_c() {
+    require("qemu-io", "qemu-utils");
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(REPD)
+        .args(["demo", "--dir", dir.path().to_str().unwrap(), "--size", "32MiB"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut uri = None;
+    while uri.is_none() && Instant::now() < end {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            uri = l.split_whitespace().find(|w| w.starts_with("nbd://")).map(str::to_owned);
+        }
+    }
+    let uri = uri.expect("the demo printed no nbd:// URI");
+    let o = Command::new("qemu-io").args(["-f", "raw", "-c", "write -P 0x42 0 1M", "-c", "read -P 0x42 0 1M", &uri]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The write reached beta too.
+    let sock = dir.path().join("beta.sock");
+    wait_until(10, "beta in sync", || {
+        let o = Command::new(REPCTL).args(["--socket", sock.to_str().unwrap(), "status", "--json"]).output().unwrap();
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        s["disk"] == "uptodate" && s["counters"]["replicated_bytes"].as_u64().unwrap_or(0) >= 1 << 20
+    });
+    let a = std::fs::read(dir.path().join("alpha.img")).unwrap();
+    let b = std::fs::read(dir.path().join("beta.img")).unwrap();
+    assert!(a == b, "the demo's two backing files differ");
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(0), "Ctrl-C must stop the demo with exit 0");
+}
