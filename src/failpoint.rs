@@ -2,7 +2,8 @@
 //!
 //! A fail point is a name (`store.read`, `store.write`, `store.sync`). With the
 //! feature on, the environment variable `REPD_FAILPOINTS` (`name=errno,...`,
-//! e.g. `store.write=5`) or [`set`] makes that call fail with that errno.
+//! e.g. `store.write=5`) or [`set`] (`repctl failpoint NAME ERRNO`) makes
+//! that call fail with that errno.
 //! Without the feature [`check`] is an inline no-op.
 
 use std::io;
@@ -11,7 +12,11 @@ use std::io;
 mod imp {
     use std::collections::HashMap;
     use std::io;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Mutex, OnceLock};
+
+    /// Set while any fail point is armed: the unarmed path is one load.
+    static ARMED: AtomicBool = AtomicBool::new(false);
 
     fn table() -> &'static Mutex<HashMap<String, i32>> {
         static T: OnceLock<Mutex<HashMap<String, i32>>> = OnceLock::new();
@@ -26,11 +31,15 @@ mod imp {
                     }
                 }
             }
+            ARMED.store(!m.is_empty(), Ordering::SeqCst);
             Mutex::new(m)
         })
     }
 
     pub fn check(name: &str) -> io::Result<()> {
+        if !ARMED.load(Ordering::Relaxed) && std::env::var_os("REPD_FAILPOINTS").is_none() {
+            return Ok(());
+        }
         match table().lock().unwrap_or_else(|p| p.into_inner()).get(name) {
             Some(&errno) => Err(io::Error::from_raw_os_error(errno)),
             None => Ok(()),
@@ -43,6 +52,7 @@ mod imp {
             Some(e) => t.insert(name.to_owned(), e),
             None => t.remove(name),
         };
+        ARMED.store(!t.is_empty(), Ordering::SeqCst);
     }
 }
 
@@ -55,8 +65,14 @@ pub fn check(_name: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Arms (`Some(errno)`) or disarms (`None`) a fail point.
-#[cfg(feature = "failpoints")]
-pub fn set(name: &str, errno: Option<i32>) {
-    imp::set(name, errno)
+/// Arms (`Some(errno)`) or disarms (`None`) a fail point. Without the
+/// `failpoints` feature it refuses.
+pub fn set(_name: &str, _errno: Option<i32>) -> Result<(), &'static str> {
+    #[cfg(feature = "failpoints")]
+    {
+        imp::set(_name, _errno);
+        Ok(())
+    }
+    #[cfg(not(feature = "failpoints"))]
+    Err("this repd was built without the `failpoints` feature")
 }

@@ -60,6 +60,9 @@ enum Cmd {
     Verify,
     /// Stream state changes as JSON lines (first line: the current status).
     Events,
+    /// Tests only: make a store call fail (`store.read`, `store.write`, `store.sync`) with ERRNO, or succeed again without it.
+    #[command(hide = true)]
+    Failpoint { name: String, errno: Option<i32> },
     /// Wait until connected and both disks are UpToDate.
     WaitSync {
         /// Give up after this many seconds (exit 1).
@@ -143,6 +146,7 @@ async fn run(socket: &PathBuf, cmd: Cmd) -> i32 {
         Cmd::Connect { discard_my_data } => Request::Connect { discard_my_data },
         Cmd::Invalidate => Request::Invalidate,
         Cmd::Verify => Request::Verify,
+        Cmd::Failpoint { name, errno } => Request::Failpoint { name, errno },
     };
     match call(socket, &req).await {
         Ok(Response::Done { ok: true, .. }) | Ok(Response::Status { ok: true, .. }) => exit::OK,

@@ -15,7 +15,7 @@ use crate::repl::Message;
 
 use super::counters::AtomicCounters;
 use super::genid::GenIds;
-use super::link::PeerLink;
+use super::link::{PeerLink, Reply};
 use super::runtime::Node;
 use super::session::{from_wire_disk, from_wire_role};
 use super::state::{Disk, PeerView, Role, SyncSide};
@@ -143,7 +143,28 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             let digest = node.digest(offset, len).await;
             let _ = link.send(Message::VerifyDigest { id, offset, len, digest: digest.unwrap_or([0; 32]) }).await;
         }
-        Message::VerifyDigest { id, digest, .. } => link.complete_digest(id, digest),
+        Message::VerifyDigest { id, digest, .. } => link.complete_reply(id, Reply::Digest(digest)),
+        Message::ReadRequest { id, offset, len } => {
+            check_range(node, offset, u64::from(len))?;
+            let node = node.clone();
+            let link = link.clone();
+            tokio::spawn(async move {
+                let r = if node.state().disk == Disk::Failed {
+                    Err(io::Error::from_raw_os_error(libc::ENODEV))
+                } else {
+                    crate::device::read_store(&node.store, offset, len).await
+                };
+                let msg = match r {
+                    Ok(data) => Message::ReadReply { id, errno: 0, data },
+                    Err(e) => {
+                        node.on_io_error("read for the peer", &e);
+                        Message::ReadReply { id, errno: e.raw_os_error().unwrap_or(libc::EIO), data: Bytes::new() }
+                    }
+                };
+                let _ = link.send(msg).await;
+            });
+        }
+        Message::ReadReply { id, errno, data } => link.complete_reply(id, Reply::Data(if errno == 0 { Ok(data) } else { Err(errno) })),
         other => return Err(format!("unexpected {} in a running session", other.msg_type())),
     }
     Ok(())
@@ -169,9 +190,11 @@ fn mirrored(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, len: u
     let node = node.clone();
     let link = link.clone();
     tokio::spawn(async move {
-        let errno = apply_local(&node, offset, op).await;
+        let errno = if node.state().disk == Disk::Failed { libc::ENODEV } else { apply_local(&node, offset, op).await };
         if errno == 0 {
             AtomicCounters::add(&node.counters.replicated_bytes, len);
+        } else if errno != libc::ENODEV && errno != libc::EINVAL {
+            node.on_io_error("mirrored write", &io::Error::from_raw_os_error(errno));
         }
         let _ = link.send(Message::Ack { id, errno }).await;
     });

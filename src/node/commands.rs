@@ -236,10 +236,10 @@ impl Node {
             let len = u64::from(VERIFY_CHUNK).min(size - off);
             let len32 = len as u32;
             let _guard = self.ranges.lock(off, off + len).await;
-            let (mine, theirs) = tokio::join!(self.digest(off, len32), link.request_digest(|id| Message::VerifyRequest { id, offset: off, len: len32 }));
+            let (mine, theirs) = tokio::join!(self.digest(off, len32), link.request_reply(|id| Message::VerifyRequest { id, offset: off, len: len32 }));
             let theirs = match theirs {
-                Ok(d) => d,
-                Err(_) => return Response::refused(format!("verify interrupted at byte {off}: the peer link was lost")),
+                Ok(super::link::Reply::Digest(d)) => d,
+                _ => return Response::refused(format!("verify interrupted at byte {off}: the peer link was lost")),
             };
             if mine != Some(theirs) {
                 mismatched += len;
@@ -272,6 +272,10 @@ impl control::Handler for NodeControl {
             Request::Invalidate => node.invalidate(),
             Request::Verify => node.verify().await,
             Request::Events => Response::refused("events are streamed by the server"),
+            Request::Failpoint { name, errno } => match crate::failpoint::set(&name, errno) {
+                Ok(()) => Response::ok(format!("fail point {name}: {errno:?}")),
+                Err(e) => Response::refused(e),
+            },
         }
     }
 

@@ -66,7 +66,13 @@ fn input(local: &Side, peer: &Side, local_name_first: bool) -> DecideInput {
 pub fn decide(local: Side, peer: Side, policy: SplitBrainPolicy, local_name_first: bool) -> Outcome {
     let refuse = |why: &str, rule| Outcome { decision: Decision::Refuse(why.into()), rule, fixup: None };
     if local.disk == Disk::Failed || peer.disk == Disk::Failed {
-        return refuse("a disk has failed; replace it and run `repctl invalidate` on that node", 0);
+        // A detached disk neither sends nor receives a resync; the link still
+        // carries the I/O of a Primary whose own disk failed. `invalidate` on
+        // the failed side brings it back with a full sync.
+        if local.role == Role::Primary && peer.role == Role::Primary {
+            return refuse("both nodes are Primary; demote one before connecting", 0);
+        }
+        return Outcome { decision: Decision::Idle, rule: 0, fixup: None };
     }
     let mut inp = input(&local, &peer, local_name_first);
     let mut d = genid::decide(&local.ids, &peer.ids, &inp);
@@ -204,8 +210,9 @@ mod tests {
     }
 
     #[test]
-    fn failed_disk_refuses() {
-        assert!(matches!(both(s(Primary, UpToDate, ids(0x100, 0), 0), s(Secondary, Failed, ids(0x100, 0), 0), P), Decision::Refuse(_)));
+    fn a_failed_disk_connects_without_a_sync() {
+        assert_eq!(both(s(Primary, UpToDate, ids(0x100, 0), 0), s(Secondary, Failed, ids(0x100, 0), 0), P), Decision::Idle);
+        assert_eq!(both(s(Primary, Failed, ids(0x100, 0), 0), s(Secondary, UpToDate, ids(0x100, 0), 0), P), Decision::Idle);
     }
 
     #[test]

@@ -125,8 +125,13 @@ impl NodeDevice {
             Op::Zero(may_trim) => RemoteOp::Zero(*may_trim),
         });
         let store = self.node.store.clone();
+        let detached = self.node.disk_failed();
         // Step 5: local write and peer send, concurrently.
-        let local = blocking(move || {
+        let local = async move {
+            if detached {
+                return Ok(());
+            }
+            blocking(move || {
             match op {
                 Op::Write(data) => store.write_at(&data, offset)?,
                 Op::Trim => store.trim(offset, len)?,
@@ -136,7 +141,9 @@ impl NodeDevice {
                 store.sync()?;
             }
             Ok(())
-        });
+            })
+            .await
+        };
         let remote = async {
             match (link, remote_msg) {
                 (Some(link), Some(m)) => link
@@ -152,7 +159,16 @@ impl NodeDevice {
         };
         // Step 6: the reply waits for both.
         let (local, mirrored) = tokio::join!(local, remote);
-        local?;
+        if let Err(e) = local {
+            self.node.on_io_error("write", &e);
+            // The peer has it: the client's write succeeded.
+            if !mirrored || e.raw_os_error() == Some(libc::EINVAL) {
+                return Err(e);
+            }
+        }
+        if detached && !mirrored {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
         if mirrored {
             AtomicCounters::add(&self.node.counters.replicated_bytes, len);
         } else {
@@ -161,6 +177,17 @@ impl NodeDevice {
         }
         AtomicCounters::add(&self.node.counters.app_write_bytes, len);
         Ok(())
+    }
+}
+
+impl NodeDevice {
+    async fn read_from_peer(&self, offset: u64, len: u32) -> io::Result<Bytes> {
+        let link = self.node.link().ok_or_else(|| io::Error::from_raw_os_error(libc::EIO))?;
+        match link.request_reply(|id| Message::ReadRequest { id, offset, len }).await {
+            Ok(super::link::Reply::Data(Ok(b))) if b.len() == len as usize => Ok(b),
+            Ok(super::link::Reply::Data(Err(errno))) => Err(io::Error::from_raw_os_error(errno)),
+            _ => Err(io::Error::from_raw_os_error(libc::EIO)),
+        }
     }
 }
 
@@ -189,7 +216,19 @@ impl BlockDevice for NodeDevice {
 
     async fn read(&self, offset: u64, len: u32) -> io::Result<Bytes> {
         self.check_primary()?;
-        let b = read_store(&self.node.store, offset, len).await?;
+        let b = if self.node.disk_failed() {
+            self.read_from_peer(offset, len).await?
+        } else {
+            match read_store(&self.node.store, offset, len).await {
+                Ok(b) => b,
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Err(e),
+                Err(e) => {
+                    // A failed read is retried from the peer.
+                    self.node.on_io_error("read", &e);
+                    self.read_from_peer(offset, len).await.map_err(|_| e)?
+                }
+            }
+        };
         AtomicCounters::add(&self.node.counters.app_read_bytes, u64::from(len));
         Ok(b)
     }
@@ -203,18 +242,44 @@ impl BlockDevice for NodeDevice {
         self.check_primary()?;
         let s = self.node.store.clone();
         let link = self.node.link();
+        let detached = self.node.disk_failed();
         let remote = async {
-            if let Some(link) = link {
-                // A peer that cannot flush is treated like a lost one: the
-                // session ends and the regions resync later.
-                if let Err(e) = link.request(|id| Message::Flush { id }).await {
-                    tracing::warn!("peer flush failed: {e:?}");
-                    link.close();
-                }
+            match link {
+                Some(link) => match link.request(|id| Message::Flush { id }).await {
+                    Ok(()) => true,
+                    // The peer's disk is detached: it holds nothing to flush.
+                    Err(super::link::LinkError::Peer(libc::ENODEV)) => false,
+                    Err(e) => {
+                        // A peer that cannot flush is treated like a lost one:
+                        // the session ends and the regions resync later.
+                        tracing::warn!("peer flush failed: {e:?}");
+                        link.close();
+                        false
+                    }
+                },
+                None => false,
             }
         };
-        let (local, ()) = tokio::join!(blocking(move || s.sync()), remote);
-        local
+        let local = async move {
+            if detached {
+                Ok(())
+            } else {
+                blocking(move || s.sync()).await
+            }
+        };
+        let (local, flushed) = tokio::join!(local, remote);
+        match local {
+            Err(e) => {
+                self.node.on_io_error("flush", &e);
+                if flushed {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+            Ok(()) if detached && !flushed => Err(io::Error::from_raw_os_error(libc::EIO)),
+            Ok(()) => Ok(()),
+        }
     }
 
     async fn trim(&self, offset: u64, len: u64, fua: bool) -> io::Result<()> {
@@ -230,12 +295,19 @@ impl BlockDevice for NodeDevice {
 
     async fn cache(&self, offset: u64, len: u64) -> io::Result<()> {
         self.check_primary()?;
+        if self.node.disk_failed() {
+            return Ok(());
+        }
         let s = self.node.store.clone();
         blocking(move || s.cache(offset, len)).await
     }
 
     async fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
         self.check_primary()?;
+        if self.node.disk_failed() {
+            // No allocation map without a local disk: report data.
+            return Ok(vec![Extent { len, hole: false }]);
+        }
         let s = self.node.store.clone();
         blocking(move || s.extents(offset, len)).await
     }

@@ -21,11 +21,18 @@ pub enum LinkError {
     Peer(i32),
 }
 
+/// A reply that carries data.
+#[derive(Debug)]
+pub enum Reply {
+    Digest([u8; 32]),
+    Data(Result<bytes::Bytes, i32>),
+}
+
 /// Sending side of a connected peer link.
 pub struct PeerLink {
     tx: mpsc::Sender<Message>,
     pending: Mutex<HashMap<u64, oneshot::Sender<i32>>>,
-    digests: Mutex<HashMap<u64, oneshot::Sender<[u8; 32]>>>,
+    replies: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next_id: AtomicU64,
     /// Cancelled when the link is lost or closed.
     pub closed: CancellationToken,
@@ -33,7 +40,7 @@ pub struct PeerLink {
 
 impl PeerLink {
     pub fn new(tx: mpsc::Sender<Message>) -> Self {
-        PeerLink { tx, pending: Mutex::new(HashMap::new()), digests: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1), closed: CancellationToken::new() }
+        PeerLink { tx, pending: Mutex::new(HashMap::new()), replies: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1), closed: CancellationToken::new() }
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<i32>>> {
@@ -65,14 +72,15 @@ impl PeerLink {
         }
     }
 
-    /// Sends a verify request built from a fresh id and waits for the digest.
-    pub async fn request_digest(&self, make: impl FnOnce(u64) -> Message) -> Result<[u8; 32], LinkError> {
+    /// Sends a request built from a fresh id and waits for its data reply
+    /// (a verify digest, or read data).
+    pub async fn request_reply(&self, make: impl FnOnce(u64) -> Message) -> Result<Reply, LinkError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         if self.closed.is_cancelled() {
             return Err(LinkError::Lost);
         }
-        self.digests.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        self.replies.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
         if self.tx.send(make(id)).await.is_err() {
             return Err(LinkError::Lost);
         }
@@ -82,10 +90,10 @@ impl PeerLink {
         }
     }
 
-    /// Delivers a digest from the peer.
-    pub fn complete_digest(&self, id: u64, digest: [u8; 32]) {
-        if let Some(tx) = self.digests.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
-            let _ = tx.send(digest);
+    /// Delivers a data reply from the peer. Unknown ids are ignored.
+    pub fn complete_reply(&self, id: u64, reply: Reply) {
+        if let Some(tx) = self.replies.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
+            let _ = tx.send(reply);
         }
     }
 
@@ -105,7 +113,7 @@ impl PeerLink {
     pub fn close(&self) {
         self.closed.cancel();
         self.pending().clear();
-        self.digests.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.replies.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Requests waiting for an acknowledgement.

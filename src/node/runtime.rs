@@ -220,6 +220,29 @@ impl Node {
         *self.peer_ids.lock().unwrap_or_else(|p| p.into_inner()) = ids;
     }
 
+    /// A local I/O error (not a bounds error): detach the disk, as DRBD's
+    /// on-io-error detach does. A Primary keeps serving through the peer.
+    /// The local data can no longer be trusted: the next attach is a full sync.
+    pub fn on_io_error(&self, what: &str, e: &std::io::Error) {
+        if e.raw_os_error() == Some(libc::EINVAL) {
+            return;
+        }
+        let was = std::mem::replace(&mut self.state().disk, Disk::Failed);
+        if was == Disk::Failed {
+            return;
+        }
+        tracing::error!("local disk I/O error during {what}: {e}; the disk is detached (failed); a Primary goes on through the peer");
+        self.persist(|m| {
+            m.set_gen_ids(GenIds::just_created());
+            m.set_disk_state(meta::DiskState::Inconsistent);
+        });
+        self.announce_state();
+    }
+
+    pub fn disk_failed(&self) -> bool {
+        self.state().disk == Disk::Failed
+    }
+
     /// Records that `[offset, offset+len)` may now differ from the peer.
     pub fn mark_out_of_sync(&self, offset: u64, len: u64) {
         let _ = self.meta().bitmap_mut().set_range(offset, len);

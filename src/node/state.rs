@@ -196,9 +196,10 @@ impl NodeState {
         }
     }
 
-    /// Whether the local disk may serve reads (Primary on a complete disk, or a forced one).
+    /// Whether NBD I/O is served: on a Primary, with its own disk or, once
+    /// that failed and was detached, through an UpToDate peer.
     pub fn serves_io(&self) -> bool {
-        self.role == Role::Primary && self.disk != Disk::Failed
+        self.role == Role::Primary && (self.disk != Disk::Failed || self.peer.is_some_and(|p| p.disk == Disk::UpToDate))
     }
 }
 

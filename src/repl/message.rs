@@ -77,6 +77,10 @@ msg_types! {
     Flush = 0x0023,
     /// Completion of Write/Trim/Zero/Flush.
     Ack = 0x0024,
+    /// Read from the peer's disk (this node's disk has failed).
+    ReadRequest = 0x0025,
+    /// The data of a ReadRequest.
+    ReadReply = 0x0026,
     /// Keepalive.
     Ping = 0x0030,
     /// Keepalive answer.
@@ -157,6 +161,11 @@ pub enum Message {
     SyncHole { id: u64, offset: u64, len: u64 },
     /// `0 id u64 | 8 errno i32`.
     SyncAck { id: u64, errno: i32 },
+    /// `0 id u64 | 8 offset u64 | 16 len u32`: read from the receiver's disk
+    /// (the sender's own disk failed and was detached).
+    ReadRequest { id: u64, offset: u64, len: u32 },
+    /// `0 id u64 | 8 errno i32 | 12 data`: the answer; data is empty unless errno is 0.
+    ReadReply { id: u64, errno: i32, data: Bytes },
     /// Empty: every out-of-sync region was sent and acked.
     SyncDone,
     /// `0 id u64 | 8 offset u64 | 16 len u32`.
@@ -199,6 +208,8 @@ impl Message {
             M::SyncData { .. } => MsgType::SyncData,
             M::SyncHole { .. } => MsgType::SyncHole,
             M::SyncAck { .. } => MsgType::SyncAck,
+            M::ReadRequest { .. } => MsgType::ReadRequest,
+            M::ReadReply { .. } => MsgType::ReadReply,
             M::SyncDone => MsgType::SyncDone,
             M::VerifyRequest { .. } => MsgType::VerifyRequest,
             M::VerifyDigest { .. } => MsgType::VerifyDigest,
@@ -223,7 +234,8 @@ impl Message {
             M::SyncStart { .. } => 16,
             M::SyncData { data, .. } => 16 + data.len(),
             M::SyncHole { .. } => 24,
-            M::VerifyRequest { .. } => 20,
+            M::VerifyRequest { .. } | M::ReadRequest { .. } => 20,
+            M::ReadReply { data, .. } => 12 + data.len(),
             M::VerifyDigest { .. } => 52,
         }
     }
@@ -269,7 +281,7 @@ impl Message {
             M::Trim { offset, len, .. } | M::Zero { offset, len, .. } | M::SyncHole { offset, len, .. } => {
                 range(*offset, *len)
             }
-            M::VerifyRequest { offset, len, .. } | M::VerifyDigest { offset, len, .. } => {
+            M::VerifyRequest { offset, len, .. } | M::VerifyDigest { offset, len, .. } | M::ReadRequest { offset, len, .. } => {
                 range(*offset, u64::from(*len))
             }
             _ => Ok(()),
@@ -353,10 +365,15 @@ impl Message {
                 d.put_u64(*offset);
                 d.put_u64(*len);
             }
-            M::VerifyRequest { id, offset, len } => {
+            M::VerifyRequest { id, offset, len } | M::ReadRequest { id, offset, len } => {
                 d.put_u64(*id);
                 d.put_u64(*offset);
                 d.put_u32(*len);
+            }
+            M::ReadReply { id, errno, data } => {
+                d.put_u64(*id);
+                d.put_i32(*errno);
+                d.put_slice(data);
             }
             M::VerifyDigest { id, offset, len, digest } => {
                 d.put_u64(*id);
@@ -452,6 +469,11 @@ impl Message {
             MsgType::SyncData => M::SyncData { id: r.u64("id")?, offset: r.u64("offset")?, data: r.rest() },
             MsgType::SyncHole => M::SyncHole { id: r.u64("id")?, offset: r.u64("offset")?, len: r.u64("len")? },
             MsgType::SyncAck => M::SyncAck { id: r.u64("id")?, errno: r.i32("errno")? },
+            MsgType::ReadRequest => M::ReadRequest { id: r.u64("id")?, offset: r.u64("offset")?, len: r.u32("len")? },
+            MsgType::ReadReply => {
+                let (id, errno) = (r.u64("id")?, r.i32("errno")?);
+                M::ReadReply { id, errno, data: r.rest() }
+            }
             MsgType::SyncDone => M::SyncDone,
             MsgType::VerifyRequest => {
                 M::VerifyRequest { id: r.u64("id")?, offset: r.u64("offset")?, len: r.u32("len")? }
