@@ -183,8 +183,11 @@ fn pacemaker_fails_over_the_promotable_clone() {
     assert_eq!(prim.len(), 1, "exactly one Primary expected, got {prim:?}\n{}", c.crm_mon("alpha"));
     let p = prim[0];
     let s = if p == "alpha" { "beta" } else { "alpha" };
-    let mon = c.crm_mon(s);
-    assert!(mon.contains(&format!("Promoted: [ {p} ]")) && mon.contains(&format!("Unpromoted: [ {s} ]")), "crm_mon disagrees:\n{mon}");
+    let mut mon = String::new();
+    c.wait(15, &format!("crm_mon shows {p} promoted, {s} unpromoted"), || {
+        mon = c.crm_mon(s);
+        mon.contains(&format!("Promoted: [ {p} ]")) && mon.contains(&format!("Unpromoted: [ {s} ]"))
+    });
     assert!(mon.contains("master-r0") && mon.contains("10000"), "UpToDate nodes should carry promotion score 10000:\n{mon}");
 
     // Writes through NBD on the Primary's loopback, inside its node; the
@@ -234,8 +237,14 @@ fn pacemaker_fails_over_the_promotable_clone() {
     // Bound: token loss (1 s token + 1.2 s consensus), a DC election if the
     // DC died (dc-deadtime 5 s), then the promote itself.
     assert!(failover < Duration::from_secs(15), "failover took {failover:?}");
-    let mon = c.crm_mon(s);
-    assert!(mon.contains(&format!("Promoted: [ {s} ]")) && mon.contains(&format!("OFFLINE: [ {p} ]")), "crm_mon after failover:\n{mon}");
+    // Pacemaker records the promote as done once the agent returned (repd is
+    // Primary a moment earlier).
+    let mut mon = String::new();
+    c.wait(15, &format!("crm_mon shows {s} promoted and {p} offline"), || {
+        mon = c.crm_mon(s);
+        mon.contains(&format!("Promoted: [ {s} ]")) && mon.contains(&format!("OFFLINE: [ {p} ]"))
+    });
+    eprintln!("[{:>5.1?}] crm_mon: {s} Promoted {:?} after the kill", t0.elapsed(), t_kill.elapsed());
 
     // Every write the client saw acknowledged is served by the new Primary.
     let check = root().join("tools/cluster/check-ledger.py");
@@ -253,8 +262,10 @@ fn pacemaker_fails_over_the_promotable_clone() {
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(c.primaries(), vec![s], "after the rejoin exactly {s} should be Primary\n{}", c.crm_mon(s));
     assert_eq!(c.state(p).unwrap(), ("secondary".into(), "uptodate".into(), "connected".into()));
-    let mon = c.crm_mon(p);
-    assert!(mon.contains(&format!("Promoted: [ {s} ]")) && mon.contains(&format!("Unpromoted: [ {p} ]")), "crm_mon after the rejoin:\n{mon}");
+    c.wait(15, &format!("crm_mon shows {s} promoted, {p} unpromoted after the rejoin"), || {
+        let mon = c.crm_mon(p);
+        mon.contains(&format!("Promoted: [ {s} ]")) && mon.contains(&format!("Unpromoted: [ {p} ]"))
+    });
     let a = std::fs::read(c.dir.path().join("alpha/r0.img")).unwrap();
     let b = std::fs::read(c.dir.path().join("beta/r0.img")).unwrap();
     assert!(a == b, "backing files differ after the resync");
