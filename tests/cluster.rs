@@ -287,8 +287,14 @@ fn pacemaker_fails_over_the_promotable_clone() {
     }
     handler("fence-peer"); // idempotent
     assert_eq!(constraints().matches(&id).count(), 1, "fence-peer duplicated its constraint");
+    // Pacemaker's scheduler now gives the fenced node no way to be promoted.
+    let scores = || String::from_utf8_lossy(&c.exec(s, &["crm_simulate", "--live-check", "--show-scores"]).stdout).to_string();
+    let fenced = format!("promotion score on {p}: -INFINITY");
+    c.wait(10, &format!("crm_simulate shows `{fenced}`"), || scores().contains(&fenced));
     handler("after-resync");
     assert!(!constraints().contains(&id), "after-resync left {id}:\n{}", constraints());
+    let restored = format!("promotion score on {p}: 10000");
+    c.wait(10, &format!("crm_simulate shows `{restored}` again"), || scores().contains(&restored));
     handler("after-resync"); // idempotent: nothing to remove
     eprintln!("[{:>5.1?}] fence-peer / after-resync placed and removed {id}", t0.elapsed());
 
