@@ -21,7 +21,12 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 fn text(o: &Output) -> String {
-    format!("exit {:?}\nstdout: {}\nstderr: {}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 struct Cluster {
@@ -65,7 +70,12 @@ impl Cluster {
         assert!(o.status.success(), "start {node}: {}\n{}", text(&o), self.logs());
     }
     fn repctl(&self, node: &str, args: &[&str]) -> Output {
-        Command::new(REPCTL).arg("--socket").arg(self.dir.path().join(node).join("r0.sock")).args(args).output().unwrap()
+        Command::new(REPCTL)
+            .arg("--socket")
+            .arg(self.dir.path().join(node).join("r0.sock"))
+            .args(args)
+            .output()
+            .unwrap()
     }
     fn ok(&self, node: &str, args: &[&str]) {
         let o = self.repctl(node, args);
@@ -85,7 +95,11 @@ impl Cluster {
         self.state(node).map(|s| s.0)
     }
     fn primaries(&self) -> Vec<&'static str> {
-        NODES.iter().copied().filter(|n| self.role(n).as_deref() == Some("primary")).collect()
+        NODES
+            .iter()
+            .copied()
+            .filter(|n| self.role(n).as_deref() == Some("primary"))
+            .collect()
     }
     fn crm_mon(&self, node: &str) -> String {
         let o = self.exec(node, &["crm_mon", "-1", "-A"]);
@@ -109,7 +123,12 @@ impl Cluster {
                 let t = std::fs::read_to_string(&p).unwrap_or_default();
                 let lines: Vec<&str> = t.lines().filter(|l| !l.contains("cib_perform_op")).collect();
                 let tail = &lines[lines.len().saturating_sub(40)..];
-                s.push_str(&format!("--- {} (last {} lines) ---\n{}\n", p.display(), tail.len(), tail.join("\n")));
+                s.push_str(&format!(
+                    "--- {} (last {} lines) ---\n{}\n",
+                    p.display(),
+                    tail.len(),
+                    tail.join("\n")
+                ));
             }
         }
         s
@@ -118,7 +137,11 @@ impl Cluster {
         let env = std::fs::read_to_string(self.dir.path().join("cluster.env")).unwrap_or_default();
         let pfx = env.lines().find_map(|l| l.strip_prefix("PFX=")).unwrap_or("").to_string();
         let o = Command::new("ip").args(["netns", "list"]).output().unwrap();
-        String::from_utf8_lossy(&o.stdout).lines().filter(|l| !pfx.is_empty() && l.starts_with(&pfx)).map(|l| l.to_string()).collect()
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !pfx.is_empty() && l.starts_with(&pfx))
+            .map(|l| l.to_string())
+            .collect()
     }
     fn down(&mut self) -> Output {
         self.up = false;
@@ -142,7 +165,11 @@ impl Drop for Cluster {
 
 fn require_cluster_tools() {
     let uid = Command::new("id").arg("-u").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&uid.stdout).trim(), "0", "the cluster test needs root (network, mount and PID namespaces)");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "the cluster test needs root (network, mount and PID namespaces)"
+    );
     require("corosync", "corosync");
     require("pacemakerd", "pacemaker");
     require("crm_mon", "pacemaker-cli-utils");
@@ -150,8 +177,15 @@ fn require_cluster_tools() {
     require("ip", "iproute2");
     require("unshare", "util-linux");
     require("nsenter", "util-linux");
-    assert!(Path::new("/usr/lib/ocf/lib/heartbeat/ocf-shellfuncs").exists(), "ocf-shellfuncs missing: install the Debian package `resource-agents`");
-    let ok = Command::new("/usr/bin/python3").args(["-c", "import nbd"]).status().map(|s| s.success()).unwrap_or(false);
+    assert!(
+        Path::new("/usr/lib/ocf/lib/heartbeat/ocf-shellfuncs").exists(),
+        "ocf-shellfuncs missing: install the Debian package `resource-agents`"
+    );
+    let ok = Command::new("/usr/bin/python3")
+        .args(["-c", "import nbd"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     assert!(ok, "python3-libnbd is missing: install the Debian package `python3-libnbd`");
 }
 
@@ -163,14 +197,23 @@ fn pacemaker_fails_over_the_promotable_clone() {
     eprintln!("[{:>5.1?}] cluster up", t0.elapsed());
 
     // Pacemaker starts the daemon on both nodes (Secondary, fresh disks).
-    c.wait(40, "repd started by Pacemaker on both nodes", || NODES.iter().all(|n| c.role(n).as_deref() == Some("secondary")));
+    c.wait(40, "repd started by Pacemaker on both nodes", || {
+        NODES.iter().all(|n| c.role(n).as_deref() == Some("secondary"))
+    });
     eprintln!("[{:>5.1?}] both Secondary", t0.elapsed());
     // Inconsistent disks get no promotion score: nothing is promoted, even
     // after several monitor intervals (3 s).
     std::thread::sleep(Duration::from_secs(7));
-    assert!(c.primaries().is_empty(), "Pacemaker promoted a node with an inconsistent disk\n{}", c.crm_mon("alpha"));
+    assert!(
+        c.primaries().is_empty(),
+        "Pacemaker promoted a node with an inconsistent disk\n{}",
+        c.crm_mon("alpha")
+    );
     let mon = c.crm_mon("alpha");
-    assert!(mon.contains("Unpromoted: [ alpha beta ]"), "both instances should run unpromoted:\n{mon}");
+    assert!(
+        mon.contains("Unpromoted: [ alpha beta ]"),
+        "both instances should run unpromoted:\n{mon}"
+    );
 
     // The operator declares alpha's data authoritative once, as with DRBD.
     c.ok("alpha", &["primary", "--force"]);
@@ -188,14 +231,27 @@ fn pacemaker_fails_over_the_promotable_clone() {
         mon = c.crm_mon(s);
         mon.contains(&format!("Promoted: [ {p} ]")) && mon.contains(&format!("Unpromoted: [ {s} ]"))
     });
-    assert!(mon.contains("master-r0") && mon.contains("10000"), "UpToDate nodes should carry promotion score 10000:\n{mon}");
+    assert!(
+        mon.contains("master-r0") && mon.contains("10000"),
+        "UpToDate nodes should carry promotion score 10000:\n{mon}"
+    );
 
     // Writes through NBD on the Primary's loopback, inside its node; the
     // writer prints one line per acknowledged write.
     let ledger_path = c.dir.path().join("ledger");
     let writer_py = root().join("tests/py/ledger_writer.py");
     let mut writer = Command::new(&c.script)
-        .args(["exec", c.d(), p, "timeout", "60", "/usr/bin/python3", writer_py.to_str().unwrap(), "nbd://127.0.0.1:10809/r0", "15000"])
+        .args([
+            "exec",
+            c.d(),
+            p,
+            "timeout",
+            "60",
+            "/usr/bin/python3",
+            writer_py.to_str().unwrap(),
+            "nbd://127.0.0.1:10809/r0",
+            "15000",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -244,23 +300,48 @@ fn pacemaker_fails_over_the_promotable_clone() {
         mon = c.crm_mon(s);
         mon.contains(&format!("Promoted: [ {s} ]")) && mon.contains(&format!("OFFLINE: [ {p} ]"))
     });
-    eprintln!("[{:>5.1?}] crm_mon: {s} Promoted {:?} after the kill", t0.elapsed(), t_kill.elapsed());
+    eprintln!(
+        "[{:>5.1?}] crm_mon: {s} Promoted {:?} after the kill",
+        t0.elapsed(),
+        t_kill.elapsed()
+    );
 
     // Every write the client saw acknowledged is served by the new Primary.
     let check = root().join("tools/cluster/check-ledger.py");
-    let o = c.exec(s, &["/usr/bin/python3", check.to_str().unwrap(), "nbd://127.0.0.1:10809/r0", ledger_path.to_str().unwrap()]);
+    let o = c.exec(
+        s,
+        &[
+            "/usr/bin/python3",
+            check.to_str().unwrap(),
+            "nbd://127.0.0.1:10809/r0",
+            ledger_path.to_str().unwrap(),
+        ],
+    );
     assert!(o.status.success(), "acked writes lost after failover: {}", text(&o));
-    eprintln!("[{:>5.1?}] {} ({acked} acked lines)", t0.elapsed(), String::from_utf8_lossy(&o.stdout).trim());
+    eprintln!(
+        "[{:>5.1?}] {} ({acked} acked lines)",
+        t0.elapsed(),
+        String::from_utf8_lossy(&o.stdout).trim()
+    );
 
     // The old node returns: Pacemaker starts repd there as Secondary; it
     // resyncs from the new Primary and the promoted role stays put.
     let t_back = Instant::now();
     c.start(p);
-    c.wait(60, &format!("{p} back as a connected Secondary"), || matches!(c.state(p), Some((r, _, conn)) if r == "secondary" && conn == "connected"));
+    c.wait(
+        60,
+        &format!("{p} back as a connected Secondary"),
+        || matches!(c.state(p), Some((r, _, conn)) if r == "secondary" && conn == "connected"),
+    );
     c.ok(s, &["wait-sync", "--timeout", "60"]);
     eprintln!("[{:>5.1?}] {p} rejoined and resynced in {:?}", t0.elapsed(), t_back.elapsed());
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(c.primaries(), vec![s], "after the rejoin exactly {s} should be Primary\n{}", c.crm_mon(s));
+    assert_eq!(
+        c.primaries(),
+        vec![s],
+        "after the rejoin exactly {s} should be Primary\n{}",
+        c.crm_mon(s)
+    );
     assert_eq!(c.state(p).unwrap(), ("secondary".into(), "uptodate".into(), "connected".into()));
     c.wait(15, &format!("crm_mon shows {s} promoted, {p} unpromoted after the rejoin"), || {
         let mon = c.crm_mon(p);
@@ -274,15 +355,33 @@ fn pacemaker_fails_over_the_promotable_clone() {
     // peer) forbids promoting the peer; after-resync lifts it.
     let handler = |name: &str| {
         let path = root().join("tools/ocf").join(name);
-        let o = c.exec(s, &["env", "REPD_RESOURCE=r0", &format!("REPD_NODE={s}"), &format!("REPD_PEER={p}"), &format!("REPD_EVENT={name}"), path.to_str().unwrap()]);
+        let o = c.exec(
+            s,
+            &[
+                "env",
+                "REPD_RESOURCE=r0",
+                &format!("REPD_NODE={s}"),
+                &format!("REPD_PEER={p}"),
+                &format!("REPD_EVENT={name}"),
+                path.to_str().unwrap(),
+            ],
+        );
         assert!(o.status.success(), "{name}: {}", text(&o));
     };
     let constraints = || String::from_utf8_lossy(&c.exec(s, &["cibadmin", "--query", "--scope", "constraints"]).stdout).to_string();
     let id = format!("repd-fence-r0-{p}");
     handler("fence-peer");
     let cons = constraints();
-    let line = cons.lines().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("fence-peer placed no constraint {id}:\n{cons}"));
-    for want in ["rsc=\"r0-clone\"", "role=\"Promoted\"", &format!("node=\"{p}\""), "score=\"-INFINITY\""] {
+    let line = cons
+        .lines()
+        .find(|l| l.contains(&id))
+        .unwrap_or_else(|| panic!("fence-peer placed no constraint {id}:\n{cons}"));
+    for want in [
+        "rsc=\"r0-clone\"",
+        "role=\"Promoted\"",
+        &format!("node=\"{p}\""),
+        "score=\"-INFINITY\"",
+    ] {
         assert!(line.contains(want), "constraint lacks {want}: {line}");
     }
     handler("fence-peer"); // idempotent
@@ -294,7 +393,9 @@ fn pacemaker_fails_over_the_promotable_clone() {
     handler("after-resync");
     assert!(!constraints().contains(&id), "after-resync left {id}:\n{}", constraints());
     let restored = format!("promotion score on {p}: 10000");
-    c.wait(10, &format!("crm_simulate shows `{restored}` again"), || scores().contains(&restored));
+    c.wait(10, &format!("crm_simulate shows `{restored}` again"), || {
+        scores().contains(&restored)
+    });
     handler("after-resync"); // idempotent: nothing to remove
     eprintln!("[{:>5.1?}] fence-peer / after-resync placed and removed {id}", t0.elapsed());
 
@@ -302,7 +403,10 @@ fn pacemaker_fails_over_the_promotable_clone() {
     let o = c.down();
     assert!(o.status.success(), "cluster down: {}", text(&o));
     assert!(c.namespaces().is_empty(), "namespaces left: {:?}", c.namespaces());
-    assert!(c.state("alpha").is_none() && c.state("beta").is_none(), "repd still answers after down");
+    assert!(
+        c.state("alpha").is_none() && c.state("beta").is_none(),
+        "repd still answers after down"
+    );
     eprintln!("[{:>5.1?}] torn down", t0.elapsed());
     assert!(t0.elapsed() < Duration::from_secs(180), "the cluster test took {:?}", t0.elapsed());
 }

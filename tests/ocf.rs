@@ -27,11 +27,18 @@ fn bindir() -> PathBuf {
     Path::new(REPD).parent().unwrap().to_path_buf()
 }
 fn text(o: &Output) -> String {
-    format!("stdout: {}\nstderr: {}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 fn require_ocf() {
     require("ocf-tester", "resource-agents");
-    assert!(Path::new("/usr/lib/ocf/lib/heartbeat/ocf-shellfuncs").exists(), "ocf-shellfuncs missing: install the Debian package `resource-agents`");
+    assert!(
+        Path::new("/usr/lib/ocf/lib/heartbeat/ocf-shellfuncs").exists(),
+        "ocf-shellfuncs missing: install the Debian package `resource-agents`"
+    );
 }
 
 /// One node's agent instance: runs actions with the OCF environment, its
@@ -49,7 +56,13 @@ impl Agent {
     fn new(dir: &Path, config: &Path, node: &str) -> Agent {
         let rsctmp = dir.join(format!("rsctmp-{node}"));
         std::fs::create_dir_all(&rsctmp).unwrap();
-        Agent { rsctmp, config: config.into(), node: node.into(), bindir: bindir(), extra: vec![] }
+        Agent {
+            rsctmp,
+            config: config.into(),
+            node: node.into(),
+            bindir: bindir(),
+            extra: vec![],
+        }
     }
     fn env(mut self, k: &str, v: &str) -> Agent {
         self.extra.push((k.into(), v.into()));
@@ -74,7 +87,14 @@ impl Agent {
     /// Runs an action and asserts its exit code.
     fn expect(&self, action: &str, code: i32) -> Output {
         let o = self.run(action);
-        assert_eq!(o.status.code(), Some(code), "{action} on {}: expected exit {code}\n{}\n{}", self.node, text(&o), self.log());
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "{action} on {}: expected exit {code}\n{}\n{}",
+            self.node,
+            text(&o),
+            self.log()
+        );
         o
     }
     fn pids(&self) -> Vec<i32> {
@@ -92,7 +112,11 @@ impl Agent {
         if let Ok(rd) = std::fs::read_dir(&self.rsctmp) {
             for e in rd.flatten() {
                 if e.file_name().to_string_lossy().ends_with(".log") {
-                    s.push_str(&format!("--- {} ---\n{}", e.path().display(), std::fs::read_to_string(e.path()).unwrap_or_default()));
+                    s.push_str(&format!(
+                        "--- {} ---\n{}",
+                        e.path().display(),
+                        std::fs::read_to_string(e.path()).unwrap_or_default()
+                    ));
                 }
             }
         }
@@ -141,43 +165,93 @@ fn ocf_tester_passes_on_a_lone_node() {
         .output()
         .unwrap();
     let out = text(&o);
-    let log = std::fs::read_dir(&rsctmp).unwrap().flatten().map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect::<String>();
-    assert!(o.status.success() && out.contains("passed all tests"), "ocf-tester failed:\n{out}\n--- repd log ---\n{log}");
+    let log = std::fs::read_dir(&rsctmp)
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    assert!(
+        o.status.success() && out.contains("passed all tests"),
+        "ocf-tester failed:\n{out}\n--- repd log ---\n{log}"
+    );
     assert!(!out.contains("* rc="), "ocf-tester reported a failed check:\n{out}");
     eprintln!("ocf-tester passed in {:?}", t0.elapsed());
     // Nothing left running, the pid file gone.
-    let st = Command::new(common::REPCTL).args(["--socket", pair.nodes[0].socket.to_str().unwrap(), "status"]).output().unwrap();
+    let st = Command::new(common::REPCTL)
+        .args(["--socket", pair.nodes[0].socket.to_str().unwrap(), "status"])
+        .output()
+        .unwrap();
     assert_eq!(st.status.code(), Some(3), "repd still answers after ocf-tester's final stop");
-    assert!(!std::fs::read_dir(&rsctmp).unwrap().flatten().any(|e| e.file_name().to_string_lossy().ends_with(".pid")), "pid file left behind");
+    assert!(
+        !std::fs::read_dir(&rsctmp)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".pid")),
+        "pid file left behind"
+    );
 }
 
 #[test]
 fn metadata_is_valid_ocf_1_1() {
     require("xmllint", "libxml2-utils");
     let dtd = Path::new("/usr/share/resource-agents/ra-api-1.dtd");
-    assert!(dtd.exists(), "{} missing: install the Debian package `resource-agents`", dtd.display());
+    assert!(
+        dtd.exists(),
+        "{} missing: install the Debian package `resource-agents`",
+        dtd.display()
+    );
     let o = Command::new(agent_path()).arg("meta-data").output().unwrap();
     assert!(o.status.success(), "meta-data failed: {}", text(&o));
     let tmp = tempfile::tempdir().unwrap();
     let md = tmp.path().join("meta-data.xml");
     std::fs::write(&md, &o.stdout).unwrap();
-    let v = Command::new("xmllint").arg("--noout").arg("--dtdvalid").arg(dtd).arg(&md).output().unwrap();
-    assert!(v.status.success(), "meta-data does not validate against {}:\n{}", dtd.display(), text(&v));
+    let v = Command::new("xmllint")
+        .arg("--noout")
+        .arg("--dtdvalid")
+        .arg(dtd)
+        .arg(&md)
+        .output()
+        .unwrap();
+    assert!(
+        v.status.success(),
+        "meta-data does not validate against {}:\n{}",
+        dtd.display(),
+        text(&v)
+    );
     let xml = String::from_utf8(o.stdout).unwrap();
     assert!(xml.contains("<version>1.1</version>"), "not OCF 1.1 meta-data");
-    for action in ["start", "stop", "monitor", "promote", "demote", "notify", "meta-data", "validate-all"] {
-        assert!(xml.contains(&format!("<action name=\"{action}\"")), "meta-data lacks action {action}");
+    for action in [
+        "start",
+        "stop",
+        "monitor",
+        "promote",
+        "demote",
+        "notify",
+        "meta-data",
+        "validate-all",
+    ] {
+        assert!(
+            xml.contains(&format!("<action name=\"{action}\"")),
+            "meta-data lacks action {action}"
+        );
     }
     for line in xml.lines().filter(|l| l.contains("<action ")) {
         assert!(line.contains("timeout=\""), "action without a timeout: {line}");
     }
-    assert!(xml.contains("role=\"Promoted\"") && xml.contains("role=\"Unpromoted\""), "monitor actions must use the OCF 1.1 roles");
+    assert!(
+        xml.contains("role=\"Promoted\"") && xml.contains("role=\"Unpromoted\""),
+        "monitor actions must use the OCF 1.1 roles"
+    );
     assert!(!xml.contains("Master") && !xml.contains("Slave"), "OCF 1.0 role names in meta-data");
     for p in ["config", "node", "bindir"] {
         assert!(xml.contains(&format!("<parameter name=\"{p}\"")), "meta-data lacks parameter {p}");
     }
     // Also as nobody (ocf-tester checks the permissions that way).
-    let o = Command::new("su").args(["nobody", "-s", "/bin/sh", "-c"]).arg(format!("{} meta-data", agent_path().display())).output().unwrap();
+    let o = Command::new("su")
+        .args(["nobody", "-s", "/bin/sh", "-c"])
+        .arg(format!("{} meta-data", agent_path().display()))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "meta-data as nobody failed: {}", text(&o));
 }
 
@@ -189,10 +263,20 @@ fn validate_all_catches_bad_setups() {
     Agent::new(d, &pair.config, "alpha").expect("validate-all", 0);
     // Unknown node in the file: not configured (6).
     let o = Agent::new(d, &pair.config, "gamma").expect("validate-all", 6);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("gamma"), "the exit reason should name the node: {}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("gamma"),
+        "the exit reason should name the node: {}",
+        text(&o)
+    );
     // A file repd rejects (unknown key): 6.
     let bad = d.join("bad.toml");
-    std::fs::write(&bad, std::fs::read_to_string(&pair.config).unwrap().replace("[net]", "[net]\nbogus_key = 1")).unwrap();
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&pair.config)
+            .unwrap()
+            .replace("[net]", "[net]\nbogus_key = 1"),
+    )
+    .unwrap();
     Agent::new(d, &bad, "alpha").expect("validate-all", 6);
     Agent::new(d, &bad, "alpha").expect("start", 6);
     // Missing file: 6.
@@ -229,7 +313,12 @@ fn path_with(bin: &Path) -> String {
     format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default())
 }
 fn last_call(record: &Path) -> String {
-    std::fs::read_to_string(record).unwrap_or_default().lines().last().unwrap_or("").to_string()
+    std::fs::read_to_string(record)
+        .unwrap_or_default()
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[test]
@@ -238,7 +327,11 @@ fn agent_drives_a_real_pair() {
     let pair = Pair::new(Options::default());
     let d = pair.dir.path();
     let (crm, record) = fake_crm(d);
-    let clone = |node: &str| Agent::new(d, &pair.config, node).env("PATH", &path_with(&crm)).env("OCF_RESKEY_CRM_meta_clone_max", "2");
+    let clone = |node: &str| {
+        Agent::new(d, &pair.config, node)
+            .env("PATH", &path_with(&crm))
+            .env("OCF_RESKEY_CRM_meta_clone_max", "2")
+    };
     let (a, b) = (clone("alpha"), clone("beta"));
 
     a.expect("monitor", 7);
@@ -253,9 +346,17 @@ fn agent_drives_a_real_pair() {
     a.expect("monitor", 0);
     // A fresh disk is inconsistent: the score is removed, and a plain
     // promote is refused (no force_promote).
-    assert!(last_call(&record).contains("--promotion") && last_call(&record).contains("--delete"), "no score removal for an inconsistent disk: {}", last_call(&record));
+    assert!(
+        last_call(&record).contains("--promotion") && last_call(&record).contains("--delete"),
+        "no score removal for an inconsistent disk: {}",
+        last_call(&record)
+    );
     let o = a.expect("promote", 1);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("inconsistent"), "the exit reason should say why: {}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("inconsistent"),
+        "the exit reason should say why: {}",
+        text(&o)
+    );
     a.expect("monitor", 0);
 
     // The operator declares alpha authoritative once, as with DRBD.
@@ -263,9 +364,17 @@ fn agent_drives_a_real_pair() {
     pair.ok(0, &["secondary"]);
     pair.wait_sync(30);
     a.expect("monitor", 0);
-    assert!(last_call(&record).contains("--update 10000"), "UpToDate should score 10000: {}", last_call(&record));
+    assert!(
+        last_call(&record).contains("--update 10000"),
+        "UpToDate should score 10000: {}",
+        last_call(&record)
+    );
     b.expect("monitor", 0);
-    assert!(last_call(&record).contains("--update 10000"), "synced peer should score 10000: {}", last_call(&record));
+    assert!(
+        last_call(&record).contains("--update 10000"),
+        "synced peer should score 10000: {}",
+        last_call(&record)
+    );
 
     a.expect("promote", 0);
     a.expect("monitor", 8);
@@ -281,15 +390,25 @@ fn agent_drives_a_real_pair() {
     // stop forces it.
     let uri = pair.uri(0);
     let mut client = Command::new("/usr/bin/python3")
-        .args(["-c", "import nbd,sys,time\nh=nbd.NBD()\nh.connect_uri(sys.argv[1])\nprint('up',flush=True)\ntime.sleep(60)", &uri])
+        .args([
+            "-c",
+            "import nbd,sys,time\nh=nbd.NBD()\nh.connect_uri(sys.argv[1])\nprint('up',flush=True)\ntime.sleep(60)",
+            &uri,
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     {
         use std::io::BufRead;
         let mut line = String::new();
-        std::io::BufReader::new(client.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "up", "libnbd client could not attach to {uri} (package python3-libnbd)");
+        std::io::BufReader::new(client.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            "up",
+            "libnbd client could not attach to {uri} (package python3-libnbd)"
+        );
     }
     let t = Instant::now();
     a.expect("demote", 1);
@@ -301,7 +420,11 @@ fn agent_drives_a_real_pair() {
     let _ = client.wait();
     assert!(!alive(pid), "repd {pid} still alive after stop");
     a.expect("monitor", 7);
-    assert!(last_call(&record).contains("--delete"), "stop should remove the score: {}", last_call(&record));
+    assert!(
+        last_call(&record).contains("--delete"),
+        "stop should remove the score: {}",
+        last_call(&record)
+    );
     a.expect("stop", 0);
     a.expect("demote", 7);
 
@@ -339,7 +462,10 @@ fn fake_bindir(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(&bin).unwrap();
     let state = dir.join("fake");
     std::fs::create_dir_all(&state).unwrap();
-    let repd = format!("#!/bin/sh\ntrap '' TERM\necho $$ > {s}/up\nwhile :; do sleep 0.1; done\n", s = state.display());
+    let repd = format!(
+        "#!/bin/sh\ntrap '' TERM\necho $$ > {s}/up\nwhile :; do sleep 0.1; done\n",
+        s = state.display()
+    );
     let repctl = format!(
         "#!/bin/sh\npid=$(cat {s}/up 2>/dev/null)\nstate=$(sed 's/.*) //' /proc/$pid/stat 2>/dev/null | cut -c1)\nif [ -z \"$pid\" ] || [ -z \"$state\" ] || [ \"$state\" = Z ]; then echo 'repctl: cannot reach the daemon' >&2; exit 3; fi\ncat {s}/status.json\n",
         s = state.display()
@@ -361,7 +487,9 @@ fn monitor_maps_every_state_and_stop_escalates_to_sigkill() {
     let pair = Pair::new(Options::default());
     let d = pair.dir.path();
     let (crm, record) = fake_crm(d);
-    let mut a = Agent::new(d, &pair.config, "alpha").env("PATH", &path_with(&crm)).env("OCF_RESKEY_CRM_meta_clone_max", "2");
+    let mut a = Agent::new(d, &pair.config, "alpha")
+        .env("PATH", &path_with(&crm))
+        .env("OCF_RESKEY_CRM_meta_clone_max", "2");
     a.bindir = fake_bindir(d);
     fake_status(d, "secondary", "inconsistent");
     a.expect("start", 0);
@@ -377,7 +505,10 @@ fn monitor_maps_every_state_and_stop_escalates_to_sigkill() {
         fake_status(d, role, disk);
         a.expect("monitor", code);
         let call = last_call(&record);
-        assert!(call.ends_with(score) && call.contains("--promotion") && call.contains("--lifetime reboot"), "{role}/{disk}: expected score `{score}`, crm_attribute got `{call}`");
+        assert!(
+            call.ends_with(score) && call.contains("--promotion") && call.contains("--lifetime reboot"),
+            "{role}/{disk}: expected score `{score}`, crm_attribute got `{call}`"
+        );
     }
     // Not a clone instance (ocf-tester, crm_resource --force-*): no scores.
     let n = std::fs::read_to_string(&record).unwrap().lines().count();
@@ -385,7 +516,11 @@ fn monitor_maps_every_state_and_stop_escalates_to_sigkill() {
     plain.rsctmp = a.rsctmp.clone();
     plain.bindir = a.bindir.clone();
     plain.expect("monitor", 9);
-    assert_eq!(std::fs::read_to_string(&record).unwrap().lines().count(), n, "scores written outside a clone");
+    assert_eq!(
+        std::fs::read_to_string(&record).unwrap().lines().count(),
+        n,
+        "scores written outside a clone"
+    );
     std::mem::forget(plain);
     // Unparsable status: generic error, not a crash or a wrong role.
     std::fs::write(d.join("fake/status.json"), "not json\n").unwrap();
@@ -399,7 +534,10 @@ fn monitor_maps_every_state_and_stop_escalates_to_sigkill() {
     a.expect("stop", 0);
     let took = t.elapsed();
     assert!(!alive(pid), "fake repd survived stop");
-    assert!(took >= Duration::from_secs(4) && took < Duration::from_secs(9), "stop should SIGKILL after ~5 s, took {took:?}");
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(9),
+        "stop should SIGKILL after ~5 s, took {took:?}"
+    );
     a.expect("monitor", 7);
 }
 
@@ -416,7 +554,12 @@ fn hb(config: &Path, node: &str, action: &str) -> Output {
 }
 fn hb_expect(config: &Path, node: &str, action: &str, code: i32) -> String {
     let o = hb(config, node, action);
-    assert_eq!(o.status.code(), Some(code), "heartbeat {node} {action}: expected {code}\n{}", text(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "heartbeat {node} {action}: expected {code}\n{}",
+        text(&o)
+    );
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
@@ -451,36 +594,54 @@ fn heartbeat_script_start_stop_status() {
     assert_eq!(pair.status(0)["role"], "primary");
     assert_eq!(hb_expect(&c, "alpha", "status", 0), "running (Primary)");
     hb_expect(&c, "alpha", "start", 0); // idempotent
-    // The peer cannot take over while alpha is Primary.
+                                        // The peer cannot take over while alpha is Primary.
     hb_expect(&c, "beta", "start", 1);
     assert_eq!(pair.status(1)["role"], "secondary");
     hb_expect(&c, "alpha", "stop", 0);
     assert_eq!(pair.status(0)["role"], "secondary");
     assert_eq!(hb_expect(&c, "alpha", "status", 3), "stopped (Secondary)");
     hb_expect(&c, "alpha", "stop", 0); // idempotent
-    // Handover to beta.
+                                       // Handover to beta.
     hb_expect(&c, "beta", "start", 0);
     assert_eq!(hb_expect(&c, "beta", "status", 0), "running (Primary)");
     // stop with an NBD client attached: forced after the stop timeout.
     let uri = pair.uri(1);
     let mut client = Command::new("/usr/bin/python3")
-        .args(["-c", "import nbd,sys,time\nh=nbd.NBD()\nh.connect_uri(sys.argv[1])\nprint('up',flush=True)\ntime.sleep(60)", &uri])
+        .args([
+            "-c",
+            "import nbd,sys,time\nh=nbd.NBD()\nh.connect_uri(sys.argv[1])\nprint('up',flush=True)\ntime.sleep(60)",
+            &uri,
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     {
         use std::io::BufRead;
         let mut line = String::new();
-        std::io::BufReader::new(client.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "up", "libnbd client could not attach to {uri} (package python3-libnbd)");
+        std::io::BufReader::new(client.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            "up",
+            "libnbd client could not attach to {uri} (package python3-libnbd)"
+        );
     }
     hb_expect(&c, "beta", "stop", 0);
     let _ = client.kill();
     let _ = client.wait();
     assert_eq!(pair.status(1)["role"], "secondary");
     // A bare resource name means /etc/repd/NAME.toml.
-    let o = Command::new(heartbeat_path()).args(["no-such-resource-xyz", "alpha", "status"]).env("REPD_BINDIR", bindir()).output().unwrap();
+    let o = Command::new(heartbeat_path())
+        .args(["no-such-resource-xyz", "alpha", "status"])
+        .env("REPD_BINDIR", bindir())
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("/etc/repd/no-such-resource-xyz.toml"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("/etc/repd/no-such-resource-xyz.toml"),
+        "{}",
+        text(&o)
+    );
     eprintln!("heartbeat test took {:?}", t0.elapsed());
 }
