@@ -173,6 +173,9 @@ struct RawNet {
     ping_interval_ms: Option<u64>,
     ping_timeout_ms: Option<u64>,
     connect_interval_ms: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +186,8 @@ struct RawNode {
     nbd: String,
     replication: String,
     control: PathBuf,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// Programs run on events (`[handlers]`), each optional.
@@ -227,6 +232,8 @@ pub struct Net {
     pub ping_timeout_ms: u64,
     /// Delay between reconnect attempts (it backs off up to 8 times this).
     pub connect_interval_ms: u64,
+    /// Mutual TLS on the peer link (and the certificates NBD TLS uses).
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// `[nodes.NAME]`
@@ -238,6 +245,11 @@ pub struct NodeConfig {
     pub nbd: ListenAddr,
     pub replication: String,
     pub control: PathBuf,
+    /// This node's TLS certificate and key, overriding `[net]` (the file is
+    /// the same on both nodes, so usually the paths are too; this serves a
+    /// pair on one machine).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A validated resource file.
@@ -324,6 +336,19 @@ impl Config {
             return Err(err("net.ping_timeout_ms", format!("{ping_timeout_ms} must be larger than ping_interval_ms ({ping_interval_ms})")));
         }
         let connect_interval_ms = n.connect_interval_ms.unwrap_or(500).max(10);
+        let per_node = raw.nodes.values().any(|n| n.tls_cert.is_some());
+        let tls = match (n.tls_cert, n.tls_key, n.tls_ca) {
+            (None, None, None) if !per_node => None,
+            (None, None, None) => return Err(err("net.tls_ca", "a node has tls_cert: TLS needs tls_ca in [net]".into())),
+            (Some(cert), Some(key), Some(ca)) => Some(crate::tls::TlsFiles { cert, key, ca }),
+            (None, None, Some(ca)) if raw.nodes.values().all(|n| n.tls_cert.is_some()) => {
+                Some(crate::tls::TlsFiles { cert: PathBuf::new(), key: PathBuf::new(), ca })
+            }
+            (c, k, _) => {
+                let missing = if c.is_none() { "tls_cert" } else if k.is_none() { "tls_key" } else { "tls_ca" };
+                return Err(err(&format!("net.{missing}"), "TLS needs tls_cert, tls_key and tls_ca (tls_cert and tls_key may be per node)".into()));
+            }
+        };
 
         if raw.nodes.len() != 2 {
             return Err(err("nodes", format!("exactly two nodes are needed, found {}", raw.nodes.len())));
@@ -344,7 +369,19 @@ impl Config {
             if rn.backing == rn.meta {
                 return Err(err(&k("meta"), "must be a different file from `backing`".into()));
             }
-            nodes.push(NodeConfig { name, backing: rn.backing, meta: rn.meta, nbd, replication: rn.replication, control: rn.control });
+            if rn.tls_cert.is_some() != rn.tls_key.is_some() {
+                return Err(err(&k("tls_cert"), "give tls_cert and tls_key together".into()));
+            }
+            nodes.push(NodeConfig {
+                name,
+                backing: rn.backing,
+                meta: rn.meta,
+                nbd,
+                replication: rn.replication,
+                control: rn.control,
+                tls_cert: rn.tls_cert,
+                tls_key: rn.tls_key,
+            });
         }
         if nodes[0].replication == nodes[1].replication {
             return Err(err(&format!("nodes.{}.replication", nodes[1].name), "both nodes have the same address".into()));
@@ -361,7 +398,7 @@ impl Config {
                 after_split_brain,
                 max_clients,
             },
-            net: Net { secret, ping_interval_ms, ping_timeout_ms, connect_interval_ms },
+            net: Net { secret, ping_interval_ms, ping_timeout_ms, connect_interval_ms, tls },
             nodes,
             handlers: raw.handlers,
         })
@@ -388,6 +425,17 @@ impl Config {
             file: self.path.clone(),
             key: format!("nodes.{want}"),
             reason: format!("unknown node `{want}` (the file has: {})", names()),
+        })
+    }
+
+    /// The TLS files for node `me`: its own certificate and key if it has
+    /// them, else `[net]`'s; None without TLS.
+    pub fn tls_for(&self, me: &NodeConfig) -> Option<crate::tls::TlsFiles> {
+        let net = self.net.tls.as_ref()?;
+        Some(crate::tls::TlsFiles {
+            cert: me.tls_cert.clone().unwrap_or_else(|| net.cert.clone()),
+            key: me.tls_key.clone().unwrap_or_else(|| net.key.clone()),
+            ca: net.ca.clone(),
         })
     }
 

@@ -22,6 +22,7 @@
 //! | [`node`] | the resource: role/disk/connection state machine (pure) and its runtime |
 //! | [`control`] | the control socket: messages between `repctl` and the daemon |
 //! | [`cli`] | the `repd` and `repctl` command lines (the binaries are thin wrappers) |
+//! | [`tls`] | rustls configurations for the peer link and NBD |
 //! | [`failpoint`] | fault injection behind the `failpoints` feature |
 
 pub mod cli;
@@ -34,3 +35,4 @@ pub mod nbd;
 pub mod node;
 pub mod repl;
 pub mod store;
+pub mod tls;

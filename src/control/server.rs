@@ -35,6 +35,19 @@ pub async fn serve<H: Handler>(path: &Path, handler: Arc<H>, shutdown: Cancellat
                 Err(e) => { tracing::warn!("control socket accept: {e}"); continue; }
             },
         };
+        // The socket is 0600; the credentials are checked too, so a socket
+        // made reachable by a permissive directory still serves only root
+        // and the daemon's own user.
+        let allowed = match stream.peer_cred() {
+            Ok(c) => c.uid() == 0 || c.uid() == unsafe { libc::geteuid() },
+            Err(_) => false,
+        };
+        if !allowed {
+            tracing::warn!("control socket: refused a client with credentials {:?}", stream.peer_cred().ok());
+            let mut s = stream;
+            let _ = s.write_all(b"{\"ok\":false,\"message\":\"permission denied: only root or the daemon's user may control it\"}\n").await;
+            continue;
+        }
         let h = handler.clone();
         let sd = shutdown.clone();
         tokio::spawn(async move {

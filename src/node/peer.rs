@@ -15,13 +15,14 @@ use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 
 use crate::repl::{handshake, Codec, HelloParams, Message};
+use crate::tls::BoxStream;
 
 use super::runtime::Node;
 use super::session;
 use super::state::Connection;
 
-/// An authenticated link, ready for a session.
-pub type Link = Framed<TcpStream, Codec>;
+/// An authenticated link, ready for a session (over TCP, or TLS over TCP).
+pub type Link = Framed<BoxStream, Codec>;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -37,6 +38,7 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
     let base = Duration::from_millis(node.cfg.net.connect_interval_ms);
     let mut backoff = base;
     let mut next: Option<Link> = None;
+    let mut last_error: Option<String> = None;
     loop {
         if node.shutdown.is_cancelled() {
             break;
@@ -59,7 +61,11 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
                 } {
                     Ok(l) => l,
                     Err(e) => {
-                        tracing::debug!("peer {}: {e}", node.peer_cfg.replication);
+                        // Say it once per kind of failure, not on every retry.
+                        if last_error.as_deref() != Some(e.as_str()) {
+                            tracing::warn!("peer {}: {e} (retrying)", node.peer_cfg.replication);
+                            last_error = Some(e.clone());
+                        }
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
                             _ = node.wake.notified() => {}
@@ -76,6 +82,7 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
             },
         };
         backoff = base;
+        last_error = None;
         next = session::run(node.clone(), link, &mut inbound).await;
         node.link_lost();
     }
@@ -88,10 +95,17 @@ async fn dial(node: &Node) -> Result<Link, String> {
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
+    let stream: BoxStream = match &node.tls {
+        Some(tls) => tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.connect(stream, &node.peer_cfg.name))
+            .await
+            .map_err(|_| "TLS handshake timed out".to_string())?
+            .map_err(|e| format!("TLS: {e}"))?,
+        None => Box::new(stream),
+    };
     establish(node, stream).await
 }
 
-async fn establish(node: &Node, stream: TcpStream) -> Result<Link, String> {
+async fn establish(node: &Node, stream: BoxStream) -> Result<Link, String> {
     let secret = node.cfg.net.secret.as_deref();
     let (mut link, peer) = handshake(stream, &hello(node), secret, HANDSHAKE_TIMEOUT).await.map_err(|e| e.to_string())?;
     if node.state().connection == Connection::Standalone {
@@ -119,6 +133,20 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener, tx: mpsc::Sender<Li
         let node = node.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
+            let stream: BoxStream = match &node.tls {
+                Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept_peer(stream, &node.peer_cfg.name)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::warn!("peer connection from {from} refused: TLS: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!("peer connection from {from} refused: TLS handshake timed out");
+                        return;
+                    }
+                },
+                None => Box::new(stream),
+            };
             match establish(&node, stream).await {
                 Ok(link) => {
                     let _ = tx.send(link).await;

@@ -42,6 +42,8 @@ pub struct Node {
     pub me: NodeConfig,
     pub peer_cfg: NodeConfig,
     pub store: Arc<Store>,
+    /// TLS for the peer link, when configured.
+    pub tls: Option<crate::tls::Tls>,
     state: Mutex<NodeState>,
     meta: Mutex<Meta>,
     /// The activity log (Primary write path); a tokio mutex because a
@@ -108,6 +110,10 @@ impl Node {
         let peer_cfg = cfg.peer_of(&me.name).clone();
         create_dir_of(&me.backing)?;
         create_dir_of(&me.meta)?;
+        let tls = match cfg.tls_for(&me) {
+            Some(files) => Some(crate::tls::Tls::load(&files).map_err(|e| StartError::Refused(format!("TLS: {e}")))?),
+            None => None,
+        };
         let store = Arc::new(Store::open(&me.backing, cfg.resource.size, cfg.resource.grow)?);
         let size = store.size();
         let mut meta = if me.meta.exists() {
@@ -176,6 +182,7 @@ impl Node {
             me,
             peer_cfg,
             store,
+            tls,
         }))
     }
 

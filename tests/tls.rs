@@ -1,0 +1,165 @@
+//! Security: TLS on the peer link, secrets and keys kept private, the
+//! control socket closed to other users.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+const ALPHA: usize = 0;
+const BETA: usize = 1;
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+fn ca(dir: &Path, name: &str) -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, name);
+    let cert = p.self_signed(&key).unwrap();
+    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+    Ca { cert, key }
+}
+
+/// Writes `{file}.crt` and `{file}.key` (0600) for a certificate naming `san`.
+fn leaf(dir: &Path, ca: &Ca, san: &str, file: &str) {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec![san.to_string()]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, san);
+    let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    std::fs::write(dir.join(format!("{file}.crt")), cert.pem()).unwrap();
+    let k = dir.join(format!("{file}.key"));
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A pair whose nodes use `{dir}/alpha.crt|key`, `{dir}/beta.crt|key` and CA `{dir}/ca.pem`.
+fn tls_pair() -> Pair {
+    let p = Pair::new(Options::default());
+    let d = p.dir.path();
+    let text = std::fs::read_to_string(&p.config).unwrap();
+    let text = text.replace("[net]\n", &format!("[net]\ntls_ca = \"{}/ca.pem\"\n", d.display()));
+    let text = text
+        .replace("[nodes.alpha]\n", &format!("[nodes.alpha]\ntls_cert = \"{0}/alpha.crt\"\ntls_key = \"{0}/alpha.key\"\n", d.display()))
+        .replace("[nodes.beta]\n", &format!("[nodes.beta]\ntls_cert = \"{0}/beta.crt\"\ntls_key = \"{0}/beta.key\"\n", d.display()));
+    std::fs::write(&p.config, text).unwrap();
+    p
+}
+
+#[test]
+fn a_tls_pair_replicates() {
+    let mut p = tls_pair();
+    let d = p.dir.path().to_owned();
+    let ca = ca(&d, "ca");
+    leaf(&d, &ca, "alpha", "alpha");
+    leaf(&d, &ca, "beta", "beta");
+    p.start(ALPHA);
+    p.start(BETA);
+    p.ok(ALPHA, &["primary", "--force"]);
+    p.wait_sync(30);
+    let o = nbd_py("random_io.py", &[&p.uri(ALPHA), "11", "300"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    p.assert_identical();
+    assert!(p.logs().contains("peer link up"));
+}
+
+fn assert_never_connects(p: &Pair, why: &str) {
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(p.status(ALPHA)["connection"], "connecting", "{why}: {}", p.logs());
+    assert!(!p.logs().contains("peer link up"), "{why}: {}", p.logs());
+}
+
+#[test]
+fn a_plaintext_peer_is_refused() {
+    let mut p = tls_pair();
+    let d = p.dir.path().to_owned();
+    let ca = ca(&d, "ca");
+    leaf(&d, &ca, "alpha", "alpha");
+    p.start(ALPHA);
+    // beta's copy of the file has no TLS.
+    let plain: String = std::fs::read_to_string(&p.config).unwrap().lines().filter(|l| !l.starts_with("tls_")).map(|l| format!("{l}\n")).collect();
+    let beta_cfg = d.join("beta-plain.toml");
+    std::fs::write(&beta_cfg, plain).unwrap();
+    let log = std::fs::File::create(&p.nodes[BETA].log).unwrap();
+    p.nodes[BETA].child = Some(Command::new(REPD).args(["--config", beta_cfg.to_str().unwrap(), "--node", "beta"]).stderr(log).spawn().unwrap());
+    assert_never_connects(&p, "plaintext peer");
+    assert!(p.logs().contains("TLS"), "{}", p.logs());
+}
+
+#[test]
+fn a_peer_with_a_certificate_from_another_ca_or_for_another_name_is_refused() {
+    let mut p = tls_pair();
+    let d = p.dir.path().to_owned();
+    let ca1 = ca(&d, "ca");
+    let rogue = ca(&d, "rogue");
+    leaf(&d, &ca1, "alpha", "alpha");
+    leaf(&d, &rogue, "beta", "beta");
+    p.start(ALPHA);
+    p.start(BETA);
+    assert_never_connects(&p, "certificate from another CA");
+    p.kill(BETA, libc::SIGKILL);
+    // Signed by the right CA, but naming another node.
+    leaf(&d, &ca1, "mallory", "beta");
+    p.start(BETA);
+    assert_never_connects(&p, "certificate for another name");
+}
+
+#[test]
+fn world_readable_secret_file_and_key_are_refused() {
+    let p = Pair::new(Options::default());
+    let d = p.dir.path();
+    let secret = d.join("secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = std::fs::read_to_string(&p.config).unwrap().replace("[net]\n", &format!("[net]\nsecret_file = \"{}\"\n", secret.display()));
+    std::fs::write(&p.config, &text).unwrap();
+    let o = Command::new(REPD).args(["--config", p.config.to_str().unwrap(), "--node", "alpha"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("net.secret_file") && err.contains("readable by others"), "{err}");
+    // A TLS key readable by others is refused too.
+    let mut p = tls_pair();
+    let d = p.dir.path().to_owned();
+    let ca = ca(&d, "ca");
+    leaf(&d, &ca, "alpha", "alpha");
+    std::fs::set_permissions(d.join("alpha.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = Command::new(REPD).args(["--config", p.config.to_str().unwrap(), "--node", "alpha"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("readable by others"));
+    p.nodes[ALPHA].child = None;
+}
+
+#[test]
+fn the_secret_never_appears_in_status_or_logs() {
+    let p = Pair::started(Options { secret: Some("hunter2-very-secret"), ..Default::default() });
+    let s = p.repctl(ALPHA, &["status", "--json"]);
+    assert!(!String::from_utf8_lossy(&s.stdout).contains("hunter2"));
+    assert!(!p.logs().contains("hunter2"));
+}
+
+#[test]
+fn another_user_cannot_use_the_control_socket() {
+    let p = Pair::started(Options::default());
+    let sock = &p.nodes[ALPHA].socket;
+    let mode = std::fs::metadata(sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "control socket mode");
+    require("setpriv", "util-linux");
+    // Even with the socket opened up, another user's credentials are refused.
+    std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(p.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", REPCTL, "--socket", sock.to_str().unwrap(), "primary", "--force"])
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0), "another user controlled the daemon");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("permission denied"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(p.status(ALPHA)["role"], "primary");
+}
