@@ -31,7 +31,11 @@ fn kernel_nbd_client_mkfs_failover_and_crash_in_a_vm() {
     let repd = Path::new(env!("CARGO_BIN_EXE_repd"));
     let repctl = Path::new(env!("CARGO_BIN_EXE_repctl"));
     let bindir = repd.parent().expect("repd has a directory");
-    assert_eq!(Some(bindir), repctl.parent(), "repd and repctl are built into different directories");
+    assert_eq!(
+        Some(bindir),
+        repctl.parent(),
+        "repd and repctl are built into different directories"
+    );
     let script = root.join("tools/vm/e2e");
     assert!(script.exists(), "{} is missing", script.display());
 
@@ -88,9 +92,15 @@ fn kernel_nbd_client_mkfs_failover_and_crash_in_a_vm() {
     }
     for step in STEPS {
         let line = out.lines().find(|l| l.starts_with(step));
-        assert!(line.is_some_and(|l| l.contains("... ok")), "no `{step} ... ok` line in the output:\n{out}");
+        assert!(
+            line.is_some_and(|l| l.contains("... ok")),
+            "no `{step} ... ok` line in the output:\n{out}"
+        );
     }
-    assert!(out.lines().any(|l| l == "E2E-RESULT: PASS"), "no PASS marker from the guest:\n{out}");
+    assert!(
+        out.lines().any(|l| l == "E2E-RESULT: PASS"),
+        "no PASS marker from the guest:\n{out}"
+    );
     assert!(failed.is_empty(), "exit 0 but FAILED lines: {failed:?}");
     assert!(took < Duration::from_secs(HARNESS_TIMEOUT_SECS));
 }
