@@ -214,3 +214,21 @@ fn corrupted_metadata_refuses_to_start_and_one_torn_copy_is_survived() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(std::fs::read(&meta).unwrap(), before, "refusing must not rewrite the metadata");
 }
+
+#[test]
+fn writes_the_secondary_had_not_flushed_are_resynced_after_it_crashes() {
+    let mut p = Pair::started(Options::default());
+    // A write acked by the Secondary but never flushed there, and a FUA write.
+    let script = "import nbd,sys; h=nbd.NBD(); h.connect_uri(sys.argv[1]); h.pwrite(b'\\x5a'*4096, 5<<20); h.pwrite(b'\\x6b'*4096, 9<<20, nbd.CMD_FLAG_FUA); h.shutdown()";
+    let o = Command::new("/usr/bin/python3").args(["-c", script, &p.uri(ALPHA)]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(p.status(ALPHA)["out_of_sync_bytes"], 0);
+    // The Secondary dies (it could have lost power): what it had not made durable may be gone.
+    p.kill(BETA, libc::SIGKILL);
+    wait_until(10, "alpha notices", || p.status(ALPHA)["connection"] != "connected");
+    let s = p.status(ALPHA);
+    assert_eq!(s["out_of_sync_bytes"], 1 << 20, "the unflushed 1 MiB chunk (and not the FUA write) must be out of sync: {s}");
+    p.start(BETA);
+    p.wait_sync(30);
+    p.assert_identical();
+}

@@ -169,10 +169,10 @@ impl Node {
         Response::ok("secondary")
     }
 
-    pub(super) fn disconnect(&self) -> Response {
+    pub(super) async fn disconnect(&self) -> Response {
         self.state().connection = Connection::Standalone;
         if let Some(l) = self.link() {
-            l.close();
+            self.goodbye(&l, &format!("node {} was disconnected by the operator", self.me.name)).await;
         }
         self.changed();
         Response::ok("standalone")
@@ -267,7 +267,7 @@ impl control::Handler for NodeControl {
             Request::Status => Response::Status { ok: true, status: Box::new(node.status()) },
             Request::Primary { force } => node.promote(force).await,
             Request::Secondary { force } => node.demote(force).await,
-            Request::Disconnect => node.disconnect(),
+            Request::Disconnect => node.disconnect().await,
             Request::Connect { discard_my_data } => node.connect(discard_my_data),
             Request::Invalidate => node.invalidate(),
             Request::Verify => node.verify().await,

@@ -170,6 +170,9 @@ impl NodeDevice {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
         if mirrored {
+            if !fua {
+                self.node.note_peer_write(offset, len);
+            }
             AtomicCounters::add(&self.node.counters.replicated_bytes, len);
         } else {
             // Step 7: the peer does not have it.
@@ -243,9 +246,18 @@ impl BlockDevice for NodeDevice {
         let s = self.node.store.clone();
         let link = self.node.link();
         let detached = self.node.disk_failed();
-        let remote = async {
+        let node = self.node.clone();
+        let remote = async move {
             match link {
-                Some(link) => match link.request(|id| Message::Flush { id }).await {
+                Some(link) => match {
+                    // The flush covers what the peer acknowledged so far.
+                    let epoch = node.take_unflushed();
+                    let r = link.request(|id| Message::Flush { id }).await;
+                    if r.is_err() {
+                        node.mark_chunks_out_of_sync(&epoch);
+                    }
+                    r
+                } {
                     Ok(()) => true,
                     // The peer's disk is detached: it holds nothing to flush.
                     Err(super::link::LinkError::Peer(libc::ENODEV)) => false,

@@ -36,11 +36,13 @@ pub struct PeerLink {
     next_id: AtomicU64,
     /// Cancelled when the link is lost or closed.
     pub closed: CancellationToken,
+    /// The link ended cleanly: the peer made its data durable and said goodbye.
+    clean: std::sync::atomic::AtomicBool,
 }
 
 impl PeerLink {
     pub fn new(tx: mpsc::Sender<Message>) -> Self {
-        PeerLink { tx, pending: Mutex::new(HashMap::new()), replies: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1), closed: CancellationToken::new() }
+        PeerLink { tx, pending: Mutex::new(HashMap::new()), replies: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1), closed: CancellationToken::new(), clean: Default::default() }
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<i32>>> {
@@ -114,6 +116,15 @@ impl PeerLink {
         self.closed.cancel();
         self.pending().clear();
         self.replies.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Records that the link ends cleanly (see [`PeerLink::clean`]).
+    pub fn set_clean(&self) {
+        self.clean.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.clean.load(Ordering::SeqCst)
     }
 
     /// Requests waiting for an acknowledgement.

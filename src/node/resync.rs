@@ -101,6 +101,9 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, sync_id: u64) {
             };
             match r {
                 Ok(()) => {
+                    // Cleared in the bitmap, but only in the peer's page cache until
+                    // the flush before SyncDone: an unclean loss re-marks it.
+                    node2.note_peer_write(offset, len);
                     let _ = node2.meta().bitmap_mut().clear_range(offset, len);
                     if !hole {
                         AtomicCounters::add(&node2.counters.resync_sent_bytes, len);
@@ -118,6 +121,14 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, sync_id: u64) {
     if link.closed.is_cancelled() {
         node.sync_end();
         tracing::warn!("resync interrupted; {} bytes still out of sync", node.out_of_sync_bytes());
+        return;
+    }
+    // The target makes the copies durable before the sync counts as done.
+    let epoch = node.take_unflushed();
+    if link.request(|id| Message::Flush { id }).await.is_err() {
+        node.mark_chunks_out_of_sync(&epoch);
+        node.sync_end();
+        tracing::warn!("resync interrupted at the final flush");
         return;
     }
     if link.send(Message::SyncDone).await.is_ok() {

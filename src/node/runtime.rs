@@ -36,6 +36,9 @@ pub enum StartError {
     Io { what: String, source: std::io::Error },
 }
 
+/// Granularity of the not-yet-flushed-on-the-peer record.
+pub const UNFLUSHED_CHUNK: u64 = 1 << 20;
+
 /// One node of the resource.
 pub struct Node {
     pub cfg: Config,
@@ -56,6 +59,10 @@ pub struct Node {
     sync: Mutex<Option<SyncProgress>>,
     /// The peer's generation ids as last sent (session start, sync start).
     peer_ids: Mutex<GenIds>,
+    /// 1 MiB chunks the peer acknowledged but has not flushed yet: the
+    /// peer holds them in its page cache only. If the link is lost
+    /// uncleanly (the peer may have lost power), they are marked out of sync.
+    unflushed: Mutex<std::collections::HashSet<u64>>,
     discard_my_data: AtomicBool,
     /// A promotion is waiting for the peer's consent.
     pub(super) promoting: AtomicBool,
@@ -172,6 +179,7 @@ impl Node {
             link: Mutex::new(None),
             sync: Mutex::new(None),
             peer_ids: Mutex::new(GenIds::default()),
+            unflushed: Mutex::new(std::collections::HashSet::new()),
             discard_my_data: AtomicBool::new(false),
             promoting: AtomicBool::new(false),
             wake: Notify::new(),
@@ -268,12 +276,45 @@ impl Node {
         *self.link.lock().unwrap_or_else(|p| p.into_inner()) = l;
     }
 
+    /// Records a write the peer acknowledged but may not have made durable.
+    pub fn note_peer_write(&self, offset: u64, len: u64) {
+        let mut u = self.unflushed.lock().unwrap_or_else(|p| p.into_inner());
+        let end = offset.saturating_add(len.max(1));
+        for c in offset / UNFLUSHED_CHUNK..end.div_ceil(UNFLUSHED_CHUNK) {
+            u.insert(c);
+        }
+    }
+
+    /// Takes the chunks written since the last peer flush (a flush is about to cover them).
+    pub fn take_unflushed(&self) -> Vec<u64> {
+        self.unflushed.lock().unwrap_or_else(|p| p.into_inner()).drain().collect()
+    }
+
+    /// Marks chunks the peer may have lost as out of sync.
+    pub fn mark_chunks_out_of_sync(&self, chunks: &[u64]) {
+        let size = self.store.size();
+        let mut m = self.meta();
+        for &c in chunks {
+            let off = c * UNFLUSHED_CHUNK;
+            if off < size {
+                let _ = m.bitmap_mut().set_range(off, UNFLUSHED_CHUNK.min(size - off));
+            }
+        }
+    }
+
     /// The session ended: forget the link; waiting writes complete locally.
-    /// A Primary that loses its peer starts a new data generation.
+    /// A Primary that loses its peer starts a new data generation. Unless
+    /// the link ended cleanly (the peer said goodbye after making its data
+    /// durable), what the peer had not flushed is marked out of sync.
     pub fn link_lost(&self) {
         let had = self.link.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(l) = &had {
             l.close();
+        }
+        let lost = self.take_unflushed();
+        if !had.as_ref().is_some_and(|l| l.is_clean()) && !lost.is_empty() {
+            tracing::warn!(chunks = lost.len(), "the peer may not have made its last writes durable: they are marked out of sync");
+            self.mark_chunks_out_of_sync(&lost);
         }
         let primary = {
             let mut st = self.state();
@@ -294,6 +335,26 @@ impl Node {
         }
         self.sync_end();
         self.changed();
+    }
+
+    /// Ends the link cleanly: this disk and the peer's are made durable,
+    /// then a Goodbye tells the peer so (it will not re-mark what it sent
+    /// us). Needs the session's reader running (it delivers the flush ack).
+    pub async fn goodbye(&self, link: &Arc<PeerLink>, reason: &str) {
+        let s = self.store.clone();
+        let local_ok = crate::device::blocking(move || s.sync()).await.is_ok();
+        let epoch = self.take_unflushed();
+        let peer_ok = matches!(tokio::time::timeout(Duration::from_secs(5), link.request(|id| crate::repl::Message::Flush { id })).await, Ok(Ok(())));
+        if peer_ok {
+            link.set_clean();
+        } else {
+            self.mark_chunks_out_of_sync(&epoch);
+        }
+        if local_ok {
+            let _ = link.send(crate::repl::Message::Goodbye { reason: reason.to_owned() }).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        link.close();
     }
 
     /// Something changed: wake the connector and waiters, emit events.

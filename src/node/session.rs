@@ -71,6 +71,16 @@ async fn next_frame(link: &mut futures::stream::SplitStream<Link>, timeout: Dura
     }
 }
 
+/// Reads the next frame within `timeout`, a Goodbye included.
+async fn next_frame_raw(link: &mut futures::stream::SplitStream<Link>, timeout: Duration) -> Result<Message, String> {
+    match tokio::time::timeout(timeout, link.next()).await {
+        Err(_) => Err(format!("no frame from the peer for {} ms", timeout.as_millis())),
+        Ok(None) => Err("the peer closed the link".into()),
+        Ok(Some(Err(e))) => Err(format!("bad frame: {e}")),
+        Ok(Some(Ok(m))) => Ok(m),
+    }
+}
+
 /// Runs a session on `link` until it ends. Returns a newer link that
 /// arrived meanwhile (it replaces this one), if any.
 pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>) -> Option<Link> {
@@ -237,21 +247,30 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
     }
 
     // 4. Read until the link breaks.
+    let mut leaving = false;
     let replaced = loop {
         let msg = tokio::select! {
-            m = next_frame(&mut stream, timeout) => m,
+            m = next_frame_raw(&mut stream, timeout) => m,
             l = inbound.recv() => {
                 tracing::warn!("peer reconnected on a new link; dropping the old one");
                 break l;
             }
-            _ = node.shutdown.cancelled() => {
-                let _ = plink.send(Message::Goodbye { reason: format!("node {} is shutting down", node.me.name) }).await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                break None;
+            _ = node.shutdown.cancelled(), if !leaving => {
+                // Keep reading while the goodbye waits for the peer's flush ack.
+                leaving = true;
+                let (n, l) = (node.clone(), plink.clone());
+                tokio::spawn(async move { n.goodbye(&l, &format!("node {} is shutting down", n.me.name)).await });
+                continue;
             }
             _ = plink.closed.cancelled() => break None,
         };
         match msg {
+            Ok(Message::Goodbye { reason }) => {
+                // The peer flushed its disk before saying goodbye.
+                tracing::warn!("peer link closed by the peer: {reason}");
+                plink.set_clean();
+                break None;
+            }
             Ok(m) => {
                 if let Err(e) = apply::dispatch(&node, &plink, m).await {
                     tracing::warn!("peer link: {e}; dropping it");
