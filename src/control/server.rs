@@ -38,16 +38,8 @@ pub async fn serve<H: Handler>(path: &Path, handler: Arc<H>, shutdown: Cancellat
         // The socket is 0600; the credentials are checked too, so a socket
         // made reachable by a permissive directory still serves only root
         // and the daemon's own user.
-        let allowed = match stream.peer_cred() {
-            Ok(c) => c.uid() == 0 || c.uid() == unsafe { libc::geteuid() },
-            Err(_) => false,
-        };
-        if !allowed {
-            tracing::warn!("control socket: refused a client with credentials {:?}", stream.peer_cred().ok());
-            let mut s = stream;
-            let _ = s.write_all(b"{\"ok\":false,\"message\":\"permission denied: only root or the daemon's user may control it\"}\n").await;
-            continue;
-        }
+        let cred = stream.peer_cred().ok();
+        let allowed = cred.is_some_and(|c| c.uid() == 0 || c.uid() == unsafe { libc::geteuid() });
         let h = handler.clone();
         let sd = shutdown.clone();
         tokio::spawn(async move {
@@ -58,6 +50,10 @@ pub async fn serve<H: Handler>(path: &Path, handler: Arc<H>, shutdown: Cancellat
                 _ = sd.cancelled() => return,
                 r = rd.read_line(&mut line) => match r {
                     Ok(0) => return,
+                    Ok(_) if !allowed => {
+                        tracing::warn!("control socket: refused a client with credentials {cred:?}");
+                        Response::refused("permission denied: only root or the daemon's user may control it")
+                    }
                     Ok(_) if !line.ends_with('\n') => Response::refused("request line too long or not terminated"),
                     Ok(_) => match serde_json::from_str::<Request>(&line) {
                         Ok(Request::Events) => {
