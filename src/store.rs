@@ -161,10 +161,10 @@ impl Store {
 
     fn write_zeroes_slow(&self, mut offset: u64, len: u64) -> io::Result<()> {
         const CHUNK: u64 = 1 << 20;
-        let zeroes = vec![0u8; CHUNK.min(len) as usize];
+        let zeroes = vec![0u8; usize::try_from(CHUNK.min(len)).unwrap_or(1 << 20)];
         let end = offset + len;
         while offset < end {
-            let n = CHUNK.min(end - offset) as usize;
+            let n = usize::try_from(CHUNK.min(end - offset)).unwrap_or(zeroes.len()).min(zeroes.len());
             self.file.write_all_at(&zeroes[..n], offset)?;
             offset += n as u64;
         }

@@ -53,7 +53,7 @@ fn sigkill_of_the_primary_loses_no_acked_write_and_failover_serves_them() {
     let beta = std::fs::read(&p.nodes[BETA].backing).unwrap();
     for line in &acked {
         let mut it = line.split_whitespace().map(|x| x.parse::<u64>().unwrap());
-        let (i, off) = (it.next().unwrap(), it.next().unwrap() as usize);
+        let (i, off) = (it.next().unwrap(), usize::try_from(it.next().unwrap()).unwrap());
         let want: Vec<u8> = i.to_le_bytes().repeat(512);
         assert!(beta[off..off + 4096] == want[..], "acked write {i} at {off} is missing on the Secondary\n{}", p.logs());
     }
@@ -165,7 +165,7 @@ fn garbage_on_the_peer_port_leaves_link_and_daemon_up() {
     let p = Pair::started(Options::default());
     for i in 0..5u8 {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", p.nodes[BETA].repl_port)).unwrap();
-        let junk: Vec<u8> = (0..4096u32).map(|x| (x as u8).wrapping_mul(31).wrapping_add(i)).collect();
+        let junk: Vec<u8> = (0..4096u32).map(|x| (x.to_le_bytes()[0]).wrapping_mul(31).wrapping_add(i)).collect();
         let _ = s.write_all(&junk);
         // A huge length in a plausible header, too.
         let _ = s.write_all(&[0x52, 0x45, 0x50, 0x44, 0, 0x20, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);

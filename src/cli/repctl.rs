@@ -1,7 +1,7 @@
 //! `repctl`: the operator's and cluster manager's tool.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
@@ -103,7 +103,7 @@ fn socket_path(args: &Args) -> Result<PathBuf, String> {
     Ok(cfg.local_node(args.node.as_deref()).map_err(|e| e.to_string())?.control.clone())
 }
 
-async fn call(socket: &PathBuf, req: &Request) -> Result<Response, i32> {
+async fn call(socket: &Path, req: &Request) -> Result<Response, i32> {
     control::call(socket, req, CALL_TIMEOUT).await.map_err(|e| {
         eprintln!("repctl: {e}");
         match e {
@@ -113,7 +113,7 @@ async fn call(socket: &PathBuf, req: &Request) -> Result<Response, i32> {
     })
 }
 
-async fn status(socket: &PathBuf) -> Result<Status, i32> {
+async fn status(socket: &Path) -> Result<Status, i32> {
     match call(socket, &Request::Status).await? {
         Response::Status { status, .. } => Ok(*status),
         Response::Done { message, .. } => {
@@ -160,7 +160,7 @@ async fn run(socket: &PathBuf, cmd: Cmd) -> i32 {
 }
 
 /// Copies the daemon's event lines to stdout until it goes away.
-async fn events(socket: &PathBuf) -> i32 {
+async fn events(socket: &Path) -> i32 {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let mut stream = match tokio::net::UnixStream::connect(socket).await {
         Ok(s) => s,
@@ -186,7 +186,7 @@ fn in_sync(s: &Status) -> bool {
     s.connection == Connection::Connected && s.disk == Disk::UpToDate && s.peer.disk == "uptodate" && s.sync.is_none()
 }
 
-async fn wait_sync(socket: &PathBuf, timeout: Option<Duration>) -> i32 {
+async fn wait_sync(socket: &Path, timeout: Option<Duration>) -> i32 {
     let start = Instant::now();
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(0);

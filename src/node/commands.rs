@@ -234,7 +234,7 @@ impl Node {
         let mut mismatched = 0u64;
         while off < size {
             let len = u64::from(VERIFY_CHUNK).min(size - off);
-            let len32 = len as u32;
+            let len32 = u32::try_from(len).unwrap_or(VERIFY_CHUNK);
             let _guard = self.ranges.lock(off, off + len).await;
             let (mine, theirs) = tokio::join!(self.digest(off, len32), link.request_reply(|id| Message::VerifyRequest { id, offset: off, len: len32 }));
             let theirs = match theirs {

@@ -248,28 +248,24 @@ impl BlockDevice for NodeDevice {
         let detached = self.node.disk_failed();
         let node = self.node.clone();
         let remote = async move {
-            match link {
-                Some(link) => match {
-                    // The flush covers what the peer acknowledged so far.
-                    let epoch = node.take_unflushed();
-                    let r = link.request(|id| Message::Flush { id }).await;
-                    if r.is_err() {
-                        node.mark_chunks_out_of_sync(&epoch);
-                    }
-                    r
-                } {
-                    Ok(()) => true,
-                    // The peer's disk is detached: it holds nothing to flush.
-                    Err(super::link::LinkError::Peer(libc::ENODEV)) => false,
-                    Err(e) => {
-                        // A peer that cannot flush is treated like a lost one:
-                        // the session ends and the regions resync later.
-                        tracing::warn!("peer flush failed: {e:?}");
-                        link.close();
-                        false
-                    }
-                },
-                None => false,
+            let Some(link) = link else { return false };
+            // The flush covers what the peer acknowledged so far.
+            let epoch = node.take_unflushed();
+            let r = link.request(|id| Message::Flush { id }).await;
+            if r.is_err() {
+                node.mark_chunks_out_of_sync(&epoch);
+            }
+            match r {
+                Ok(()) => true,
+                // The peer's disk is detached: it holds nothing to flush.
+                Err(super::link::LinkError::Peer(libc::ENODEV)) => false,
+                Err(e) => {
+                    // A peer that cannot flush is treated like a lost one:
+                    // the session ends and the regions resync later.
+                    tracing::warn!("peer flush failed: {e:?}");
+                    link.close();
+                    false
+                }
             }
         };
         let local = async move {

@@ -26,7 +26,7 @@ use super::state::{Disk, SyncSide};
 /// Largest copy: 256 granules (1 MiB at 4 KiB).
 pub const RUN_BITS: u64 = 256;
 /// Copies in flight at once.
-const WINDOW: usize = 16;
+const WINDOW: u32 = 16;
 
 /// Copies every out-of-sync region to the peer. The caller made the sync id
 /// (and persisted it); the target learns our ids from the `State` frame
@@ -39,7 +39,7 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, sync_id: u64) {
     if link.send(state).await.is_err() || link.send(Message::SyncStart { total_bytes: total, source_uuid: sync_id }).await.is_err() {
         return;
     }
-    let window = Arc::new(Semaphore::new(WINDOW));
+    let window = Arc::new(Semaphore::new(WINDOW as usize));
     let granule = node.meta().bitmap().granularity();
     let rate = node.cfg.resource.resync_rate;
     let started = Instant::now();
@@ -53,7 +53,7 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, sync_id: u64) {
         let Some((offset, len)) = next else {
             // End of a pass: wait for the copies in flight, then look again
             // (a write the peer failed may have set bits behind us).
-            drop(window.acquire_many(WINDOW as u32).await);
+            drop(window.acquire_many(WINDOW).await);
             if link.closed.is_cancelled() || node.meta().bitmap().count() == 0 {
                 break;
             }
@@ -62,7 +62,8 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, sync_id: u64) {
         };
         bit = (offset + len).div_ceil(granule);
         // Rate limit on data bytes.
-        let allowed = rate.saturating_mul(started.elapsed().as_millis() as u64) / 1000;
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let allowed = rate.saturating_mul(elapsed_ms) / 1000;
         if sent_data > allowed {
             tokio::time::sleep(Duration::from_millis(((sent_data - allowed) * 1000 / rate).min(1000))).await;
         }
@@ -91,7 +92,7 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, sync_id: u64) {
             let r = if hole {
                 link2.request(|id| Message::SyncHole { id, offset, len }).await
             } else {
-                match read_store(&node2.store, offset, len as u32).await {
+                match read_store(&node2.store, offset, u32::try_from(len).unwrap_or(u32::MAX)).await {
                     Ok(data) => link2.request(|id| Message::SyncData { id, offset, data }).await,
                     Err(e) => {
                         tracing::error!("resync read at {offset} failed: {e}");

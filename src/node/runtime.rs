@@ -415,8 +415,8 @@ impl Node {
 
     pub fn sync_status(&self) -> Option<control::SyncStatus> {
         let s = self.sync.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
-        let secs = s.started.elapsed().as_secs_f64().max(0.001);
-        let rate = (s.done as f64 / secs) as u64;
+        let ms = u64::try_from(s.started.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+        let rate = s.done.saturating_mul(1000) / ms;
         let left = s.total.saturating_sub(s.done);
         Some(control::SyncStatus {
             direction: s.side,
