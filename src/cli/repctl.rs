@@ -123,7 +123,7 @@ async fn status(socket: &Path) -> Result<Status, i32> {
     }
 }
 
-async fn run(socket: &PathBuf, cmd: Cmd) -> i32 {
+async fn run(socket: &Path, cmd: Cmd) -> i32 {
     let req = match cmd {
         Cmd::Status { json } => {
             return match status(socket).await {
