@@ -174,6 +174,21 @@ fn config_parse() {
     smoke("config_parse");
 }
 
+/// Coverage-guided runs with libFuzzer, opt-in: `FUZZ_LIBFUZZER_SECS=N`
+/// runs `tools/fuzz run TARGET N` for every target (the first build takes
+/// minutes: cargo-fuzz, nightly or RUSTC_BOOTSTRAP=1, instrumented deps).
+#[test]
+fn libfuzzer_when_asked() {
+    let Some(secs) = std::env::var("FUZZ_LIBFUZZER_SECS").ok().filter(|s| !s.is_empty()) else {
+        eprintln!("libfuzzer_when_asked: skipped (set FUZZ_LIBFUZZER_SECS=N to run each target N seconds under libFuzzer)");
+        return;
+    };
+    for t in targets::TARGETS {
+        let st = std::process::Command::new(root().join("tools/fuzz")).args(["run", t, &secs]).status().expect("run tools/fuzz");
+        assert!(st.success(), "libFuzzer found a failure in {t}: see fuzz/artifacts/{t}/ and add it to fuzz/regressions/{t}/");
+    }
+}
+
 #[test]
 fn every_target_has_a_binary() {
     for t in targets::TARGETS {

@@ -210,6 +210,8 @@ struct Sim {
     /// The last handshake found unrelated data: the operator invalidates one side.
     unrelated: bool,
     policy: SplitBrainPolicy,
+    /// Fault events happen with probability 1/fault_scale (per seed).
+    fault_scale: u32,
     c: Counts,
     log: String,
     verbose: bool,
@@ -252,6 +254,7 @@ impl Sim {
             crash_armed: None,
             unrelated: false,
             policy,
+            fault_scale: [1, 2, 4][(seed % 3) as usize],
             c: Counts::default(),
             log: String::new(),
             verbose,
@@ -969,10 +972,20 @@ impl Sim {
         if !(0..2).any(|i| self.n[i].up && self.n[i].st.split_brain) || !(0..2).all(|i| self.n[i].up) {
             return Ok(());
         }
-        let victim = match self.primary() {
-            Some(p) => 1 - p,
-            None => self.rng.gen_range(0..2),
+        // The operator sticks to one victim: repd keeps a node's
+        // discard-my-data flag until a handshake uses it (a plain `connect`
+        // does not clear it), so flags set on both sides would keep the pair
+        // in split brain for good.
+        let victim = match (self.primary(), (0..2).find(|&i| self.n[i].discard_my_data)) {
+            (_, Some(v)) if !self.n[v].is_primary() => v,
+            (Some(p), _) => 1 - p,
+            (None, _) => self.rng.gen_range(0..2),
         };
+        if self.n[1 - victim].discard_my_data {
+            // Restarting that daemon is the only way to clear its flag.
+            self.note(format!("operator: restarts {} to clear its discard-my-data flag", NAMES[1 - victim]));
+            self.n[1 - victim].discard_my_data = false;
+        }
         if self.n[victim].st.role == Role::Primary && !self.demote(victim)? {
             return Ok(());
         }
@@ -1013,7 +1026,13 @@ impl Sim {
 
     fn step(&mut self) -> Result<(), Crashed> {
         self.c.steps += 1;
-        let e = self.rng.gen_range(0..1000);
+        let mut e = self.rng.gen_range(0..1000);
+        // Calm phases (every other 60 steps, at this seed's fault rate) let
+        // the pair reconnect and finish resyncs between the storms.
+        let fault = matches!(e, 670..=679 | 850..=864 | 905..=914);
+        if fault && ((self.c.steps / 60) % 2 == 1 || !self.rng.gen_ratio(1, self.fault_scale)) {
+            e = 0;
+        }
         match e {
             0..=349 => {
                 // Either direction with something to deliver.
@@ -1022,7 +1041,9 @@ impl Sim {
                     (true, false) => 1,
                     _ => self.rng.gen_range(0..2),
                 };
-                self.deliver(from)?;
+                for _ in 0..self.rng.gen_range(1..=4) {
+                    self.deliver(from)?;
+                }
             }
             350..=519 => {
                 if let Some(p) = self.primary() {
@@ -1030,9 +1051,12 @@ impl Sim {
                 }
             }
             520..=669 => {
-                for i in 0..2 {
-                    if self.n[i].sync.is_some() {
-                        self.resync_step(i)?;
+                // A window of copies, as run_source keeps several in flight.
+                for _ in 0..self.rng.gen_range(1..=4) {
+                    for i in 0..2 {
+                        if self.n[i].sync.is_some() {
+                            self.resync_step(i)?;
+                        }
                     }
                 }
             }
@@ -1063,7 +1087,11 @@ impl Sim {
             }
             800..=849 => self.manage()?,
             850..=864 => {
-                let i = self.rng.gen_range(0..2);
+                // The Primary, more often than not.
+                let i = match self.primary() {
+                    Some(p) if self.rng.gen_ratio(2, 3) => p,
+                    _ => self.rng.gen_range(0..2),
+                };
                 if self.n[i].up {
                     if self.rng.gen() {
                         self.crash(i);
@@ -1279,4 +1307,46 @@ fn simulation() {
         total.quiet_checks,
         start.elapsed().as_secs_f64()
     );
+}
+
+/// Exploration, by hand: is the decision symmetric on *any* ids, not only on
+/// the reachable ones the simulation produces? Ids are drawn from a small
+/// pool so that rules match often.
+///
+/// It is not: `genid::compare` tries rule 50 (`local.current == peer.bitmap`,
+/// target) before rule 60 (`peer.history` holds `local.current`, full target),
+/// so when one side matches 50 and the other 60 both become sync targets
+/// (likewise 70/80 make two sources). Such ids need a generation to reappear
+/// after it was left, which random ids rule out and which the simulation
+/// never reached; DRBD's `drbd_uuid_compare` has the same order. Hence
+/// ignored, kept as a record and for the hardening suggested in the report.
+#[test]
+#[ignore = "exploration: asymmetric only on unreachable ids"]
+fn decide_mirrors_on_random_ids() {
+    let mut rng = StdRng::seed_from_u64(env_u64("SIM_SEED").unwrap_or(7));
+    let pool = [0u64, genid::JUST_CREATED, 0x100, 0x101, 0x200, 0x300, 0x100 + genid::NEW_BM_OFFSET, 0x200 + genid::NEW_BM_OFFSET];
+    let pick = |rng: &mut StdRng| pool[rng.gen_range(0..pool.len())];
+    let roles = [Role::Primary, Role::Secondary];
+    let disks = [Disk::UpToDate, Disk::Consistent, Disk::Inconsistent, Disk::Outdated];
+    let mut asym = Vec::new();
+    let n = env_u64("SIM_SEEDS").unwrap_or(200_000);
+    for _ in 0..n {
+        let mut ids = || GenIds { current: pick(&mut rng), bitmap: pick(&mut rng), history: [pick(&mut rng), pick(&mut rng)] };
+        let (a, b) = (ids(), ids());
+        let side = |rng: &mut StdRng, ids| Side {
+            role: roles[rng.gen_range(0..2)],
+            disk: disks[rng.gen_range(0..4)],
+            ids,
+            dirty_bits: rng.gen_range(0..2),
+            crashed_primary: rng.gen(),
+            discard_my_data: rng.gen(),
+        };
+        let (sa, sb) = (side(&mut rng, a), side(&mut rng, b));
+        let policy = if rng.gen() { SplitBrainPolicy::Disconnect } else { SplitBrainPolicy::DiscardZeroChanges };
+        let (da, db) = (decide(sa, sb, policy, true), decide(sb, sa, policy, false));
+        if !mirrored(&da.decision, &db.decision) && asym.len() < 5 {
+            asym.push(format!("{sa:x?}\n  vs {sb:x?}\n  -> {:?} (rule {}) / {:?} (rule {})", da.decision, da.rule, db.decision, db.rule));
+        }
+    }
+    assert!(asym.is_empty(), "decide is not symmetric:\n{}", asym.join("\n"));
 }
