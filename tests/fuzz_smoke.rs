@@ -19,6 +19,7 @@
 #[allow(dead_code)]
 mod targets;
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -132,13 +133,14 @@ fn smoke(target: &str) {
         }
         n += 1;
     }
-    eprintln!(
+    // Straight to the stderr handle: libtest's capture would hide eprintln!.
+    let _ = writeln!(
+        std::io::stderr(),
         "fuzz_smoke {target}: {} seeds, {} regressions replayed; {n} mutated inputs in {:.1}s",
         corpus.len(),
         regressions.len(),
         start.elapsed().as_secs_f64()
     );
-    println!("fuzz_smoke {target}: {} seeds + {} regressions + {n} mutated inputs, no failure", corpus.len(), regressions.len());
 }
 
 #[test]
