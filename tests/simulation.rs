@@ -46,6 +46,12 @@ use std::collections::{BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::io::Write as _;
 
+#[path = "common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+#[path = "sim/daemon.rs"]
+mod daemon;
+
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use repd::config::SplitBrainPolicy;
