@@ -980,18 +980,17 @@ impl Sim {
         if !(0..2).any(|i| self.n[i].up && self.n[i].st.split_brain) || !(0..2).all(|i| self.n[i].up) {
             return Ok(());
         }
-        // The operator sticks to one victim: repd keeps a node's
-        // discard-my-data flag until a handshake uses it (a plain `connect`
-        // does not clear it), so flags set on both sides would keep the pair
-        // in split brain for good.
+        // The operator sticks to one victim. (Changing it used to leave the
+        // flag on both nodes and the pair in split brain for good; a plain
+        // `connect` now withdraws it: see sim/daemon.rs.)
         let victim = match (self.primary(), (0..2).find(|&i| self.n[i].discard_my_data)) {
             (_, Some(v)) if !self.n[v].is_primary() => v,
             (Some(p), _) => 1 - p,
             (None, _) => self.rng.gen_range(0..2),
         };
         if self.n[1 - victim].discard_my_data {
-            // Restarting that daemon is the only way to clear its flag.
-            self.note(format!("operator: restarts {} to clear its discard-my-data flag", NAMES[1 - victim]));
+            // A plain `connect` on that node withdraws its flag.
+            self.note(format!("operator: plain connect on {} withdraws its discard-my-data", NAMES[1 - victim]));
             self.n[1 - victim].discard_my_data = false;
         }
         if self.n[victim].st.role == Role::Primary && !self.demote(victim)? {
