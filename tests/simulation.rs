@@ -217,6 +217,8 @@ struct Sim {
     crash_armed: Option<(usize, u32)>,
     /// The last handshake found unrelated data: the operator invalidates one side.
     unrelated: bool,
+    /// While the ledger is suspended: this node acknowledged writes.
+    split_acks: [bool; 2],
     policy: SplitBrainPolicy,
     /// Fault events happen with probability 1/fault_scale (per seed).
     fault_scale: u32,
@@ -261,6 +263,7 @@ impl Sim {
             no_fencing: std::env::var("SIM_NO_FENCING").is_ok_and(|v| v == "1"),
             crash_armed: None,
             unrelated: false,
+            split_acks: [false; 2],
             policy,
             fault_scale: [1, 2, 4][(seed % 3) as usize],
             c: Counts::default(),
@@ -487,7 +490,7 @@ impl Sim {
             }
             let (off, len) = range_of(&p.blocks);
             self.n[i].al.end_write(off, len).unwrap_or_else(|e| self.fail(&format!("end_write: {e}")));
-            self.ack(&p.blocks, p.ver, true);
+            self.ack(i, &p.blocks, p.ver, true);
         }
         if primary {
             // fence-peer: the manager outdates the peer before the Primary goes on alone.
@@ -498,8 +501,11 @@ impl Sim {
         Ok(())
     }
 
-    fn ack(&mut self, blocks: &[usize], ver: u64, degraded: bool) {
+    fn ack(&mut self, node: usize, blocks: &[usize], ver: u64, degraded: bool) {
         self.c.writes_acked += 1;
+        if self.ledger_suspended {
+            self.split_acks[node] = true;
+        }
         if degraded {
             self.c.writes_degraded += 1;
         }
@@ -578,6 +584,19 @@ impl Sim {
             self.note(format!("split brain resolved: {} survives", NAMES[src]));
             self.ledger = self.n[src].disk.clone();
             self.ledger_suspended = false;
+            self.split_acks = [false; 2];
+        } else if self.ledger_suspended && matches!(da.decision, Decision::Source { .. } | Decision::Target { .. }) {
+            // The split made on purpose left one side unchanged (it crashed
+            // or demoted before acknowledging anything alone): a plain resync
+            // from the other is right, unless the target acknowledged writes.
+            let src = if matches!(da.decision, Decision::Source { .. }) { 0 } else { 1 };
+            if self.split_acks[1 - src] {
+                self.fail("the sync target acknowledged writes while apart, yet no split brain was found: they are overwritten");
+            }
+            self.note(format!("split resolved without a split brain: {} had acknowledged nothing alone", NAMES[1 - src]));
+            self.ledger = self.n[src].disk.clone();
+            self.ledger_suspended = false;
+            self.split_acks = [false; 2];
         }
         let decisions = [da, db];
         let views = [PeerView { role: sb.role, disk: sb.disk }, PeerView { role: sa.role, disk: sa.disk }];
@@ -723,7 +742,7 @@ impl Sim {
                 let p = self.n[to].pending.remove(k);
                 let (off, len) = range_of(&p.blocks);
                 self.n[to].al.end_write(off, len).unwrap_or_else(|e| self.fail(&format!("end_write: {e}")));
-                self.ack(&p.blocks, p.ver, false);
+                self.ack(to, &p.blocks, p.ver, false);
             }
             Msg::State { ids } => self.n[to].peer_ids = ids,
             Msg::SyncStart { sync_id } => {
@@ -829,7 +848,7 @@ impl Sim {
                 self.n[i].bm[b] = true;
             }
             self.n[i].al.end_write(off, len).unwrap_or_else(|e| self.fail(&format!("end_write: {e}")));
-            self.ack(&blocks, ver, true);
+            self.ack(i, &blocks, ver, true);
         }
         Ok(())
     }
@@ -1017,6 +1036,7 @@ impl Sim {
         self.c.discards += 1;
         self.ledger = self.n[1 - i].disk.clone();
         self.ledger_suspended = false;
+        self.split_acks = [false; 2];
         self.persist(i, |h, bm, bmd| {
             h.gen = GenIds::just_created();
             bm.iter_mut().for_each(|b| *b = true);
