@@ -1379,3 +1379,44 @@ fn decide_mirrors_on_random_ids() {
     }
     assert!(asym.is_empty(), "decide is not symmetric:\n{}", asym.join("\n"));
 }
+
+/// Found by the simulation (seed 247609 of `SIM_SEEDS=400000`), reduced to
+/// the ids. Beta finished a bitmap resync as source with nothing to copy: it
+/// sent SyncDone at once and took alpha for UpToDate, then alpha's
+/// StateUpdate(Inconsistent) from handling SyncStart arrived late and made
+/// beta's view of alpha stale. Beta was promoted in that window, so
+/// `start_initial_sync` (commands.rs, run after every promotion) began a
+/// needless *full* sync: `start_sync_as_source` with no bitmap id makes a
+/// random sync id and records nothing of the current id. The link dropped
+/// before SyncStart reached alpha; beta, a Primary losing its peer, made a
+/// new current id, which keeps the (sync) bitmap id and so drops the old
+/// current from the lineage. Alpha still holds exactly that old current
+/// and changed nothing, yet the next handshake calls it a split brain
+/// (rule 100) and the pair stays standalone until an operator discards.
+///
+/// Fix proposals (in `node/genid.rs` / `node/commands.rs`, not made here):
+/// `start_sync_as_source` without a real bitmap id could derive the sync id
+/// from the current one (`current + NEW_BM_OFFSET`) and push the current id
+/// to history, so rules 51/71 recognise a sync start that never arrived;
+/// and `promote` should start the initial full sync only after a forced
+/// promotion (its doc says so), not on a possibly stale peer view.
+#[test]
+fn a_lost_full_sync_start_then_a_new_current_is_not_a_split_brain() {
+    let history = [0x4e5a_d893_cd58_1b66, 0x4e59_d893_cd58_1b66];
+    let c0 = 0xffcf_3cbe_3b52_af14;
+    // In sync after a resync; beta is promoted while connected (Primary bit).
+    let alpha = GenIds { current: c0, bitmap: 0, history };
+    let mut beta = GenIds { current: c0 | 1, bitmap: 0, history };
+    // The needless full sync starts; its SyncStart never reaches alpha.
+    let _sync_id = beta.start_sync_as_source(0x1023_9cff_c122_77b8);
+    // The link drops: beta is a Primary that lost its peer.
+    beta.new_current_from(true, 0xc0e6_bb1d_f032_79e3);
+    let input = DecideInput { local_wins_ties: true, ..Default::default() };
+    let a = genid::decide(&alpha, &beta, &input);
+    let b = genid::decide(&beta, &alpha, &input.mirror());
+    assert_eq!(a.sync.mirror(), b.sync, "decisions do not mirror");
+    assert!(
+        matches!(a.sync, SyncDecision::BitmapSyncTarget | SyncDecision::FullSyncTarget),
+        "alpha changed nothing since it held beta's generation {c0:#x}, so it must be the sync target; got {a:?} (ids {alpha:x?} / {beta:x?})"
+    );
+}
