@@ -180,12 +180,13 @@ impl Node {
 
     pub(super) fn connect(&self, discard_my_data: bool) -> Response {
         let mut st = self.state();
-        if discard_my_data {
-            if st.role == Role::Primary {
-                return Response::refused("a Primary cannot discard its data; demote it first");
-            }
-            self.set_discard_my_data(true);
+        if discard_my_data && st.role == Role::Primary {
+            return Response::refused("a Primary cannot discard its data; demote it first");
         }
+        // The flag belongs to this connect: a plain `connect` withdraws an
+        // earlier `--discard-my-data` (else both sides could end up holding
+        // it, and a split brain neither side will win stays for good).
+        self.set_discard_my_data(discard_my_data);
         if st.connection == Connection::Standalone {
             st.connection = Connection::Connecting;
         }
