@@ -79,7 +79,9 @@ impl Node {
         }
         tracing::info!("role: primary");
         self.announce_state();
-        self.start_initial_sync();
+        if forced {
+            self.start_initial_sync();
+        }
         Response::ok("primary")
     }
 
