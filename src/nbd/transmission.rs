@@ -171,6 +171,9 @@ async fn write_some<W: AsyncWrite + Unpin>(w: &mut W, chunks: &VecDeque<Bytes>) 
 enum Parse {
     /// More bytes from the socket.
     NeedBytes,
+    /// The rest of a WRITE payload, for which room is already reserved (so
+    /// the buffer must not be grown again: that would copy the payload).
+    NeedPayload,
     /// Requests to complete (a bound is reached).
     Blocked,
     /// Reading is over.
@@ -295,7 +298,7 @@ where
                 if inbuf.len() < need {
                     // Room for the whole payload, so it arrives contiguous.
                     inbuf.reserve(need - inbuf.len());
-                    break Parse::NeedBytes;
+                    break Parse::NeedPayload;
                 }
                 inbuf.advance(REQUEST_LEN);
                 inbuf.split_to(len as usize).freeze()
@@ -311,8 +314,8 @@ where
         if matches!(state, Parse::Ended) && inflight.0.is_empty() && (out.is_empty() || write_err.is_some()) {
             break;
         }
-        let want_read = matches!(state, Parse::NeedBytes);
-        if want_read && inbuf.capacity() - inbuf.len() < READ_ROOM / 4 {
+        let want_read = matches!(state, Parse::NeedBytes | Parse::NeedPayload);
+        if matches!(state, Parse::NeedBytes) && inbuf.capacity() - inbuf.len() < READ_ROOM / 4 {
             inbuf.reserve(READ_ROOM);
         }
         out.seal();
