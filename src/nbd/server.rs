@@ -215,7 +215,10 @@ async fn connection<R, W, G>(
     tracing::info!(size = session.size, structured = session.structured, "NBD client {peer} attached");
     let device = attachment.device.clone();
     let cancel = attachment.cancel.clone();
-    match transmission::run(r, w, device, session, opts.limits, shutdown, cancel).await {
+    // Bytes the handshake's buffer read ahead are the first requests.
+    let ahead = bytes::BytesMut::from(r.buffer());
+    let r = r.into_inner();
+    match transmission::run_buffered(ahead, r, w, device, session, opts.limits, shutdown, cancel).await {
         Ok(end) => tracing::info!("NBD client {peer} detached ({end:?})"),
         Err(e) => tracing::info!("NBD client {peer} dropped: {e}"),
     }

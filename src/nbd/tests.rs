@@ -299,6 +299,30 @@ async fn disconnect_waits_for_replies() {
     assert_eq!(task.await.unwrap().unwrap(), End::Disconnect);
 }
 
+#[tokio::test]
+async fn rejected_write_is_answered_after_its_payload_and_pipelining_goes_on() {
+    let dev = Arc::new(MemDevice::new(1 << 20, Duration::ZERO));
+    let (mut c, task) = transmit(dev, CancellationToken::new(), CancellationToken::new());
+    // Past the end: ENOSPC, but only once its 8 payload bytes are consumed.
+    c.write_all(&req(CMD_WRITE, 7, (1 << 20) - 4, 8)).await.unwrap();
+    c.write_all(b"abcd").await.unwrap();
+    let mut r = [0u8; 16];
+    let early = tokio::time::timeout(Duration::from_millis(100), c.read_exact(&mut r)).await;
+    assert!(early.is_err(), "a reply came before the rejected write's payload was sent");
+    c.write_all(b"efgh").await.unwrap();
+    let mut b = BytesMut::new();
+    b.put_slice(&req(CMD_WRITE, 8, 0, 4));
+    b.put_slice(b"wxyz");
+    b.put_slice(&req(CMD_READ, 9, 0, 4));
+    c.write_all(&b).await.unwrap();
+    c.read_exact(&mut r).await.unwrap();
+    assert_eq!((&r[4..8], &r[8..16]), (&ENOSPC.to_be_bytes()[..], &7u64.to_be_bytes()[..]));
+    let mut rest = [0u8; 16 + 16 + 4];
+    c.read_exact(&mut rest).await.unwrap();
+    c.write_all(&req(CMD_DISC, 10, 0, 0)).await.unwrap();
+    assert_eq!(task.await.unwrap().unwrap(), End::Disconnect);
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }

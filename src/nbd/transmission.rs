@@ -1,33 +1,43 @@
-//! The transmission phase: a pipelined request loop and a batching writer.
+//! The transmission phase: one task per connection that reads requests,
+//! drives them, and writes their replies.
 //!
-//! One reader (the connection task) decodes requests, checks them
-//! ([`super::request::validate`]), reads WRITE payloads into one buffer each,
-//! and spawns every request as its own task, so many are in flight and
-//! replies go out in completion order. In-flight work is bounded twice: by
-//! count (`max_inflight`) and by payload bytes (`max_buffered`), both taken
-//! before a payload buffer is allocated and released once the reply is
-//! handed to the socket.
+//! The connection task owns both halves of the socket. Requests are parsed
+//! out of one receive buffer: a WRITE payload is split off that buffer
+//! (no copy, no zeroing), checked ([`super::request::validate`]) and started
+//! as a future in a `FuturesUnordered`, so many are in flight and replies go
+//! out in completion order. Every reply that is ready is queued (headers
+//! packed into one buffer, READ payloads passed through uncopied) and the
+//! queue goes out with `writev`, many replies per system call. There is no
+//! task per request and no writer task: a finished device call wakes this
+//! one task, which writes the reply itself (on a 2-core machine each
+//! cross-thread wake-up was a futex round trip; see bench/README.md).
 //!
-//! One writer task owns the socket's write half. It takes every reply that
-//! is ready, encodes headers into a `BufWriter`, passes payloads through
-//! uncopied, and flushes only when the queue is empty.
+//! In-flight work is bounded twice: by count (`max_inflight`) and by payload
+//! bytes (`max_buffered`, at least one maximum request). At either bound the
+//! task stops reading the socket until requests complete; queued replies
+//! that the client does not read also stop the reading.
 //!
 //! Ending: NBD_CMD_DISC, the client closing, server shutdown and the
 //! attachment's cancel token (forced demotion) all end the same way: stop
 //! reading, let requests in flight complete and their replies go out, then
-//! close. A corrupt request header (bad magic) closes the connection
-//! immediately after in-flight replies. A rejected WRITE's payload is read
-//! and dropped (without allocating it) so the connection stays usable.
+//! close. A corrupt request header (bad magic) closes the connection after
+//! the replies in flight. A rejected WRITE's payload is read and dropped
+//! (never buffered whole) so the connection stays usable. Requests in
+//! flight are never dropped half-way (a replicated write must finish both
+//! legs or mark its region out-of-sync): if the connection task itself is
+//! aborted, they are moved to a detached task that runs them to the end.
 
-use std::io;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use bytes::{Buf, Bytes, BytesMut};
+use futures::stream::{FuturesUnordered, StreamExt};
+use std::collections::VecDeque;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use super::handshake::discard;
 use super::proto::*;
 use super::reply::{self, Body};
 use super::request::{decode_header, validate, Command, Session};
@@ -36,7 +46,7 @@ use crate::device::BlockDevice;
 /// Bounds on one connection's work in flight.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Requests executing or waiting to be written at once.
+    /// Requests executing at once.
     pub max_inflight: usize,
     /// READ/WRITE payload bytes held at once (at least one maximum request).
     pub max_buffered: usize,
@@ -48,16 +58,6 @@ impl Default for Limits {
     }
 }
 
-/// Payload budget unit: permits are counted in KiB.
-const UNIT: usize = 1024;
-
-/// A finished request waiting for the writer.
-struct Outgoing {
-    cookie: u64,
-    body: Body,
-    _permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
-}
-
 /// Why the request loop stopped reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -67,14 +67,124 @@ pub enum End {
     ClientClosed,
     /// Server shutdown or the attachment was cancelled.
     Stopped,
-    /// The writer failed (client gone or not reading).
+    /// Writing replies failed (client gone or not reading).
     WriterFailed,
+}
+
+/// Receive buffer: room kept free for the next read.
+const READ_ROOM: usize = 256 * 1024;
+/// Slices per `writev`.
+const MAX_IOV: usize = 64;
+
+/// One request in flight: yields its cookie, reply and payload cost.
+type Running = Pin<Box<dyn Future<Output = (u64, Body, usize)> + Send>>;
+
+/// The requests in flight. Dropped with requests still running (the
+/// connection task aborted), it hands them to a detached task so that no
+/// device call is abandoned half-way.
+struct InFlight(FuturesUnordered<Running>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let mut rest = std::mem::take(&mut self.0);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { while rest.next().await.is_some() {} });
+        }
+    }
+}
+
+/// Replies waiting for the socket: small headers packed in `head`, then
+/// sealed into `chunks` in order with the payloads.
+struct Out {
+    head: BytesMut,
+    chunks: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl Out {
+    fn new() -> Self {
+        Out { head: BytesMut::with_capacity(64 * 1024), chunks: VecDeque::new(), bytes: 0 }
+    }
+
+    fn push(&mut self, cookie: u64, body: &Body, structured: bool) {
+        let before = self.head.len();
+        let payload = reply::encode(cookie, body, structured, &mut self.head);
+        self.bytes += self.head.len() - before;
+        if let Some(p) = payload {
+            self.seal();
+            self.bytes += p.len();
+            self.chunks.push_back(p);
+        }
+    }
+
+    /// Moves packed headers into the chunk queue.
+    fn seal(&mut self) {
+        if !self.head.is_empty() {
+            if self.head.capacity() < 4096 {
+                let h = std::mem::replace(&mut self.head, BytesMut::with_capacity(64 * 1024));
+                self.chunks.push_back(h.freeze());
+            } else {
+                self.chunks.push_back(self.head.split().freeze());
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.head.is_empty()
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.bytes -= n;
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else { break };
+            if front.len() <= n {
+                n -= front.len();
+                self.chunks.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.head.clear();
+        self.chunks.clear();
+        self.bytes = 0;
+    }
+}
+
+/// One `writev` of the queued chunks.
+async fn write_some<W: AsyncWrite + Unpin>(w: &mut W, chunks: &VecDeque<Bytes>) -> io::Result<usize> {
+    let mut slices = [IoSlice::new(&[]); MAX_IOV];
+    let n = chunks.iter().zip(slices.iter_mut()).map(|(c, s)| *s = IoSlice::new(c)).count();
+    match w.write_vectored(&slices[..n]).await {
+        Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+        r => r,
+    }
+}
+
+/// What the parser needs before it can go on.
+enum Parse {
+    /// More bytes from the socket.
+    NeedBytes,
+    /// The rest of a WRITE payload, for which room is already reserved (so
+    /// the buffer must not be grown again: that would copy the payload).
+    NeedPayload,
+    /// Requests to complete (a bound is reached).
+    Blocked,
+    /// Reading is over.
+    Ended,
 }
 
 /// Serves requests until the client disconnects or `stop` fires; returns
 /// once every reply has been written.
+#[cfg(test)]
 pub async fn run<R, W, D>(
-    mut r: R,
+    r: R,
     w: W,
     device: Arc<D>,
     session: Session,
@@ -87,110 +197,174 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
     D: BlockDevice,
 {
-    let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
-    let writer_failed = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(w, rx, session.structured, writer_failed.clone()));
-    let _abort = AbortOnDrop(writer.abort_handle());
-    let inflight = Arc::new(Semaphore::new(limits.max_inflight.max(1)));
-    let budget_units = (limits.max_buffered / UNIT).max(MAX_PAYLOAD as usize / UNIT);
-    let budget = Arc::new(Semaphore::new(budget_units));
+    run_buffered(BytesMut::new(), r, w, device, session, limits, shutdown, cancel).await
+}
 
-    let stop = shutdown.child_token();
-    let _watch = AbortOnDrop(
-        tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                cancel.cancelled().await;
-                stop.cancel();
-            }
-        })
-        .abort_handle(),
-    );
-    let result = loop {
-        let mut hdr = [0u8; REQUEST_LEN];
-        let read = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break Ok(End::Stopped),
-            _ = writer_failed.cancelled() => break Ok(End::WriterFailed),
-            r = r.read_exact(&mut hdr) => r,
-        };
-        match read {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(End::ClientClosed),
-            Err(e) => break Err(e),
+/// [`run`], with bytes the handshake already read past its end.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_buffered<R, W, D>(
+    mut inbuf: BytesMut,
+    mut r: R,
+    mut w: W,
+    device: Arc<D>,
+    session: Session,
+    limits: Limits,
+    shutdown: CancellationToken,
+    cancel: CancellationToken,
+) -> io::Result<End>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+    D: BlockDevice,
+{
+    let max_inflight = limits.max_inflight.max(1);
+    let max_buffered = limits.max_buffered.max(MAX_PAYLOAD as usize);
+    let mut inflight = InFlight(FuturesUnordered::new());
+    let mut out = Out::new();
+    // Payload bytes of the requests in flight.
+    let mut buffered = 0usize;
+    // Bytes of a rejected WRITE still to be dropped.
+    let mut discard = 0u64;
+    // Its error reply, sent once the payload is consumed (a client may not
+    // expect a reply to a request it has not finished sending).
+    let mut rejected: Option<(u64, Body)> = None;
+    let mut end: Option<End> = None;
+    let mut read_err: Option<io::Error> = None;
+    let mut write_err: Option<io::Error> = None;
+    let stopped = async {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = cancel.cancelled() => {}
         }
-        let h = match decode_header(&hdr) {
-            Ok(h) => h,
-            Err(e) => break Err(io::Error::new(io::ErrorKind::InvalidData, e)),
-        };
-        let cmd = match validate(&h, &session) {
-            Ok(Command::Disconnect) => break Ok(End::Disconnect),
-            Ok(cmd) => cmd,
-            Err(rej) => {
-                tracing::debug!(cookie = h.cookie, error = rej.error, "request rejected: {}", rej.message);
-                if let Err(e) = discard(&mut r, u64::from(rej.discard)).await {
-                    break Err(e);
-                }
-                let Some(p) = acquire(&inflight, None, &stop).await else { break Ok(End::Stopped) };
-                let _ = tx.send(Outgoing { cookie: h.cookie, body: Body::Error { error: rej.error, message: rej.message }, _permits: p });
-                continue;
-            }
-        };
-        let payload_len = match cmd {
-            Command::Read { len, .. } | Command::Write { len, .. } => len as usize,
-            _ => 0,
-        };
-        let cost = (payload_len > 0).then(|| (budget.clone(), payload_len.div_ceil(UNIT)));
-        let Some(permits) = acquire(&inflight, cost, &stop).await else { break Ok(End::Stopped) };
-        let data = if let Command::Write { len, .. } = cmd {
-            let mut buf = BytesMut::zeroed(len as usize);
-            if let Err(e) = r.read_exact(&mut buf).await {
-                break Err(e);
-            }
-            buf.freeze()
-        } else {
-            Bytes::new()
-        };
-        let (dev, tx) = (device.clone(), tx.clone());
-        tokio::spawn(async move {
-            let body = execute(&*dev, cmd, data).await;
-            let _ = tx.send(Outgoing { cookie: h.cookie, body, _permits: permits });
-        });
     };
-    // Requests in flight keep their own senders; the writer ends when the
-    // last one has been written.
-    drop(tx);
-    let written = writer.await.map_err(io::Error::other)?;
-    match (result, written) {
-        (Ok(end), Ok(())) => Ok(end),
-        (Ok(End::WriterFailed), Err(e)) | (Err(e), _) => Err(e),
-        (Ok(end), Err(e)) if end == End::Disconnect || end == End::ClientClosed => {
+    tokio::pin!(stopped);
+
+    loop {
+        // Start every complete request the bounds allow.
+        let state = loop {
+            if end.is_some() {
+                break Parse::Ended;
+            }
+            if discard > 0 {
+                let n = usize::try_from(discard).unwrap_or(usize::MAX).min(inbuf.len());
+                inbuf.advance(n);
+                discard -= n as u64;
+                if discard > 0 {
+                    break Parse::NeedBytes;
+                }
+            }
+            if let Some((cookie, body)) = rejected.take() {
+                out.push(cookie, &body, session.structured);
+            }
+            if inflight.0.len() >= max_inflight || out.bytes > max_buffered {
+                break Parse::Blocked;
+            }
+            if inbuf.len() < REQUEST_LEN {
+                break Parse::NeedBytes;
+            }
+            let hdr: &[u8; REQUEST_LEN] = inbuf[..REQUEST_LEN].try_into().expect("length checked");
+            let h = match decode_header(hdr) {
+                Ok(h) => h,
+                Err(e) => {
+                    read_err = Some(io::Error::new(io::ErrorKind::InvalidData, e));
+                    end = Some(End::ClientClosed);
+                    break Parse::Ended;
+                }
+            };
+            let cmd = match validate(&h, &session) {
+                Ok(Command::Disconnect) => {
+                    inbuf.advance(REQUEST_LEN);
+                    end = Some(End::Disconnect);
+                    break Parse::Ended;
+                }
+                Ok(cmd) => cmd,
+                Err(rej) => {
+                    tracing::debug!(cookie = h.cookie, error = rej.error, "request rejected: {}", rej.message);
+                    inbuf.advance(REQUEST_LEN);
+                    discard = u64::from(rej.discard);
+                    rejected = Some((h.cookie, Body::Error { error: rej.error, message: rej.message }));
+                    continue;
+                }
+            };
+            let cost = match cmd {
+                Command::Read { len, .. } | Command::Write { len, .. } => len as usize,
+                _ => 0,
+            };
+            if buffered > 0 && buffered + cost > max_buffered {
+                break Parse::Blocked;
+            }
+            let data = if let Command::Write { len, .. } = cmd {
+                let need = REQUEST_LEN + len as usize;
+                if inbuf.len() < need {
+                    // Room for the whole payload, so it arrives contiguous.
+                    inbuf.reserve(need - inbuf.len());
+                    break Parse::NeedPayload;
+                }
+                inbuf.advance(REQUEST_LEN);
+                inbuf.split_to(len as usize).freeze()
+            } else {
+                inbuf.advance(REQUEST_LEN);
+                Bytes::new()
+            };
+            buffered += cost;
+            let dev = device.clone();
+            let cookie = h.cookie;
+            inflight.0.push(Box::pin(async move { (cookie, execute(&*dev, cmd, data).await, cost) }));
+        };
+        if matches!(state, Parse::Ended) && inflight.0.is_empty() && (out.is_empty() || write_err.is_some()) {
+            break;
+        }
+        let want_read = matches!(state, Parse::NeedBytes | Parse::NeedPayload);
+        if matches!(state, Parse::NeedBytes) && inbuf.capacity() - inbuf.len() < READ_ROOM / 4 {
+            inbuf.reserve(READ_ROOM);
+        }
+        out.seal();
+        let want_write = !out.is_empty() && write_err.is_none();
+        tokio::select! {
+            biased;
+            _ = &mut stopped, if end.is_none() => end = Some(End::Stopped),
+            Some((cookie, body, cost)) = inflight.0.next(), if !inflight.0.is_empty() => {
+                buffered -= cost;
+                if write_err.is_none() {
+                    out.push(cookie, &body, session.structured);
+                }
+            }
+            n = write_some(&mut w, &out.chunks), if want_write => match n {
+                Ok(n) => out.advance(n),
+                Err(e) => {
+                    out.clear();
+                    write_err = Some(e);
+                    end.get_or_insert(End::WriterFailed);
+                }
+            },
+            n = r.read_buf(&mut inbuf), if want_read => match n {
+                Ok(0) => {
+                    if !inbuf.is_empty() || discard > 0 {
+                        read_err = Some(io::ErrorKind::UnexpectedEof.into());
+                    }
+                    end = Some(End::ClientClosed);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    read_err = Some(e);
+                    end = Some(End::ClientClosed);
+                }
+            },
+            else => break,
+        }
+    }
+    let closed = if write_err.is_none() { w.shutdown().await } else { Ok(()) };
+    let end = end.unwrap_or(End::ClientClosed);
+    if let Some(e) = read_err {
+        return Err(e);
+    }
+    match (end, write_err.or(closed.err())) {
+        (end, None) => Ok(end),
+        (End::Disconnect | End::ClientClosed, Some(e)) => {
             tracing::debug!("client gone before its replies were written: {e}");
             Ok(end)
         }
-        (Ok(_), Err(e)) => Err(e),
-    }
-}
-
-/// Takes one in-flight permit and, for payloads, `cost` budget units;
-/// None if `stop` fires first.
-async fn acquire(
-    inflight: &Arc<Semaphore>,
-    cost: Option<(Arc<Semaphore>, usize)>,
-    stop: &CancellationToken,
-) -> Option<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>)> {
-    let take = async {
-        let one = inflight.clone().acquire_owned().await.ok()?;
-        let bytes = match cost {
-            Some((sem, n)) => Some(sem.acquire_many_owned(u32::try_from(n).ok()?).await.ok()?),
-            None => None,
-        };
-        Some((one, bytes))
-    };
-    tokio::select! {
-        biased;
-        p = take => p,
-        _ = stop.cancelled() => None,
+        (_, Some(e)) => Err(e),
     }
 }
 
@@ -220,47 +394,4 @@ async fn execute<D: BlockDevice>(dev: &D, cmd: Command, data: Bytes) -> Body {
         }
         Body::Error { error, message: e.to_string() }
     })
-}
-
-/// Writes replies as they come, batching everything that is ready into one
-/// flush.
-async fn write_loop<W: AsyncWrite + Unpin>(
-    w: W,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    structured: bool,
-    failed: CancellationToken,
-) -> io::Result<()> {
-    let mut w = BufWriter::with_capacity(256 * 1024, w);
-    let mut head = BytesMut::with_capacity(4096);
-    let result = async {
-        while let Some(first) = rx.recv().await {
-            let mut next = Some(first);
-            while let Some(o) = next {
-                head.clear();
-                let payload = reply::encode(o.cookie, &o.body, structured, &mut head);
-                w.write_all(&head).await?;
-                if let Some(p) = payload {
-                    w.write_all(&p).await?;
-                }
-                drop(o);
-                next = rx.try_recv().ok();
-            }
-            w.flush().await?;
-        }
-        w.shutdown().await
-    }
-    .await;
-    if result.is_err() {
-        failed.cancel();
-    }
-    result
-}
-
-/// Aborts a task when dropped (the writer must not outlive its connection).
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
