@@ -159,6 +159,7 @@ struct RawResource {
     after_split_brain: Option<String>,
     #[serde(default)]
     max_clients: Option<u32>,
+    nbd_tls: Option<String>,
 }
 
 fn default_protocol() -> String {
@@ -222,6 +223,8 @@ pub struct Resource {
     pub after_split_brain: SplitBrainPolicy,
     /// Most NBD connections served at once.
     pub max_clients: u32,
+    /// NBD_OPT_STARTTLS on the export: off, on, require.
+    pub nbd_tls: crate::nbd::TlsMode,
 }
 
 /// `[net]`
@@ -314,6 +317,12 @@ impl Config {
                 return Err(err("resource.after_split_brain", format!("`{o}` is not one of \"disconnect\", \"discard-zero-changes\"")))
             }
         };
+        let nbd_tls = match r.nbd_tls.as_deref() {
+            None | Some("off") => crate::nbd::TlsMode::Off,
+            Some("on") => crate::nbd::TlsMode::On,
+            Some("require") => crate::nbd::TlsMode::Require,
+            Some(o) => return Err(err("resource.nbd_tls", format!("`{o}` is not one of \"off\", \"on\", \"require\""))),
+        };
         let max_clients = r.max_clients.unwrap_or(64);
         if max_clients == 0 {
             return Err(err("resource.max_clients", "must be at least 1".into()));
@@ -383,6 +392,9 @@ impl Config {
                 tls_key: rn.tls_key,
             });
         }
+        if nbd_tls != crate::nbd::TlsMode::Off && tls.is_none() {
+            return Err(err("resource.nbd_tls", "NBD TLS needs the certificates: set [net] tls_ca and tls_cert/tls_key".into()));
+        }
         if nodes[0].replication == nodes[1].replication {
             return Err(err(&format!("nodes.{}.replication", nodes[1].name), "both nodes have the same address".into()));
         }
@@ -397,6 +409,7 @@ impl Config {
                 al_extents,
                 after_split_brain,
                 max_clients,
+                nbd_tls,
             },
             net: Net { secret, ping_interval_ms, ping_timeout_ms, connect_interval_ms, tls },
             nodes,

@@ -29,10 +29,11 @@ fn ca(dir: &Path, name: &str) -> Ca {
     Ca { cert, key }
 }
 
-/// Writes `{file}.crt` and `{file}.key` (0600) for a certificate naming `san`.
+/// Writes `{file}.crt` and `{file}.key` (0600) for a certificate naming `san`
+/// (and localhost / 127.0.0.1, for NBD clients).
 fn leaf(dir: &Path, ca: &Ca, san: &str, file: &str) {
     let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(vec![san.to_string()]).unwrap();
+    let mut p = CertificateParams::new(vec![san.to_string(), "localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
     p.distinguished_name.push(DnType::CommonName, san);
     let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
     std::fs::write(dir.join(format!("{file}.crt")), cert.pem()).unwrap();
@@ -162,4 +163,72 @@ fn another_user_cannot_use_the_control_socket() {
     assert_ne!(o.status.code(), Some(0), "another user controlled the daemon");
     assert!(String::from_utf8_lossy(&o.stderr).contains("permission denied"), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(p.status(ALPHA)["role"], "primary");
+}
+
+/// A TLS pair with `nbd_tls = MODE`, alpha Primary; returns the client certificate dir.
+fn nbd_tls_pair(mode: &str) -> (Pair, std::path::PathBuf) {
+    let mut p = tls_pair();
+    let d = p.dir.path().to_owned();
+    let text = std::fs::read_to_string(&p.config).unwrap().replace("[resource]\n", &format!("[resource]\nnbd_tls = \"{mode}\"\n"));
+    std::fs::write(&p.config, text).unwrap();
+    let ca = ca(&d, "ca");
+    leaf(&d, &ca, "alpha", "alpha");
+    leaf(&d, &ca, "beta", "beta");
+    let client = d.join("client-tls");
+    std::fs::create_dir_all(&client).unwrap();
+    std::fs::copy(d.join("ca.pem"), client.join("ca-cert.pem")).unwrap();
+    p.start(ALPHA);
+    p.start(BETA);
+    p.ok(ALPHA, &["primary", "--force"]);
+    p.wait_sync(30);
+    (p, client)
+}
+
+#[test]
+fn nbd_over_tls_with_libnbd_and_qemu() {
+    require("nbdinfo", "libnbd-bin");
+    require("qemu-io", "qemu-utils");
+    let (p, certs) = nbd_tls_pair("require");
+    let port = p.nodes[ALPHA].nbd_port;
+    let uri = format!("nbds://127.0.0.1:{port}/r0?tls-certificates={}", certs.display());
+    let o = Command::new("nbdinfo").args(["--json", &uri]).output().unwrap();
+    assert!(o.status.success(), "nbdinfo over TLS: {}", String::from_utf8_lossy(&o.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["exports"][0]["export-size"], 64 << 20, "{info}");
+    // libnbd reads and writes over TLS.
+    let o = nbd_py("random_io.py", &[&uri, "21", "200"]);
+    assert!(o.status.success(), "libnbd over TLS: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    // qemu with x509 credentials.
+    let obj = format!("tls-creds-x509,id=tls0,dir={},endpoint=client", certs.display());
+    let img = format!("driver=nbd,host=127.0.0.1,port={port},export=r0,tls-creds=tls0");
+    let o = Command::new("qemu-io")
+        .args(["--object", &obj, "--image-opts", &img, "-c", "write -P 0x3c 2M 64k", "-c", "read -P 0x3c 2M 64k"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "qemu-io over TLS: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    p.wait_sync(10);
+    p.assert_identical();
+}
+
+#[test]
+fn nbd_tls_require_refuses_a_plaintext_client() {
+    require("nbdinfo", "libnbd-bin");
+    let (p, _certs) = nbd_tls_pair("require");
+    let o = Command::new("timeout").args(["10", "nbdinfo", &p.uri(ALPHA)]).output().unwrap();
+    assert!(!o.status.success(), "a plaintext client was served");
+    assert_ne!(o.status.code(), Some(124), "nbdinfo hung");
+    // The server said why (libnbd shows the server's message in debug output).
+    let o = Command::new("timeout").args(["10", "nbdinfo", &p.uri(ALPHA)]).env("LIBNBD_DEBUG", "1").output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("requires TLS"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn nbd_tls_on_serves_both() {
+    require("nbdinfo", "libnbd-bin");
+    let (p, certs) = nbd_tls_pair("on");
+    let port = p.nodes[ALPHA].nbd_port;
+    let o = Command::new("nbdinfo").arg(p.uri(ALPHA)).output().unwrap();
+    assert!(o.status.success(), "plaintext with nbd_tls = on: {}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("nbdinfo").arg(format!("nbds://127.0.0.1:{port}/r0?tls-certificates={}", certs.display())).output().unwrap();
+    assert!(o.status.success(), "TLS with nbd_tls = on: {}", String::from_utf8_lossy(&o.stderr));
 }

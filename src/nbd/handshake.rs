@@ -10,6 +10,10 @@
 //! goes on. Option payloads over [`MAX_OPTION_LEN`] are read and dropped
 //! without allocating and answered with NBD_REP_ERR_TOO_BIG.
 //!
+//! TLS: with [`TlsMode::On`] or [`TlsMode::Require`] NBD_OPT_STARTTLS is
+//! acknowledged and the caller upgrades the connection; `Require` answers
+//! every other option with NBD_REP_ERR_TLS_REQD until then.
+//!
 //! Refusals: an unknown export name, or an export the gate says is
 //! unavailable (a Secondary), gets NBD_REP_ERR_UNKNOWN ("the requested
 //! export is not available") with the reason as message; on
@@ -32,6 +36,21 @@ pub enum Outcome<D> {
     Transmit { attachment: Attachment<D>, session: Session },
     /// The client sent NBD_OPT_ABORT (or was refused and left).
     Aborted,
+    /// NBD_OPT_STARTTLS was acknowledged: the caller runs the TLS handshake
+    /// on the connection, then continues with [`haggle`] (`in_tls` set).
+    StartTls { no_zeroes: bool },
+}
+
+/// TLS on the NBD export (`[resource] nbd_tls`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TlsMode {
+    /// NBD_OPT_STARTTLS is unsupported.
+    #[default]
+    Off,
+    /// Clients may upgrade with NBD_OPT_STARTTLS.
+    On,
+    /// Every option but STARTTLS and ABORT is refused (NBD_REP_ERR_TLS_REQD) until TLS.
+    Require,
 }
 
 /// Why a handshake was cut off. Each ends that connection only.
@@ -60,6 +79,10 @@ pub struct Policy {
     /// When set, every option is refused with NBD_REP_ERR_SHUTDOWN and this
     /// message (used for connections over the client cap).
     pub refuse: Option<String>,
+    /// TLS for this export.
+    pub tls: TlsMode,
+    /// The connection already runs TLS (after STARTTLS).
+    pub in_tls: bool,
 }
 
 /// Sends the greeting: `NBDMAGIC`, `IHAVEOPT`, handshake flags.
@@ -85,6 +108,18 @@ where
         return Err(HandshakeError::BadClientFlags(cflags));
     }
     let no_zeroes = cflags & FLAG_C_NO_ZEROES != 0;
+    haggle(r, w, gate, policy, no_zeroes).await
+}
+
+/// Answers options until transmission, abort or STARTTLS. After a STARTTLS
+/// it runs again over TLS with a fresh state (options negotiated before TLS
+/// do not count).
+pub async fn haggle<R, W, G>(r: &mut R, w: &mut W, gate: &G, policy: &Policy, no_zeroes: bool) -> Result<Outcome<G::Device>, HandshakeError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    G: ExportGate,
+{
     let mut h = Haggle { structured: false, base_allocation: false, out: BytesMut::with_capacity(512) };
     loop {
         let magic = r.read_u64().await?;
@@ -118,6 +153,34 @@ where
                     continue;
                 }
             }
+        }
+        let tls_missing = policy.tls == TlsMode::Require && !policy.in_tls;
+        match opt {
+            OPT_STARTTLS => {
+                if policy.tls == TlsMode::Off {
+                    h.reply(opt, REP_ERR_UNSUP, b"TLS is not configured for this export");
+                } else if policy.in_tls {
+                    h.reply(opt, REP_ERR_INVALID, b"TLS is already negotiated");
+                } else if !data.is_empty() {
+                    h.reply(opt, REP_ERR_INVALID, b"NBD_OPT_STARTTLS takes no data");
+                } else {
+                    h.reply(opt, REP_ACK, b"");
+                    h.send(w).await?;
+                    return Ok(Outcome::StartTls { no_zeroes });
+                }
+                h.send(w).await?;
+                continue;
+            }
+            OPT_ABORT => {}
+            OPT_EXPORT_NAME if tls_missing => {
+                return Err(HandshakeError::ExportNameRefused("this export requires TLS (NBD_OPT_STARTTLS first)".into()))
+            }
+            _ if tls_missing => {
+                h.reply(opt, REP_ERR_TLS_REQD, b"this export requires TLS: send NBD_OPT_STARTTLS first");
+                h.send(w).await?;
+                continue;
+            }
+            _ => {}
         }
         match opt {
             OPT_EXPORT_NAME => {
@@ -168,7 +231,6 @@ where
                     return Ok(Outcome::Transmit { attachment, session });
                 }
             }
-            OPT_STARTTLS => h.reply(opt, REP_ERR_UNSUP, b"TLS is not supported by this server"),
             _ => h.reply(opt, REP_ERR_UNSUP, format!("option {opt} is not supported").as_bytes()),
         }
         h.send(w).await?;

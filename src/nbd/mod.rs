@@ -36,6 +36,6 @@ mod transmission;
 #[cfg(test)]
 mod tests;
 
-pub use handshake::HandshakeError;
+pub use handshake::{HandshakeError, TlsMode};
 pub use server::{bind, serve, Listener, ServerOptions};
 pub use transmission::Limits;

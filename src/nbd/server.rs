@@ -23,7 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::handshake::{negotiate, Outcome, Policy};
+use super::handshake::{haggle, negotiate, Outcome, Policy, TlsMode};
 use super::transmission::{self, Limits};
 use crate::config::ListenAddr;
 use crate::device::ExportGate;
@@ -40,6 +40,10 @@ pub struct ServerOptions {
     pub shutdown_grace: Duration,
     /// Per-connection bounds on requests in flight.
     pub limits: Limits,
+    /// NBD_OPT_STARTTLS: off, on, or required.
+    pub tls_mode: TlsMode,
+    /// The certificates for STARTTLS (needed unless `tls_mode` is off).
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl Default for ServerOptions {
@@ -49,6 +53,8 @@ impl Default for ServerOptions {
             handshake_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             limits: Limits::default(),
+            tls_mode: TlsMode::Off,
+            tls: None,
         }
     }
 }
@@ -128,6 +134,15 @@ pub async fn serve<G: ExportGate>(
         };
         let slot = slots.clone().try_acquire_owned().ok();
         let (gate, opts, shutdown) = (gate.clone(), opts.clone(), shutdown.clone());
+        if opts.tls_mode != TlsMode::Off {
+            // STARTTLS may swap the stream mid-handshake: box it.
+            let boxed: crate::tls::BoxStream = match stream {
+                Stream::Tcp(s) => Box::new(s),
+                Stream::Unix(s) => Box::new(s),
+            };
+            conns.spawn(connection_tls(boxed, gate, slot, opts, shutdown, peer));
+            continue;
+        }
         match stream {
             Stream::Tcp(s) => {
                 let (r, w) = s.into_split();
@@ -185,22 +200,102 @@ async fn connection<R, W, G>(
     G: ExportGate,
 {
     let mut r = BufReader::with_capacity(128 * 1024, r);
-    let (policy, limit) = match slot {
-        Some(_) => (Policy::default(), opts.handshake_timeout),
-        None => {
-            tracing::warn!("NBD client {peer} refused: too many clients (max {})", opts.max_clients);
-            let msg = format!("too many clients: this server allows {} at once", opts.max_clients);
-            (Policy { refuse: Some(msg) }, opts.handshake_timeout.min(Duration::from_secs(5)))
-        }
-    };
+    let (policy, limit) = policy_for(&slot, &opts, &peer);
     let hs = tokio::select! {
         _ = shutdown.cancelled() => return,
         hs = tokio::time::timeout(limit, negotiate(&mut r, &mut w, &*gate, &policy)) => hs,
     };
+    transmit(hs, limit, r, w, gate, slot, opts, shutdown, peer).await
+}
+
+fn policy_for(slot: &Option<OwnedSemaphorePermit>, opts: &ServerOptions, peer: &str) -> (Policy, Duration) {
+    match slot {
+        Some(_) => (Policy { tls: opts.tls_mode, ..Policy::default() }, opts.handshake_timeout),
+        None => {
+            tracing::warn!("NBD client {peer} refused: too many clients (max {})", opts.max_clients);
+            let msg = format!("too many clients: this server allows {} at once", opts.max_clients);
+            (Policy { refuse: Some(msg), ..Policy::default() }, opts.handshake_timeout.min(Duration::from_secs(5)))
+        }
+    }
+}
+
+/// One client on an export with TLS: the handshake may upgrade the stream.
+async fn connection_tls<G: ExportGate>(
+    stream: crate::tls::BoxStream,
+    gate: Arc<G>,
+    slot: Option<OwnedSemaphorePermit>,
+    opts: ServerOptions,
+    shutdown: CancellationToken,
+    peer: String,
+) {
+    let (policy, limit) = policy_for(&slot, &opts, &peer);
+    let (r, mut w) = tokio::io::split(stream);
+    let mut r = BufReader::with_capacity(128 * 1024, r);
+    let hs = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        hs = tokio::time::timeout(limit, negotiate(&mut r, &mut w, &*gate, &policy)) => hs,
+    };
+    let Ok(Ok(Outcome::StartTls { no_zeroes })) = hs else {
+        return transmit(hs, limit, r, w, gate, slot, opts, shutdown, peer).await;
+    };
+    // The client must wait for the ACK before its TLS hello: nothing may be buffered.
+    if !r.buffer().is_empty() {
+        tracing::info!("NBD client {peer}: data after NBD_OPT_STARTTLS before the TLS handshake");
+        return;
+    }
+    let Some(tls) = opts.tls.clone() else {
+        tracing::error!("NBD TLS is enabled but no certificates are loaded");
+        return;
+    };
+    let plain = r.into_inner().unsplit(w);
+    let secured = match tokio::time::timeout(limit, tls.accept_client(plain, false)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!("NBD client {peer}: TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!("NBD client {peer}: TLS handshake timed out");
+            return;
+        }
+    };
+    tracing::debug!("NBD client {peer}: TLS established");
+    let (r, mut w) = tokio::io::split(secured);
+    let mut r = BufReader::with_capacity(128 * 1024, r);
+    let policy = Policy { in_tls: true, ..policy };
+    let hs = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        hs = tokio::time::timeout(limit, haggle(&mut r, &mut w, &*gate, &policy, no_zeroes)) => hs,
+    };
+    transmit(hs, limit, r, w, gate, slot, opts, shutdown, peer).await
+}
+
+/// After the handshake: transmission, or the reason there is none.
+#[allow(clippy::too_many_arguments)]
+async fn transmit<R, W, G>(
+    hs: Result<Result<Outcome<G::Device>, super::HandshakeError>, tokio::time::error::Elapsed>,
+    limit: Duration,
+    r: BufReader<R>,
+    w: W,
+    gate: Arc<G>,
+    slot: Option<OwnedSemaphorePermit>,
+    opts: ServerOptions,
+    shutdown: CancellationToken,
+    peer: String,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+    G: ExportGate,
+{
+    let _ = gate;
     let (attachment, session) = match hs {
         Ok(Ok(Outcome::Transmit { attachment, session })) => (attachment, session),
         Ok(Ok(Outcome::Aborted)) => {
             tracing::debug!("NBD client {peer} ended the handshake");
+            return;
+        }
+        Ok(Ok(Outcome::StartTls { .. })) => {
+            tracing::info!("NBD client {peer}: STARTTLS twice");
             return;
         }
         Ok(Err(e)) => {

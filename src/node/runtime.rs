@@ -452,7 +452,12 @@ impl Node {
         self.tasks.spawn(flush_bitmap_periodically(self.clone()));
         self.changed();
         let gate = self.gate();
-        let opts = crate::nbd::ServerOptions { max_clients: self.cfg.resource.max_clients as usize, ..Default::default() };
+        let opts = crate::nbd::ServerOptions {
+            max_clients: self.cfg.resource.max_clients as usize,
+            tls_mode: self.cfg.resource.nbd_tls,
+            tls: self.tls.clone(),
+            ..Default::default()
+        };
         let nbd = tokio::spawn(crate::nbd::serve(listener, gate, opts, self.shutdown.clone()));
         let ctl_path = self.me.control.clone();
         let me = self.clone();

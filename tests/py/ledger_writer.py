@@ -12,6 +12,7 @@ uri, count = sys.argv[1], int(sys.argv[2])
 fua_every = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 BS = 4096
 h = nbd.NBD()
+h.set_uri_allow_local_file(True)  # nbds:// URIs name their certificate directory
 h.connect_uri(uri)
 nblocks = h.get_size() // BS
 STRIDE = 7919  # prime, so i -> (i * STRIDE) % nblocks is distinct for i < nblocks

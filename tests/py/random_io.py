@@ -10,6 +10,7 @@ import nbd
 uri, seed, ops = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(seed)
 h = nbd.NBD()
+h.set_uri_allow_local_file(True)  # nbds:// URIs name their certificate directory
 h.connect_uri(uri)
 size = h.get_size()
 BS = 4096
