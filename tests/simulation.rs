@@ -47,7 +47,6 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 
 #[path = "common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 #[path = "sim/daemon.rs"]
 mod daemon;

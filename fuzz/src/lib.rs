@@ -233,6 +233,7 @@ pub fn nbd_handshake(data: &[u8]) {
             handshake_timeout: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(5),
             limits: repd::nbd::Limits { max_inflight: 16, max_buffered: 64 << 20 },
+            ..Default::default()
         };
         let shutdown = tokio_util::sync::CancellationToken::new();
         let server = tokio::spawn(repd::nbd::serve(listener, gate, opts, shutdown.clone()));

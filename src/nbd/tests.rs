@@ -138,6 +138,7 @@ fn server<G: crate::device::ExportGate>(
         match negotiate(&mut r, &mut w, &*g, &policy).await {
             Ok(Outcome::Transmit { session, .. }) => Ok(Some(session)),
             Ok(Outcome::Aborted) => Ok(None),
+            Ok(Outcome::StartTls { .. }) => Err("STARTTLS".to_string()),
             Err(e) => Err(e.to_string()),
         }
     });
@@ -233,7 +234,7 @@ async fn bad_flags_oversized_options_and_refusals() {
     assert_eq!(read_reply(&mut c).await.1, REP_ACK);
     assert_eq!(task.await.unwrap().unwrap(), None);
 
-    let refuse = Policy { refuse: Some("too many clients".into()) };
+    let refuse = Policy { refuse: Some("too many clients".into()), ..Policy::default() };
     let (mut c, task) = server(Arc::new(gate(Duration::ZERO)), refuse);
     greet(&mut c, 1).await;
     c.write_all(&option(OPT_GO, &info_data("", &[]))).await.unwrap();
