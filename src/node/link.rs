@@ -99,6 +99,15 @@ impl PeerLink {
         }
     }
 
+    /// Queues a message now, in call order; gives it back if the queue is full.
+    pub fn try_send(&self, msg: Message) -> Result<(), Message> {
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(m)) => Err(m),
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+        }
+    }
+
     /// Sends a message that needs no acknowledgement.
     pub async fn send(&self, msg: Message) -> Result<(), LinkError> {
         self.tx.send(msg).await.map_err(|_| LinkError::Lost)

@@ -66,6 +66,8 @@ pub struct Node {
     discard_my_data: AtomicBool,
     /// A promotion is waiting for the peer's consent.
     pub(super) promoting: AtomicBool,
+    /// Counts state announcements (keeps late ones from overtaking newer ones).
+    announced: Arc<std::sync::atomic::AtomicU64>,
     /// Woken on every state change (connector, waiters).
     pub wake: Notify,
     pub events: super::events::Events,
@@ -182,6 +184,7 @@ impl Node {
             unflushed: Mutex::new(std::collections::HashSet::new()),
             discard_my_data: AtomicBool::new(false),
             promoting: AtomicBool::new(false),
+            announced: Default::default(),
             wake: Notify::new(),
             events: Default::default(),
             shutdown: CancellationToken::new(),
@@ -375,18 +378,34 @@ impl Node {
     }
 
     /// Tells the peer our role and disk state (if connected).
+    ///
+    /// Updates must reach the peer in the order the state changed, or the
+    /// peer keeps a stale view (seen: a target's "inconsistent" arriving
+    /// after its "uptodate"). So the frame is queued synchronously, in call
+    /// order; only when the queue is full does a task send it later, and
+    /// then only if no newer announcement was made meanwhile.
     pub fn announce_state(&self) {
+        let generation = self.announced.fetch_add(1, Ordering::SeqCst) + 1;
         let Some(link) = self.link() else {
             self.changed();
             return;
         };
-        let (role, disk) = {
+        let frame = {
             let st = self.state();
-            (super::session::to_wire_role(st.role), super::session::to_wire_disk(st.disk))
+            crate::repl::Message::StateUpdate {
+                role: super::session::to_wire_role(st.role),
+                disk: super::session::to_wire_disk(st.disk),
+                flags: 0,
+            }
         };
-        tokio::spawn(async move {
-            let _ = link.send(crate::repl::Message::StateUpdate { role, disk, flags: 0 }).await;
-        });
+        if let Err(frame) = link.try_send(frame) {
+            let announced = self.announced.clone();
+            tokio::spawn(async move {
+                if announced.load(Ordering::SeqCst) == generation {
+                    let _ = link.send(frame).await;
+                }
+            });
+        }
         self.changed();
     }
 
