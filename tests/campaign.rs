@@ -123,6 +123,8 @@ struct Ledger {
     writes_acked: u64,
     flushes_acked: u64,
     errors: u64,
+    /// Error replies by errno (ENOTCONN etc. when the Primary died under the writer).
+    errnos: BTreeMap<String, u64>,
     /// Writes replied to (acked or error) since the counter was last taken.
     replied_since: u64,
 }
@@ -176,6 +178,8 @@ struct Campaign {
     cycle: u64,
     fault: Option<Fault>,
     link_impaired: bool,
+    /// (sent, bound) of the last final resync.
+    last_resync: (u64, u64),
     stats: Stats,
 }
 
@@ -260,6 +264,7 @@ impl Campaign {
             cycle: 0,
             fault: None,
             link_impaired: false,
+            last_resync: (0, 0),
             stats: Stats::default(),
         };
         c.note(format!("testbed up in {} ({} <-> {})", c.dir.display(), c.ns[0], c.ns[1]));
@@ -494,6 +499,8 @@ impl Campaign {
                     Some("F") => l.flushes_acked += 1,
                     Some("X") => {
                         l.errors += 1;
+                        let e = if f.get(1) == Some(&"-1") { format!("flush:{}", f.get(3).unwrap_or(&"?")) } else { format!("write:{}", f.get(3).unwrap_or(&"?")) };
+                        *l.errnos.entry(e).or_default() += 1;
                         l.replied_since += 1;
                     }
                     _ => {}
@@ -705,6 +712,7 @@ impl Campaign {
         }
         self.note(format!("resync sent {sent} bytes, bound {bound} (direct restart: {direct})"));
         self.stats.resyncs += 1;
+        self.last_resync = (sent, bound);
         self.stats.resync_bytes += sent;
         self.stats.resync_bound_bytes += bound;
         if sent > bound {
@@ -929,6 +937,7 @@ impl Drop for Campaign {
 fn randomized_fault_campaign() {
     let seed = env_u64("CAMPAIGN_SEED").unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_000);
     let cycles = env_u64("CAMPAIGN_CYCLES").unwrap_or(10);
+    assert!(Path::new("/usr/bin/python3").exists(), "/usr/bin/python3 is missing (Debian python3, with python3-libnbd)");
     let limit = Duration::from_secs(env_u64("CAMPAIGN_SECS").unwrap_or(150));
     eprintln!("campaign: seed {seed}, {cycles} cycles, time limit {}s (replay: CAMPAIGN_SEED={seed})", limit.as_secs());
     let mut rng = Rng(seed);
@@ -978,7 +987,16 @@ fn randomized_fault_campaign() {
         let fault = if (k as usize) < order.len() { order[k as usize] } else { kinds[rng.range(0, kinds.len() as u64 - 1) as usize] };
         let t = Instant::now();
         c.run_cycle(fault, &mut rng);
-        eprintln!("campaign: cycle {:3} {:<26} ok in {:5.1}s (Primary now {})", c.cycle, format!("{fault:?}"), t.elapsed().as_secs_f64(), NAMES[c.primary.unwrap()]);
+        eprintln!(
+            "campaign: cycle {:3} {:<26} ok in {:5.1}s; Primary now {}; {} writes acked so far; resync {} of {} bound",
+            c.cycle,
+            format!("{fault:?}"),
+            t.elapsed().as_secs_f64(),
+            NAMES[c.primary.unwrap()],
+            c.ledger.lock().unwrap().writes_acked,
+            c.last_resync.0,
+            c.last_resync.1
+        );
     }
     c.stop_poller.store(true, Ordering::SeqCst);
     if let Some(p) = c.poller.take() {
@@ -988,7 +1006,7 @@ fn randomized_fault_campaign() {
     let l = c.ledger.lock().unwrap();
     let st = &c.stats;
     eprintln!(
-        "campaign: seed {seed}: {} cycles in {:.0}s; faults {:?}; failovers {}, promotions refused (outdated peer) {}, restarts {}; writes acked {}, flushes acked {}, write errors {}; {} blocks with an acked version; {} ledger checks, {} block checks; {} resyncs, {} bytes resynced (bound {}); {} status polls",
+        "campaign: seed {seed}: {} cycles in {:.0}s; faults {:?}; failovers {}, promotions refused (outdated peer) {}, restarts {}; writes acked {}, flushes acked {}, error replies {} {:?}; {} blocks with an acked version; {} ledger checks, {} block checks; {} resyncs, {} bytes resynced (bound {}); {} status polls",
         st.cycles,
         started.elapsed().as_secs_f64(),
         st.faults,
@@ -998,6 +1016,7 @@ fn randomized_fault_campaign() {
         l.writes_acked,
         l.flushes_acked,
         l.errors,
+        l.errnos,
         l.acked.len(),
         st.checks,
         st.blocks_checked,
