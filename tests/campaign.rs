@@ -9,6 +9,7 @@
 //! Longer, by hand (the seed replays the same faults and parameters; timing
 //! is the machine's):
 //!   CAMPAIGN_CYCLES=200 CAMPAIGN_SECS=3600 CAMPAIGN_SEED=12345 cargo test --release --test campaign -- --nocapture
+//! CAMPAIGN_FAULTS=KillPrimary,CrashDuringResync limits the kinds (names as printed).
 //! CAMPAIGN_KEEP=1 keeps the working directory (logs, images, trace) even on
 //! success; CAMPAIGN_DIR=PATH puts it under PATH (default /dev/shm);
 //! CAMPAIGN_VERBOSE=1 prints the trace as it goes.
@@ -56,6 +57,9 @@ const AL_BOUND: u64 = AL_EXTENTS * (4 << 20);
 const PING_TIMEOUT_MS: u64 = 1500;
 const URI: &str = "nbd://127.0.0.1:10809/r0";
 const VERSION_STRIDE: u64 = 100_000_000;
+/// Slow enough that a crashed Primary's activity log (28 MiB) takes about a
+/// second to resync, so a crash can land in the middle of it.
+const RESYNC_RATE_MIB: u64 = 24;
 
 fn py_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/campaign_io.py")
@@ -104,6 +108,7 @@ enum Fault {
     LossAndDuplication,
     SlowLink,
     NetemDelayReorder,
+    CrashDuringResync,
 }
 
 /// went_on_alone[i]: the Primary was seen without node i since the last
@@ -148,6 +153,8 @@ struct Stats {
     resyncs: u64,
     resync_bytes: u64,
     resync_bound_bytes: u64,
+    /// CrashDuringResync cycles whose resync ended before the crash.
+    missed: u64,
     status_polls: Arc<AtomicU64>,
 }
 
@@ -178,6 +185,8 @@ struct Campaign {
     cycle: u64,
     fault: Option<Fault>,
     link_impaired: bool,
+    /// Heal behind a cut link (measure both sides first) even with a working link.
+    force_quarantine: bool,
     /// (sent, bound) of the last final resync.
     last_resync: (u64, u64),
     stats: Stats,
@@ -216,7 +225,7 @@ impl Campaign {
         let keep = std::env::var("CAMPAIGN_KEEP").is_ok();
         let d = dir.display().to_string();
         let mut text = format!(
-            "[resource]\nname = \"r0\"\nsize = \"{}MiB\"\nprotocol = \"C\"\nal_extents = {AL_EXTENTS}\n\n[net]\nping_interval_ms = 200\nping_timeout_ms = {PING_TIMEOUT_MS}\nconnect_interval_ms = 100\n",
+            "[resource]\nname = \"r0\"\nsize = \"{}MiB\"\nprotocol = \"C\"\nal_extents = {AL_EXTENTS}\nresync_rate = \"{RESYNC_RATE_MIB}MiB\"\n\n[net]\nping_interval_ms = 200\nping_timeout_ms = {PING_TIMEOUT_MS}\nconnect_interval_ms = 100\n",
             SIZE >> 20
         );
         for (i, n) in NAMES.iter().enumerate() {
@@ -264,6 +273,7 @@ impl Campaign {
             cycle: 0,
             fault: None,
             link_impaired: false,
+            force_quarantine: false,
             last_resync: (0, 0),
             stats: Stats::default(),
         };
@@ -616,6 +626,16 @@ impl Campaign {
     /// The Primary `p` is dead (killed: fenced). Promote the survivor unless
     /// `p` went on without it.
     fn manager_failover(&mut self, p: usize) {
+        self.failover(p, true)
+    }
+
+    /// The same, for a survivor that may legitimately not be UpToDate (it
+    /// was a sync target): then nobody is promoted.
+    fn manager_failover_if_uptodate(&mut self, p: usize) {
+        self.failover(p, false)
+    }
+
+    fn failover(&mut self, p: usize, must_be_uptodate: bool) {
         assert!(!self.alive(p));
         let s = 1 - p;
         self.primary = None;
@@ -626,6 +646,11 @@ impl Campaign {
         }
         self.wait_disconnected(s);
         let d = self.field(s, "disk");
+        if d != "uptodate" && !must_be_uptodate {
+            self.note(format!("manager: {} is {d}, NOT promoted; waiting for {} to return", NAMES[s], NAMES[p]));
+            self.stats.refused_promotions += 1;
+            return;
+        }
         if d != "uptodate" {
             self.fail(format!("the survivor {} lost its connected Primary but its disk is {d}, not uptodate", NAMES[s]));
         }
@@ -635,6 +660,8 @@ impl Campaign {
         }
         self.primary = Some(s);
         self.stats.failovers += 1;
+        // Guarantee 2: every acked write is on the survivor, before anything new.
+        self.check_primary("right after the failover");
     }
 
     /// Undo every fault, bring the dead back, reconnect and wait for the
@@ -644,7 +671,7 @@ impl Campaign {
         let dead: Vec<usize> = (0..2).filter(|&i| !self.alive(i)).collect();
         // Restart into a working link (the usual case) or behind a cut link
         // (so both sides' out-of-sync can be read before they meet).
-        let direct = !self.link_impaired && !self.frozen.iter().any(|&f| f) && !dead.is_empty() && rng.chance(50);
+        let direct = !self.link_impaired && !self.force_quarantine && !self.frozen.iter().any(|&f| f) && !dead.is_empty() && rng.chance(50);
         let mut before = [0u64; 2];
         let mut bound = 0u64;
         let mut fault_phase_sent = 0u64;
@@ -719,6 +746,7 @@ impl Campaign {
             self.fail(format!("the resync sent {sent} bytes, more than the {bound} bytes reported out of sync before it (plus activity logs of crashed Primaries)"));
         }
         self.crashed_as_primary = [false; 2];
+        self.force_quarantine = false;
         let mut a = self.went_on_alone.lock().unwrap();
         a.epoch += 1;
         a.went_on_alone = [false; 2];
@@ -834,6 +862,58 @@ impl Campaign {
                 std::thread::sleep(rng.ms(1500, 3500));
                 self.tb(&["clear"]);
                 self.link_impaired = false;
+            }
+            Fault::CrashDuringResync => {
+                // Fail over, bring the old Primary back: it resyncs (at least
+                // its activity log) from the new one; crash one side mid-sync.
+                self.kill(p);
+                self.manager_failover(p);
+                let Some(np) = self.primary else { self.fail("no failover".into()) };
+                self.start_writer(np, rng);
+                let n = rng.range(20, 100);
+                self.wait_writer_acks(n);
+                self.start(p);
+                self.stats.restarts += 1;
+                self.after_restart(p);
+                self.force_quarantine = true;
+                let end = Instant::now() + Duration::from_secs(20);
+                let mut caught = false;
+                while Instant::now() < end {
+                    let st = self.status(p);
+                    if st["sync"].is_object() && st["sync"]["done_bytes"].as_u64().unwrap_or(0) > 0 {
+                        self.note(format!("resync under way: {}", st["sync"]));
+                        caught = true;
+                        break;
+                    }
+                    if st["disk"] == "uptodate" {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if !caught {
+                    self.note("the resync ended before the crash could land in it".into());
+                    self.stats.missed += 1;
+                }
+                let target_dies = rng.chance(50);
+                self.note(format!("crash during the resync: the sync {} dies", if target_dies { "target" } else { "source (the Primary)" }));
+                if target_dies {
+                    // The sync target dies.
+                    self.kill(p);
+                } else {
+                    // The sync source, the Primary, dies: the half-synced target
+                    // must not be promotable.
+                    self.kill(np);
+                    if caught {
+                        let o = self.repctl(p, &["primary"], 30);
+                        if o.status.success() {
+                            self.fail(format!("{} was promoted in the middle of its resync (inconsistent data)", NAMES[p]));
+                        }
+                    }
+                    self.manager_failover_if_uptodate(np);
+                    if caught && self.primary.is_some() {
+                        self.fail("the manager promoted a half-synced node".into());
+                    }
+                }
             }
             Fault::NetemDelayReorder => {
                 let d = rng.range(2, 30).to_string();
@@ -953,6 +1033,7 @@ fn randomized_fault_campaign() {
         Fault::FlappingLink,
         Fault::LossAndDuplication,
         Fault::SlowLink,
+        Fault::CrashDuringResync,
     ];
     if netem {
         kinds.push(Fault::NetemDelayReorder);
@@ -971,6 +1052,11 @@ fn randomized_fault_campaign() {
         }
     }
     c.start_poller();
+    if let Ok(only) = std::env::var("CAMPAIGN_FAULTS") {
+        let names: Vec<&str> = only.split(',').map(str::trim).collect();
+        kinds.retain(|k| names.contains(&format!("{k:?}").as_str()));
+        assert!(!kinds.is_empty(), "CAMPAIGN_FAULTS={only}: no such fault kind");
+    }
     // Every kind once (shuffled), then at random.
     let mut order = kinds.clone();
     for i in (1..order.len()).rev() {
@@ -1006,13 +1092,14 @@ fn randomized_fault_campaign() {
     let l = c.ledger.lock().unwrap();
     let st = &c.stats;
     eprintln!(
-        "campaign: seed {seed}: {} cycles in {:.0}s; faults {:?}; failovers {}, promotions refused (outdated peer) {}, restarts {}; writes acked {}, flushes acked {}, error replies {} {:?}; {} blocks with an acked version; {} ledger checks, {} block checks; {} resyncs, {} bytes resynced (bound {}); {} status polls",
+        "campaign: seed {seed}: {} cycles in {:.0}s; faults {:?}; failovers {}, promotions refused (outdated or syncing) {}, restarts {}, crashes that missed the resync {}; writes acked {}, flushes acked {}, error replies {} {:?}; {} blocks with an acked version; {} ledger checks, {} block checks; {} resyncs, {} bytes resynced (bound {}); {} status polls",
         st.cycles,
         started.elapsed().as_secs_f64(),
         st.faults,
         st.failovers,
         st.refused_promotions,
         st.restarts,
+        st.missed,
         l.writes_acked,
         l.flushes_acked,
         l.errors,
