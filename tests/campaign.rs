@@ -185,6 +185,8 @@ struct Campaign {
     cycle: u64,
     fault: Option<Fault>,
     link_impaired: bool,
+    /// Daemon starts per node (counters restart with the daemon).
+    incarnation: [u64; 2],
     /// Heal behind a cut link (measure both sides first) even with a working link.
     force_quarantine: bool,
     /// (sent, bound) of the last final resync.
@@ -273,6 +275,7 @@ impl Campaign {
             cycle: 0,
             fault: None,
             link_impaired: false,
+            incarnation: [0; 2],
             force_quarantine: false,
             last_resync: (0, 0),
             stats: Stats::default(),
@@ -295,12 +298,13 @@ impl Campaign {
         let _ = std::fs::write(self.dir.join("trace.txt"), self.trace.join("\n"));
         let trace = self.trace[self.trace.len().saturating_sub(60)..].join("\n");
         panic!(
-            "CAMPAIGN FAILURE (seed {}, cycle {}, fault {:?}): {what}\nreplay: CAMPAIGN_SEED={} CAMPAIGN_CYCLES={} cargo test --release --test campaign -- --nocapture\nworking directory kept: {} (trace.txt, alpha.log, beta.log, writer.log, images)\n--- trace (last 60) ---\n{trace}\n--- alpha log (tail) ---\n{}\n--- beta log (tail) ---\n{}",
+            "CAMPAIGN FAILURE (seed {}, cycle {}, fault {:?}): {what}\nreplay: CAMPAIGN_SEED={} CAMPAIGN_CYCLES={}{} cargo test --release --test campaign -- --nocapture\nworking directory kept: {} (trace.txt, alpha.log, beta.log, writer.log, images)\n--- trace (last 60) ---\n{trace}\n--- alpha log (tail) ---\n{}\n--- beta log (tail) ---\n{}",
             self.seed,
             self.cycle,
             self.fault,
             self.seed,
             self.cycle,
+            std::env::var("CAMPAIGN_FAULTS").map(|f| format!(" CAMPAIGN_FAULTS={f}")).unwrap_or_default(),
             self.dir.display(),
             tail(&self.log[0], 40),
             tail(&self.log[1], 40)
@@ -334,6 +338,7 @@ impl Campaign {
         self.note(format!("start {} (pid {})", NAMES[i], child.id()));
         self.children[i] = Some(child);
         self.frozen[i] = false;
+        self.incarnation[i] += 1;
         let end = Instant::now() + Duration::from_secs(30);
         loop {
             if status_of(&self.sock[i], 5).is_some() {
@@ -667,7 +672,12 @@ impl Campaign {
     /// Undo every fault, bring the dead back, reconnect and wait for the
     /// resync; checks the resync against what both nodes reported out of
     /// sync before the link came back.
-    fn heal(&mut self, rng: &mut Rng, cycle_start_sent: [Option<u64>; 2], replied: u64) {
+    /// `cycle_start`: each node's resync_sent_bytes and incarnation when the cycle began.
+    fn heal(&mut self, rng: &mut Rng, cycle_start: [(Option<u64>, u64); 2], replied: u64) {
+        let since_start = |c: &Campaign, i: usize, now: u64| match cycle_start[i] {
+            (Some(b), inc) if inc == c.incarnation[i] => now.saturating_sub(b),
+            _ => now,
+        };
         let dead: Vec<usize> = (0..2).filter(|&i| !self.alive(i)).collect();
         // Restart into a working link (the usual case) or behind a cut link
         // (so both sides' out-of-sync can be read before they meet).
@@ -680,7 +690,7 @@ impl Campaign {
                 if self.alive(i) {
                     let s = self.status(i);
                     before[i] = Self::counter(&s, "resync_sent_bytes");
-                    fault_phase_sent += before[i] - cycle_start_sent[i].unwrap_or(0);
+                    fault_phase_sent += since_start(self, i, before[i]);
                     bound += s["out_of_sync_bytes"].as_u64().unwrap();
                 }
             }
@@ -707,7 +717,7 @@ impl Campaign {
                 let s = self.status(i);
                 before[i] = Self::counter(&s, "resync_sent_bytes");
                 if !dead.contains(&i) {
-                    fault_phase_sent += before[i] - cycle_start_sent[i].unwrap_or(0);
+                    fault_phase_sent += since_start(self, i, before[i]);
                 }
                 bound += s["out_of_sync_bytes"].as_u64().unwrap();
                 self.note(format!("{}: out_of_sync_bytes {} disk {} role {}", NAMES[i], s["out_of_sync_bytes"], s["disk"], s["role"]));
@@ -770,7 +780,7 @@ impl Campaign {
         let p = self.primary.expect("a Primary at the start of a cycle");
         let s = 1 - p;
         self.note(format!("=== cycle {}: {fault:?}, Primary {}", self.cycle, NAMES[p]));
-        let start_sent = [0, 1].map(|i| status_of(&self.sock[i], 10).map(|s| Self::counter(&s, "resync_sent_bytes")));
+        let start_sent = [0, 1].map(|i| (status_of(&self.sock[i], 10).map(|s| Self::counter(&s, "resync_sent_bytes")), self.incarnation[i]));
         self.ledger.lock().unwrap().replied_since = 0;
         self.start_writer(p, rng);
         let warm = rng.range(20, 200);
@@ -926,7 +936,9 @@ impl Campaign {
         }
         // The writer goes on (on the new Primary after a failover).
         if let Some(np) = self.primary {
-            if np != p {
+            // One writer per device at a time: two would race on a block.
+            let running = self.writers.iter_mut().any(|w| w.node == np && w.child.try_wait().ok().flatten().is_none());
+            if np != p && !running {
                 self.start_writer(np, rng);
                 let n = rng.range(20, 200);
                 self.wait_writer_acks(n);
