@@ -4,7 +4,8 @@
 //! saw acknowledged, and a seeded sequence of faults, each followed by what a
 //! cluster manager with fencing would do and a heal.
 //!
-//! Run (root; network namespaces; about 2 minutes):
+//! Run (root; network namespaces; 12 cycles, one of each fault kind, about
+//! 70-100 s; stops starting cycles after CAMPAIGN_SECS, default 150):
 //!   cargo test --release --test campaign
 //! Longer, by hand (the seed replays the same faults and parameters; timing
 //! is the machine's):
@@ -22,7 +23,10 @@
 //! the Primary goes on alone and then crashes (the manager must NOT promote
 //! the stale Secondary: fence-peer outdated it), a flapping link, packet loss
 //! (with duplication), a slow link (tbf), and netem delay/reordering when the
-//! kernel has sch_netem.
+//! kernel has sch_netem; a crash of either side in the middle of a resync;
+//! a Primary crash with no failover (it comes back Secondary and its activity
+//! log is resynced from it); the Secondary and then the Primary killed (both
+//! restarted, in either order: the Primary's newer data must win).
 //!
 //! The manager: promotes the survivor with `repctl primary` (never --force),
 //! and only after the old Primary is dead (it kills it first, as a STONITH
@@ -109,6 +113,8 @@ enum Fault {
     SlowLink,
     NetemDelayReorder,
     CrashDuringResync,
+    KillPrimaryNoFailover,
+    KillSecondaryThenPrimary,
 }
 
 /// went_on_alone[i]: the Primary was seen without node i since the last
@@ -678,10 +684,17 @@ impl Campaign {
             (Some(b), inc) if inc == c.incarnation[i] => now.saturating_sub(b),
             _ => now,
         };
-        let dead: Vec<usize> = (0..2).filter(|&i| !self.alive(i)).collect();
+        let mut dead: Vec<usize> = (0..2).filter(|&i| !self.alive(i)).collect();
+        if dead.len() == 2 && rng.chance(50) {
+            dead.reverse();
+        }
         // Restart into a working link (the usual case) or behind a cut link
         // (so both sides' out-of-sync can be read before they meet).
-        let direct = !self.link_impaired && !self.force_quarantine && !self.frozen.iter().any(|&f| f) && !dead.is_empty() && rng.chance(50);
+        // A dead node that was a Primary on its own has a bitmap we cannot
+        // read without letting it connect: measure behind the cut link then.
+        let alone = self.went_on_alone.lock().unwrap().went_on_alone;
+        let unknown_bitmap = dead.iter().any(|&d| alone[1 - d]);
+        let direct = !self.link_impaired && !self.force_quarantine && !unknown_bitmap && !self.frozen.iter().any(|&f| f) && !dead.is_empty() && rng.chance(50);
         let mut before = [0u64; 2];
         let mut bound = 0u64;
         let mut fault_phase_sent = 0u64;
@@ -925,6 +938,23 @@ impl Campaign {
                     }
                 }
             }
+            Fault::KillPrimaryNoFailover => {
+                // The manager waits for the node to come back (a reboot):
+                // it returns Secondary and its activity log is resynced from it.
+                self.kill(p);
+                self.primary = None;
+                self.note("manager: no failover, waiting for the old Primary".into());
+            }
+            Fault::KillSecondaryThenPrimary => {
+                self.kill(s);
+                self.wait_disconnected(p);
+                let more = rng.range(20, 150);
+                let acks = self.writers.last().unwrap().acks.load(Ordering::SeqCst);
+                self.wait_writer_acks(acks + more);
+                self.kill(p);
+                self.primary = None;
+                self.note("manager: both dead; the old Primary has the newest data".into());
+            }
             Fault::NetemDelayReorder => {
                 let d = rng.range(2, 30).to_string();
                 self.tb(&["netem", "both", "delay", &format!("{d}ms"), &format!("{}ms", rng.range(1, 10)), "reorder", "25%", "50%", "duplicate", "1%"]);
@@ -1028,7 +1058,7 @@ impl Drop for Campaign {
 #[test]
 fn randomized_fault_campaign() {
     let seed = env_u64("CAMPAIGN_SEED").unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_000);
-    let cycles = env_u64("CAMPAIGN_CYCLES").unwrap_or(10);
+    let cycles = env_u64("CAMPAIGN_CYCLES").unwrap_or(12);
     assert!(Path::new("/usr/bin/python3").exists(), "/usr/bin/python3 is missing (Debian python3, with python3-libnbd)");
     let limit = Duration::from_secs(env_u64("CAMPAIGN_SECS").unwrap_or(150));
     eprintln!("campaign: seed {seed}, {cycles} cycles, time limit {}s (replay: CAMPAIGN_SEED={seed})", limit.as_secs());
@@ -1046,6 +1076,8 @@ fn randomized_fault_campaign() {
         Fault::LossAndDuplication,
         Fault::SlowLink,
         Fault::CrashDuringResync,
+        Fault::KillPrimaryNoFailover,
+        Fault::KillSecondaryThenPrimary,
     ];
     if netem {
         kinds.push(Fault::NetemDelayReorder);
