@@ -78,6 +78,15 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
+/// Straight to stderr, past libtest's output capture: the counts show in a
+/// plain `cargo test` run too.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 /// splitmix64: small, seedable, good enough.
 struct Rng(u64);
 impl Rng {
@@ -1047,7 +1056,7 @@ impl Drop for Campaign {
         }
         let _ = std::fs::write(self.dir.join("trace.txt"), self.trace.join("\n"));
         if self.keep || std::thread::panicking() {
-            eprintln!("campaign: working directory kept: {}", self.dir.display());
+            say!("campaign: working directory kept: {}", self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -1061,7 +1070,7 @@ fn randomized_fault_campaign() {
     let cycles = env_u64("CAMPAIGN_CYCLES").unwrap_or(12);
     assert!(Path::new("/usr/bin/python3").exists(), "/usr/bin/python3 is missing (Debian python3, with python3-libnbd)");
     let limit = Duration::from_secs(env_u64("CAMPAIGN_SECS").unwrap_or(150));
-    eprintln!("campaign: seed {seed}, {cycles} cycles, time limit {}s (replay: CAMPAIGN_SEED={seed})", limit.as_secs());
+    say!("campaign: seed {seed}, {cycles} cycles, time limit {}s (replay: CAMPAIGN_SEED={seed})", limit.as_secs());
     let mut rng = Rng(seed);
     let mut c = Campaign::new(seed);
     let netem = Command::new(testbed_script()).arg("has-netem").arg(&c.dir).status().map(|s| s.success()).unwrap_or(false);
@@ -1082,7 +1091,7 @@ fn randomized_fault_campaign() {
     if netem {
         kinds.push(Fault::NetemDelayReorder);
     } else {
-        eprintln!("campaign: tc netem is not available in this kernel: no netem delay/reordering faults (loss, duplication and a slow link instead)");
+        say!("campaign: tc netem is not available in this kernel: no netem delay/reordering faults (loss, duplication and a slow link instead)");
     }
     c.start(0);
     c.start(1);
@@ -1110,14 +1119,14 @@ fn randomized_fault_campaign() {
     let started = Instant::now();
     for k in 0..cycles {
         if started.elapsed() > limit {
-            eprintln!("campaign: time limit reached after {k} cycles");
+            say!("campaign: time limit reached after {k} cycles");
             break;
         }
         c.cycle = k + 1;
         let fault = if (k as usize) < order.len() { order[k as usize] } else { kinds[rng.range(0, kinds.len() as u64 - 1) as usize] };
         let t = Instant::now();
         c.run_cycle(fault, &mut rng);
-        eprintln!(
+        say!(
             "campaign: cycle {:3} {:<26} ok in {:5.1}s; Primary now {}; {} writes acked so far; resync {} of {} bound",
             c.cycle,
             format!("{fault:?}"),
@@ -1135,7 +1144,7 @@ fn randomized_fault_campaign() {
     c.check_violations();
     let l = c.ledger.lock().unwrap();
     let st = &c.stats;
-    eprintln!(
+    say!(
         "campaign: seed {seed}: {} cycles in {:.0}s; faults {:?}; failovers {}, promotions refused (outdated or syncing) {}, restarts {}, crashes that missed the resync {}; writes acked {}, flushes acked {}, error replies {} {:?}; {} blocks with an acked version; {} ledger checks, {} block checks; {} resyncs, {} bytes resynced (bound {}); {} status polls",
         st.cycles,
         started.elapsed().as_secs_f64(),
