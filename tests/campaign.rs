@@ -10,7 +10,9 @@
 //! Longer, by hand (the seed replays the same faults and parameters; timing
 //! is the machine's):
 //!   CAMPAIGN_CYCLES=200 CAMPAIGN_SECS=3600 CAMPAIGN_SEED=12345 cargo test --release --test campaign -- --nocapture
-//! CAMPAIGN_FAULTS=KillPrimary,CrashDuringResync limits the kinds (names as printed).
+//! CAMPAIGN_FAULTS=KillPrimary,CrashDuringResync limits the kinds (names as
+//! printed); CAMPAIGN_FAULTS=BlindFailover (never in the default mix) shows
+//! what a manager without fencing loses: see Fault::BlindFailover.
 //! CAMPAIGN_KEEP=1 keeps the working directory (logs, images, trace) even on
 //! success; CAMPAIGN_DIR=PATH puts it under PATH (default /dev/shm);
 //! CAMPAIGN_VERBOSE=1 prints the trace as it goes.
@@ -124,6 +126,14 @@ enum Fault {
     CrashDuringResync,
     KillPrimaryNoFailover,
     KillSecondaryThenPrimary,
+    /// A silent partition, and a manager that cannot see the Primary (its
+    /// own network is cut too) fences it and promotes the Secondary after
+    /// the Primary went on alone. With no I/O suspension on peer loss (DRBD's
+    /// `fencing resource-and-stonith`), the writes it acked alone are lost:
+    /// counted and reported, not failed; every write acked before the cut
+    /// must survive. The old Primary returns with its own writes: split
+    /// brain, resolved with `connect --discard-my-data` on it.
+    BlindFailover,
 }
 
 /// went_on_alone[i]: the Primary was seen without node i since the last
@@ -168,6 +178,9 @@ struct Stats {
     resyncs: u64,
     resync_bytes: u64,
     resync_bound_bytes: u64,
+    /// Writes acked by a Primary alone, lost by BlindFailover.
+    blind_lost: u64,
+    split_brains: u64,
     /// CrashDuringResync cycles whose resync ended before the crash.
     missed: u64,
     status_polls: Arc<AtomicU64>,
@@ -200,6 +213,8 @@ struct Campaign {
     cycle: u64,
     fault: Option<Fault>,
     link_impaired: bool,
+    /// Both sides wrote while apart: the heal must meet a split brain.
+    expect_split_brain: bool,
     /// Daemon starts per node (counters restart with the daemon).
     incarnation: [u64; 2],
     /// Heal behind a cut link (measure both sides first) even with a working link.
@@ -290,6 +305,7 @@ impl Campaign {
             cycle: 0,
             fault: None,
             link_impaired: false,
+            expect_split_brain: false,
             incarnation: [0; 2],
             force_quarantine: false,
             last_resync: (0, 0),
@@ -576,6 +592,15 @@ impl Campaign {
     /// every block against the ledger.
     fn check_primary(&mut self, when: &str) {
         let Some(p) = self.primary else { return };
+        let img = self.read_device(p, when);
+        let acked = self.ledger.lock().unwrap().acked.clone();
+        let n = self.check_image(&img, &acked, &format!("the Primary {} ({when})", NAMES[p]));
+        self.stats.checks += 1;
+        self.stats.blocks_checked += n;
+        self.note(format!("checked {n} acked blocks on {} ({when})", NAMES[p]));
+    }
+
+    fn read_device(&mut self, p: usize, when: &str) -> Vec<u8> {
         let o = Command::new("timeout")
             .args(["-s", "KILL", "120", ip_bin(), "netns", "exec", &self.ns[p], "/usr/bin/python3"])
             .arg(py_script())
@@ -585,23 +610,50 @@ impl Campaign {
         if !o.status.success() || o.stdout.len() as u64 != SIZE {
             self.fail(format!("reading the Primary {} ({when}) failed: {} bytes, {}", NAMES[p], o.stdout.len(), String::from_utf8_lossy(&o.stderr)));
         }
-        let n = self.check_image(&o.stdout, &format!("the Primary {} ({when})", NAMES[p]));
+        o.stdout
+    }
+
+    /// BlindFailover: every write acked before the link was cut must be on
+    /// the new Primary; the ones the old Primary acked alone are counted (and
+    /// dropped from the ledger: the manager chose to lose them).
+    fn check_blind_failover(&mut self, before_cut: &HashMap<u64, u64>) {
+        let p = self.primary.unwrap();
+        let img = self.read_device(p, "after the blind failover");
+        let n = self.check_image(&img, before_cut, &format!("the Primary {} after a blind failover (writes acked before the link was cut)", NAMES[p]));
         self.stats.checks += 1;
         self.stats.blocks_checked += n;
-        self.note(format!("checked {n} acked blocks on {} ({when})", NAMES[p]));
+        let ledger = self.ledger.clone();
+        let mut l = ledger.lock().unwrap();
+        let mut lost = Vec::new();
+        for (&blk, want) in l.acked.iter_mut() {
+            let found = parse_block(&img[(blk * BS) as usize..((blk + 1) * BS) as usize], blk).ok().flatten().unwrap_or(0);
+            if found < *want {
+                lost.push((blk, *want, found));
+                *want = found;
+            }
+        }
+        l.acked.retain(|_, v| *v > 0);
+        drop(l);
+        lost.sort();
+        self.stats.blind_lost += lost.len() as u64;
+        self.note(format!(
+            "blind failover: all {n} writes acked before the cut are on {}; {} writes acked by the old Primary alone are lost, e.g. {:?}",
+            NAMES[p],
+            lost.len(),
+            &lost[..lost.len().min(5)]
+        ));
+        self.expect_split_brain = !lost.is_empty();
     }
 
     /// Returns how many ledger entries were verified.
-    fn check_image(&mut self, img: &[u8], what: &str) -> u64 {
-        let ledger = self.ledger.clone();
-        let l = ledger.lock().unwrap();
+    fn check_image(&mut self, img: &[u8], acked: &HashMap<u64, u64>, what: &str) -> u64 {
         let mut problems = Vec::new();
         for blk in 0..SIZE / BS {
             let b = &img[(blk * BS) as usize..((blk + 1) * BS) as usize];
             let found = match parse_block(b, blk) {
                 Ok(v) => v,
                 Err(e) => {
-                    problems.push(format!("block {blk}: {e} (ledger: {:?})", l.acked.get(&blk)));
+                    problems.push(format!("block {blk}: {e} (ledger: {:?})", acked.get(&blk)));
                     continue;
                 }
             };
@@ -610,7 +662,7 @@ impl Campaign {
                     problems.push(format!("block {blk}: version {v} was never issued"));
                 }
             }
-            if let Some(&want) = l.acked.get(&blk) {
+            if let Some(&want) = acked.get(&blk) {
                 match found {
                     None => problems.push(format!("block {blk}: acked version {want} LOST (block reads as zeros)")),
                     Some(v) if v < want => problems.push(format!("block {blk}: acked version {want} LOST (holds older version {v})")),
@@ -618,8 +670,7 @@ impl Campaign {
                 }
             }
         }
-        let n = l.acked.len() as u64;
-        drop(l);
+        let n = acked.len() as u64;
         if !problems.is_empty() {
             let total = problems.len();
             problems.truncate(20);
@@ -646,20 +697,20 @@ impl Campaign {
     /// The Primary `p` is dead (killed: fenced). Promote the survivor unless
     /// `p` went on without it.
     fn manager_failover(&mut self, p: usize) {
-        self.failover(p, true)
+        self.failover(p, true, false)
     }
 
     /// The same, for a survivor that may legitimately not be UpToDate (it
     /// was a sync target): then nobody is promoted.
     fn manager_failover_if_uptodate(&mut self, p: usize) {
-        self.failover(p, false)
+        self.failover(p, false, false)
     }
 
-    fn failover(&mut self, p: usize, must_be_uptodate: bool) {
+    fn failover(&mut self, p: usize, must_be_uptodate: bool, blind: bool) {
         assert!(!self.alive(p));
         let s = 1 - p;
         self.primary = None;
-        if self.went_on_alone.lock().unwrap().went_on_alone[s] {
+        if self.went_on_alone.lock().unwrap().went_on_alone[s] && !blind {
             self.note(format!("manager: {} went on without {}: {} is outdated, NOT promoted; waiting for {} to return", NAMES[p], NAMES[s], NAMES[s], NAMES[p]));
             self.stats.refused_promotions += 1;
             return;
@@ -681,7 +732,9 @@ impl Campaign {
         self.primary = Some(s);
         self.stats.failovers += 1;
         // Guarantee 2: every acked write is on the survivor, before anything new.
-        self.check_primary("right after the failover");
+        if !blind {
+            self.check_primary("right after the failover");
+        }
     }
 
     /// Undo every fault, bring the dead back, reconnect and wait for the
@@ -746,6 +799,20 @@ impl Campaign {
             }
             self.tb(&["heal"]);
             self.link_impaired = false;
+            if self.expect_split_brain {
+                self.expect_split_brain = false;
+                self.wait_for(20, "split brain on both nodes", |c| c.status(0)["split_brain"] == true && c.status(1)["split_brain"] == true);
+                // The manager keeps the current Primary's data.
+                let w = self.primary.unwrap();
+                let l = 1 - w;
+                for (i, args) in [(l, &["connect", "--discard-my-data"][..]), (w, &["connect"][..])] {
+                    let o = self.repctl(i, args, 30);
+                    if !o.status.success() {
+                        self.fail(format!("resolving the split brain: repctl {args:?} on {}: {}", NAMES[i], String::from_utf8_lossy(&o.stderr)));
+                    }
+                }
+                self.stats.split_brains += 1;
+            }
         }
         // Resyncs while the fault was on (flapping link, freezes that healed
         // themselves): each 4 KiB resynced was written in this cycle, or is in
@@ -964,6 +1031,18 @@ impl Campaign {
                 self.primary = None;
                 self.note("manager: both dead; the old Primary has the newest data".into());
             }
+            Fault::BlindFailover => {
+                let before_cut = self.ledger.lock().unwrap().acked.clone();
+                self.tb(&["cut", "drop"]);
+                self.link_impaired = true;
+                // Blind: no look at the Primary's status; just time.
+                std::thread::sleep(pt + rng.ms(500, 1500));
+                let acks = self.writers.last().unwrap().acks.load(Ordering::SeqCst);
+                self.wait_writer_acks(acks + 20);
+                self.kill(p);
+                self.failover(p, true, true);
+                self.check_blind_failover(&before_cut);
+            }
             Fault::NetemDelayReorder => {
                 let d = rng.range(2, 30).to_string();
                 self.tb(&["netem", "both", "delay", &format!("{d}ms"), &format!("{}ms", rng.range(1, 10)), "reorder", "25%", "50%", "duplicate", "1%"]);
@@ -1087,6 +1166,7 @@ fn randomized_fault_campaign() {
         Fault::CrashDuringResync,
         Fault::KillPrimaryNoFailover,
         Fault::KillSecondaryThenPrimary,
+        Fault::BlindFailover,
     ];
     if netem {
         kinds.push(Fault::NetemDelayReorder);
@@ -1145,7 +1225,7 @@ fn randomized_fault_campaign() {
     let l = c.ledger.lock().unwrap();
     let st = &c.stats;
     say!(
-        "campaign: seed {seed}: {} cycles in {:.0}s; faults {:?}; failovers {}, promotions refused (outdated or syncing) {}, restarts {}, crashes that missed the resync {}; writes acked {}, flushes acked {}, error replies {} {:?}; {} blocks with an acked version; {} ledger checks, {} block checks; {} resyncs, {} bytes resynced (bound {}); {} status polls",
+        "campaign: seed {seed}: {} cycles in {:.0}s; faults {:?}; failovers {}, promotions refused (outdated or syncing) {}, restarts {}, crashes that missed the resync {}; blind failovers lost {} writes acked by a lone Primary, split brains resolved {}; writes acked {}, flushes acked {}, error replies {} {:?}; {} blocks with an acked version; {} ledger checks, {} block checks; {} resyncs, {} bytes resynced (bound {}); {} status polls",
         st.cycles,
         started.elapsed().as_secs_f64(),
         st.faults,
@@ -1153,6 +1233,8 @@ fn randomized_fault_campaign() {
         st.refused_promotions,
         st.restarts,
         st.missed,
+        st.blind_lost,
+        st.split_brains,
         l.writes_acked,
         l.flushes_acked,
         l.errors,
