@@ -4,7 +4,7 @@
 //! saw acknowledged, and a seeded sequence of faults, each followed by what a
 //! cluster manager with fencing would do and a heal.
 //!
-//! Run (root; network namespaces; 12 cycles, one of each fault kind, about
+//! Run (root; network namespaces; 13 cycles, one of each fault kind, about
 //! 70-100 s; stops starting cycles after CAMPAIGN_SECS, default 150):
 //!   cargo test --release --test campaign
 //! Longer, by hand (the seed replays the same faults and parameters; timing
@@ -1146,7 +1146,7 @@ impl Drop for Campaign {
 #[test]
 fn randomized_fault_campaign() {
     let seed = env_u64("CAMPAIGN_SEED").unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_000);
-    let cycles = env_u64("CAMPAIGN_CYCLES").unwrap_or(12);
+    let cycles = env_u64("CAMPAIGN_CYCLES").unwrap_or(13);
     assert!(Path::new("/usr/bin/python3").exists(), "/usr/bin/python3 is missing (Debian python3, with python3-libnbd)");
     let limit = Duration::from_secs(env_u64("CAMPAIGN_SECS").unwrap_or(150));
     say!("campaign: seed {seed}, {cycles} cycles, time limit {}s (replay: CAMPAIGN_SEED={seed})", limit.as_secs());
