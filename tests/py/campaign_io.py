@@ -5,14 +5,16 @@ network namespace.
   campaign_io.py write URI FIRST_VERSION SEED [RATE] [QD]
       Writes versioned 4 KiB blocks at random block indexes, at most QD in
       flight (never two on the same block at once) and at most RATE writes a
-      second, version FIRST_VERSION, FIRST_VERSION+1, ...  A block holds 128
+      second, version FIRST_VERSION, FIRST_VERSION+1, ...; one write in 8
+      covers 2-32 consecutive blocks (one version for all of them, often
+      across a 4 MiB activity-log extent boundary).  A block holds 128
       copies of the record  b"REPDCAMP" | block u64 | version u64 | check u64
       (little endian, check = block * 0x9E3779B97F4A7C15 ^ version mod 2^64).
       Every 16th write carries FUA, every 64th is followed by a FLUSH.
       Prints one line per reply, flushed at once:
-        "W BLOCK VERSION"    the server acknowledged this write
+        "W BLOCK VERSION"    the server acknowledged this write (one line per block)
         "F N"                a FLUSH acknowledged; N writes acked before it was sent
-        "X BLOCK VERSION E"  the server replied an error (not acknowledged)
+        "X BLOCK VERSION E"  the server replied an error (not acknowledged; per block)
       SIGTERM: stop issuing, wait for the writes in flight (up to 30 s), exit 0.
       The connection lost (the server died): exit 1 after the lines so far.
   campaign_io.py read URI
@@ -52,13 +54,14 @@ def write(uri, first, seed, rate, qd):
     acked = [0]
     ver = [first]
 
-    def done_write(blk, v, err):
-        busy.discard(blk)
+    def done_write(blk, n, v, err):
+        for b in range(blk, blk + n):
+            busy.discard(b)
         if err.value != 0:
-            out("X %d %d %d" % (blk, v, err.value))
+            out("\n".join("X %d %d %d" % (b, v, err.value) for b in range(blk, blk + n)))
         else:
             acked[0] += 1
-            out("W %d %d" % (blk, v))
+            out("\n".join("W %d %d" % (b, v) for b in range(blk, blk + n)))
         return 1
 
     def done_flush(n, err):
@@ -79,15 +82,27 @@ def write(uri, first, seed, rate, qd):
                 if h.aio_in_flight() == 0 or time.monotonic() > drain_until:
                     break
             else:
+                # No catching up after a stall beyond a quarter second of writes.
+                now = time.monotonic()
+                if rate * (now - t0) - issued > rate * 0.25:
+                    t0 = now - (issued + rate * 0.25) / rate
                 while h.aio_in_flight() < qd and issued < rate * (time.monotonic() - t0 + 0.05):
-                    blk = rng.randrange(nblocks)
-                    while blk in busy:
-                        blk = rng.randrange(nblocks)
+                    n = rng.randrange(2, 33) if rng.random() < 0.125 else 1
+                    if n > 1 and rng.random() < 0.5:
+                        # Straddle a 4 MiB boundary (an activity-log extent).
+                        ext = (4 << 20) // BS
+                        blk = rng.randrange(1, nblocks // ext) * ext - rng.randrange(1, n)
+                    else:
+                        blk = rng.randrange(nblocks - n + 1)
+                    if any(b in busy for b in range(blk, blk + n)):
+                        h.poll(0)
+                        continue
                     v = ver[0]
                     ver[0] += 1
-                    busy.add(blk)
+                    busy.update(range(blk, blk + n))
                     flags = nbd.CMD_FLAG_FUA if issued % 16 == 15 else 0
-                    h.aio_pwrite(block(blk, v), blk * BS, completion=lambda err, b=blk, v=v: done_write(b, v, err), flags=flags)
+                    data = b"".join(block(b, v) for b in range(blk, blk + n))
+                    h.aio_pwrite(data, blk * BS, completion=lambda err, b=blk, n=n, v=v: done_write(b, n, v, err), flags=flags)
                     issued += 1
                     if issued % 64 == 0:
                         h.aio_flush(completion=lambda err, n=acked[0]: done_flush(n, err))
