@@ -74,7 +74,10 @@ fn testbed_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/testbed/testbed")
 }
 fn ip_bin() -> &'static str {
-    ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].into_iter().find(|p| Path::new(p).exists()).unwrap_or("ip")
+    ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("ip")
 }
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -226,7 +229,16 @@ struct Campaign {
 
 fn status_of(sock: &Path, secs: u64) -> Option<serde_json::Value> {
     let o = Command::new("timeout")
-        .args(["-s", "KILL", &secs.to_string(), REPCTL, "--socket", sock.to_str().unwrap(), "status", "--json"])
+        .args([
+            "-s",
+            "KILL",
+            &secs.to_string(),
+            REPCTL,
+            "--socket",
+            sock.to_str().unwrap(),
+            "status",
+            "--json",
+        ])
         .output()
         .ok()?;
     if !o.status.success() {
@@ -243,16 +255,45 @@ fn tail(path: &Path, lines: usize) -> String {
 
 impl Campaign {
     fn new(seed: u64) -> Campaign {
-        assert!(unsafe { libc::geteuid() } == 0, "the campaign needs root: it creates network namespaces (ip netns) and veth links");
-        for (tool, pkg) in [("ip", "iproute2"), ("tc", "iproute2"), ("iptables", "iptables"), ("timeout", "coreutils")] {
-            let found = Command::new("sh").arg("-c").arg(format!("PATH=$PATH:/usr/sbin:/sbin command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
-            assert!(found, "`{tool}` is missing: install the Debian package `{pkg}` (tools/install-deps does)");
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "the campaign needs root: it creates network namespaces (ip netns) and veth links"
+        );
+        for (tool, pkg) in [
+            ("ip", "iproute2"),
+            ("tc", "iproute2"),
+            ("iptables", "iptables"),
+            ("timeout", "coreutils"),
+        ] {
+            let found = Command::new("sh")
+                .arg("-c")
+                .arg(format!("PATH=$PATH:/usr/sbin:/sbin command -v {tool}"))
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            assert!(
+                found,
+                "`{tool}` is missing: install the Debian package `{pkg}` (tools/install-deps does)"
+            );
         }
-        let ok = Command::new("/usr/bin/python3").args(["-c", "import nbd"]).status().map(|s| s.success()).unwrap_or(false);
-        assert!(ok, "python3-libnbd is missing: install the Debian package `python3-libnbd` (tools/install-deps does)");
+        let ok = Command::new("/usr/bin/python3")
+            .args(["-c", "import nbd"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "python3-libnbd is missing: install the Debian package `python3-libnbd` (tools/install-deps does)"
+        );
         // tmpfs by default: fast, and deleting the fragmented images is instant
         // (on the ext4 here, mounted with discard, it takes seconds).
-        let base = std::env::var("CAMPAIGN_DIR").map(PathBuf::from).unwrap_or_else(|_| if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() });
+        let base = std::env::var("CAMPAIGN_DIR").map(PathBuf::from).unwrap_or_else(|_| {
+            if Path::new("/dev/shm").is_dir() {
+                PathBuf::from("/dev/shm")
+            } else {
+                std::env::temp_dir()
+            }
+        });
         let dir = tempfile::Builder::new().prefix("repd-campaign-").tempdir_in(&base).unwrap().keep();
         let keep = std::env::var("CAMPAIGN_KEEP").is_ok();
         let d = dir.display().to_string();
@@ -359,7 +400,16 @@ impl Campaign {
     fn start(&mut self, i: usize) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log[i]).unwrap();
         let child = Command::new(ip_bin())
-            .args(["netns", "exec", &self.ns[i], REPD, "--config", self.dir.join("r0.toml").to_str().unwrap(), "--node", NAMES[i]])
+            .args([
+                "netns",
+                "exec",
+                &self.ns[i],
+                REPD,
+                "--config",
+                self.dir.join("r0.toml").to_str().unwrap(),
+                "--node",
+                NAMES[i],
+            ])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -422,7 +472,13 @@ impl Campaign {
             .args(args)
             .output()
             .unwrap();
-        self.note(format!("repctl {} {} -> {:?} {}", NAMES[i], args.join(" "), o.status.code(), String::from_utf8_lossy(&o.stderr).trim()));
+        self.note(format!(
+            "repctl {} {} -> {:?} {}",
+            NAMES[i],
+            args.join(" "),
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
         o
     }
 
@@ -441,7 +497,16 @@ impl Campaign {
                 return;
             }
             if Instant::now() > end {
-                let s: Vec<String> = (0..2).filter(|&i| self.alive(i) && !self.frozen[i]).map(|i| format!("{}: {}", NAMES[i], status_of(&self.sock[i], 5).map(|v| v.to_string()).unwrap_or_default())).collect();
+                let s: Vec<String> = (0..2)
+                    .filter(|&i| self.alive(i) && !self.frozen[i])
+                    .map(|i| {
+                        format!(
+                            "{}: {}",
+                            NAMES[i],
+                            status_of(&self.sock[i], 5).map(|v| v.to_string()).unwrap_or_default()
+                        )
+                    })
+                    .collect();
                 self.fail(format!("timed out after {secs}s waiting for: {what}\n{}", s.join("\n")));
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -477,7 +542,11 @@ impl Campaign {
                 for (i, st) in s.iter().enumerate() {
                     let Some(st) = st else { continue };
                     if st["role"] == "primary" && st["connection"] == "connected" && st["peer"]["role"] == "primary" {
-                        viol.lock().unwrap().push(format!("[{:.2}s] {} is Primary, connected, and sees its peer Primary: {st}", t0.elapsed().as_secs_f64(), NAMES[i]));
+                        viol.lock().unwrap().push(format!(
+                            "[{:.2}s] {} is Primary, connected, and sees its peer Primary: {st}",
+                            t0.elapsed().as_secs_f64(),
+                            NAMES[i]
+                        ));
                     }
                     if st["role"] == "primary" && st["connection"] != "connected" {
                         let mut a = alone.lock().unwrap();
@@ -487,14 +556,19 @@ impl Campaign {
                     }
                 }
                 if let (Some(a), Some(b)) = (&s[0], &s[1]) {
-                    let both = |a: &serde_json::Value, b: &serde_json::Value| a["role"] == "primary" && b["role"] == "primary" && a["connection"] == "connected" && b["connection"] == "connected";
+                    let both = |a: &serde_json::Value, b: &serde_json::Value| {
+                        a["role"] == "primary" && b["role"] == "primary" && a["connection"] == "connected" && b["connection"] == "connected"
+                    };
                     if both(a, b) {
                         // Snapshots are not simultaneous: confirm.
                         let a2 = status_of(&socks[0], 1);
                         let b2 = status_of(&socks[1], 1);
                         if let (Some(a2), Some(b2)) = (a2, b2) {
                             if both(&a2, &b2) {
-                                viol.lock().unwrap().push(format!("[{:.2}s] two Primaries while connected: {a2} / {b2}", t0.elapsed().as_secs_f64()));
+                                viol.lock().unwrap().push(format!(
+                                    "[{:.2}s] two Primaries while connected: {a2} / {b2}",
+                                    t0.elapsed().as_secs_f64()
+                                ));
                             }
                         }
                     }
@@ -515,7 +589,11 @@ impl Campaign {
     fn start_writer(&mut self, node: usize, rng: &mut Rng) {
         let base = self.next_version;
         self.next_version += VERSION_STRIDE;
-        let wlog = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("writer.log")).unwrap();
+        let wlog = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("writer.log"))
+            .unwrap();
         let mut child = Command::new(ip_bin())
             .args(["netns", "exec", &self.ns[node], "/usr/bin/python3"])
             .arg(py_script())
@@ -545,7 +623,11 @@ impl Campaign {
                     Some("F") => l.flushes_acked += 1,
                     Some("X") => {
                         l.errors += 1;
-                        let e = if f.get(1) == Some(&"-1") { format!("flush:{}", f.get(3).unwrap_or(&"?")) } else { format!("write:{}", f.get(3).unwrap_or(&"?")) };
+                        let e = if f.get(1) == Some(&"-1") {
+                            format!("flush:{}", f.get(3).unwrap_or(&"?"))
+                        } else {
+                            format!("write:{}", f.get(3).unwrap_or(&"?"))
+                        };
                         *l.errnos.entry(e).or_default() += 1;
                         l.replied_since += 1;
                     }
@@ -554,7 +636,12 @@ impl Campaign {
             }
         });
         self.note(format!("writer on {} (versions from {base}, pid {})", NAMES[node], child.id()));
-        self.writers.push(Writer { child, node, acks, reader: Some(reader) });
+        self.writers.push(Writer {
+            child,
+            node,
+            acks,
+            reader: Some(reader),
+        });
     }
 
     fn wait_writer_acks(&mut self, n: u64) {
@@ -578,12 +665,19 @@ impl Campaign {
                 if Instant::now() > end {
                     let _ = w.child.kill();
                     let _ = w.child.wait();
-                    self.fail(format!("the writer on {} did not finish its in-flight writes within 45 s (a hung NBD request)", NAMES[w.node]));
+                    self.fail(format!(
+                        "the writer on {} did not finish its in-flight writes within 45 s (a hung NBD request)",
+                        NAMES[w.node]
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(20));
             };
             w.reader.take().unwrap().join().unwrap();
-            self.note(format!("writer on {} ended ({st}), {} acked", NAMES[w.node], w.acks.load(Ordering::SeqCst)));
+            self.note(format!(
+                "writer on {} ended ({st}), {} acked",
+                NAMES[w.node],
+                w.acks.load(Ordering::SeqCst)
+            ));
         }
     }
 
@@ -608,7 +702,12 @@ impl Campaign {
             .output()
             .unwrap();
         if !o.status.success() || o.stdout.len() as u64 != SIZE {
-            self.fail(format!("reading the Primary {} ({when}) failed: {} bytes, {}", NAMES[p], o.stdout.len(), String::from_utf8_lossy(&o.stderr)));
+            self.fail(format!(
+                "reading the Primary {} ({when}) failed: {} bytes, {}",
+                NAMES[p],
+                o.stdout.len(),
+                String::from_utf8_lossy(&o.stderr)
+            ));
         }
         o.stdout
     }
@@ -619,14 +718,24 @@ impl Campaign {
     fn check_blind_failover(&mut self, before_cut: &HashMap<u64, u64>) {
         let p = self.primary.unwrap();
         let img = self.read_device(p, "after the blind failover");
-        let n = self.check_image(&img, before_cut, &format!("the Primary {} after a blind failover (writes acked before the link was cut)", NAMES[p]));
+        let n = self.check_image(
+            &img,
+            before_cut,
+            &format!(
+                "the Primary {} after a blind failover (writes acked before the link was cut)",
+                NAMES[p]
+            ),
+        );
         self.stats.checks += 1;
         self.stats.blocks_checked += n;
         let ledger = self.ledger.clone();
         let mut l = ledger.lock().unwrap();
         let mut lost = Vec::new();
         for (&blk, want) in l.acked.iter_mut() {
-            let found = parse_block(&img[(blk * BS) as usize..((blk + 1) * BS) as usize], blk).ok().flatten().unwrap_or(0);
+            let found = parse_block(&img[(blk * BS) as usize..((blk + 1) * BS) as usize], blk)
+                .ok()
+                .flatten()
+                .unwrap_or(0);
             if found < *want {
                 lost.push((blk, *want, found));
                 *want = found;
@@ -683,8 +792,20 @@ impl Campaign {
         let a = std::fs::read(&self.backing[0]).unwrap();
         let b = std::fs::read(&self.backing[1]).unwrap();
         if a != b {
-            let diff = a.chunks(BS as usize).zip(b.chunks(BS as usize)).enumerate().filter(|(_, (x, y))| x != y).map(|(i, _)| i).collect::<Vec<_>>();
-            self.fail(format!("backing files differ after the resync: {} blocks of 4 KiB, first {:?} (len {} / {})", diff.len(), &diff[..diff.len().min(10)], a.len(), b.len()));
+            let diff = a
+                .chunks(BS as usize)
+                .zip(b.chunks(BS as usize))
+                .enumerate()
+                .filter(|(_, (x, y))| x != y)
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>();
+            self.fail(format!(
+                "backing files differ after the resync: {} blocks of 4 KiB, first {:?} (len {} / {})",
+                diff.len(),
+                &diff[..diff.len().min(10)],
+                a.len(),
+                b.len()
+            ));
         }
         self.note("backing files identical".into());
     }
@@ -711,23 +832,36 @@ impl Campaign {
         let s = 1 - p;
         self.primary = None;
         if self.went_on_alone.lock().unwrap().went_on_alone[s] && !blind {
-            self.note(format!("manager: {} went on without {}: {} is outdated, NOT promoted; waiting for {} to return", NAMES[p], NAMES[s], NAMES[s], NAMES[p]));
+            self.note(format!(
+                "manager: {} went on without {}: {} is outdated, NOT promoted; waiting for {} to return",
+                NAMES[p], NAMES[s], NAMES[s], NAMES[p]
+            ));
             self.stats.refused_promotions += 1;
             return;
         }
         self.wait_disconnected(s);
         let d = self.field(s, "disk");
         if d != "uptodate" && !must_be_uptodate {
-            self.note(format!("manager: {} is {d}, NOT promoted; waiting for {} to return", NAMES[s], NAMES[p]));
+            self.note(format!(
+                "manager: {} is {d}, NOT promoted; waiting for {} to return",
+                NAMES[s], NAMES[p]
+            ));
             self.stats.refused_promotions += 1;
             return;
         }
         if d != "uptodate" {
-            self.fail(format!("the survivor {} lost its connected Primary but its disk is {d}, not uptodate", NAMES[s]));
+            self.fail(format!(
+                "the survivor {} lost its connected Primary but its disk is {d}, not uptodate",
+                NAMES[s]
+            ));
         }
         let o = self.repctl(s, &["primary"], 30);
         if !o.status.success() {
-            self.fail(format!("repctl primary on the UpToDate survivor {} refused: {}", NAMES[s], String::from_utf8_lossy(&o.stderr)));
+            self.fail(format!(
+                "repctl primary on the UpToDate survivor {} refused: {}",
+                NAMES[s],
+                String::from_utf8_lossy(&o.stderr)
+            ));
         }
         self.primary = Some(s);
         self.stats.failovers += 1;
@@ -756,7 +890,12 @@ impl Campaign {
         // read without letting it connect: measure behind the cut link then.
         let alone = self.went_on_alone.lock().unwrap().went_on_alone;
         let unknown_bitmap = dead.iter().any(|&d| alone[1 - d]);
-        let direct = !self.link_impaired && !self.force_quarantine && !unknown_bitmap && !self.frozen.iter().any(|&f| f) && !dead.is_empty() && rng.chance(50);
+        let direct = !self.link_impaired
+            && !self.force_quarantine
+            && !unknown_bitmap
+            && !self.frozen.iter().any(|&f| f)
+            && !dead.is_empty()
+            && rng.chance(50);
         let mut before = [0u64; 2];
         let mut bound = 0u64;
         let mut fault_phase_sent = 0u64;
@@ -788,27 +927,38 @@ impl Campaign {
                 self.after_restart(i);
             }
             for i in 0..2 {
-                self.wait_for(15, &format!("{} not connected behind the cut link", NAMES[i]), |c| c.field(i, "connection") != "connected");
+                self.wait_for(15, &format!("{} not connected behind the cut link", NAMES[i]), |c| {
+                    c.field(i, "connection") != "connected"
+                });
                 let s = self.status(i);
                 before[i] = Self::counter(&s, "resync_sent_bytes");
                 if !dead.contains(&i) {
                     fault_phase_sent += since_start(self, i, before[i]);
                 }
                 bound += s["out_of_sync_bytes"].as_u64().unwrap();
-                self.note(format!("{}: out_of_sync_bytes {} disk {} role {}", NAMES[i], s["out_of_sync_bytes"], s["disk"], s["role"]));
+                self.note(format!(
+                    "{}: out_of_sync_bytes {} disk {} role {}",
+                    NAMES[i], s["out_of_sync_bytes"], s["disk"], s["role"]
+                ));
             }
             self.tb(&["heal"]);
             self.link_impaired = false;
             if self.expect_split_brain {
                 self.expect_split_brain = false;
-                self.wait_for(20, "split brain on both nodes", |c| c.status(0)["split_brain"] == true && c.status(1)["split_brain"] == true);
+                self.wait_for(20, "split brain on both nodes", |c| {
+                    c.status(0)["split_brain"] == true && c.status(1)["split_brain"] == true
+                });
                 // The manager keeps the current Primary's data.
                 let w = self.primary.unwrap();
                 let l = 1 - w;
                 for (i, args) in [(l, &["connect", "--discard-my-data"][..]), (w, &["connect"][..])] {
                     let o = self.repctl(i, args, 30);
                     if !o.status.success() {
-                        self.fail(format!("resolving the split brain: repctl {args:?} on {}: {}", NAMES[i], String::from_utf8_lossy(&o.stderr)));
+                        self.fail(format!(
+                            "resolving the split brain: repctl {args:?} on {}: {}",
+                            NAMES[i],
+                            String::from_utf8_lossy(&o.stderr)
+                        ));
                     }
                 }
                 self.stats.split_brains += 1;
@@ -856,7 +1006,10 @@ impl Campaign {
         if s["role"] != "secondary" {
             self.fail(format!("{} came back {} after a crash, not Secondary: {s}", NAMES[i], s["role"]));
         }
-        self.note(format!("{} back: role {} disk {} connection {} oos {}", NAMES[i], s["role"], s["disk"], s["connection"], s["out_of_sync_bytes"]));
+        self.note(format!(
+            "{} back: role {} disk {} connection {} oos {}",
+            NAMES[i], s["role"], s["disk"], s["connection"], s["out_of_sync_bytes"]
+        ));
         if self.primary == Some(i) {
             self.primary = None;
         }
@@ -869,7 +1022,12 @@ impl Campaign {
         let p = self.primary.expect("a Primary at the start of a cycle");
         let s = 1 - p;
         self.note(format!("=== cycle {}: {fault:?}, Primary {}", self.cycle, NAMES[p]));
-        let start_sent = [0, 1].map(|i| (status_of(&self.sock[i], 10).map(|s| Self::counter(&s, "resync_sent_bytes")), self.incarnation[i]));
+        let start_sent = [0, 1].map(|i| {
+            (
+                status_of(&self.sock[i], 10).map(|s| Self::counter(&s, "resync_sent_bytes")),
+                self.incarnation[i],
+            )
+        });
         self.ledger.lock().unwrap().replied_since = 0;
         self.start_writer(p, rng);
         let warm = rng.range(20, 200);
@@ -994,7 +1152,10 @@ impl Campaign {
                     self.stats.missed += 1;
                 }
                 let target_dies = rng.chance(50);
-                self.note(format!("crash during the resync: the sync {} dies", if target_dies { "target" } else { "source (the Primary)" }));
+                self.note(format!(
+                    "crash during the resync: the sync {} dies",
+                    if target_dies { "target" } else { "source (the Primary)" }
+                ));
                 if target_dies {
                     // The sync target dies.
                     self.kill(p);
@@ -1045,7 +1206,18 @@ impl Campaign {
             }
             Fault::NetemDelayReorder => {
                 let d = rng.range(2, 30).to_string();
-                self.tb(&["netem", "both", "delay", &format!("{d}ms"), &format!("{}ms", rng.range(1, 10)), "reorder", "25%", "50%", "duplicate", "1%"]);
+                self.tb(&[
+                    "netem",
+                    "both",
+                    "delay",
+                    &format!("{d}ms"),
+                    &format!("{}ms", rng.range(1, 10)),
+                    "reorder",
+                    "25%",
+                    "50%",
+                    "duplicate",
+                    "1%",
+                ]);
                 self.link_impaired = true;
                 std::thread::sleep(rng.ms(1500, 3500));
                 self.tb(&["clear"]);
@@ -1055,7 +1227,10 @@ impl Campaign {
         // The writer goes on (on the new Primary after a failover).
         if let Some(np) = self.primary {
             // One writer per device at a time: two would race on a block.
-            let running = self.writers.iter_mut().any(|w| w.node == np && w.child.try_wait().ok().flatten().is_none());
+            let running = self
+                .writers
+                .iter_mut()
+                .any(|w| w.node == np && w.child.try_wait().ok().flatten().is_none());
             if np != p && !running {
                 self.start_writer(np, rng);
                 let n = rng.range(20, 200);
@@ -1071,7 +1246,11 @@ impl Campaign {
             // Both UpToDate again: the manager promotes (the node that had the data).
             let o = self.repctl(p, &["primary"], 30);
             if !o.status.success() {
-                self.fail(format!("repctl primary on {} after the resync refused: {}", NAMES[p], String::from_utf8_lossy(&o.stderr)));
+                self.fail(format!(
+                    "repctl primary on {} after the resync refused: {}",
+                    NAMES[p],
+                    String::from_utf8_lossy(&o.stderr)
+                ));
             }
             self.primary = Some(p);
         }
@@ -1145,14 +1324,31 @@ impl Drop for Campaign {
 
 #[test]
 fn randomized_fault_campaign() {
-    let seed = env_u64("CAMPAIGN_SEED").unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_000);
+    let seed = env_u64("CAMPAIGN_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            % 1_000_000_000
+    });
     let cycles = env_u64("CAMPAIGN_CYCLES").unwrap_or(13);
-    assert!(Path::new("/usr/bin/python3").exists(), "/usr/bin/python3 is missing (Debian python3, with python3-libnbd)");
+    assert!(
+        Path::new("/usr/bin/python3").exists(),
+        "/usr/bin/python3 is missing (Debian python3, with python3-libnbd)"
+    );
     let limit = Duration::from_secs(env_u64("CAMPAIGN_SECS").unwrap_or(150));
-    say!("campaign: seed {seed}, {cycles} cycles, time limit {}s (replay: CAMPAIGN_SEED={seed})", limit.as_secs());
+    say!(
+        "campaign: seed {seed}, {cycles} cycles, time limit {}s (replay: CAMPAIGN_SEED={seed})",
+        limit.as_secs()
+    );
     let mut rng = Rng(seed);
     let mut c = Campaign::new(seed);
-    let netem = Command::new(testbed_script()).arg("has-netem").arg(&c.dir).status().map(|s| s.success()).unwrap_or(false);
+    let netem = Command::new(testbed_script())
+        .arg("has-netem")
+        .arg(&c.dir)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     let mut kinds = vec![
         Fault::KillPrimary,
         Fault::KillSecondary,
@@ -1203,7 +1399,11 @@ fn randomized_fault_campaign() {
             break;
         }
         c.cycle = k + 1;
-        let fault = if (k as usize) < order.len() { order[k as usize] } else { kinds[rng.range(0, kinds.len() as u64 - 1) as usize] };
+        let fault = if (k as usize) < order.len() {
+            order[k as usize]
+        } else {
+            kinds[rng.range(0, kinds.len() as u64 - 1) as usize]
+        };
         let t = Instant::now();
         c.run_cycle(fault, &mut rng);
         say!(
