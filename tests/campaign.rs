@@ -79,6 +79,22 @@ fn ip_bin() -> &'static str {
         .find(|p| Path::new(p).exists())
         .unwrap_or("ip")
 }
+/// `ip netns exec NS ...` (ip execs the command in place, so the child's
+/// pid is the command's). It dies with the test (PR_SET_PDEATHSIG), so a
+/// killed test run leaves no daemon or writer behind.
+fn in_netns(ns: &str) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(ip_bin());
+    c.args(["netns", "exec", ns]);
+    unsafe {
+        c.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    c
+}
+
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
@@ -309,7 +325,15 @@ impl Campaign {
         }
         std::fs::write(dir.join("r0.toml"), text).unwrap();
         let bindir = Path::new(REPD).parent().unwrap();
-        let o = Command::new(testbed_script()).arg("up").arg(&dir).arg(bindir).output().unwrap();
+        // Testbeds of runs killed before their cleanup (owner gone) first.
+        let _ = Command::new(testbed_script()).arg("sweep").status();
+        let o = Command::new(testbed_script())
+            .arg("up")
+            .arg(&dir)
+            .arg(bindir)
+            .env("TESTBED_OWNER", std::process::id().to_string())
+            .output()
+            .unwrap();
         if !o.status.success() {
             let _ = std::fs::remove_dir_all(&dir);
             panic!(
@@ -399,17 +423,8 @@ impl Campaign {
 
     fn start(&mut self, i: usize) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log[i]).unwrap();
-        let child = Command::new(ip_bin())
-            .args([
-                "netns",
-                "exec",
-                &self.ns[i],
-                REPD,
-                "--config",
-                self.dir.join("r0.toml").to_str().unwrap(),
-                "--node",
-                NAMES[i],
-            ])
+        let child = in_netns(&self.ns[i])
+            .args([REPD, "--config", self.dir.join("r0.toml").to_str().unwrap(), "--node", NAMES[i]])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -594,8 +609,8 @@ impl Campaign {
             .append(true)
             .open(self.dir.join("writer.log"))
             .unwrap();
-        let mut child = Command::new(ip_bin())
-            .args(["netns", "exec", &self.ns[node], "/usr/bin/python3"])
+        let mut child = in_netns(&self.ns[node])
+            .arg("/usr/bin/python3")
             .arg(py_script())
             .args(["write", URI, &base.to_string(), &rng.next().to_string(), "300", "8"])
             .stdin(Stdio::null())
