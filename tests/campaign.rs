@@ -988,9 +988,23 @@ impl Campaign {
             self.fail(format!("resync during the fault sent {fault_phase_sent} bytes, more than {fault_bound} (4 KiB x {replied} writes replied + in flight + activity logs)"));
         }
         for i in 0..2 {
-            let o = self.repctl(i, &["wait-sync", "--timeout", "90"], 100);
+            let o = self.repctl(i, &["wait-sync", "--timeout", "60"], 70);
             if !o.status.success() {
-                self.fail(format!("wait-sync on {} failed: {}", NAMES[i], String::from_utf8_lossy(&o.stderr)));
+                let both: Vec<String> = (0..2)
+                    .map(|j| {
+                        format!(
+                            "{}: {}",
+                            NAMES[j],
+                            status_of(&self.sock[j], 5).map(|v| v.to_string()).unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                self.fail(format!(
+                    "wait-sync on {} failed: {}\nstatus now:\n{}",
+                    NAMES[i],
+                    String::from_utf8_lossy(&o.stderr).trim(),
+                    both.join("\n")
+                ));
             }
         }
         let mut sent = 0;
