@@ -39,7 +39,8 @@
 //! latest acked version of each block, or a later issued one; never a torn or
 //! foreign block) right after the fault and again after the resync; the
 //! backing files end byte-identical; never two Primaries while connected
-//! (both nodes polled all along); a restarted Primary comes back Secondary;
+//! (both nodes polled all along), and no node's view of its connected peer
+//! (role, disk) stays different from what the peer reports for 5 s; a restarted Primary comes back Secondary;
 //! the final resync sends no more than the out-of-sync bytes both nodes
 //! reported before the link came back (a crashed Primary's activity log,
 //! al_extents = 7 x 4 MiB, is part of what it reports), and the resyncs during
@@ -550,6 +551,9 @@ impl Campaign {
         let polls = self.stats.status_polls.clone();
         let t0 = self.t0;
         self.poller = Some(std::thread::spawn(move || {
+            // Since when a connected node's view of its peer (role, disk)
+            // differs from what the peer says of itself.
+            let mut stale_since: Option<Instant> = None;
             while !stop.load(Ordering::SeqCst) {
                 let epoch = alone.lock().unwrap().epoch;
                 let s: Vec<Option<serde_json::Value>> = socks.iter().map(|p| status_of(p, 1)).collect();
@@ -574,6 +578,23 @@ impl Campaign {
                     let both = |a: &serde_json::Value, b: &serde_json::Value| {
                         a["role"] == "primary" && b["role"] == "primary" && a["connection"] == "connected" && b["connection"] == "connected"
                     };
+                    let views_differ = a["connection"] == "connected"
+                        && b["connection"] == "connected"
+                        && (a["peer"]["role"] != b["role"]
+                            || a["peer"]["disk"] != b["disk"]
+                            || b["peer"]["role"] != a["role"]
+                            || b["peer"]["disk"] != a["disk"]);
+                    if !views_differ {
+                        stale_since = None;
+                    } else if stale_since.is_none() {
+                        stale_since = Some(Instant::now());
+                    } else if stale_since.unwrap().elapsed() > Duration::from_secs(5) {
+                        viol.lock().unwrap().push(format!(
+                            "[{:.2}s] a node's view of its peer has been wrong for 5 s while connected: {a} / {b}",
+                            t0.elapsed().as_secs_f64()
+                        ));
+                        stale_since = None;
+                    }
                     if both(a, b) {
                         // Snapshots are not simultaneous: confirm.
                         let a2 = status_of(&socks[0], 1);
@@ -596,7 +617,10 @@ impl Campaign {
     fn check_violations(&mut self) {
         let v = self.violations.lock().unwrap().clone();
         if !v.is_empty() {
-            self.fail(format!("two Primaries while connected:\n{}", v.join("\n")));
+            self.fail(format!(
+                "the status poller saw (two Primaries while connected, or a stale peer view):\n{}",
+                v.join("\n")
+            ));
         }
     }
 
