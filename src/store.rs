@@ -2,10 +2,16 @@
 //!
 //! Every call is synchronous and takes `&self`: reads and writes use
 //! `pread`/`pwrite` (no shared seek position), so many threads may use one
-//! [`Store`] at once. The async layers call it from `spawn_blocking`.
+//! [`Store`] at once. The async layers call it from `spawn_blocking`, except
+//! [`Store::read_nowait`], which never blocks (`RWF_NOWAIT`: served from
+//! the page cache, or refused) and so may run on an async worker. (Buffered
+//! `pwritev2(RWF_NOWAIT)` is refused with EOPNOTSUPP by ext4, so writes have
+//! no such variant.)
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -43,6 +49,8 @@ pub struct Store {
     size: u64,
     path: PathBuf,
     is_block_device: bool,
+    /// `preadv2(RWF_NOWAIT)` works here (cleared on the first EOPNOTSUPP/ENOSYS).
+    read_nowait_ok: AtomicBool,
 }
 
 impl Store {
@@ -75,7 +83,13 @@ impl Store {
             }
             Some(wanted) => return Err(OpenError::TooSmall { path: path.to_owned(), actual, wanted }),
         };
-        Ok(Store { file, size, path: path.to_owned(), is_block_device })
+        Ok(Store {
+            file,
+            size,
+            path: path.to_owned(),
+            is_block_device,
+            read_nowait_ok: AtomicBool::new(true),
+        })
     }
 
     /// The usable size in bytes.
@@ -100,6 +114,64 @@ impl Store {
         self.check(offset, buf.len() as u64)?;
         crate::failpoint::check("store.read")?;
         self.file.read_exact_at(buf, offset)
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset` into possibly
+    /// uninitialised memory; on `Ok` every byte of `buf` was written.
+    pub fn read_at_uninit(&self, buf: &mut [MaybeUninit<u8>], offset: u64) -> io::Result<()> {
+        self.check(offset, buf.len() as u64)?;
+        crate::failpoint::check("store.read")?;
+        let mut done = 0;
+        while done < buf.len() {
+            match self.preadv2(&mut buf[done..], offset + done as u64, 0) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what the page cache holds of `buf.len()` bytes at `offset`
+    /// without ever blocking (`preadv2` with `RWF_NOWAIT`), so it may run on
+    /// an async worker thread. Returns how many leading bytes of `buf` were
+    /// filled: less than `buf.len()` (often 0) when the rest would need the
+    /// disk or the kernel cannot do non-blocking reads here; the caller reads
+    /// the rest with [`Store::read_at_uninit`] on the blocking pool.
+    /// Errors are real read errors (and EINVAL for a range past the end).
+    pub fn read_nowait(&self, buf: &mut [MaybeUninit<u8>], offset: u64) -> io::Result<usize> {
+        self.check(offset, buf.len() as u64)?;
+        crate::failpoint::check("store.read")?;
+        if !self.read_nowait_ok.load(Ordering::Relaxed) {
+            return Ok(0);
+        }
+        let mut done = 0;
+        while done < buf.len() {
+            match self.preadv2(&mut buf[done..], offset + done as u64, libc::RWF_NOWAIT) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                Ok(n) => done += n,
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EAGAIN) => break,
+                    Some(libc::EINTR) => {}
+                    Some(libc::EOPNOTSUPP | libc::ENOSYS) => {
+                        self.read_nowait_ok.store(false, Ordering::Relaxed);
+                        break;
+                    }
+                    _ => return Err(e),
+                },
+            }
+        }
+        Ok(done)
+    }
+
+    fn preadv2(&self, buf: &mut [MaybeUninit<u8>], offset: u64, flags: libc::c_int) -> io::Result<usize> {
+        let off = libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        // SAFETY: one iovec over a live, writable slice (the kernel only
+        // writes into it, so uninitialised memory is fine); our own descriptor.
+        let r = unsafe { libc::preadv2(self.file.as_raw_fd(), &iov, 1, off, flags) };
+        usize::try_from(r).map_err(|_| io::Error::last_os_error())
     }
 
     /// Writes all of `buf` at `offset`.
@@ -301,6 +373,22 @@ mod tests {
         s.read_at(&mut b, 0).unwrap();
         assert!(b[..8192].iter().all(|&x| x == 0));
         assert!(b[8192..].iter().all(|&x| x == 9));
+    }
+
+    #[test]
+    fn nowait_and_uninit_reads() {
+        let (_d, s) = tmp(1 << 20);
+        s.write_at(&[5u8; 8192], 4096).unwrap();
+        let mut buf: Vec<MaybeUninit<u8>> = vec![MaybeUninit::uninit(); 8192];
+        // Just written, so in the page cache: read whole without blocking
+        // (or 0 bytes where the kernel has no RWF_NOWAIT).
+        let n = s.read_nowait(&mut buf, 4096).unwrap();
+        assert!(n == 8192 || n == 0, "{n}");
+        s.read_at_uninit(&mut buf[n..], 4096 + n as u64).unwrap();
+        // SAFETY: every byte was written by the two reads above.
+        assert!(buf.iter().all(|b| unsafe { b.assume_init() } == 5));
+        assert_eq!(s.read_nowait(&mut buf, (1 << 20) - 4096).unwrap_err().raw_os_error(), Some(libc::EINVAL));
+        assert_eq!(s.read_at_uninit(&mut buf, (1 << 20) - 4096).unwrap_err().raw_os_error(), Some(libc::EINVAL));
     }
 
     #[test]

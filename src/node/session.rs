@@ -10,10 +10,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
 
-use crate::repl::{self, bitmap_chunks, Message};
+use crate::repl::vwrite::FrameWriter;
+use crate::repl::{self, bitmap_chunks, Codec, FrameError, Message};
+use crate::tls::BoxStream;
 
 use super::apply;
 use super::decide::{decide, Decision, Side};
@@ -25,6 +29,29 @@ use super::state::{Connection, Disk, PeerView, Role, SyncSide};
 
 /// Outgoing queue depth (frames) per link.
 const QUEUE: usize = 4096;
+/// The writer task writes what it has queued once this much is pending
+/// (data blocks are queued by reference, not copied).
+const WRITE_BATCH: usize = 1 << 20;
+
+/// The receiving half of a session's link.
+type Reader = FramedRead<ReadHalf<BoxStream>, Codec>;
+/// The sending half: frames written with `writev`, data blocks uncopied.
+type Writer = FrameWriter<WriteHalf<BoxStream>>;
+
+/// Splits a handshaken link into a frame reader (which keeps the bytes and
+/// the codec state the handshake had already read) and a vectored writer.
+fn split_link(link: Link) -> (Writer, Reader) {
+    let parts = link.into_parts();
+    let max = parts.codec.max_payload();
+    let (rd, wr) = tokio::io::split(parts.io);
+    let mut reader = FramedRead::new(rd, parts.codec);
+    *reader.read_buffer_mut() = parts.read_buf;
+    let mut writer = FrameWriter::new(wr, max);
+    if !parts.write_buf.is_empty() {
+        writer.queue_raw(parts.write_buf.freeze());
+    }
+    (writer, reader)
+}
 
 pub fn to_wire_role(r: Role) -> repl::Role {
     match r {
@@ -61,7 +88,7 @@ pub fn from_wire_disk(d: repl::DiskState) -> Disk {
 }
 
 /// Reads the next frame within `timeout`; any failure is a reason string.
-async fn next_frame(link: &mut futures::stream::SplitStream<Link>, timeout: Duration) -> Result<Message, String> {
+async fn next_frame(link: &mut Reader, timeout: Duration) -> Result<Message, String> {
     match tokio::time::timeout(timeout, link.next()).await {
         Err(_) => Err(format!("no frame from the peer for {} ms", timeout.as_millis())),
         Ok(None) => Err("the peer closed the link".into()),
@@ -72,7 +99,7 @@ async fn next_frame(link: &mut futures::stream::SplitStream<Link>, timeout: Dura
 }
 
 /// Reads the next frame within `timeout`, a Goodbye included.
-async fn next_frame_raw(link: &mut futures::stream::SplitStream<Link>, timeout: Duration) -> Result<Message, String> {
+async fn next_frame_raw(link: &mut Reader, timeout: Duration) -> Result<Message, String> {
     match tokio::time::timeout(timeout, link.next()).await {
         Err(_) => Err(format!("no frame from the peer for {} ms", timeout.as_millis())),
         Ok(None) => Err("the peer closed the link".into()),
@@ -85,7 +112,7 @@ async fn next_frame_raw(link: &mut futures::stream::SplitStream<Link>, timeout: 
 /// arrived meanwhile (it replaces this one), if any.
 pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>) -> Option<Link> {
     let timeout = Duration::from_millis(node.cfg.net.ping_timeout_ms);
-    let (mut sink, mut stream) = link.split();
+    let (mut sink, mut stream) = split_link(link);
 
     // 1. Exchange state and bitmaps (each side sends first, then reads).
     let (local_state, words, bits) = {
@@ -111,11 +138,15 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
         (ns, m.bitmap().words(), m.bitmap().bits())
     };
     let sent = async {
-        sink.send(Message::State(local_state)).await?;
+        sink.feed(&Message::State(local_state))?;
         for chunk in bitmap_chunks(&words, bits) {
-            sink.feed(chunk).await?;
+            sink.feed(&chunk)?;
+            if sink.pending() >= WRITE_BATCH {
+                sink.flush().await?;
+            }
         }
-        sink.flush().await
+        sink.flush().await?;
+        Ok::<(), FrameError>(())
     };
     if let Err(e) = sent.await {
         tracing::warn!("peer link: sending state failed: {e}");
@@ -167,7 +198,7 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
     match &decision {
         Decision::SplitBrain => {
             tracing::error!("split brain: both nodes changed data while apart; nothing is copied. Resolve with `repctl connect --discard-my-data` on the node whose changes are to be dropped");
-            let _ = sink.send(Message::Goodbye { reason: "split brain detected".into() }).await;
+            let _ = sink.send(&Message::Goodbye { reason: "split brain detected".into() }).await;
             let mut st = node.state();
             st.connection = Connection::Standalone;
             st.split_brain = true;
@@ -177,7 +208,7 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
         }
         Decision::Refuse(why) => {
             tracing::error!("peer link refused: {why}");
-            let _ = sink.send(Message::Goodbye { reason: why.clone() }).await;
+            let _ = sink.send(&Message::Goodbye { reason: why.clone() }).await;
             node.state().connection = Connection::Standalone;
             node.changed();
             return None;
@@ -289,30 +320,35 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
 }
 
 /// Batches queued frames onto the socket; pings every `ping_interval_ms`.
-async fn writer(node: Arc<Node>, mut sink: futures::stream::SplitSink<Link, Message>, mut rx: mpsc::Receiver<Message>, link: Arc<PeerLink>) {
+async fn writer(node: Arc<Node>, mut sink: Writer, mut rx: mpsc::Receiver<Message>, link: Arc<PeerLink>) {
     let mut ping = tokio::time::interval(Duration::from_millis(node.cfg.net.ping_interval_ms));
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut nonce = 0u64;
     loop {
-        let r = tokio::select! {
+        let r: Result<(), FrameError> = tokio::select! {
             m = rx.recv() => match m {
                 None => break,
                 Some(m) => async {
-                    sink.feed(m).await?;
+                    // Everything queued goes out together, in one or a few writev calls.
+                    sink.feed(&m)?;
                     let mut n = 0;
                     while n < 256 {
                         match rx.try_recv() {
-                            Ok(m) => sink.feed(m).await?,
+                            Ok(m) => sink.feed(&m)?,
                             Err(_) => break,
+                        }
+                        if sink.pending() >= WRITE_BATCH {
+                            sink.flush().await?;
                         }
                         n += 1;
                     }
-                    sink.flush().await
+                    sink.flush().await?;
+                    Ok(())
                 }.await,
             },
             _ = ping.tick() => {
                 nonce += 1;
-                sink.send(Message::Ping { nonce }).await
+                sink.send(&Message::Ping { nonce }).await
             }
             _ = link.closed.cancelled() => break,
         };

@@ -72,6 +72,11 @@ pub enum FrameError {
     Io(#[from] io::Error),
 }
 
+/// Receive-buffer growth for data frames (see `Decoder::decode`).
+const RECV_CHUNK: usize = 4 << 20;
+/// Frames at least this long reserve [`RECV_CHUNK`] at a time.
+const CHUNK_FROM: usize = 64 << 10;
+
 #[derive(Debug, Clone, Copy)]
 enum State {
     /// Waiting for a full header.
@@ -145,8 +150,14 @@ impl Decoder for Codec {
             }
             let len = len as usize;
             src.advance(HEADER_LEN);
-            // Bounded by the cap checked above.
-            src.reserve(len.saturating_sub(src.len()));
+            // Bounded by the cap checked above. A data frame reserves room
+            // for several (RECV_CHUNK): the next frames then land in memory
+            // already mapped, and once every payload split off the buffer is
+            // dropped, `reserve` reuses the same allocation in place.
+            let need = len.saturating_sub(src.len());
+            if src.capacity() - src.len() < need {
+                src.reserve(if len >= CHUNK_FROM { need.max(RECV_CHUNK) } else { need });
+            }
             self.state = State::Data { head, ty, len, crc: want_crc };
         }
         let State::Data { head, ty, len, crc: expected } = self.state else { unreachable!() };

@@ -34,6 +34,7 @@ pub mod frame;
 pub mod handshake;
 pub mod message;
 pub mod types;
+pub mod vwrite;
 mod wire;
 
 pub use frame::{Codec, FrameError, DEFAULT_MAX_PAYLOAD, HEADER_LEN, MAGIC, MAX_DATA};
