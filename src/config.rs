@@ -177,6 +177,7 @@ struct RawNet {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
+    fencing: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,6 +238,21 @@ pub struct Net {
     pub connect_interval_ms: u64,
     /// Mutual TLS on the peer link (and the certificates NBD TLS uses).
     pub tls: Option<crate::tls::TlsFiles>,
+    pub fencing: Fencing,
+}
+
+/// What a Primary does when it loses its peer (DRBD's `fencing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fencing {
+    /// Go on alone at once (the fence-peer handler still runs if set).
+    #[default]
+    DontCare,
+    /// The same, named as DRBD's: the handler fences the peer's promotion.
+    ResourceOnly,
+    /// Freeze writes until the fence-peer handler confirms the peer is fenced
+    /// (exit 4: outdated, 7: fenced) or `repctl resume-io`: no write is acked
+    /// by this node alone while the peer could still be promoted.
+    ResourceAndStonith,
 }
 
 /// `[nodes.NAME]`
@@ -345,6 +361,15 @@ impl Config {
             return Err(err("net.ping_timeout_ms", format!("{ping_timeout_ms} must be larger than ping_interval_ms ({ping_interval_ms})")));
         }
         let connect_interval_ms = n.connect_interval_ms.unwrap_or(500).max(10);
+        let fencing = match n.fencing.as_deref() {
+            None | Some("dont-care") => Fencing::DontCare,
+            Some("resource-only") => Fencing::ResourceOnly,
+            Some("resource-and-stonith") => Fencing::ResourceAndStonith,
+            Some(o) => return Err(err("net.fencing", format!("`{o}` is not one of \"dont-care\", \"resource-only\", \"resource-and-stonith\""))),
+        };
+        if fencing == Fencing::ResourceAndStonith && raw.handlers.fence_peer.is_none() {
+            return Err(err("net.fencing", "resource-and-stonith needs a fence-peer program in [handlers]".into()));
+        }
         let per_node = raw.nodes.values().any(|n| n.tls_cert.is_some());
         let tls = match (n.tls_cert, n.tls_key, n.tls_ca) {
             (None, None, None) if !per_node => None,
@@ -411,7 +436,7 @@ impl Config {
                 max_clients,
                 nbd_tls,
             },
-            net: Net { secret, ping_interval_ms, ping_timeout_ms, connect_interval_ms, tls },
+            net: Net { secret, ping_interval_ms, ping_timeout_ms, connect_interval_ms, tls, fencing },
             nodes,
             handlers: raw.handlers,
         })

@@ -60,6 +60,8 @@ enum Cmd {
     Verify,
     /// Stream state changes as JSON lines (first line: the current status).
     Events,
+    /// Resume writes frozen by fencing = "resource-and-stonith" (make sure the peer is fenced first).
+    ResumeIo,
     /// Tests only: make a store call fail (`store.read`, `store.write`, `store.sync`) with ERRNO, or succeed again without it.
     #[command(hide = true)]
     Failpoint { name: String, errno: Option<i32> },
@@ -146,6 +148,7 @@ async fn run(socket: &Path, cmd: Cmd) -> i32 {
         Cmd::Connect { discard_my_data } => Request::Connect { discard_my_data },
         Cmd::Invalidate => Request::Invalidate,
         Cmd::Verify => Request::Verify,
+        Cmd::ResumeIo => Request::ResumeIo,
         Cmd::Failpoint { name, errno } => Request::Failpoint { name, errno },
     };
     match call(socket, &req).await {

@@ -36,6 +36,9 @@ pub enum Request {
     /// Stream state-change events as JSON lines until the client hangs up.
     /// The first line is the current status (`"event": "status"`).
     Events,
+    /// Resume writes frozen by `fencing = "resource-and-stonith"` (the
+    /// operator has made sure the peer cannot be promoted).
+    ResumeIo,
     /// Tests only: arm (`errno`) or disarm a fail point of the store. Refused
     /// unless the daemon was built with the `failpoints` feature.
     Failpoint { name: String, errno: Option<i32> },

@@ -53,6 +53,9 @@ pub struct Status {
     pub nbd_uri: String,
     /// Process id of the daemon (extra field).
     pub pid: u32,
+    /// Writes wait for the peer to be fenced (extra field; `fencing = "resource-and-stonith"`).
+    #[serde(default)]
+    pub io_frozen: bool,
 }
 
 fn human_bytes(n: u64) -> String {
@@ -100,6 +103,9 @@ impl Status {
         }
         if self.out_of_sync_bytes > 0 {
             let _ = writeln!(s, "    out-of-sync:{}", human_bytes(self.out_of_sync_bytes));
+        }
+        if self.io_frozen {
+            let _ = writeln!(s, "  io: FROZEN until the peer is fenced (repctl resume-io)");
         }
         let _ = writeln!(s, "  nbd: {} client(s) at {}", self.nbd_clients, self.nbd_uri);
         s

@@ -148,6 +148,7 @@ impl Node {
         }
         // Stop accepting I/O first, then drop the clients and make what they wrote durable.
         self.state().role = Role::Secondary;
+        self.release_frozen();
         self.clients.drop_all();
         // Writes in flight finish under their range locks; wait for them.
         while self.ranges.held() > 0 {
@@ -275,6 +276,10 @@ impl control::Handler for NodeControl {
             Request::Invalidate => node.invalidate(),
             Request::Verify => node.verify().await,
             Request::Events => Response::refused("events are streamed by the server"),
+            Request::ResumeIo => {
+                node.thaw_io("resumed by the operator");
+                Response::ok("writes resume")
+            }
             Request::Failpoint { name, errno } => match crate::failpoint::set(&name, errno) {
                 Ok(()) => Response::ok(format!("fail point {name}: {errno:?}")),
                 Err(e) => Response::refused(e),

@@ -107,6 +107,8 @@ impl NodeDevice {
 
     async fn mutate_one(&self, offset: u64, len: u64, op: Op, fua: bool) -> io::Result<()> {
         self.check_primary()?;
+        // Fencing (resource-and-stonith): no new write while frozen.
+        self.node.wait_thawed().await?;
         let end = offset.checked_add(len).filter(|&e| e <= self.node.store.size()).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
         // Step 3: order against overlapping writes and resync copies.
         let _guard = self.node.ranges.lock(offset, end).await;
@@ -177,6 +179,9 @@ impl NodeDevice {
         } else {
             // Step 7: the peer does not have it.
             self.node.mark_out_of_sync(offset, len);
+            // With resource-and-stonith, not acked until the peer is fenced.
+            self.node.freeze_unless_fenced();
+            self.node.wait_thawed().await?;
         }
         AtomicCounters::add(&self.node.counters.app_write_bytes, len);
         Ok(())
@@ -243,6 +248,7 @@ impl BlockDevice for NodeDevice {
 
     async fn flush(&self) -> io::Result<()> {
         self.check_primary()?;
+        self.node.wait_thawed().await?;
         let s = self.node.store.clone();
         let link = self.node.link();
         let detached = self.node.disk_failed();

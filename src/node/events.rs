@@ -135,7 +135,8 @@ impl Events {
     }
 
     /// Records the current snapshot; broadcasts what changed and starts handlers.
-    pub fn observe(&self, cfg: &Config, me: &NodeConfig, peer: &NodeConfig, new: Snapshot) -> Vec<&'static str> {
+    /// Returns the handlers started, each with its exit status to come.
+    pub fn observe(&self, cfg: &Config, me: &NodeConfig, peer: &NodeConfig, new: Snapshot) -> Vec<(&'static str, HandlerRun)> {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let Some(old) = last.replace(new) else { return Vec::new() };
         drop(last);
@@ -143,23 +144,27 @@ impl Events {
         for e in diff(&old, &new) {
             self.send_line(me, &cfg.resource.name, &e, None);
             if let Some(h) = handler_for(&old, &new, &e) {
-                run_handler(cfg, me, peer, h, &new);
-                handlers.push(h);
+                if let Some(run) = run_handler(cfg, me, peer, h, &new) {
+                    handlers.push((h, run));
+                }
             }
         }
         handlers
     }
 }
 
+/// A started handler: resolves to its exit status (None if it could not run).
+pub type HandlerRun = tokio::task::JoinHandle<Option<i32>>;
+
 /// Starts the handler program for `event`, if one is configured.
-fn run_handler(cfg: &Config, me: &NodeConfig, peer: &NodeConfig, event: &'static str, s: &Snapshot) {
+pub fn run_handler(cfg: &Config, me: &NodeConfig, peer: &NodeConfig, event: &'static str, s: &Snapshot) -> Option<HandlerRun> {
     let cmd = match event {
         "fence-peer" => cfg.handlers.fence_peer.clone(),
         "split-brain" => cfg.handlers.split_brain.clone(),
         "after-resync" => cfg.handlers.after_resync.clone(),
         _ => None,
     };
-    let Some(cmd) = cmd else { return };
+    let cmd = cmd?;
     let mut c = tokio::process::Command::new("sh");
     c.arg("-c")
         .arg(&cmd)
@@ -173,19 +178,24 @@ fn run_handler(cfg: &Config, me: &NodeConfig, peer: &NodeConfig, event: &'static
         .stdin(std::process::Stdio::null());
     tracing::info!(handler = event, command = %cmd, "running handler");
     match c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn() {
-        Ok(child) => {
-            tokio::spawn(async move {
-                match child.wait_with_output().await {
-                    Ok(o) => {
-                        let out = String::from_utf8_lossy(&o.stdout);
-                        let err = String::from_utf8_lossy(&o.stderr);
-                        tracing::info!(handler = event, status = ?o.status.code(), stdout = %out.trim(), stderr = %err.trim(), "handler finished");
-                    }
-                    Err(e) => tracing::error!(handler = event, "handler failed: {e}"),
+        Ok(child) => Some(tokio::spawn(async move {
+            match child.wait_with_output().await {
+                Ok(o) => {
+                    let out = String::from_utf8_lossy(&o.stdout);
+                    let err = String::from_utf8_lossy(&o.stderr);
+                    tracing::info!(handler = event, status = ?o.status.code(), stdout = %out.trim(), stderr = %err.trim(), "handler finished");
+                    o.status.code()
                 }
-            });
+                Err(e) => {
+                    tracing::error!(handler = event, "handler failed: {e}");
+                    None
+                }
+            }
+        })),
+        Err(e) => {
+            tracing::error!(handler = event, "cannot start handler: {e}");
+            None
         }
-        Err(e) => tracing::error!(handler = event, "cannot start handler: {e}"),
     }
 }
 

@@ -66,6 +66,15 @@ pub struct Node {
     discard_my_data: AtomicBool,
     /// A promotion is waiting for the peer's consent.
     pub(super) promoting: AtomicBool,
+    /// Writes wait: the peer was lost and is not yet fenced (resource-and-stonith).
+    frozen: AtomicBool,
+    /// The peer was fenced since the link was lost: go on alone.
+    fenced: AtomicBool,
+    /// A fence-peer handler is running.
+    fencing_now: Arc<AtomicBool>,
+    thaw: Notify,
+    fence_done: tokio::sync::mpsc::UnboundedSender<Option<i32>>,
+    fence_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Option<i32>>>>,
     /// Counts state announcements (keeps late ones from overtaking newer ones).
     announced: Arc<std::sync::atomic::AtomicU64>,
     /// Woken on every state change (connector, waiters).
@@ -170,6 +179,7 @@ impl Node {
         }
         meta.persist_header()?;
         let al = meta.activity_log();
+        let (fence_tx, fence_rx) = tokio::sync::mpsc::unbounded_channel();
         tracing::info!(disk = %disk, out_of_sync_bytes = meta.bitmap().out_of_sync_bytes(), ids = ?meta.gen_ids(), "metadata loaded");
         Ok(Arc::new(Node {
             state: Mutex::new(NodeState::new(disk)),
@@ -185,6 +195,12 @@ impl Node {
             discard_my_data: AtomicBool::new(false),
             promoting: AtomicBool::new(false),
             announced: Default::default(),
+            frozen: AtomicBool::new(false),
+            fenced: AtomicBool::new(false),
+            fencing_now: Default::default(),
+            thaw: Notify::new(),
+            fence_done: fence_tx,
+            fence_rx: Mutex::new(Some(fence_rx)),
             wake: Notify::new(),
             events: Default::default(),
             shutdown: CancellationToken::new(),
@@ -374,7 +390,101 @@ impl Node {
                 syncing: st.syncing,
             }
         };
-        self.events.observe(&self.cfg, &self.me, &self.peer_cfg, snap);
+        for (h, run) in self.events.observe(&self.cfg, &self.me, &self.peer_cfg, snap) {
+            if h == "fence-peer" {
+                self.watch_fence(run);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> super::events::Snapshot {
+        let st = self.state();
+        super::events::Snapshot {
+            role: st.role,
+            disk: st.disk,
+            connection: st.connection,
+            split_brain: st.split_brain,
+            peer: st.peer.map(|p| (p.role, p.disk)),
+            syncing: st.syncing,
+        }
+    }
+
+    fn watch_fence(&self, run: super::events::HandlerRun) {
+        self.fencing_now.store(true, Ordering::SeqCst);
+        let (tx, busy) = (self.fence_done.clone(), self.fencing_now.clone());
+        tokio::spawn(async move {
+            let code = run.await.ok().flatten();
+            busy.store(false, Ordering::SeqCst);
+            let _ = tx.send(code);
+        });
+    }
+
+    /// resource-and-stonith: a write could not reach the peer. Unless the
+    /// peer was fenced since, freeze writes and run fence-peer (if it is not
+    /// running already).
+    pub fn freeze_unless_fenced(&self) {
+        if self.cfg.net.fencing != crate::config::Fencing::ResourceAndStonith || self.fenced.load(Ordering::SeqCst) {
+            return;
+        }
+        if self.state().role != Role::Primary || self.frozen.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::warn!("peer lost: writes are frozen until fence-peer confirms the peer is fenced (or repctl resume-io)");
+        if !self.fencing_now.load(Ordering::SeqCst) {
+            let snap = self.snapshot();
+            if let Some(run) = super::events::run_handler(&self.cfg, &self.me, &self.peer_cfg, "fence-peer", &snap) {
+                self.watch_fence(run);
+            }
+        }
+        self.changed();
+    }
+
+    /// Writes go on (the peer is fenced, or the operator said so).
+    pub fn thaw_io(&self, why: &str) {
+        self.fenced.store(true, Ordering::SeqCst);
+        if self.frozen.swap(false, Ordering::SeqCst) {
+            tracing::warn!("writes resume: {why}");
+        }
+        self.thaw.notify_waiters();
+        self.changed();
+    }
+
+    /// A new link: the next loss needs fencing again; frozen writes go on.
+    pub fn link_established(&self) {
+        self.fenced.store(false, Ordering::SeqCst);
+        if self.frozen.swap(false, Ordering::SeqCst) {
+            tracing::info!("peer back: writes resume");
+        }
+        self.thaw.notify_waiters();
+    }
+
+    pub fn io_frozen(&self) -> bool {
+        self.frozen.load(Ordering::SeqCst)
+    }
+
+    /// Waits while writes are frozen. Err (EIO) when the node stopped
+    /// being Primary meanwhile: a write it could not mirror is not acked.
+    pub async fn wait_thawed(&self) -> std::io::Result<()> {
+        loop {
+            let n = self.thaw.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if !self.frozen.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            if self.state().role != Role::Primary || self.shutdown.is_cancelled() {
+                return Err(std::io::Error::from_raw_os_error(libc::EIO));
+            }
+            tokio::select! {
+                _ = n => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    /// Releases writes waiting on a freeze (role change, shutdown).
+    pub fn release_frozen(&self) {
+        self.thaw.notify_waiters();
     }
 
     /// Tells the peer our role and disk state (if connected).
@@ -469,6 +579,25 @@ impl Node {
             .map_err(|source| StartError::Io { what: format!("replication address {}", self.me.replication), source })?;
         self.tasks.spawn(super::peer::run(self.clone(), peer_listener));
         self.tasks.spawn(flush_bitmap_periodically(self.clone()));
+        if let Some(mut rx) = self.fence_rx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let node = self.clone();
+            self.tasks.spawn(async move {
+                loop {
+                    let code = tokio::select! {
+                        c = rx.recv() => match c { Some(c) => c, None => return },
+                        _ = node.shutdown.cancelled() => return,
+                    };
+                    match code {
+                        Some(4) | Some(7) => node.thaw_io(&format!("fence-peer reported the peer fenced (exit {})", code.unwrap_or(0))),
+                        other => {
+                            if node.io_frozen() {
+                                tracing::error!("fence-peer did not confirm (exit {other:?}): writes stay frozen; fence the peer and run `repctl resume-io`");
+                            }
+                        }
+                    }
+                }
+            });
+        }
         self.changed();
         let gate = self.gate();
         let opts = crate::nbd::ServerOptions {
@@ -536,6 +665,7 @@ impl Node {
             nbd_clients: self.clients.count() as u64,
             counters: self.counters.snapshot(),
             nbd_uri: self.me.nbd.uri(&self.cfg.resource.name),
+            io_frozen: self.io_frozen(),
             pid: std::process::id(),
         }
     }

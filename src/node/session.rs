@@ -248,6 +248,7 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
         }
         node.set_link(Some(plink.clone()));
     }
+    node.link_established();
     match decision {
         Decision::InSync => {
             let complete = node.state().disk.is_complete() && peer_view.disk.is_complete();
