@@ -147,13 +147,23 @@ impl ActivityLog {
             return Err(AlError::TooLarge { offset, len });
         }
         // Victims: empty slots first, then least recently used idle ones,
-        // never an extent of this very request.
-        let mut candidates: Vec<u32> = (0..self.n)
-            .filter(|&i| self.refs[i as usize] == 0 && self.slots[i as usize].is_none_or(|e| e < first || e > last))
-            .collect();
-        candidates.sort_by_key(|&i| (self.slots[i as usize].is_some(), self.used[i as usize]));
-        if candidates.len() < missing.len() {
-            return Err(AlError::Busy(self.n));
+        // never an extent of this very request. Only looked for when an
+        // extent is missing (the common case, all active, costs nothing),
+        // and only the few needed are ordered, not all slots.
+        let mut candidates: Vec<u32> = Vec::new();
+        if !missing.is_empty() {
+            candidates = (0..self.n)
+                .filter(|&i| self.refs[i as usize] == 0 && self.slots[i as usize].is_none_or(|e| e < first || e > last))
+                .collect();
+            if candidates.len() < missing.len() {
+                return Err(AlError::Busy(self.n));
+            }
+            let key = |&i: &u32| (self.slots[i as usize].is_some(), self.used[i as usize], i);
+            if candidates.len() > missing.len() {
+                candidates.select_nth_unstable_by_key(missing.len() - 1, key);
+                candidates.truncate(missing.len());
+            }
+            candidates.sort_unstable_by_key(key);
         }
         let mut updates = Vec::with_capacity(missing.len());
         for (&extent, &slot) in missing.iter().zip(&candidates) {

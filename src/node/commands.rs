@@ -193,6 +193,8 @@ impl Node {
         if st.connection == Connection::Standalone {
             st.connection = Connection::Connecting;
         }
+        // A new attempt: if the split brain persists, the next session says so again.
+        st.split_brain = false;
         drop(st);
         self.changed();
         Response::ok("connecting")
