@@ -178,6 +178,7 @@ struct RawNet {
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
     fencing: Option<String>,
+    peer_flush_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -239,6 +240,9 @@ pub struct Net {
     /// Mutual TLS on the peer link (and the certificates NBD TLS uses).
     pub tls: Option<crate::tls::TlsFiles>,
     pub fencing: Fencing,
+    /// How often a Primary flushes the peer when it holds unflushed writes
+    /// (what an unclean loss of the peer must resync).
+    pub peer_flush_interval_ms: u64,
 }
 
 /// What a Primary does when it loses its peer (DRBD's `fencing`).
@@ -436,7 +440,15 @@ impl Config {
                 max_clients,
                 nbd_tls,
             },
-            net: Net { secret, ping_interval_ms, ping_timeout_ms, connect_interval_ms, tls, fencing },
+            net: Net {
+                secret,
+                ping_interval_ms,
+                ping_timeout_ms,
+                connect_interval_ms,
+                tls,
+                fencing,
+                peer_flush_interval_ms: n.peer_flush_interval_ms.unwrap_or(1000).max(10),
+            },
             nodes,
             handlers: raw.handlers,
         })

@@ -217,7 +217,14 @@ fn corrupted_metadata_refuses_to_start_and_one_torn_copy_is_survived() {
 
 #[test]
 fn writes_the_secondary_had_not_flushed_are_resynced_after_it_crashes() {
-    let mut p = Pair::started(Options::default());
+    // No periodic peer flush during the test: the write stays unflushed there.
+    let mut p = Pair::new(Options::default());
+    let text = std::fs::read_to_string(&p.config).unwrap().replace("[net]\n", "[net]\npeer_flush_interval_ms = 600000\n");
+    std::fs::write(&p.config, text).unwrap();
+    p.start(ALPHA);
+    p.start(BETA);
+    p.ok(ALPHA, &["primary", "--force"]);
+    p.wait_sync(30);
     // A write acked by the Secondary but never flushed there, and a FUA write.
     let script = "import nbd,sys; h=nbd.NBD(); h.connect_uri(sys.argv[1]); h.pwrite(b'\\x5a'*4096, 5<<20); h.pwrite(b'\\x6b'*4096, 9<<20, nbd.CMD_FLAG_FUA); h.shutdown()";
     let o = Command::new("/usr/bin/python3").args(["-c", script, &p.uri(ALPHA)]).output().unwrap();
@@ -227,8 +234,21 @@ fn writes_the_secondary_had_not_flushed_are_resynced_after_it_crashes() {
     p.kill(BETA, libc::SIGKILL);
     wait_until(10, "alpha notices", || p.status(ALPHA)["connection"] != "connected");
     let s = p.status(ALPHA);
-    assert_eq!(s["out_of_sync_bytes"], 1 << 20, "the unflushed 1 MiB chunk (and not the FUA write) must be out of sync: {s}");
+    assert_eq!(s["out_of_sync_bytes"], 4096, "the unflushed write (and not the FUA write) must be out of sync: {s}");
     p.start(BETA);
     p.wait_sync(30);
     p.assert_identical();
+}
+
+#[test]
+fn the_primary_flushes_the_peer_periodically_so_a_crash_there_costs_nothing() {
+    let mut p = Pair::started(Options::default());
+    let script = "import nbd,sys; h=nbd.NBD(); h.connect_uri(sys.argv[1]); h.pwrite(b'\\x5a'*4096, 5<<20); h.shutdown()";
+    let o = Command::new("/usr/bin/python3").args(["-c", script, &p.uri(ALPHA)]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The default peer_flush_interval_ms is 1 s.
+    std::thread::sleep(Duration::from_millis(2500));
+    p.kill(BETA, libc::SIGKILL);
+    wait_until(10, "alpha notices", || p.status(ALPHA)["connection"] != "connected");
+    assert_eq!(p.status(ALPHA)["out_of_sync_bytes"], 0, "a flushed write must not be resynced\n{}", p.logs());
 }

@@ -36,8 +36,41 @@ pub enum StartError {
     Io { what: String, source: std::io::Error },
 }
 
-/// Granularity of the not-yet-flushed-on-the-peer record.
+/// Granularity of the not-yet-flushed-on-the-peer record once it holds more
+/// than [`UNFLUSHED_RANGES`] exact ranges.
 pub const UNFLUSHED_CHUNK: u64 = 1 << 20;
+/// Exact ranges kept before falling back to 1 MiB chunks.
+pub const UNFLUSHED_RANGES: usize = 1 << 16;
+
+/// What the peer acknowledged since its last flush: exact ranges, then
+/// (past [`UNFLUSHED_RANGES`]) 1 MiB chunks.
+#[derive(Debug, Default)]
+pub struct Unflushed {
+    ranges: Vec<(u64, u64)>,
+    coarse: std::collections::HashSet<u64>,
+}
+
+impl Unflushed {
+    fn note(&mut self, offset: u64, len: u64) {
+        if self.ranges.len() < UNFLUSHED_RANGES {
+            self.ranges.push((offset, len));
+            return;
+        }
+        let end = offset.saturating_add(len.max(1));
+        for c in offset / UNFLUSHED_CHUNK..end.div_ceil(UNFLUSHED_CHUNK) {
+            self.coarse.insert(c);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty() && self.coarse.is_empty()
+    }
+
+    /// Writes (or chunks) recorded.
+    pub fn len(&self) -> usize {
+        self.ranges.len() + self.coarse.len()
+    }
+}
 
 /// One node of the resource.
 pub struct Node {
@@ -62,7 +95,7 @@ pub struct Node {
     /// 1 MiB chunks the peer acknowledged but has not flushed yet: the
     /// peer holds them in its page cache only. If the link is lost
     /// uncleanly (the peer may have lost power), they are marked out of sync.
-    unflushed: Mutex<std::collections::HashSet<u64>>,
+    unflushed: Mutex<Unflushed>,
     discard_my_data: AtomicBool,
     /// A promotion is waiting for the peer's consent.
     pub(super) promoting: AtomicBool,
@@ -191,7 +224,7 @@ impl Node {
             link: Mutex::new(None),
             sync: Mutex::new(None),
             peer_ids: Mutex::new(GenIds::default()),
-            unflushed: Mutex::new(std::collections::HashSet::new()),
+            unflushed: Mutex::new(Unflushed::default()),
             discard_my_data: AtomicBool::new(false),
             promoting: AtomicBool::new(false),
             announced: Default::default(),
@@ -297,23 +330,22 @@ impl Node {
 
     /// Records a write the peer acknowledged but may not have made durable.
     pub fn note_peer_write(&self, offset: u64, len: u64) {
-        let mut u = self.unflushed.lock().unwrap_or_else(|p| p.into_inner());
-        let end = offset.saturating_add(len.max(1));
-        for c in offset / UNFLUSHED_CHUNK..end.div_ceil(UNFLUSHED_CHUNK) {
-            u.insert(c);
-        }
+        self.unflushed.lock().unwrap_or_else(|p| p.into_inner()).note(offset, len);
     }
 
-    /// Takes the chunks written since the last peer flush (a flush is about to cover them).
-    pub fn take_unflushed(&self) -> Vec<u64> {
-        self.unflushed.lock().unwrap_or_else(|p| p.into_inner()).drain().collect()
+    /// Takes what was written since the last peer flush (a flush is about to cover it).
+    pub fn take_unflushed(&self) -> Unflushed {
+        std::mem::take(&mut *self.unflushed.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Marks chunks the peer may have lost as out of sync.
-    pub fn mark_chunks_out_of_sync(&self, chunks: &[u64]) {
+    /// Marks what the peer may have lost as out of sync.
+    pub fn mark_chunks_out_of_sync(&self, lost: &Unflushed) {
         let size = self.store.size();
         let mut m = self.meta();
-        for &c in chunks {
+        for &(off, len) in &lost.ranges {
+            let _ = m.bitmap_mut().set_range(off, len);
+        }
+        for &c in &lost.coarse {
             let off = c * UNFLUSHED_CHUNK;
             if off < size {
                 let _ = m.bitmap_mut().set_range(off, UNFLUSHED_CHUNK.min(size - off));
@@ -332,7 +364,7 @@ impl Node {
         }
         let lost = self.take_unflushed();
         if !had.as_ref().is_some_and(|l| l.is_clean()) && !lost.is_empty() {
-            tracing::warn!(chunks = lost.len(), "the peer may not have made its last writes durable: they are marked out of sync");
+            tracing::warn!(writes = lost.len(), "the peer may not have made its last writes durable: they are marked out of sync");
             self.mark_chunks_out_of_sync(&lost);
         }
         let primary = {
@@ -579,6 +611,7 @@ impl Node {
             .map_err(|source| StartError::Io { what: format!("replication address {}", self.me.replication), source })?;
         self.tasks.spawn(super::peer::run(self.clone(), peer_listener));
         self.tasks.spawn(flush_bitmap_periodically(self.clone()));
+        self.tasks.spawn(flush_peer_periodically(self.clone()));
         if let Some(mut rx) = self.fence_rx.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let node = self.clone();
             self.tasks.spawn(async move {
@@ -673,6 +706,27 @@ impl Node {
 
 /// Writes changed bitmap pages back once a second, so a crash loses little
 /// of a running resync's progress (the activity log covers the rest).
+/// Keeps the peer's not-yet-durable writes few: flushes it every
+/// `peer_flush_interval_ms` when it holds any (what an unclean loss of the
+/// peer would otherwise have to resync).
+async fn flush_peer_periodically(node: Arc<Node>) {
+    let every = Duration::from_millis(node.cfg.net.peer_flush_interval_ms);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = node.shutdown.cancelled() => return,
+        }
+        let Some(link) = node.link() else { continue };
+        if node.unflushed.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            continue;
+        }
+        let epoch = node.take_unflushed();
+        if link.request(|id| crate::repl::Message::Flush { id }).await.is_err() {
+            node.mark_chunks_out_of_sync(&epoch);
+        }
+    }
+}
+
 async fn flush_bitmap_periodically(node: Arc<Node>) {
     loop {
         tokio::select! {
@@ -681,6 +735,7 @@ async fn flush_bitmap_periodically(node: Arc<Node>) {
         }
         let n = node.clone();
         let _ = crate::device::blocking(move || n.meta().flush_bitmap().map_err(std::io::Error::other)).await;
+
         if let Some(s) = node.sync_status() {
             let e = super::events::Event { event: "sync-progress", from: String::new(), to: String::new() };
             let extra = serde_json::json!({"direction": s.direction, "total_bytes": s.total_bytes, "done_bytes": s.done_bytes, "bytes_per_sec": s.bytes_per_sec, "eta_secs": s.eta_secs});
