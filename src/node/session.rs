@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
@@ -32,6 +32,9 @@ const QUEUE: usize = 4096;
 /// The writer task writes what it has queued once this much is pending
 /// (data blocks are queued by reference, not copied).
 const WRITE_BATCH: usize = 1 << 20;
+
+/// Most small mirrored writes applied in one batch.
+const MAX_BATCH: usize = 64;
 
 /// The receiving half of a session's link.
 type Reader = FramedRead<ReadHalf<BoxStream>, Codec>;
@@ -280,8 +283,10 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
 
     // 4. Read until the link breaks.
     let mut leaving = false;
+    // A frame read ahead while collecting a batch, handled next.
+    let mut carry: Option<Result<Message, String>> = None;
     let replaced = loop {
-        let msg = tokio::select! {
+        let msg = if let Some(m) = carry.take() { m } else { tokio::select! {
             m = next_frame_raw(&mut stream, timeout) => m,
             l = inbound.recv() => {
                 tracing::warn!("peer reconnected on a new link; dropping the old one");
@@ -295,13 +300,39 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
                 continue;
             }
             _ = plink.closed.cancelled() => break None,
-        };
+        } };
         match msg {
             Ok(Message::Goodbye { reason }) => {
                 // The peer flushed its disk before saying goodbye.
                 tracing::warn!("peer link closed by the peer: {reason}");
                 plink.set_clean();
                 break None;
+            }
+            Ok(m) if apply::batchable(&m) => {
+                // Small mirrored writes already received go together.
+                let mut batch = vec![m];
+                while batch.len() < MAX_BATCH {
+                    match stream.next().now_or_never() {
+                        None => break,
+                        Some(Some(Ok(m))) if apply::batchable(&m) => batch.push(m),
+                        Some(Some(Ok(m))) => {
+                            carry = Some(Ok(m));
+                            break;
+                        }
+                        Some(Some(Err(e))) => {
+                            carry = Some(Err(format!("bad frame: {e}")));
+                            break;
+                        }
+                        Some(None) => {
+                            carry = Some(Err("the peer closed the link".into()));
+                            break;
+                        }
+                    }
+                }
+                if let Err(e) = apply::mirrored_batch(&node, &plink, batch) {
+                    tracing::warn!("peer link: {e}; dropping it");
+                    break None;
+                }
             }
             Ok(m) => {
                 if let Err(e) = apply::dispatch(&node, &plink, m).await {
