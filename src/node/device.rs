@@ -398,15 +398,29 @@ mod tests {
         n
     }
 
-    /// Steps 5-6: the local write completes, but the reply waits for the peer's ack.
-    #[tokio::test]
-    async fn reply_never_overtakes_the_peer_ack() {
+    /// A Primary whose peer link is an mpsc channel the test reads.
+    struct Linked {
+        dir: tempfile::TempDir,
+        n: Arc<Node>,
+        rx: mpsc::Receiver<Message>,
+        link: Arc<PeerLink>,
+        dev: Arc<NodeDevice>,
+    }
+
+    fn linked() -> Linked {
         let dir = tempfile::tempdir().unwrap();
         let n = node(dir.path());
-        let (tx, mut rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::channel(16);
         let link = Arc::new(PeerLink::new(tx));
         n.set_link(Some(link.clone()));
         let dev = Arc::new(NodeDevice::new(n.clone()));
+        Linked { dir, n, rx, link, dev }
+    }
+
+    /// Steps 5-6: the local write completes, but the reply waits for the peer's ack.
+    #[tokio::test]
+    async fn reply_never_overtakes_the_peer_ack() {
+        let Linked { dir: _dir, n, mut rx, link, dev } = linked();
         let d2 = dev.clone();
         let write = tokio::spawn(async move { d2.write(4096, Bytes::from(vec![7u8; 4096]), false).await });
         let Some(Message::Write { id, offset, data, .. }) = rx.recv().await else { panic!("no Write sent to the peer") };
@@ -425,12 +439,7 @@ mod tests {
     /// Step 4: the activity-log transaction is durable before the write is sent or submitted.
     #[tokio::test]
     async fn activity_log_is_durable_before_the_write_goes_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let n = node(dir.path());
-        let (tx, mut rx) = mpsc::channel(16);
-        let link = Arc::new(PeerLink::new(tx));
-        n.set_link(Some(link.clone()));
-        let dev = Arc::new(NodeDevice::new(n.clone()));
+        let Linked { dir, n: _n, mut rx, link, dev } = linked();
         let d2 = dev.clone();
         // Extent 0 of 4 MiB covers the whole 1 MiB device.
         let write = tokio::spawn(async move { d2.write(65536, Bytes::from(vec![3u8; 4096]), false).await });
@@ -445,12 +454,7 @@ mod tests {
     /// Step 7: a peer lost before acking: the write completes locally and is out-of-sync.
     #[tokio::test]
     async fn lost_peer_completes_locally_and_marks_out_of_sync() {
-        let dir = tempfile::tempdir().unwrap();
-        let n = node(dir.path());
-        let (tx, mut rx) = mpsc::channel(16);
-        let link = Arc::new(PeerLink::new(tx));
-        n.set_link(Some(link.clone()));
-        let dev = Arc::new(NodeDevice::new(n.clone()));
+        let Linked { dir: _dir, n, mut rx, link, dev } = linked();
         let d2 = dev.clone();
         let write = tokio::spawn(async move { d2.write(8192, Bytes::from(vec![1u8; 4096]), true).await });
         assert!(matches!(rx.recv().await, Some(Message::Write { fua: true, .. })));
@@ -463,12 +467,7 @@ mod tests {
     /// Step 3: an overlapping write is not sent until the first is acknowledged.
     #[tokio::test]
     async fn overlapping_writes_are_sent_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let n = node(dir.path());
-        let (tx, mut rx) = mpsc::channel(16);
-        let link = Arc::new(PeerLink::new(tx));
-        n.set_link(Some(link.clone()));
-        let dev = Arc::new(NodeDevice::new(n.clone()));
+        let Linked { dir: _dir, n: _n, mut rx, link, dev } = linked();
         let (d1, d2) = (dev.clone(), dev.clone());
         let w1 = tokio::spawn(async move { d1.write(0, Bytes::from(vec![1u8; 8192]), false).await });
         let Some(Message::Write { id: id1, .. }) = rx.recv().await else { panic!() };
