@@ -411,18 +411,7 @@ impl Node {
     /// Something changed: wake the connector and waiters, emit events.
     pub fn changed(&self) {
         self.wake.notify_waiters();
-        let snap = {
-            let st = self.state();
-            super::events::Snapshot {
-                role: st.role,
-                disk: st.disk,
-                connection: st.connection,
-                split_brain: st.split_brain,
-                peer: st.peer.map(|p| (p.role, p.disk)),
-                syncing: st.syncing,
-            }
-        };
-        for (h, run) in self.events.observe(&self.cfg, &self.me, &self.peer_cfg, snap) {
+        for (h, run) in self.events.observe(&self.cfg, &self.me, &self.peer_cfg, self.snapshot()) {
             if h == "fence-peer" {
                 self.watch_fence(run);
             }
