@@ -181,7 +181,7 @@ mod tests {
     use tokio_util::codec::Decoder;
 
     fn samples() -> Vec<Message> {
-        let big = Bytes::from((0..70_000u32).map(|i| (i * 7) as u8).collect::<Vec<u8>>());
+        let big = Bytes::from((0..70_000u32).map(|i| (i * 7).to_le_bytes()[0]).collect::<Vec<u8>>());
         vec![
             Message::Write { id: 1, offset: 4096, fua: false, data: big.clone() },
             Message::Write { id: 2, offset: 0, fua: true, data: Bytes::from_static(b"short") },
