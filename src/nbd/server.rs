@@ -201,11 +201,8 @@ async fn connection<R, W, G>(
 {
     let mut r = BufReader::with_capacity(128 * 1024, r);
     let (policy, limit) = policy_for(&slot, &opts, &peer);
-    let hs = tokio::select! {
-        _ = shutdown.cancelled() => return,
-        hs = tokio::time::timeout(limit, negotiate(&mut r, &mut w, &*gate, &policy)) => hs,
-    };
-    transmit(hs, limit, r, w, gate, slot, opts, shutdown, peer).await
+    let Some(hs) = bounded(&shutdown, limit, negotiate(&mut r, &mut w, &*gate, &policy)).await else { return };
+    transmit(hs, limit, r, w, slot, opts, shutdown, peer).await
 }
 
 fn policy_for(slot: &Option<OwnedSemaphorePermit>, opts: &ServerOptions, peer: &str) -> (Policy, Duration) {
@@ -231,12 +228,9 @@ async fn connection_tls<G: ExportGate>(
     let (policy, limit) = policy_for(&slot, &opts, &peer);
     let (r, mut w) = tokio::io::split(stream);
     let mut r = BufReader::with_capacity(128 * 1024, r);
-    let hs = tokio::select! {
-        _ = shutdown.cancelled() => return,
-        hs = tokio::time::timeout(limit, negotiate(&mut r, &mut w, &*gate, &policy)) => hs,
-    };
+    let Some(hs) = bounded(&shutdown, limit, negotiate(&mut r, &mut w, &*gate, &policy)).await else { return };
     let Ok(Ok(Outcome::StartTls { no_zeroes })) = hs else {
-        return transmit(hs, limit, r, w, gate, slot, opts, shutdown, peer).await;
+        return transmit(hs, limit, r, w, slot, opts, shutdown, peer).await;
     };
     // The client must wait for the ACK before its TLS hello: nothing may be buffered.
     if !r.buffer().is_empty() {
@@ -263,21 +257,25 @@ async fn connection_tls<G: ExportGate>(
     let (r, mut w) = tokio::io::split(secured);
     let mut r = BufReader::with_capacity(128 * 1024, r);
     let policy = Policy { in_tls: true, ..policy };
-    let hs = tokio::select! {
-        _ = shutdown.cancelled() => return,
-        hs = tokio::time::timeout(limit, haggle(&mut r, &mut w, &*gate, &policy, no_zeroes)) => hs,
-    };
-    transmit(hs, limit, r, w, gate, slot, opts, shutdown, peer).await
+    let Some(hs) = bounded(&shutdown, limit, haggle(&mut r, &mut w, &*gate, &policy, no_zeroes)).await else { return };
+    transmit(hs, limit, r, w, slot, opts, shutdown, peer).await
+}
+
+/// A handshake step within `limit`; None when the server shuts down first.
+async fn bounded<T>(shutdown: &CancellationToken, limit: Duration, step: impl std::future::Future<Output = T>) -> Option<Result<T, tokio::time::error::Elapsed>> {
+    tokio::select! {
+        _ = shutdown.cancelled() => None,
+        r = tokio::time::timeout(limit, step) => Some(r),
+    }
 }
 
 /// After the handshake: transmission, or the reason there is none.
 #[allow(clippy::too_many_arguments)]
-async fn transmit<R, W, G>(
-    hs: Result<Result<Outcome<G::Device>, super::HandshakeError>, tokio::time::error::Elapsed>,
+async fn transmit<R, W, D>(
+    hs: Result<Result<Outcome<D>, super::HandshakeError>, tokio::time::error::Elapsed>,
     limit: Duration,
     r: BufReader<R>,
     w: W,
-    gate: Arc<G>,
     slot: Option<OwnedSemaphorePermit>,
     opts: ServerOptions,
     shutdown: CancellationToken,
@@ -285,9 +283,8 @@ async fn transmit<R, W, G>(
 ) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
-    G: ExportGate,
+    D: crate::device::BlockDevice,
 {
-    let _ = gate;
     let (attachment, session) = match hs {
         Ok(Ok(Outcome::Transmit { attachment, session })) => (attachment, session),
         Ok(Ok(Outcome::Aborted)) => {

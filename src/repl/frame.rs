@@ -207,11 +207,7 @@ impl Encoder<&Message> for Codec {
         }
         dst.reserve(HEADER_LEN + len);
         let start = dst.len();
-        dst.put_u32(MAGIC);
-        dst.put_u16(ty as u16);
-        dst.put_u16(0);
-        dst.put_u32(u32::try_from(len).expect("len <= max_payload <= u32::MAX"));
-        dst.put_u32(0);
+        put_header(dst, ty, len);
         msg.put_payload(dst);
         debug_assert_eq!(dst.len() - start - HEADER_LEN, len, "payload_len disagrees with put_payload for {ty}");
         let c = crc(&dst[start..start + 12], &dst[start + HEADER_LEN..]);
@@ -225,4 +221,14 @@ pub fn encode_to_vec(msg: &Message) -> Result<Vec<u8>, FrameError> {
     let mut b = BytesMut::new();
     Encoder::<&Message>::encode(&mut Codec::default(), msg, &mut b)?;
     Ok(b.to_vec())
+}
+
+/// Appends a frame header with the crc field zeroed (it is filled in once
+/// the payload is known). `len` is at most the payload cap, so it fits u32.
+pub(super) fn put_header(dst: &mut BytesMut, ty: super::MsgType, len: usize) {
+    dst.put_u32(MAGIC);
+    dst.put_u16(ty as u16);
+    dst.put_u16(0);
+    dst.put_u32(u32::try_from(len).expect("len <= max_payload <= u32::MAX"));
+    dst.put_u32(0);
 }

@@ -12,10 +12,10 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::frame::{FrameError, HEADER_LEN, MAGIC};
+use super::frame::{FrameError, HEADER_LEN};
 use super::message::Message;
 
 /// Data blocks at most this long are copied into the header buffer (an
@@ -60,11 +60,7 @@ pub fn encode_parts(msg: &Message, max_payload: usize, head: &mut BytesMut) -> R
 fn put_frame(msg: &Message, ty: super::MsgType, len: usize, head: &mut BytesMut, data: Option<&Bytes>) {
     let start = head.len();
     head.reserve(HEADER_LEN + msg.payload_len());
-    head.put_u32(MAGIC);
-    head.put_u16(ty as u16);
-    head.put_u16(0);
-    head.put_u32(u32::try_from(len).expect("len <= max_payload <= u32::MAX"));
-    head.put_u32(0);
+    super::frame::put_header(head, ty, len);
     msg.put_payload(head);
     let mut h = crc32fast::Hasher::new();
     h.update(&head[start..start + 12]);
