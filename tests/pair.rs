@@ -205,7 +205,9 @@ fn disconnect_write_connect_resyncs_only_what_changed() {
 fn fio_verify_while_replicating() {
     require("fio", "fio");
     let p = Pair::started(Options::default());
+    // fio saves its verify state in the working directory: keep it in the pair's.
     let o = Command::new("fio")
+        .current_dir(p.dir.path())
         .args([
             "--name=verify",
             "--ioengine=nbd",
