@@ -58,12 +58,13 @@ impl Node {
             tracing::warn!(was = %self.state().disk, "forced promotion: this node's data is declared authoritative");
         }
         // Generation ids: a node that becomes Primary while disconnected starts a new generation.
+        let alone = !connected || forced;
         self.persist(|m| {
             let mut ids = m.gen_ids();
-            if connected && !forced {
-                ids.set_primary_bit(true);
-            } else {
+            if alone {
                 ids.new_current(true);
+            } else {
+                ids.set_primary_bit(true);
             }
             m.set_gen_ids(ids);
             let mut f = m.flags();
@@ -100,24 +101,25 @@ impl Node {
         self.begin_resync_source(link, true);
     }
 
-    /// Starts a resync with this node as the source: new sync id (persisted),
-    /// every bit set for a full sync, then the copy task.
+    /// Starts a resync with this node as the source: every bit set for a
+    /// full sync, the sync start announced in the ids (persisted; the copy
+    /// task persists the rest once the target confirmed it), then the copy
+    /// task.
     pub fn begin_resync_source(self: &Arc<Self>, link: Arc<super::link::PeerLink>, full: bool) {
         self.state().syncing = Some(SyncSide::Source);
-        let sync_id = {
+        let start = {
             let mut m = self.meta();
             if full {
                 m.bitmap_mut().set_all();
             }
-            let mut ids = m.gen_ids();
-            let id = ids.start_sync_as_source(rand::random());
-            m.set_gen_ids(ids);
+            let start = m.gen_ids().begin_sync_as_source();
+            m.set_gen_ids(start.announced);
             if let Err(e) = m.flush_bitmap().and_then(|()| m.persist_header()) {
                 tracing::error!("cannot write metadata at resync start: {e}");
             }
-            id
+            start
         };
-        self.tasks.spawn(super::resync::run_source(self.clone(), link, sync_id));
+        self.tasks.spawn(super::resync::run_source(self.clone(), link, start));
     }
 
     /// The peer asks to become Primary: grant unless this node is Primary or

@@ -14,7 +14,9 @@
 //!    acknowledged it (the peer acks after its own pwrite; with FUA or on a
 //!    FLUSH, after its fdatasync).
 //! 7. If there is no peer, or it is lost before acking, the range is marked
-//!    out-of-sync and the write completes on the local disk alone.
+//!    out-of-sync and the write completes on the local disk alone, once a
+//!    new generation id is durable (the first such write of a disconnection
+//!    makes it; see `Node::ensure_diverged`).
 //! 8. The write leaves the activity log (its extents may be evicted later;
 //!    the bitmap is flushed before an eviction is recorded).
 
@@ -177,8 +179,10 @@ impl NodeDevice {
             }
             AtomicCounters::add(&self.node.counters.replicated_bytes, len);
         } else {
-            // Step 7: the peer does not have it.
+            // Step 7: the peer does not have it. The divergence is on
+            // disk (a new generation) before any such write is acked.
             self.node.mark_out_of_sync(offset, len);
+            self.node.ensure_diverged()?;
             // With resource-and-stonith, not acked until the peer is fenced.
             self.node.freeze_unless_fenced();
             self.node.wait_thawed().await?;

@@ -18,7 +18,9 @@
 //!   since that older generation) and a new random current is made.
 //! - [`GenIds::start_sync_as_source`]: at resync start the source makes a
 //!   sync id (old bitmap id + [`NEW_BM_OFFSET`], or random), pushes the old
-//!   bitmap id into history and sends the new ids to the target.
+//!   bitmap id into history and sends the new ids to the target. The
+//!   runtime uses [`GenIds::begin_sync_as_source`], which says what to
+//!   persist before the target confirmed it took the sync id, and after.
 //! - [`GenIds::start_sync_as_target`]: the target takes the sync id as its
 //!   current and clears its bitmap id; its disk is inconsistent until the end.
 //! - [`GenIds::finish_sync_as_source`] / [`GenIds::finish_sync_as_target`]:
@@ -109,6 +111,45 @@ impl GenIds {
         sync
     }
 
+    /// Resync start on the source, in two durable steps (see [`SyncStart`]).
+    ///
+    /// Without a bitmap id the sync id is derived from the current id (not
+    /// random), so a start repeated before any reached the target announces
+    /// the same id again instead of pushing the first out of history.
+    pub fn begin_sync_as_source(&self) -> SyncStart {
+        let mut confirmed = *self;
+        let sync_id = confirmed.start_sync_as_source(splitmix64(m(self.current)));
+        // Until the target has the sync id, keep the ids as they are (the
+        // current id, the bitmap id a later new current id makes) and only
+        // record the sync id in history: a target that took it then matches
+        // rule 60 (a full sync), one that did not matches as before.
+        let mut announced = *self;
+        if m(announced.history[0]) != sync_id {
+            announced.push_history(sync_id);
+        }
+        SyncStart { sync_id, announced, confirmed }
+    }
+
+    /// The target confirmed the sync start: take its `confirmed` ids, keeping
+    /// this node's Primary bit (a promotion may have come in between).
+    /// Refused (false, nothing changed) if the ids moved on meanwhile.
+    pub fn confirm_sync_start(&mut self, start: &SyncStart) -> bool {
+        let mut now = *self;
+        now.set_primary_bit(false);
+        if now != start.announced.without_primary_bit() {
+            return false;
+        }
+        let primary = self.current & PRIMARY_BIT != 0;
+        *self = start.confirmed;
+        self.set_primary_bit(primary);
+        true
+    }
+
+    fn without_primary_bit(mut self) -> GenIds {
+        self.set_primary_bit(false);
+        self
+    }
+
     /// Resync start on the target, with the source's sync id.
     pub fn start_sync_as_target(&mut self, sync_id: u64) {
         self.current = m(sync_id);
@@ -140,6 +181,31 @@ impl GenIds {
             }
         }
     }
+}
+
+/// A resync start on the source: persist `announced` before `SyncStart` is
+/// sent, and `confirmed` once the target acknowledged a flush sent after it
+/// (it took the sync id). The target receives `confirmed` as the source's
+/// ids and ends the resync with them.
+///
+/// Why two steps: if the start were persisted at once and `SyncStart` were
+/// lost with the link, a random sync id would have replaced the only id the
+/// target shares with the source; a new current id on the source (a
+/// Primary losing its peer) would then make the next handshake a false
+/// split brain, or "unrelated" on a pair whose first sync this was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncStart {
+    pub sync_id: u64,
+    pub announced: GenIds,
+    pub confirmed: GenIds,
+}
+
+/// A fixed bijective mix of 64 bits (splitmix64's finalizer).
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// A random id that is neither 0 nor [`JUST_CREATED`], Primary bit clear.

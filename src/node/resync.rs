@@ -21,6 +21,7 @@ use crate::repl::Message;
 use super::counters::AtomicCounters;
 use super::link::{LinkError, PeerLink};
 use super::runtime::Node;
+use super::genid::SyncStart;
 use super::state::{Disk, SyncSide};
 
 /// Largest copy: 256 granules (1 MiB at 4 KiB).
@@ -28,15 +29,38 @@ pub const RUN_BITS: u64 = 256;
 /// Copies in flight at once.
 const WINDOW: u32 = 16;
 
-/// Copies every out-of-sync region to the peer. The caller made the sync id
-/// (and persisted it); the target learns our ids from the `State` frame
-/// sent first, and takes `sync_id` as its current generation.
-pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, sync_id: u64) {
+/// Copies every out-of-sync region to the peer. The caller persisted the
+/// sync start's announced ids; the target learns the confirmed ids from the
+/// `State` frame sent first, and takes the sync id as its current
+/// generation. A flush acknowledged after `SyncStart` confirms it: only
+/// then are the confirmed ids persisted and the copying begins
+/// ([`GenIds::begin_sync_as_source`] says why).
+///
+/// [`GenIds::begin_sync_as_source`]: super::genid::GenIds::begin_sync_as_source
+pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart) {
     let total = node.out_of_sync_bytes();
     node.sync_begin(SyncSide::Source, total);
     tracing::info!(total_bytes = total, "resync started (this node is the source)");
-    let state = super::session::local_state_frame(&node);
-    if link.send(state).await.is_err() || link.send(Message::SyncStart { total_bytes: total, source_uuid: sync_id }).await.is_err() {
+    let state = super::session::state_frame(&node, start.confirmed);
+    if link.send(state).await.is_err()
+        || link.send(Message::SyncStart { total_bytes: total, source_uuid: start.sync_id }).await.is_err()
+        || link.request(|id| Message::Flush { id }).await.is_err()
+    {
+        node.sync_end();
+        return;
+    }
+    let confirmed = {
+        let mut m = node.meta();
+        let mut ids = m.gen_ids();
+        ids.confirm_sync_start(&start) && {
+            m.set_gen_ids(ids);
+            m.persist_header().map_err(|e| tracing::error!("cannot write metadata at resync start: {e}")).is_ok()
+        }
+    };
+    if !confirmed {
+        tracing::warn!("resync start abandoned: the generation ids changed meanwhile; reconnecting");
+        node.sync_end();
+        link.close();
         return;
     }
     let window = Arc::new(Semaphore::new(WINDOW as usize));

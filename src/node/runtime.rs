@@ -1,7 +1,7 @@
 //! The node: owns the store, the metadata, the state, the NBD clients and
 //! the peer link. Control commands are in [`super::commands`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,11 @@ pub struct Node {
     /// uncleanly (the peer may have lost power), they are marked out of sync.
     unflushed: Mutex<Unflushed>,
     discard_my_data: AtomicBool,
+    /// Counts lost links (from before the link is taken away).
+    disconnects: AtomicU64,
+    /// The `disconnects` count for which [`Node::ensure_diverged`] made a
+    /// new current id durable; `u64::MAX` = none yet.
+    diverged_for: AtomicU64,
     /// A promotion is waiting for the peer's consent.
     pub(super) promoting: AtomicBool,
     /// Writes wait: the peer was lost and is not yet fenced (resource-and-stonith).
@@ -226,6 +231,8 @@ impl Node {
             peer_ids: Mutex::new(GenIds::default()),
             unflushed: Mutex::new(Unflushed::default()),
             discard_my_data: AtomicBool::new(false),
+            disconnects: AtomicU64::new(0),
+            diverged_for: AtomicU64::new(u64::MAX),
             promoting: AtomicBool::new(false),
             announced: Default::default(),
             frozen: AtomicBool::new(false),
@@ -358,6 +365,9 @@ impl Node {
     /// the link ended cleanly (the peer said goodbye after making its data
     /// durable), what the peer had not flushed is marked out of sync.
     pub fn link_lost(&self) {
+        // Counted before the link is taken away, so a write that finds no
+        // link (or a closed one) makes a new current for this loss.
+        self.disconnects.fetch_add(1, Ordering::SeqCst);
         let had = self.link.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(l) = &had {
             l.close();
@@ -377,11 +387,9 @@ impl Node {
             st.role == Role::Primary
         };
         if had.is_some() && primary {
-            self.persist(|m| {
-                let mut ids = m.gen_ids();
-                ids.new_current(true);
-                m.set_gen_ids(ids);
-            });
+            if let Err(e) = self.ensure_diverged() {
+                tracing::error!("cannot write metadata: {e}");
+            }
             tracing::warn!("peer lost: going on alone; changed regions are recorded for the resync");
         }
         self.sync_end();
@@ -471,6 +479,31 @@ impl Node {
     }
 
     /// A new link: the next loss needs fencing again; frozen writes go on.
+    /// A Primary about to acknowledge a write its peer does not have: makes
+    /// a new current generation durable first, once per disconnection. A
+    /// crash right after such an ack must not leave ids that still match
+    /// the peer's: the next handshake would make this node the sync target
+    /// and overwrite the write. Called by the write path before every
+    /// degraded ack and by [`Node::link_lost`], whichever comes first.
+    /// (After a promotion alone, which made one already, the first write
+    /// makes another: harmless, the bitmap id is kept.)
+    pub fn ensure_diverged(&self) -> std::io::Result<()> {
+        let k = self.disconnects.load(Ordering::SeqCst);
+        if self.diverged_for.load(Ordering::SeqCst) == k {
+            return Ok(());
+        }
+        let mut m = self.meta();
+        if self.diverged_for.load(Ordering::SeqCst) == k {
+            return Ok(());
+        }
+        let mut ids = m.gen_ids();
+        ids.new_current(true);
+        m.set_gen_ids(ids);
+        m.persist_header().map_err(std::io::Error::other)?;
+        self.diverged_for.store(k, Ordering::SeqCst);
+        Ok(())
+    }
+
     pub fn link_established(&self) {
         self.fenced.store(false, Ordering::SeqCst);
         if self.frozen.swap(false, Ordering::SeqCst) {

@@ -410,9 +410,15 @@ fn side_of(s: &repl::NodeState) -> Side {
 
 /// The local state frame (used at session start and at a sync start).
 pub fn local_state_frame(node: &Node) -> Message {
+    let ids = node.meta().gen_ids();
+    state_frame(node, ids)
+}
+
+/// A `State` frame with these generation ids (a sync source sends the ids
+/// it will hold once the target confirmed the sync start).
+pub fn state_frame(node: &Node, ids: GenIds) -> Message {
     let st = node.state();
     let m = node.meta();
-    let ids = m.gen_ids();
     Message::State(repl::NodeState {
         role: to_wire_role(st.role),
         disk: to_wire_disk(st.disk),
