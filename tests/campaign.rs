@@ -1314,9 +1314,9 @@ impl Campaign {
                 }
                 self.link_impaired = true;
                 std::thread::sleep(rng.ms(1500, 3500));
-                for i in 0..2 {
+                for (i, name) in NAMES.iter().enumerate() {
                     let st = self.status(i);
-                    self.note(format!("{} under the delay: {} {}", NAMES[i], st["connection"], st["disk"]));
+                    self.note(format!("{name} under the delay: {} {}", st["connection"], st["disk"]));
                 }
                 self.tb(&["clear"]);
                 self.link_impaired = false;

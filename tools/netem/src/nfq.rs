@@ -63,6 +63,17 @@ pub struct NfQueue {
     pub last_id: Option<u32>,
 }
 
+/// The kernel's netlink address.
+fn nl_addr() -> libc::sockaddr_nl {
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::sa_family_t::try_from(libc::AF_NETLINK).unwrap();
+    addr
+}
+
+fn nl_addr_len() -> libc::socklen_t {
+    libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_nl>()).unwrap()
+}
+
 fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
@@ -83,7 +94,7 @@ fn begin(buf: &mut Vec<u8>, typ: u16, flags: u16, seq: u32, queue: u16) -> usize
     buf.extend_from_slice(&flags.to_ne_bytes());
     buf.extend_from_slice(&seq.to_ne_bytes());
     buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
-    buf.push(libc::AF_UNSPEC as u8);
+    buf.push(0); // AF_UNSPEC
     buf.push(NFNETLINK_V0);
     buf.extend_from_slice(&queue.to_be_bytes());
     at
@@ -151,13 +162,12 @@ impl NfQueue {
             return Err(io::Error::last_os_error());
         }
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        let addr = nl_addr();
         let r = unsafe {
             libc::bind(
                 raw,
                 std::ptr::addr_of!(addr).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+                nl_addr_len(),
             )
         };
         if r < 0 {
@@ -218,8 +228,7 @@ impl NfQueue {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        let addr = nl_addr();
         let r = unsafe {
             libc::sendto(
                 self.fd.as_raw_fd(),
@@ -227,7 +236,7 @@ impl NfQueue {
                 self.wbuf.len(),
                 0,
                 std::ptr::addr_of!(addr).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+                nl_addr_len(),
             )
         };
         self.wbuf.clear();
@@ -239,7 +248,7 @@ impl NfQueue {
 
     fn config(&mut self, attr: u16, data: &[u8]) -> io::Result<()> {
         self.seq += 1;
-        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+        let flags = u16::try_from(libc::NLM_F_REQUEST | libc::NLM_F_ACK).unwrap();
         let at = begin(&mut self.wbuf, NFQNL_MSG_CONFIG, flags, self.seq, self.queue);
         put_attr(&mut self.wbuf, attr, data);
         finish(&mut self.wbuf, at);
@@ -249,7 +258,7 @@ impl NfQueue {
 
     fn config2(&mut self, a: (u16, &[u8]), b: (u16, &[u8])) -> io::Result<()> {
         self.seq += 1;
-        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+        let flags = u16::try_from(libc::NLM_F_REQUEST | libc::NLM_F_ACK).unwrap();
         let at = begin(&mut self.wbuf, NFQNL_MSG_CONFIG, flags, self.seq, self.queue);
         put_attr(&mut self.wbuf, a.0, a.1);
         put_attr(&mut self.wbuf, b.0, b.1);
@@ -350,7 +359,7 @@ impl NfQueue {
         let at = begin(
             &mut self.wbuf,
             NFQNL_MSG_VERDICT,
-            libc::NLM_F_REQUEST as u16,
+            u16::try_from(libc::NLM_F_REQUEST).unwrap(),
             0,
             self.queue,
         );
@@ -371,7 +380,7 @@ impl NfQueue {
         let at = begin(
             &mut self.wbuf,
             NFQNL_MSG_VERDICT_BATCH,
-            libc::NLM_F_REQUEST as u16,
+            u16::try_from(libc::NLM_F_REQUEST).unwrap(),
             0,
             self.queue,
         );
