@@ -4,15 +4,17 @@
 //! saw acknowledged, and a seeded sequence of faults, each followed by what a
 //! cluster manager with fencing would do and a heal.
 //!
-//! Run (root; network namespaces; 13 cycles, one of each fault kind, about
-//! 70-100 s; stops starting cycles after CAMPAIGN_SECS, default 150):
+//! Run (root; network namespaces; 15 cycles, one of each fault kind, about
+//! 80-120 s; stops starting cycles after CAMPAIGN_SECS, default 150):
 //!   cargo test --release --test campaign
 //! Longer, by hand (the seed replays the same faults and parameters; timing
 //! is the machine's):
 //!   CAMPAIGN_CYCLES=200 CAMPAIGN_SECS=3600 CAMPAIGN_SEED=12345 cargo test --release --test campaign -- --nocapture
 //! CAMPAIGN_FAULTS=KillPrimary,CrashDuringResync limits the kinds (names as
-//! printed); CAMPAIGN_FAULTS=BlindFailover (never in the default mix) shows
-//! what a manager without fencing loses: see Fault::BlindFailover.
+//! printed), e.g. CAMPAIGN_FAULTS=Delay,Reordering for the link faults of the
+//! emulator only; CAMPAIGN_FAULTS=BlindFailover shows what a manager without
+//! fencing loses (see Fault::BlindFailover; in the mix, its losses counted,
+//! not failed).
 //! CAMPAIGN_KEEP=1 keeps the working directory (logs, images, trace) even on
 //! success; CAMPAIGN_DIR=PATH puts it under PATH (default /dev/shm);
 //! CAMPAIGN_VERBOSE=1 prints the trace as it goes.
@@ -24,8 +26,11 @@
 //! partition (veth down, or every packet dropped), a partition during which
 //! the Primary goes on alone and then crashes (the manager must NOT promote
 //! the stale Secondary: fence-peer outdated it), a flapping link, packet loss
-//! (with duplication), a slow link (tbf), and netem delay/reordering when the
-//! kernel has sch_netem; a crash of either side in the middle of a resync;
+//! (with duplication), a slow link (tbf), delay with jitter (at times with
+//! loss, at times past the ping timeout) and reordering (at times with
+//! duplication, at times with a Primary crash), emulated with repd-netem on
+//! NFQUEUE (tools/netem; the kernel has no sch_netem); a crash of either side
+//! in the middle of a resync;
 //! a Primary crash with no failover (it comes back Secondary and its activity
 //! log is resynced from it); the Secondary and then the Primary killed (both
 //! restarted, in either order: the Primary's newer data must win).
@@ -57,7 +62,8 @@ use std::time::{Duration, Instant};
 const REPD: &str = env!("CARGO_BIN_EXE_repd");
 const REPCTL: &str = env!("CARGO_BIN_EXE_repctl");
 const NAMES: [&str; 2] = ["alpha", "beta"];
-const BS: u64 = 4096;
+const BS_USIZE: usize = 4096;
+const BS: u64 = BS_USIZE as u64;
 const SIZE: u64 = 64 << 20;
 const AL_EXTENTS: u64 = 7;
 const AL_BOUND: u64 = AL_EXTENTS * (4 << 20);
@@ -123,6 +129,13 @@ impl Rng {
     fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo + 1)
     }
+    /// In 0..n.
+    fn index(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % n as u64).unwrap()
+    }
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.index(xs.len())]
+    }
     fn chance(&mut self, percent: u64) -> bool {
         self.next() % 100 < percent
     }
@@ -142,7 +155,17 @@ enum Fault {
     FlappingLink,
     LossAndDuplication,
     SlowLink,
-    NetemDelayReorder,
+    /// Latency on the link (repd-netem on NFQUEUE, tools/netem: the kernel
+    /// here has no sch_netem): one or both directions, with jitter, at times
+    /// with loss too; mostly 1-40 ms, at times 300-700 ms (just inside the
+    /// ping timeout), at times 0.8-2 s (past it: the peers drop the link and
+    /// reconnect over the slow link by themselves).
+    Delay,
+    /// Reordering: a share of the packets skips a delay and overtakes the
+    /// ones held (netem's `delay D reorder P`), with jitter, at times with
+    /// duplication; at times the Primary is SIGKILLed meanwhile (failover
+    /// over a reordering link).
+    Reordering,
     CrashDuringResync,
     KillPrimaryNoFailover,
     KillSecondaryThenPrimary,
@@ -204,6 +227,14 @@ struct Stats {
     /// CrashDuringResync cycles whose resync ended before the crash.
     missed: u64,
     status_polls: Arc<AtomicU64>,
+    /// How the faults were drawn (e.g. "Delay past the ping timeout").
+    variants: BTreeMap<String, u64>,
+}
+
+impl Stats {
+    fn variant(&mut self, v: String) {
+        *self.variants.entry(v).or_default() += 1;
+    }
 }
 
 struct Campaign {
@@ -781,7 +812,7 @@ impl Campaign {
         let mut l = ledger.lock().unwrap();
         let mut lost = Vec::new();
         for (&blk, want) in l.acked.iter_mut() {
-            let found = parse_block(&img[(blk * BS) as usize..((blk + 1) * BS) as usize], blk)
+            let found = parse_block(block_of(&img, blk), blk)
                 .ok()
                 .flatten()
                 .unwrap_or(0);
@@ -807,7 +838,7 @@ impl Campaign {
     fn check_image(&mut self, img: &[u8], acked: &HashMap<u64, u64>, what: &str) -> u64 {
         let mut problems = Vec::new();
         for blk in 0..SIZE / BS {
-            let b = &img[(blk * BS) as usize..((blk + 1) * BS) as usize];
+            let b = block_of(img, blk);
             let found = match parse_block(b, blk) {
                 Ok(v) => v,
                 Err(e) => {
@@ -842,8 +873,8 @@ impl Campaign {
         let b = std::fs::read(&self.backing[1]).unwrap();
         if a != b {
             let diff = a
-                .chunks(BS as usize)
-                .zip(b.chunks(BS as usize))
+                .chunks(BS_USIZE)
+                .zip(b.chunks(BS_USIZE))
                 .enumerate()
                 .filter(|(_, (x, y))| x != y)
                 .map(|(i, _)| i)
@@ -949,11 +980,11 @@ impl Campaign {
         let mut bound = 0u64;
         let mut fault_phase_sent = 0u64;
         if direct {
-            for i in 0..2 {
+            for (i, before_i) in before.iter_mut().enumerate() {
                 if self.alive(i) {
                     let s = self.status(i);
-                    before[i] = Self::counter(&s, "resync_sent_bytes");
-                    fault_phase_sent += since_start(self, i, before[i]);
+                    *before_i = Self::counter(&s, "resync_sent_bytes");
+                    fault_phase_sent += since_start(self, i, *before_i);
                     bound += s["out_of_sync_bytes"].as_u64().unwrap();
                 }
             }
@@ -1021,7 +1052,7 @@ impl Campaign {
         if fault_phase_sent > fault_bound {
             self.fail(format!("resync during the fault sent {fault_phase_sent} bytes, more than {fault_bound} (4 KiB x {replied} writes replied + in flight + activity logs)"));
         }
-        for i in 0..2 {
+        for (i, name) in NAMES.iter().enumerate() {
             let o = self.repctl(i, &["wait-sync", "--timeout", "60"], 70);
             if !o.status.success() {
                 let both: Vec<String> = (0..2)
@@ -1035,7 +1066,7 @@ impl Campaign {
                     .collect();
                 self.fail(format!(
                     "wait-sync on {} failed: {}\nstatus now:\n{}",
-                    NAMES[i],
+                    name,
                     String::from_utf8_lossy(&o.stderr).trim(),
                     both.join("\n")
                 ));
@@ -1176,7 +1207,7 @@ impl Campaign {
                 self.link_impaired = false;
             }
             Fault::SlowLink => {
-                let rate = ["1mbit", "2mbit", "4mbit", "8mbit"][rng.range(0, 3) as usize];
+                let rate = rng.pick(&["1mbit", "2mbit", "4mbit", "8mbit"]);
                 self.tb(&["slow", "both", rate]);
                 self.link_impaired = true;
                 std::thread::sleep(rng.ms(1500, 3500));
@@ -1267,22 +1298,54 @@ impl Campaign {
                 self.failover(p, true, true);
                 self.check_blind_failover(&before_cut);
             }
-            Fault::NetemDelayReorder => {
-                let d = rng.range(2, 30).to_string();
-                self.tb(&[
-                    "netem",
-                    "both",
-                    "delay",
-                    &format!("{d}ms"),
-                    &format!("{}ms", rng.range(1, 10)),
-                    "reorder",
-                    "25%",
-                    "50%",
-                    "duplicate",
-                    "1%",
-                ]);
+            Fault::Delay => {
+                let who = rng.pick(&["alpha", "beta", "both", "both"]);
+                let (d, j, kind) = match rng.range(0, 99) {
+                    0..=69 => (rng.range(1, 40), rng.range(0, 10), "short"),
+                    70..=84 => (rng.range(300, 700), rng.range(0, 50), "near the ping timeout"),
+                    _ => (rng.range(800, 2000), rng.range(0, 200), "past the ping timeout"),
+                };
+                self.stats.variant(format!("Delay {kind}"));
+                self.tb(&["delay", who, &format!("{d}ms"), &format!("{j}ms")]);
+                if rng.chance(30) {
+                    let loss = rng.range(1, 10).to_string();
+                    self.tb(&["loss", who, &loss]);
+                    self.stats.variant("Delay with loss".into());
+                }
                 self.link_impaired = true;
                 std::thread::sleep(rng.ms(1500, 3500));
+                for (i, name) in NAMES.iter().enumerate() {
+                    let st = self.status(i);
+                    self.note(format!("{name} under the delay: {} {}", st["connection"], st["disk"]));
+                }
+                self.tb(&["clear"]);
+                self.link_impaired = false;
+            }
+            Fault::Reordering => {
+                let who = rng.pick(&["alpha", "beta", "both", "both"]);
+                let d = rng.range(2, 30);
+                let j = if rng.chance(50) { rng.range(1, d / 2 + 1) } else { 0 };
+                let pct = rng.range(5, 50);
+                self.tb(&[
+                    "emulate",
+                    who,
+                    &format!("delay={d}ms"),
+                    &format!("jitter={j}ms"),
+                    &format!("reorder={pct}"),
+                ]);
+                if rng.chance(30) {
+                    let dup = rng.range(1, 10).to_string();
+                    self.tb(&["dup", who, &dup]);
+                    self.stats.variant("Reordering with duplication".into());
+                }
+                self.link_impaired = true;
+                std::thread::sleep(rng.ms(1000, 2500));
+                if rng.chance(25) {
+                    self.stats.variant("Reordering then KillPrimary".into());
+                    self.kill(p);
+                    self.manager_failover(p);
+                    std::thread::sleep(rng.ms(300, 1000));
+                }
                 self.tb(&["clear"]);
                 self.link_impaired = false;
             }
@@ -1327,6 +1390,12 @@ impl Campaign {
         self.check_violations();
         self.stats.cycles += 1;
     }
+}
+
+/// Block `blk` of a whole-device image.
+fn block_of(img: &[u8], blk: u64) -> &[u8] {
+    let i = usize::try_from(blk).unwrap();
+    &img[i * BS_USIZE..(i + 1) * BS_USIZE]
 }
 
 /// None: all zeros (never written). Some(version). Err: torn or foreign.
@@ -1388,30 +1457,17 @@ impl Drop for Campaign {
 #[test]
 fn randomized_fault_campaign() {
     let seed = env_u64("CAMPAIGN_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            % 1_000_000_000
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        u64::try_from(t.as_nanos() % 1_000_000_000).unwrap()
     });
-    let cycles = env_u64("CAMPAIGN_CYCLES").unwrap_or(13);
     assert!(
         Path::new("/usr/bin/python3").exists(),
         "/usr/bin/python3 is missing (Debian python3, with python3-libnbd)"
     );
     let limit = Duration::from_secs(env_u64("CAMPAIGN_SECS").unwrap_or(150));
-    say!(
-        "campaign: seed {seed}, {cycles} cycles, time limit {}s (replay: CAMPAIGN_SEED={seed})",
-        limit.as_secs()
-    );
+    say!("campaign: seed {seed} (replay: CAMPAIGN_SEED={seed})");
     let mut rng = Rng(seed);
     let mut c = Campaign::new(seed);
-    let netem = Command::new(testbed_script())
-        .arg("has-netem")
-        .arg(&c.dir)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
     let mut kinds = vec![
         Fault::KillPrimary,
         Fault::KillSecondary,
@@ -1422,16 +1478,13 @@ fn randomized_fault_campaign() {
         Fault::FlappingLink,
         Fault::LossAndDuplication,
         Fault::SlowLink,
+        Fault::Delay,
+        Fault::Reordering,
         Fault::CrashDuringResync,
         Fault::KillPrimaryNoFailover,
         Fault::KillSecondaryThenPrimary,
         Fault::BlindFailover,
     ];
-    if netem {
-        kinds.push(Fault::NetemDelayReorder);
-    } else {
-        say!("campaign: tc netem is not available in this kernel: no netem delay/reordering faults (loss, duplication and a slow link instead)");
-    }
     c.start(0);
     c.start(1);
     let o = c.repctl(0, &["primary", "--force"], 30);
@@ -1449,10 +1502,17 @@ fn randomized_fault_campaign() {
         kinds.retain(|k| names.contains(&format!("{k:?}").as_str()));
         assert!(!kinds.is_empty(), "CAMPAIGN_FAULTS={only}: no such fault kind");
     }
+    // By default one cycle of each kind.
+    let cycles = env_u64("CAMPAIGN_CYCLES").unwrap_or(kinds.len() as u64);
+    say!(
+        "campaign: {cycles} cycles of {} fault kinds, time limit {}s",
+        kinds.len(),
+        limit.as_secs()
+    );
     // Every kind once (shuffled), then at random.
     let mut order = kinds.clone();
     for i in (1..order.len()).rev() {
-        let j = rng.range(0, i as u64) as usize;
+        let j = rng.index(i + 1);
         order.swap(i, j);
     }
     let started = Instant::now();
@@ -1462,10 +1522,9 @@ fn randomized_fault_campaign() {
             break;
         }
         c.cycle = k + 1;
-        let fault = if (k as usize) < order.len() {
-            order[k as usize]
-        } else {
-            kinds[rng.range(0, kinds.len() as u64 - 1) as usize]
+        let fault = match usize::try_from(k).ok().and_then(|k| order.get(k)) {
+            Some(&f) => f,
+            None => rng.pick(&kinds),
         };
         let t = Instant::now();
         c.run_cycle(fault, &mut rng);
@@ -1488,10 +1547,11 @@ fn randomized_fault_campaign() {
     let l = c.ledger.lock().unwrap();
     let st = &c.stats;
     say!(
-        "campaign: seed {seed}: {} cycles in {:.0}s; faults {:?}; failovers {}, promotions refused (outdated or syncing) {}, restarts {}, crashes that missed the resync {}; blind failovers lost {} writes acked by a lone Primary, split brains resolved {}; block writes acked {}, flushes acked {}, error replies (blocks) {} {:?}; {} blocks with an acked version; {} ledger checks, {} block checks; {} resyncs, {} bytes resynced (bound {}); {} status polls",
+        "campaign: seed {seed}: {} cycles in {:.0}s; faults {:?}; variants {:?}; failovers {}, promotions refused (outdated or syncing) {}, restarts {}, crashes that missed the resync {}; blind failovers lost {} writes acked by a lone Primary, split brains resolved {}; block writes acked {}, flushes acked {}, error replies (blocks) {} {:?}; {} blocks with an acked version; {} ledger checks, {} block checks; {} resyncs, {} bytes resynced (bound {}); {} status polls",
         st.cycles,
         started.elapsed().as_secs_f64(),
         st.faults,
+        st.variants,
         st.failovers,
         st.refused_promotions,
         st.restarts,
