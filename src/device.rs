@@ -138,6 +138,46 @@ pub async fn read_store(store: &Arc<Store>, offset: u64, len: u32) -> io::Result
     .await
 }
 
+/// Writes `data` at `offset` to a store; with `fua` it is durable before
+/// returning.
+///
+/// A small write runs inline on the async worker when the store's
+/// [`crate::inline_io::InlinePolicy`] allows it (a `pwrite` into the page
+/// cache: microseconds, where the blocking pool's hand-off costs two thread
+/// wake-ups). It is timed: one that stalled (dirty-page throttling, a slow
+/// disk) sends writes to the blocking pool for a while. FUA writes, large
+/// writes and writes during a back-off run on the blocking pool.
+pub async fn write_store(store: &Arc<Store>, offset: u64, data: Bytes, fua: bool) -> io::Result<()> {
+    if let Some(r) = write_inline(store, offset, &data, fua) {
+        return r;
+    }
+    let s = store.clone();
+    blocking(move || {
+        s.write_at(&data, offset)?;
+        if fua {
+            s.sync()?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The inline half of [`write_store`]: `None` when the policy wants the
+/// write on the blocking pool (nothing was written then).
+pub fn write_inline(store: &Store, offset: u64, data: &[u8], fua: bool) -> Option<io::Result<()>> {
+    let policy = store.inline_policy();
+    let start = std::time::Instant::now();
+    if !policy.allows(data.len(), fua, start) {
+        return None;
+    }
+    let r = store.write_at(data, offset);
+    let end = std::time::Instant::now();
+    if let crate::inline_io::Verdict::BackOff(d) = policy.record(start, end) {
+        tracing::debug!(backoffs = policy.backoffs(), ms = d.as_millis(), "inline writes stalled: writes go through the blocking pool for a while");
+    }
+    Some(r)
+}
+
 impl BlockDevice for LocalDevice {
     fn size(&self) -> u64 {
         self.store.size()
@@ -160,15 +200,7 @@ impl BlockDevice for LocalDevice {
 
     async fn write(&self, offset: u64, data: Bytes, fua: bool) -> io::Result<()> {
         self.writable()?;
-        let s = self.store.clone();
-        blocking(move || {
-            s.write_at(&data, offset)?;
-            if fua {
-                s.sync()?;
-            }
-            Ok(())
-        })
-        .await
+        write_store(&self.store, offset, data, fua).await
     }
 
     async fn flush(&self) -> io::Result<()> {

@@ -15,6 +15,7 @@
 //! |---|---|
 //! | [`config`] | the TOML resource file into validated types; errors name file, key, reason |
 //! | [`store`] | the backing file: pread/pwrite, fdatasync, punch-hole, zero ranges, SEEK_DATA maps |
+//! | [`inline_io`] | when a small buffered write may run on the async worker (timed, backs off when slow) |
 //! | [`device`] | the [`device::BlockDevice`] trait the NBD server serves, the local device, the export gate |
 //! | [`nbd`] | the NBD server: handshake (option haggling) and transmission (pipelined requests) |
 //! | [`repl`] | the peer link: framed wire protocol, authenticated handshake, keepalive |
@@ -30,6 +31,7 @@ pub mod config;
 pub mod control;
 pub mod device;
 pub mod failpoint;
+pub mod inline_io;
 pub mod meta;
 pub mod nbd;
 pub mod node;

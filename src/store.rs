@@ -6,7 +6,8 @@
 //! [`Store::read_nowait`], which never blocks (`RWF_NOWAIT`: served from
 //! the page cache, or refused) and so may run on an async worker. (Buffered
 //! `pwritev2(RWF_NOWAIT)` is refused with EOPNOTSUPP by ext4, so writes have
-//! no such variant.)
+//! no such variant: small writes may still run inline, timed, under the
+//! store's [`InlinePolicy`]; see [`crate::inline_io`].)
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -15,6 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+
+use crate::inline_io::InlinePolicy;
 
 /// One run of a byte range with the same allocation state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +54,8 @@ pub struct Store {
     is_block_device: bool,
     /// `preadv2(RWF_NOWAIT)` works here (cleared on the first EOPNOTSUPP/ENOSYS).
     read_nowait_ok: AtomicBool,
+    /// Whether small writes may run on the async worker now.
+    inline: InlinePolicy,
 }
 
 impl Store {
@@ -89,12 +94,18 @@ impl Store {
             path: path.to_owned(),
             is_block_device,
             read_nowait_ok: AtomicBool::new(true),
+            inline: InlinePolicy::new(),
         })
     }
 
     /// The usable size in bytes.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// When small writes to this file may run inline on an async worker.
+    pub fn inline_policy(&self) -> &InlinePolicy {
+        &self.inline
     }
 
     /// The path it was opened from.

@@ -381,3 +381,50 @@ proptest! {
         });
     }
 }
+
+/// A writer that, like a TLS stream, takes bytes into its own buffer and
+/// sends them only when flushed.
+struct Buffering<W> {
+    inner: W,
+    held: Vec<u8>,
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Buffering<W> {
+    fn poll_write(mut self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<io::Result<usize>> {
+        self.held.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        let this = &mut *self;
+        while !this.held.is_empty() {
+            let n = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_write(cx, &this.held))?;
+            this.held.drain(..n);
+        }
+        std::pin::Pin::new(&mut this.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        std::task::ready!(self.as_mut().poll_flush(cx))?;
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Replies reach a client that waits for them even when the stream holds
+/// written bytes until a flush (tests/tls.rs hung on this with NBD over TLS).
+#[tokio::test]
+async fn replies_are_flushed_out_of_a_buffering_stream() {
+    let dev = Arc::new(MemDevice::new(1 << 20, Duration::ZERO));
+    let (mut c, srv) = tokio::io::duplex(1 << 16);
+    let (r, w) = tokio::io::split(srv);
+    let w = Buffering { inner: w, held: Vec::new() };
+    let task = tokio::spawn(transmission::run(r, w, dev, session(), Limits::default(), CancellationToken::new(), CancellationToken::new()));
+    let mut b = BytesMut::new();
+    b.put_slice(&req(CMD_WRITE, 1, 0, 4));
+    b.put_slice(b"data");
+    b.put_slice(&req(CMD_READ, 2, 0, 4));
+    c.write_all(&b).await.unwrap();
+    let mut out = vec![0u8; 16 + 16 + 4];
+    tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut out)).await.expect("the replies stayed in the stream's buffer").unwrap();
+    assert_eq!(&out[32..], b"data");
+    c.write_all(&req(CMD_DISC, 3, 0, 0)).await.unwrap();
+    assert_eq!(task.await.unwrap().unwrap(), End::Disconnect);
+}

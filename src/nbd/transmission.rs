@@ -167,6 +167,16 @@ async fn write_some<W: AsyncWrite + Unpin>(w: &mut W, chunks: &VecDeque<Bytes>) 
     }
 }
 
+/// One `writev` of the queued chunks (`Some(bytes written)`), or, with
+/// nothing queued, a flush of what the stream itself buffered (`None`).
+async fn write_or_flush<W: AsyncWrite + Unpin>(w: &mut W, chunks: &VecDeque<Bytes>, write: bool) -> io::Result<Option<usize>> {
+    if write {
+        write_some(w, chunks).await.map(Some)
+    } else {
+        w.flush().await.map(|()| None)
+    }
+}
+
 /// What the parser needs before it can go on.
 enum Parse {
     /// More bytes from the socket.
@@ -231,6 +241,11 @@ where
     let mut end: Option<End> = None;
     let mut read_err: Option<io::Error> = None;
     let mut write_err: Option<io::Error> = None;
+    // Written since the last flush. A TLS stream may accept bytes into its
+    // own buffer and report them written while the socket would block; only
+    // a flush (or a later write) sends them. (Seen as a hang of
+    // tests/tls.rs once writes completed fast enough to fill the socket.)
+    let mut unflushed = false;
     let stopped = async {
         tokio::select! {
             _ = shutdown.cancelled() => {}
@@ -311,7 +326,7 @@ where
             let cookie = h.cookie;
             inflight.0.push(Box::pin(async move { (cookie, execute(&*dev, cmd, data).await, cost) }));
         };
-        if matches!(state, Parse::Ended) && inflight.0.is_empty() && (out.is_empty() || write_err.is_some()) {
+        if matches!(state, Parse::Ended) && inflight.0.is_empty() && ((out.is_empty() && !unflushed) || write_err.is_some()) {
             break;
         }
         let want_read = matches!(state, Parse::NeedBytes | Parse::NeedPayload);
@@ -329,8 +344,12 @@ where
                     out.push(cookie, &body, session.structured);
                 }
             }
-            n = write_some(&mut w, &out.chunks), if want_write => match n {
-                Ok(n) => out.advance(n),
+            n = write_or_flush(&mut w, &out.chunks, want_write), if want_write || (unflushed && write_err.is_none()) => match n {
+                Ok(Some(n)) => {
+                    out.advance(n);
+                    unflushed = true;
+                }
+                Ok(None) => unflushed = false,
                 Err(e) => {
                     out.clear();
                     write_err = Some(e);

@@ -35,18 +35,18 @@ enum Apply {
     Flush,
 }
 
-/// Applies `op` at `offset` on the blocking pool and returns the errno (0 = ok).
+/// Applies `op` at `offset` and returns the errno (0 = ok). A small write
+/// may run inline ([`crate::device::write_store`]); the rest runs on the
+/// blocking pool.
 async fn apply_local(node: &Arc<Node>, offset: u64, op: Apply) -> i32 {
     let store = node.store.clone();
+    if let Apply::Write(data, fua) = op {
+        return errno_of(crate::device::write_store(&store, offset, data, fua).await);
+    }
     errno_of(
         blocking(move || {
             match op {
-                Apply::Write(data, fua) => {
-                    store.write_at(&data, offset)?;
-                    if fua {
-                        store.sync()?;
-                    }
-                }
+                Apply::Write(..) => unreachable!("handled above"),
                 Apply::Trim(len, fua) => {
                     store.trim(offset, len)?;
                     if fua {
@@ -191,11 +191,7 @@ fn mirrored(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, len: u
     let link = link.clone();
     tokio::spawn(async move {
         let errno = if node.state().disk == Disk::Failed { libc::ENODEV } else { apply_local(&node, offset, op).await };
-        if errno == 0 {
-            AtomicCounters::add(&node.counters.replicated_bytes, len);
-        } else if errno != libc::ENODEV && errno != libc::EINVAL {
-            node.on_io_error("mirrored write", &io::Error::from_raw_os_error(errno));
-        }
+        account_mirrored(&node, len, errno);
         let _ = link.send(Message::Ack { id, errno }).await;
     });
     Ok(())
@@ -209,10 +205,14 @@ pub fn batchable(msg: &Message) -> bool {
     matches!(msg, Message::Write { data, .. } if data.len() <= BATCH_WRITE_MAX)
 }
 
-/// Small mirrored writes that arrived together: applied one after the other
-/// in one blocking call, then acked in order. Under load this replaces a
-/// task and a blocking-pool hand-off per write with one per batch. Every
-/// message must be [`batchable`].
+/// Small mirrored writes that arrived together, applied in order and acked.
+///
+/// While the store's inline policy allows it ([`crate::inline_io`]), each
+/// write runs right here on the session's reader task and its Ack is queued
+/// at once: receive, pwrite, ack, with no hand-off to another thread (what
+/// makes nbdkit fast). Whatever is left when the policy backs off (a write
+/// stalled), or every write that must be durable (FUA), is applied by one
+/// task in one blocking-pool call. Every message must be [`batchable`].
 pub fn mirrored_batch(node: &Arc<Node>, link: &Arc<PeerLink>, batch: Vec<Message>) -> Result<(), String> {
     let mut writes = Vec::with_capacity(batch.len());
     for m in batch {
@@ -224,13 +224,41 @@ pub fn mirrored_batch(node: &Arc<Node>, link: &Arc<PeerLink>, batch: Vec<Message
             other => return Err(format!("internal: {} in a write batch", other.msg_type())),
         }
     }
-    if node.state().role == Role::Primary {
-        let link = link.clone();
-        tokio::spawn(async move {
-            for (id, ..) in writes {
-                let _ = link.send(Message::Ack { id, errno: libc::EROFS }).await;
+    let (role, disk) = {
+        let st = node.state();
+        (st.role, st.disk)
+    };
+    if role == Role::Primary {
+        send_acks(link, writes.into_iter().map(|(id, ..)| (id, libc::EROFS)).collect());
+        return Ok(());
+    }
+    let mut acks = Vec::with_capacity(writes.len());
+    let mut rest = writes.into_iter();
+    let mut pooled = Vec::new();
+    if disk == Disk::Failed {
+        acks.extend(rest.by_ref().map(|(id, ..)| (id, libc::ENODEV)));
+    }
+    for (id, offset, fua, data) in rest.by_ref() {
+        if node.disk_failed() {
+            // An error earlier in this batch detached the disk.
+            acks.push((id, libc::ENODEV));
+            continue;
+        }
+        match crate::device::write_inline(&node.store, offset, &data, fua) {
+            Some(r) => {
+                let errno = errno_of(r);
+                account_mirrored(node, data.len() as u64, errno);
+                acks.push((id, errno));
             }
-        });
+            None => {
+                pooled.push((id, offset, fua, data));
+                break;
+            }
+        }
+    }
+    pooled.extend(rest);
+    send_acks(link, acks);
+    if pooled.is_empty() {
         return Ok(());
     }
     let node = node.clone();
@@ -238,21 +266,15 @@ pub fn mirrored_batch(node: &Arc<Node>, link: &Arc<PeerLink>, batch: Vec<Message
     tokio::spawn(async move {
         let n = node.clone();
         let acks = blocking(move || {
-            Ok(writes
+            Ok(pooled
                 .into_iter()
                 .map(|(id, offset, fua, data)| {
-                    let len = data.len() as u64;
-                    let errno = if n.state().disk == Disk::Failed {
-                        libc::ENODEV
-                    } else {
-                        let r = n.store.write_at(&data, offset).and_then(|()| if fua { n.store.sync() } else { Ok(()) });
-                        errno_of(r)
-                    };
-                    if errno == 0 {
-                        AtomicCounters::add(&n.counters.replicated_bytes, len);
-                    } else if errno != libc::ENODEV && errno != libc::EINVAL {
-                        n.on_io_error("mirrored write", &io::Error::from_raw_os_error(errno));
+                    if n.disk_failed() {
+                        return (id, libc::ENODEV);
                     }
+                    let r = n.store.write_at(&data, offset).and_then(|()| if fua { n.store.sync() } else { Ok(()) });
+                    let errno = errno_of(r);
+                    account_mirrored(&n, data.len() as u64, errno);
                     (id, errno)
                 })
                 .collect::<Vec<_>>())
@@ -264,6 +286,33 @@ pub fn mirrored_batch(node: &Arc<Node>, link: &Arc<PeerLink>, batch: Vec<Message
         }
     });
     Ok(())
+}
+
+/// Counts an applied mirrored write, or detaches the disk on an I/O error.
+fn account_mirrored(node: &Node, len: u64, errno: i32) {
+    if errno == 0 {
+        AtomicCounters::add(&node.counters.replicated_bytes, len);
+    } else if errno != libc::ENODEV && errno != libc::EINVAL {
+        node.on_io_error("mirrored write", &io::Error::from_raw_os_error(errno));
+    }
+}
+
+/// Queues Acks in order without waiting; if the link's queue is full, a
+/// task sends the rest (still in order).
+fn send_acks(link: &Arc<PeerLink>, acks: Vec<(u64, i32)>) {
+    let mut it = acks.into_iter();
+    for (id, errno) in it.by_ref() {
+        if let Err(m) = link.try_send(Message::Ack { id, errno }) {
+            let link = link.clone();
+            tokio::spawn(async move {
+                let _ = link.send(m).await;
+                for (id, errno) in it {
+                    let _ = link.send(Message::Ack { id, errno }).await;
+                }
+            });
+            return;
+        }
+    }
 }
 
 /// A resync block: apply, count, then SyncAck.

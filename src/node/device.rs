@@ -130,23 +130,30 @@ impl NodeDevice {
         });
         let store = self.node.store.clone();
         let detached = self.node.disk_failed();
-        // Step 5: local write and peer send, concurrently.
+        // Step 5: local write and peer send, concurrently. The peer's leg is
+        // polled first, so the frame is queued before a small local write
+        // runs inline (crate::inline_io) and the two overlap.
         let local = async move {
             if detached {
                 return Ok(());
             }
-            blocking(move || {
             match op {
-                Op::Write(data) => store.write_at(&data, offset)?,
-                Op::Trim => store.trim(offset, len)?,
-                Op::Zero(may_trim) => store.zero(offset, len, may_trim)?,
+                Op::Write(data) => crate::device::write_store(&store, offset, data, fua).await,
+                op => {
+                    blocking(move || {
+                        match op {
+                            Op::Trim => store.trim(offset, len)?,
+                            Op::Zero(may_trim) => store.zero(offset, len, may_trim)?,
+                            Op::Write(_) => unreachable!("handled above"),
+                        }
+                        if fua {
+                            store.sync()?;
+                        }
+                        Ok(())
+                    })
+                    .await
+                }
             }
-            if fua {
-                store.sync()?;
-            }
-            Ok(())
-            })
-            .await
         };
         let remote = async {
             match (link, remote_msg) {
@@ -162,7 +169,7 @@ impl NodeDevice {
             }
         };
         // Step 6: the reply waits for both.
-        let (local, mirrored) = tokio::join!(local, remote);
+        let (mirrored, local) = tokio::join!(biased; remote, local);
         if let Err(e) = local {
             self.node.on_io_error("write", &e);
             // The peer has it: the client's write succeeded.

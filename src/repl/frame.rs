@@ -76,6 +76,11 @@ pub enum FrameError {
 const RECV_CHUNK: usize = 4 << 20;
 /// Frames at least this long reserve [`RECV_CHUNK`] at a time.
 const CHUNK_FROM: usize = 64 << 10;
+/// Shorter frames reserve at least this much: room for many of them, so
+/// one read takes every small frame the socket holds (reserving just the
+/// frame's length made the Secondary read 4 KiB mirrored writes one
+/// `recvfrom` each, plus one that found nothing).
+const RECV_ROOM: usize = 256 << 10;
 
 #[derive(Debug, Clone, Copy)]
 enum State {
@@ -150,13 +155,14 @@ impl Decoder for Codec {
             }
             let len = len as usize;
             src.advance(HEADER_LEN);
-            // Bounded by the cap checked above. A data frame reserves room
-            // for several (RECV_CHUNK): the next frames then land in memory
-            // already mapped, and once every payload split off the buffer is
-            // dropped, `reserve` reuses the same allocation in place.
+            // Bounded by the cap checked above. A frame reserves room for
+            // several (RECV_CHUNK, RECV_ROOM): the next frames then arrive
+            // in the same read, in memory already mapped, and once every
+            // payload split off the buffer is dropped, `reserve` reuses the
+            // same allocation in place.
             let need = len.saturating_sub(src.len());
             if src.capacity() - src.len() < need {
-                src.reserve(if len >= CHUNK_FROM { need.max(RECV_CHUNK) } else { need });
+                src.reserve(if len >= CHUNK_FROM { need.max(RECV_CHUNK) } else { need.max(RECV_ROOM) });
             }
             self.state = State::Data { head, ty, len, crc: want_crc };
         }
