@@ -1,15 +1,20 @@
-//! The fuzz targets, bounded, in the test suite.
+//! The fuzz targets' code in the ordinary build: replay and a short
+//! mutation loop. The coverage-guided runs are `tests/fuzz_libfuzzer.rs`.
 //!
 //! The target bodies live in `fuzz/src/lib.rs` and are compiled here too
-//! (`#[path]`), so this test and the libFuzzer binaries run the same code.
-//! Each target gets:
+//! (`#[path]`), so this test and the libFuzzer binaries run the same code;
+//! here it is built as the suite builds repd (optimised, no overflow checks,
+//! no instrumentation), needs no libFuzzer, and fails with a plain Rust
+//! panic and backtrace. Each target gets:
 //! 1. every file of its seed corpus `fuzz/corpus/<target>/` and of its
 //!    crash regressions `fuzz/regressions/<target>/` (inputs that once
-//!    failed; each is a regression test);
+//!    failed; each is a regression test), replayed one by one with the
+//!    file's name on stderr, which is the quickest way to debug one;
 //! 2. a bounded loop of mutated seeds and random bytes from a seeded RNG
-//!    (`FUZZ_SMOKE_MS` per target, default 1500; `FUZZ_SMOKE_SEED` to vary).
+//!    (`FUZZ_SMOKE_MS` per target, default 1500; `FUZZ_SMOKE_SEED` to vary):
+//!    not coverage-guided, a cheap check of the same invariants under a
+//!    different build.
 //!
-//! Coverage-guided runs with libFuzzer are longer and by hand: `tools/fuzz`.
 //! The seed corpus is regenerated from the golden vectors under
 //! `proto/vectors/` with `cargo test --test fuzz_smoke -- --ignored write_seed_corpus`.
 
@@ -174,21 +179,6 @@ fn meta_open() {
 #[test]
 fn config_parse() {
     smoke("config_parse");
-}
-
-/// Coverage-guided runs with libFuzzer, opt-in: `FUZZ_LIBFUZZER_SECS=N`
-/// runs `tools/fuzz run TARGET N` for every target (the first build takes
-/// minutes: cargo-fuzz, nightly or RUSTC_BOOTSTRAP=1, instrumented deps).
-#[test]
-fn libfuzzer_when_asked() {
-    let Some(secs) = std::env::var("FUZZ_LIBFUZZER_SECS").ok().filter(|s| !s.is_empty()) else {
-        eprintln!("libfuzzer_when_asked: skipped (set FUZZ_LIBFUZZER_SECS=N to run each target N seconds under libFuzzer)");
-        return;
-    };
-    for t in targets::TARGETS {
-        let st = std::process::Command::new(root().join("tools/fuzz")).args(["run", t, &secs]).status().expect("run tools/fuzz");
-        assert!(st.success(), "libFuzzer found a failure in {t}: see fuzz/artifacts/{t}/ and add it to fuzz/regressions/{t}/");
-    }
 }
 
 #[test]

@@ -1,5 +1,3 @@
 #![no_main]
 //! See `repd_fuzz::meta_header`.
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| repd_fuzz::meta_header(data));
+repd_fuzz::fuzz_main!(repd_fuzz::meta_header);

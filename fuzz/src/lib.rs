@@ -1,7 +1,8 @@
 //! The fuzz targets' bodies, shared by the libFuzzer binaries
-//! (`fuzz/fuzz_targets/*.rs`, run with `tools/fuzz`) and by the bounded
-//! replay in the test suite (`tests/fuzz_smoke.rs` includes this file with
-//! `#[path]`), so both run exactly the same code.
+//! (`fuzz/fuzz_targets/*.rs`, built and run by `tools/fuzz` and, bounded, by
+//! `tests/fuzz_libfuzzer.rs`) and by the replay and mutation loop of
+//! `tests/fuzz_smoke.rs` (which includes this file with `#[path]`), so all
+//! of them run exactly the same code.
 //!
 //! Every target takes arbitrary bytes and must never panic. Where a decoded
 //! value can be encoded again, the target checks that it re-encodes to an
@@ -48,6 +49,43 @@ pub fn run(name: &str, data: &[u8]) {
         "config_parse" => config_parse(data),
         _ => panic!("unknown fuzz target {name}"),
     }
+}
+
+// ---------------------------------------------------------------- libFuzzer glue
+
+/// libFuzzer's entry points for one target: each binary in
+/// `fuzz/fuzz_targets/` is `#![no_main]` and one `fuzz_main!(target)`.
+/// libFuzzer's own `main` (the clang runtime's `libclang_rt.fuzzer`, linked
+/// by `fuzz/build.rs`) calls them.
+#[macro_export]
+macro_rules! fuzz_main {
+    ($target:path) => {
+        #[no_mangle]
+        pub extern "C" fn LLVMFuzzerInitialize(_argc: *mut i32, _argv: *mut *mut *mut u8) -> i32 {
+            $crate::abort_on_panic();
+            0
+        }
+
+        /// # Safety
+        /// libFuzzer passes `size` readable bytes at `data`.
+        #[no_mangle]
+        pub unsafe extern "C" fn LLVMFuzzerTestOneInput(data: *const u8, size: usize) -> i32 {
+            let input: &[u8] = if size == 0 { &[] } else { unsafe { std::slice::from_raw_parts(data, size) } };
+            $target(input);
+            0
+        }
+    };
+}
+
+/// A panic anywhere, on any thread (the NBD target's server tasks run on
+/// their own), prints its message and aborts: libFuzzer reports the abort as
+/// a crash and saves the input.
+pub fn abort_on_panic() {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        prev(info);
+        std::process::abort();
+    }));
 }
 
 // ---------------------------------------------------------------- helpers
