@@ -3,8 +3,11 @@
 //! A fail point is a name (`store.read`, `store.write`, `store.sync`). With the
 //! feature on, the environment variable `REPD_FAILPOINTS` (`name=errno,...`,
 //! e.g. `store.write=5`) or [`set`] (`repctl failpoint NAME ERRNO`) makes
-//! that call fail with that errno.
-//! Without the feature [`check`] is an inline no-op.
+//! that call fail with that errno. A few fail points are delays instead:
+//! [`delay_ms`] reads the number as milliseconds (`session.install`: the
+//! peer session waits that long between its decision and installing the
+//! link, to test what happens in that window).
+//! Without the feature [`check`] and [`delay_ms`] are inline no-ops.
 
 use std::io;
 
@@ -36,12 +39,16 @@ mod imp {
         })
     }
 
-    pub fn check(name: &str) -> io::Result<()> {
+    pub fn value(name: &str) -> Option<i32> {
         if !ARMED.load(Ordering::Relaxed) && std::env::var_os("REPD_FAILPOINTS").is_none() {
-            return Ok(());
+            return None;
         }
-        match table().lock().unwrap_or_else(|p| p.into_inner()).get(name) {
-            Some(&errno) => Err(io::Error::from_raw_os_error(errno)),
+        table().lock().unwrap_or_else(|p| p.into_inner()).get(name).copied()
+    }
+
+    pub fn check(name: &str) -> io::Result<()> {
+        match value(name) {
+            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
             None => Ok(()),
         }
     }
@@ -63,6 +70,15 @@ pub fn check(_name: &str) -> io::Result<()> {
     return imp::check(_name);
     #[cfg(not(feature = "failpoints"))]
     Ok(())
+}
+
+/// The delay armed at fail point `name`, in milliseconds, if any.
+#[inline(always)]
+pub fn delay_ms(_name: &str) -> Option<u64> {
+    #[cfg(feature = "failpoints")]
+    return imp::value(_name).and_then(|v| u64::try_from(v).ok());
+    #[cfg(not(feature = "failpoints"))]
+    None
 }
 
 /// Arms (`Some(errno)`) or disarms (`None`) a fail point. Without the

@@ -28,31 +28,49 @@ impl Node {
             }
         }
         // While connected, the peer must agree first (two Primaries at once
-        // cannot happen while connected).
-        let link = self.link();
-        if let Some(link) = &link {
-            self.promoting.store(true, Ordering::SeqCst);
-            let r = link.request(|id| Message::RoleRequest { id }).await;
-            self.promoting.store(false, Ordering::SeqCst);
-            match r {
-                Ok(()) => {}
-                Err(LinkError::Peer(_)) => {
-                    self.announce_state();
-                    return Response::refused("the peer is Primary or is being promoted; demote it first");
+        // cannot happen while connected). The role changes under the state
+        // lock, and a session installs its link under that lock too: if a
+        // link came up since the peer was (not) asked, ask again.
+        let mut tries = 0;
+        let connected = loop {
+            let link = self.link();
+            if let Some(link) = &link {
+                self.promoting.store(true, Ordering::SeqCst);
+                let r = link.request(|id| Message::RoleRequest { id }).await;
+                self.promoting.store(false, Ordering::SeqCst);
+                match r {
+                    Ok(()) => {}
+                    Err(LinkError::Peer(_)) => {
+                        self.announce_state();
+                        return Response::refused("the peer is Primary or is being promoted; demote it first");
+                    }
+                    Err(LinkError::Lost) => tracing::warn!("peer link lost during promotion; promoting alone"),
                 }
-                Err(LinkError::Lost) => tracing::warn!("peer link lost during promotion; promoting alone"),
             }
-        }
-        let connected = self.link().is_some();
-        {
             let mut st = self.state();
             if let Err(e) = st.check_promote(force) {
                 drop(st);
                 self.announce_state();
                 return Response::refused(e.0);
             }
+            let now = self.link();
+            let asked = match (&link, &now) {
+                (_, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, Some(_)) => false,
+            };
+            let connected = now.is_some();
+            if !asked {
+                tries += 1;
+                if tries < 10 {
+                    continue;
+                }
+                drop(st);
+                return Response::refused("the peer link keeps changing; try again");
+            }
             st.role = Role::Primary;
-        }
+            break connected;
+        };
         let forced = force && self.state().disk != Disk::UpToDate;
         if forced {
             tracing::warn!(was = %self.state().disk, "forced promotion: this node's data is declared authoritative");

@@ -46,7 +46,12 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart) 
         || link.send(Message::SyncStart { total_bytes: total, source_uuid: start.sync_id }).await.is_err()
         || link.request(|id| Message::Flush { id }).await.is_err()
     {
+        // Lost: the session is ending anyway. A flush the peer failed: a
+        // link left up with no sync running would stay out of sync for
+        // good; drop it, and the next session starts the sync again.
+        tracing::warn!("resync start not confirmed by the peer; reconnecting");
         node.sync_end();
+        link.close();
         return;
     }
     let confirmed = {
@@ -153,7 +158,8 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart) 
     if link.request(|id| Message::Flush { id }).await.is_err() {
         node.mark_chunks_out_of_sync(&epoch);
         node.sync_end();
-        tracing::warn!("resync interrupted at the final flush");
+        tracing::warn!("resync interrupted at the final flush; reconnecting");
+        link.close();
         return;
     }
     if link.send(Message::SyncDone).await.is_ok() {

@@ -366,9 +366,18 @@ impl Node {
     /// durable), what the peer had not flushed is marked out of sync.
     pub fn link_lost(&self) {
         // Counted before the link is taken away, so a write that finds no
-        // link (or a closed one) makes a new current for this loss.
-        self.disconnects.fetch_add(1, Ordering::SeqCst);
-        let had = self.link.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // link (or a closed one) makes a new current for this loss. A
+        // session that ended before it installed a link lost nothing: not
+        // counted, or a Primary writing alone would make a new current id
+        // at every attempt, and a session that gives up on changed ids
+        // (see `session::run`) would give up for ever.
+        let had = {
+            let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+            if link.is_some() {
+                self.disconnects.fetch_add(1, Ordering::SeqCst);
+            }
+            link.take()
+        };
         if let Some(l) = &had {
             l.close();
         }

@@ -118,7 +118,7 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
     let (mut sink, mut stream) = split_link(link);
 
     // 1. Exchange state and bitmaps (each side sends first, then reads).
-    let (local_state, words, bits) = {
+    let (local_state, local_at, words, bits) = {
         let st = node.state();
         let m = node.meta();
         let ids = m.gen_ids();
@@ -138,7 +138,7 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
             history_uuids: ids.history,
             dirty_bits: m.bitmap().count(),
         };
-        (ns, m.bitmap().words(), m.bitmap().bits())
+        (ns, (st.role, st.disk, ids), m.bitmap().words(), m.bitmap().bits())
     };
     let sent = async {
         sink.feed(&Message::State(local_state))?;
@@ -218,21 +218,42 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
         }
         _ => {}
     }
+    let mut expected_ids = local_at.2;
     if let Some(fix) = outcome.fixup {
         tracing::info!(?fix, "correcting generation ids");
+        expected_ids.apply(fix);
         node.persist(|m| {
             let mut ids = m.gen_ids();
             ids.apply(fix);
             m.set_gen_ids(ids);
         });
     }
+    if let Some(ms) = crate::failpoint::delay_ms("session.install") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
 
     // 3. Install the link: from here on writes are mirrored.
     let (tx, rx) = mpsc::channel(QUEUE);
     let plink = Arc::new(PeerLink::new(tx));
-    node.set_discard_my_data(false);
     {
         let mut st = node.state();
+        // The decision holds only for the state it was made on. A promotion
+        // (or a demotion, a disk change, a new generation) since step 1 went
+        // ahead alone, as no link was installed yet: a forced promotion
+        // would otherwise leave a connected pair with no initial sync, and
+        // two promotions could leave two Primaries connected. Drop this
+        // link; the next one decides on the state as it is now.
+        let ids_now = node.meta().gen_ids();
+        let now = (st.role, st.disk);
+        if (now.0, now.1, ids_now) != (local_at.0, local_at.1, expected_ids) {
+            drop(st);
+            tracing::warn!(
+                was = ?(local_at.0, local_at.1), ?now,
+                "this node's role, disk or generation ids changed while connecting; connecting again"
+            );
+            return None;
+        }
+        node.set_discard_my_data(false);
         st.connection = Connection::Connected;
         st.split_brain = false;
         st.peer = Some(peer_view);
