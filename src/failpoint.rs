@@ -6,7 +6,8 @@
 //! that call fail with that errno. A few fail points are delays instead:
 //! [`delay_ms`] reads the number as milliseconds (`session.install`: the
 //! peer session waits that long between its decision and installing the
-//! link, to test what happens in that window).
+//! link, to test what happens in that window; `resync.hole`: a resync copy
+//! of a hole waits that long between finding the hole and locking its range).
 //! Without the feature [`check`] and [`delay_ms`] are inline no-ops.
 
 use std::io;

@@ -99,7 +99,8 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart) 
         let Ok(permit) = window.clone().acquire_owned().await else { break };
         // A hole: extend it to the next data (within the dirty run) and send it as one SyncHole.
         let s = node.store.clone();
-        let data_at = blocking(move || s.next_data(offset)).await.ok().flatten();
+        // A failed lookup counts as data: a hole sent by mistake would erase the peer's copy.
+        let data_at = blocking(move || s.next_data(offset)).await.unwrap_or(Some(offset));
         let (len, hole) = match data_at {
             Some(d) if d < offset + len => (len, false),
             _ => {
@@ -117,7 +118,20 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart) 
         let link2 = link.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            if hole {
+                if let Some(ms) = crate::failpoint::delay_ms("resync.hole") {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+            }
             let _guard = node2.ranges.lock(offset, offset + len).await;
+            // The hole was found before the lock: a write that has landed
+            // since put data in it, and the SyncHole would erase that write
+            // on the peer. Look again under the lock; send only what is still
+            // a hole, and leave the rest set for the next pass.
+            let len = if hole { still_a_hole(&node2, offset, len, granule).await } else { len };
+            if len == 0 {
+                return;
+            }
             let r = if hole {
                 link2.request(|id| Message::SyncHole { id, offset, len }).await
             } else {
@@ -191,5 +205,16 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart) 
             "resync finished (source)"
         );
         node.changed();
+    }
+}
+
+/// How much of the hole `[offset, offset + len)` is still a hole, in whole
+/// granules from `offset`. Called under the range lock, so no write to it
+/// is in flight.
+async fn still_a_hole(node: &Node, offset: u64, len: u64, granule: u64) -> u64 {
+    let s = node.store.clone();
+    match blocking(move || s.next_data(offset)).await.unwrap_or(Some(offset)) {
+        Some(d) if d < offset + len => (d - d % granule).saturating_sub(offset),
+        _ => len,
     }
 }
