@@ -60,7 +60,11 @@ fn promotions_on_both_sides_while_the_link_comes_up_never_make_two_connected_pri
     p.ok(BETA, &["disconnect"]);
     wait_until(10, "both standalone", || p.status(ALPHA)["connection"] == "standalone" && p.status(BETA)["connection"] == "standalone");
     for i in [ALPHA, BETA] {
-        p.ok(i, &["failpoint", "session.install", "1000"]);
+        // Long enough that both promotions land in the window even when one
+        // node's decision is logged a second after the other's (a loaded CI
+        // machine did that: alpha had installed its link by the time the
+        // test promoted it, and beta was then rightly refused).
+        p.ok(i, &["failpoint", "session.install", "3000"]);
     }
     let before = [log_count(&p, ALPHA, "connected to peer"), log_count(&p, BETA, "connected to peer")];
     p.ok(BETA, &["connect"]);
