@@ -98,9 +98,7 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart) 
         }
         let Ok(permit) = window.clone().acquire_owned().await else { break };
         // A hole: extend it to the next data (within the dirty run) and send it as one SyncHole.
-        let s = node.store.clone();
-        // A failed lookup counts as data: a hole sent by mistake would erase the peer's copy.
-        let data_at = blocking(move || s.next_data(offset)).await.unwrap_or(Some(offset));
+        let data_at = data_at(&node, offset).await;
         let (len, hole) = match data_at {
             Some(d) if d < offset + len => (len, false),
             _ => {
@@ -212,9 +210,16 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart) 
 /// granules from `offset`. Called under the range lock, so no write to it
 /// is in flight.
 async fn still_a_hole(node: &Node, offset: u64, len: u64, granule: u64) -> u64 {
-    let s = node.store.clone();
-    match blocking(move || s.next_data(offset)).await.unwrap_or(Some(offset)) {
+    match data_at(node, offset).await {
         Some(d) if d < offset + len => (d - d % granule).saturating_sub(offset),
         _ => len,
     }
+}
+
+/// Where the backing file's next data at or after `offset` starts (`None`:
+/// holes to the end). A failed lookup counts as data at `offset`: a hole
+/// sent by mistake would erase the peer's copy.
+async fn data_at(node: &Node, offset: u64) -> Option<u64> {
+    let s = node.store.clone();
+    blocking(move || s.next_data(offset)).await.unwrap_or(Some(offset))
 }
