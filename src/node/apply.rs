@@ -140,6 +140,10 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             node.announce_state();
         }
         Message::VerifyRequest { id, offset, len } => {
+            check_range(node, offset, u64::from(len))?;
+            if len > MAX_DIGEST_LEN {
+                return Err(format!("the peer asked for the digest of {len} bytes at once (at most {MAX_DIGEST_LEN})"));
+            }
             let digest = node.digest(offset, len).await;
             let _ = link.send(Message::VerifyDigest { id, offset, len, digest: digest.unwrap_or([0; 32]) }).await;
         }
@@ -169,6 +173,10 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
     }
     Ok(())
 }
+
+/// The largest region a peer may ask a digest of (verify and checksum-based
+/// resync ask at most 1 MiB): the region is read into memory whole.
+const MAX_DIGEST_LEN: u32 = 16 << 20;
 
 fn check_range(node: &Node, offset: u64, len: u64) -> Result<(), String> {
     match offset.checked_add(len) {
