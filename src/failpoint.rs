@@ -7,7 +7,10 @@
 //! [`delay_ms`] reads the number as milliseconds (`session.install`: the
 //! peer session waits that long between its decision and installing the
 //! link, to test what happens in that window; `resync.hole`: a resync copy
-//! of a hole waits that long between finding the hole and locking its range).
+//! of a hole waits that long between finding the hole and locking its range;
+//! `resync.start`: the sync source waits that long before it starts copying;
+//! `session.announce`: a new sync target waits that long before it tells
+//! the source its disk went Inconsistent).
 //! Without the feature [`check`] and [`delay_ms`] are inline no-ops.
 
 use std::io;

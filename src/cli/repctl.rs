@@ -186,7 +186,7 @@ async fn events(socket: &Path) -> i32 {
 }
 
 fn in_sync(s: &Status) -> bool {
-    s.connection == Connection::Connected && s.disk == Disk::UpToDate && s.peer.disk == "uptodate" && s.sync.is_none()
+    s.connection == Connection::Connected && s.disk == Disk::UpToDate && s.peer.disk == "uptodate" && s.sync.is_none() && s.out_of_sync_bytes == 0
 }
 
 async fn wait_sync(socket: &Path, timeout: Option<Duration>) -> i32 {

@@ -33,8 +33,12 @@ use super::state::{Disk, SyncSide};
 
 /// Largest copy: 256 granules (1 MiB at 4 KiB).
 pub const RUN_BITS: u64 = 256;
-/// Copies in flight at once.
-const WINDOW: u32 = 16;
+/// Resync bytes in flight at once, in granules (16 MiB at 4 KiB): sixteen
+/// whole runs, or many small scattered ones.
+const WINDOW_GRANULES: u32 = 4096;
+/// Copies in flight at once: scattered 4 KiB bits are many small copies,
+/// and each waits a round trip for its ack.
+const WINDOW_COPIES: u32 = 128;
 
 /// Copies every out-of-sync region to the peer. The caller persisted the
 /// sync start's announced ids; the target learns the confirmed ids from the
@@ -46,6 +50,9 @@ const WINDOW: u32 = 16;
 /// [`GenIds::begin_sync_as_source`]: super::genid::GenIds::begin_sync_as_source
 /// `csums`: compare digests before copying data runs (see the module doc).
 pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart, csums: bool) {
+    if let Some(ms) = crate::failpoint::delay_ms("resync.start") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     let total = node.out_of_sync_bytes();
     node.sync_begin(SyncSide::Source, total);
     tracing::info!(total_bytes = total, csums, "resync started (this node is the source)");
@@ -76,7 +83,8 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart, 
         link.close();
         return;
     }
-    let window = Arc::new(Semaphore::new(WINDOW as usize));
+    let window = Arc::new(Semaphore::new(WINDOW_GRANULES as usize));
+    let copies = Arc::new(Semaphore::new(WINDOW_COPIES as usize));
     let granule = node.meta().bitmap().granularity();
     let rate = node.cfg.resource.resync_rate;
     let started = Instant::now();
@@ -90,7 +98,7 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart, 
         let Some((offset, len)) = next else {
             // End of a pass: wait for the copies in flight, then look again
             // (a write the peer failed may have set bits behind us).
-            drop(window.acquire_many(WINDOW).await);
+            drop(window.acquire_many(WINDOW_GRANULES).await);
             if link.closed.is_cancelled() || node.meta().bitmap().count() == 0 {
                 break;
             }
@@ -104,7 +112,8 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart, 
         if sent_data > allowed {
             tokio::time::sleep(Duration::from_millis(((sent_data - allowed) * 1000 / rate).min(1000))).await;
         }
-        let Ok(permit) = window.clone().acquire_owned().await else { break };
+        let granules = u32::try_from(len.div_ceil(granule)).unwrap_or(WINDOW_GRANULES).clamp(1, WINDOW_GRANULES);
+        let (Ok(permit), Ok(copy)) = (window.clone().acquire_many_owned(granules).await, copies.clone().acquire_owned().await) else { break };
         // A hole: extend it to the next data (within the dirty run) and send it as one SyncHole.
         let data_at = data_at(&node, offset).await;
         let (len, hole) = match data_at {
@@ -123,7 +132,7 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart, 
         let node2 = node.clone();
         let link2 = link.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permits = (permit, copy);
             if hole {
                 if let Some(ms) = crate::failpoint::delay_ms("resync.hole") {
                     tokio::time::sleep(Duration::from_millis(ms)).await;

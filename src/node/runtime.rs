@@ -711,7 +711,18 @@ impl Node {
             Some(p) => (p.role.to_string(), p.disk.to_string()),
             None => ("unknown".into(), "unknown".into()),
         };
-        let sync = self.sync_status();
+        // A session that decided on a sync has set `syncing` before the sync
+        // task reports progress: the sync is on from that moment, so that
+        // nobody (wait-sync, a cluster manager) reads "in sync" in between.
+        let sync = self.sync_status().or_else(|| {
+            st.syncing.map(|side| control::SyncStatus {
+                direction: side,
+                total_bytes: self.out_of_sync_bytes(),
+                done_bytes: 0,
+                bytes_per_sec: 0,
+                eta_secs: 0,
+            })
+        });
         Status {
             resource: self.cfg.resource.name.clone(),
             node: self.me.name.clone(),

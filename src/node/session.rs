@@ -273,6 +273,11 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
         node.set_link(Some(plink.clone()));
     }
     node.link_established();
+    if matches!(decision, Decision::Target { .. }) {
+        if let Some(ms) = crate::failpoint::delay_ms("session.announce") {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
     match decision {
         Decision::InSync => {
             let complete = node.state().disk.is_complete() && peer_view.disk.is_complete();
