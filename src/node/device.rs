@@ -114,6 +114,10 @@ impl NodeDevice {
         let end = offset.checked_add(len).filter(|&e| e <= self.node.store.size()).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
         // Step 3: order against overlapping writes and resync copies.
         let _guard = self.node.ranges.lock(offset, end).await;
+        if let Some(ms) = crate::failpoint::delay_ms("device.locked") {
+            tracing::info!(offset, len, "fail point device.locked: the write holds its range lock {ms} ms");
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
         self.al_begin(offset, len).await?;
         let r = self.replicate(offset, len, op, fua).await;
         // Step 8.
@@ -170,6 +174,10 @@ impl NodeDevice {
         };
         // Step 6: the reply waits for both.
         let (mirrored, local) = tokio::join!(biased; remote, local);
+        if let Some(ms) = crate::failpoint::delay_ms("device.acked") {
+            tracing::info!(offset, len, mirrored, "fail point device.acked: the write waits {ms} ms after both legs completed");
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
         if let Err(e) = local {
             self.node.on_io_error("write", &e);
             // The peer has it: the client's write succeeded.

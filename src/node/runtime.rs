@@ -415,6 +415,10 @@ impl Node {
         let peer_ok = matches!(tokio::time::timeout(Duration::from_secs(5), link.request(|id| crate::repl::Message::Flush { id })).await, Ok(Ok(())));
         if peer_ok {
             link.set_clean();
+            if let Some(ms) = crate::failpoint::delay_ms("node.goodbye") {
+                tracing::info!("fail point node.goodbye: the goodbye waits {ms} ms after the peer's flush");
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
         } else {
             self.mark_chunks_out_of_sync(&epoch);
         }

@@ -233,7 +233,10 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
     }
 
     // 3. Install the link: from here on writes are mirrored.
-    let (tx, rx) = mpsc::channel(QUEUE);
+    // Fail point `session.queue`: a shorter outgoing queue (frames), so a
+    // test fills it without thousands of requests.
+    let queue = crate::failpoint::delay_ms("session.queue").and_then(|n| usize::try_from(n).ok()).filter(|&n| n > 0).unwrap_or(QUEUE);
+    let (tx, rx) = mpsc::channel(queue);
     let plink = Arc::new(PeerLink::new(tx));
     {
         let mut st = node.state();
@@ -369,6 +372,10 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
     };
     plink.close();
     writer.abort();
+    if let Some(ms) = crate::failpoint::delay_ms("session.end") {
+        tracing::info!("fail point session.end: the session waits {ms} ms before it returns");
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     replaced
 }
 
@@ -378,6 +385,14 @@ async fn writer(node: Arc<Node>, mut sink: Writer, mut rx: mpsc::Receiver<Messag
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut nonce = 0u64;
     loop {
+        // Fail point `session.writer`: while armed, nothing is written (a
+        // link that does not drain).
+        if crate::failpoint::delay_ms("session.writer").is_some() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                _ = link.closed.cancelled() => break,
+            }
+        }
         let r: Result<(), FrameError> = tokio::select! {
             m = rx.recv() => match m {
                 None => break,
