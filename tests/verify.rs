@@ -32,7 +32,7 @@ h.shutdown()
 /// `mismatched=` of the last "verify finished" line in the node's log.
 fn last_verify(p: &Pair, i: usize) -> u64 {
     let log = std::fs::read_to_string(&p.nodes[i].log).unwrap_or_default();
-    let line = log.lines().filter(|l| l.contains("verify finished")).last().unwrap_or_else(|| panic!("no verify finished on {}\n{}", p.nodes[i].name, p.logs()));
+    let line = log.lines().rev().find(|l| l.contains("verify finished")).unwrap_or_else(|| panic!("no verify finished on {}\n{}", p.nodes[i].name, p.logs()));
     let v = line.split("mismatched=").nth(1).and_then(|r| r.split_whitespace().next()).unwrap();
     v.parse().unwrap()
 }
