@@ -32,6 +32,9 @@ pub struct Counters {
     pub replicated_bytes: u64,
     pub resync_sent_bytes: u64,
     pub resync_received_bytes: u64,
+    /// Bytes a checksum-based resync found equal on both nodes, not sent.
+    #[serde(default)]
+    pub resync_same_bytes: u64,
 }
 
 /// `repctl status --json`.

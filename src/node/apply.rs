@@ -189,6 +189,9 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
         }
         Message::VerifyRequest { id, offset, len } => {
             check_range(node, offset, u64::from(len))?;
+            if len > MAX_DIGEST_LEN {
+                return Err(format!("the peer asked for the digest of {len} bytes at once (at most {MAX_DIGEST_LEN})"));
+            }
             let (node, link) = (node.clone(), link.clone());
             tokio::spawn(async move {
                 let digest = node.verify_digest(offset, len).await;
@@ -221,6 +224,10 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
     }
     Ok(())
 }
+
+/// The largest region a peer may ask a digest of (verify and checksum-based
+/// resync ask at most 1 MiB): the region is read into memory whole.
+const MAX_DIGEST_LEN: u32 = 16 << 20;
 
 fn check_range(node: &Node, offset: u64, len: u64) -> Result<(), String> {
     match offset.checked_add(len) {

@@ -119,14 +119,14 @@ impl Node {
             }
         }
         tracing::warn!("full sync to the peer: its disk has no usable base (holes are skipped)");
-        self.begin_resync_source(link, true);
+        self.begin_resync_source(link, true, false);
     }
 
     /// Starts a resync with this node as the source: every bit set for a
     /// full sync, the sync start announced in the ids (persisted; the copy
     /// task persists the rest once the target confirmed it), then the copy
     /// task.
-    pub fn begin_resync_source(self: &Arc<Self>, link: Arc<super::link::PeerLink>, full: bool) {
+    pub fn begin_resync_source(self: &Arc<Self>, link: Arc<super::link::PeerLink>, full: bool, csums: bool) {
         self.state().syncing = Some(SyncSide::Source);
         let start = {
             let mut m = self.meta();
@@ -140,7 +140,7 @@ impl Node {
             }
             start
         };
-        self.tasks.spawn(super::resync::run_source(self.clone(), link, start));
+        self.tasks.spawn(super::resync::run_source(self.clone(), link, start, csums));
     }
 
     /// The peer asks to become Primary: grant unless this node is Primary or
@@ -295,7 +295,7 @@ impl Node {
             tracing::warn!("verify: reconnecting so that the Primary resyncs what differs");
             link.close();
         } else if mismatched > 0 && self.state().disk == Disk::UpToDate && self.state().syncing.is_none() {
-            self.begin_resync_source(link, false);
+            self.begin_resync_source(link, false, true);
         }
         Response::ok(format!("verified {size} bytes in {secs:.1}s: {mismatched} bytes out of sync"))
     }

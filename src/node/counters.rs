@@ -11,6 +11,7 @@ pub struct AtomicCounters {
     pub replicated_bytes: AtomicU64,
     pub resync_sent_bytes: AtomicU64,
     pub resync_received_bytes: AtomicU64,
+    pub resync_same_bytes: AtomicU64,
 }
 
 impl AtomicCounters {
@@ -25,6 +26,7 @@ impl AtomicCounters {
             replicated_bytes: self.replicated_bytes.load(Relaxed),
             resync_sent_bytes: self.resync_sent_bytes.load(Relaxed),
             resync_received_bytes: self.resync_received_bytes.load(Relaxed),
+            resync_same_bytes: self.resync_same_bytes.load(Relaxed),
         }
     }
 }

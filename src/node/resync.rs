@@ -9,6 +9,13 @@
 //! bit is cleared only after the peer acknowledged the copy; a broken link
 //! leaves the rest set, and the next session resumes from there.
 //! The rate is limited to `resync_rate` bytes of data per second.
+//!
+//! With checksums (after a Primary crash, whose activity-log extents are
+//! marked whole though most of their blocks are the same on both nodes,
+//! and after a verify), a data run is first compared by SHA-256 with the
+//! peer's copy, and only the granules whose digests differ are sent, as
+//! DRBD's `csums-alg` does. The digests are compared under the range lock,
+//! so no write in flight can slip between the comparison and the copy.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,10 +44,11 @@ const WINDOW: u32 = 16;
 /// ([`GenIds::begin_sync_as_source`] says why).
 ///
 /// [`GenIds::begin_sync_as_source`]: super::genid::GenIds::begin_sync_as_source
-pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart) {
+/// `csums`: compare digests before copying data runs (see the module doc).
+pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart, csums: bool) {
     let total = node.out_of_sync_bytes();
     node.sync_begin(SyncSide::Source, total);
-    tracing::info!(total_bytes = total, "resync started (this node is the source)");
+    tracing::info!(total_bytes = total, csums, "resync started (this node is the source)");
     let state = super::session::state_frame(&node, start.confirmed);
     if link.send(state).await.is_err()
         || link.send(Message::SyncStart { total_bytes: total, source_uuid: start.sync_id }).await.is_err()
@@ -98,9 +106,7 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart) 
         }
         let Ok(permit) = window.clone().acquire_owned().await else { break };
         // A hole: extend it to the next data (within the dirty run) and send it as one SyncHole.
-        let s = node.store.clone();
-        // A failed lookup counts as data: a hole sent by mistake would erase the peer's copy.
-        let data_at = blocking(move || s.next_data(offset)).await.unwrap_or(Some(offset));
+        let data_at = data_at(&node, offset).await;
         let (len, hole) = match data_at {
             Some(d) if d < offset + len => (len, false),
             _ => {
@@ -132,11 +138,13 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart) 
             if len == 0 {
                 return;
             }
+            // Data bytes sent, on success.
             let r = if hole {
-                link2.request(|id| Message::SyncHole { id, offset, len }).await
+                link2.request(|id| Message::SyncHole { id, offset, len }).await.map(|()| 0)
             } else {
                 match read_store(&node2.store, offset, u32::try_from(len).unwrap_or(u32::MAX)).await {
-                    Ok(data) => link2.request(|id| Message::SyncData { id, offset, data }).await,
+                    Ok(data) if csums => copy_differing(&link2, offset, data, granule).await,
+                    Ok(data) => link2.request(|id| Message::SyncData { id, offset, data }).await.map(|()| len),
                     Err(e) => {
                         tracing::error!("resync read at {offset} failed: {e}");
                         Err(LinkError::Peer(e.raw_os_error().unwrap_or(libc::EIO)))
@@ -144,7 +152,7 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart) 
                 }
             };
             match r {
-                Ok(()) => {
+                Ok(sent) => {
                     // Cleared in the bitmap, but only in the peer's page cache until
                     // the flush before SyncDone: an unclean loss re-marks it
                     // (cleared first: a link already lost re-marks it at once).
@@ -152,8 +160,9 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart) 
                     if let Err(e) = node2.note_peer_write(&link2, offset, len) {
                         tracing::error!("cannot write metadata: {e}");
                     }
+                    AtomicCounters::add(&node2.counters.resync_sent_bytes, sent);
                     if !hole {
-                        AtomicCounters::add(&node2.counters.resync_sent_bytes, len);
+                        AtomicCounters::add(&node2.counters.resync_same_bytes, len - sent);
                     }
                     node2.sync_progress(len);
                 }
@@ -215,9 +224,67 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart) 
 /// granules from `offset`. Called under the range lock, so no write to it
 /// is in flight.
 async fn still_a_hole(node: &Node, offset: u64, len: u64, granule: u64) -> u64 {
-    let s = node.store.clone();
-    match blocking(move || s.next_data(offset)).await.unwrap_or(Some(offset)) {
+    match data_at(node, offset).await {
         Some(d) if d < offset + len => (d - d % granule).saturating_sub(offset),
         _ => len,
     }
+}
+
+/// Where the backing file's next data at or after `offset` starts (`None`:
+/// holes to the end). A failed lookup counts as data at `offset`: a hole
+/// sent by mistake would erase the peer's copy.
+async fn data_at(node: &Node, offset: u64) -> Option<u64> {
+    let s = node.store.clone();
+    blocking(move || s.next_data(offset)).await.unwrap_or(Some(offset))
+}
+
+/// The peer's SHA-256 of `[offset, offset + len)`. A peer that could not
+/// read answers zeros, which differ from any real digest: the data is sent.
+async fn peer_digest(link: &PeerLink, offset: u64, len: u32) -> Result<[u8; 32], LinkError> {
+    match link.request_reply(|id| Message::VerifyRequest { id, offset, len }).await? {
+        super::link::Reply::Digest(d) => Ok(d),
+        super::link::Reply::Data(_) => Err(LinkError::Lost),
+    }
+}
+
+/// Sends the granules of `data` (read at `offset`, under the range lock)
+/// whose digests differ from the peer's; returns the bytes sent. One digest
+/// of the whole run first: after a Primary crash most runs are the same on
+/// both nodes, and then nothing more crosses the link.
+async fn copy_differing(link: &PeerLink, offset: u64, data: bytes::Bytes, granule: u64) -> Result<u64, LinkError> {
+    use sha2::Digest;
+    let len = u32::try_from(data.len()).map_err(|_| LinkError::Peer(libc::EINVAL))?;
+    let whole = data.clone();
+    let (mine, theirs) = tokio::join!(blocking(move || Ok::<[u8; 32], std::io::Error>(sha2::Sha256::digest(&whole).into())), peer_digest(link, offset, len));
+    if mine.ok() == Some(theirs?) {
+        return Ok(0);
+    }
+    let g = usize::try_from(granule).unwrap_or(usize::MAX).max(1);
+    let pieces: Vec<(usize, usize)> = (0..data.len()).step_by(g).map(|at| (at, (at + g).min(data.len()))).collect();
+    let theirs = futures::future::try_join_all(pieces.iter().map(|&(a, b)| {
+        let len = u32::try_from(b - a).unwrap_or(u32::MAX);
+        peer_digest(link, offset + a as u64, len)
+    }));
+    let chunks = data.clone();
+    let g2 = pieces.clone();
+    let mine = blocking(move || Ok::<Vec<[u8; 32]>, std::io::Error>(g2.iter().map(|&(a, b)| <[u8; 32]>::from(sha2::Sha256::digest(&chunks[a..b]))).collect()));
+    let (mine, theirs) = tokio::join!(mine, theirs);
+    let (theirs, mine) = (theirs?, mine.unwrap_or_default());
+    // Adjacent differing granules go as one SyncData.
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (i, &(a, b)) in pieces.iter().enumerate() {
+        if mine.get(i) == theirs.get(i) {
+            continue;
+        }
+        match runs.last_mut() {
+            Some(last) if last.1 == a => last.1 = b,
+            _ => runs.push((a, b)),
+        }
+    }
+    let sends = runs.iter().map(|&(a, b)| {
+        let piece = data.slice(a..b);
+        link.request(move |id| Message::SyncData { id, offset: offset + a as u64, data: piece })
+    });
+    futures::future::try_join_all(sends).await?;
+    Ok(runs.iter().map(|&(a, b)| (b - a) as u64).sum())
 }

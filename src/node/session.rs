@@ -302,7 +302,9 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
         if full {
             tracing::warn!("full sync to the peer: its disk has no usable base (holes are skipped)");
         }
-        node.begin_resync_source(plink.clone(), full);
+        // After a Primary crash the activity log marked whole extents: compare
+        // before copying.
+        node.begin_resync_source(plink.clone(), full, !full && (local.crashed_primary || peer.crashed_primary));
     }
     // The target's disk state went Inconsistent: tell the peer.
     if matches!(decision, Decision::Target { .. }) {
