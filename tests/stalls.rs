@@ -223,10 +223,15 @@ fn a_link_that_does_not_drain_does_not_hold_the_primary() {
     p.wait_sync(30);
     p.ok(ALPHA, &["failpoint", "session.writer", "1"]);
     // Beta hears nothing and drops the link after its ping timeout.
-    wait_until(30, "beta drops the silent link", || p.status(BETA)["connection"] != "connected");
+    wait_until(30, "beta drops the silent link", || log_has(&p, BETA, "no frame from the peer"));
+    let t = Instant::now();
     let o = finish(&p, spawn_py(&write_script(0x5a, 0, 65536), &p.uri(ALPHA)), 40, "a write on a Primary whose link does not drain");
     assert_ok(&p, &o, "write");
-    wait_dropped_with_oos(&p, 65536);
+    eprintln!("the write took {:?}", t.elapsed());
+    // Alpha may be connected again already (a new session, whose writer is
+    // held too, so no resync clears the bit): look at the record and the log.
+    wait_until(30, "the write recorded out of sync", || oos(&p.status(ALPHA)) >= 65536);
+    assert!(log_has(&p, ALPHA, "peer link lost") || log_has(&p, ALPHA, "did not answer"), "alpha never dropped the link\n{}", p.logs());
     p.ok(ALPHA, &["failpoint", "session.writer"]);
     p.ok(ALPHA, &["failpoint", "session.queue"]);
     p.wait_sync(60);
