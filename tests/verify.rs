@@ -52,7 +52,7 @@ fn verify_on_the_secondary_during_writes_finds_nothing_and_keeps_the_link() {
     let w = writer(&p.uri(ALPHA), &stop);
     let before = replicated(&p);
     wait_until(30, "writes flowing", || replicated(&p) > before + (1 << 20));
-    let o = p.repctl(BETA, &["verify"]);
+    let o = p.repctl(BETA, &["verify", "--wait"]);
     let during = replicated(&p);
     std::fs::write(&stop, b"").unwrap();
     let out = w.wait_with_output().unwrap();
@@ -61,6 +61,7 @@ fn verify_on_the_secondary_during_writes_finds_nothing_and_keeps_the_link() {
     assert!(o.status.success(), "verify on the Secondary: {msg}\n{}", p.logs());
     assert!(during > before + (1 << 20), "no writes went on during the verify");
     assert_eq!(last_verify(&p, BETA), 0, "false mismatches: {msg}\n{}", p.logs());
+    assert!(msg.contains("bytes in") && msg.contains(": 0 bytes out of sync"), "{msg}");
     assert!(!p.logs().contains("sync into this Primary"), "the link was dropped\n{}", p.logs());
     let (a, b) = (p.status(ALPHA), p.status(BETA));
     assert_eq!((a["connection"].as_str(), a["out_of_sync_bytes"].as_u64()), (Some("connected"), Some(0)), "{a}");
@@ -78,7 +79,7 @@ fn a_difference_found_by_verify_from_either_node_is_resynced() {
         let f = std::fs::OpenOptions::new().write(true).open(&p.nodes[BETA].backing).unwrap();
         f.write_all_at(&[0xee; 4096], at).unwrap();
         drop(f);
-        let o = p.repctl(from, &["verify"]);
+        let o = p.repctl(from, &["verify", "--wait"]);
         let msg = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "verify: {msg}\n{}", p.logs());
         assert_eq!(last_verify(&p, from), 256 << 10, "verify from {} missed the difference: {msg}\n{}", p.nodes[from].name, p.logs());
@@ -89,4 +90,38 @@ fn a_difference_found_by_verify_from_either_node_is_resynced() {
         p.wait_sync(30);
         p.assert_identical();
     }
+}
+
+/// Issue 16: `repctl verify` starts the verify and returns; `--wait` waits
+/// for its end and prints the result; status and events show it.
+#[test]
+fn verify_runs_as_a_task_with_its_result_in_status_events_and_wait() {
+    use std::io::{BufRead, BufReader};
+    let p = Pair::started(Options::default());
+    let mut events = Command::new(REPCTL).arg("--socket").arg(&p.nodes[ALPHA].socket).arg("events").stdout(Stdio::piped()).spawn().unwrap();
+    let lines = BufReader::new(events.stdout.take().unwrap()).lines();
+    // Start, then wait: the second start while one runs is refused or finds
+    // it finished; `--wait` then waits for the run it started itself.
+    let o = p.repctl(ALPHA, &["verify"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("verify 1 started"), "{}", String::from_utf8_lossy(&o.stdout));
+    wait_until(60, "the first verify ends", || p.status(ALPHA)["verify"]["running"] == false);
+    let o = p.repctl(ALPHA, &["verify", "--wait"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("verified 67108864 bytes in") && out.contains(": 0 bytes out of sync"), "{out}");
+    let v = p.status(ALPHA)["verify"].clone();
+    assert_eq!((v["run"].as_u64(), v["running"].as_bool(), v["done_bytes"].as_u64(), v["mismatched_bytes"].as_u64()), (Some(2), Some(false), Some(64 << 20), Some(0)), "{v}");
+    assert!(v["error"].is_null(), "{v}");
+    let _ = events.kill();
+    let _ = events.wait();
+    let seen: Vec<String> = lines.map_while(Result::ok).collect();
+    let count = |e: &str| seen.iter().filter(|l| l.contains(&format!("\"event\":\"{e}\""))).count();
+    assert_eq!((count("verify-start"), count("verify-end")), (2, 2), "{seen:?}");
+    assert!(seen.iter().any(|l| l.contains("verify-end") && l.contains("\"done_bytes\":67108864")), "{seen:?}");
+    // Not connected: refused at once, with a reason.
+    p.ok(ALPHA, &["disconnect"]);
+    let o = p.repctl(ALPHA, &["verify", "--wait"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not connected"), "{}", String::from_utf8_lossy(&o.stderr));
 }

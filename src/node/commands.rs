@@ -3,7 +3,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::control::{self, Request, Response};
 use crate::repl::Message;
@@ -13,11 +12,6 @@ use super::link::LinkError;
 use super::runtime::Node;
 use super::state::{Connection, Disk, Role, SyncSide};
 
-/// Bytes compared per verify request.
-const VERIFY_CHUNK: u32 = 256 * 1024;
-/// A Secondary counts a region as different after this many differing
-/// comparisons in a row (writes land between its digest and the Primary's).
-const VERIFY_TRIES: usize = 8;
 
 impl Node {
     pub(super) async fn promote(self: &Arc<Self>, force: bool) -> Response {
@@ -248,80 +242,6 @@ impl Node {
         self.changed();
         Response::ok("invalidated")
     }
-
-    /// Online verify: compares every region's SHA-256 with the peer's;
-    /// mismatches are marked out of sync and resynced from the node that
-    /// serves the data.
-    ///
-    /// Writes go on meanwhile, so both digests of a region must see the
-    /// same writes. On the Primary, its range lock is held over both (a
-    /// write holds it until the peer acked it). On a Secondary, the
-    /// Primary's digest is taken under the Primary's lock
-    /// ([`Node::verify_digest`]), then ours: a write that lands in between
-    /// makes a difference that is not one, so a region is counted only if
-    /// it differs [`VERIFY_TRIES`] times in a row. A Secondary never syncs
-    /// into its Primary: it reconnects, and the new session makes the
-    /// Primary the source of what was marked (the bitmaps are merged).
-    pub(super) async fn verify(self: &Arc<Self>) -> Response {
-        let Some(link) = self.link() else { return Response::refused("not connected to the peer") };
-        if self.state().syncing.is_some() {
-            return Response::refused("a resync is running; verify after it finished");
-        }
-        let started = Instant::now();
-        let size = self.store.size();
-        let mut off = 0u64;
-        let mut mismatched = 0u64;
-        while off < size {
-            let len = u64::from(VERIFY_CHUNK).min(size - off);
-            let len32 = u32::try_from(len).unwrap_or(VERIFY_CHUNK);
-            let same = match self.verify_region(&link, off, len32).await {
-                Some(same) => same,
-                None => return Response::refused(format!("verify interrupted at byte {off}: the peer link was lost")),
-            };
-            if !same {
-                mismatched += len;
-                self.mark_out_of_sync(off, len);
-                tracing::warn!(offset = off, len, "verify: mismatch, marked out of sync");
-            }
-            off += len;
-        }
-        let secs = started.elapsed().as_secs_f64();
-        tracing::info!(bytes = size, mismatched, secs, "verify finished");
-        let (role, peer_primary) = {
-            let st = self.state();
-            (st.role, st.peer.is_some_and(|p| p.role == Role::Primary))
-        };
-        if mismatched > 0 && role == Role::Secondary && peer_primary {
-            tracing::warn!("verify: reconnecting so that the Primary resyncs what differs");
-            link.close();
-        } else if mismatched > 0 && self.state().disk == Disk::UpToDate && self.state().syncing.is_none() {
-            self.begin_resync_source(link, false, true);
-        }
-        Response::ok(format!("verified {size} bytes in {secs:.1}s: {mismatched} bytes out of sync"))
-    }
-
-    /// Whether one region is the same on both nodes; None: the link was lost.
-    async fn verify_region(&self, link: &Arc<super::link::PeerLink>, off: u64, len: u32) -> Option<bool> {
-        let peer_digest = || async {
-            match link.request_reply(|id| Message::VerifyRequest { id, offset: off, len }).await {
-                Ok(super::link::Reply::Digest(d)) => Some(d),
-                _ => None,
-            }
-        };
-        let end = off + u64::from(len);
-        if self.state().role == Role::Primary {
-            let _guard = self.ranges.lock(off, end).await;
-            let (mine, theirs) = tokio::join!(self.digest(off, len), peer_digest());
-            return Some(mine == Some(theirs?));
-        }
-        for _ in 0..VERIFY_TRIES {
-            let theirs = peer_digest().await?;
-            if self.digest(off, len).await == Some(theirs) {
-                return Some(true);
-            }
-        }
-        Some(false)
-    }
 }
 
 /// The control-socket face of a node.
@@ -337,7 +257,7 @@ impl control::Handler for NodeControl {
             Request::Disconnect => node.disconnect().await,
             Request::Connect { discard_my_data } => node.connect(discard_my_data),
             Request::Invalidate => node.invalidate(),
-            Request::Verify => node.verify().await,
+            Request::Verify => node.start_verify(),
             Request::Events => Response::refused("events are streamed by the server"),
             Request::ResumeIo => {
                 node.thaw_io("resumed by the operator");

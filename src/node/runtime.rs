@@ -92,6 +92,8 @@ pub struct Node {
     pub applying: super::apply::Applying,
     link: Mutex<Option<Arc<PeerLink>>>,
     sync: Mutex<Option<SyncProgress>>,
+    /// The running or last online verify.
+    pub(super) verify: Mutex<super::verify::VerifyState>,
     /// The peer's generation ids as last sent (session start, sync start).
     peer_ids: Mutex<GenIds>,
     /// 1 MiB chunks the peer acknowledged but has not flushed yet: the
@@ -231,6 +233,7 @@ impl Node {
             applying: Default::default(),
             link: Mutex::new(None),
             sync: Mutex::new(None),
+            verify: Mutex::new(Default::default()),
             peer_ids: Mutex::new(GenIds::default()),
             unflushed: Mutex::new(Unflushed::default()),
             discard_my_data: AtomicBool::new(false),
@@ -782,6 +785,7 @@ impl Node {
                 _ => self.out_of_sync_bytes(),
             },
             sync,
+            verify: self.verify_status(),
             nbd_clients: self.clients.count() as u64,
             counters: self.counters.snapshot(),
             nbd_uri: self.me.nbd.uri(&self.cfg.resource.name),
@@ -828,6 +832,7 @@ async fn flush_bitmap_periodically(node: Arc<Node>) {
             let extra = serde_json::json!({"direction": s.direction, "total_bytes": s.total_bytes, "done_bytes": s.done_bytes, "bytes_per_sec": s.bytes_per_sec, "eta_secs": s.eta_secs});
             node.events.send_line(&node.me, &node.cfg.resource.name, &e, Some(extra));
         }
+        node.verify_progress_event();
     }
 }
 
