@@ -16,7 +16,11 @@
 //! 7. If there is no peer, or it is lost before acking, the range is marked
 //!    out-of-sync and the write completes on the local disk alone, once a
 //!    new generation id is durable (the first such write of a disconnection
-//!    makes it; see `Node::ensure_diverged`).
+//!    makes it; the write that finds the link lost counts the loss itself,
+//!    so this holds before the session has ended; see
+//!    `Node::ensure_diverged`). A peer that stops answering is dropped
+//!    after `[net] timeout_ms` (see `session::watchdog`), so this step is
+//!    reached whatever the peer's disk does.
 //! 8. The write leaves the activity log (its extents may be evicted later;
 //!    the bitmap is flushed before an eviction is recorded).
 

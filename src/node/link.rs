@@ -234,3 +234,42 @@ impl PeerLink {
         self.pending().len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request nobody answers makes the link stalled once `timeout`
+    /// passed; an answer ends it.
+    #[tokio::test]
+    async fn an_unanswered_request_stalls_the_link_and_an_answer_ends_it() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let link = Arc::new(PeerLink::new(tx));
+        assert!(link.stalled(Duration::from_millis(1)).is_none(), "nothing waits");
+        let l = link.clone();
+        let req = tokio::spawn(async move { l.request(|id| Message::Flush { id }).await });
+        let Some(Message::Flush { id }) = rx.recv().await else { panic!("no request queued") };
+        assert!(link.stalled(Duration::from_secs(60)).is_none(), "stalled at once");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(link.stalled(Duration::from_millis(50)).is_some_and(|w| w >= Duration::from_millis(60)));
+        link.complete(id, 0);
+        assert_eq!(req.await.unwrap(), Ok(()));
+        assert!(link.stalled(Duration::from_millis(1)).is_none(), "answered");
+    }
+
+    /// A full queue does not hold a request (or a send) once the link closes.
+    #[tokio::test]
+    async fn a_closed_link_ends_waits_for_room_in_the_queue() {
+        let (tx, _rx) = mpsc::channel(1);
+        let link = Arc::new(PeerLink::new(tx));
+        link.send(Message::PingAck { nonce: 1 }).await.unwrap();
+        let (l1, l2) = (link.clone(), link.clone());
+        let send = tokio::spawn(async move { l1.send(Message::PingAck { nonce: 2 }).await });
+        let req = tokio::spawn(async move { l2.request(|id| Message::Flush { id }).await });
+        tokio::task::yield_now().await;
+        link.close();
+        let both = async { (send.await.unwrap(), req.await.unwrap()) };
+        let (s, r) = tokio::time::timeout(Duration::from_secs(30), both).await.expect("a wait outlived the link");
+        assert_eq!((s, r), (Err(LinkError::Lost), Err(LinkError::Lost)));
+    }
+}
