@@ -584,6 +584,20 @@ control = "/tmp/b.sock"
     }
 
     #[test]
+    fn ack_timeout() {
+        assert_eq!(parse(GOOD).unwrap().net.timeout_ms, DEFAULT_TIMEOUT_MS);
+        let c = parse(&GOOD.replace("secret = \"s3\"", "secret = \"s3\"\ntimeout_ms = 2500")).unwrap();
+        assert_eq!(c.net.timeout_ms, 2500);
+        for bad in ["0", "99", "3600001"] {
+            let e = parse(&GOOD.replace("secret = \"s3\"", &format!("secret = \"s3\"\ntimeout_ms = {bad}"))).unwrap_err();
+            assert_eq!(e.key, "net.timeout_ms", "{e}");
+            assert!(!e.to_string().contains('\n'));
+        }
+        let e = parse(&GOOD.replace("secret = \"s3\"", "secret = \"s3\"\ntimeout_ms = -1")).unwrap_err();
+        assert!(e.to_string().contains("timeout_ms"), "{e}");
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert_eq!(parse_size("64KiB").unwrap(), 65536);
