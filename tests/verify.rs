@@ -99,7 +99,18 @@ fn verify_runs_as_a_task_with_its_result_in_status_events_and_wait() {
     use std::io::{BufRead, BufReader};
     let p = Pair::started(Options::default());
     let mut events = Command::new(REPCTL).arg("--socket").arg(&p.nodes[ALPHA].socket).arg("events").stdout(Stdio::piped()).spawn().unwrap();
-    let lines = BufReader::new(events.stdout.take().unwrap()).lines();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let out = events.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen: Vec<String> = Vec::new();
+    // The first line (the current status) says the subscription is live.
+    seen.push(rx.recv_timeout(std::time::Duration::from_secs(30)).expect("no status line from repctl events"));
     // Start, then wait: the second start while one runs is refused or finds
     // it finished; `--wait` then waits for the run it started itself.
     let o = p.repctl(ALPHA, &["verify"]);
@@ -113,10 +124,16 @@ fn verify_runs_as_a_task_with_its_result_in_status_events_and_wait() {
     let v = p.status(ALPHA)["verify"].clone();
     assert_eq!((v["run"].as_u64(), v["running"].as_bool(), v["done_bytes"].as_u64(), v["mismatched_bytes"].as_u64()), (Some(2), Some(false), Some(64 << 20), Some(0)), "{v}");
     assert!(v["error"].is_null(), "{v}");
+    let count = |seen: &[String], e: &str| seen.iter().filter(|l| l.contains(&format!("\"event\":\"{e}\""))).count();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while count(&seen, "verify-end") < 2 && std::time::Instant::now() < end {
+        if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            seen.push(l);
+        }
+    }
     let _ = events.kill();
     let _ = events.wait();
-    let seen: Vec<String> = lines.map_while(Result::ok).collect();
-    let count = |e: &str| seen.iter().filter(|l| l.contains(&format!("\"event\":\"{e}\""))).count();
+    let count = |e: &str| count(&seen, e);
     assert_eq!((count("verify-start"), count("verify-end")), (2, 2), "{seen:?}");
     assert!(seen.iter().any(|l| l.contains("verify-end") && l.contains("\"done_bytes\":67108864")), "{seen:?}");
     // Not connected: refused at once, with a reason.
