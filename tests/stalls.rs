@@ -5,6 +5,7 @@
 //! recorded wrongly, held open with fail points. Needs root (loop mounts),
 //! e2fsprogs, util-linux, python3-libnbd, and `--features failpoints`
 //! (tools/test passes it).
+#![cfg_attr(not(feature = "failpoints"), allow(dead_code, unused_imports))]
 
 mod common;
 
