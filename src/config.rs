@@ -173,6 +173,7 @@ struct RawNet {
     secret_file: Option<PathBuf>,
     ping_interval_ms: Option<u64>,
     ping_timeout_ms: Option<u64>,
+    timeout_ms: Option<u64>,
     connect_interval_ms: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -229,12 +230,22 @@ pub struct Resource {
     pub nbd_tls: crate::nbd::TlsMode,
 }
 
+/// Default `[net] timeout_ms`: long enough for a healthy peer on a loaded
+/// machine (an fdatasync behind much dirty data), short enough that a
+/// stalled disk holds the Primary's writes seconds, not for ever.
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
 /// `[net]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Net {
     pub secret: Option<Vec<u8>>,
     pub ping_interval_ms: u64,
     pub ping_timeout_ms: u64,
+    /// A peer that answers no request for this long is dropped (its disk
+    /// stalled: pings alone do not show that); the writes complete here
+    /// and are resynced later. One request left unanswered for
+    /// `KO_COUNT` times this is enough too (`node::link::KO_COUNT`).
+    pub timeout_ms: u64,
     /// Delay between reconnect attempts (it backs off up to 8 times this).
     pub connect_interval_ms: u64,
     /// Mutual TLS on the peer link (and the certificates NBD TLS uses).
@@ -364,6 +375,10 @@ impl Config {
         if ping_timeout_ms <= ping_interval_ms {
             return Err(err("net.ping_timeout_ms", format!("{ping_timeout_ms} must be larger than ping_interval_ms ({ping_interval_ms})")));
         }
+        let timeout_ms = n.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+        if !(100..=3_600_000).contains(&timeout_ms) {
+            return Err(err("net.timeout_ms", format!("{timeout_ms} is out of range: give 100 to 3600000 (milliseconds)")));
+        }
         let connect_interval_ms = n.connect_interval_ms.unwrap_or(500).max(10);
         let fencing = match n.fencing.as_deref() {
             None | Some("dont-care") => Fencing::DontCare,
@@ -444,6 +459,7 @@ impl Config {
                 secret,
                 ping_interval_ms,
                 ping_timeout_ms,
+                timeout_ms,
                 connect_interval_ms,
                 tls,
                 fencing,
@@ -565,6 +581,20 @@ control = "/tmp/b.sock"
         assert_eq!(c.net.secret.as_deref(), Some(&b"s3"[..]));
         assert_eq!(c.local_node(Some("beta")).unwrap().name, "beta");
         assert_eq!(c.peer_of("beta").name, "alpha");
+    }
+
+    #[test]
+    fn ack_timeout() {
+        assert_eq!(parse(GOOD).unwrap().net.timeout_ms, DEFAULT_TIMEOUT_MS);
+        let c = parse(&GOOD.replace("secret = \"s3\"", "secret = \"s3\"\ntimeout_ms = 2500")).unwrap();
+        assert_eq!(c.net.timeout_ms, 2500);
+        for bad in ["0", "99", "3600001"] {
+            let e = parse(&GOOD.replace("secret = \"s3\"", &format!("secret = \"s3\"\ntimeout_ms = {bad}"))).unwrap_err();
+            assert_eq!(e.key, "net.timeout_ms", "{e}");
+            assert!(!e.to_string().contains('\n'));
+        }
+        let e = parse(&GOOD.replace("secret = \"s3\"", "secret = \"s3\"\ntimeout_ms = -1")).unwrap_err();
+        assert!(e.to_string().contains("timeout_ms"), "{e}");
     }
 
     #[test]

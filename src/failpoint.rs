@@ -10,7 +10,15 @@
 //! of a hole waits that long between finding the hole and locking its range;
 //! `resync.start`: the sync source waits that long before it starts copying;
 //! `session.announce`: a new sync target waits that long before it tells
-//! the source its disk went Inconsistent).
+//! the source its disk went Inconsistent;
+//! `session.end`: a session waits that long after its link closed, before
+//! the node learns it is lost; `device.locked`: a Primary's write holds its
+//! range lock that long before going on; `device.acked`: a write waits that
+//! long after both legs completed, before it is recorded and replied to;
+//! `node.goodbye`: a clean goodbye waits that long after the peer's flush).
+//! Two read the number otherwise: `session.queue` makes the outgoing queue of
+//! the next session that many frames long; `session.writer`, while armed,
+//! stops a session's writer task (a link that does not drain).
 //! Without the feature [`check`] and [`delay_ms`] are inline no-ops.
 
 use std::io;

@@ -166,13 +166,13 @@ fn verify_finds_a_block_corrupted_behind_repds_back_and_repairs_it() {
     let f = std::fs::OpenOptions::new().write(true).open(&p.nodes[BETA].backing).unwrap();
     f.write_all_at(&[0xee; 512], 1 << 20).unwrap();
     f.sync_all().unwrap();
-    let o = p.repctl(ALPHA, &["verify"]);
+    let o = p.repctl(ALPHA, &["verify", "--wait"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     p.wait_sync(30);
     p.assert_identical();
     assert!(p.logs().contains("verify: mismatch"), "{}", p.logs());
     // A second verify finds nothing.
-    p.ok(ALPHA, &["verify"]);
+    p.ok(ALPHA, &["verify", "--wait"]);
     let mismatches = p.logs().matches("verify: mismatch").count();
     assert_eq!(mismatches, 1, "{}", p.logs());
 }

@@ -56,8 +56,12 @@ enum Cmd {
     },
     /// Discard local data: full resync from the peer.
     Invalidate,
-    /// Online verify: compare both nodes; mismatches become out-of-sync.
-    Verify,
+    /// Online verify: compare both nodes; mismatches become out-of-sync and are resynced. Starts it and returns (status shows progress)
+    Verify {
+        /// Wait for the end and print the result (bytes compared, bytes that differ); exit 1 if it stopped early.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Stream state changes as JSON lines (first line: the current status).
     Events,
     /// Resume writes frozen by fencing = "resource-and-stonith" (make sure the peer is fenced first).
@@ -147,7 +151,7 @@ async fn run(socket: &Path, cmd: Cmd) -> i32 {
         Cmd::Disconnect => Request::Disconnect,
         Cmd::Connect { discard_my_data } => Request::Connect { discard_my_data },
         Cmd::Invalidate => Request::Invalidate,
-        Cmd::Verify => Request::Verify,
+        Cmd::Verify { wait } => return verify(socket, wait).await,
         Cmd::ResumeIo => Request::ResumeIo,
         Cmd::Failpoint { name, errno } => Request::Failpoint { name, errno },
     };
@@ -159,6 +163,49 @@ async fn run(socket: &Path, cmd: Cmd) -> i32 {
         }
         Ok(Response::Status { .. }) => exit::FAILED,
         Err(code) => code,
+    }
+}
+
+/// Starts a verify; with `wait`, polls status until that run ended and
+/// prints its result.
+async fn verify(socket: &Path, wait: bool) -> i32 {
+    let before = match status(socket).await {
+        Ok(s) => s.verify.map_or(0, |v| v.run),
+        Err(code) => return code,
+    };
+    match call(socket, &Request::Verify).await {
+        Ok(Response::Done { ok: true, message }) => {
+            if !wait {
+                println!("{message}: `repctl status` shows its progress, `repctl verify --wait` waits for the result");
+                return exit::OK;
+            }
+        }
+        Ok(Response::Done { message, .. }) => {
+            eprintln!("repctl: refused: {message}");
+            return exit::FAILED;
+        }
+        Ok(Response::Status { .. }) => return exit::FAILED,
+        Err(code) => return code,
+    }
+    loop {
+        let v = match status(socket).await {
+            Ok(s) => s.verify,
+            Err(code) => return code,
+        };
+        if let Some(v) = v.filter(|v| v.run > before && !v.running) {
+            let secs = v.elapsed_ms as f64 / 1000.0;
+            return match v.error {
+                None => {
+                    println!("verified {} bytes in {secs:.1}s: {} bytes out of sync", v.done_bytes, v.mismatched_bytes);
+                    exit::OK
+                }
+                Some(e) => {
+                    eprintln!("repctl: verify stopped after {} bytes ({} out of sync): {e}", v.done_bytes, v.mismatched_bytes);
+                    exit::FAILED
+                }
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -59,6 +59,9 @@ pub struct Status {
     /// Writes wait for the peer to be fenced (extra field; `fencing = "resource-and-stonith"`).
     #[serde(default)]
     pub io_frozen: bool,
+    /// The running or last online verify (extra field; null before the first).
+    #[serde(default)]
+    pub verify: Option<crate::node::verify::VerifyStatus>,
 }
 
 fn human_bytes(n: u64) -> String {
@@ -102,6 +105,21 @@ impl Status {
                 human_bytes(sy.total_bytes),
                 human_bytes(sy.bytes_per_sec),
                 sy.eta_secs
+            );
+        }
+        if let Some(v) = &self.verify {
+            let state = match (&v.error, v.running) {
+                (_, true) => "running",
+                (Some(_), false) => "stopped",
+                (None, false) => "done",
+            };
+            let _ = writeln!(
+                s,
+                "    verify:{state} {} of {} compared, {} differ, {:.1}s",
+                human_bytes(v.done_bytes),
+                human_bytes(v.total_bytes),
+                human_bytes(v.mismatched_bytes),
+                v.elapsed_ms as f64 / 1000.0
             );
         }
         if self.out_of_sync_bytes > 0 {

@@ -20,6 +20,52 @@ use super::runtime::Node;
 use super::session::{from_wire_disk, from_wire_role};
 use super::state::{Disk, PeerView, Role, SyncSide};
 
+/// Local writes for the peer still running. They may outlive their
+/// session (a stalled disk); the next session starts only once they are
+/// done, or an old mirrored write could land after newer resync data.
+#[derive(Debug, Default)]
+pub struct Applying {
+    n: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl Applying {
+    pub fn count(&self) -> usize {
+        self.n.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until no write for the peer is running.
+    pub async fn idle(&self) {
+        loop {
+            let n = self.idle.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            n.await;
+        }
+    }
+}
+
+/// One running write for the peer (see [`Applying`]); ends when dropped.
+struct Entered(Arc<Node>);
+
+impl Entered {
+    fn new(node: &Arc<Node>) -> Entered {
+        node.applying.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Entered(node.clone())
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        if self.0.applying.n.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.0.applying.idle.notify_waiters();
+        }
+    }
+}
+
 fn errno_of(r: io::Result<()>) -> i32 {
     match r {
         Ok(()) => 0,
@@ -77,12 +123,14 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
         Message::Zero { id, offset, len, may_trim, fua } => mirrored(node, link, id, offset, len, Apply::Zero(len, may_trim, fua))?,
         Message::Flush { id } => mirrored(node, link, id, 0, 0, Apply::Flush)?,
         Message::Ack { id, errno } | Message::SyncAck { id, errno } => link.complete(id, errno),
+        // Replies never wait for room in the queue here (see `PeerLink::send_soon`).
         Message::RoleRequest { id } => {
             let errno = if node.grant_role_request() { 0 } else { libc::EBUSY };
-            let _ = link.send(Message::Ack { id, errno }).await;
+            link.send_soon(Message::Ack { id, errno });
         }
         Message::Ping { nonce } => {
-            let _ = link.send(Message::PingAck { nonce }).await;
+            // A full queue already holds frames that tell the peer we live.
+            let _ = link.try_send(Message::PingAck { nonce });
         }
         Message::PingAck { .. } => {}
         Message::StateUpdate { role, disk, .. } => {
@@ -144,8 +192,11 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             if len > MAX_DIGEST_LEN {
                 return Err(format!("the peer asked for the digest of {len} bytes at once (at most {MAX_DIGEST_LEN})"));
             }
-            let digest = node.digest(offset, len).await;
-            let _ = link.send(Message::VerifyDigest { id, offset, len, digest: digest.unwrap_or([0; 32]) }).await;
+            let (node, link) = (node.clone(), link.clone());
+            tokio::spawn(async move {
+                let digest = node.verify_digest(offset, len).await;
+                let _ = link.send(Message::VerifyDigest { id, offset, len, digest: digest.unwrap_or([0; 32]) }).await;
+            });
         }
         Message::VerifyDigest { id, digest, .. } => link.complete_reply(id, Reply::Digest(digest)),
         Message::ReadRequest { id, offset, len } => {
@@ -197,7 +248,9 @@ fn mirrored(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, len: u
     }
     let node = node.clone();
     let link = link.clone();
+    let entered = Entered::new(&node);
     tokio::spawn(async move {
+        let _entered = entered;
         let errno = if node.state().disk == Disk::Failed { libc::ENODEV } else { apply_local(&node, offset, op).await };
         account_mirrored(&node, len, errno);
         let _ = link.send(Message::Ack { id, errno }).await;
@@ -271,7 +324,9 @@ pub fn mirrored_batch(node: &Arc<Node>, link: &Arc<PeerLink>, batch: Vec<Message
     }
     let node = node.clone();
     let link = link.clone();
+    let entered = Entered::new(&node);
     tokio::spawn(async move {
+        let _entered = entered;
         let n = node.clone();
         let acks = blocking(move || {
             Ok(pooled
@@ -329,7 +384,9 @@ fn resync_apply(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, le
     let is_data = matches!(op, Apply::Write(..));
     let node = node.clone();
     let link = link.clone();
+    let entered = Entered::new(&node);
     tokio::spawn(async move {
+        let _entered = entered;
         let errno = apply_local(&node, offset, op).await;
         if errno == 0 {
             if is_data {

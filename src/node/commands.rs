@@ -3,7 +3,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::control::{self, Request, Response};
 use crate::repl::Message;
@@ -13,8 +12,6 @@ use super::link::LinkError;
 use super::runtime::Node;
 use super::state::{Connection, Disk, Role, SyncSide};
 
-/// Bytes compared per verify request.
-const VERIFY_CHUNK: u32 = 256 * 1024;
 
 impl Node {
     pub(super) async fn promote(self: &Arc<Self>, force: bool) -> Response {
@@ -245,42 +242,6 @@ impl Node {
         self.changed();
         Response::ok("invalidated")
     }
-
-    /// Online verify: compares every region's SHA-256 with the peer's under
-    /// the range lock (no false positives from writes in flight); mismatches
-    /// are marked out of sync and, when this node is UpToDate, resynced.
-    pub(super) async fn verify(self: &Arc<Self>) -> Response {
-        let Some(link) = self.link() else { return Response::refused("not connected to the peer") };
-        if self.state().syncing.is_some() {
-            return Response::refused("a resync is running; verify after it finished");
-        }
-        let started = Instant::now();
-        let size = self.store.size();
-        let mut off = 0u64;
-        let mut mismatched = 0u64;
-        while off < size {
-            let len = u64::from(VERIFY_CHUNK).min(size - off);
-            let len32 = u32::try_from(len).unwrap_or(VERIFY_CHUNK);
-            let _guard = self.ranges.lock(off, off + len).await;
-            let (mine, theirs) = tokio::join!(self.digest(off, len32), link.request_reply(|id| Message::VerifyRequest { id, offset: off, len: len32 }));
-            let theirs = match theirs {
-                Ok(super::link::Reply::Digest(d)) => d,
-                _ => return Response::refused(format!("verify interrupted at byte {off}: the peer link was lost")),
-            };
-            if mine != Some(theirs) {
-                mismatched += len;
-                self.mark_out_of_sync(off, len);
-                tracing::warn!(offset = off, len, "verify: mismatch, marked out of sync");
-            }
-            off += len;
-        }
-        let secs = started.elapsed().as_secs_f64();
-        tracing::info!(bytes = size, mismatched, secs, "verify finished");
-        if mismatched > 0 && self.state().disk == Disk::UpToDate && self.state().syncing.is_none() {
-            self.begin_resync_source(link, false, true);
-        }
-        Response::ok(format!("verified {size} bytes in {secs:.1}s: {mismatched} bytes out of sync"))
-    }
 }
 
 /// The control-socket face of a node.
@@ -296,7 +257,7 @@ impl control::Handler for NodeControl {
             Request::Disconnect => node.disconnect().await,
             Request::Connect { discard_my_data } => node.connect(discard_my_data),
             Request::Invalidate => node.invalidate(),
-            Request::Verify => node.verify().await,
+            Request::Verify => node.start_verify(),
             Request::Events => Response::refused("events are streamed by the server"),
             Request::ResumeIo => {
                 node.thaw_io("resumed by the operator");

@@ -16,7 +16,11 @@
 //! 7. If there is no peer, or it is lost before acking, the range is marked
 //!    out-of-sync and the write completes on the local disk alone, once a
 //!    new generation id is durable (the first such write of a disconnection
-//!    makes it; see `Node::ensure_diverged`).
+//!    makes it; the write that finds the link lost counts the loss itself,
+//!    so this holds before the session has ended; see
+//!    `Node::ensure_diverged`). A peer that stops answering is dropped
+//!    after `[net] timeout_ms` (see `session::watchdog`), so this step is
+//!    reached whatever the peer's disk does.
 //! 8. The write leaves the activity log (its extents may be evicted later;
 //!    the bitmap is flushed before an eviction is recorded).
 
@@ -31,6 +35,7 @@ use crate::store::Extent;
 
 use super::counters::AtomicCounters;
 use super::runtime::Node;
+use super::state::Role;
 
 /// The node's data as a block device.
 pub struct NodeDevice {
@@ -114,6 +119,14 @@ impl NodeDevice {
         let end = offset.checked_add(len).filter(|&e| e <= self.node.store.size()).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
         // Step 3: order against overlapping writes and resync copies.
         let _guard = self.node.ranges.lock(offset, end).await;
+        // The wait for the lock may have outlasted the role (`secondary
+        // --force` waits for the writes holding locks, not for those queued
+        // behind them): a Secondary takes no application write.
+        self.check_primary()?;
+        if let Some(ms) = crate::failpoint::delay_ms("device.locked") {
+            tracing::info!(offset, len, "fail point device.locked: the write holds its range lock {ms} ms");
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
         self.al_begin(offset, len).await?;
         let r = self.replicate(offset, len, op, fua).await;
         // Step 8.
@@ -156,20 +169,30 @@ impl NodeDevice {
             }
         };
         let remote = async {
-            match (link, remote_msg) {
-                (Some(link), Some(m)) => link
-                    .request(|id| match m {
+            match (&link, remote_msg) {
+                (Some(link), Some(m)) => Some(
+                    link.request(|id| match m {
                         RemoteOp::Write(data) => Message::Write { id, offset, fua, data },
                         RemoteOp::Trim => Message::Trim { id, offset, len, fua },
                         RemoteOp::Zero(may_trim) => Message::Zero { id, offset, len, may_trim, fua },
                     })
-                    .await
-                    .is_ok(),
-                _ => false,
+                    .await,
+                ),
+                _ => None,
             }
         };
         // Step 6: the reply waits for both.
-        let (mirrored, local) = tokio::join!(biased; remote, local);
+        let (remote, local) = tokio::join!(biased; remote, local);
+        let mirrored = matches!(remote, Some(Ok(())));
+        if let (Some(Err(super::link::LinkError::Lost)), Some(link)) = (&remote, &link) {
+            // Counted now, not when the session ends: the new generation
+            // below must be made for this loss (see `Node::ensure_diverged`).
+            self.node.count_loss(link);
+        }
+        if let Some(ms) = crate::failpoint::delay_ms("device.acked") {
+            tracing::info!(offset, len, mirrored, "fail point device.acked: the write waits {ms} ms after both legs completed");
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
         if let Err(e) = local {
             self.node.on_io_error("write", &e);
             // The peer has it: the client's write succeeded.
@@ -181,8 +204,8 @@ impl NodeDevice {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
         if mirrored {
-            if !fua {
-                self.node.note_peer_write(offset, len);
+            if let (false, Some(link)) = (fua, &link) {
+                self.node.note_peer_write(link, offset, len)?;
             }
             AtomicCounters::add(&self.node.counters.replicated_bytes, len);
         } else {
@@ -262,6 +285,7 @@ impl BlockDevice for NodeDevice {
         self.node.wait_thawed().await?;
         let s = self.node.store.clone();
         let link = self.node.link();
+        let had_link = link.is_some();
         let detached = self.node.disk_failed();
         let node = self.node.clone();
         let remote = async move {
@@ -271,6 +295,9 @@ impl BlockDevice for NodeDevice {
             let r = link.request(|id| Message::Flush { id }).await;
             if r.is_err() {
                 node.mark_chunks_out_of_sync(&epoch);
+                if r == Err(super::link::LinkError::Lost) {
+                    node.count_loss(&link);
+                }
             }
             match r {
                 Ok(()) => true,
@@ -293,6 +320,11 @@ impl BlockDevice for NodeDevice {
             }
         };
         let (local, flushed) = tokio::join!(local, remote);
+        if had_link && !flushed && self.node.state().role == Role::Primary {
+            // The writes this flush covers are durable here alone: the
+            // divergence is on disk before the flush is acked (step 7).
+            self.node.ensure_diverged()?;
+        }
         match local {
             Err(e) => {
                 self.node.on_io_error("flush", &e);

@@ -1,10 +1,16 @@
 //! One live peer link as the write path sees it: send a request, await its
 //! acknowledgement. The frames themselves are written by the session's
 //! writer task ([`super::peer`]).
+//!
+//! Every request waiting for its answer is kept with the time it was
+//! issued, so the session can tell a peer that stopped answering (its disk
+//! stalled) from one that is only busy: see [`PeerLink::stalled`]. No call
+//! here waits on a closed link: every wait ends when the link closes.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -28,25 +34,70 @@ pub enum Reply {
     Data(Result<bytes::Bytes, i32>),
 }
 
+/// A request awaiting its answer: when it was issued, and who waits.
+type Waiting<T> = BTreeMap<u64, (Instant, oneshot::Sender<T>)>;
+
+/// A peer that answers nothing for `timeout_ms` is dropped; one that keeps
+/// answering others but leaves one request unanswered for this many times
+/// `timeout_ms` is dropped too (DRBD's ko-count).
+pub const KO_COUNT: u32 = 6;
+
 /// Sending side of a connected peer link.
 pub struct PeerLink {
     tx: mpsc::Sender<Message>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<i32>>>,
-    replies: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    pending: Mutex<Waiting<i32>>,
+    replies: Mutex<Waiting<Reply>>,
     next_id: AtomicU64,
+    /// When the link was made; the clock of `last_answer_ms`.
+    born: Instant,
+    /// Milliseconds after `born` of the last answer to a request.
+    last_answer_ms: AtomicU64,
     /// Cancelled when the link is lost or closed.
     pub closed: CancellationToken,
     /// The link ended cleanly: the peer made its data durable and said goodbye.
-    clean: std::sync::atomic::AtomicBool,
+    clean: AtomicBool,
+    /// The loss of this link was counted (see `Node::count_loss`).
+    loss_counted: AtomicBool,
+}
+
+/// Milliseconds from `from` to `to` (0 if `to` is earlier).
+fn ms_between(from: Instant, to: Instant) -> u64 {
+    u64::try_from(to.saturating_duration_since(from).as_millis()).unwrap_or(u64::MAX)
 }
 
 impl PeerLink {
     pub fn new(tx: mpsc::Sender<Message>) -> Self {
-        PeerLink { tx, pending: Mutex::new(HashMap::new()), replies: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1), closed: CancellationToken::new(), clean: Default::default() }
+        PeerLink {
+            tx,
+            pending: Mutex::new(BTreeMap::new()),
+            replies: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(1),
+            born: Instant::now(),
+            last_answer_ms: AtomicU64::new(0),
+            closed: CancellationToken::new(),
+            clean: AtomicBool::new(false),
+            loss_counted: AtomicBool::new(false),
+        }
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<i32>>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Waiting<i32>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn replies(&self) -> std::sync::MutexGuard<'_, Waiting<Reply>> {
+        self.replies.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn answered(&self) {
+        self.last_answer_ms.fetch_max(ms_between(self.born, Instant::now()), Ordering::Relaxed);
+    }
+
+    /// Queues `msg`, waiting for room, unless the link closes first.
+    async fn queue(&self, msg: Message) -> Result<(), LinkError> {
+        tokio::select! {
+            r = self.tx.send(msg) => r.map_err(|_| LinkError::Lost),
+            _ = self.closed.cancelled() => Err(LinkError::Lost),
+        }
     }
 
     /// Sends the message built from a fresh id and waits for its Ack.
@@ -56,8 +107,9 @@ impl PeerLink {
         if self.closed.is_cancelled() {
             return Err(LinkError::Lost);
         }
-        self.pending().insert(id, tx);
-        if self.tx.send(make(id)).await.is_err() {
+        // The clock runs from here: waiting for room in the queue counts.
+        self.pending().insert(id, (Instant::now(), tx));
+        if self.queue(make(id)).await.is_err() {
             self.pending().remove(&id);
             return Err(LinkError::Lost);
         }
@@ -82,19 +134,24 @@ impl PeerLink {
         if self.closed.is_cancelled() {
             return Err(LinkError::Lost);
         }
-        self.replies.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
-        if self.tx.send(make(id)).await.is_err() {
+        self.replies().insert(id, (Instant::now(), tx));
+        if self.queue(make(id)).await.is_err() {
+            self.replies().remove(&id);
             return Err(LinkError::Lost);
         }
         tokio::select! {
             r = rx => r.map_err(|_| LinkError::Lost),
-            _ = self.closed.cancelled() => Err(LinkError::Lost),
+            _ = self.closed.cancelled() => {
+                self.replies().remove(&id);
+                Err(LinkError::Lost)
+            }
         }
     }
 
     /// Delivers a data reply from the peer. Unknown ids are ignored.
     pub fn complete_reply(&self, id: u64, reply: Reply) {
-        if let Some(tx) = self.replies.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
+        if let Some((_, tx)) = self.replies().remove(&id) {
+            self.answered();
             let _ = tx.send(reply);
         }
     }
@@ -108,23 +165,59 @@ impl PeerLink {
         }
     }
 
-    /// Sends a message that needs no acknowledgement.
+    /// Sends a message that needs no acknowledgement (waits for room in
+    /// the queue, unless the link closes first).
     pub async fn send(&self, msg: Message) -> Result<(), LinkError> {
-        self.tx.send(msg).await.map_err(|_| LinkError::Lost)
+        self.queue(msg).await
+    }
+
+    /// Queues a reply without waiting: at once if there is room, else from
+    /// a task (the session's reader must never wait on the queue: the peer
+    /// may be waiting on ours, and the reader is what notices a dead peer).
+    pub fn send_soon(self: &Arc<Self>, msg: Message) {
+        if let Err(m) = self.try_send(msg) {
+            let link = self.clone();
+            tokio::spawn(async move {
+                let _ = link.send(m).await;
+            });
+        }
     }
 
     /// Delivers an acknowledgement from the peer. Unknown ids are ignored.
     pub fn complete(&self, id: u64, errno: i32) {
-        if let Some(tx) = self.pending().remove(&id) {
+        if let Some((_, tx)) = self.pending().remove(&id) {
+            self.answered();
             let _ = tx.send(errno);
         }
+    }
+
+    /// Whether the peer stopped answering: requests wait and none was
+    /// answered for `timeout` (counted from the later of the last answer
+    /// and the oldest request), or one has waited [`KO_COUNT`] times
+    /// `timeout` while others were answered. Returns how long the oldest
+    /// request has waited.
+    pub fn stalled(&self, timeout: Duration) -> Option<Duration> {
+        let oldest = [self.pending().first_key_value().map(|(_, (t, _))| *t), self.replies().first_key_value().map(|(_, (t, _))| *t)]
+            .into_iter()
+            .flatten()
+            .min()?;
+        let now = Instant::now();
+        let waited = now.saturating_duration_since(oldest);
+        let last_answer = self.born + Duration::from_millis(self.last_answer_ms.load(Ordering::Relaxed));
+        let silent = now.saturating_duration_since(last_answer.max(oldest));
+        (silent > timeout || waited > timeout.saturating_mul(KO_COUNT)).then_some(waited)
     }
 
     /// Marks the link lost: every waiter gets [`LinkError::Lost`].
     pub fn close(&self) {
         self.closed.cancel();
         self.pending().clear();
-        self.replies.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.replies().clear();
+    }
+
+    /// True the first time only: the caller counts this link's loss.
+    pub fn take_loss(&self) -> bool {
+        !self.loss_counted.swap(true, Ordering::SeqCst)
     }
 
     /// Records that the link ends cleanly (see [`PeerLink::clean`]).
@@ -139,5 +232,44 @@ impl PeerLink {
     /// Requests waiting for an acknowledgement.
     pub fn in_flight(&self) -> usize {
         self.pending().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request nobody answers makes the link stalled once `timeout`
+    /// passed; an answer ends it.
+    #[tokio::test]
+    async fn an_unanswered_request_stalls_the_link_and_an_answer_ends_it() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let link = Arc::new(PeerLink::new(tx));
+        assert!(link.stalled(Duration::from_millis(1)).is_none(), "nothing waits");
+        let l = link.clone();
+        let req = tokio::spawn(async move { l.request(|id| Message::Flush { id }).await });
+        let Some(Message::Flush { id }) = rx.recv().await else { panic!("no request queued") };
+        assert!(link.stalled(Duration::from_secs(60)).is_none(), "stalled at once");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(link.stalled(Duration::from_millis(50)).is_some_and(|w| w >= Duration::from_millis(60)));
+        link.complete(id, 0);
+        assert_eq!(req.await.unwrap(), Ok(()));
+        assert!(link.stalled(Duration::from_millis(1)).is_none(), "answered");
+    }
+
+    /// A full queue does not hold a request (or a send) once the link closes.
+    #[tokio::test]
+    async fn a_closed_link_ends_waits_for_room_in_the_queue() {
+        let (tx, _rx) = mpsc::channel(1);
+        let link = Arc::new(PeerLink::new(tx));
+        link.send(Message::PingAck { nonce: 1 }).await.unwrap();
+        let (l1, l2) = (link.clone(), link.clone());
+        let send = tokio::spawn(async move { l1.send(Message::PingAck { nonce: 2 }).await });
+        let req = tokio::spawn(async move { l2.request(|id| Message::Flush { id }).await });
+        tokio::task::yield_now().await;
+        link.close();
+        let both = async { (send.await.unwrap(), req.await.unwrap()) };
+        let (s, r) = tokio::time::timeout(Duration::from_secs(30), both).await.expect("a wait outlived the link");
+        assert_eq!((s, r), (Err(LinkError::Lost), Err(LinkError::Lost)));
     }
 }

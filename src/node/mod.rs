@@ -14,6 +14,7 @@
 //! - [`link`]: requests awaiting the peer's acknowledgement.
 //! - [`apply`]: frames from the peer applied (the Secondary's side).
 //! - [`resync`]: copying out-of-sync regions to the peer.
+//! - [`verify`]: online verify, run as a task (progress and result in status).
 
 pub mod apply;
 pub mod commands;
@@ -29,6 +30,7 @@ pub mod resync;
 pub mod runtime;
 pub mod session;
 pub mod state;
+pub mod verify;
 
 pub use device::{NodeDevice, NodeGate};
 pub use runtime::{Node, StartError};

@@ -83,6 +83,15 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
         };
         backoff = base;
         last_error = None;
+        // Writes of the last session still running (a stalled disk) land
+        // before this session's writes and resync data do.
+        if node.applying.count() > 0 {
+            tracing::warn!(writes = node.applying.count(), "waiting for the last session's writes to reach the disk");
+            tokio::select! {
+                _ = node.applying.idle() => {}
+                _ = node.shutdown.cancelled() => break,
+            }
+        }
         next = session::run(node.clone(), link, &mut inbound).await;
         node.link_lost();
     }

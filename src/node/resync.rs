@@ -163,9 +163,12 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart, 
             match r {
                 Ok(sent) => {
                     // Cleared in the bitmap, but only in the peer's page cache until
-                    // the flush before SyncDone: an unclean loss re-marks it.
-                    node2.note_peer_write(offset, len);
+                    // the flush before SyncDone: an unclean loss re-marks it
+                    // (cleared first: a link already lost re-marks it at once).
                     let _ = node2.meta().bitmap_mut().clear_range(offset, len);
+                    if let Err(e) = node2.note_peer_write(&link2, offset, len) {
+                        tracing::error!("cannot write metadata: {e}");
+                    }
                     AtomicCounters::add(&node2.counters.resync_sent_bytes, sent);
                     if !hole {
                         AtomicCounters::add(&node2.counters.resync_same_bytes, len - sent);

@@ -88,8 +88,12 @@ pub struct Node {
     pub clients: ClientRegistry,
     pub counters: AtomicCounters,
     pub ranges: RangeLocks,
+    /// Local writes for the peer still running (Secondary).
+    pub applying: super::apply::Applying,
     link: Mutex<Option<Arc<PeerLink>>>,
     sync: Mutex<Option<SyncProgress>>,
+    /// The running or last online verify.
+    pub(super) verify: Mutex<super::verify::VerifyState>,
     /// The peer's generation ids as last sent (session start, sync start).
     peer_ids: Mutex<GenIds>,
     /// 1 MiB chunks the peer acknowledged but has not flushed yet: the
@@ -226,8 +230,10 @@ impl Node {
             clients: ClientRegistry::new(),
             counters: AtomicCounters::default(),
             ranges: RangeLocks::new(),
+            applying: Default::default(),
             link: Mutex::new(None),
             sync: Mutex::new(None),
+            verify: Mutex::new(Default::default()),
             peer_ids: Mutex::new(GenIds::default()),
             unflushed: Mutex::new(Unflushed::default()),
             discard_my_data: AtomicBool::new(false),
@@ -335,9 +341,37 @@ impl Node {
         *self.link.lock().unwrap_or_else(|p| p.into_inner()) = l;
     }
 
-    /// Records a write the peer acknowledged but may not have made durable.
-    pub fn note_peer_write(&self, offset: u64, len: u64) {
-        self.unflushed.lock().unwrap_or_else(|p| p.into_inner()).note(offset, len);
+    /// Records a write the peer acknowledged on `link` but may not have
+    /// made durable. If that link is no longer the live one, its record was
+    /// taken already ([`Node::link_lost`]): the write is marked out of sync
+    /// at once (and the divergence made durable), as it would have been
+    /// with the record. The check is made under the record's lock, so it
+    /// orders with `link_lost`, which takes the link before the record.
+    pub fn note_peer_write(&self, link: &Arc<PeerLink>, offset: u64, len: u64) -> std::io::Result<()> {
+        {
+            let mut u = self.unflushed.lock().unwrap_or_else(|p| p.into_inner());
+            let live = self.link().is_some_and(|l| Arc::ptr_eq(&l, link)) && !link.closed.is_cancelled();
+            if live {
+                u.note(offset, len);
+                return Ok(());
+            }
+        }
+        self.mark_out_of_sync(offset, len);
+        self.count_loss(link);
+        if self.state().role == Role::Primary {
+            self.ensure_diverged()?;
+        }
+        Ok(())
+    }
+
+    /// Counts the loss of an installed link, once, whoever sees it first:
+    /// the write path (a request that failed on it) or [`Node::link_lost`].
+    /// A write that fails to mirror counts it before [`Node::ensure_diverged`],
+    /// so the new current id is made whatever the session is doing.
+    pub fn count_loss(&self, link: &PeerLink) {
+        if link.take_loss() {
+            self.disconnects.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     /// Takes what was written since the last peer flush (a flush is about to cover it).
@@ -373,17 +407,23 @@ impl Node {
         // (see `session::run`) would give up for ever.
         let had = {
             let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
-            if link.is_some() {
-                self.disconnects.fetch_add(1, Ordering::SeqCst);
+            if let Some(l) = link.as_ref() {
+                self.count_loss(l);
             }
             link.take()
         };
         if let Some(l) = &had {
             l.close();
         }
+        // A clean goodbye took (and flushed) the record it covered; what is
+        // left was acknowledged after that flush and is marked like the rest.
         let lost = self.take_unflushed();
-        if !had.as_ref().is_some_and(|l| l.is_clean()) && !lost.is_empty() {
-            tracing::warn!(writes = lost.len(), "the peer may not have made its last writes durable: they are marked out of sync");
+        if !lost.is_empty() {
+            if had.as_ref().is_some_and(|l| l.is_clean()) {
+                tracing::info!(writes = lost.len(), "writes the peer acknowledged after its last flush are marked out of sync");
+            } else {
+                tracing::warn!(writes = lost.len(), "the peer may not have made its last writes durable: they are marked out of sync");
+            }
             self.mark_chunks_out_of_sync(&lost);
         }
         let primary = {
@@ -415,6 +455,10 @@ impl Node {
         let peer_ok = matches!(tokio::time::timeout(Duration::from_secs(5), link.request(|id| crate::repl::Message::Flush { id })).await, Ok(Ok(())));
         if peer_ok {
             link.set_clean();
+            if let Some(ms) = crate::failpoint::delay_ms("node.goodbye") {
+                tracing::info!("fail point node.goodbye: the goodbye waits {ms} ms after the peer's flush");
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
         } else {
             self.mark_chunks_out_of_sync(&epoch);
         }
@@ -487,13 +531,15 @@ impl Node {
         self.changed();
     }
 
-    /// A new link: the next loss needs fencing again; frozen writes go on.
     /// A Primary about to acknowledge a write its peer does not have: makes
     /// a new current generation durable first, once per disconnection. A
     /// crash right after such an ack must not leave ids that still match
     /// the peer's: the next handshake would make this node the sync target
     /// and overwrite the write. Called by the write path before every
-    /// degraded ack and by [`Node::link_lost`], whichever comes first.
+    /// degraded ack and by [`Node::link_lost`], whichever comes first. The
+    /// disconnection is counted before: by [`Node::count_loss`], which the
+    /// write path calls for the link its request failed on, so the count
+    /// never waits for the session to end.
     /// (After a promotion alone, which made one already, the first write
     /// makes another: harmless, the bitmap id is kept.)
     pub fn ensure_diverged(&self) -> std::io::Result<()> {
@@ -513,6 +559,7 @@ impl Node {
         Ok(())
     }
 
+    /// A new link: the next loss needs fencing again; frozen writes go on.
     pub fn link_established(&self) {
         self.fenced.store(false, Ordering::SeqCst);
         if self.frozen.swap(false, Ordering::SeqCst) {
@@ -617,6 +664,18 @@ impl Node {
             bytes_per_sec: rate,
             eta_secs: if rate == 0 { 0 } else { left / rate.max(1) },
         })
+    }
+
+    /// SHA-256 of a region for the peer's verify. On a Primary, under the
+    /// region's range lock: no write is then half-way (applied here and not
+    /// yet acked by the peer), so a difference is a real one.
+    pub async fn verify_digest(&self, offset: u64, len: u32) -> Option<[u8; 32]> {
+        if self.state().role == Role::Primary {
+            let end = offset.checked_add(u64::from(len))?;
+            let _guard = self.ranges.lock(offset, end).await;
+            return self.digest(offset, len).await;
+        }
+        self.digest(offset, len).await
     }
 
     /// SHA-256 of a region (online verify).
@@ -737,6 +796,7 @@ impl Node {
                 _ => self.out_of_sync_bytes(),
             },
             sync,
+            verify: self.verify_status(),
             nbd_clients: self.clients.count() as u64,
             counters: self.counters.snapshot(),
             nbd_uri: self.me.nbd.uri(&self.cfg.resource.name),
@@ -783,6 +843,7 @@ async fn flush_bitmap_periodically(node: Arc<Node>) {
             let extra = serde_json::json!({"direction": s.direction, "total_bytes": s.total_bytes, "done_bytes": s.done_bytes, "bytes_per_sec": s.bytes_per_sec, "eta_secs": s.eta_secs});
             node.events.send_line(&node.me, &node.cfg.resource.name, &e, Some(extra));
         }
+        node.verify_progress_event();
     }
 }
 

@@ -233,7 +233,10 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
     }
 
     // 3. Install the link: from here on writes are mirrored.
-    let (tx, rx) = mpsc::channel(QUEUE);
+    // Fail point `session.queue`: a shorter outgoing queue (frames), so a
+    // test fills it without thousands of requests.
+    let queue = crate::failpoint::delay_ms("session.queue").and_then(|n| usize::try_from(n).ok()).filter(|&n| n > 0).unwrap_or(QUEUE);
+    let (tx, rx) = mpsc::channel(queue);
     let plink = Arc::new(PeerLink::new(tx));
     {
         let mut st = node.state();
@@ -296,6 +299,10 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
     node.changed();
 
     let writer = tokio::spawn(writer(node.clone(), sink, rx, plink.clone()));
+    // Milliseconds after `t0` of the last frame read (see `watchdog`).
+    let t0 = std::time::Instant::now();
+    let last_frame = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watchdog = tokio::spawn(watchdog(node.clone(), plink.clone(), t0, last_frame.clone()));
     if let Decision::Source { full } = decision {
         if full {
             tracing::warn!("full sync to the peer: its disk has no usable base (holes are skipped)");
@@ -329,6 +336,9 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
             }
             _ = plink.closed.cancelled() => break None,
         } };
+        if msg.is_ok() {
+            last_frame.fetch_max(u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX), std::sync::atomic::Ordering::Relaxed);
+        }
         match msg {
             Ok(Message::Goodbye { reason }) => {
                 // The peer flushed its disk before saying goodbye.
@@ -376,7 +386,48 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
     };
     plink.close();
     writer.abort();
+    watchdog.abort();
+    if let Some(ms) = crate::failpoint::delay_ms("session.end") {
+        tracing::info!("fail point session.end: the session waits {ms} ms before it returns");
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     replaced
+}
+
+/// Drops the link when the peer stops answering, whatever the reader and
+/// the writer are waiting on: no frame read for `ping_timeout_ms` (a dead
+/// peer or link), or requests unanswered for `timeout_ms` (a peer whose
+/// disk stalled still pings: only its answers stop; see
+/// [`PeerLink::stalled`]). Closing the link ends every wait on it: the
+/// reader's loop, queued sends, and the writes waiting for an ack (they
+/// complete locally and are marked out of sync).
+async fn watchdog(node: Arc<Node>, link: Arc<PeerLink>, t0: std::time::Instant, last_frame: Arc<std::sync::atomic::AtomicU64>) {
+    let net = &node.cfg.net;
+    let (ping_timeout, ack_timeout) = (Duration::from_millis(net.ping_timeout_ms), Duration::from_millis(net.timeout_ms));
+    let every = (ack_timeout.min(ping_timeout) / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = link.closed.cancelled() => return,
+        }
+        let read = Duration::from_millis(last_frame.load(std::sync::atomic::Ordering::Relaxed));
+        let silent = t0.elapsed().saturating_sub(read);
+        if silent > ping_timeout {
+            tracing::warn!("peer link lost: no frame from the peer for {} ms", silent.as_millis());
+            break;
+        }
+        if let Some(waited) = link.stalled(ack_timeout) {
+            tracing::warn!(
+                "peer link: the peer did not answer a request within {} ms (timeout_ms; the oldest has waited {} ms); dropping it",
+                net.timeout_ms,
+                waited.as_millis()
+            );
+            break;
+        }
+    }
+    link.close();
 }
 
 /// Batches queued frames onto the socket; pings every `ping_interval_ms`.
@@ -385,6 +436,14 @@ async fn writer(node: Arc<Node>, mut sink: Writer, mut rx: mpsc::Receiver<Messag
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut nonce = 0u64;
     loop {
+        // Fail point `session.writer`: while armed, nothing is written (a
+        // link that does not drain).
+        if crate::failpoint::delay_ms("session.writer").is_some() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                _ = link.closed.cancelled() => break,
+            }
+        }
         let r: Result<(), FrameError> = tokio::select! {
             m = rx.recv() => match m {
                 None => break,
