@@ -62,12 +62,12 @@ msg_types! {
     State = 0x0010,
     /// Role or disk changed.
     StateUpdate = 0x0011,
-    /// Part of the dirty bitmap: runs of set bits.
-    BitmapRuns = 0x0015,
     /// End of the dirty bitmap.
     BitmapDone = 0x0013,
     /// Ask the peer's consent to become Primary.
     RoleRequest = 0x0014,
+    /// Part of the dirty bitmap: runs of set bits.
+    BitmapRuns = 0x0015,
     /// Mirrored application write.
     Write = 0x0020,
     /// Mirrored trim (discard).
