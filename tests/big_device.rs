@@ -59,11 +59,12 @@ fn data_extents(path: &std::path::Path) -> Vec<(u64, u64)> {
     loop {
         // SAFETY: lseek on a descriptor this function owns.
         let d = unsafe { libc::lseek(f.as_raw_fd(), pos, libc::SEEK_DATA) };
-        if d < 0 || d as u64 >= len {
+        let Ok(du) = u64::try_from(d) else { break };
+        if du >= len {
             break;
         }
         let h = unsafe { libc::lseek(f.as_raw_fd(), d, libc::SEEK_HOLE) };
-        out.push((d as u64, h as u64));
+        out.push((du, u64::try_from(h).unwrap()));
         pos = h;
     }
     out
@@ -139,7 +140,7 @@ fn a_1tib_node_uses_at_most_64mib_more_memory_than_a_1gib_node() {
         rss.push([rss_kib(&p, ALPHA), rss_kib(&p, BETA)]);
     }
     eprintln!("RSS KiB (alpha, beta): 1 GiB {:?}, 1 TiB {:?}", rss[0], rss[1]);
-    for i in 0..2 {
-        assert!(rss[1][i] <= rss[0][i] + 64 * 1024, "node {i}: 1 TiB {} KiB vs 1 GiB {} KiB", rss[1][i], rss[0][i]);
+    for (i, (gib, tib)) in rss[0].iter().zip(&rss[1]).enumerate() {
+        assert!(*tib <= gib + 64 * 1024, "node {i}: 1 TiB {tib} KiB vs 1 GiB {gib} KiB");
     }
 }
