@@ -77,7 +77,7 @@ fn vectors() -> Vec<(&'static str, Message)> {
             }),
         ),
         ("state_update", Message::StateUpdate { role: Role::Secondary, disk: DiskState::Outdated, flags: 0 }),
-        ("bitmap_done", Message::BitmapDone),
+        ("bitmap_done", Message::BitmapDone { total_bits: 100_000, set_bits: 204 }),
         ("role_request", Message::RoleRequest { id: 12 }),
         (
             "bitmap_runs",

@@ -2,7 +2,8 @@
 //!
 //! Each side sends its `State`, then its bitmap as `BitmapRuns` frames
 //! (only the runs of set bits, so an empty bitmap of any size is a handful
-//! of bytes), then `BitmapDone`, and reads the peer's at the same time.
+//! of bytes), then `BitmapDone` (bit count and number of bits sent, both
+//! checked by the receiver), and reads the peer's at the same time.
 //! Sending and reading run together so that neither side can block the
 //! other: two sides that both sent everything before reading would wait on
 //! each other for ever once the bitmaps outgrew the socket buffers
@@ -53,6 +54,8 @@ pub fn runs_frame(bm: &Bitmap, from: u64) -> (Message, Option<u64>) {
 /// The peer's dirty bitmap as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerBitmap {
+    /// Not needed (this node will not be the sync source): checked, not kept.
+    Ignored { bits: u64 },
     /// Runs `(first_bit, n_bits)`, in the order received.
     Runs { bits: u64, runs: Vec<(u64, u64)> },
     /// Past [`MAX_LISTED_RUNS`] runs: one bit per granule, LSB first.
@@ -65,11 +68,12 @@ impl PeerBitmap {
         PeerBitmap::Runs { bits, runs: Vec::new() }
     }
 
-    /// Adds the runs of one `BitmapRuns` frame of a `total_bits` bitmap.
+    /// Adds the runs of one `BitmapRuns` frame of a `total_bits` bitmap
+    /// (only checks the length if ignored).
     /// (The codec already checked that they ascend and end by `total_bits`.)
     pub fn add(&mut self, total_bits: u64, runs: &[(u64, u64)]) -> Result<(), String> {
         let bits = match self {
-            PeerBitmap::Runs { bits, .. } | PeerBitmap::Dense { bits, .. } => *bits,
+            PeerBitmap::Ignored { bits } | PeerBitmap::Runs { bits, .. } | PeerBitmap::Dense { bits, .. } => *bits,
         };
         if total_bits != bits {
             return Err(format!(
@@ -99,6 +103,7 @@ impl PeerBitmap {
     /// Ors the peer's bits into `bm`; returns the bits newly set.
     pub fn union_into(&self, bm: &mut Bitmap) -> Result<u64, BitmapError> {
         match self {
+            PeerBitmap::Ignored { .. } => Ok(0),
             PeerBitmap::Runs { runs, .. } => bm.union_runs(runs),
             PeerBitmap::Dense { words, .. } => bm.union_words(words),
         }
@@ -148,16 +153,20 @@ async fn flush(sink: &mut Writer, timeout: Duration) -> Result<(), String> {
 }
 
 /// Sends `local` and this node's bitmap while reading the peer's State and
-/// bitmap. Fails (a reason to log) on a broken, silent or misbehaving link.
+/// bitmap. `keep(peer_state)` says whether the peer's bitmap will be needed
+/// (this node becomes the sync source); if not, its frames are checked and
+/// dropped, so the side that will not merge it holds no copy. Fails (a
+/// reason to log) on a broken, silent or misbehaving link.
 pub async fn exchange(
     node: &Node,
     sink: &mut Writer,
     stream: &mut Reader,
     local: NodeState,
+    keep: impl FnOnce(&NodeState) -> bool,
     timeout: Duration,
 ) -> Result<Exchanged, String> {
     let bits = node.meta().bitmap().bits();
-    exchange_with(|from| runs_frame(node.meta().bitmap(), from), bits, sink, stream, local, timeout).await
+    exchange_with(|from| runs_frame(node.meta().bitmap(), from), bits, sink, stream, local, keep, timeout).await
 }
 
 /// [`exchange`] with the local bitmap of `bits` bits read through `frame`
@@ -168,23 +177,29 @@ async fn exchange_with(
     sink: &mut Writer,
     stream: &mut Reader,
     local: NodeState,
+    keep: impl FnOnce(&NodeState) -> bool,
     timeout: Duration,
 ) -> Result<Exchanged, String> {
     let frame_err = |e: FrameError| format!("sending state failed: {e}");
     let send = async {
         sink.feed(&Message::State(local)).map_err(frame_err)?;
         let mut from = Some(0);
+        let mut set_bits = 0u64;
         while let Some(f) = from {
             let (msg, next) = frame(f);
             from = next;
-            if matches!(&msg, Message::BitmapRuns { runs, .. } if !runs.is_empty()) {
-                sink.feed(&msg).map_err(frame_err)?;
+            if let Message::BitmapRuns { runs, .. } = &msg {
+                if runs.is_empty() {
+                    continue;
+                }
+                set_bits += runs.iter().map(|r| r.1).sum::<u64>();
             }
+            sink.feed(&msg).map_err(frame_err)?;
             if sink.pending() >= WRITE_BATCH {
                 flush(sink, timeout).await?;
             }
         }
-        sink.feed(&Message::BitmapDone).map_err(frame_err)?;
+        sink.feed(&Message::BitmapDone { total_bits: bits, set_bits }).map_err(frame_err)?;
         flush(sink, timeout).await
     };
     let recv = async {
@@ -192,11 +207,21 @@ async fn exchange_with(
             Message::State(s) => s,
             m => return Err(format!("expected State, got {}", m.msg_type())),
         };
-        let mut peer_bitmap = PeerBitmap::new(bits);
+        let mut peer_bitmap = if keep(&peer_state) { PeerBitmap::new(bits) } else { PeerBitmap::Ignored { bits } };
+        let mut got = 0u64;
         loop {
             match next_frame(stream, timeout).await? {
-                Message::BitmapRuns { total_bits, runs, .. } => peer_bitmap.add(total_bits, &runs)?,
-                Message::BitmapDone => break,
+                Message::BitmapRuns { total_bits, runs, .. } => {
+                    peer_bitmap.add(total_bits, &runs)?;
+                    got += runs.iter().map(|r| r.1).sum::<u64>();
+                }
+                Message::BitmapDone { total_bits, set_bits } => {
+                    peer_bitmap.add(total_bits, &[])?;
+                    if set_bits != got {
+                        return Err(format!("the peer's bitmap says {set_bits} bits are set, its runs held {got}"));
+                    }
+                    break;
+                }
                 m => return Err(format!("unexpected {} during bitmap exchange", m.msg_type())),
             }
         }
@@ -265,8 +290,8 @@ mod tests {
         let ((mut wa, mut ra), (mut wb, mut rb)) = (ends(x), ends(y));
         let t = Duration::from_secs(20);
         let (ga, gb) = tokio::join!(
-            exchange_with(|f| runs_frame(&a, f), bits, &mut wa, &mut ra, state(a.count()), t),
-            exchange_with(|f| runs_frame(&b, f), bits, &mut wb, &mut rb, state(b.count()), t),
+            exchange_with(|f| runs_frame(&a, f), bits, &mut wa, &mut ra, state(a.count()), |_| true, t),
+            exchange_with(|f| runs_frame(&b, f), bits, &mut wb, &mut rb, state(b.count()), |_| true, t),
         );
         let (ga, gb) = (ga.unwrap(), gb.unwrap());
         assert_eq!(ga.peer_state.dirty_bits, b.count());
@@ -278,13 +303,40 @@ mod tests {
         }
     }
 
+    /// The side that will not be the sync source keeps no copy of the
+    /// peer's bitmap, but still checks its length.
+    #[tokio::test]
+    async fn an_unneeded_peer_bitmap_is_checked_and_dropped() {
+        let bits = 1u64 << 20;
+        let mut a = anon(bits);
+        scatter(&mut a, 1000, 5);
+        let b = anon(bits);
+        let (x, y) = tokio::io::duplex(4096);
+        let ((mut wa, mut ra), (mut wb, mut rb)) = (ends(x), ends(y));
+        let t = Duration::from_secs(20);
+        let (ga, gb) = tokio::join!(
+            exchange_with(|f| runs_frame(&a, f), bits, &mut wa, &mut ra, state(a.count()), |_| true, t),
+            exchange_with(|f| runs_frame(&b, f), bits, &mut wb, &mut rb, state(0), |peer| peer.dirty_bits == 0, t),
+        );
+        assert_eq!(ga.unwrap().peer_bitmap, PeerBitmap::Runs { bits, runs: Vec::new() });
+        assert_eq!(gb.unwrap().peer_bitmap, PeerBitmap::Ignored { bits });
+        let (x, y) = tokio::io::duplex(4096);
+        let ((mut wa, mut ra), (mut wb, mut rb)) = (ends(x), ends(y));
+        let small = anon(bits / 2);
+        let (ga, _) = tokio::join!(
+            exchange_with(|f| runs_frame(&a, f), bits, &mut wa, &mut ra, state(0), |_| false, t),
+            exchange_with(|f| runs_frame(&small, f), bits / 2, &mut wb, &mut rb, state(0), |_| false, t),
+        );
+        assert!(ga.err().unwrap().contains("granularity"));
+    }
+
     /// A silent peer: the exchange fails within the timeout instead of waiting for ever.
     #[tokio::test]
     async fn a_silent_peer_times_out() {
         let (x, _y) = tokio::io::duplex(4096);
         let (mut w, mut r) = ends(x);
         let bm = anon(1 << 20);
-        let e = exchange_with(|f| runs_frame(&bm, f), 1 << 20, &mut w, &mut r, state(0), Duration::from_millis(200)).await;
+        let e = exchange_with(|f| runs_frame(&bm, f), 1 << 20, &mut w, &mut r, state(0), |_| true, Duration::from_millis(200)).await;
         assert!(e.err().unwrap().contains("no frame from the peer"));
     }
 

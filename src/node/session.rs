@@ -130,8 +130,14 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
         };
         (ns, (st.role, st.disk, ids))
     };
+    // The peer's bitmap is kept only if the decision (made on the two State
+    // frames alone, as in step 2) makes this node the sync source.
+    let will_be_source = |peer_state: &repl::NodeState| {
+        let o = decide(side_of(&local_state), side_of(peer_state), node.cfg.resource.after_split_brain, node.me.name < node.peer_cfg.name);
+        matches!(o.decision, Decision::Source { .. })
+    };
     let exchanged = tokio::select! {
-        r = exchange::exchange(&node, &mut sink, &mut stream, local_state, timeout) => r,
+        r = exchange::exchange(&node, &mut sink, &mut stream, local_state, will_be_source, timeout) => r,
         _ = node.shutdown.cancelled() => Err(format!("node {} is shutting down", node.me.name)),
     };
     let (peer_state, peer_bitmap) = match exchanged {
@@ -216,6 +222,7 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
                 if let Err(e) = peer_bitmap.union_into(node.meta().bitmap_mut()) {
                     tracing::warn!("peer link: the peer's bitmap does not fit ours: {e}");
                 }
+                debug_assert!(!matches!(peer_bitmap, exchange::PeerBitmap::Ignored { .. }), "step 1 and 2 decide alike");
             }
             Decision::Target { full } => {
                 st.syncing = Some(SyncSide::Target);
@@ -227,6 +234,7 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
         }
         node.set_link(Some(plink.clone()));
     }
+    drop(peer_bitmap);
     node.link_established();
     match decision {
         Decision::InSync => {

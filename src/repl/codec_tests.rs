@@ -35,9 +35,9 @@ pub(crate) fn samples() -> Vec<Message> {
         Message::Goodbye { reason: "split brain".into() },
         Message::State(state),
         Message::StateUpdate { role: Role::Secondary, disk: DiskState::Diskless, flags: 1 },
-        Message::BitmapRuns { first_bit: 128, total_bits: 1 << 40, runs: vec![(128, 1), (300, 200), ((1 << 40) - 1, 1)] },
-        Message::BitmapDone,
+        Message::BitmapDone { total_bits: 1 << 40, set_bits: 201 },
         Message::RoleRequest { id: 12 },
+        Message::BitmapRuns { first_bit: 128, total_bits: 1 << 40, runs: vec![(128, 1), (300, 200), ((1 << 40) - 1, 1)] },
         Message::Write { id: 1, offset: 4096, fua: true, data: Bytes::from_static(b"hello world") },
         Message::Trim { id: 2, offset: 8192, len: 65536, fua: false },
         Message::Zero { id: 3, offset: 0, len: 4096, may_trim: true, fua: true },
@@ -247,6 +247,7 @@ fn malformed_payloads_are_errors_not_panics() {
     ovf.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 1]);
     assert!(malformed(MsgType::BitmapRuns, &ovf).contains("overflows"));
     assert!(malformed(MsgType::BitmapRuns, &runs(1, &[1, 1, 0])).contains("trailing"));
+    assert!(malformed(MsgType::BitmapDone, &[0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 6]).contains("exceeds"));
     let m = Message::BitmapRuns { first_bit: 0, total_bits: 64, runs: vec![(10, 5), (12, 1)] };
     assert!(encode_to_vec(&m).is_err(), "overlapping runs");
     let m = Message::BitmapRuns { first_bit: 20, total_bits: 64, runs: vec![(10, 5)] };

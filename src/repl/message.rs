@@ -135,8 +135,10 @@ pub enum Message {
     /// overlapping, `len >= 1`, every run inside `first_bit..total_bits`, at
     /// most [`MAX_BITMAP_RUNS`].
     BitmapRuns { first_bit: u64, total_bits: u64, runs: Vec<(u64, u64)> },
-    /// Empty: the sender's bitmap is complete.
-    BitmapDone,
+    /// `0 total_bits u64 | 8 set_bits u64` (16 bytes): the sender's bitmap
+    /// is complete; it has `total_bits` bits and the runs it sent cover
+    /// `set_bits` of them.
+    BitmapDone { total_bits: u64, set_bits: u64 },
     /// `0 id u64`: the sender wants to become Primary. The receiver answers
     /// with `Ack { id, errno }`: 0 grants it (the receiver is Secondary and
     /// will not promote itself while the link is up), EBUSY refuses it.
@@ -198,7 +200,7 @@ impl Message {
             M::State(_) => MsgType::State,
             M::StateUpdate { .. } => MsgType::StateUpdate,
             M::BitmapRuns { .. } => MsgType::BitmapRuns,
-            M::BitmapDone => MsgType::BitmapDone,
+            M::BitmapDone { .. } => MsgType::BitmapDone,
             M::RoleRequest { .. } => MsgType::RoleRequest,
             M::Write { .. } => MsgType::Write,
             M::Trim { .. } => MsgType::Trim,
@@ -225,7 +227,8 @@ impl Message {
         match self {
             M::Hello(h) => 20 + 2 + h.resource.len() + 2 + h.node.len(),
             M::AuthChallenge { .. } | M::AuthResponse { .. } => 32,
-            M::Accept | M::BitmapDone | M::SyncDone => 0,
+            M::Accept | M::SyncDone => 0,
+            M::BitmapDone { .. } => 16,
             M::Goodbye { reason } => 2 + reason.len(),
             M::State(_) => 50,
             M::StateUpdate { .. } => 10,
@@ -269,6 +272,9 @@ impl Message {
                 string("node", &h.node)
             }
             M::Goodbye { reason } => string("reason", reason),
+            M::BitmapDone { total_bits, set_bits } if set_bits > total_bits => {
+                bad(format!("set_bits {set_bits} exceeds total_bits {total_bits}"))
+            }
             M::BitmapRuns { first_bit, total_bits, runs } => {
                 if runs.len() > MAX_BITMAP_RUNS {
                     return bad(format!("{} runs, over the {MAX_BITMAP_RUNS}-run cap", runs.len()));
@@ -313,7 +319,11 @@ impl Message {
                 put_string(d, &h.node);
             }
             M::AuthChallenge { nonce: a } | M::AuthResponse { mac: a } => d.put_slice(a),
-            M::Accept | M::BitmapDone | M::SyncDone => {}
+            M::Accept | M::SyncDone => {}
+            M::BitmapDone { total_bits, set_bits } => {
+                d.put_u64(*total_bits);
+                d.put_u64(*set_bits);
+            }
             M::Goodbye { reason } => put_string(d, reason),
             M::State(s) => {
                 d.put_u8(s.role as u8);
@@ -463,7 +473,7 @@ impl Message {
                 }
                 M::BitmapRuns { first_bit, total_bits, runs }
             }
-            MsgType::BitmapDone => M::BitmapDone,
+            MsgType::BitmapDone => M::BitmapDone { total_bits: r.u64("total_bits")?, set_bits: r.u64("set_bits")? },
             MsgType::RoleRequest => M::RoleRequest { id: r.u64("id")? },
             MsgType::Write => {
                 let id = r.u64("id")?;

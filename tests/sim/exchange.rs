@@ -20,8 +20,8 @@ use repd::repl::{Codec, DiskState, Message, NodeState, Role};
 use tokio_util::codec::Decoder;
 
 /// Bytes the link holds in each direction: State (66 bytes) and
-/// BitmapDone (16) fit, one more BitmapRuns frame (38 for one run) does not.
-pub const LINK_BUF: usize = 96;
+/// BitmapDone (32) fit, one BitmapRuns frame more (38 for one run) does not.
+pub const LINK_BUF: usize = 112;
 /// Runs per `BitmapRuns` frame in the model (the daemon sends up to 8192).
 pub const RUNS_PER_FRAME: usize = 1;
 
@@ -75,7 +75,8 @@ fn frames(bm: &[bool], dirty: u64) -> Vec<u8> {
         let (s, n) = chunk[chunk.len() - 1];
         first_bit = s + n;
     }
-    out.extend(encode_to_vec(&Message::BitmapDone).unwrap());
+    let set_bits = runs.iter().map(|r| r.1).sum();
+    out.extend(encode_to_vec(&Message::BitmapDone { total_bits, set_bits }).unwrap());
     out
 }
 
@@ -152,7 +153,10 @@ pub fn run(bm: [&[bool]; 2], style: Style, rng: &mut StdRng) -> Outcome {
                             }
                         }
                     }
-                    Message::BitmapDone if s.got_state && !s.done => s.done = true,
+                    Message::BitmapDone { set_bits, .. } if s.got_state && !s.done => {
+                        assert_eq!(set_bits, s.peer_bits.iter().filter(|&&x| x).count() as u64);
+                        s.done = true;
+                    }
                     m => panic!("side {i}: {} out of order in the exchange", m.msg_type()),
                 }
             }

@@ -58,7 +58,7 @@ vectors = [
     ("state", "State role=primary(1) disk=uptodate(1) flags=0x1 current=0x1122334455667788 bitmap=0x0 history=[0xaabbccdd00000001, 0x0] dirty_bits=256",
      0x0010, U("BBQQQQQQ", 1, 1, 1, 0x1122334455667788, 0, 0xAABBCCDD00000001, 0, 256)),
     ("state_update", "StateUpdate role=secondary(2) disk=outdated(4) flags=0", 0x0011, U("BBQ", 2, 4, 0)),
-    ("bitmap_done", "BitmapDone (empty)", 0x0013, b""),
+    ("bitmap_done", "BitmapDone total_bits=100000 set_bits=204 (the bits of bitmap_runs)", 0x0013, U("QQ", 100000, 204)),
     ("role_request", "RoleRequest id=12", 0x0014, U("Q", 12)),
     ("bitmap_runs", "BitmapRuns first_bit=64 total_bits=100000 runs=[(69, 3), (300, 200), (99999, 1)] as (gap, len) = (5, 3) (228, 200) (99499, 1)",
      0x0015, runs(64, 100000, [(69, 3), (300, 200), (99999, 1)])),
