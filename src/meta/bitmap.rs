@@ -438,21 +438,19 @@ impl Bitmap {
     }
 
     /// Writes the touched pages to the file and waits until they are durable.
+    ///
+    /// One `msync` over the span from the first to the last touched page:
+    /// the kernel writes only the dirty pages in it, and the file is synced
+    /// once. (One call per run of touched pages cost a journal commit each:
+    /// a resync clearing 3000 scattered bits of a 1 TiB bitmap held the
+    /// metadata lock for seconds.)
     pub fn flush(&mut self) -> io::Result<()> {
-        let mut p = 0;
-        while p < self.dirty.len() {
-            if !self.dirty[p] {
-                p += 1;
-                continue;
-            }
-            let start = p;
-            while p < self.dirty.len() && self.dirty[p] {
-                p += 1;
-            }
-            let len = ((p - start) * PAGE).min(self.map.len() - start * PAGE);
-            self.map.flush_range(start * PAGE, len)?;
-            self.dirty[start..p].iter_mut().for_each(|d| *d = false);
-        }
+        let Some(first) = self.dirty.iter().position(|&d| d) else { return Ok(()) };
+        let last = self.dirty.iter().rposition(|&d| d).unwrap_or(first);
+        let start = first * PAGE;
+        let len = ((last + 1) * PAGE).min(self.map.len()) - start;
+        self.map.flush_range(start, len)?;
+        self.dirty[first..=last].iter_mut().for_each(|d| *d = false);
         Ok(())
     }
 }
