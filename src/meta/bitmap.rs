@@ -537,4 +537,40 @@ mod tests {
         assert_eq!(bm.count(), 0);
         assert!(t.elapsed() < std::time::Duration::from_secs(2), "took {:?}", t.elapsed());
     }
+
+    /// Metadata for a 15 TiB device: created sparse (the 480 MiB bitmap is
+    /// a hole), opened without reading the bitmap (the process's resident
+    /// memory barely grows), counted and searched at once; a bit set, flushed and reopened is found again (its page is
+    /// data now, and is read).
+    #[test]
+    fn metadata_of_a_15tib_device_is_sparse_and_opens_at_once() {
+        use crate::meta::{CreateParams, Meta};
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        let t = std::time::Instant::now();
+        let mut m = Meta::create(&path, &CreateParams::new(15 << 40, "a", "b")).unwrap();
+        assert_eq!(m.bitmap().count(), 0);
+        assert_eq!(m.bitmap().next_set(0), None);
+        let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
+        assert!(allocated < 16 << 20, "{allocated} bytes allocated");
+        let bit = m.bitmap().bits() - 12345;
+        m.bitmap_mut().set_bit(bit);
+        m.flush_bitmap().unwrap();
+        drop(m);
+        let rss = || {
+            let s = std::fs::read_to_string("/proc/self/status").unwrap();
+            let l = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+            l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+        };
+        let before = rss();
+        let m = Meta::open(&path).unwrap();
+        assert_eq!(m.bitmap().count(), 1);
+        assert_eq!(m.bitmap().runs().collect::<Vec<_>>(), vec![(bit, 1)]);
+        assert_eq!(m.bitmap().out_of_sync_bytes(), 4096);
+        // Reading the whole mapping would make its 480 MiB resident.
+        let grew = rss().saturating_sub(before);
+        assert!(grew < 64 << 20, "opening and searching made {grew} bytes resident");
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "took {:?}", t.elapsed());
+    }
 }
