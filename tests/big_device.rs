@@ -73,7 +73,10 @@ fn data_extents(path: &std::path::Path) -> Vec<(u64, u64)> {
 #[test]
 fn a_1tib_pair_connects_syncs_and_resyncs_scattered_writes() {
     let size = 1u64 << 40;
-    let mut p = Pair::new(Options { size: "1TiB", ..Default::default() });
+    let mut p = Pair::new(Options {
+        size: "1TiB",
+        ..Default::default()
+    });
     p.start(ALPHA);
     p.start(BETA);
     let t = wait_connected(&p, 60);
@@ -90,7 +93,12 @@ fn a_1tib_pair_connects_syncs_and_resyncs_scattered_writes() {
     let list = p.dir.path().join("offsets");
     std::fs::write(&list, offsets.iter().map(|o| format!("{o}\n")).collect::<String>()).unwrap();
     let o = nbd_py("scatter.py", &[&p.uri(ALPHA), list.to_str().unwrap()]);
-    assert!(o.status.success(), "scatter.py: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "scatter.py: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     let dirty = offsets.len() as u64 * 4096;
     assert_eq!(p.status(ALPHA)["out_of_sync_bytes"], dirty);
 
@@ -101,11 +109,19 @@ fn a_1tib_pair_connects_syncs_and_resyncs_scattered_writes() {
     eprintln!("reconnected with {} dirty bits in {:?}", offsets.len(), t.elapsed());
     p.wait_sync(60);
     eprintln!("resynced in {:?}", t.elapsed());
-    assert_eq!(counter(&p.status(ALPHA), "resync_sent_bytes") - before, dirty, "only the written blocks are copied\n{}", p.logs());
+    assert_eq!(
+        counter(&p.status(ALPHA), "resync_sent_bytes") - before,
+        dirty,
+        "only the written blocks are copied\n{}",
+        p.logs()
+    );
     assert_eq!(p.status(BETA)["out_of_sync_bytes"], 0);
 
     // Beta holds every block, and nothing else was allocated on either side.
-    let (a, b) = (File::open(&p.nodes[ALPHA].backing).unwrap(), File::open(&p.nodes[BETA].backing).unwrap());
+    let (a, b) = (
+        File::open(&p.nodes[ALPHA].backing).unwrap(),
+        File::open(&p.nodes[BETA].backing).unwrap(),
+    );
     for &off in &offsets {
         let (mut x, mut y) = ([0u8; 4096], [0u8; 4096]);
         a.read_exact_at(&mut x, off).unwrap();
@@ -118,7 +134,10 @@ fn a_1tib_pair_connects_syncs_and_resyncs_scattered_writes() {
 
 #[test]
 fn a_15tib_pair_connects_with_an_empty_bitmap() {
-    let mut p = Pair::new(Options { size: "15TiB", ..Default::default() });
+    let mut p = Pair::new(Options {
+        size: "15TiB",
+        ..Default::default()
+    });
     p.start(ALPHA);
     p.start(BETA);
     let t = wait_connected(&p, 60);
@@ -136,7 +155,10 @@ fn a_15tib_pair_connects_with_an_empty_bitmap() {
 fn a_1tib_node_uses_at_most_64mib_more_memory_than_a_1gib_node() {
     let mut rss = Vec::new();
     for size in ["1GiB", "1TiB"] {
-        let p = Pair::started(Options { size, ..Default::default() });
+        let p = Pair::started(Options {
+            size,
+            ..Default::default()
+        });
         wait_connected(&p, 60);
         rss.push([rss_kib(&p, ALPHA), rss_kib(&p, BETA)]);
     }

@@ -48,7 +48,14 @@ pub fn runs_frame(bm: &Bitmap, from: u64) -> (Message, Option<u64>) {
             break;
         }
     }
-    (Message::BitmapRuns { first_bit: from, total_bits: bm.bits(), runs }, next)
+    (
+        Message::BitmapRuns {
+            first_bit: from,
+            total_bits: bm.bits(),
+            runs,
+        },
+        next,
+    )
 }
 
 /// The peer's dirty bitmap as received.
@@ -166,7 +173,16 @@ pub async fn exchange(
     timeout: Duration,
 ) -> Result<Exchanged, String> {
     let bits = node.meta().bitmap().bits();
-    exchange_with(|from| runs_frame(node.meta().bitmap(), from), bits, sink, stream, local, keep, timeout).await
+    exchange_with(
+        |from| runs_frame(node.meta().bitmap(), from),
+        bits,
+        sink,
+        stream,
+        local,
+        keep,
+        timeout,
+    )
+    .await
 }
 
 /// [`exchange`] with the local bitmap of `bits` bits read through `frame`
@@ -199,7 +215,11 @@ async fn exchange_with(
                 flush(sink, timeout).await?;
             }
         }
-        sink.feed(&Message::BitmapDone { total_bits: bits, set_bits }).map_err(frame_err)?;
+        sink.feed(&Message::BitmapDone {
+            total_bits: bits,
+            set_bits,
+        })
+        .map_err(frame_err)?;
         flush(sink, timeout).await
     };
     let recv = async {
@@ -207,7 +227,11 @@ async fn exchange_with(
             Message::State(s) => s,
             m => return Err(format!("expected State, got {}", m.msg_type())),
         };
-        let mut peer_bitmap = if keep(&peer_state) { PeerBitmap::new(bits) } else { PeerBitmap::Ignored { bits } };
+        let mut peer_bitmap = if keep(&peer_state) {
+            PeerBitmap::new(bits)
+        } else {
+            PeerBitmap::Ignored { bits }
+        };
         let mut got = 0u64;
         loop {
             match next_frame(stream, timeout).await? {
@@ -272,7 +296,10 @@ mod tests {
     fn ends(io: tokio::io::DuplexStream) -> (Writer, Reader) {
         let io: BoxStream = Box::new(io);
         let (rd, wr) = tokio::io::split(io);
-        (crate::repl::vwrite::FrameWriter::new(wr, crate::repl::DEFAULT_MAX_PAYLOAD), FramedRead::new(rd, Codec::default()))
+        (
+            crate::repl::vwrite::FrameWriter::new(wr, crate::repl::DEFAULT_MAX_PAYLOAD),
+            FramedRead::new(rd, Codec::default()),
+        )
     }
 
     /// Both sides of the real exchange over a link that holds 4 KiB each
@@ -316,7 +343,15 @@ mod tests {
         let t = Duration::from_secs(20);
         let (ga, gb) = tokio::join!(
             exchange_with(|f| runs_frame(&a, f), bits, &mut wa, &mut ra, state(a.count()), |_| true, t),
-            exchange_with(|f| runs_frame(&b, f), bits, &mut wb, &mut rb, state(0), |peer| peer.dirty_bits == 0, t),
+            exchange_with(
+                |f| runs_frame(&b, f),
+                bits,
+                &mut wb,
+                &mut rb,
+                state(0),
+                |peer| peer.dirty_bits == 0,
+                t
+            ),
         );
         assert_eq!(ga.unwrap().peer_bitmap, PeerBitmap::Runs { bits, runs: Vec::new() });
         assert_eq!(gb.unwrap().peer_bitmap, PeerBitmap::Ignored { bits });
@@ -336,7 +371,16 @@ mod tests {
         let (x, _y) = tokio::io::duplex(4096);
         let (mut w, mut r) = ends(x);
         let bm = anon(1 << 20);
-        let e = exchange_with(|f| runs_frame(&bm, f), 1 << 20, &mut w, &mut r, state(0), |_| true, Duration::from_millis(200)).await;
+        let e = exchange_with(
+            |f| runs_frame(&bm, f),
+            1 << 20,
+            &mut w,
+            &mut r,
+            state(0),
+            |_| true,
+            Duration::from_millis(200),
+        )
+        .await;
         assert!(e.err().unwrap().contains("no frame from the peer"));
     }
 
@@ -359,7 +403,9 @@ mod tests {
             bytes += wire.len();
             frames += 1;
             let back = Codec::default().decode(&mut bytes::BytesMut::from(&wire[..])).unwrap().unwrap();
-            let Message::BitmapRuns { total_bits, runs, .. } = back else { panic!() };
+            let Message::BitmapRuns { total_bits, runs, .. } = back else {
+                panic!()
+            };
             assert!(runs.len() <= RUNS_PER_FRAME);
             peer.add(total_bits, &runs).unwrap();
         }

@@ -156,6 +156,12 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
     let peer = side_of(&peer_state);
     let outcome = decide(local, peer, node.cfg.resource.after_split_brain, node.me.name < node.peer_cfg.name);
     let decision = outcome.decision.clone();
+    if matches!(decision, Decision::Source { .. }) && matches!(peer_bitmap, exchange::PeerBitmap::Ignored { .. }) {
+        // Cannot happen (step 1 asked the same pure decide()); a source
+        // without the peer's bits would leave the peer's changes unsynced.
+        tracing::error!("peer link: sync source without the peer's bitmap; connecting again");
+        return None;
+    }
     tracing::info!(?decision, rule = outcome.rule, local = ?local, peer = ?peer, "connected to peer");
     match &decision {
         Decision::SplitBrain => {
@@ -222,7 +228,6 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
                 if let Err(e) = peer_bitmap.union_into(node.meta().bitmap_mut()) {
                     tracing::warn!("peer link: the peer's bitmap does not fit ours: {e}");
                 }
-                debug_assert!(!matches!(peer_bitmap, exchange::PeerBitmap::Ignored { .. }), "step 1 and 2 decide alike");
             }
             Decision::Target { full } => {
                 st.syncing = Some(SyncSide::Target);

@@ -70,7 +70,11 @@ fn frames(bm: &[bool], dirty: u64) -> Vec<u8> {
     let total_bits = bm.len() as u64;
     let mut first_bit = 0;
     for chunk in runs.chunks(RUNS_PER_FRAME) {
-        let m = Message::BitmapRuns { first_bit, total_bits, runs: chunk.to_vec() };
+        let m = Message::BitmapRuns {
+            first_bit,
+            total_bits,
+            runs: chunk.to_vec(),
+        };
         out.extend(encode_to_vec(&m).unwrap());
         let (s, n) = chunk[chunk.len() - 1];
         first_bit = s + n;
@@ -129,7 +133,9 @@ pub fn run(bm: [&[bool]; 2], style: Style, rng: &mut StdRng) -> Outcome {
             }
         }
         if moves.is_empty() {
-            return Outcome::Deadlock { sent: [sides[0].sent, sides[1].sent] };
+            return Outcome::Deadlock {
+                sent: [sides[0].sent, sides[1].sent],
+            };
         }
         let (i, write) = moves[rng.gen_range(0..moves.len())];
         if write {
