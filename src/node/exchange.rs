@@ -365,6 +365,41 @@ mod tests {
         assert!(ga.err().unwrap().contains("granularity"));
     }
 
+    /// A peer that sends its frames but never reads ours: the flush of a
+    /// bitmap larger than the link gives up within the timeout.
+    #[tokio::test]
+    async fn a_peer_that_never_reads_times_out() {
+        use tokio::io::AsyncWriteExt as _;
+        let bits = 1u64 << 22;
+        let mut a = anon(bits);
+        scatter(&mut a, 50_000, 9);
+        let (x, mut y) = tokio::io::duplex(4096);
+        let mut theirs = crate::repl::frame::encode_to_vec(&Message::State(state(0))).unwrap();
+        theirs.extend(
+            crate::repl::frame::encode_to_vec(&Message::BitmapDone {
+                total_bits: bits,
+                set_bits: 0,
+            })
+            .unwrap(),
+        );
+        y.write_all(&theirs).await.unwrap();
+        let (mut w, mut r) = ends(x);
+        let t = Instant::now();
+        let e = exchange_with(
+            |f| runs_frame(&a, f),
+            bits,
+            &mut w,
+            &mut r,
+            state(a.count()),
+            |_| true,
+            Duration::from_millis(300),
+        )
+        .await;
+        assert!(e.err().unwrap().contains("read nothing"));
+        assert!(t.elapsed() < Duration::from_secs(10));
+        drop(y);
+    }
+
     /// A silent peer: the exchange fails within the timeout instead of waiting for ever.
     #[tokio::test]
     async fn a_silent_peer_times_out() {
