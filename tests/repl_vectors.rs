@@ -52,7 +52,7 @@ fn vectors() -> Vec<(&'static str, Message)> {
         (
             "hello",
             Message::Hello(Hello {
-                proto_major: 1,
+                proto_major: 2,
                 proto_minor: 0,
                 resource: "r0".into(),
                 node: "alpha".into(),
@@ -77,9 +77,12 @@ fn vectors() -> Vec<(&'static str, Message)> {
             }),
         ),
         ("state_update", Message::StateUpdate { role: Role::Secondary, disk: DiskState::Outdated, flags: 0 }),
-        ("bitmap_chunk", Message::BitmapChunk { first_bit: 64, total_bits: 200, words: vec![1, 1 << 63] }),
-        ("bitmap_done", Message::BitmapDone),
+        ("bitmap_done", Message::BitmapDone { total_bits: 100_000, set_bits: 204 }),
         ("role_request", Message::RoleRequest { id: 12 }),
+        (
+            "bitmap_runs",
+            Message::BitmapRuns { first_bit: 64, total_bits: 100_000, runs: vec![(69, 3), (300, 200), (99_999, 1)] },
+        ),
         ("write", Message::Write { id: 1, offset: 4096, fua: true, data: Bytes::from_static(b"repd\n") }),
         ("trim", Message::Trim { id: 2, offset: 8192, len: 1 << 20, fua: false }),
         ("zero", Message::Zero { id: 3, offset: 0, len: 65536, may_trim: true, fua: false }),
@@ -138,6 +141,8 @@ fn error_vectors_are_rejected_with_the_named_error() {
     assert!(matches!(err("over_cap"), FrameError::TooLong { len: 0xFFFF_FFFF, .. }));
     assert!(matches!(err("unknown_type"), FrameError::UnknownType { ty: 0x7FFF }));
     assert!(matches!(err("bad_role"), FrameError::Malformed { .. }));
+    assert!(err("bad_runs").to_string().contains("past total_bits"));
+    assert!(err("runs_over_cap").to_string().contains("cap"));
 }
 
 #[test]

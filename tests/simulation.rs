@@ -50,6 +50,8 @@ use std::io::Write as _;
 mod common;
 #[path = "sim/daemon.rs"]
 mod daemon;
+#[path = "sim/exchange.rs"]
+mod exchange;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -177,6 +179,9 @@ struct Counts {
     promote_refused: u64,
     failovers: u64,
     quiet_checks: u64,
+    /// Bitmap exchanges where both sides sent more than the link holds:
+    /// sending everything before reading would have deadlocked.
+    exchanges_past_buffer: u64,
 }
 
 impl std::ops::AddAssign for Counts {
@@ -197,11 +202,15 @@ impl std::ops::AddAssign for Counts {
         self.promote_refused += o.promote_refused;
         self.failovers += o.failovers;
         self.quiet_checks += o.quiet_checks;
+        self.exchanges_past_buffer += o.exchanges_past_buffer;
     }
 }
 
 struct Sim {
     rng: StdRng,
+    /// Drives the bitmap exchange's interleaving (apart from `rng`, so the
+    /// main event sequence of a seed does not depend on the exchange).
+    xrng: StdRng,
     n: [Node; 2],
     /// Messages from node i to node 1-i, on the current connection.
     q: [VecDeque<Msg>; 2],
@@ -256,6 +265,7 @@ impl Sim {
         let policy = if seed.is_multiple_of(3) { SplitBrainPolicy::DiscardZeroChanges } else { SplitBrainPolicy::Disconnect };
         Sim {
             rng: StdRng::seed_from_u64(seed),
+            xrng: StdRng::seed_from_u64(seed ^ 0x5eed_b17b_a9e0_0000),
             n: [Node::fresh(), Node::fresh()],
             q: [VecDeque::new(), VecDeque::new()],
             alive: false,
@@ -609,7 +619,19 @@ impl Sim {
         }
         let decisions = [da, db];
         let views = [PeerView { role: sb.role, disk: sb.disk }, PeerView { role: sa.role, disk: sa.disk }];
-        let words = [self.n[0].bm.clone(), self.n[1].bm.clone()];
+        // The bitmaps cross a link with bounded buffers, both ways at once.
+        let words = match exchange::run([&self.n[0].bm, &self.n[1].bm], exchange::Style::Concurrent, &mut self.xrng) {
+            exchange::Outcome::Done { peer_bits: [from_beta, from_alpha], sent } => {
+                if sent.iter().all(|&n| n > exchange::LINK_BUF) {
+                    self.c.exchanges_past_buffer += 1;
+                }
+                if from_alpha != self.n[0].bm || from_beta != self.n[1].bm {
+                    self.fail("a bitmap arrived different from the one sent");
+                }
+                [from_alpha, from_beta]
+            }
+            exchange::Outcome::Deadlock { sent } => self.fail(&format!("bitmap exchange deadlocked after {sent:?} bytes")),
+        };
         let union = (0..BLOCKS).filter(|&b| words[0][b] || words[1][b]).count() as u64;
         self.alive = true;
         self.q = [VecDeque::new(), VecDeque::new()];
@@ -1350,7 +1372,7 @@ fn simulation() {
     // Straight to the stderr handle: libtest's capture would hide eprintln!.
     let _ = writeln!(
         std::io::stderr(),
-        "simulation: {} seeds, {} steps, {} writes acked ({} degraded) checked; {} crashes ({} torn header writes), {} handshakes, {} resyncs ({} full, {} blocks copied), {} split brains ({} discards), {} failovers, {} quiet-state disk comparisons, {:.1}s",
+        "simulation: {} seeds, {} steps, {} writes acked ({} degraded) checked; {} crashes ({} torn header writes), {} handshakes, {} resyncs ({} full, {} blocks copied), {} split brains ({} discards), {} failovers, {} quiet-state disk comparisons, {} bitmap exchanges past the link buffer, {:.1}s",
         seeds.len(),
         total.steps,
         total.writes_acked,
@@ -1365,8 +1387,38 @@ fn simulation() {
         total.discards,
         total.failovers,
         total.quiet_checks,
+        total.exchanges_past_buffer,
         start.elapsed().as_secs_f64()
     );
+    assert!(seeds.len() < 1000 || total.exchanges_past_buffer > 0, "no exchange outgrew the link buffer: the model tests nothing");
+}
+
+/// The exchange model with bitmaps far larger than the link's buffers:
+/// sending everything before reading (protocol 1) deadlocks exactly when
+/// both sides have more to send than the link holds; reading while sending
+/// (protocol 2) always completes with exact copies.
+#[test]
+fn bitmap_exchange_completes_only_when_reading_while_sending() {
+    let mut rng = StdRng::seed_from_u64(env_u64("SIM_SEED").unwrap_or(11));
+    let (mut deadlocks, mut big) = (0, 0);
+    for _ in 0..300 {
+        let bits = rng.gen_range(1..4096);
+        let density = rng.gen_range(0.0..0.2);
+        let bm: [Vec<bool>; 2] = std::array::from_fn(|_| (0..bits).map(|_| rng.gen_bool(density)).collect());
+        match exchange::run([&bm[0], &bm[1]], exchange::Style::Concurrent, &mut rng) {
+            exchange::Outcome::Done { peer_bits, sent } => {
+                assert_eq!(peer_bits[0], bm[1]);
+                assert_eq!(peer_bits[1], bm[0]);
+                let both_big = sent.iter().all(|&n| n > exchange::LINK_BUF);
+                big += u32::from(both_big);
+                let old = exchange::run([&bm[0], &bm[1]], exchange::Style::SendThenRead, &mut rng);
+                assert_eq!(matches!(old, exchange::Outcome::Deadlock { .. }), both_big, "sent {sent:?}: {old:?}");
+                deadlocks += u32::from(both_big);
+            }
+            o => panic!("reading while sending deadlocked: {o:?}"),
+        }
+    }
+    assert!(big > 100 && deadlocks == big, "{big} exchanges past the buffer, {deadlocks} deadlocks");
 }
 
 /// Exploration, by hand: is the decision symmetric on *any* ids, not only on

@@ -398,6 +398,15 @@ pub fn repl_message(data: &[u8]) {
     let ty = all[usize::from(t) % all.len()];
     let Ok(m) = Message::decode(ty, Bytes::copy_from_slice(payload)) else { return };
     assert_eq!(m.msg_type(), ty);
+    if let Message::BitmapRuns { first_bit, total_bits, runs } = &m {
+        // The run cap held before allocating; runs ascend inside the bitmap.
+        assert!(runs.len() <= repd::repl::MAX_BITMAP_RUNS, "{} runs decoded", runs.len());
+        let mut prev = *first_bit;
+        for &(start, len) in runs {
+            assert!(start >= prev && len > 0 && start + len <= *total_bits, "bad run ({start}, {len}) after {prev}");
+            prev = start + len;
+        }
+    }
     check_round_trip(&m);
     if ty != MsgType::Hello {
         let enc = encode_to_vec(&m).expect("encodes");

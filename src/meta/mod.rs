@@ -197,7 +197,13 @@ impl Meta {
         // while open (the daemon holds it alone).
         let map = unsafe { memmap2::MmapOptions::new().offset(l.bitmap_offset).len(map_len).map_mut(&file) }
             .map_err(io_err(path, "map the bitmap"))?;
-        let bitmap = Bitmap::new(map, l.device_size, u64::from(l.granularity));
+        // Pages of the bitmap that are holes in the file were never written:
+        // they are all clear and need not be read (a fresh 15 TiB device's
+        // 480 MiB bitmap is all hole).
+        let data = data_pages(&file, l.bitmap_offset, l.bitmap_len);
+        let bitmap = Bitmap::with_zero_pages(map, l.device_size, u64::from(l.granularity), |p| {
+            data.get(p).is_some_and(|&d| !d)
+        });
         let mut ring = Vec::with_capacity(l.al_ring_len as usize);
         for i in 0..u64::from(l.al_ring_len) {
             let mut b = Box::new([0u8; al_ring::TX_SIZE]);
@@ -354,6 +360,51 @@ impl Meta {
             .map_err(io_err(&self.path, "write the activity log"))?;
         self.file.sync_data().map_err(io_err(&self.path, "sync the activity log"))
     }
+}
+
+/// Which 4 KiB pages of `[offset, offset + len)` in `file` may hold data
+/// (false: a hole, all zeroes), from SEEK_DATA / SEEK_HOLE. Where the file
+/// system cannot tell, every page may hold data.
+fn data_pages(file: &File, offset: u64, len: u64) -> Vec<bool> {
+    use std::os::fd::AsRawFd;
+    const PAGE: u64 = 4096;
+    let pages = usize::try_from(len.div_ceil(PAGE)).unwrap_or(0);
+    let end = offset.saturating_add(len);
+    let seek = |pos: u64, whence| {
+        let p = libc::off_t::try_from(pos).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: lseek on our own descriptor; all I/O on it is positioned.
+        let r = unsafe { libc::lseek(file.as_raw_fd(), p, whence) };
+        u64::try_from(r).map_err(|_| io::Error::last_os_error())
+    };
+    let mut out = vec![false; pages];
+    let mut mark = |from: u64, to: u64| {
+        let a = usize::try_from((from.max(offset) - offset) / PAGE).unwrap_or(usize::MAX);
+        let b = usize::try_from((to.min(end) - offset).div_ceil(PAGE)).unwrap_or(usize::MAX);
+        for d in out.iter_mut().take(b).skip(a) {
+            *d = true;
+        }
+    };
+    let mut pos = offset;
+    while pos < end {
+        let data = match seek(pos, libc::SEEK_DATA) {
+            Ok(d) => d,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
+            Err(_) => {
+                mark(pos, end);
+                break;
+            }
+        };
+        if data >= end {
+            break;
+        }
+        let hole = match seek(data, libc::SEEK_HOLE) {
+            Ok(h) if h > data => h,
+            _ => end,
+        };
+        mark(data, hole);
+        pos = hole;
+    }
+    out
 }
 
 /// Picks the valid copy with the highest sequence. A torn copy (bad magic

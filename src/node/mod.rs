@@ -10,7 +10,8 @@
 //! - [`decide`]: the sync decision at connect (pure).
 //! - [`genid`]: DRBD-style generation ids and their decision table (pure).
 //! - [`peer`]: listening, dialing, handshake, reconnect.
-//! - [`session`]: one connected session: state exchange, reader, writer.
+//! - [`session`]: one connected session: decision, reader, writer.
+//! - [`exchange`]: the session's first step: State and dirty bitmaps, both ways at once.
 //! - [`link`]: requests awaiting the peer's acknowledgement.
 //! - [`apply`]: frames from the peer applied (the Secondary's side).
 //! - [`resync`]: copying out-of-sync regions to the peer.
@@ -22,6 +23,7 @@ pub mod counters;
 pub mod decide;
 pub mod device;
 pub mod events;
+pub mod exchange;
 pub mod genid;
 pub mod link;
 pub mod peer;

@@ -16,10 +16,11 @@ use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
 use crate::repl::vwrite::FrameWriter;
-use crate::repl::{self, bitmap_chunks, Codec, FrameError, Message};
+use crate::repl::{self, Codec, FrameError, Message};
 use crate::tls::BoxStream;
 
 use super::apply;
+use super::exchange;
 use super::decide::{decide, Decision, Side};
 use super::genid::GenIds;
 use super::link::PeerLink;
@@ -31,15 +32,15 @@ use super::state::{Connection, Disk, PeerView, Role, SyncSide};
 const QUEUE: usize = 4096;
 /// The writer task writes what it has queued once this much is pending
 /// (data blocks are queued by reference, not copied).
-const WRITE_BATCH: usize = 1 << 20;
+pub(super) const WRITE_BATCH: usize = 1 << 20;
 
 /// Most small mirrored writes applied in one batch.
 const MAX_BATCH: usize = 64;
 
 /// The receiving half of a session's link.
-type Reader = FramedRead<ReadHalf<BoxStream>, Codec>;
+pub(super) type Reader = FramedRead<ReadHalf<BoxStream>, Codec>;
 /// The sending half: frames written with `writev`, data blocks uncopied.
-type Writer = FrameWriter<WriteHalf<BoxStream>>;
+pub(super) type Writer = FrameWriter<WriteHalf<BoxStream>>;
 
 /// Splits a handshaken link into a frame reader (which keeps the bytes and
 /// the codec state the handshake had already read) and a vectored writer.
@@ -90,17 +91,6 @@ pub fn from_wire_disk(d: repl::DiskState) -> Disk {
     }
 }
 
-/// Reads the next frame within `timeout`; any failure is a reason string.
-async fn next_frame(link: &mut Reader, timeout: Duration) -> Result<Message, String> {
-    match tokio::time::timeout(timeout, link.next()).await {
-        Err(_) => Err(format!("no frame from the peer for {} ms", timeout.as_millis())),
-        Ok(None) => Err("the peer closed the link".into()),
-        Ok(Some(Err(e))) => Err(format!("bad frame: {e}")),
-        Ok(Some(Ok(Message::Goodbye { reason }))) => Err(format!("the peer said goodbye: {reason}")),
-        Ok(Some(Ok(m))) => Ok(m),
-    }
-}
-
 /// Reads the next frame within `timeout`, a Goodbye included.
 async fn next_frame_raw(link: &mut Reader, timeout: Duration) -> Result<Message, String> {
     match tokio::time::timeout(timeout, link.next()).await {
@@ -117,8 +107,8 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
     let timeout = Duration::from_millis(node.cfg.net.ping_timeout_ms);
     let (mut sink, mut stream) = split_link(link);
 
-    // 1. Exchange state and bitmaps (each side sends first, then reads).
-    let (local_state, local_at, words, bits) = {
+    // 1. Exchange state and bitmaps, sending and reading at once (exchange.rs).
+    let (local_state, local_at) = {
         let st = node.state();
         let m = node.meta();
         let ids = m.gen_ids();
@@ -138,56 +128,25 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
             history_uuids: ids.history,
             dirty_bits: m.bitmap().count(),
         };
-        (ns, (st.role, st.disk, ids), m.bitmap().words(), m.bitmap().bits())
+        (ns, (st.role, st.disk, ids))
     };
-    let sent = async {
-        sink.feed(&Message::State(local_state))?;
-        for chunk in bitmap_chunks(&words, bits) {
-            sink.feed(&chunk)?;
-            if sink.pending() >= WRITE_BATCH {
-                sink.flush().await?;
-            }
-        }
-        sink.flush().await?;
-        Ok::<(), FrameError>(())
+    // The peer's bitmap is kept only if the decision (made on the two State
+    // frames alone, as in step 2) makes this node the sync source.
+    let will_be_source = |peer_state: &repl::NodeState| {
+        let o = decide(side_of(&local_state), side_of(peer_state), node.cfg.resource.after_split_brain, node.me.name < node.peer_cfg.name);
+        matches!(o.decision, Decision::Source { .. })
     };
-    if let Err(e) = sent.await {
-        tracing::warn!("peer link: sending state failed: {e}");
-        return None;
-    }
-    let peer_state = match next_frame(&mut stream, timeout).await {
-        Ok(Message::State(s)) => s,
-        Ok(m) => {
-            tracing::warn!("peer link: expected State, got {}", m.msg_type());
-            return None;
-        }
+    let exchanged = tokio::select! {
+        r = exchange::exchange(&node, &mut sink, &mut stream, local_state, will_be_source, timeout) => r,
+        _ = node.shutdown.cancelled() => Err(format!("node {} is shutting down", node.me.name)),
+    };
+    let (peer_state, peer_bitmap) = match exchanged {
+        Ok(x) => (x.peer_state, x.peer_bitmap),
         Err(e) => {
             tracing::warn!("peer link: {e}");
             return None;
         }
     };
-    let mut peer_words = vec![0u64; words.len()];
-    loop {
-        match next_frame(&mut stream, timeout).await {
-            Ok(Message::BitmapChunk { first_bit, total_bits, words: w }) if total_bits == bits => {
-                let start = (first_bit / 64) as usize;
-                for (i, x) in w.into_iter().enumerate() {
-                    if let Some(slot) = peer_words.get_mut(start + i) {
-                        *slot = x;
-                    }
-                }
-            }
-            Ok(Message::BitmapDone) => break,
-            Ok(m) => {
-                tracing::warn!("peer link: unexpected {} during bitmap exchange", m.msg_type());
-                return None;
-            }
-            Err(e) => {
-                tracing::warn!("peer link: {e}");
-                return None;
-            }
-        }
-    }
 
     // 2. Decide.
     let peer_ids = ids_of(&peer_state);
@@ -197,6 +156,12 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
     let peer = side_of(&peer_state);
     let outcome = decide(local, peer, node.cfg.resource.after_split_brain, node.me.name < node.peer_cfg.name);
     let decision = outcome.decision.clone();
+    if matches!(decision, Decision::Source { .. }) && matches!(peer_bitmap, exchange::PeerBitmap::Ignored { .. }) {
+        // Cannot happen (step 1 asked the same pure decide()); a source
+        // without the peer's bits would leave the peer's changes unsynced.
+        tracing::error!("peer link: sync source without the peer's bitmap; connecting again");
+        return None;
+    }
     tracing::info!(?decision, rule = outcome.rule, local = ?local, peer = ?peer, "connected to peer");
     match &decision {
         Decision::SplitBrain => {
@@ -263,7 +228,9 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
         match decision {
             Decision::Source { .. } => {
                 st.syncing = Some(SyncSide::Source);
-                let _ = node.meta().bitmap_mut().union_words(&peer_words);
+                if let Err(e) = peer_bitmap.union_into(node.meta().bitmap_mut()) {
+                    tracing::warn!("peer link: the peer's bitmap does not fit ours: {e}");
+                }
             }
             Decision::Target { full } => {
                 st.syncing = Some(SyncSide::Target);
@@ -275,6 +242,7 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
         }
         node.set_link(Some(plink.clone()));
     }
+    drop(peer_bitmap);
     node.link_established();
     if matches!(decision, Decision::Target { .. }) {
         if let Some(ms) = crate::failpoint::delay_ms("session.announce") {

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::frame::encode_to_vec;
-use super::message::BITMAP_WORDS_PER_CHUNK;
+use super::message::MAX_BITMAP_RUNS;
 use super::*;
 
 /// One of every message, with non-trivial field values.
@@ -35,9 +35,9 @@ pub(crate) fn samples() -> Vec<Message> {
         Message::Goodbye { reason: "split brain".into() },
         Message::State(state),
         Message::StateUpdate { role: Role::Secondary, disk: DiskState::Diskless, flags: 1 },
-        Message::BitmapChunk { first_bit: 128, total_bits: 300, words: vec![1, u64::MAX, 0x8000_0000_0000_0000] },
-        Message::BitmapDone,
+        Message::BitmapDone { total_bits: 1 << 40, set_bits: 201 },
         Message::RoleRequest { id: 12 },
+        Message::BitmapRuns { first_bit: 128, total_bits: 1 << 40, runs: vec![(128, 1), (300, 200), ((1 << 40) - 1, 1)] },
         Message::Write { id: 1, offset: 4096, fua: true, data: Bytes::from_static(b"hello world") },
         Message::Trim { id: 2, offset: 8192, len: 65536, fua: false },
         Message::Zero { id: 3, offset: 0, len: 4096, may_trim: true, fua: true },
@@ -221,21 +221,45 @@ fn malformed_payloads_are_errors_not_panics() {
     let mut t = vec![0xff; 16]; // offset u64::MAX ...
     t.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0]);
     assert!(malformed(MsgType::Trim, &t).contains("overflows"));
-    let mut bm = Vec::new();
-    bm.extend_from_slice(&0u64.to_be_bytes());
-    bm.extend_from_slice(&64u64.to_be_bytes());
-    bm.extend_from_slice(&(u32::MAX).to_be_bytes());
-    assert!(malformed(MsgType::BitmapChunk, &bm).contains("count says"));
-    let chunk = Message::BitmapChunk { first_bit: 0, total_bits: 64, words: vec![1, 2] };
-    assert!(encode_to_vec(&chunk).is_err(), "two words run past 64 bits");
-    let chunk = Message::BitmapChunk { first_bit: 3, total_bits: 640, words: vec![1] };
-    assert!(encode_to_vec(&chunk).is_err(), "unaligned first_bit");
+    // BitmapRuns: the run count is checked before allocating.
+    let head = |count: u32| {
+        let mut bm = Vec::new();
+        bm.extend_from_slice(&0u64.to_be_bytes());
+        bm.extend_from_slice(&1000u64.to_be_bytes());
+        bm.extend_from_slice(&count.to_be_bytes());
+        bm
+    };
+    assert!(malformed(MsgType::BitmapRuns, &head(u32::MAX)).contains("cap"));
+    assert!(malformed(MsgType::BitmapRuns, &head(3)).contains("only 0 bytes follow"));
+    let runs = |count: u32, pairs: &[u8]| {
+        let mut bm = head(count);
+        bm.extend_from_slice(pairs);
+        bm
+    };
+    assert!(malformed(MsgType::BitmapRuns, &runs(1, &[0, 0])).contains("empty run"));
+    assert!(malformed(MsgType::BitmapRuns, &runs(1, &[0xe8, 0x07, 1])).contains("past total_bits"), "run at 1000");
+    assert!(malformed(MsgType::BitmapRuns, &runs(1, &[0x80, 0x00, 1])).contains("not minimal"));
+    assert!(malformed(MsgType::BitmapRuns, &runs(1, &[0xff; 11])).contains("64 bits"));
+    let mut over = runs(1, &[0xff; 9]);
+    over.extend_from_slice(&[0x01, 0x01]);
+    assert!(malformed(MsgType::BitmapRuns, &over).contains("overflows"), "a run at u64::MAX");
+    let mut ovf = runs(2, &[1, 1]);
+    ovf.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 1]);
+    assert!(malformed(MsgType::BitmapRuns, &ovf).contains("overflows"));
+    assert!(malformed(MsgType::BitmapRuns, &runs(1, &[1, 1, 0])).contains("trailing"));
+    assert!(malformed(MsgType::BitmapDone, &[0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 6]).contains("exceeds"));
+    let m = Message::BitmapRuns { first_bit: 0, total_bits: 64, runs: vec![(10, 5), (12, 1)] };
+    assert!(encode_to_vec(&m).is_err(), "overlapping runs");
+    let m = Message::BitmapRuns { first_bit: 20, total_bits: 64, runs: vec![(10, 5)] };
+    assert!(encode_to_vec(&m).is_err(), "a run before first_bit");
+    let m = Message::BitmapRuns { first_bit: 0, total_bits: 1 << 40, runs: vec![(0, 1); MAX_BITMAP_RUNS + 1] };
+    assert!(encode_to_vec(&m).is_err(), "over the cap");
 }
 
 #[test]
 fn hello_of_another_major_is_refused_and_trailing_hello_bytes_are_ignored() {
-    let e = Codec::default().decode(&mut raw(MsgType::Hello as u16, 0, &[0, 2, 0, 7])).unwrap_err();
-    assert!(matches!(e, FrameError::IncompatibleVersion { major: 2, minor: 7 }), "{e}");
+    let e = Codec::default().decode(&mut raw(MsgType::Hello as u16, 0, &[0, 3, 0, 7])).unwrap_err();
+    assert!(matches!(e, FrameError::IncompatibleVersion { major: 3, minor: 7 }), "{e}");
     let hello = samples().remove(0);
     let mut payload = encode_to_vec(&hello).unwrap().split_off(HEADER_LEN);
     payload.extend_from_slice(b"future fields");
@@ -243,22 +267,20 @@ fn hello_of_another_major_is_refused_and_trailing_hello_bytes_are_ignored() {
 }
 
 #[test]
-fn bitmap_chunks_split_and_end_with_done() {
-    let words: Vec<u64> = (0..(BITMAP_WORDS_PER_CHUNK as u64 * 2 + 3)).collect();
-    let total_bits = words.len() as u64 * 64 - 10;
-    let msgs: Vec<Message> = bitmap_chunks(&words, total_bits).collect();
-    assert_eq!(msgs.len(), 4);
-    assert_eq!(msgs[3], Message::BitmapDone);
-    let mut back = Vec::new();
-    for m in &msgs[..3] {
-        let bytes = encode_to_vec(m).unwrap();
-        assert!(bytes.len() <= DEFAULT_MAX_PAYLOAD);
-        let Message::BitmapChunk { first_bit, words, .. } = m else { panic!() };
-        assert_eq!(*first_bit, back.len() as u64 * 64);
-        back.extend_from_slice(words);
+fn bitmap_runs_varints_are_leb128() {
+    let m = Message::BitmapRuns { first_bit: 0, total_bits: u64::MAX, runs: vec![(127, 128), (300, 1), (u64::MAX - 1, 1)] };
+    let bytes = encode_to_vec(&m).unwrap();
+    let p = &bytes[HEADER_LEN + 20..];
+    // gap 127, len 128; gap 45, len 1; gap u64::MAX - 302, len 1.
+    let mut want = vec![0x7f, 0x80, 0x01, 0x2d, 0x01];
+    let mut g = u64::MAX - 302;
+    while g >= 0x80 {
+        want.push((g & 0x7f) as u8 | 0x80);
+        g >>= 7;
     }
-    assert_eq!(back, words);
-    assert_eq!(bitmap_chunks(&[], 0).collect::<Vec<_>>(), vec![Message::BitmapDone]);
+    want.extend_from_slice(&[g as u8, 1]);
+    assert_eq!(p, &want[..]);
+    assert_eq!(Codec::default().decode(&mut BytesMut::from(&bytes[..])).unwrap(), Some(m));
 }
 
 proptest! {
@@ -288,6 +310,22 @@ proptest! {
             prop_assert!(buf.capacity() <= 2 * (stream.len() + HEADER_LEN + CAP),
                 "capacity {} after {} bytes", buf.capacity(), stream.len());
         }
+    }
+
+    /// Any valid set of runs survives encode and decode, and its frame
+    /// stays within the payload cap.
+    #[test]
+    fn bitmap_runs_roundtrip(first in 0u64..1 << 40, pieces in proptest::collection::vec((0u64..1 << 30, 1u64..1 << 20), 0..300)) {
+        let mut runs = Vec::new();
+        let mut at = first;
+        for (gap, len) in pieces {
+            runs.push((at + gap, len));
+            at += gap + len;
+        }
+        let m = Message::BitmapRuns { first_bit: first, total_bits: at + 7, runs };
+        let bytes = encode_to_vec(&m).unwrap();
+        prop_assert!(bytes.len() - HEADER_LEN <= DEFAULT_MAX_PAYLOAD);
+        prop_assert_eq!(Codec::default().decode(&mut BytesMut::from(&bytes[..])).unwrap(), Some(m));
     }
 
     /// Well-framed random payloads for every type exercise each parser.

@@ -135,7 +135,7 @@ async fn another_major_is_refused_with_a_goodbye() {
         // A future major's Hello: only major and minor are guaranteed.
         let mut f = bytes::BytesMut::new();
         tokio_util::codec::Encoder::encode(&mut Codec::default(), hello("beta", 4096, 0), &mut f).unwrap();
-        f[16..18].copy_from_slice(&2u16.to_be_bytes());
+        f[16..18].copy_from_slice(&3u16.to_be_bytes());
         let c = {
             let mut h = crc32fast::Hasher::new();
             h.update(&f[..12]);
@@ -148,7 +148,7 @@ async fn another_major_is_refused_with_a_goodbye() {
         let Message::Goodbye { reason } = peer.next().await.unwrap().unwrap() else { panic!() };
         assert!(reason.contains("majors must match"), "{reason}");
     });
-    assert!(matches!(res.unwrap_err(), HandshakeError::VersionMismatch { peer_major: 2, .. }));
+    assert!(matches!(res.unwrap_err(), HandshakeError::VersionMismatch { peer_major: 3, .. }));
 }
 
 #[tokio::test]

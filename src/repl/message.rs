@@ -18,8 +18,9 @@ pub const FLAG_FUA: u32 = 1 << 0;
 /// Zero flag: the receiver may punch a hole instead of writing zeroes.
 pub const FLAG_MAY_TRIM: u32 = 1 << 1;
 
-/// Words per [`Message::BitmapChunk`] produced by [`bitmap_chunks`] (1 MiB of payload).
-pub const BITMAP_WORDS_PER_CHUNK: usize = 128 * 1024;
+/// Most runs in one [`Message::BitmapRuns`]: a receiver refuses more before
+/// allocating (65 536 runs take 1 MiB in memory, at most 1.25 MiB on the wire).
+pub const MAX_BITMAP_RUNS: usize = 65_536;
 
 macro_rules! msg_types {
     ($($(#[$doc:meta])* $name:ident = $val:expr,)*) => {
@@ -61,12 +62,12 @@ msg_types! {
     State = 0x0010,
     /// Role or disk changed.
     StateUpdate = 0x0011,
-    /// Part of the dirty bitmap.
-    BitmapChunk = 0x0012,
     /// End of the dirty bitmap.
     BitmapDone = 0x0013,
     /// Ask the peer's consent to become Primary.
     RoleRequest = 0x0014,
+    /// Part of the dirty bitmap: runs of set bits.
+    BitmapRuns = 0x0015,
     /// Mirrored application write.
     Write = 0x0020,
     /// Mirrored trim (discard).
@@ -127,13 +128,17 @@ pub enum Message {
     State(NodeState),
     /// `0 role u8 | 1 disk u8 | 2 flags u64` (10 bytes): sent whenever role or disk changes.
     StateUpdate { role: Role, disk: DiskState, flags: u64 },
-    /// `0 first_bit u64 | 8 total_bits u64 | 16 count u32 | 20 words u64 × count`.
-    /// Bit `b` of the bitmap is bit `(b - first_bit) % 64` (LSB first) of word
-    /// `(b - first_bit) / 64`. `first_bit` is a multiple of 64; the chunk ends
-    /// at or before `total_bits` rounded up to 64.
-    BitmapChunk { first_bit: u64, total_bits: u64, words: Vec<u64> },
-    /// Empty: the sender's bitmap is complete.
-    BitmapDone,
+    /// `0 first_bit u64 | 8 total_bits u64 | 16 count u32 | 20 (gap uvar, len uvar) × count`.
+    /// On the wire each run is its distance from the end of the previous run
+    /// (from `first_bit` for the first) and its length, as LEB128 varints; here
+    /// `runs` holds them as absolute `(start, len)`: ascending, not
+    /// overlapping, `len >= 1`, every run inside `first_bit..total_bits`, at
+    /// most [`MAX_BITMAP_RUNS`].
+    BitmapRuns { first_bit: u64, total_bits: u64, runs: Vec<(u64, u64)> },
+    /// `0 total_bits u64 | 8 set_bits u64` (16 bytes): the sender's bitmap
+    /// is complete; it has `total_bits` bits and the runs it sent cover
+    /// `set_bits` of them.
+    BitmapDone { total_bits: u64, set_bits: u64 },
     /// `0 id u64`: the sender wants to become Primary. The receiver answers
     /// with `Ack { id, errno }`: 0 grants it (the receiver is Secondary and
     /// will not promote itself while the link is up), EBUSY refuses it.
@@ -194,8 +199,8 @@ impl Message {
             M::Goodbye { .. } => MsgType::Goodbye,
             M::State(_) => MsgType::State,
             M::StateUpdate { .. } => MsgType::StateUpdate,
-            M::BitmapChunk { .. } => MsgType::BitmapChunk,
-            M::BitmapDone => MsgType::BitmapDone,
+            M::BitmapRuns { .. } => MsgType::BitmapRuns,
+            M::BitmapDone { .. } => MsgType::BitmapDone,
             M::RoleRequest { .. } => MsgType::RoleRequest,
             M::Write { .. } => MsgType::Write,
             M::Trim { .. } => MsgType::Trim,
@@ -222,11 +227,12 @@ impl Message {
         match self {
             M::Hello(h) => 20 + 2 + h.resource.len() + 2 + h.node.len(),
             M::AuthChallenge { .. } | M::AuthResponse { .. } => 32,
-            M::Accept | M::BitmapDone | M::SyncDone => 0,
+            M::Accept | M::SyncDone => 0,
+            M::BitmapDone { .. } => 16,
             M::Goodbye { reason } => 2 + reason.len(),
             M::State(_) => 50,
             M::StateUpdate { .. } => 10,
-            M::BitmapChunk { words, .. } => 20 + 8 * words.len(),
+            M::BitmapRuns { first_bit, runs, .. } => 20 + runs_len(*first_bit, runs),
             M::Write { data, .. } => 20 + data.len(),
             M::Trim { .. } | M::Zero { .. } => 28,
             M::Flush { .. } | M::Ping { .. } | M::PingAck { .. } | M::RoleRequest { .. } => 8,
@@ -266,16 +272,27 @@ impl Message {
                 string("node", &h.node)
             }
             M::Goodbye { reason } => string("reason", reason),
-            M::BitmapChunk { first_bit, total_bits, words } => {
-                if first_bit % 64 != 0 {
-                    return bad(format!("first_bit {first_bit} is not a multiple of 64"));
+            M::BitmapDone { total_bits, set_bits } if set_bits > total_bits => {
+                bad(format!("set_bits {set_bits} exceeds total_bits {total_bits}"))
+            }
+            M::BitmapRuns { first_bit, total_bits, runs } => {
+                if runs.len() > MAX_BITMAP_RUNS {
+                    return bad(format!("{} runs, over the {MAX_BITMAP_RUNS}-run cap", runs.len()));
                 }
-                let end = (words.len() as u64).checked_mul(64).and_then(|n| n.checked_add(*first_bit));
-                let limit = total_bits.div_ceil(64).checked_mul(64);
-                match (end, limit) {
-                    (Some(end), Some(limit)) if end <= limit => Ok(()),
-                    _ => bad(format!("{} words from bit {first_bit} run past total_bits {total_bits}", words.len())),
+                let mut prev = *first_bit;
+                for &(start, len) in runs {
+                    if start < prev {
+                        return bad(format!("run at bit {start} starts before bit {prev} (runs must ascend without overlap)"));
+                    }
+                    if len == 0 {
+                        return bad(format!("empty run at bit {start}"));
+                    }
+                    match start.checked_add(len) {
+                        Some(end) if end <= *total_bits => prev = end,
+                        _ => return bad(format!("run of {len} bits at bit {start} runs past total_bits {total_bits}")),
+                    }
                 }
+                Ok(())
             }
             M::Write { offset, data, .. } | M::SyncData { offset, data, .. } => range(*offset, data.len() as u64),
             M::Trim { offset, len, .. } | M::Zero { offset, len, .. } | M::SyncHole { offset, len, .. } => {
@@ -302,7 +319,11 @@ impl Message {
                 put_string(d, &h.node);
             }
             M::AuthChallenge { nonce: a } | M::AuthResponse { mac: a } => d.put_slice(a),
-            M::Accept | M::BitmapDone | M::SyncDone => {}
+            M::Accept | M::SyncDone => {}
+            M::BitmapDone { total_bits, set_bits } => {
+                d.put_u64(*total_bits);
+                d.put_u64(*set_bits);
+            }
             M::Goodbye { reason } => put_string(d, reason),
             M::State(s) => {
                 d.put_u8(s.role as u8);
@@ -319,12 +340,15 @@ impl Message {
                 d.put_u8(*disk as u8);
                 d.put_u64(*flags);
             }
-            M::BitmapChunk { first_bit, total_bits, words } => {
+            M::BitmapRuns { first_bit, total_bits, runs } => {
                 d.put_u64(*first_bit);
                 d.put_u64(*total_bits);
-                d.put_u32(u32::try_from(words.len()).expect("bounded by the payload cap"));
-                for w in words {
-                    d.put_u64(*w);
+                d.put_u32(u32::try_from(runs.len()).expect("bounded by MAX_BITMAP_RUNS"));
+                let mut prev = *first_bit;
+                for &(start, len) in runs {
+                    put_uvar(d, start - prev);
+                    put_uvar(d, len);
+                    prev = start + len;
                 }
             }
             M::Write { id, offset, fua: f, data } => {
@@ -427,21 +451,29 @@ impl Message {
                 dirty_bits: r.u64("dirty_bits")?,
             }),
             MsgType::StateUpdate => M::StateUpdate { role: role(r)?, disk: disk(r)?, flags: r.u64("flags")? },
-            MsgType::BitmapChunk => {
+            MsgType::BitmapRuns => {
                 let first_bit = r.u64("first_bit")?;
                 let total_bits = r.u64("total_bits")?;
                 let count = r.u32("count")? as usize;
-                // Check against what is there before allocating.
-                if count.checked_mul(8) != Some(r.remaining()) {
-                    return Err(r.bad(format!("count says {count} words but {} bytes follow", r.remaining())));
+                // Checked before allocating: the cap, and at least two bytes a run.
+                if count > MAX_BITMAP_RUNS {
+                    return Err(r.bad(format!("count says {count} runs, over the {MAX_BITMAP_RUNS}-run cap")));
                 }
-                let mut words = Vec::with_capacity(count);
+                if count.saturating_mul(2) > r.remaining() {
+                    return Err(r.bad(format!("count says {count} runs but only {} bytes follow", r.remaining())));
+                }
+                let mut runs = Vec::with_capacity(count);
+                let mut prev = first_bit;
                 for _ in 0..count {
-                    words.push(r.u64("word")?);
+                    let gap = uvar(r, "gap")?;
+                    let len = uvar(r, "len")?;
+                    let start = prev.checked_add(gap).ok_or_else(|| r.bad(format!("gap {gap} after bit {prev} overflows u64")))?;
+                    prev = start.checked_add(len).ok_or_else(|| r.bad(format!("run of {len} bits at bit {start} overflows u64")))?;
+                    runs.push((start, len));
                 }
-                M::BitmapChunk { first_bit, total_bits, words }
+                M::BitmapRuns { first_bit, total_bits, runs }
             }
-            MsgType::BitmapDone => M::BitmapDone,
+            MsgType::BitmapDone => M::BitmapDone { total_bits: r.u64("total_bits")?, set_bits: r.u64("set_bits")? },
             MsgType::RoleRequest => M::RoleRequest { id: r.u64("id")? },
             MsgType::Write => {
                 let id = r.u64("id")?;
@@ -506,18 +538,51 @@ fn flags(r: &mut Rd, known: u32) -> Result<u32, FrameError> {
     Ok(f)
 }
 
-/// Split a dirty bitmap (`total_bits` bits, LSB-first words) into
-/// [`Message::BitmapChunk`]s of at most [`BITMAP_WORDS_PER_CHUNK`] words,
-/// followed by one [`Message::BitmapDone`]. Words past `total_bits` are not sent.
-pub fn bitmap_chunks(words: &[u64], total_bits: u64) -> impl Iterator<Item = Message> + '_ {
-    let n = usize::try_from(total_bits.div_ceil(64)).unwrap_or(usize::MAX).min(words.len());
-    words[..n]
-        .chunks(BITMAP_WORDS_PER_CHUNK)
-        .enumerate()
-        .map(move |(i, c)| Message::BitmapChunk {
-            first_bit: (i * BITMAP_WORDS_PER_CHUNK * 64) as u64,
-            total_bits,
-            words: c.to_vec(),
+/// Bytes of the LEB128 encoding of `v` (1 to 10).
+fn uvar_len(v: u64) -> usize {
+    (64 - v.leading_zeros() as usize).max(1).div_ceil(7)
+}
+
+/// Bytes of the `(gap, len)` pairs of `runs` after `first_bit`.
+fn runs_len(first_bit: u64, runs: &[(u64, u64)]) -> usize {
+    let mut prev = first_bit;
+    runs.iter()
+        .map(|&(start, len)| {
+            let n = uvar_len(start.wrapping_sub(prev)) + uvar_len(len);
+            prev = start.wrapping_add(len);
+            n
         })
-        .chain(std::iter::once(Message::BitmapDone))
+        .sum()
+}
+
+/// Appends `v` as an unsigned LEB128 varint: 7 bits a byte, least
+/// significant group first, the high bit set on every byte but the last.
+fn put_uvar(d: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        d.put_u8(v.to_le_bytes()[0] | 0x80);
+        v >>= 7;
+    }
+    d.put_u8(v.to_le_bytes()[0]);
+}
+
+/// Reads an unsigned LEB128 varint: at most 10 bytes, no value over
+/// `u64::MAX`, and canonical (no needless trailing zero group), so one
+/// value has one encoding.
+fn uvar(r: &mut Rd, what: &str) -> Result<u64, FrameError> {
+    let mut v = 0u64;
+    for i in 0..10u32 {
+        let b = r.u8(what)?;
+        let group = u64::from(b & 0x7f);
+        if i == 9 && b > 1 {
+            return Err(r.bad(format!("{what} varint exceeds 64 bits")));
+        }
+        v |= group << (7 * i);
+        if b & 0x80 == 0 {
+            if i > 0 && b == 0 {
+                return Err(r.bad(format!("{what} varint is not minimal (trailing zero byte)")));
+            }
+            return Ok(v);
+        }
+    }
+    Err(r.bad(format!("{what} varint is longer than 10 bytes")))
 }

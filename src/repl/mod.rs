@@ -39,11 +39,11 @@ mod wire;
 
 pub use frame::{Codec, FrameError, DEFAULT_MAX_PAYLOAD, HEADER_LEN, MAGIC, MAX_DATA};
 pub use handshake::{handshake, HandshakeError, HelloParams, PeerHello};
-pub use message::{bitmap_chunks, Message, MsgType};
+pub use message::{Message, MsgType, MAX_BITMAP_RUNS};
 pub use types::{DiskState, Hello, NodeState, Role};
 
 /// Protocol major version. Peers with different majors refuse each other.
-pub const PROTO_MAJOR: u16 = 1;
+pub const PROTO_MAJOR: u16 = 2;
 /// Protocol minor version. Peers with equal majors talk at the lower minor.
 pub const PROTO_MINOR: u16 = 0;
 

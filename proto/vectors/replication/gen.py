@@ -28,9 +28,29 @@ def write(name, desc, data, header_only=False):
 
 U = lambda fmt, *v: struct.pack(">" + fmt, *v)
 
+def uvar(v):
+    """Unsigned LEB128: 7 bits a byte, low group first, high bit = more."""
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+def runs(first_bit, total_bits, rs):
+    """BitmapRuns payload: runs as absolute (start, len), encoded as gap/len pairs."""
+    body, prev = b"", first_bit
+    for start, n in rs:
+        body += uvar(start - prev) + uvar(n)
+        prev = start + n
+    return U("QQI", first_bit, total_bits, len(rs)) + body
+
 vectors = [
-    ("hello", "Hello major=1 minor=0 size_bytes=1073741824 features=1 resource=r0 node=alpha", 0x0001,
-     U("HHQQ", 1, 0, 1 << 30, 1) + s("r0") + s("alpha")),
+    ("hello", "Hello major=2 minor=0 size_bytes=1073741824 features=1 resource=r0 node=alpha", 0x0001,
+     U("HHQQ", 2, 0, 1 << 30, 1) + s("r0") + s("alpha")),
     ("auth_challenge", "AuthChallenge nonce=00 01 .. 1f", 0x0002, bytes(range(32))),
     ("auth_response", "AuthResponse mac=ff fe .. e0", 0x0003, bytes(255 - i for i in range(32))),
     ("accept", "Accept (empty)", 0x0004, b""),
@@ -38,10 +58,10 @@ vectors = [
     ("state", "State role=primary(1) disk=uptodate(1) flags=0x1 current=0x1122334455667788 bitmap=0x0 history=[0xaabbccdd00000001, 0x0] dirty_bits=256",
      0x0010, U("BBQQQQQQ", 1, 1, 1, 0x1122334455667788, 0, 0xAABBCCDD00000001, 0, 256)),
     ("state_update", "StateUpdate role=secondary(2) disk=outdated(4) flags=0", 0x0011, U("BBQ", 2, 4, 0)),
-    ("bitmap_chunk", "BitmapChunk first_bit=64 total_bits=200 words=[0x1, 0x8000000000000000]",
-     0x0012, U("QQIQQ", 64, 200, 2, 1, 1 << 63)),
-    ("bitmap_done", "BitmapDone (empty)", 0x0013, b""),
+    ("bitmap_done", "BitmapDone total_bits=100000 set_bits=204 (the bits of bitmap_runs)", 0x0013, U("QQ", 100000, 204)),
     ("role_request", "RoleRequest id=12", 0x0014, U("Q", 12)),
+    ("bitmap_runs", "BitmapRuns first_bit=64 total_bits=100000 runs=[(69, 3), (300, 200), (99999, 1)] as (gap, len) = (5, 3) (228, 200) (99499, 1)",
+     0x0015, runs(64, 100000, [(69, 3), (300, 200), (99999, 1)])),
     ("write", "Write id=1 offset=4096 fua=true data=\"repd\\n\" (5 bytes)", 0x0020, U("QQI", 1, 4096, 1) + b"repd\n"),
     ("trim", "Trim id=2 offset=8192 len=1048576 fua=false", 0x0021, U("QQQI", 2, 8192, 1 << 20, 0)),
     ("zero", "Zero id=3 offset=0 len=65536 may_trim=true fua=false", 0x0022, U("QQQI", 3, 0, 65536, 2)),
@@ -72,6 +92,10 @@ write("over_cap", "error TooLong: a Write header announcing 0xffffffff payload b
       frame(0x0020, b"", length=0xFFFFFFFF))
 write("unknown_type", "error UnknownType: type 0x7fff, empty payload", frame(0x7FFF, b""))
 write("bad_role", "error Malformed: StateUpdate with role 9", frame(0x0011, U("BBQ", 9, 1, 0)))
+write("bad_runs", "error Malformed: BitmapRuns whose run (99999, 2) ends past total_bits 100000",
+      frame(0x0015, runs(0, 100000, [(99999, 2)])))
+write("runs_over_cap", "error Malformed: BitmapRuns announcing 65537 runs, over the cap (refused before reading them or allocating)",
+      frame(0x0015, U("QQI", 0, 1 << 40, 65537) + b"\x01\x01"))
 
 # Auth: the MAC beta sends to answer alpha's challenge.
 secret = b"change-me"
