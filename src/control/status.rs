@@ -32,6 +32,12 @@ pub struct Counters {
     pub replicated_bytes: u64,
     pub resync_sent_bytes: u64,
     pub resync_received_bytes: u64,
+    /// Connections this node opened to its peer (extra field).
+    #[serde(default)]
+    pub peer_connect_attempts: u64,
+    /// Incoming connections on the replication port turned away (extra field).
+    #[serde(default)]
+    pub peer_connections_refused: u64,
 }
 
 /// `repctl status --json`.
