@@ -232,13 +232,17 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
                     Err(e) => {
                         // Say it once per kind of failure, not on every retry.
                         if last_error.as_deref() != Some(e.what.as_str()) {
-                            if let Some(held) = allow(&format!("dial: {}", e.what)) {
+                            if let Some(held) = allow(&format!("{} dial: {}", node.me.name, e.what)) {
                                 tracing::warn!("peer {}: {} (retrying){}", node.peer_cfg.replication, e.what, Held(held));
                             }
                             last_error = Some(e.what.clone());
                         }
-                        let wait = if e.peer_standalone { backoff.peer_standalone() } else { backoff.failed() };
-                        if !pause(&node, wait, &mut inbound).await {
+                        // A state change here (a promotion, `connect`) may be
+                        // what the peer waited for: dial at once then. Not
+                        // when the peer said it is standalone: only its
+                        // operator changes that.
+                        let (wait, wake) = if e.peer_standalone { (backoff.peer_standalone(), false) } else { (backoff.failed(), true) };
+                        if !pause(&node, wait, wake, &mut inbound).await {
                             break;
                         }
                         continue;
@@ -257,7 +261,7 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
         node.link_lost();
         if dialer && next.is_none() {
             if let Some(wait) = backoff.session_ended(started.elapsed()) {
-                if !pause(&node, wait, &mut inbound).await {
+                if !pause(&node, wait, false, &mut inbound).await {
                     break;
                 }
             }
@@ -265,14 +269,18 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
     }
 }
 
-/// Waits `wait` before the next dial (incoming links are refused
-/// meanwhile: the dialer takes none). False on shutdown.
-async fn pause(node: &Arc<Node>, wait: Duration, inbound: &mut mpsc::Receiver<Incoming>) -> bool {
+/// Waits `wait` before the next dial, or (with `wake`) until the node's
+/// state changes; incoming links are refused meanwhile (the dialer takes
+/// none). False on shutdown.
+async fn pause(node: &Arc<Node>, wait: Duration, wake: bool, inbound: &mut mpsc::Receiver<Incoming>) -> bool {
     let sleep = tokio::time::sleep(wait);
     tokio::pin!(sleep);
+    let changed = node.wake.notified();
+    tokio::pin!(changed);
     loop {
         tokio::select! {
             _ = &mut sleep => return true,
+            _ = &mut changed, if wake => return true,
             _ = node.shutdown.cancelled() => return false,
             Some(i) = inbound.recv() => refuse_late(node, i.link, format!("node {} dials its peer and takes no incoming link", node.me.name)),
         }
@@ -313,7 +321,7 @@ async fn run_session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<
 /// `Goodbye` with the reason, then close.
 fn refuse_late(node: &Arc<Node>, mut link: Link, reason: String) {
     AtomicCounters::add(&node.counters.peer_connections_refused, 1);
-    if let Some(held) = allow(&format!("late: {reason}")) {
+    if let Some(held) = allow(&format!("{} late: {reason}", node.me.name)) {
         tracing::warn!("peer link refused after its handshake: {reason}{}", Held(held));
     }
     tokio::spawn(async move {
@@ -342,7 +350,7 @@ async fn dial(node: &Node) -> Result<Link, DialFailure> {
     // The dialer's own check: it may have gone standalone meanwhile.
     match handshake_admit(stream, &hello(node), secret, left, |_| standalone_refusal(node).map_or(Ok(()), Err)).await {
         Ok((link, peer)) => {
-            if let Some(held) = allow("link up") {
+            if let Some(held) = allow(&format!("{} link up", node.me.name)) {
                 tracing::info!(peer = %peer.hello.node, authenticated = peer.authenticated || node.tls.is_some(), "peer link up{}", Held(held));
             }
             Ok(link)
@@ -390,7 +398,7 @@ async fn accept_one(node: &Node, gate: &Arc<Gate>, stream: TcpStream, deadline: 
         e => Refusal::Failed(e.to_string()),
     })?;
     let (taken, proven) = held.expect("admitted before Accept");
-    if let Some(n) = allow("link up") {
+    if let Some(n) = allow(&format!("{} link up", node.me.name)) {
         tracing::info!(peer = %peer.hello.node, authenticated = proven, "peer link up{}", Held(n));
     }
     Ok(Incoming { link, taken, proven })
@@ -403,7 +411,7 @@ async fn accept_loop(node: Arc<Node>, gate: Arc<Gate>, listener: TcpListener, tx
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    if let Some(held) = allow(&format!("peer listener: {e}")) {
+                    if let Some(held) = allow(&format!("{} peer listener: {e}", node.me.name)) {
                         tracing::warn!("peer listener: {e}{}", Held(held));
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -414,7 +422,7 @@ async fn accept_loop(node: Arc<Node>, gate: Arc<Gate>, listener: TcpListener, tx
         };
         let Ok(permit) = handshakes.clone().try_acquire_owned() else {
             AtomicCounters::add(&node.counters.peer_connections_refused, 1);
-            if let Some(held) = allow("peer port: too many handshakes") {
+            if let Some(held) = allow(&format!("{} too many handshakes", node.me.name)) {
                 tracing::warn!("peer connection from {from} closed: {MAX_HANDSHAKES} handshakes are running already{}", Held(held));
             }
             continue;
@@ -440,13 +448,13 @@ async fn accept_loop(node: Arc<Node>, gate: Arc<Gate>, listener: TcpListener, tx
                 Err(Refusal::Rule(why)) => {
                     // Expected while the peer redials: not a warning.
                     AtomicCounters::add(&node.counters.peer_connections_refused, 1);
-                    if let Some(held) = allow(&format!("refused: {why}")) {
+                    if let Some(held) = allow(&format!("{} refused: {why}", node.me.name)) {
                         tracing::info!("peer connection from {from} refused: {why}{}", Held(held));
                     }
                 }
                 Err(Refusal::Failed(why)) => {
                     AtomicCounters::add(&node.counters.peer_connections_refused, 1);
-                    if let Some(held) = allow(&format!("refused: {why}")) {
+                    if let Some(held) = allow(&format!("{} refused: {why}", node.me.name)) {
                         tracing::warn!("peer connection from {from} refused: {why}{}", Held(held));
                     }
                 }
