@@ -329,7 +329,7 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
         match msg {
             Ok(Message::Goodbye { reason }) => {
                 // The peer flushed its disk before saying goodbye.
-                tracing::warn!("peer link closed by the peer: {reason}");
+                tracing::warn!("peer link closed by the peer: {}", repl::handshake::Untrusted(&reason));
                 plink.set_clean();
                 break None;
             }
