@@ -78,6 +78,7 @@ fn a_stranger_without_the_secret_does_not_replace_a_live_session() {
         other => panic!("alpha let an unproven `beta` in: {other:?}\n{}", p.logs()),
     }
     assert!(counter(&p, BETA, "peer_connections_refused") >= 1);
+    assert!(p.logs().contains("[net] has no secret and no TLS"), "no warning at start about the open port\n{}", p.logs());
     assert_session_kept(&p, lost);
 }
 
@@ -276,6 +277,7 @@ fn with_a_secret_a_stranger_is_refused_in_the_handshake() {
         Got::Frame(Message::Goodbye { reason }) => assert!(reason.contains("secret"), "{reason}"),
         other => panic!("beta let a stranger without the secret in: {other:?}"),
     }
+    assert!(!p.logs().contains("has no secret"), "{}", p.logs());
     assert_session_kept(&p, lost);
     // A real restart of the dialer with the secret: back at once.
     let mut p = p;
