@@ -4,9 +4,10 @@
 //! feature on, the environment variable `REPD_FAILPOINTS` (`name=errno,...`,
 //! e.g. `store.write=5`) or [`set`] (`repctl failpoint NAME ERRNO`) makes
 //! that call fail with that errno. A few fail points are delays instead:
-//! [`delay_ms`] reads the number as milliseconds (`session.install`: the
-//! peer session waits that long between its decision and installing the
-//! link, to test what happens in that window; `resync.hole`: a resync copy
+//! [`delay_ms`] reads the number as milliseconds (`session.install`, a
+//! [`hold`]: the peer session waits between its decision and installing the
+//! link while the point is armed, at most that long, to test what happens
+//! in that window; `resync.hole`: a resync copy
 //! of a hole waits that long between finding the hole and locking its range;
 //! `resync.start`: the sync source waits that long before it starts copying;
 //! `session.announce`: a new sync target waits that long before it tells
@@ -91,6 +92,22 @@ pub fn delay_ms(_name: &str) -> Option<u64> {
     return imp::value(_name).and_then(|v| u64::try_from(v).ok());
     #[cfg(not(feature = "failpoints"))]
     None
+}
+
+/// Holds the caller while fail point `name` is armed, for at most the armed
+/// number of milliseconds: a window a test opens by arming the point and
+/// closes by disarming it once it did what it needed inside. Logs
+/// `fail point NAME: holding` when the hold begins (tests wait for that line).
+pub async fn hold(_name: &str) {
+    #[cfg(feature = "failpoints")]
+    if let Some(ms) = delay_ms(_name) {
+        tracing::info!("fail point {_name}: holding until disarmed (at most {ms} ms)");
+        let end = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
+        while delay_ms(_name).is_some() && tokio::time::Instant::now() < end {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        tracing::info!("fail point {_name}: released");
+    }
 }
 
 /// Arms (`Some(errno)`) or disarms (`None`) a fail point. Without the

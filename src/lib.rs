@@ -25,6 +25,7 @@
 //! | [`cli`] | the `repd` and `repctl` command lines (the binaries are thin wrappers) |
 //! | [`tls`] | rustls configurations for the peer link and NBD |
 //! | [`failpoint`] | fault injection behind the `failpoints` feature |
+//! | [`ratelimit`] | log lines that could repeat fast go out once a second per kind, the rest counted |
 
 pub mod cli;
 pub mod config;
@@ -35,6 +36,7 @@ pub mod inline_io;
 pub mod meta;
 pub mod nbd;
 pub mod node;
+pub mod ratelimit;
 pub mod repl;
 pub mod store;
 pub mod tls;

@@ -46,6 +46,13 @@ fn demo_runs_a_replicated_pair_and_stops_on_ctrl_c() {
         }
     }
     let uri = uri.expect("the demo printed no nbd:// URI");
+    // The demo pair authenticates its peer link (issue 14): a secret in a
+    // file only its owner can read.
+    let cfg = dir.path().join("r0.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.lines().any(|l| l.starts_with("secret = \"") && l.len() > 20), "the demo config has no [net] secret:\n{text}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o077, 0, "the demo config (with its secret) is readable by others");
     let o = Command::new("qemu-io").args(["-f", "raw", "-c", "write -P 0x42 0 1M", "-c", "read -P 0x42 0 1M", &uri]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The write reached beta too.

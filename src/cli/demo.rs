@@ -1,7 +1,9 @@
 //! `repd demo`: a two-node pair on this machine, alpha Primary.
 //!
-//! Writes a resource file into the demo directory, runs both nodes in this
-//! process on loopback, promotes alpha (its data declared authoritative, so
+//! Writes a resource file into the demo directory (with a fresh random
+//! `[net] secret`, as every real pair should have: without one, whoever
+//! reaches a replication port can pose as the peer; the file is readable by
+//! its owner only), runs both nodes in this process on loopback, promotes alpha (its data declared authoritative, so
 //! the initial sync to beta starts), prints the NBD URI and commands to try,
 //! and runs until Ctrl-C.
 
@@ -17,8 +19,13 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A fresh secret for a demo pair: 32 random bytes, hex.
+pub fn demo_secret() -> String {
+    crate::repl::auth::new_nonce().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The demo's resource file.
-pub fn demo_config(dir: &Path, size: u64, ports: [u16; 4]) -> String {
+pub fn demo_config(dir: &Path, size: u64, ports: [u16; 4], secret: &str) -> String {
     let d = dir.display();
     format!(
         r#"# repd demo resource: two nodes on loopback
@@ -28,6 +35,7 @@ size = {size}
 protocol = "C"
 
 [net]
+secret = "{secret}"
 ping_interval_ms = 500
 ping_timeout_ms = 3000
 
@@ -47,6 +55,16 @@ control = "{d}/beta.sock"
 "#,
         ports[0], ports[1], ports[2], ports[3]
     )
+}
+
+/// Writes `text` to `path`, readable and writable by the owner only (it
+/// holds the secret), also when the file was there before.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(text.as_bytes())
 }
 
 pub async fn run(dir: Option<PathBuf>, size: &str) -> i32 {
@@ -77,7 +95,7 @@ pub async fn run(dir: Option<PathBuf>, size: &str) -> i32 {
             }
         }
     }
-    if let Err(e) = std::fs::write(&cfg_path, demo_config(&dir, size, ports)) {
+    if let Err(e) = write_private(&cfg_path, &demo_config(&dir, size, ports, &demo_secret())) {
         eprintln!("repd demo: {}: {e}", cfg_path.display());
         return exit::FAILED;
     }

@@ -35,6 +35,12 @@ pub struct Counters {
     /// Bytes a checksum-based resync found equal on both nodes, not sent.
     #[serde(default)]
     pub resync_same_bytes: u64,
+    /// Connections this node opened to its peer (extra field).
+    #[serde(default)]
+    pub peer_connect_attempts: u64,
+    /// Incoming connections on the replication port turned away (extra field).
+    #[serde(default)]
+    pub peer_connections_refused: u64,
 }
 
 /// `repctl status --json`.

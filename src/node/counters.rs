@@ -12,6 +12,11 @@ pub struct AtomicCounters {
     pub resync_sent_bytes: AtomicU64,
     pub resync_received_bytes: AtomicU64,
     pub resync_same_bytes: AtomicU64,
+    /// Connections this node opened to its peer (each dial, failed or not).
+    pub peer_connect_attempts: AtomicU64,
+    /// Incoming peer-port connections turned away (over the handshake
+    /// bound, failed or refused in the handshake, or refused after it).
+    pub peer_connections_refused: AtomicU64,
 }
 
 impl AtomicCounters {
@@ -27,6 +32,8 @@ impl AtomicCounters {
             resync_sent_bytes: self.resync_sent_bytes.load(Relaxed),
             resync_received_bytes: self.resync_received_bytes.load(Relaxed),
             resync_same_bytes: self.resync_same_bytes.load(Relaxed),
+            peer_connect_attempts: self.peer_connect_attempts.load(Relaxed),
+            peer_connections_refused: self.peer_connections_refused.load(Relaxed),
         }
     }
 }

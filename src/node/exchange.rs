@@ -145,7 +145,7 @@ async fn next_frame(link: &mut Reader, timeout: Duration) -> Result<Message, Str
         Err(_) => Err(format!("no frame from the peer for {} ms", timeout.as_millis())),
         Ok(None) => Err("the peer closed the link".into()),
         Ok(Some(Err(e))) => Err(format!("bad frame: {e}")),
-        Ok(Some(Ok(Message::Goodbye { reason }))) => Err(format!("the peer said goodbye: {reason}")),
+        Ok(Some(Ok(Message::Goodbye { reason }))) => Err(format!("the peer said goodbye: {}", crate::repl::handshake::Untrusted(&reason))),
         Ok(Some(Ok(m))) => Ok(m),
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{Framed, FramedParts};
 
 use crate::repl::vwrite::FrameWriter;
 use crate::repl::{self, Codec, FrameError, Message};
@@ -38,7 +38,7 @@ pub(super) const WRITE_BATCH: usize = 1 << 20;
 const MAX_BATCH: usize = 64;
 
 /// The receiving half of a session's link.
-pub(super) type Reader = FramedRead<ReadHalf<BoxStream>, Codec>;
+pub(super) type Reader = Framed<ReadHalf<BoxStream>, Codec>;
 /// The sending half: frames written with `writev`, data blocks uncopied.
 pub(super) type Writer = FrameWriter<WriteHalf<BoxStream>>;
 
@@ -48,8 +48,14 @@ fn split_link(link: Link) -> (Writer, Reader) {
     let parts = link.into_parts();
     let max = parts.codec.max_payload();
     let (rd, wr) = tokio::io::split(parts.io);
-    let mut reader = FramedRead::new(rd, parts.codec);
-    *reader.read_buffer_mut() = parts.read_buf;
+    // From parts, so the frames the handshake read past the peer's Accept
+    // (its State, its bitmap) are decoded before the socket is read again.
+    // (A `FramedRead` given the bytes through `read_buffer_mut` reads the
+    // socket first: with the peer silent until it hears from us, the
+    // session waited ping_timeout_ms for frames it already had.)
+    let mut rparts = FramedParts::new::<Message>(rd, parts.codec);
+    rparts.read_buf = parts.read_buf;
+    let reader = Framed::from_parts(rparts);
     let mut writer = FrameWriter::new(wr, max);
     if !parts.write_buf.is_empty() {
         writer.queue_raw(parts.write_buf.freeze());
@@ -193,9 +199,7 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
             m.set_gen_ids(ids);
         });
     }
-    if let Some(ms) = crate::failpoint::delay_ms("session.install") {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
+    crate::failpoint::hold("session.install").await;
 
     // 3. Install the link: from here on writes are mirrored.
     // Fail point `session.queue`: a shorter outgoing queue (frames), so a
@@ -310,7 +314,7 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
         match msg {
             Ok(Message::Goodbye { reason }) => {
                 // The peer flushed its disk before saying goodbye.
-                tracing::warn!("peer link closed by the peer: {reason}");
+                tracing::warn!("peer link closed by the peer: {}", repl::handshake::Untrusted(&reason));
                 plink.set_clean();
                 break None;
             }

@@ -27,6 +27,11 @@ pub const MAX_DATA: usize = 32 << 20;
 /// The default payload cap: [`MAX_DATA`] plus room for the fixed fields.
 /// Every peer must accept payloads up to this size; senders never exceed it.
 pub const DEFAULT_MAX_PAYLOAD: usize = MAX_DATA + 4096;
+/// The payload cap until the handshake is done (`Accept` received): room
+/// for the largest `Hello` (two 4096-byte strings and 24 bytes of fixed
+/// fields), fields a newer minor may append to it, and a `Goodbye`. A
+/// connection that has not proved anything cannot make a node buffer more.
+pub const HANDSHAKE_MAX_PAYLOAD: usize = 16 << 10;
 
 /// Why a frame could not be decoded or encoded. On decode, every variant
 /// means the stream is unusable: drop the link (never the daemon) and reconnect.
@@ -114,6 +119,14 @@ impl Codec {
     pub fn max_payload(&self) -> usize {
         self.max_payload
     }
+
+    /// Changes the payload cap for the frames decoded and encoded from now
+    /// on (the handshake raises it from [`HANDSHAKE_MAX_PAYLOAD`] once the
+    /// peer is accepted). A frame whose header was already read keeps the
+    /// cap it was checked against.
+    pub fn set_max_payload(&mut self, max_payload: usize) {
+        self.max_payload = max_payload.min(u32::MAX as usize);
+    }
 }
 
 fn crc(head: &[u8], payload: &[u8]) -> u32 {
@@ -159,10 +172,12 @@ impl Decoder for Codec {
             // several (RECV_CHUNK, RECV_ROOM): the next frames then arrive
             // in the same read, in memory already mapped, and once every
             // payload split off the buffer is dropped, `reserve` reuses the
-            // same allocation in place.
+            // same allocation in place. Under a small cap (the handshake's)
+            // the room is a few frames of that cap, not the session's.
             let need = len.saturating_sub(src.len());
             if src.capacity() - src.len() < need {
-                src.reserve(if len >= CHUNK_FROM { need.max(RECV_CHUNK) } else { need.max(RECV_ROOM) });
+                let room = if len >= CHUNK_FROM { RECV_CHUNK } else { RECV_ROOM };
+                src.reserve(need.max(room.min(self.max_payload.saturating_mul(2))));
             }
             self.state = State::Data { head, ty, len, crc: want_crc };
         }

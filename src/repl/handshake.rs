@@ -9,7 +9,16 @@
 //!    [`FEATURE_AUTH`] bit), device size.
 //! 2. With a secret on both sides: send `AuthChallenge` (fresh nonce), read
 //!    the peer's; send `AuthResponse`, read the peer's and verify it.
-//! 3. Send `Accept`; read the peer's `Accept`. Only then is the link up.
+//! 3. Ask the caller whether this peer may connect now ([`handshake_admit`]:
+//!    a standalone node, or one whose live session an unauthenticated
+//!    newcomer may not replace, says no and why).
+//! 4. Send `Accept`; read the peer's `Accept`. Only then is the link up.
+//!
+//! Until the peer's `Accept`, frames are capped at [`HANDSHAKE_MAX_PAYLOAD`]
+//! (what a `Hello` needs): a stranger cannot make the node buffer a 32 MiB
+//! frame. The returned link has the session's cap, [`DEFAULT_MAX_PAYLOAD`].
+//! Strings the peer sent before it proved anything (names, a `Goodbye`
+//! reason) appear in errors escaped ([`Untrusted`]): they cannot forge log lines.
 //!
 //! A failed check sends `Goodbye { reason }` (the error's message), shuts
 //! the write side and lingers briefly for the peer's own frames, so the
@@ -23,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Framed;
 
 use super::auth;
-use super::frame::{Codec, FrameError};
+use super::frame::{Codec, FrameError, DEFAULT_MAX_PAYLOAD, HANDSHAKE_MAX_PAYLOAD};
 use super::message::{Message, MsgType};
 use super::types::Hello;
 use super::{FEATURE_AUTH, PROTO_MAJOR, PROTO_MINOR};
@@ -60,6 +69,29 @@ impl HelloParams {
     }
 }
 
+/// A string the peer sent, shown with control characters (newlines, escape
+/// sequences), line and paragraph separators, bidi overrides and
+/// backslashes escaped, so it stays on its log line and cannot pose as
+/// another one.
+#[derive(Debug, Clone, Copy)]
+pub struct Untrusted<'a>(pub &'a str);
+
+impl std::fmt::Display for Untrusted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for c in self.0.chars() {
+            let odd = c.is_control()
+                || matches!(c, '\\' | '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if odd {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What the handshake learned about the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerHello {
@@ -81,10 +113,10 @@ pub enum HandshakeError {
     #[error("protocol version mismatch: {node} speaks {}.{}, its peer speaks {peer_major}.{peer_minor}; majors must match (upgrade one node)", PROTO_MAJOR, PROTO_MINOR)]
     VersionMismatch { node: String, peer_major: u16, peer_minor: u16 },
     /// The peer serves another resource.
-    #[error("resource mismatch: {node} serves `{local}`, its peer `{peer_node}` serves `{peer}`; the replication address points at another resource")]
+    #[error("resource mismatch: {node} serves `{local}`, its peer `{}` serves `{}`; the replication address points at another resource", Untrusted(peer_node), Untrusted(peer))]
     ResourceMismatch { node: String, local: String, peer_node: String, peer: String },
     /// The peer is not the node the configuration names.
-    #[error("unexpected peer: {node} expects its peer to be `{expected}` but `{peer}` connected; check the [nodes] sections of both configs")]
+    #[error("unexpected peer: {node} expects its peer to be `{expected}` but `{}` connected; check the [nodes] sections of both configs", Untrusted(peer))]
     UnexpectedPeer { node: String, expected: String, peer: String },
     /// Only this node has a secret.
     #[error("authentication mismatch: {node} has a [net] secret but {peer_node} has none; set the same secret on both nodes")]
@@ -104,9 +136,12 @@ pub enum HandshakeError {
     /// The peer sent a message the handshake does not allow at this step.
     #[error("protocol violation in the handshake: expected {expected}, the peer sent {got}")]
     Unexpected { expected: &'static str, got: MsgType },
-    /// The peer sent `Goodbye`.
-    #[error("the peer refused the connection: {reason}")]
+    /// The peer sent `Goodbye` (the reason as sent; shown escaped).
+    #[error("the peer refused the connection: {}", Untrusted(reason))]
     PeerRefused { reason: String },
+    /// This node does not take the peer now (the caller's `admit` said why).
+    #[error("{reason}")]
+    NotAdmitted { reason: String },
     /// The peer closed the link without a reason.
     #[error("the peer closed the link during the handshake (waiting for {expected})")]
     Closed { expected: &'static str },
@@ -151,9 +186,28 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     secret: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<(Framed<S, Codec>, PeerHello), HandshakeError> {
-    let mut link = Framed::new(stream, Codec::default());
-    let fail = match tokio::time::timeout(timeout, run(&mut link, local, secret)).await {
-        Ok(Ok(peer)) => return Ok((link, peer)),
+    handshake_admit(stream, local, secret, timeout, |_| Ok(())).await
+}
+
+/// [`handshake`], asking `admit` before this side sends `Accept`: once the
+/// peer's `Hello` passed every check and, with a secret, the peer proved it.
+/// `Err(reason)` refuses the peer with that reason as the `Goodbye`
+/// ([`HandshakeError::NotAdmitted`]).
+pub async fn handshake_admit<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    local: &HelloParams,
+    secret: Option<&[u8]>,
+    timeout: Duration,
+    admit: impl FnOnce(&PeerHello) -> Result<(), String>,
+) -> Result<(Framed<S, Codec>, PeerHello), HandshakeError> {
+    let mut link = Framed::new(stream, Codec::new(HANDSHAKE_MAX_PAYLOAD));
+    let fail = match tokio::time::timeout(timeout, run(&mut link, local, secret, admit)).await {
+        Ok(Ok(peer)) => {
+            // The peer is accepted: session frames (data blocks) from here on.
+            // Nothing past its Accept has been decoded yet.
+            link.codec_mut().set_max_payload(DEFAULT_MAX_PAYLOAD);
+            return Ok((link, peer));
+        }
         Ok(Err(f)) => f,
         Err(_) => Fail::Stop(HandshakeError::Timeout { after: timeout }),
     };
@@ -196,6 +250,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     link: &mut Framed<S, Codec>,
     local: &HelloParams,
     secret: Option<&[u8]>,
+    admit: impl FnOnce(&PeerHello) -> Result<(), String>,
 ) -> Result<PeerHello, Fail> {
     let node = || local.node.clone();
     let mut features = local.features & !FEATURE_AUTH;
@@ -278,17 +333,22 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
 
+    #[allow(clippy::unnecessary_min_or_max)] // PROTO_MINOR is 0 today
+    let proto_minor = PROTO_MINOR.min(peer.proto_minor);
+    let peer = PeerHello {
+        proto_minor,
+        features: features & peer.features,
+        authenticated: secret.is_some(),
+        hello: peer,
+    };
+    if let Err(reason) = admit(&peer) {
+        return refuse(HandshakeError::NotAdmitted { reason });
+    }
+
     link.send(Message::Accept).await?;
     match recv(link, "Accept").await? {
         Message::Accept => {}
         other => return Err(unexpected("Accept", &other)),
     }
-    #[allow(clippy::unnecessary_min_or_max)] // PROTO_MINOR is 0 today
-    let proto_minor = PROTO_MINOR.min(peer.proto_minor);
-    Ok(PeerHello {
-        proto_minor,
-        features: features & peer.features,
-        authenticated: secret.is_some(),
-        hello: peer,
-    })
+    Ok(peer)
 }

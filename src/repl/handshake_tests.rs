@@ -6,6 +6,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio_util::codec::Framed;
 
+use super::handshake::handshake_admit;
 use super::*;
 
 const T: Duration = Duration::from_secs(5);
@@ -228,4 +229,74 @@ async fn over_tcp_a_refusal_reason_arrives_before_the_close() {
         HandshakeError::PeerRefused { reason } => assert!(reason.contains("unexpected peer"), "{reason}"),
         other => panic!("{other}"),
     }
+}
+
+#[tokio::test]
+async fn before_accept_a_frame_over_the_handshake_cap_is_refused_at_its_header() {
+    let (x, mut y) = tokio::io::duplex(64 * 1024);
+    // A Hello header announcing 32 MiB, and no payload: refused on the header alone.
+    let mut head = Vec::new();
+    head.extend(crate::repl::MAGIC.to_be_bytes());
+    head.extend((MsgType::Hello as u16).to_be_bytes());
+    head.extend(0u16.to_be_bytes());
+    head.extend((32u32 << 20).to_be_bytes());
+    head.extend(0u32.to_be_bytes());
+    y.write_all(&head).await.unwrap();
+    let e = handshake(x, &params("alpha", "beta", 4096), None, T).await.unwrap_err();
+    match e {
+        HandshakeError::Frame(FrameError::TooLong { max, .. }) => assert_eq!(max, crate::repl::frame::HANDSHAKE_MAX_PAYLOAD),
+        other => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn the_largest_hello_fits_the_handshake_cap_and_the_link_gets_the_session_cap() {
+    let long = "n".repeat(crate::repl::MAX_STRING);
+    let mut a = HelloParams::new(&long, "alpha", &long, 4096);
+    let mut b = HelloParams::new(&long, &long, "alpha", 4096);
+    a.features = 0;
+    b.features = 0;
+    let (x, y) = tokio::io::duplex(64 * 1024);
+    let (ra, rb) = tokio::join!(handshake(x, &a, None, T), handshake(y, &b, None, T));
+    let (la, _) = ra.unwrap();
+    let (lb, _) = rb.unwrap();
+    assert_eq!(la.codec().max_payload(), crate::repl::DEFAULT_MAX_PAYLOAD);
+    assert_eq!(lb.codec().max_payload(), crate::repl::DEFAULT_MAX_PAYLOAD);
+}
+
+#[tokio::test]
+async fn a_peer_not_admitted_hears_why_before_any_accept() {
+    let (x, y) = tokio::io::duplex(64 * 1024);
+    let (pa, pb) = (params("beta", "alpha", 4096), params("alpha", "beta", 4096));
+    let (ra, rb) = tokio::join!(
+        handshake_admit(x, &pa, None, T, |p| {
+            assert_eq!(p.hello.node, "alpha");
+            Err("busy: node beta has a live session with alpha".into())
+        }),
+        handshake(y, &pb, None, T)
+    );
+    assert!(matches!(ra.unwrap_err(), HandshakeError::NotAdmitted { .. }));
+    match rb.unwrap_err() {
+        HandshakeError::PeerRefused { reason } => assert_eq!(reason, "busy: node beta has a live session with alpha"),
+        other => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn strings_from_the_peer_are_shown_escaped() {
+    let local = params("alpha", "beta", 4096);
+    let (x, y) = tokio::io::duplex(64 * 1024);
+    let mut peer = raw_peer(y);
+    let (res, ()) = tokio::join!(handshake(x, &local, None, T), async {
+        peer.send(Message::Goodbye { reason: "no\nFAKE LINE\r\u{1b}[31m\u{202e}\\".into() }).await.unwrap();
+    });
+    let e = res.unwrap_err();
+    assert_eq!(e.to_string(), "the peer refused the connection: no\\nFAKE LINE\\r\\u{1b}[31m\\u{202e}\\\\");
+    let (x, y) = tokio::io::duplex(64 * 1024);
+    let mut peer = raw_peer(y);
+    let (res, ()) = tokio::join!(handshake(x, &local, None, T), async {
+        peer.send(hello("beta\nINFO forged", 4096, 0)).await.unwrap();
+    });
+    let e = res.unwrap_err().to_string();
+    assert!(e.contains("`beta\\nINFO forged`") && !e.contains('\n'), "{e}");
 }

@@ -2,6 +2,8 @@
 //! `repctl` and real NBD clients.
 #![allow(dead_code)]
 
+pub mod stranger;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
