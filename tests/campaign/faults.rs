@@ -16,11 +16,29 @@ impl Campaign {
             )
         });
         self.ledger.lock().unwrap().replied_since = 0;
+        // Large writes fill the socket buffers and the link's segments.
+        self.large_writes = match fault {
+            Fault::ProcessStop | Fault::OneWayLargeLoss => 10,
+            // Only large writes: the Secondary writes them from the blocking
+            // pool, so its async workers (pings) go on while its disk is frozen.
+            // The first DiskFreeze of a campaign always (the hang a repd
+            // without [net] timeout_ms shows), later ones half the time.
+            Fault::DiskFreeze if self.stats.faults["DiskFreeze"] == 1 || rng.chance(50) => 100,
+            Fault::DiskFreeze => 10,
+            _ => 0,
+        };
+        if self.large_writes > 0 {
+            self.stats.variant(format!("{fault:?} with {}% large writes", self.large_writes));
+        }
         self.start_writer(p, rng);
         let warm = rng.range(20, 200);
         self.wait_writer_acks(warm);
         let pt = Duration::from_millis(PING_TIMEOUT_MS);
         match fault {
+            Fault::DiskFreeze => self.disk_freeze(s, rng),
+            Fault::ProcessStop => self.process_stop(s, rng),
+            Fault::OneWayLargeLoss => self.one_way_large_loss(p, rng),
+            Fault::Stranger => self.stranger(p, rng),
             Fault::KillPrimary => {
                 self.kill(p);
                 self.manager_failover(p);

@@ -3,11 +3,13 @@
 use super::*;
 
 impl Campaign {
-    pub(crate) fn new(seed: u64) -> Campaign {
+    /// A campaign on a device of `size` bytes (64 MiB, or 1 TiB sparse).
+    pub(crate) fn new(seed: u64, size: u64) -> Campaign {
         assert!(
             unsafe { libc::geteuid() } == 0,
             "the campaign needs root: it creates network namespaces (ip netns) and veth links"
         );
+        loopdisk::require_tools();
         for (tool, pkg) in [
             ("ip", "iproute2"),
             ("tc", "iproute2"),
@@ -46,13 +48,31 @@ impl Campaign {
         let dir = tempfile::Builder::new().prefix("repd-campaign-").tempdir_in(&base).unwrap().keep();
         let keep = std::env::var("CAMPAIGN_KEEP").is_ok();
         let d = dir.display().to_string();
+        // Each node's backing file and metadata on its own loop-mounted ext4
+        // (Fault::DiskFreeze freezes one of them).
+        let mut disks = Vec::new();
+        for n in NAMES {
+            match LoopDisk::create(&dir, n) {
+                Ok(disk) => disks.push(disk),
+                Err(e) => {
+                    drop(disks);
+                    let _ = std::fs::remove_dir_all(&dir);
+                    panic!("could not make {n}'s filesystem: {e}");
+                }
+            }
+        }
+        let net_timeout_ms = net_timeout_key_known(&dir).then_some(NET_TIMEOUT_MS);
         let mut text = format!(
             "[resource]\nname = \"r0\"\nsize = \"{}MiB\"\nprotocol = \"C\"\nal_extents = {AL_EXTENTS}\nresync_rate = \"{RESYNC_RATE_MIB}MiB\"\n\n[net]\nping_interval_ms = 200\nping_timeout_ms = {PING_TIMEOUT_MS}\nconnect_interval_ms = 100\n",
-            SIZE >> 20
+            size >> 20
         );
+        if let Some(t) = net_timeout_ms {
+            text.push_str(&format!("timeout_ms = {t}\n"));
+        }
         for (i, n) in NAMES.iter().enumerate() {
+            let m = disks[i].mnt.display().to_string();
             text.push_str(&format!(
-                "\n[nodes.{n}]\nbacking = \"{d}/{n}.img\"\nmeta = \"{d}/{n}.meta\"\nnbd = \"127.0.0.1:10809\"\nreplication = \"192.0.2.{}:7788\"\ncontrol = \"{d}/{n}.sock\"\n",
+                "\n[nodes.{n}]\nbacking = \"{m}/{n}.img\"\nmeta = \"{m}/{n}.meta\"\nnbd = \"127.0.0.1:10809\"\nreplication = \"192.0.2.{}:7788\"\ncontrol = \"{d}/{n}.sock\"\n",
                 i + 1
             ));
         }
@@ -81,7 +101,10 @@ impl Campaign {
         let sock = [dir.join("alpha.sock"), dir.join("beta.sock")];
         let mut c = Campaign {
             log: [dir.join("alpha.log"), dir.join("beta.log")],
-            backing: [dir.join("alpha.img"), dir.join("beta.img")],
+            backing: [0, 1].map(|i| disks[i].mnt.join(format!("{}.img", NAMES[i]))),
+            disks,
+            size,
+            net_timeout_ms,
             sock,
             ns,
             dir,
@@ -103,6 +126,7 @@ impl Campaign {
             cycle: 0,
             fault: None,
             link_impaired: false,
+            large_writes: 0,
             replay: None,
             expect_split_brain: false,
             incarnation: [0; 2],
@@ -111,6 +135,10 @@ impl Campaign {
             stats: Stats::default(),
         };
         c.note(format!("testbed up in {} ({} <-> {})", c.dir.display(), c.ns[0], c.ns[1]));
+        c.note(match net_timeout_ms {
+            Some(t) => format!("[net] timeout_ms is known to repd: set to {t}"),
+            None => "[net] timeout_ms is unknown to this repd (left out of the config)".into(),
+        });
         c
     }
 
@@ -132,9 +160,10 @@ impl Campaign {
                 "CAMPAIGN_SEED={} CAMPAIGN_CYCLES={}{} cargo test --release --test campaign -- --nocapture",
                 self.seed,
                 self.cycle,
-                std::env::var("CAMPAIGN_FAULTS")
-                    .map(|f| format!(" CAMPAIGN_FAULTS={f}"))
-                    .unwrap_or_default()
+                ["CAMPAIGN_FAULTS", "CAMPAIGN_SIZE"]
+                    .iter()
+                    .filter_map(|k| std::env::var(k).ok().map(|v| format!(" {k}={v}")))
+                    .collect::<String>()
             )
         });
         panic!(
@@ -285,6 +314,13 @@ impl Campaign {
 impl Drop for Campaign {
     fn drop(&mut self) {
         self.note("teardown".into());
+        // Thawed first: a process blocked on a frozen filesystem cannot be
+        // reaped (SIGKILL waits for the thaw).
+        for disk in &mut self.disks {
+            if disk.frozen() {
+                let _ = disk.thaw();
+            }
+        }
         self.stop_poller.store(true, Ordering::SeqCst);
         for w in &mut self.writers {
             let _ = w.child.kill();
@@ -302,6 +338,12 @@ impl Drop for Campaign {
         self.note("daemons killed".into());
         let _ = Command::new(testbed_script()).arg("down").arg(&self.dir).output();
         self.note("testbed down".into());
+        // Thawed and unmounted before the directory is removed (a frozen
+        // filesystem would hang the removal; a mounted one would be emptied).
+        for disk in &mut self.disks {
+            disk.teardown();
+        }
+        self.note("filesystems unmounted".into());
         if let Some(p) = self.poller.take() {
             let _ = p.join();
         }
@@ -313,4 +355,26 @@ impl Drop for Campaign {
         }
         self.note("removed".into());
     }
+}
+
+/// Does this repd know `[net] timeout_ms` (how long the Primary waits on
+/// its peer before it drops it and goes on alone)? The config rejects
+/// unknown keys, so ask repd itself: a config with the key and a backing
+/// path that cannot exist fails at the config (exit 2, naming the key) if
+/// the key is unknown, later (exit 1) if it is known.
+fn net_timeout_key_known(dir: &Path) -> bool {
+    let probe = dir.join("probe.toml");
+    let bad = probe.join("no"); // under a file: can never be created
+    let b = bad.display();
+    let text = format!(
+        "[resource]\nname = \"r0\"\nsize = \"64MiB\"\n\n[net]\nping_interval_ms = 200\nping_timeout_ms = {PING_TIMEOUT_MS}\ntimeout_ms = {NET_TIMEOUT_MS}\n\n[nodes.alpha]\nbacking = \"{b}/a.img\"\nmeta = \"{b}/a.meta\"\nnbd = \"127.0.0.1:1\"\nreplication = \"127.0.0.1:2\"\ncontrol = \"{b}/a.sock\"\n\n[nodes.beta]\nbacking = \"{b}/b.img\"\nmeta = \"{b}/b.meta\"\nnbd = \"127.0.0.1:3\"\nreplication = \"127.0.0.1:4\"\ncontrol = \"{b}/b.sock\"\n"
+    );
+    std::fs::write(&probe, text).unwrap();
+    let o = Command::new("timeout")
+        .args(["-s", "KILL", "20", REPD, "--config", probe.to_str().unwrap(), "--node", "alpha"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&probe);
+    let err = String::from_utf8_lossy(&o.stderr);
+    !(o.status.code() == Some(2) && err.contains("timeout_ms"))
 }

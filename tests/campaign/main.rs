@@ -59,12 +59,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use loopdisk::LoopDisk;
+
 const REPD: &str = env!("CARGO_BIN_EXE_repd");
 const REPCTL: &str = env!("CARGO_BIN_EXE_repctl");
 const NAMES: [&str; 2] = ["alpha", "beta"];
 const BS_USIZE: usize = 4096;
 const BS: u64 = BS_USIZE as u64;
+/// The device of the usual campaign; `CAMPAIGN_SIZE` (e.g. 1T) or the
+/// `one_tib_device` test for a real size.
 const SIZE: u64 = 64 << 20;
+const TIB: u64 = 1 << 40;
+/// `[net] timeout_ms` when this repd knows the key: how long the Primary
+/// waits on a peer that stopped answering writes (its disk frozen) before
+/// it drops it.
+const NET_TIMEOUT_MS: u64 = 2000;
 const AL_EXTENTS: u64 = 7;
 const AL_BOUND: u64 = AL_EXTENTS * (4 << 20);
 const PING_TIMEOUT_MS: u64 = 1500;
@@ -118,6 +127,9 @@ macro_rules! say {
 mod checker;
 mod faults;
 mod harness;
+mod loopdisk;
+mod stalls;
+mod stranger;
 mod manager;
 mod writer;
 
@@ -183,7 +195,42 @@ enum Fault {
     /// must survive. The old Primary returns with its own writes: split
     /// brain, resolved with `connect --discard-my-data` on it.
     BlindFailover,
+    /// `fsfreeze -f` on the Secondary's filesystem under load, past
+    /// `[net] timeout_ms`, then thawed (stalls.rs). Fails on a repd without
+    /// that key: the Primary's writes hang for as long as the freeze lasts.
+    DiskFreeze,
+    /// SIGSTOP of the Secondary past the ping timeout under large writes;
+    /// the Primary's writes must go on within the ping timeout (stalls.rs).
+    ProcessStop,
+    /// Packets over ~1000 bytes dropped one way (stalls.rs).
+    OneWayLargeLoss,
+    /// Strangers on both peer ports; the real session must not notice
+    /// (stranger.rs).
+    Stranger,
 }
+
+/// Every kind, in the order of the suite's first cycles (before shuffling).
+const ALL_KINDS: [Fault; 19] = [
+    Fault::KillPrimary,
+    Fault::KillSecondary,
+    Fault::FreezePrimary,
+    Fault::FreezeSecondary,
+    Fault::Partition,
+    Fault::PartitionThenPrimaryCrash,
+    Fault::FlappingLink,
+    Fault::LossAndDuplication,
+    Fault::SlowLink,
+    Fault::Delay,
+    Fault::Reordering,
+    Fault::CrashDuringResync,
+    Fault::KillPrimaryNoFailover,
+    Fault::KillSecondaryThenPrimary,
+    Fault::BlindFailover,
+    Fault::DiskFreeze,
+    Fault::ProcessStop,
+    Fault::OneWayLargeLoss,
+    Fault::Stranger,
+];
 
 /// went_on_alone[i]: the Primary was seen without node i since the last
 /// full sync. The epoch changes at each full sync, so a poll that started
@@ -206,6 +253,8 @@ struct Ledger {
     errnos: BTreeMap<String, u64>,
     /// Writes replied to (acked or error) since the counter was last taken.
     replied_since: u64,
+    /// When the writer last saw a write acked (the stall watch).
+    last_ack: Option<Instant>,
 }
 
 struct Writer {
@@ -235,6 +284,10 @@ struct Stats {
     status_polls: Arc<AtomicU64>,
     /// How the faults were drawn (e.g. "Delay past the ping timeout").
     variants: BTreeMap<String, u64>,
+    /// Longest gap between acked writes seen by the stall watch, per kind.
+    longest_stall_ms: BTreeMap<String, u64>,
+    /// Connections the strangers opened to the peer ports.
+    stranger_connects: u64,
 }
 
 impl Stats {
@@ -245,6 +298,12 @@ impl Stats {
 
 struct Campaign {
     dir: PathBuf,
+    /// Device size in bytes.
+    size: u64,
+    /// Each node's filesystem (backing file and metadata).
+    disks: Vec<LoopDisk>,
+    /// `[net] timeout_ms` as set in the config (None: repd has no such key).
+    net_timeout_ms: Option<u64>,
     keep: bool,
     ns: [String; 2],
     sock: [PathBuf; 2],
@@ -270,6 +329,8 @@ struct Campaign {
     cycle: u64,
     fault: Option<Fault>,
     link_impaired: bool,
+    /// Percent of the writer's writes that are 256 KiB-1 MiB (the rest 4-128 KiB).
+    large_writes: u64,
     /// How to replay a failure, when not the campaign's seed line.
     replay: Option<String>,
     /// Both sides wrote while apart: the heal must meet a split brain.
@@ -310,8 +371,44 @@ fn tail(path: &Path, lines: usize) -> String {
 }
 
 
+/// CAMPAIGN_SIZE: 64M (default), 1G, 1T, ... (sparse files; up to 15T).
+fn campaign_size() -> u64 {
+    let Ok(v) = std::env::var("CAMPAIGN_SIZE") else { return SIZE };
+    let v = v.trim();
+    let (num, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
+    let n: u64 = num.parse().unwrap_or_else(|_| panic!("CAMPAIGN_SIZE={v}: expected e.g. 64M, 1G, 1T"));
+    let shift = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => panic!("CAMPAIGN_SIZE={v}: expected e.g. 64M, 1G, 1T"),
+    };
+    let size = n << shift;
+    assert!(size >= 64 << 20 && size % (1 << 20) == 0 && size <= 15 * TIB, "CAMPAIGN_SIZE={v}: from 64M to 15T, in MiB");
+    size
+}
+
 #[test]
 fn randomized_fault_campaign() {
+    run_campaign(campaign_size(), &ALL_KINDS, "CAMPAIGN_FAULTS", 300);
+}
+
+/// A 1 TiB device (sparse files): the writer's blocks are scattered over the
+/// whole of it (every write in another activity-log extent), the checks read
+/// the ledger's blocks and a random sample, the backing files are compared
+/// where they hold data. A few kinds, one cycle each (CAMPAIGN_TIB_FAULTS
+/// picks others); CAMPAIGN_SIZE=1T runs the whole campaign on such a device.
+#[test]
+fn one_tib_device() {
+    run_campaign(TIB, &[Fault::KillPrimary, Fault::Partition, Fault::ProcessStop], "CAMPAIGN_TIB_FAULTS", 240);
+}
+
+/// The campaign on a device of `size` bytes over `all` (the variable
+/// `faults_env` narrows it), one cycle per kind unless CAMPAIGN_CYCLES says otherwise;
+/// no cycle starts after CAMPAIGN_SECS (default `secs`).
+fn run_campaign(size: u64, all: &[Fault], faults_env: &str, secs: u64) {
     let seed = env_u64("CAMPAIGN_SEED").unwrap_or_else(|| {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
         u64::try_from(t.as_nanos() % 1_000_000_000).unwrap()
@@ -320,27 +417,22 @@ fn randomized_fault_campaign() {
         Path::new("/usr/bin/python3").exists(),
         "/usr/bin/python3 is missing (Debian python3, with python3-libnbd)"
     );
-    let limit = Duration::from_secs(env_u64("CAMPAIGN_SECS").unwrap_or(150));
-    say!("campaign: seed {seed} (replay: CAMPAIGN_SEED={seed})");
+    let limit = Duration::from_secs(env_u64("CAMPAIGN_SECS").unwrap_or(secs));
+    say!("campaign: seed {seed} (replay: CAMPAIGN_SEED={seed}), device {} MiB", size >> 20);
     let mut rng = Rng(seed);
-    let mut c = Campaign::new(seed);
-    let mut kinds = vec![
-        Fault::KillPrimary,
-        Fault::KillSecondary,
-        Fault::FreezePrimary,
-        Fault::FreezeSecondary,
-        Fault::Partition,
-        Fault::PartitionThenPrimaryCrash,
-        Fault::FlappingLink,
-        Fault::LossAndDuplication,
-        Fault::SlowLink,
-        Fault::Delay,
-        Fault::Reordering,
-        Fault::CrashDuringResync,
-        Fault::KillPrimaryNoFailover,
-        Fault::KillSecondaryThenPrimary,
-        Fault::BlindFailover,
-    ];
+    let mut kinds = all.to_vec();
+    if let Ok(only) = std::env::var(faults_env) {
+        let names: Vec<&str> = only.split(',').map(str::trim).collect();
+        kinds.retain(|k| names.contains(&format!("{k:?}").as_str()));
+        assert!(!kinds.is_empty(), "{faults_env}={only}: no such fault kind here (kinds: {all:?})");
+    }
+    let mut c = Campaign::new(seed, size);
+    if faults_env != "CAMPAIGN_FAULTS" {
+        c.replay = Some(format!(
+            "CAMPAIGN_SEED={seed}{} cargo test --release --test campaign one_tib_device -- --nocapture",
+            std::env::var(faults_env).map(|f| format!(" {faults_env}={f}")).unwrap_or_default()
+        ));
+    }
     c.start(0);
     c.start(1);
     let o = c.repctl(0, &["primary", "--force"], 30);
@@ -349,15 +441,18 @@ fn randomized_fault_campaign() {
     for i in 0..2 {
         let o = c.repctl(i, &["wait-sync", "--timeout", "60"], 70);
         if !o.status.success() {
-            c.fail("initial sync".into());
+            let both: Vec<String> = (0..2)
+                .map(|j| format!("{}: {}", NAMES[j], status_of(&c.sock[j], 5).map(|v| v.to_string()).unwrap_or_default()))
+                .collect();
+            c.fail(format!(
+                "the first connect and full sync of the {} MiB device did not end within 60 s ({}); status now:\n{}",
+                size >> 20,
+                String::from_utf8_lossy(&o.stderr).trim(),
+                both.join("\n")
+            ));
         }
     }
     c.start_poller();
-    if let Ok(only) = std::env::var("CAMPAIGN_FAULTS") {
-        let names: Vec<&str> = only.split(',').map(str::trim).collect();
-        kinds.retain(|k| names.contains(&format!("{k:?}").as_str()));
-        assert!(!kinds.is_empty(), "CAMPAIGN_FAULTS={only}: no such fault kind");
-    }
     // By default one cycle of each kind.
     let cycles = env_u64("CAMPAIGN_CYCLES").unwrap_or(kinds.len() as u64);
     say!(
@@ -403,7 +498,7 @@ fn randomized_fault_campaign() {
     let l = c.ledger.lock().unwrap();
     let st = &c.stats;
     say!(
-        "campaign: seed {seed}: {} cycles in {:.0}s; faults {:?}; variants {:?}; failovers {}, promotions refused (outdated or syncing) {}, restarts {}, crashes that missed the resync {}; blind failovers lost {} writes acked by a lone Primary, split brains resolved {}; block writes acked {}, flushes acked {}, error replies (blocks) {} {:?}; {} blocks with an acked version; {} ledger checks, {} block checks; {} resyncs, {} bytes resynced (bound {}); {} status polls",
+        "campaign: seed {seed}: {} cycles in {:.0}s; faults {:?}; variants {:?}; failovers {}, promotions refused (outdated or syncing) {}, restarts {}, crashes that missed the resync {}; blind failovers lost {} writes acked by a lone Primary, split brains resolved {}; block writes acked {}, flushes acked {}, error replies (blocks) {} {:?}; {} blocks with an acked version; {} ledger checks, {} block checks; {} resyncs, {} bytes resynced (bound {}); {} status polls; longest gaps between acked writes (ms) {:?}; stranger connections {}",
         st.cycles,
         started.elapsed().as_secs_f64(),
         st.faults,
@@ -424,7 +519,9 @@ fn randomized_fault_campaign() {
         st.resyncs,
         st.resync_bytes,
         st.resync_bound_bytes,
-        st.status_polls.load(Ordering::Relaxed)
+        st.status_polls.load(Ordering::Relaxed),
+        st.longest_stall_ms,
+        st.stranger_connects
     );
     assert!(st.cycles >= 1, "no cycle ran");
     assert!(l.writes_acked > 0);
@@ -442,7 +539,7 @@ fn randomized_fault_campaign() {
 #[test]
 fn reconnects_with_empty_resyncs_leave_no_stale_peer_view() {
     let iterations = env_u64("STALE_PEER_ITERATIONS").unwrap_or(100);
-    let mut c = Campaign::new(0);
+    let mut c = Campaign::new(0, SIZE);
     c.replay = Some("cargo test --release --test campaign reconnects_with_empty_resyncs".into());
     c.start(0);
     c.start(1);

@@ -15,6 +15,7 @@ impl Campaign {
             .arg("/usr/bin/python3")
             .arg(py_script())
             .args(["write", URI, &base.to_string(), &rng.next().to_string(), "300", "8"])
+            .arg(self.large_writes.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(wlog)
@@ -34,6 +35,7 @@ impl Campaign {
                         let e = l.acked.entry(b).or_insert(0);
                         *e = (*e).max(v);
                         l.writes_acked += 1;
+                        l.last_ack = Some(Instant::now());
                         l.replied_since += 1;
                         acks2.fetch_add(1, Ordering::SeqCst);
                     }
