@@ -69,10 +69,13 @@ impl LoopDisk {
         let (i, m) = (img.to_str().unwrap(), mnt.to_str().unwrap());
         run(&["truncate", "-s", IMAGE_SIZE, i])?;
         run(&["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1", i])?;
-        run(&["mount", "-o", "loop", i, m]).map_err(|e| {
-            format!("{e} (loop devices unavailable? the campaign puts each node's files on a loop-mounted ext4 image)")
-        })?;
-        Ok(LoopDisk { mnt, mounted: true, frozen: false })
+        run(&["mount", "-o", "loop", i, m])
+            .map_err(|e| format!("{e} (loop devices unavailable? the campaign puts each node's files on a loop-mounted ext4 image)"))?;
+        Ok(LoopDisk {
+            mnt,
+            mounted: true,
+            frozen: false,
+        })
     }
 
     pub(crate) fn frozen(&self) -> bool {

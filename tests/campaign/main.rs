@@ -386,7 +386,7 @@ fn campaign_size() -> u64 {
         _ => panic!("CAMPAIGN_SIZE={v}: expected e.g. 64M, 1G, 1T"),
     };
     let size = n << shift;
-    assert!(size >= 64 << 20 && size % (1 << 20) == 0 && size <= 15 * TIB, "CAMPAIGN_SIZE={v}: from 64M to 15T, in MiB");
+    assert!(size >= 64 << 20 && size.is_multiple_of(1 << 20) && size <= 15 * TIB, "CAMPAIGN_SIZE={v}: from 64M to 15T, in MiB");
     size
 }
 

@@ -44,7 +44,11 @@ impl Campaign {
         let kind = self.fault.map(|f| format!("{f:?}")).unwrap_or_default();
         let e = self.stats.longest_stall_ms.entry(kind).or_default();
         *e = (*e).max(u64::try_from(longest.as_millis()).unwrap_or(u64::MAX));
-        self.note(format!("longest gap between acked writes: {:.2} s (bound {:.1} s)", longest.as_secs_f64(), bound.as_secs_f64()));
+        self.note(format!(
+            "longest gap between acked writes: {:.2} s (bound {:.1} s)",
+            longest.as_secs_f64(),
+            bound.as_secs_f64()
+        ));
         longest
     }
 
@@ -59,7 +63,11 @@ impl Campaign {
         if let Err(e) = self.disks[s].freeze() {
             self.fail(format!("fsfreeze -f on {}'s filesystem: {e}", NAMES[s]));
         }
-        self.note(format!("fsfreeze -f {} for {:.1} s", self.disks[s].mnt.display(), hold.as_secs_f64()));
+        self.note(format!(
+            "fsfreeze -f {} for {:.1} s",
+            self.disks[s].mnt.display(),
+            hold.as_secs_f64()
+        ));
         let during = match self.net_timeout_ms {
             Some(t) => format!("{}'s disk was frozen (fsfreeze; [net] timeout_ms = {t})", NAMES[s]),
             None => format!(
