@@ -1,20 +1,32 @@
 //! The randomized fault campaign: two repd nodes, each in its own network
 //! namespace (tools/testbed/testbed: alpha 192.0.2.1, beta 192.0.2.2 on a veth
-//! link), a writer that keeps a ledger of every write and flush the NBD client
-//! saw acknowledged, and a seeded sequence of faults, each followed by what a
-//! cluster manager with fencing would do and a heal.
+//! link) with its files on its own loop-mounted ext4 image, a writer that
+//! keeps a ledger of every write and flush the NBD client saw acknowledged,
+//! and a seeded sequence of faults, each followed by what a cluster manager
+//! with fencing would do and a heal.
 //!
-//! Run (root; network namespaces; 15 cycles, one of each fault kind, about
-//! 80-120 s; stops starting cycles after CAMPAIGN_SECS, default 150):
+//! Files: main.rs (types, the tests, the cycle loop), harness.rs (testbed,
+//! daemons, repctl), writer.rs (the writer and its ledger), checker.rs (the
+//! status poller, the ledger against the device, the backing files),
+//! manager.rs (failover, heal), faults.rs (one cycle and the older kinds),
+//! stalls.rs (DiskFreeze, ProcessStop, OneWayLargeLoss and the stall watch),
+//! stranger.rs (Stranger), loopdisk.rs (the per-node filesystems).
+//!
+//! Run (root; network namespaces, loop devices; 19 cycles, one of each
+//! fault kind; stops starting cycles after CAMPAIGN_SECS, default 300;
+//! plus `one_tib_device`, three cycles on a 1 TiB sparse device):
 //!   cargo test --release --test campaign
 //! Longer, by hand (the seed replays the same faults and parameters; timing
 //! is the machine's):
-//!   CAMPAIGN_CYCLES=200 CAMPAIGN_SECS=3600 CAMPAIGN_SEED=12345 cargo test --release --test campaign -- --nocapture
+//!   CAMPAIGN_CYCLES=200 CAMPAIGN_SECS=3600 CAMPAIGN_SEED=12345 cargo test --release --test campaign randomized -- --nocapture
 //! CAMPAIGN_FAULTS=KillPrimary,CrashDuringResync limits the kinds (names as
 //! printed), e.g. CAMPAIGN_FAULTS=Delay,Reordering for the link faults of the
-//! emulator only; CAMPAIGN_FAULTS=BlindFailover shows what a manager without
-//! fencing loses (see Fault::BlindFailover; in the mix, its losses counted,
-//! not failed).
+//! emulator only, CAMPAIGN_FAULTS=DiskFreeze,ProcessStop,OneWayLargeLoss,Stranger
+//! for the stalls and strangers; CAMPAIGN_FAULTS=BlindFailover shows what a
+//! manager without fencing loses (see Fault::BlindFailover; in the mix, its
+//! losses counted, not failed).
+//! CAMPAIGN_SIZE=1T runs it on a 1 TiB device (sparse; 64M to 15T);
+//! CAMPAIGN_TIB_FAULTS picks the kinds of `one_tib_device`.
 //! CAMPAIGN_KEEP=1 keeps the working directory (logs, images, trace) even on
 //! success; CAMPAIGN_DIR=PATH puts it under PATH (default /dev/shm);
 //! CAMPAIGN_VERBOSE=1 prints the trace as it goes.
@@ -33,7 +45,13 @@
 //! in the middle of a resync;
 //! a Primary crash with no failover (it comes back Secondary and its activity
 //! log is resynced from it); the Secondary and then the Primary killed (both
-//! restarted, in either order: the Primary's newer data must win).
+//! restarted, in either order: the Primary's newer data must win);
+//! the Secondary's filesystem frozen (fsfreeze) past `[net] timeout_ms`
+//! under load; the Secondary's repd stopped (SIGSTOP) past the ping timeout
+//! under large writes; packets over ~1000 bytes dropped one way; strangers
+//! on both peer ports (Hellos that claim to be the peer or name the wrong
+//! resource, size or protocol, garbage, a maximal frame header, silence),
+//! at times while the pair reconnects past them.
 //!
 //! The manager: promotes the survivor with `repctl primary` (never --force),
 //! and only after the old Primary is dead (it kills it first, as a STONITH
@@ -50,6 +68,12 @@
 //! reported before the link came back (a crashed Primary's activity log,
 //! al_extents = 7 x 4 MiB, is part of what it reports), and the resyncs during
 //! the fault no more than 4 KiB per write replied in the cycle plus that log.
+//! During the stalls and the strangers, the Primary's acked-write stream
+//! may stop only until the Primary gives up on its peer (ping timeout, or
+//! `[net] timeout_ms`, plus 2.5 s; 3 s with strangers); with strangers, no
+//! connection event on either node. On a device too large to read whole
+//! (over 256 MiB), the checks read every block of the ledger and as many
+//! more at random, and the backing files are compared where they hold data.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
