@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""I/O for the fault campaign (tests/campaign.rs), run inside the Primary's
+"""I/O for the fault campaign (tests/campaign/), run inside the Primary's
 network namespace.
 
   campaign_io.py write URI FIRST_VERSION SEED [RATE] [QD] [LARGE]
