@@ -1,13 +1,15 @@
 #!/usr/bin/python3
-"""I/O for the fault campaign (tests/campaign.rs), run inside the Primary's
+"""I/O for the fault campaign (tests/campaign/), run inside the Primary's
 network namespace.
 
-  campaign_io.py write URI FIRST_VERSION SEED [RATE] [QD]
-      Writes versioned 4 KiB blocks at random block indexes, at most QD in
-      flight (never two on the same block at once) and at most RATE writes a
-      second, version FIRST_VERSION, FIRST_VERSION+1, ...; one write in 8
-      covers 2-32 consecutive blocks (one version for all of them, often
-      across a 4 MiB activity-log extent boundary).  A block holds 128
+  campaign_io.py write URI FIRST_VERSION SEED [RATE] [QD] [LARGE]
+      Writes versioned 4 KiB blocks at random block indexes over the whole
+      device, at most QD in flight (never two on the same block at once) and
+      at most RATE writes a second, version FIRST_VERSION, FIRST_VERSION+1,
+      ...; one write in 8 covers 2-32 consecutive blocks (one version for all
+      of them, often across a 4 MiB activity-log extent boundary); LARGE
+      percent of the writes (default 0) cover 64-256 blocks (256 KiB-1 MiB:
+      many full-size segments on the peer link).  A block holds 128
       copies of the record  b"REPDCAMP" | block u64 | version u64 | check u64
       (little endian, check = block * 0x9E3779B97F4A7C15 ^ version mod 2^64).
       Every 16th write carries FUA, every 64th is followed by a FLUSH.
@@ -19,6 +21,9 @@ network namespace.
       The connection lost (the server died): exit 1 after the lines so far.
   campaign_io.py read URI
       Writes the whole device to stdout.
+  campaign_io.py readblocks URI
+      Reads block indexes (one a line) from stdin; writes those 4 KiB
+      blocks to stdout, in that order (for a device too large to read whole).
 """
 import os
 import random
@@ -43,7 +48,7 @@ def out(line):
     os.write(1, (line + "\n").encode())
 
 
-def write(uri, first, seed, rate, qd):
+def write(uri, first, seed, rate, qd, large):
     rng = random.Random(seed)
     h = nbd.NBD()
     h.connect_uri(uri)
@@ -87,7 +92,10 @@ def write(uri, first, seed, rate, qd):
                 if rate * (now - t0) - issued > rate * 0.25:
                     t0 = now - (issued + rate * 0.25) / rate
                 while h.aio_in_flight() < qd and issued < rate * (time.monotonic() - t0 + 0.05):
-                    n = rng.randrange(2, 33) if rng.random() < 0.125 else 1
+                    if large and rng.random() * 100 < large:
+                        n = rng.randrange(64, 257)
+                    else:
+                        n = rng.randrange(2, 33) if rng.random() < 0.125 else 1
                     if n > 1 and rng.random() < 0.5:
                         # Straddle a 4 MiB boundary (an activity-log extent).
                         ext = (4 << 20) // BS
@@ -113,6 +121,25 @@ def write(uri, first, seed, rate, qd):
     sys.exit(0)
 
 
+def readblocks(uri):
+    h = nbd.NBD()
+    h.connect_uri(uri)
+    blocks = [int(x) for x in sys.stdin.read().split()]
+    i = 0
+    while i < len(blocks):
+        # One read for a run of consecutive blocks.
+        j = i + 1
+        while j < len(blocks) and blocks[j] == blocks[j - 1] + 1 and j - i < 256:
+            j += 1
+        data = h.pread((j - i) * BS, blocks[i] * BS)
+        mv = memoryview(data)
+        while mv:
+            w = os.write(1, mv)
+            mv = mv[w:]
+        i = j
+    h.shutdown()
+
+
 def read(uri):
     h = nbd.NBD()
     h.connect_uri(uri)
@@ -134,9 +161,12 @@ if __name__ == "__main__":
     if len(sys.argv) >= 5 and sys.argv[1] == "write":
         write(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
               float(sys.argv[5]) if len(sys.argv) > 5 else 300.0,
-              int(sys.argv[6]) if len(sys.argv) > 6 else 8)
+              int(sys.argv[6]) if len(sys.argv) > 6 else 8,
+              float(sys.argv[7]) if len(sys.argv) > 7 else 0.0)
     elif len(sys.argv) == 3 and sys.argv[1] == "read":
         read(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "readblocks":
+        readblocks(sys.argv[2])
     else:
         sys.stderr.write(__doc__)
         sys.exit(2)
