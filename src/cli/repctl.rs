@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
-use super::exit;
+use super::{exit, mdtools};
 use crate::config::Config;
 use crate::control::{self, Request, Response, Status};
 use crate::node::state::{Connection, Disk};
@@ -23,6 +23,9 @@ struct Args {
     /// The control socket, instead of --config/--node.
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
+    /// The metadata file (create-md, dump-md, show-gi, get-gi), instead of --config/--node.
+    #[arg(long, global = true)]
+    meta: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -65,6 +68,14 @@ enum Cmd {
     /// Tests only: make a store call fail (`store.read`, `store.write`, `store.sync`) with ERRNO, or succeed again without it.
     #[command(hide = true)]
     Failpoint { name: String, errno: Option<i32> },
+    /// Stopped node: create a new metadata file (fresh ids, disk inconsistent); refuses to replace one without --force.
+    CreateMd(mdtools::CreateArgs),
+    /// Stopped node: show the metadata file (header, ids, flags, bitmap, activity log); never writes.
+    DumpMd(mdtools::DumpArgs),
+    /// Stopped node: the generation ids and flags in hex, explained (as `drbdadm show-gi`).
+    ShowGi(mdtools::ShowGiArgs),
+    /// Stopped node: the generation ids and flags on one line (as `drbdadm get-gi`).
+    GetGi(mdtools::ShowGiArgs),
     /// Wait until connected and both disks are UpToDate.
     WaitSync {
         /// Give up after this many seconds (exit 1).
@@ -77,6 +88,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn main() -> i32 {
     let args: Args = super::parse_args();
+    if let Some(md) = md_cmd(&args.cmd) {
+        return mdtools::run(args.config.as_deref(), args.node.as_deref(), args.meta.as_deref(), md);
+    }
     let socket = match socket_path(&args) {
         Ok(p) => p,
         Err(e) => {
@@ -92,6 +106,17 @@ pub fn main() -> i32 {
         }
     };
     rt.block_on(run(&socket, args.cmd))
+}
+
+/// The metadata subcommands, which work on a stopped node (no socket).
+fn md_cmd(cmd: &Cmd) -> Option<mdtools::MdCmd> {
+    Some(match cmd {
+        Cmd::CreateMd(a) => mdtools::MdCmd::Create(a.clone()),
+        Cmd::DumpMd(a) => mdtools::MdCmd::Dump(a.clone()),
+        Cmd::ShowGi(a) => mdtools::MdCmd::ShowGi(a.clone()),
+        Cmd::GetGi(a) => mdtools::MdCmd::GetGi(a.clone()),
+        _ => return None,
+    })
 }
 
 fn socket_path(args: &Args) -> Result<PathBuf, String> {
@@ -150,6 +175,7 @@ async fn run(socket: &Path, cmd: Cmd) -> i32 {
         Cmd::Verify => Request::Verify,
         Cmd::ResumeIo => Request::ResumeIo,
         Cmd::Failpoint { name, errno } => Request::Failpoint { name, errno },
+        Cmd::CreateMd(_) | Cmd::DumpMd(_) | Cmd::ShowGi(_) | Cmd::GetGi(_) => return exit::USAGE,
     };
     match call(socket, &req).await {
         Ok(Response::Done { ok: true, .. }) | Ok(Response::Status { ok: true, .. }) => exit::OK,
