@@ -81,6 +81,10 @@ enum Cmd {
         /// Give up after this many seconds (exit 1).
         #[arg(long)]
         timeout: Option<u64>,
+        /// Print a progress line to stderr about once a second (the daemon's
+        /// rate and ETA), also when stderr is not a terminal (logs, scripts).
+        #[arg(long)]
+        progress: bool,
     },
 }
 
@@ -165,7 +169,7 @@ async fn run(socket: &Path, cmd: Cmd) -> i32 {
                 Err(code) => code,
             }
         }
-        Cmd::WaitSync { timeout } => return wait_sync(socket, timeout.map(Duration::from_secs)).await,
+        Cmd::WaitSync { timeout, progress } => return wait_sync(socket, timeout.map(Duration::from_secs), progress).await,
         Cmd::Events => return events(socket).await,
         Cmd::Primary { force } => Request::Primary { force },
         Cmd::Secondary { force } => Request::Secondary { force },
@@ -215,18 +219,43 @@ fn in_sync(s: &Status) -> bool {
     s.connection == Connection::Connected && s.disk == Disk::UpToDate && s.peer.disk == "uptodate" && s.sync.is_none()
 }
 
-async fn wait_sync(socket: &Path, timeout: Option<Duration>) -> i32 {
+/// One progress line: the daemon's own rate and ETA (its average since
+/// the resync started), not one estimated here from two samples.
+fn sync_line(sy: &control::SyncStatus) -> String {
+    use indicatif::BinaryBytes;
+    let pct = if sy.total_bytes == 0 { 100.0 } else { 100.0 * sy.done_bytes as f64 / sy.total_bytes as f64 };
+    format!(
+        "sync {} {pct:.1}% {}/{} at {}/s ({} B/s) eta {}s",
+        match sy.direction {
+            crate::node::state::SyncSide::Source => "source",
+            crate::node::state::SyncSide::Target => "target",
+        },
+        BinaryBytes(sy.done_bytes),
+        BinaryBytes(sy.total_bytes),
+        BinaryBytes(sy.bytes_per_sec),
+        sy.bytes_per_sec,
+        sy.eta_secs
+    )
+}
+
+fn state_line(s: &Status) -> String {
+    format!("connection:{} disk:{} peer-disk:{}", s.connection, s.disk, s.peer.disk)
+}
+
+async fn wait_sync(socket: &Path, timeout: Option<Duration>, progress: bool) -> i32 {
     let start = Instant::now();
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(0);
+        // Rate and ETA come from the daemon (in {msg}): indicatif's own
+        // estimate over the first positions it sees is meaningless.
         b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template("{spinner} [{bar:40}] {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Some(b)
     } else {
         None
     };
+    let mut last_line: Option<Instant> = None;
     loop {
         let s = match status(socket).await {
             Ok(s) => s,
@@ -235,6 +264,8 @@ async fn wait_sync(socket: &Path, timeout: Option<Duration>) -> i32 {
         if in_sync(&s) {
             if let Some(b) = &bar {
                 b.finish_with_message("in sync");
+            } else if progress {
+                eprintln!("in sync");
             }
             return exit::OK;
         }
@@ -242,15 +273,19 @@ async fn wait_sync(socket: &Path, timeout: Option<Duration>) -> i32 {
             eprintln!("repctl: split brain: resolve with `repctl connect --discard-my-data` on the node whose changes are to be dropped");
             return exit::FAILED;
         }
+        let line = match &s.sync {
+            Some(sy) => sync_line(sy),
+            None => state_line(&s),
+        };
         if let Some(b) = &bar {
-            match &s.sync {
-                Some(sy) => {
-                    b.set_length(sy.total_bytes);
-                    b.set_position(sy.done_bytes);
-                    b.set_message(format!("syncing ({:?})", sy.direction).to_lowercase());
-                }
-                None => b.set_message(format!("{} disk:{} peer-disk:{}", s.connection, s.disk, s.peer.disk)),
+            if let Some(sy) = &s.sync {
+                b.set_length(sy.total_bytes);
+                b.set_position(sy.done_bytes);
             }
+            b.set_message(line);
+        } else if progress && last_line.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            eprintln!("{line}");
+            last_line = Some(Instant::now());
         }
         if timeout.is_some_and(|t| start.elapsed() >= t) {
             if let Some(b) = &bar {
