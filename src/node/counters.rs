@@ -11,6 +11,8 @@ pub struct AtomicCounters {
     pub replicated_bytes: AtomicU64,
     pub resync_sent_bytes: AtomicU64,
     pub resync_received_bytes: AtomicU64,
+    /// NBD client writes, request to acknowledgement (`/metrics`).
+    pub write_latency: crate::metrics::Histogram,
 }
 
 impl AtomicCounters {
