@@ -13,7 +13,7 @@ use crate::node::state::{Connection, Disk};
 
 #[derive(Parser, Debug)]
 #[command(name = "repctl", version, about = "Control a running repd node")]
-struct Args {
+pub(super) struct Args {
     /// The resource file (TOML); with --node it names the control socket.
     #[arg(long, short = 'c', global = true)]
     config: Option<PathBuf>,
@@ -34,6 +34,7 @@ struct Args {
 enum Cmd {
     /// Show the node's state (human summary, or one JSON object).
     Status {
+        /// One JSON object (its fields: docs/status.md).
         #[arg(long)]
         json: bool,
     },
@@ -76,6 +77,13 @@ enum Cmd {
     ShowGi(mdtools::ShowGiArgs),
     /// Stopped node: the generation ids and flags on one line (as `drbdadm get-gi`).
     GetGi(mdtools::ShowGiArgs),
+    /// Packaging: write the man pages (repd.8, repctl.8) or the shell completions into DIR.
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generate,
+        dir: PathBuf,
+    },
     /// Wait until connected and both disks are UpToDate.
     WaitSync {
         /// Give up after this many seconds (exit 1).
@@ -88,10 +96,33 @@ enum Cmd {
     },
 }
 
+/// What `repctl generate` writes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Generate {
+    Man,
+    Completions,
+}
+
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn main() -> i32 {
     let args: Args = super::parse_args();
+    if let Cmd::Generate { what, dir } = &args.cmd {
+        let r = match what {
+            Generate::Man => super::gendocs::man(dir),
+            Generate::Completions => super::gendocs::completions(dir),
+        };
+        return match r {
+            Ok(files) => {
+                println!("{}: {}", dir.display(), files.join(" "));
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("repctl: {}: {e}", dir.display());
+                exit::FAILED
+            }
+        };
+    }
     if let Some(md) = md_cmd(&args.cmd) {
         return mdtools::run(args.config.as_deref(), args.node.as_deref(), args.meta.as_deref(), md);
     }
@@ -179,7 +210,7 @@ async fn run(socket: &Path, cmd: Cmd) -> i32 {
         Cmd::Verify => Request::Verify,
         Cmd::ResumeIo => Request::ResumeIo,
         Cmd::Failpoint { name, errno } => Request::Failpoint { name, errno },
-        Cmd::CreateMd(_) | Cmd::DumpMd(_) | Cmd::ShowGi(_) | Cmd::GetGi(_) => return exit::USAGE,
+        Cmd::CreateMd(_) | Cmd::DumpMd(_) | Cmd::ShowGi(_) | Cmd::GetGi(_) | Cmd::Generate { .. } => return exit::USAGE,
     };
     match call(socket, &req).await {
         Ok(Response::Done { ok: true, .. }) | Ok(Response::Status { ok: true, .. }) => exit::OK,
