@@ -266,10 +266,11 @@ fn next_data(f: &File, from: u64) -> io::Result<Option<u64>> {
 /// Set bits among the first `bits` of the bitmap at `offset`: one pass in
 /// 1 MiB chunks, holes skipped.
 fn count_bits(f: &File, offset: u64, bits: u64) -> io::Result<u64> {
-    const CHUNK: u64 = 1 << 20;
+    const CHUNK_LEN: usize = 1 << 20;
+    const CHUNK: u64 = CHUNK_LEN as u64;
     let len = bits.div_ceil(8);
     let end = offset + len;
-    let mut buf = vec![0u8; CHUNK as usize];
+    let mut buf = vec![0u8; CHUNK_LEN];
     let mut n = 0u64;
     let mut at = offset;
     while at < end {
@@ -283,7 +284,7 @@ fn count_bits(f: &File, offset: u64, bits: u64) -> io::Result<u64> {
         let b = &mut buf[..want];
         f.read_exact_at(b, at)?;
         let mut whole = b.len();
-        if at + want as u64 == end && bits % 8 != 0 {
+        if at + want as u64 == end && !bits.is_multiple_of(8) {
             // Only the low bits of the last byte exist.
             whole -= 1;
             let mask = (1u8 << (bits % 8)) - 1;
@@ -319,7 +320,7 @@ fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut u = 0;
     let mut v = n;
-    while v >= 1024 && v % 1024 == 0 && u < UNITS.len() - 1 {
+    while v >= 1024 && v.is_multiple_of(1024) && u < UNITS.len() - 1 {
         v /= 1024;
         u += 1;
     }
