@@ -60,7 +60,7 @@ pub fn man(dir: &Path) -> std::io::Result<Vec<String>> {
         r.text([clap_mangen::roff::roman("0 done; 1 refused or failed; 2 usage or configuration error; 3 the daemon cannot be reached.")]);
         r.control("SH", ["SEE ALSO"]);
         r.text([clap_mangen::roff::roman(
-            "repd(8), repctl(8); docs/configuration.md, docs/cli.md, docs/status.md and docs/guarantees.md in /usr/share/doc/repd.",
+            "repd(8), repctl(8); configuration.md, cli.md, status.md and guarantees.md in /usr/share/doc/repd/docs/.",
         )]);
         r.to_writer(&mut out)?;
         man.render_version_section(&mut out)?;
