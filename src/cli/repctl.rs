@@ -246,8 +246,16 @@ async fn events(socket: &Path) -> i32 {
     exit::OK
 }
 
+/// Connected, both UpToDate, no resync running and nothing out of sync.
+/// The last matters right after a connect: the link is up and both disks
+/// still say UpToDate before the handshake's resync starts, but the sync
+/// source already counts the bytes it will send.
 fn in_sync(s: &Status) -> bool {
-    s.connection == Connection::Connected && s.disk == Disk::UpToDate && s.peer.disk == "uptodate" && s.sync.is_none()
+    s.connection == Connection::Connected
+        && s.disk == Disk::UpToDate
+        && s.peer.disk == "uptodate"
+        && s.sync.is_none()
+        && s.out_of_sync_bytes == 0
 }
 
 /// One progress line: the daemon's own rate and ETA (its average since
