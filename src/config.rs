@@ -160,6 +160,7 @@ struct RawResource {
     #[serde(default)]
     max_clients: Option<u32>,
     nbd_tls: Option<String>,
+    metrics: Option<String>,
 }
 
 fn default_protocol() -> String {
@@ -192,6 +193,7 @@ struct RawNode {
     control: PathBuf,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    metrics: Option<String>,
 }
 
 /// Programs run on events (`[handlers]`), each optional.
@@ -284,6 +286,9 @@ pub struct NodeConfig {
     /// pair on one machine).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Where `/metrics` (Prometheus text format) is served, HOST:PORT: the
+    /// node's `metrics`, else `[resource] metrics`; None: not served.
+    pub metrics: Option<String>,
 }
 
 /// A validated resource file.
@@ -354,6 +359,9 @@ impl Config {
             Some("require") => crate::nbd::TlsMode::Require,
             Some(o) => return Err(err("resource.nbd_tls", format!("`{o}` is not one of \"off\", \"on\", \"require\""))),
         };
+        if let Some(m) = &r.metrics {
+            check_host_port(m).map_err(|reason| err("resource.metrics", reason))?;
+        }
         let max_clients = r.max_clients.unwrap_or(64);
         if max_clients == 0 {
             return Err(err("resource.max_clients", "must be at least 1".into()));
@@ -425,6 +433,10 @@ impl Config {
             if rn.tls_cert.is_some() != rn.tls_key.is_some() {
                 return Err(err(&k("tls_cert"), "give tls_cert and tls_key together".into()));
             }
+            if let Some(m) = &rn.metrics {
+                check_host_port(m).map_err(|r| err(&k("metrics"), r))?;
+            }
+            let metrics = rn.metrics.or_else(|| r.metrics.clone());
             nodes.push(NodeConfig {
                 name,
                 backing: rn.backing,
@@ -434,6 +446,7 @@ impl Config {
                 control: rn.control,
                 tls_cert: rn.tls_cert,
                 tls_key: rn.tls_key,
+                metrics,
             });
         }
         if nbd_tls != crate::nbd::TlsMode::Off && tls.is_none() {

@@ -23,6 +23,7 @@
 //! | [`node`] | the resource: role/disk/connection state machine (pure) and its runtime |
 //! | [`control`] | the control socket: messages between `repctl` and the daemon |
 //! | [`cli`] | the `repd` and `repctl` command lines (the binaries are thin wrappers) |
+//! | [`metrics`] | Prometheus `/metrics`: the page from the status, the write-latency histogram, a tiny HTTP responder |
 //! | [`tls`] | rustls configurations for the peer link and NBD |
 //! | [`failpoint`] | fault injection behind the `failpoints` feature |
 //! | [`ratelimit`] | log lines that could repeat fast go out once a second per kind, the rest counted |
@@ -34,6 +35,7 @@ pub mod device;
 pub mod failpoint;
 pub mod inline_io;
 pub mod meta;
+pub mod metrics;
 pub mod nbd;
 pub mod node;
 pub mod ratelimit;

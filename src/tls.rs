@@ -11,6 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -52,7 +53,7 @@ fn err(path: &Path, what: &str, e: impl std::fmt::Display) -> io::Error {
 
 fn certs(path: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
     let data = std::fs::read(path).map_err(|e| err(path, "cannot read", e))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &data[..]).collect::<Result<_, _>>().map_err(|e| err(path, "bad PEM", e))?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&data).collect::<Result<_, _>>().map_err(|e| err(path, "bad PEM", e))?;
     if certs.is_empty() {
         return Err(err(path, "no certificate", "the file holds no CERTIFICATE block"));
     }
@@ -66,7 +67,10 @@ fn key(path: &Path) -> io::Result<PrivateKeyDer<'static>> {
         return Err(err(path, "private key readable by others", format!("mode {:o}; chmod 600 it", meta.mode() & 0o777)));
     }
     let data = std::fs::read(path).map_err(|e| err(path, "cannot read", e))?;
-    rustls_pemfile::private_key(&mut &data[..]).map_err(|e| err(path, "bad PEM", e))?.ok_or_else(|| err(path, "no private key", "the file holds no PRIVATE KEY block"))
+    PrivateKeyDer::from_pem_slice(&data).map_err(|e| match e {
+        pem::Error::NoItemsFound => err(path, "no private key", "the file holds no PRIVATE KEY block"),
+        e => err(path, "bad PEM", e),
+    })
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -132,5 +136,39 @@ impl Tls {
         let cfg = if require_client_cert { self.server.clone() } else { self.server_no_client_auth.clone() };
         let s = tokio_rustls::TlsAcceptor::from(cfg).accept(stream).await?;
         Ok(Box::new(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    }
+
+    #[test]
+    fn pem_files_parse_and_bad_ones_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let kp = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["alpha".into()]).unwrap().self_signed(&kp).unwrap();
+        // Text around the blocks (as openssl writes) is skipped.
+        let c = write(d.path(), "c.pem", &format!("Bag Attributes\n{}\nsome trailer\n", cert.pem()));
+        let k = write(d.path(), "k.pem", &kp.serialize_pem());
+        assert_eq!(certs(&c).unwrap().len(), 1);
+        assert!(matches!(key(&k).unwrap(), PrivateKeyDer::Pkcs8(_)));
+        // A certificate where the key should be, and the reverse.
+        let e = key(&c).unwrap_err().to_string();
+        assert!(e.contains("no private key"), "{e}");
+        let e = certs(&k).unwrap_err().to_string();
+        assert!(e.contains("no certificate"), "{e}");
+        // A damaged block.
+        let bad = write(d.path(), "bad.pem", "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n");
+        let e = certs(&bad).unwrap_err().to_string();
+        assert!(e.contains("bad PEM") && e.contains("bad.pem"), "{e}");
     }
 }

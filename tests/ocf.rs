@@ -477,7 +477,10 @@ fn fake_bindir(dir: &Path) -> PathBuf {
     bin
 }
 fn fake_status(dir: &Path, role: &str, disk: &str) {
-    let s = format!("{{\"resource\":\"r0\",\"node\":\"alpha\",\"role\":\"{role}\",\"disk\":\"{disk}\",\"connection\":\"connecting\",\"peer\":{{\"node\":\"beta\",\"role\":\"primary\",\"disk\":\"uptodate\"}}}}\n");
+    fake_status_with(dir, role, disk, "connecting", "unknown", "unknown");
+}
+fn fake_status_with(dir: &Path, role: &str, disk: &str, conn: &str, peer_role: &str, peer_disk: &str) {
+    let s = format!("{{\"resource\":\"r0\",\"node\":\"alpha\",\"role\":\"{role}\",\"disk\":\"{disk}\",\"connection\":\"{conn}\",\"split_brain\":false,\"sync\":null,\"peer\":{{\"node\":\"beta\",\"role\":\"{peer_role}\",\"disk\":\"{peer_disk}\"}}}}\n");
     std::fs::write(dir.join("fake/status.json"), s).unwrap();
 }
 
@@ -493,21 +496,31 @@ fn monitor_maps_every_state_and_stop_escalates_to_sigkill() {
     a.bindir = fake_bindir(d);
     fake_status(d, "secondary", "inconsistent");
     a.expect("start", 0);
-    for (role, disk, code, score) in [
-        ("secondary", "uptodate", 0, "--update 10000"),
-        ("secondary", "consistent", 0, "--update 1000"),
-        ("secondary", "outdated", 0, "--delete"),
-        ("secondary", "inconsistent", 0, "--delete"),
-        ("secondary", "failed", 0, "--delete"),
-        ("primary", "uptodate", 8, "--update 10000"),
-        ("primary", "failed", 9, "--delete"),
+    // Scores only where a plain `repctl primary` succeeds (check_promote).
+    for (role, disk, conn, peer_role, peer_disk, code, score) in [
+        ("secondary", "uptodate", "connecting", "unknown", "unknown", 0, "--update 10000"),
+        ("secondary", "uptodate", "connected", "secondary", "uptodate", 0, "--update 10000"),
+        // Consistent alone: the daemon refuses a plain promote (the peer may be newer).
+        ("secondary", "consistent", "connecting", "unknown", "unknown", 0, "--delete"),
+        ("secondary", "consistent", "standalone", "unknown", "unknown", 0, "--delete"),
+        // Consistent against an older peer: promoted.
+        ("secondary", "consistent", "connected", "secondary", "inconsistent", 0, "--update 1000"),
+        ("secondary", "consistent", "connected", "secondary", "outdated", 0, "--update 1000"),
+        // Consistent against an UpToDate or Primary peer: refused.
+        ("secondary", "consistent", "connected", "secondary", "uptodate", 0, "--delete"),
+        ("secondary", "consistent", "connected", "primary", "consistent", 0, "--delete"),
+        ("secondary", "outdated", "connecting", "unknown", "unknown", 0, "--delete"),
+        ("secondary", "inconsistent", "connected", "secondary", "uptodate", 0, "--delete"),
+        ("secondary", "failed", "connecting", "unknown", "unknown", 0, "--delete"),
+        ("primary", "uptodate", "connecting", "unknown", "unknown", 8, "--update 10000"),
+        ("primary", "failed", "connecting", "unknown", "unknown", 9, "--delete"),
     ] {
-        fake_status(d, role, disk);
+        fake_status_with(d, role, disk, conn, peer_role, peer_disk);
         a.expect("monitor", code);
         let call = last_call(&record);
         assert!(
             call.ends_with(score) && call.contains("--promotion") && call.contains("--lifetime reboot"),
-            "{role}/{disk}: expected score `{score}`, crm_attribute got `{call}`"
+            "{role}/{disk} {conn} peer {peer_role}/{peer_disk}: expected score `{score}`, crm_attribute got `{call}`"
         );
     }
     // Not a clone instance (ocf-tester, crm_resource --force-*): no scores.
@@ -644,4 +657,89 @@ fn heartbeat_script_start_stop_status() {
         text(&o)
     );
     eprintln!("heartbeat test took {:?}", t0.elapsed());
+}
+
+/// A Consistent disk alone (a node restarted without its peer) gets no
+/// promotion score: the daemon refuses a plain promote there, so a score
+/// would only make Pacemaker fail promotes. Once connected and UpToDate the
+/// score comes back; notify (post) refreshes it, and a pre-start notify
+/// reconnects a standalone node, as DRBD's agent does with `drbdadm adjust`.
+#[test]
+fn consistent_alone_has_no_score_and_notify_reconnects() {
+    require_ocf();
+    let mut pair = Pair::started(Options::default());
+    pair.ok(0, &["secondary"]);
+    pair.kill(0, libc::SIGTERM);
+    pair.kill(1, libc::SIGTERM);
+    let d = pair.dir.path();
+    let (crm, record) = fake_crm(d);
+    let clone = |node: &str| {
+        Agent::new(d, &pair.config, node)
+            .env("PATH", &path_with(&crm))
+            .env("OCF_RESKEY_CRM_meta_clone_max", "2")
+            .env("OCF_RESKEY_CRM_meta_notify", "true")
+    };
+    let (a, b) = (clone("alpha"), clone("beta"));
+    a.expect("start", 0);
+    assert_eq!(pair.status(0)["disk"], "consistent", "a node restarted alone is Consistent");
+    a.expect("monitor", 0);
+    let call = last_call(&record);
+    assert!(call.contains("--promotion") && call.ends_with("--delete"), "Consistent alone must have no score, got `{call}`");
+    // What a score would have led to: the daemon refuses the promote.
+    let o = a.expect("promote", 1);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("consistent"), "{}", text(&o));
+
+    b.expect("start", 0);
+    wait_until(30, "both UpToDate", || {
+        let (s0, s1) = (pair.status(0), pair.status(1));
+        s0["disk"] == "uptodate" && s1["disk"] == "uptodate" && s0["connection"] == "connected"
+    });
+    let post = |agent: &Agent, ty: &str, op: &str| {
+        // Not dropped: an Agent stops its daemon on drop.
+        let n = Agent::new(d, &pair.config, &agent.node)
+            .env("PATH", &path_with(&crm))
+            .env("OCF_RESKEY_CRM_meta_clone_max", "2")
+            .env("OCF_RESKEY_CRM_meta_notify_type", ty)
+            .env("OCF_RESKEY_CRM_meta_notify_operation", op);
+        let o = n.run("notify");
+        std::mem::forget(n);
+        assert_eq!(o.status.code(), Some(0), "notify {ty}/{op}: {}", text(&o));
+    };
+    let before = std::fs::read_to_string(&record).unwrap().lines().count();
+    // Pre notifications do not touch the score; post ones refresh it.
+    let mut n = Agent::new(d, &pair.config, "alpha").env("PATH", &path_with(&crm)).env("OCF_RESKEY_CRM_meta_clone_max", "2");
+    n = n.env("OCF_RESKEY_CRM_meta_notify_type", "pre").env("OCF_RESKEY_CRM_meta_notify_operation", "promote");
+    assert_eq!(n.run("notify").status.code(), Some(0));
+    std::mem::forget(n);
+    assert_eq!(std::fs::read_to_string(&record).unwrap().lines().count(), before, "pre-promote notify wrote a score");
+    post(&a, "post", "promote");
+    assert!(last_call(&record).ends_with("--update 10000"), "post notify should refresh the score: {}", last_call(&record));
+
+    // Standalone (an operator's disconnect): the peer's start notification reconnects.
+    pair.ok(0, &["disconnect"]);
+    wait_until(30, "alpha standalone", || pair.status(0)["connection"] == "standalone");
+    post(&a, "pre", "start");
+    wait_until(30, "alpha reconnected after the start notification", || pair.status(0)["connection"] == "connected");
+}
+
+/// Handlers see DRBD's environment names too, so DRBD handler scripts work.
+#[test]
+fn handlers_get_drbds_environment_names() {
+    let tail = "\n[handlers]\nfence-peer = \"env | grep -E '^(DRBD|REPD)_' | sort > {dir}/fence.env\"\n".to_string();
+    let mut p = Pair::started(Options { tail, ..Default::default() });
+    p.kill(1, libc::SIGKILL);
+    let f = p.dir.path().join("fence.env");
+    wait_until(30, "fence-peer handler ran", || std::fs::read_to_string(&f).is_ok_and(|s| s.contains("REPD_EVENT")));
+    let env = std::fs::read_to_string(&f).unwrap();
+    let get = |k: &str| env.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap_or_else(|| panic!("{k} missing:\n{env}")).to_string();
+    assert_eq!(get("DRBD_RESOURCE"), "r0");
+    assert_eq!(get("DRBD_PEER"), "beta");
+    assert_eq!(get("DRBD_PEERS"), "beta");
+    assert_eq!(get("DRBD_PEER_ADDRESS"), "127.0.0.1");
+    assert_eq!(get("DRBD_PEER_AF"), "ipv4");
+    assert_eq!(get("DRBD_MY_ADDRESS"), "127.0.0.1");
+    assert_eq!(get("DRBD_CONF"), p.config.display().to_string());
+    assert_eq!(get("DRBD_BACKING_DEV"), p.nodes[0].backing.display().to_string());
+    assert_eq!(get("DRBD_VOLUME"), "0");
+    assert_eq!(get("REPD_PEER"), "beta", "the repd names stay");
 }

@@ -5,6 +5,8 @@
 //! configuration error; 3 the daemon cannot be reached.
 
 mod demo;
+mod gendocs;
+mod mdtools;
 mod repctl;
 mod repd;
 

@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
-use super::exit;
+use super::{exit, mdtools};
 use crate::config::Config;
 use crate::control::{self, Request, Response, Status};
 use crate::node::state::{Connection, Disk};
 
 #[derive(Parser, Debug)]
 #[command(name = "repctl", version, about = "Control a running repd node")]
-struct Args {
+pub(super) struct Args {
     /// The resource file (TOML); with --node it names the control socket.
     #[arg(long, short = 'c', global = true)]
     config: Option<PathBuf>,
@@ -23,6 +23,9 @@ struct Args {
     /// The control socket, instead of --config/--node.
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
+    /// The metadata file (create-md, dump-md, show-gi, get-gi), instead of --config/--node.
+    #[arg(long, global = true)]
+    meta: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -31,6 +34,7 @@ struct Args {
 enum Cmd {
     /// Show the node's state (human summary, or one JSON object).
     Status {
+        /// One JSON object (its fields: docs/status.md).
         #[arg(long)]
         json: bool,
     },
@@ -69,18 +73,63 @@ enum Cmd {
     /// Tests only: make a store call fail (`store.read`, `store.write`, `store.sync`) with ERRNO, or succeed again without it.
     #[command(hide = true)]
     Failpoint { name: String, errno: Option<i32> },
+    /// Stopped node: create a new metadata file (fresh ids, disk inconsistent); refuses to replace one without --force.
+    CreateMd(mdtools::CreateArgs),
+    /// Stopped node: show the metadata file (header, ids, flags, bitmap, activity log); never writes.
+    DumpMd(mdtools::DumpArgs),
+    /// Stopped node: the generation ids and flags in hex, explained (as `drbdadm show-gi`).
+    ShowGi(mdtools::ShowGiArgs),
+    /// Stopped node: the generation ids and flags on one line (as `drbdadm get-gi`).
+    GetGi(mdtools::ShowGiArgs),
+    /// Packaging: write the man pages (repd.8, repctl.8) or the shell completions into DIR.
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generate,
+        dir: PathBuf,
+    },
     /// Wait until connected and both disks are UpToDate.
     WaitSync {
         /// Give up after this many seconds (exit 1).
         #[arg(long)]
         timeout: Option<u64>,
+        /// Print a progress line to stderr about once a second (the daemon's
+        /// rate and ETA), also when stderr is not a terminal (logs, scripts).
+        #[arg(long)]
+        progress: bool,
     },
+}
+
+/// What `repctl generate` writes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Generate {
+    Man,
+    Completions,
 }
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn main() -> i32 {
     let args: Args = super::parse_args();
+    if let Cmd::Generate { what, dir } = &args.cmd {
+        let r = match what {
+            Generate::Man => super::gendocs::man(dir),
+            Generate::Completions => super::gendocs::completions(dir),
+        };
+        return match r {
+            Ok(files) => {
+                println!("{}: {}", dir.display(), files.join(" "));
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("repctl: {}: {e}", dir.display());
+                exit::FAILED
+            }
+        };
+    }
+    if let Some(md) = md_cmd(&args.cmd) {
+        return mdtools::run(args.config.as_deref(), args.node.as_deref(), args.meta.as_deref(), md);
+    }
     let socket = match socket_path(&args) {
         Ok(p) => p,
         Err(e) => {
@@ -96,6 +145,17 @@ pub fn main() -> i32 {
         }
     };
     rt.block_on(run(&socket, args.cmd))
+}
+
+/// The metadata subcommands, which work on a stopped node (no socket).
+fn md_cmd(cmd: &Cmd) -> Option<mdtools::MdCmd> {
+    Some(match cmd {
+        Cmd::CreateMd(a) => mdtools::MdCmd::Create(a.clone()),
+        Cmd::DumpMd(a) => mdtools::MdCmd::Dump(a.clone()),
+        Cmd::ShowGi(a) => mdtools::MdCmd::ShowGi(a.clone()),
+        Cmd::GetGi(a) => mdtools::MdCmd::GetGi(a.clone()),
+        _ => return None,
+    })
 }
 
 fn socket_path(args: &Args) -> Result<PathBuf, String> {
@@ -144,7 +204,7 @@ async fn run(socket: &Path, cmd: Cmd) -> i32 {
                 Err(code) => code,
             }
         }
-        Cmd::WaitSync { timeout } => return wait_sync(socket, timeout.map(Duration::from_secs)).await,
+        Cmd::WaitSync { timeout, progress } => return wait_sync(socket, timeout.map(Duration::from_secs), progress).await,
         Cmd::Events => return events(socket).await,
         Cmd::Primary { force } => Request::Primary { force },
         Cmd::Secondary { force } => Request::Secondary { force },
@@ -154,6 +214,7 @@ async fn run(socket: &Path, cmd: Cmd) -> i32 {
         Cmd::Verify { wait } => return verify(socket, wait).await,
         Cmd::ResumeIo => Request::ResumeIo,
         Cmd::Failpoint { name, errno } => Request::Failpoint { name, errno },
+        Cmd::CreateMd(_) | Cmd::DumpMd(_) | Cmd::ShowGi(_) | Cmd::GetGi(_) | Cmd::Generate { .. } => return exit::USAGE,
     };
     match call(socket, &req).await {
         Ok(Response::Done { ok: true, .. }) | Ok(Response::Status { ok: true, .. }) => exit::OK,
@@ -232,22 +293,55 @@ async fn events(socket: &Path) -> i32 {
     exit::OK
 }
 
+/// Connected, both UpToDate, no resync running and nothing out of sync.
+/// The last matters right after a connect: the link is up and both disks
+/// still say UpToDate before the handshake's resync starts, but the sync
+/// source already counts the bytes it will send.
 fn in_sync(s: &Status) -> bool {
-    s.connection == Connection::Connected && s.disk == Disk::UpToDate && s.peer.disk == "uptodate" && s.sync.is_none() && s.out_of_sync_bytes == 0
+    s.connection == Connection::Connected
+        && s.disk == Disk::UpToDate
+        && s.peer.disk == "uptodate"
+        && s.sync.is_none()
+        && s.out_of_sync_bytes == 0
 }
 
-async fn wait_sync(socket: &Path, timeout: Option<Duration>) -> i32 {
+/// One progress line: the daemon's own rate and ETA (its average since
+/// the resync started), not one estimated here from two samples.
+fn sync_line(sy: &control::SyncStatus) -> String {
+    use indicatif::BinaryBytes;
+    let pct = if sy.total_bytes == 0 { 100.0 } else { 100.0 * sy.done_bytes as f64 / sy.total_bytes as f64 };
+    format!(
+        "sync {} {pct:.1}% {}/{} at {}/s ({} B/s) eta {}s",
+        match sy.direction {
+            crate::node::state::SyncSide::Source => "source",
+            crate::node::state::SyncSide::Target => "target",
+        },
+        BinaryBytes(sy.done_bytes),
+        BinaryBytes(sy.total_bytes),
+        BinaryBytes(sy.bytes_per_sec),
+        sy.bytes_per_sec,
+        sy.eta_secs
+    )
+}
+
+fn state_line(s: &Status) -> String {
+    format!("connection:{} disk:{} peer-disk:{}", s.connection, s.disk, s.peer.disk)
+}
+
+async fn wait_sync(socket: &Path, timeout: Option<Duration>, progress: bool) -> i32 {
     let start = Instant::now();
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(0);
+        // Rate and ETA come from the daemon (in {msg}): indicatif's own
+        // estimate over the first positions it sees is meaningless.
         b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template("{spinner} [{bar:40}] {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Some(b)
     } else {
         None
     };
+    let mut last_line: Option<Instant> = None;
     loop {
         let s = match status(socket).await {
             Ok(s) => s,
@@ -256,6 +350,8 @@ async fn wait_sync(socket: &Path, timeout: Option<Duration>) -> i32 {
         if in_sync(&s) {
             if let Some(b) = &bar {
                 b.finish_with_message("in sync");
+            } else if progress {
+                eprintln!("in sync");
             }
             return exit::OK;
         }
@@ -263,15 +359,19 @@ async fn wait_sync(socket: &Path, timeout: Option<Duration>) -> i32 {
             eprintln!("repctl: split brain: resolve with `repctl connect --discard-my-data` on the node whose changes are to be dropped");
             return exit::FAILED;
         }
+        let line = match &s.sync {
+            Some(sy) => sync_line(sy),
+            None => state_line(&s),
+        };
         if let Some(b) = &bar {
-            match &s.sync {
-                Some(sy) => {
-                    b.set_length(sy.total_bytes);
-                    b.set_position(sy.done_bytes);
-                    b.set_message(format!("syncing ({:?})", sy.direction).to_lowercase());
-                }
-                None => b.set_message(format!("{} disk:{} peer-disk:{}", s.connection, s.disk, s.peer.disk)),
+            if let Some(sy) = &s.sync {
+                b.set_length(sy.total_bytes);
+                b.set_position(sy.done_bytes);
             }
+            b.set_message(line);
+        } else if progress && last_line.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            eprintln!("{line}");
+            last_line = Some(Instant::now());
         }
         if timeout.is_some_and(|t| start.elapsed() >= t) {
             if let Some(b) = &bar {

@@ -10,7 +10,7 @@ use crate::node::Node;
 
 #[derive(Parser, Debug)]
 #[command(name = "repd", version, about = "Replicated block device node: mirrors writes to a peer (protocol C) and exports the Primary over NBD")]
-struct Args {
+pub(super) struct Args {
     /// The resource file (TOML).
     #[arg(long, short = 'c', global = true)]
     config: Option<PathBuf>,

@@ -409,7 +409,7 @@ fn data_pages(file: &File, offset: u64, len: u64) -> Vec<bool> {
 
 /// Picks the valid copy with the highest sequence. A torn copy (bad magic
 /// or crc) is passed over; an intact but unacceptable one refuses the file.
-fn pick_header(path: &Path, copies: Vec<Result<Header, HeaderError>>) -> Result<(usize, Header), MetaError> {
+pub(crate) fn pick_header(path: &Path, copies: Vec<Result<Header, HeaderError>>) -> Result<(usize, Header), MetaError> {
     let mut best: Option<(usize, Header)> = None;
     let mut errs = Vec::new();
     for (copy, c) in copies.into_iter().enumerate() {

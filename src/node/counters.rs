@@ -17,6 +17,8 @@ pub struct AtomicCounters {
     /// Incoming peer-port connections turned away (over the handshake
     /// bound, failed or refused in the handshake, or refused after it).
     pub peer_connections_refused: AtomicU64,
+    /// NBD client writes, request to acknowledgement (`/metrics`).
+    pub write_latency: crate::metrics::Histogram,
 }
 
 impl AtomicCounters {

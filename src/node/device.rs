@@ -277,7 +277,12 @@ impl BlockDevice for NodeDevice {
 
     async fn write(&self, offset: u64, data: Bytes, fua: bool) -> io::Result<()> {
         let len = data.len() as u64;
-        self.mutate(offset, len, Op::Write(data), fua).await
+        let t = std::time::Instant::now();
+        let r = self.mutate(offset, len, Op::Write(data), fua).await;
+        if r.is_ok() {
+            self.node.counters.write_latency.observe(t.elapsed());
+        }
+        r
     }
 
     async fn flush(&self) -> io::Result<()> {

@@ -12,8 +12,9 @@
 //!
 //! A handler runs as `sh -c COMMAND` with `REPD_RESOURCE`, `REPD_NODE`,
 //! `REPD_PEER`, `REPD_EVENT`, `REPD_CONFIG`, `REPD_ROLE` and `REPD_DISK` in
-//! its environment; it runs in the background (I/O is not frozen while it
-//! runs) and its exit status and output are logged.
+//! its environment, and the same under DRBD's names ([`drbd_env`]); it runs
+//! in the background (I/O is not frozen while it runs) and its exit status
+//! and output are logged.
 
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -153,6 +154,35 @@ impl Events {
     }
 }
 
+/// The same facts under the names DRBD's handlers read (drbd.conf(5)), so
+/// scripts written for DRBD find them: `DRBD_RESOURCE`, `DRBD_PEER`,
+/// `DRBD_PEERS`, `DRBD_PEER_ADDRESS`/`_AF`, `DRBD_MY_ADDRESS`/`_AF`,
+/// `DRBD_CONF`, `DRBD_BACKING_DEV`, `DRBD_LL_DISK`, `DRBD_VOLUME` (always
+/// 0). There is no `DRBD_MINOR`: repd has no /dev/drbdN device.
+pub fn drbd_env(cfg: &Config, me: &NodeConfig, peer: &NodeConfig) -> Vec<(&'static str, String)> {
+    // HOST:PORT (validated by the config) into host and address family.
+    let addr = |a: &str| {
+        let host = a.rsplit_once(':').map_or(a, |(h, _)| h).trim_start_matches('[').trim_end_matches(']').to_owned();
+        let af = if host.contains(':') { "ipv6" } else { "ipv4" };
+        (host, af.to_owned())
+    };
+    let (peer_addr, peer_af) = addr(&peer.replication);
+    let (my_addr, my_af) = addr(&me.replication);
+    vec![
+        ("DRBD_RESOURCE", cfg.resource.name.clone()),
+        ("DRBD_PEER", peer.name.clone()),
+        ("DRBD_PEERS", peer.name.clone()),
+        ("DRBD_PEER_ADDRESS", peer_addr),
+        ("DRBD_PEER_AF", peer_af),
+        ("DRBD_MY_ADDRESS", my_addr),
+        ("DRBD_MY_AF", my_af),
+        ("DRBD_CONF", cfg.path.display().to_string()),
+        ("DRBD_BACKING_DEV", me.backing.display().to_string()),
+        ("DRBD_LL_DISK", me.backing.display().to_string()),
+        ("DRBD_VOLUME", "0".to_owned()),
+    ]
+}
+
 /// A started handler: resolves to its exit status (None if it could not run).
 pub type HandlerRun = tokio::task::JoinHandle<Option<i32>>;
 
@@ -175,6 +205,7 @@ pub fn run_handler(cfg: &Config, me: &NodeConfig, peer: &NodeConfig, event: &'st
         .env("REPD_CONFIG", &cfg.path)
         .env("REPD_ROLE", s.role.to_string())
         .env("REPD_DISK", s.disk.to_string())
+        .envs(drbd_env(cfg, me, peer))
         .stdin(std::process::Stdio::null());
     tracing::info!(handler = event, command = %cmd, "running handler");
     match c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn() {

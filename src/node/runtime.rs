@@ -701,6 +701,17 @@ impl Node {
             .map_err(|source| StartError::Io { what: format!("replication address {}", self.me.replication), source })?;
         self.tasks.spawn(super::peer::run(self.clone(), peer_listener));
         self.tasks.spawn(flush_bitmap_periodically(self.clone()));
+        if let Some(addr) = &self.me.metrics {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Io { what: format!("metrics listen address {addr}"), source })?;
+            let node = self.clone();
+            let page = move || {
+                let src = crate::metrics::Sources { write_latency: &node.counters.write_latency, ack_timeouts: 0 };
+                crate::metrics::render(&node.status(), &src)
+            };
+            self.tasks.spawn(crate::metrics::serve(l, std::sync::Arc::new(page), self.shutdown.clone()));
+        }
         self.tasks.spawn(flush_peer_periodically(self.clone()));
         if let Some(mut rx) = self.fence_rx.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let node = self.clone();
