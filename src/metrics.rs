@@ -142,6 +142,9 @@ pub fn render(s: &Status, src: &Sources) -> String {
         ("repd_replicated_bytes_total", "Bytes of client writes mirrored to the peer.", c.replicated_bytes),
         ("repd_resync_sent_bytes_total", "Bytes sent as resync source.", c.resync_sent_bytes),
         ("repd_resync_received_bytes_total", "Bytes received as resync target.", c.resync_received_bytes),
+        ("repd_resync_same_bytes_total", "Bytes a checksum-based resync found equal on both nodes and did not send.", c.resync_same_bytes),
+        ("repd_peer_connect_attempts_total", "Connections this node opened to its peer.", c.peer_connect_attempts),
+        ("repd_peer_connections_refused_total", "Incoming peer-port connections turned away.", c.peer_connections_refused),
     ] {
         single(&mut o, name, "counter", help, v);
     }
@@ -149,7 +152,7 @@ pub fn render(s: &Status, src: &Sources) -> String {
         &mut o,
         "repd_peer_ack_timeouts_total",
         "counter",
-        "Peer requests that got no answer within the ack timeout.",
+        "Peer links dropped because a request got no answer within [net] timeout_ms.",
         src.ack_timeouts,
     );
     let name = "repd_app_write_latency_seconds";

@@ -176,6 +176,7 @@ fn a_secondary_whose_disk_stalls_is_dropped_and_resynced_after() {
         assert!(started.elapsed() < Duration::from_secs(40));
         wait_dropped_with_oos(&p, 1 << 20);
         assert!(log_has(&p, ALPHA, "did not answer"), "alpha dropped the peer for another reason\n{}", p.logs());
+        assert_eq!(p.status(ALPHA)["counters"]["peer_ack_timeouts"], 1, "the drop is counted for status and /metrics");
         // Alpha stays responsive: another write completes too.
         let o = finish(&p, spawn_py(&write_script(0x6b, 8 << 20, 65536), &p.uri(ALPHA)), 40, "a second write");
         assert_ok(&p, &o, "second write");

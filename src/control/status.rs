@@ -41,6 +41,9 @@ pub struct Counters {
     /// Incoming connections on the replication port turned away (extra field).
     #[serde(default)]
     pub peer_connections_refused: u64,
+    /// Peer links dropped for an unanswered request (`[net] timeout_ms`; extra field).
+    #[serde(default)]
+    pub peer_ack_timeouts: u64,
 }
 
 /// `repctl status --json`.

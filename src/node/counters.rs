@@ -17,6 +17,9 @@ pub struct AtomicCounters {
     /// Incoming peer-port connections turned away (over the handshake
     /// bound, failed or refused in the handshake, or refused after it).
     pub peer_connections_refused: AtomicU64,
+    /// Peer links dropped because the peer answered no request within
+    /// `[net] timeout_ms` (its disk stalled).
+    pub peer_ack_timeouts: AtomicU64,
     /// NBD client writes, request to acknowledgement (`/metrics`).
     pub write_latency: crate::metrics::Histogram,
 }
@@ -36,6 +39,7 @@ impl AtomicCounters {
             resync_same_bytes: self.resync_same_bytes.load(Relaxed),
             peer_connect_attempts: self.peer_connect_attempts.load(Relaxed),
             peer_connections_refused: self.peer_connections_refused.load(Relaxed),
+            peer_ack_timeouts: self.peer_ack_timeouts.load(Relaxed),
         }
     }
 }

@@ -707,7 +707,7 @@ impl Node {
                 .map_err(|source| StartError::Io { what: format!("metrics listen address {addr}"), source })?;
             let node = self.clone();
             let page = move || {
-                let src = crate::metrics::Sources { write_latency: &node.counters.write_latency, ack_timeouts: 0 };
+                let src = crate::metrics::Sources { write_latency: &node.counters.write_latency, ack_timeouts: node.counters.peer_ack_timeouts.load(std::sync::atomic::Ordering::Relaxed) };
                 crate::metrics::render(&node.status(), &src)
             };
             self.tasks.spawn(crate::metrics::serve(l, std::sync::Arc::new(page), self.shutdown.clone()));

@@ -391,6 +391,7 @@ async fn watchdog(node: Arc<Node>, link: Arc<PeerLink>, t0: std::time::Instant, 
             break;
         }
         if let Some(waited) = link.stalled(ack_timeout) {
+            super::counters::AtomicCounters::add(&node.counters.peer_ack_timeouts, 1);
             tracing::warn!(
                 "peer link: the peer did not answer a request within {} ms (timeout_ms; the oldest has waited {} ms); dropping it",
                 net.timeout_ms,
