@@ -262,7 +262,7 @@ mod tests {
     use crate::tls::BoxStream;
     use memmap2::MmapMut;
     use std::time::Instant;
-    use tokio_util::codec::{Decoder as _, FramedRead};
+    use tokio_util::codec::{Decoder as _, Framed};
 
     /// A bitmap of `bits` bits (4 KiB granules) in anonymous memory.
     fn anon(bits: u64) -> Bitmap {
@@ -298,7 +298,7 @@ mod tests {
         let (rd, wr) = tokio::io::split(io);
         (
             crate::repl::vwrite::FrameWriter::new(wr, crate::repl::DEFAULT_MAX_PAYLOAD),
-            FramedRead::new(rd, Codec::default()),
+            Framed::new(rd, Codec::default()),
         )
     }
 
