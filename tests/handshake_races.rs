@@ -58,7 +58,7 @@ fn frames_that_came_with_the_accept_are_read_without_waiting_for_more() {
         history_uuids: ids.history,
         dirty_bits: 0,
     };
-    s.send(&[Message::Accept, Message::State(state), Message::BitmapDone]).unwrap();
+    s.send(&[Message::Accept, Message::State(state), Message::BitmapDone { total_bits: (64 << 20) / 4096, set_bits: 0 }]).unwrap();
     let mut seen = Vec::new();
     loop {
         match s.recv() {

@@ -100,8 +100,8 @@ fn a_restarted_peer_gets_in_once_the_old_session_ends() {
         Message::State(st) => st,
         m => panic!("expected State, got {m:?}"),
     };
-    while !matches!(s.frame(), Message::BitmapDone) {}
-    s.send(&[Message::State(state), Message::BitmapDone]).unwrap();
+    while !matches!(s.frame(), Message::BitmapDone { .. }) {}
+    s.send(&[Message::State(state), Message::BitmapDone { total_bits: (64 << 20) / 4096, set_bits: 0 }]).unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
     let impostor = std::thread::spawn(move || {
