@@ -160,6 +160,7 @@ struct RawResource {
     #[serde(default)]
     max_clients: Option<u32>,
     nbd_tls: Option<String>,
+    log_level: Option<String>,
 }
 
 fn default_protocol() -> String {
@@ -227,7 +228,16 @@ pub struct Resource {
     pub max_clients: u32,
     /// NBD_OPT_STARTTLS on the export: off, on, require.
     pub nbd_tls: crate::nbd::TlsMode,
+    /// The daemon's log filter (`info`, `debug`, `repd::node=debug,info`);
+    /// `RUST_LOG` wins when set. Default: info.
+    pub log_level: Option<String>,
 }
+
+/// The fewest activity-log extents a node can run with: the largest request
+/// that takes one activity-log transaction (a 128 MiB piece of a trim or
+/// write-zeroes, not aligned to the 4 MiB extents) spans 33 extents, and
+/// with fewer slots it could never be started.
+pub const MIN_AL_EXTENTS: u32 = 33;
 
 /// `[net]`
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,8 +337,14 @@ impl Config {
             return Err(err("resource.resync_rate", "must be at least 4KiB (per second)".into()));
         }
         let al_extents = r.al_extents.unwrap_or(1237);
-        if !(7..=65534).contains(&al_extents) {
-            return Err(err("resource.al_extents", format!("{al_extents} is outside 7..=65534")));
+        if !(MIN_AL_EXTENTS..=65534).contains(&al_extents) {
+            return Err(err(
+                "resource.al_extents",
+                format!("{al_extents} is outside {MIN_AL_EXTENTS}..=65534 (the largest request, a 128 MiB trim piece, spans up to {MIN_AL_EXTENTS} extents of 4 MiB)"),
+            ));
+        }
+        if let Some(l) = &r.log_level {
+            tracing_subscriber::EnvFilter::try_new(l).map_err(|e| err("resource.log_level", format!("`{l}` is not a log filter (as in \"info\" or \"repd=debug\"): {e}")))?;
         }
         let after_split_brain = match r.after_split_brain.as_deref() {
             None | Some("disconnect") => SplitBrainPolicy::Disconnect,
@@ -439,6 +455,7 @@ impl Config {
                 after_split_brain,
                 max_clients,
                 nbd_tls,
+                log_level: r.log_level,
             },
             net: Net {
                 secret,
@@ -612,6 +629,25 @@ control = "/tmp/b.sock"
     fn three_nodes_refused() {
         let t = format!("{GOOD}\n[nodes.gamma]\nbacking=\"x\"\nmeta=\"y\"\nnbd=\"h:1\"\nreplication=\"h:2\"\ncontrol=\"z\"\n");
         assert_eq!(parse(&t).unwrap_err().key, "nodes");
+    }
+
+    #[test]
+    fn al_extents_below_one_request_refused() {
+        let e = parse(&GOOD.replace("protocol = \"C\"", "protocol = \"C\"\nal_extents = 7")).unwrap_err();
+        assert_eq!(e.key, "resource.al_extents");
+        assert!(e.to_string().contains("outside 33..=65534"), "{e}");
+        let c = parse(&GOOD.replace("protocol = \"C\"", "protocol = \"C\"\nal_extents = 33")).unwrap();
+        assert_eq!(c.resource.al_extents, MIN_AL_EXTENTS);
+    }
+
+    /// With the minimum, the largest single-transaction request (an
+    /// unaligned 128 MiB trim piece, node/device.rs) fits the log.
+    #[test]
+    fn minimum_al_extents_hold_the_largest_request() {
+        let mut al = crate::meta::ActivityLog::new(MIN_AL_EXTENTS, 4 << 20);
+        assert!(al.begin_write((4 << 20) - 512, 128 << 20).is_ok());
+        let mut small = crate::meta::ActivityLog::new(MIN_AL_EXTENTS - 1, 4 << 20);
+        assert!(small.begin_write((4 << 20) - 512, 128 << 20).is_err());
     }
 
     #[test]

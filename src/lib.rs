@@ -25,16 +25,22 @@
 //! | [`cli`] | the `repd` and `repctl` command lines (the binaries are thin wrappers) |
 //! | [`tls`] | rustls configurations for the peer link and NBD |
 //! | [`failpoint`] | fault injection behind the `failpoints` feature |
+//! | [`logging`] | log lines: resource/node on each, journald priorities, EPIPE-proof stderr, live level |
+//! | [`sd_notify`] | systemd readiness, watchdog and stopping notices (`$NOTIFY_SOCKET`) |
+//! | [`backoff`] | accept loops that back off on EMFILE/ENFILE and log at most once a second |
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod device;
 pub mod failpoint;
 pub mod inline_io;
+pub mod logging;
 pub mod meta;
 pub mod nbd;
 pub mod node;
 pub mod repl;
+pub mod sd_notify;
 pub mod store;
 pub mod tls;

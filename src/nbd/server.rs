@@ -116,6 +116,7 @@ pub async fn serve<G: ExportGate>(
 ) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(opts.max_clients));
     let mut conns = JoinSet::new();
+    let mut backoff = crate::backoff::AcceptBackoff::new("NBD");
     tracing::info!("NBD server listening on {}", listener.local_addr_string());
     loop {
         let accepted = tokio::select! {
@@ -124,11 +125,16 @@ pub async fn serve<G: ExportGate>(
             a = accept(&listener) => a,
         };
         let (stream, peer) = match accepted {
-            Ok(x) => x,
+            Ok(x) => {
+                backoff.succeeded();
+                x
+            }
             Err(e) => {
                 // Out of descriptors and the like: back off, keep serving.
-                tracing::warn!("NBD accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = backoff.failed(&e) => {}
+                }
                 continue;
             }
         };

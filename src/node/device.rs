@@ -84,11 +84,16 @@ impl NodeDevice {
     }
 
     /// Step 4: makes the write's activity-log extents active (durably).
-    async fn al_begin(&self, offset: u64, len: u64) -> io::Result<()> {
+    /// Ok(false): the local disk has failed (detached), so its metadata is
+    /// left alone and there is no activity-log entry to end.
+    async fn al_begin(&self, offset: u64, len: u64) -> io::Result<bool> {
         loop {
             let mut al = self.node.al.lock().await;
+            if self.node.disk_failed() {
+                return Ok(false);
+            }
             match al.begin_write(offset, len) {
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(true),
                 Ok(Some(tx)) => {
                     let n = self.node.clone();
                     let r = blocking(move || n.meta().write_al_transaction(&tx).map_err(io::Error::other)).await;
@@ -96,7 +101,7 @@ impl NodeDevice {
                         tracing::error!("activity log write failed: {e}");
                         let _ = al.end_write(offset, len);
                     }
-                    return r;
+                    return r.map(|()| true);
                 }
                 Err(crate::meta::AlError::Busy(_)) => {
                     drop(al);
@@ -114,10 +119,12 @@ impl NodeDevice {
         let end = offset.checked_add(len).filter(|&e| e <= self.node.store.size()).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
         // Step 3: order against overlapping writes and resync copies.
         let _guard = self.node.ranges.lock(offset, end).await;
-        self.al_begin(offset, len).await?;
+        let logged = self.al_begin(offset, len).await?;
         let r = self.replicate(offset, len, op, fua).await;
         // Step 8.
-        let _ = self.node.al.lock().await.end_write(offset, len);
+        if logged {
+            let _ = self.node.al.lock().await.end_write(offset, len);
+        }
         r
     }
 

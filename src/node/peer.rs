@@ -117,13 +117,16 @@ async fn establish(node: &Node, stream: BoxStream) -> Result<Link, String> {
 }
 
 async fn accept_loop(node: Arc<Node>, listener: TcpListener, tx: mpsc::Sender<Link>) {
+    let mut backoff = crate::backoff::AcceptBackoff::new("peer listener");
     loop {
         let (stream, from) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok(x) => { backoff.succeeded(); x }
                 Err(e) => {
-                    tracing::warn!("peer listener: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::select! {
+                        _ = backoff.failed(&e) => {}
+                        _ = node.shutdown.cancelled() => return,
+                    }
                     continue;
                 }
             },

@@ -74,7 +74,9 @@ impl Unflushed {
 
 /// One node of the resource.
 pub struct Node {
-    pub cfg: Config,
+    /// The configuration in effect (`repctl adjust` and SIGHUP change the
+    /// keys that can change live; see [`super::adjust`]).
+    pub cfg: super::adjust::LiveConfig,
     pub me: NodeConfig,
     pub peer_cfg: NodeConfig,
     pub store: Arc<Store>,
@@ -170,10 +172,18 @@ impl Node {
             Some(files) => Some(crate::tls::Tls::load(&files).map_err(|e| StartError::Refused(format!("TLS: {e}")))?),
             None => None,
         };
+        // The metadata's lock first: a second daemon on this node is
+        // refused before it writes anything (the backing file included).
+        let existing = if me.meta.exists() {
+            let m = Meta::open(&me.meta)?;
+            m.lock_exclusive()?;
+            Some(m)
+        } else {
+            None
+        };
         let store = Arc::new(Store::open(&me.backing, cfg.resource.size, cfg.resource.grow)?);
         let size = store.size();
-        let mut meta = if me.meta.exists() {
-            let m = Meta::open(&me.meta)?;
+        let mut meta = if let Some(m) = existing {
             m.check_device_size(size)?;
             let st = m.state();
             if st.node_name != me.name || st.peer_name != peer_cfg.name {
@@ -191,7 +201,9 @@ impl Node {
             let mut p = CreateParams::new(size, &me.name, &peer_cfg.name);
             p.al_slots = cfg.resource.al_extents;
             tracing::info!(path = %me.meta.display(), "creating metadata");
-            Meta::create(&me.meta, &p)?
+            let m = Meta::create(&me.meta, &p)?;
+            m.lock_exclusive()?;
+            m
         };
         let mut flags = meta.flags();
         let crashed = flags.primary && !flags.al_clean;
@@ -218,7 +230,7 @@ impl Node {
         meta.persist_header()?;
         let al = meta.activity_log();
         let (fence_tx, fence_rx) = tokio::sync::mpsc::unbounded_channel();
-        tracing::info!(disk = %disk, out_of_sync_bytes = meta.bitmap().out_of_sync_bytes(), ids = ?meta.gen_ids(), "metadata loaded");
+        tracing::info!(disk = %disk, out_of_sync_bytes = meta.bitmap().out_of_sync_bytes(), ids = %meta.gen_ids(), "metadata loaded");
         Ok(Arc::new(Node {
             state: Mutex::new(NodeState::new(disk)),
             meta: Mutex::new(meta),
@@ -245,7 +257,7 @@ impl Node {
             events: Default::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            cfg,
+            cfg: super::adjust::LiveConfig::new(cfg),
             me,
             peer_cfg,
             store,
@@ -640,6 +652,7 @@ impl Node {
         let peer_listener = tokio::net::TcpListener::bind(&self.me.replication)
             .await
             .map_err(|source| StartError::Io { what: format!("replication address {}", self.me.replication), source })?;
+        let ctl_listener = control::bind(&self.me.control).map_err(|source| StartError::Io { what: "cannot serve".into(), source })?;
         self.tasks.spawn(super::peer::run(self.clone(), peer_listener));
         self.tasks.spawn(flush_bitmap_periodically(self.clone()));
         self.tasks.spawn(flush_peer_periodically(self.clone()));
@@ -673,8 +686,9 @@ impl Node {
         let nbd = tokio::spawn(crate::nbd::serve(listener, gate, opts, self.shutdown.clone()));
         let ctl_path = self.me.control.clone();
         let me = self.clone();
-        let ctl = tokio::spawn(async move { control::serve(&ctl_path, Arc::new(NodeControl(me.clone())), me.shutdown.clone()).await });
+        let ctl = tokio::spawn(async move { control::serve_on(ctl_listener, &ctl_path, Arc::new(NodeControl(me.clone())), me.shutdown.clone()).await });
         tracing::info!(node = %self.me.name, resource = %self.cfg.resource.name, nbd = %self.me.nbd, control = %self.me.control.display(), "node started");
+        crate::sd_notify::notify("READY=1\nSTATUS=serving");
         // A control socket that fails to start ends the node at once.
         tokio::select! {
             _ = self.shutdown.cancelled() => {}
@@ -690,9 +704,14 @@ impl Node {
         self.tasks.wait().await;
         let me = self.clone();
         crate::device::blocking(move || {
-            me.store.sync()?;
+            let failed = me.disk_failed();
+            if !failed {
+                me.store.sync()?;
+            }
             let mut m = me.meta();
-            m.flush_bitmap().map_err(std::io::Error::other)?;
+            if !failed {
+                m.flush_bitmap().map_err(std::io::Error::other)?;
+            }
             let mut f = m.flags();
             f.al_clean = true;
             m.set_flags(f);
@@ -765,7 +784,10 @@ async fn flush_bitmap_periodically(node: Arc<Node>) {
             _ = node.shutdown.cancelled() => return,
         }
         let n = node.clone();
-        let _ = crate::device::blocking(move || n.meta().flush_bitmap().map_err(std::io::Error::other)).await;
+        // A failed (detached) disk's metadata is left alone.
+        if !node.disk_failed() {
+            let _ = crate::device::blocking(move || n.meta().flush_bitmap().map_err(std::io::Error::other)).await;
+        }
 
         if let Some(s) = node.sync_status() {
             let e = super::events::Event { event: "sync-progress", from: String::new(), to: String::new() };
