@@ -233,11 +233,11 @@ pub struct Resource {
     pub log_level: Option<String>,
 }
 
-/// The fewest activity-log extents a node can run with: the largest request
-/// that takes one activity-log transaction (a 128 MiB piece of a trim or
-/// write-zeroes, not aligned to the 4 MiB extents) spans 33 extents, and
-/// with fewer slots it could never be started.
-pub const MIN_AL_EXTENTS: u32 = 33;
+/// The fewest activity-log extents a node can run with: the largest NBD
+/// write (32 MiB) not aligned to the 4 MiB extents spans 9, and with fewer
+/// slots it could never be started. (Trims and write-zeroes are split into
+/// pieces that fit the log, node/device.rs.)
+pub const MIN_AL_EXTENTS: u32 = 9;
 
 /// `[net]`
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -340,7 +340,7 @@ impl Config {
         if !(MIN_AL_EXTENTS..=65534).contains(&al_extents) {
             return Err(err(
                 "resource.al_extents",
-                format!("{al_extents} is outside {MIN_AL_EXTENTS}..=65534 (the largest request, a 128 MiB trim piece, spans up to {MIN_AL_EXTENTS} extents of 4 MiB)"),
+                format!("{al_extents} is outside {MIN_AL_EXTENTS}..=65534 (the largest write, 32 MiB, spans up to {MIN_AL_EXTENTS} extents of 4 MiB)"),
             ));
         }
         if let Some(l) = &r.log_level {
@@ -635,19 +635,22 @@ control = "/tmp/b.sock"
     fn al_extents_below_one_request_refused() {
         let e = parse(&GOOD.replace("protocol = \"C\"", "protocol = \"C\"\nal_extents = 7")).unwrap_err();
         assert_eq!(e.key, "resource.al_extents");
-        assert!(e.to_string().contains("outside 33..=65534"), "{e}");
-        let c = parse(&GOOD.replace("protocol = \"C\"", "protocol = \"C\"\nal_extents = 33")).unwrap();
+        assert!(e.to_string().contains("outside 9..=65534"), "{e}");
+        let c = parse(&GOOD.replace("protocol = \"C\"", "protocol = \"C\"\nal_extents = 9")).unwrap();
         assert_eq!(c.resource.al_extents, MIN_AL_EXTENTS);
     }
 
-    /// With the minimum, the largest single-transaction request (an
-    /// unaligned 128 MiB trim piece, node/device.rs) fits the log.
+    /// With the minimum, the largest write (32 MiB, unaligned) fits the
+    /// log, and so does a trim piece of the log's `max_request`.
     #[test]
     fn minimum_al_extents_hold_the_largest_request() {
         let mut al = crate::meta::ActivityLog::new(MIN_AL_EXTENTS, 4 << 20);
-        assert!(al.begin_write((4 << 20) - 512, 128 << 20).is_ok());
+        assert!(al.begin_write((4 << 20) - 512, 32 << 20).is_ok());
         let mut small = crate::meta::ActivityLog::new(MIN_AL_EXTENTS - 1, 4 << 20);
-        assert!(small.begin_write((4 << 20) - 512, 128 << 20).is_err());
+        assert!(small.begin_write((4 << 20) - 512, 32 << 20).is_err());
+        let mut al = crate::meta::ActivityLog::new(MIN_AL_EXTENTS, 4 << 20);
+        assert!(al.max_request() >= 32 << 20);
+        assert!(al.begin_write((4 << 20) - 512, al.max_request()).is_ok());
     }
 
     #[test]

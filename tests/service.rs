@@ -444,3 +444,27 @@ fn events_end_with_a_clear_line() {
     let o = ev.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("closed the event stream"), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// `al_extents` below what one request needs made valid requests fail: a
+/// 128 MiB trim piece spans 33 extents. Now the smallest log the config
+/// accepts (9) takes the largest write, and trims and write-zeroes are cut
+/// into pieces that fit it.
+#[test]
+fn a_small_activity_log_takes_the_largest_requests() {
+    require("qemu-io", "qemu-utils");
+    let mut p = Pair::new(Options { size: "256MiB", extra_resource: "al_extents = 9", ..Options::default() });
+    p.start(ALPHA);
+    p.ok(ALPHA, &["primary", "--force"]);
+    let o = Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "write -P 0x41 1M 32M", "-c", "discard 1M 200M", "-c", "write -z 3M 200M", "-c", "read -P 0 3M 200M"])
+        .arg(format!("nbd://127.0.0.1:{}/r0", p.nodes[ALPHA].nbd_port))
+        .output()
+        .unwrap();
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success() && !out.contains("failed"), "{out}\n{}", p.logs());
+    // The config refuses a log too small for one write, naming the minimum.
+    edit_config(&p, "al_extents = 9", "al_extents = 8");
+    let o = spawn(&p, ALPHA, &[], Stdio::piped()).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("resource.al_extents"), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -317,7 +317,15 @@ async fn transmit<R, W, D>(
     let ahead = bytes::BytesMut::from(r.buffer());
     let r = r.into_inner();
     match transmission::run_buffered(ahead, r, w, device, session, opts.limits, shutdown, cancel).await {
-        Ok(end) => tracing::info!("NBD client {peer} detached ({end:?})"),
+        Ok(end) => {
+            let why = match end {
+                transmission::End::Disconnect => "it disconnected",
+                transmission::End::ClientClosed => "it closed the connection",
+                transmission::End::Stopped => "server stopping or export withdrawn",
+                transmission::End::WriterFailed => "its replies could not be written",
+            };
+            tracing::info!("NBD client {peer} detached: {why}");
+        }
         Err(e) => tracing::info!("NBD client {peer} dropped: {e}"),
     }
     drop(attachment);

@@ -395,6 +395,21 @@ where
     }
 }
 
+/// A command as a log line names it: `trim of 4096 bytes at 1048576`.
+fn describe(cmd: &Command) -> String {
+    let (what, offset, len) = match *cmd {
+        Command::Read { offset, len } => ("read", offset, len),
+        Command::Write { offset, len, .. } => ("write", offset, len),
+        Command::Trim { offset, len, .. } => ("trim", offset, len),
+        Command::WriteZeroes { offset, len, .. } => ("write-zeroes", offset, len),
+        Command::Cache { offset, len } => ("cache", offset, len),
+        Command::BlockStatus { offset, len, .. } => ("block-status", offset, len),
+        Command::Flush => return "flush".into(),
+        Command::Disconnect => return "disconnect".into(),
+    };
+    format!("{what} of {len} bytes at {offset}")
+}
+
 /// Runs one checked command on the device.
 async fn execute<D: BlockDevice>(dev: &D, cmd: Command, data: Bytes) -> Body {
     let done = |r: io::Result<()>| r.map(|()| Body::Done);
@@ -417,7 +432,7 @@ async fn execute<D: BlockDevice>(dev: &D, cmd: Command, data: Bytes) -> Body {
     result.unwrap_or_else(|e| {
         let error = errno_of(&e);
         if error == EIO {
-            tracing::warn!("{cmd:?} failed: {e}");
+            tracing::warn!("NBD {} failed: {e}", describe(&cmd));
         }
         Body::Error { error, message: e.to_string() }
     })

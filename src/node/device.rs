@@ -62,16 +62,22 @@ impl NodeDevice {
     }
 
     /// Trims and zeroes may be huge: split them so one activity-log
-    /// transaction always covers a piece.
+    /// transaction always covers a piece (128 MiB, less with a small log;
+    /// config.rs's minimum `al_extents` lets a 32 MiB write fit whole).
     async fn mutate(&self, offset: u64, len: u64, op: Op, fua: bool) -> io::Result<()> {
         const PIECE: u64 = 128 << 20;
-        if len <= PIECE || matches!(op, Op::Write(_)) {
+        const MAX_WRITE: u64 = 32 << 20;
+        if len <= MAX_WRITE || matches!(op, Op::Write(_)) {
+            return self.mutate_one(offset, len, op, fua).await;
+        }
+        let piece = PIECE.min(self.node.al.lock().await.max_request()).max(MAX_WRITE);
+        if len <= piece {
             return self.mutate_one(offset, len, op, fua).await;
         }
         let end = offset.checked_add(len).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
         let mut off = offset;
         while off < end {
-            let n = PIECE.min(end - off);
+            let n = piece.min(end - off);
             let piece = match op {
                 Op::Trim => Op::Trim,
                 Op::Zero(t) => Op::Zero(t),
