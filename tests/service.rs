@@ -214,7 +214,7 @@ fn nbd_connect(port: u16, export: &str) -> std::net::TcpStream {
     s.write_all(&3u32.to_be_bytes()).unwrap();
     let mut opt = b"IHAVEOPT".to_vec();
     opt.extend_from_slice(&1u32.to_be_bytes());
-    opt.extend_from_slice(&(export.len() as u32).to_be_bytes());
+    opt.extend_from_slice(&u32::try_from(export.len()).unwrap().to_be_bytes());
     opt.extend_from_slice(export.as_bytes());
     s.write_all(&opt).unwrap();
     let mut info = [0u8; 10];

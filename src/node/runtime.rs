@@ -668,7 +668,8 @@ impl Node {
                         Some(4) | Some(7) => node.thaw_io(&format!("fence-peer reported the peer fenced (exit {})", code.unwrap_or(0))),
                         other => {
                             if node.io_frozen() {
-                                tracing::error!("fence-peer did not confirm (exit {other:?}): writes stay frozen; fence the peer and run `repctl resume-io`");
+                                let exit = other.map_or_else(|| "none: it did not run or was killed".to_string(), |c| c.to_string());
+                                tracing::error!("fence-peer did not confirm (exit {exit}): writes stay frozen; fence the peer and run `repctl resume-io`");
                             }
                         }
                     }
