@@ -468,3 +468,22 @@ fn a_small_activity_log_takes_the_largest_requests() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("resource.al_extents"), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// `repctl adjust` applies a new resync rate to the resync under way.
+#[test]
+fn adjust_speeds_up_a_running_resync() {
+    require("qemu-io", "qemu-utils");
+    let mut p = Pair::new(Options { extra_resource: "resync_rate = \"64KiB\"", ..Options::default() });
+    p.start(ALPHA);
+    p.ok(ALPHA, &["primary", "--force"]);
+    let o = Command::new("qemu-io").args(["-f", "raw", "-c", "write -P 0x5a 0 16M"]).arg(p.uri(ALPHA)).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    p.start(1);
+    // 16 MiB at 64 KiB/s would take minutes.
+    wait_until(30, "the resync is under way", || !p.status(ALPHA)["sync"].is_null());
+    edit_config(&p, "resync_rate = \"64KiB\"", "resync_rate = \"1GiB\"");
+    let o = p.repctl(ALPHA, &["adjust"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("applied: resource.resync_rate"), "{}", String::from_utf8_lossy(&o.stderr));
+    p.wait_sync(30);
+    p.assert_identical();
+}

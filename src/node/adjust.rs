@@ -8,11 +8,13 @@
 //!
 //! | applied live | when it takes effect |
 //! |---|---|
-//! | `resource.resync_rate`, `resource.after_split_brain` | the next resync / handshake |
+//! | `resource.resync_rate` | at once, a running resync included |
+//! | `resource.after_split_brain` | the next handshake |
 //! | `resource.log_level` | at once (unless `RUST_LOG` was set at start) |
 //! | `net.secret` / `net.secret_file` | the next handshake |
 //! | `net.ping_interval_ms`, `net.ping_timeout_ms` | the next connection |
-//! | `net.connect_interval_ms`, `net.peer_flush_interval_ms`, `net.fencing` | the next attempt / restart of the loop |
+//! | `net.connect_interval_ms`, `net.peer_flush_interval_ms` | the next attempt, the next flush |
+//! | `net.fencing` | the next loss of the peer |
 //! | `[handlers]` | the next event |
 //!
 //! Everything else (any `[nodes.*]` key, `resource.name`, `size`, `grow`,

@@ -35,14 +35,15 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
     let (inbound_tx, mut inbound) = mpsc::channel::<Link>(2);
     node.tasks.spawn(accept_loop(node.clone(), listener, inbound_tx));
     let dialer = node.me.name < node.peer_cfg.name;
-    let base = Duration::from_millis(node.cfg.net.connect_interval_ms);
-    let mut backoff = base;
+    let mut backoff = Duration::from_millis(node.cfg.net.connect_interval_ms);
     let mut next: Option<Link> = None;
     let mut last_error: Option<String> = None;
     loop {
         if node.shutdown.is_cancelled() {
             break;
         }
+        // Read each round: `repctl adjust` may change it.
+        let base = Duration::from_millis(node.cfg.net.connect_interval_ms);
         let link = match next.take() {
             Some(l) => l,
             None if dialer => {

@@ -761,8 +761,9 @@ impl Node {
 /// `peer_flush_interval_ms` when it holds any (what an unclean loss of the
 /// peer would otherwise have to resync).
 async fn flush_peer_periodically(node: Arc<Node>) {
-    let every = Duration::from_millis(node.cfg.net.peer_flush_interval_ms);
     loop {
+        // Read each round: `repctl adjust` may change it.
+        let every = Duration::from_millis(node.cfg.net.peer_flush_interval_ms);
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = node.shutdown.cancelled() => return,
