@@ -161,6 +161,7 @@ struct RawResource {
     max_clients: Option<u32>,
     nbd_tls: Option<String>,
     metrics: Option<String>,
+    log_level: Option<String>,
 }
 
 fn default_protocol() -> String {
@@ -230,12 +231,20 @@ pub struct Resource {
     pub max_clients: u32,
     /// NBD_OPT_STARTTLS on the export: off, on, require.
     pub nbd_tls: crate::nbd::TlsMode,
+    /// The daemon's log filter (`info`, `debug`, `repd::node=debug,info`);
+    /// `RUST_LOG` wins when set. Default: info.
+    pub log_level: Option<String>,
 }
 
 /// Default `[net] timeout_ms`: long enough for a healthy peer on a loaded
 /// machine (an fdatasync behind much dirty data), short enough that a
 /// stalled disk holds the Primary's writes seconds, not for ever.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+/// The fewest activity-log extents a node can run with: the largest NBD
+/// write (32 MiB) not aligned to the 4 MiB extents spans 9, and with fewer
+/// slots it could never be started. (Trims and write-zeroes are split into
+/// pieces that fit the log, node/device.rs.)
+pub const MIN_AL_EXTENTS: u32 = 9;
 
 /// `[net]`
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,8 +352,14 @@ impl Config {
             return Err(err("resource.resync_rate", "must be at least 4KiB (per second)".into()));
         }
         let al_extents = r.al_extents.unwrap_or(1237);
-        if !(7..=65534).contains(&al_extents) {
-            return Err(err("resource.al_extents", format!("{al_extents} is outside 7..=65534")));
+        if !(MIN_AL_EXTENTS..=65534).contains(&al_extents) {
+            return Err(err(
+                "resource.al_extents",
+                format!("{al_extents} is outside {MIN_AL_EXTENTS}..=65534 (the largest write, 32 MiB, spans up to {MIN_AL_EXTENTS} extents of 4 MiB)"),
+            ));
+        }
+        if let Some(l) = &r.log_level {
+            tracing_subscriber::EnvFilter::try_new(l).map_err(|e| err("resource.log_level", format!("`{l}` is not a log filter (as in \"info\" or \"repd=debug\"): {e}")))?;
         }
         let after_split_brain = match r.after_split_brain.as_deref() {
             None | Some("disconnect") => SplitBrainPolicy::Disconnect,
@@ -467,6 +482,7 @@ impl Config {
                 after_split_brain,
                 max_clients,
                 nbd_tls,
+                log_level: r.log_level,
             },
             net: Net {
                 secret,
@@ -655,6 +671,28 @@ control = "/tmp/b.sock"
     fn three_nodes_refused() {
         let t = format!("{GOOD}\n[nodes.gamma]\nbacking=\"x\"\nmeta=\"y\"\nnbd=\"h:1\"\nreplication=\"h:2\"\ncontrol=\"z\"\n");
         assert_eq!(parse(&t).unwrap_err().key, "nodes");
+    }
+
+    #[test]
+    fn al_extents_below_one_request_refused() {
+        let e = parse(&GOOD.replace("protocol = \"C\"", "protocol = \"C\"\nal_extents = 7")).unwrap_err();
+        assert_eq!(e.key, "resource.al_extents");
+        assert!(e.to_string().contains("outside 9..=65534"), "{e}");
+        let c = parse(&GOOD.replace("protocol = \"C\"", "protocol = \"C\"\nal_extents = 9")).unwrap();
+        assert_eq!(c.resource.al_extents, MIN_AL_EXTENTS);
+    }
+
+    /// With the minimum, the largest write (32 MiB, unaligned) fits the
+    /// log, and so does a trim piece of the log's `max_request`.
+    #[test]
+    fn minimum_al_extents_hold_the_largest_request() {
+        let mut al = crate::meta::ActivityLog::new(MIN_AL_EXTENTS, 4 << 20);
+        assert!(al.begin_write((4 << 20) - 512, 32 << 20).is_ok());
+        let mut small = crate::meta::ActivityLog::new(MIN_AL_EXTENTS - 1, 4 << 20);
+        assert!(small.begin_write((4 << 20) - 512, 32 << 20).is_err());
+        let mut al = crate::meta::ActivityLog::new(MIN_AL_EXTENTS, 4 << 20);
+        assert!(al.max_request() >= 32 << 20);
+        assert!(al.begin_write((4 << 20) - 512, al.max_request()).is_ok());
     }
 
     #[test]

@@ -27,18 +27,24 @@
 //! | [`tls`] | rustls configurations for the peer link and NBD |
 //! | [`failpoint`] | fault injection behind the `failpoints` feature |
 //! | [`ratelimit`] | log lines that could repeat fast go out once a second per kind, the rest counted |
+//! | [`logging`] | log lines: resource/node on each, journald priorities, EPIPE-proof stderr, live level |
+//! | [`sd_notify`] | systemd readiness, watchdog and stopping notices (`$NOTIFY_SOCKET`) |
+//! | [`backoff`] | accept loops that back off on EMFILE/ENFILE and log at most once a second |
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod device;
 pub mod failpoint;
 pub mod inline_io;
+pub mod logging;
 pub mod meta;
 pub mod metrics;
 pub mod nbd;
 pub mod node;
 pub mod ratelimit;
 pub mod repl;
+pub mod sd_notify;
 pub mod store;
 pub mod tls;

@@ -33,8 +33,4 @@ fn parse_args<T: clap::Parser>() -> T {
     }
 }
 
-/// Logging to stderr, filtered by RUST_LOG (default: info).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_target(false).try_init();
-}
+// Logging: crate::logging (the daemon's log lines).

@@ -68,6 +68,8 @@ enum Cmd {
     },
     /// Stream state changes as JSON lines (first line: the current status).
     Events,
+    /// Re-read the resource file and apply what can change without a restart; prints the keys applied and those that need a restart.
+    Adjust,
     /// Resume writes frozen by fencing = "resource-and-stonith" (make sure the peer is fenced first).
     ResumeIo,
     /// Tests only: make a store call fail (`store.read`, `store.write`, `store.sync`) with ERRNO, or succeed again without it.
@@ -206,6 +208,20 @@ async fn run(socket: &Path, cmd: Cmd) -> i32 {
         }
         Cmd::WaitSync { timeout, progress } => return wait_sync(socket, timeout.map(Duration::from_secs), progress).await,
         Cmd::Events => return events(socket).await,
+        Cmd::Adjust => {
+            return match call(socket, &Request::Adjust).await {
+                Ok(Response::Done { ok: true, message }) => {
+                    println!("{message}");
+                    exit::OK
+                }
+                Ok(Response::Done { message, .. }) => {
+                    eprintln!("repctl: refused: {message}");
+                    exit::FAILED
+                }
+                Ok(Response::Status { .. }) => exit::FAILED,
+                Err(code) => code,
+            }
+        }
         Cmd::Primary { force } => Request::Primary { force },
         Cmd::Secondary { force } => Request::Secondary { force },
         Cmd::Disconnect => Request::Disconnect,
@@ -285,10 +301,15 @@ async fn events(socket: &Path) -> i32 {
     }
     let mut lines = BufReader::new(stream).lines();
     let mut out = tokio::io::stdout();
+    let mut said_stopping = false;
     while let Ok(Some(l)) = lines.next_line().await {
+        said_stopping = l == control::STOPPING_LINE;
         if out.write_all(format!("{l}\n").as_bytes()).await.is_err() || out.flush().await.is_err() {
             return exit::OK;
         }
+    }
+    if !said_stopping {
+        eprintln!("repctl: the daemon at {} closed the event stream (it stopped or died)", socket.display());
     }
     exit::OK
 }

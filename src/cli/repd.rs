@@ -36,71 +36,128 @@ enum Cmd {
 
 pub fn main() -> i32 {
     let args: Args = super::parse_args();
-    super::init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("repd: cannot start the runtime: {e}");
-            return exit::FAILED;
+    let say = crate::logging::say;
+    let job = match args.cmd {
+        Some(Cmd::Demo { dir, size }) => {
+            crate::logging::init(None);
+            Job::Demo(dir, size)
         }
-    };
-    match args.cmd {
-        Some(Cmd::Demo { dir, size }) => rt.block_on(super::demo::run(dir, &size)),
         None => {
             let Some(path) = args.config else {
-                eprintln!("repd: --config FILE is required (or `repd demo`); see repd --help");
+                say("repd: --config FILE is required (or `repd demo`); see repd --help");
                 return exit::USAGE;
             };
             let cfg = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("repd: {e}");
+                    say(&format!("repd: {e}"));
                     return exit::USAGE;
                 }
             };
             let me = match cfg.local_node(args.node.as_deref()) {
                 Ok(n) => n.clone(),
                 Err(e) => {
-                    eprintln!("repd: {e}");
+                    say(&format!("repd: {e}"));
                     return exit::USAGE;
                 }
             };
-            rt.block_on(run_node(cfg, me))
+            crate::logging::init(cfg.resource.log_level.as_deref());
+            crate::logging::set_origin(&cfg.resource.name, &me.name);
+            Job::Node(Box::new(cfg), me)
         }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            say(&format!("repd: cannot start the runtime: {e}"));
+            return exit::FAILED;
+        }
+    };
+    match job {
+        Job::Demo(dir, size) => rt.block_on(super::demo::run(dir, &size)),
+        Job::Node(cfg, me) => rt.block_on(run_node(*cfg, me)),
     }
 }
 
-/// Runs one node until SIGTERM/SIGINT; 0 on a clean stop.
+enum Job {
+    Demo(Option<PathBuf>, String),
+    Node(Box<Config>, crate::config::NodeConfig),
+}
+
+/// Runs one node until SIGTERM/SIGINT; 0 on a clean stop. SIGHUP re-reads
+/// the resource file (as `repctl adjust`).
 pub async fn run_node(cfg: Config, me: crate::config::NodeConfig) -> i32 {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Caught from the start: SIGHUP's default action would end the node.
+    let hup = signal(SignalKind::hangup());
     let node = match Node::open(cfg, me) {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("repd: {e}");
+            crate::logging::say(&format!("repd: {e}"));
             return exit::FAILED;
         }
     };
     stop_on_signals(node.shutdown.clone());
+    match hup {
+        Ok(hup) => reload_on_sighup(node.clone(), hup),
+        Err(e) => tracing::error!("cannot install the SIGHUP handler: {e}"),
+    }
+    if let Some(every) = crate::sd_notify::watchdog_interval() {
+        let n = node.clone();
+        tokio::spawn(async move {
+            loop {
+                crate::sd_notify::notify("WATCHDOG=1");
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = n.shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
     match node.run().await {
         Ok(()) => exit::OK,
         Err(e) => {
-            eprintln!("repd: {e}");
+            crate::logging::say(&format!("repd: {e}"));
             exit::FAILED
         }
     }
 }
 
-/// Cancels `token` on SIGTERM or SIGINT.
+/// Cancels `token` on SIGTERM or SIGINT (and tells systemd it is stopping).
+/// The token is cancelled before anything is logged: a log write must never
+/// keep the daemon from stopping.
 pub fn stop_on_signals(token: tokio_util::sync::CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
+    let (term, int) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    let (Ok(mut term), Ok(mut int)) = (term, int) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-            tracing::error!("cannot install signal handlers");
-            return;
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
         };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-            _ = int.recv() => tracing::info!("SIGINT: stopping"),
-        }
         token.cancel();
+        crate::sd_notify::notify("STOPPING=1");
+        tracing::info!("{name}: stopping");
+    });
+}
+
+/// SIGHUP: reload, as `repctl adjust` (the default action would kill the node).
+fn reload_on_sighup(node: std::sync::Arc<Node>, mut hup: tokio::signal::unix::Signal) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = hup.recv() => if r.is_none() { return },
+                _ = node.shutdown.cancelled() => return,
+            }
+            crate::sd_notify::notify("RELOADING=1");
+            tracing::info!("SIGHUP: reloading {}", node.cfg.path.display());
+            if let Err(e) = node.adjust() {
+                tracing::error!("SIGHUP: {e}");
+            }
+            crate::sd_notify::notify("READY=1");
+        }
     });
 }

@@ -39,6 +39,10 @@ pub enum Request {
     /// Resume writes frozen by `fencing = "resource-and-stonith"` (the
     /// operator has made sure the peer cannot be promoted).
     ResumeIo,
+    /// Re-read the resource file and apply what can change live (as SIGHUP
+    /// does); the answer lists the keys applied and those that need a
+    /// restart. Always allowed.
+    Adjust,
     /// Tests only: arm (`errno`) or disarm a fail point of the store. Refused
     /// unless the daemon was built with the `failpoints` feature.
     Failpoint { name: String, errno: Option<i32> },

@@ -11,5 +11,5 @@ mod status;
 
 pub use client::{call, ClientError};
 pub use message::{Request, Response};
-pub use server::{serve, Handler};
+pub use server::{bind, serve, serve_on, Handler, STOPPING_LINE};
 pub use status::{Counters, PeerStatus, Status, SyncStatus};

@@ -106,6 +106,13 @@ impl ActivityLog {
         }
     }
 
+    /// The longest request that fits one transaction whatever its
+    /// alignment: it spans at most `slots` extents. Longer requests (trims,
+    /// write-zeroes) are split into pieces of this size by the write path.
+    pub fn max_request(&self) -> u64 {
+        u64::from(self.n.saturating_sub(1).max(1)).saturating_mul(self.extent_size)
+    }
+
     /// The log as replayed from the ring: the same extents active (none in
     /// flight), numbering continued after the newest transaction.
     pub fn restore(extent_size: u64, replay: &AlReplay) -> ActivityLog {

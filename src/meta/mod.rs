@@ -11,7 +11,10 @@
 //! | [`activity_log`] | the pure activity log: which extents must be active |
 //! | [`al_ring`] | the on-disk transactions and their replay |
 //!
-//! [`Meta::open`] never writes: it checks and maps. Every header change is
+//! [`Meta::open`] never writes: it checks and maps. A daemon takes the
+//! file's exclusive lock ([`Meta::lock_exclusive`]) before it writes
+//! anything, so a second daemon on the same file is refused untouched.
+//! New files are created mode 0600 (SECURITY.md). Every header change is
 //! made durable by [`Meta::persist_header`], which writes the copy holding
 //! the older sequence number and fdatasyncs, so one valid copy always exists.
 
@@ -71,6 +74,9 @@ pub enum MetaError {
     /// The file was made for another device size.
     #[error("{path}: metadata is for a {meta} byte device, the device is {device} bytes (resizing is not supported)")]
     SizeMismatch { path: PathBuf, meta: u64, device: u64 },
+    /// Another process holds the file's lock (a second daemon on the same node).
+    #[error("metadata {path} is in use by another repd{}", match pid { Some(p) => format!(" (pid {p})"), None => String::new() })]
+    InUse { path: PathBuf, pid: Option<u32> },
     /// An activity-log transaction that cannot be written.
     #[error("{path}: activity-log transaction {seq} does not fit a ring slot")]
     BadTransaction { path: PathBuf, seq: u64 },
@@ -143,7 +149,8 @@ impl Meta {
             state,
         };
         let first = header::encode(&h).map_err(|e| params(e.to_string()))?;
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(|e| {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
                 MetaError::Exists { path: path.to_owned() }
             } else {
@@ -221,6 +228,25 @@ impl Meta {
             bitmap,
             replay,
         })
+    }
+
+    /// Takes an exclusive lock on the file (flock), held while this Meta is
+    /// open. Refused, naming the holder's pid when /proc/locks shows it, if
+    /// another open file (another daemon) holds it.
+    pub fn lock_exclusive(&self) -> Result<(), MetaError> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor this Meta owns; no memory is passed.
+        let rc = unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io_err(&self.path, "lock the metadata file")(e));
+        }
+        use std::os::unix::fs::MetadataExt;
+        let pid = self.file.metadata().ok().and_then(|m| lock_holder(m.ino()));
+        Err(MetaError::InUse { path: self.path.clone(), pid })
     }
 
     /// Refuses a device whose size differs from the one recorded.
@@ -405,6 +431,20 @@ fn data_pages(file: &File, offset: u64, len: u64) -> Vec<bool> {
         pos = hole;
     }
     out
+}
+
+/// The pid holding a flock on inode `ino`, from /proc/locks
+/// (`1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`).
+fn lock_holder(ino: u64) -> Option<u32> {
+    let text = std::fs::read_to_string("/proc/locks").ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 6 || f[1] != "FLOCK" {
+            return None;
+        }
+        let file_ino: u64 = f[5].rsplit(':').next()?.parse().ok()?;
+        (file_ino == ino).then(|| f[4].parse().ok()).flatten()
+    })
 }
 
 /// Picks the valid copy with the highest sequence. A torn copy (bad magic

@@ -116,6 +116,7 @@ pub async fn serve<G: ExportGate>(
 ) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(opts.max_clients));
     let mut conns = JoinSet::new();
+    let mut backoff = crate::backoff::AcceptBackoff::new("NBD");
     tracing::info!("NBD server listening on {}", listener.local_addr_string());
     loop {
         let accepted = tokio::select! {
@@ -124,11 +125,16 @@ pub async fn serve<G: ExportGate>(
             a = accept(&listener) => a,
         };
         let (stream, peer) = match accepted {
-            Ok(x) => x,
+            Ok(x) => {
+                backoff.succeeded();
+                x
+            }
             Err(e) => {
                 // Out of descriptors and the like: back off, keep serving.
-                tracing::warn!("NBD accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = backoff.failed(&e) => {}
+                }
                 continue;
             }
         };
@@ -311,7 +317,15 @@ async fn transmit<R, W, D>(
     let ahead = bytes::BytesMut::from(r.buffer());
     let r = r.into_inner();
     match transmission::run_buffered(ahead, r, w, device, session, opts.limits, shutdown, cancel).await {
-        Ok(end) => tracing::info!("NBD client {peer} detached ({end:?})"),
+        Ok(end) => {
+            let why = match end {
+                transmission::End::Disconnect => "it disconnected",
+                transmission::End::ClientClosed => "it closed the connection",
+                transmission::End::Stopped => "server stopping or export withdrawn",
+                transmission::End::WriterFailed => "its replies could not be written",
+            };
+            tracing::info!("NBD client {peer} detached: {why}");
+        }
         Err(e) => tracing::info!("NBD client {peer} dropped: {e}"),
     }
     drop(attachment);

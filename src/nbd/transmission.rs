@@ -13,9 +13,11 @@
 //! cross-thread wake-up was a futex round trip; see bench/README.md).
 //!
 //! In-flight work is bounded twice: by count (`max_inflight`) and by payload
-//! bytes (`max_buffered`, at least one maximum request). At either bound the
-//! task stops reading the socket until requests complete; queued replies
-//! that the client does not read also stop the reading.
+//! bytes (`max_buffered`, at least one maximum request), where the bytes are
+//! those of the requests running plus those of the replies not yet written.
+//! At either bound the task stops reading the socket until requests complete
+//! and replies go out, so a client that sends requests but never reads its
+//! replies pins at most `max_buffered` plus one request, never more.
 //!
 //! Ending: NBD_CMD_DISC, the client closing, server shutdown and the
 //! attachment's cancel token (forced demotion) all end the same way: stop
@@ -48,13 +50,18 @@ use crate::device::BlockDevice;
 pub struct Limits {
     /// Requests executing at once.
     pub max_inflight: usize,
-    /// READ/WRITE payload bytes held at once (at least one maximum request).
+    /// READ/WRITE payload bytes held at once, running or in replies not yet
+    /// written (at least one maximum request).
     pub max_buffered: usize,
 }
 
 impl Default for Limits {
+    /// 64 MiB: twice the largest request, and well above what full-speed
+    /// clients keep in flight (fio QD32 x 1 MiB, the kernel client's 128 x
+    /// 128 KiB), so they never meet the bound; a client that does not read
+    /// its replies is held to it.
     fn default() -> Self {
-        Limits { max_inflight: 128, max_buffered: 256 << 20 }
+        Limits { max_inflight: 128, max_buffered: 64 << 20 }
     }
 }
 
@@ -271,7 +278,7 @@ where
             if let Some((cookie, body)) = rejected.take() {
                 out.push(cookie, &body, session.structured);
             }
-            if inflight.0.len() >= max_inflight || out.bytes > max_buffered {
+            if inflight.0.len() >= max_inflight || out.bytes >= max_buffered {
                 break Parse::Blocked;
             }
             if inbuf.len() < REQUEST_LEN {
@@ -305,7 +312,8 @@ where
                 Command::Read { len, .. } | Command::Write { len, .. } => len as usize,
                 _ => 0,
             };
-            if buffered > 0 && buffered + cost > max_buffered {
+            let held = buffered + out.bytes;
+            if held > 0 && held + cost > max_buffered {
                 break Parse::Blocked;
             }
             let data = if let Command::Write { len, .. } = cmd {
@@ -387,6 +395,21 @@ where
     }
 }
 
+/// A command as a log line names it: `trim of 4096 bytes at 1048576`.
+fn describe(cmd: &Command) -> String {
+    let (what, offset, len) = match *cmd {
+        Command::Read { offset, len } => ("read", offset, len),
+        Command::Write { offset, len, .. } => ("write", offset, len),
+        Command::Trim { offset, len, .. } => ("trim", offset, len),
+        Command::WriteZeroes { offset, len, .. } => ("write-zeroes", offset, len),
+        Command::Cache { offset, len } => ("cache", offset, len),
+        Command::BlockStatus { offset, len, .. } => ("block-status", offset, len),
+        Command::Flush => return "flush".into(),
+        Command::Disconnect => return "disconnect".into(),
+    };
+    format!("{what} of {len} bytes at {offset}")
+}
+
 /// Runs one checked command on the device.
 async fn execute<D: BlockDevice>(dev: &D, cmd: Command, data: Bytes) -> Body {
     let done = |r: io::Result<()>| r.map(|()| Body::Done);
@@ -409,7 +432,7 @@ async fn execute<D: BlockDevice>(dev: &D, cmd: Command, data: Bytes) -> Body {
     result.unwrap_or_else(|e| {
         let error = errno_of(&e);
         if error == EIO {
-            tracing::warn!("{cmd:?} failed: {e}");
+            tracing::warn!("NBD {} failed: {e}", describe(&cmd));
         }
         Body::Error { error, message: e.to_string() }
     })

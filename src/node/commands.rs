@@ -257,6 +257,10 @@ impl control::Handler for NodeControl {
             Request::Disconnect => node.disconnect().await,
             Request::Connect { discard_my_data } => node.connect(discard_my_data),
             Request::Invalidate => node.invalidate(),
+            Request::Adjust => match node.adjust() {
+                Ok(m) => Response::ok(m.summary()),
+                Err(e) => Response::refused(e),
+            },
             Request::Verify => node.start_verify(),
             Request::Events => Response::refused("events are streamed by the server"),
             Request::ResumeIo => {

@@ -41,6 +41,22 @@ pub enum Decision {
     Refuse(String),
 }
 
+impl std::fmt::Display for Decision {
+    /// Readable, for the log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Decision::InSync => f.write_str("in sync: nothing to copy"),
+            Decision::Source { full: false } => f.write_str("sync source (out-of-sync regions)"),
+            Decision::Source { full: true } => f.write_str("sync source (full)"),
+            Decision::Target { full: false } => f.write_str("sync target (out-of-sync regions)"),
+            Decision::Target { full: true } => f.write_str("sync target (full)"),
+            Decision::Idle => f.write_str("idle: neither node has usable data yet (primary --force)"),
+            Decision::SplitBrain => f.write_str("split brain"),
+            Decision::Refuse(why) => write!(f, "refused: {why}"),
+        }
+    }
+}
+
 /// The decision plus the DRBD rule that made it and a correction of the local ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {

@@ -67,16 +67,22 @@ impl NodeDevice {
     }
 
     /// Trims and zeroes may be huge: split them so one activity-log
-    /// transaction always covers a piece.
+    /// transaction always covers a piece (128 MiB, less with a small log;
+    /// config.rs's minimum `al_extents` lets a 32 MiB write fit whole).
     async fn mutate(&self, offset: u64, len: u64, op: Op, fua: bool) -> io::Result<()> {
         const PIECE: u64 = 128 << 20;
-        if len <= PIECE || matches!(op, Op::Write(_)) {
+        const MAX_WRITE: u64 = 32 << 20;
+        if len <= MAX_WRITE || matches!(op, Op::Write(_)) {
+            return self.mutate_one(offset, len, op, fua).await;
+        }
+        let piece = PIECE.min(self.node.al.lock().await.max_request()).max(MAX_WRITE);
+        if len <= piece {
             return self.mutate_one(offset, len, op, fua).await;
         }
         let end = offset.checked_add(len).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
         let mut off = offset;
         while off < end {
-            let n = PIECE.min(end - off);
+            let n = piece.min(end - off);
             let piece = match op {
                 Op::Trim => Op::Trim,
                 Op::Zero(t) => Op::Zero(t),
@@ -89,11 +95,16 @@ impl NodeDevice {
     }
 
     /// Step 4: makes the write's activity-log extents active (durably).
-    async fn al_begin(&self, offset: u64, len: u64) -> io::Result<()> {
+    /// Ok(false): the local disk has failed (detached), so its metadata is
+    /// left alone and there is no activity-log entry to end.
+    async fn al_begin(&self, offset: u64, len: u64) -> io::Result<bool> {
         loop {
             let mut al = self.node.al.lock().await;
+            if self.node.disk_failed() {
+                return Ok(false);
+            }
             match al.begin_write(offset, len) {
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(true),
                 Ok(Some(tx)) => {
                     let n = self.node.clone();
                     let r = blocking(move || n.meta().write_al_transaction(&tx).map_err(io::Error::other)).await;
@@ -101,7 +112,7 @@ impl NodeDevice {
                         tracing::error!("activity log write failed: {e}");
                         let _ = al.end_write(offset, len);
                     }
-                    return r;
+                    return r.map(|()| true);
                 }
                 Err(crate::meta::AlError::Busy(_)) => {
                     drop(al);
@@ -127,10 +138,12 @@ impl NodeDevice {
             tracing::info!(offset, len, "fail point device.locked: the write holds its range lock {ms} ms");
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }
-        self.al_begin(offset, len).await?;
+        let logged = self.al_begin(offset, len).await?;
         let r = self.replicate(offset, len, op, fua).await;
         // Step 8.
-        let _ = self.node.al.lock().await.end_write(offset, len);
+        if logged {
+            let _ = self.node.al.lock().await.end_write(offset, len);
+        }
         r
     }
 

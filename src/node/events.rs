@@ -214,7 +214,8 @@ pub fn run_handler(cfg: &Config, me: &NodeConfig, peer: &NodeConfig, event: &'st
                 Ok(o) => {
                     let out = String::from_utf8_lossy(&o.stdout);
                     let err = String::from_utf8_lossy(&o.stderr);
-                    tracing::info!(handler = event, status = ?o.status.code(), stdout = %out.trim(), stderr = %err.trim(), "handler finished");
+                    let status = o.status.code().map_or_else(|| "killed by a signal".to_string(), |c| c.to_string());
+                    tracing::info!(handler = event, status = %status, stdout = %out.trim(), stderr = %err.trim(), "handler finished");
                     o.status.code()
                 }
                 Err(e) => {

@@ -251,6 +251,22 @@ impl SyncDecision {
     }
 }
 
+impl std::fmt::Display for Fixup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Fixup::MissedSyncFinished => "the last resync finished unseen (rule 34)",
+            Fixup::UndoSyncStart => "the last resync start never reached the peer: undone (rule 71)",
+        })
+    }
+}
+
+impl std::fmt::Display for GenIds {
+    /// As DRBD's `show-gi`: `CURRENT:BITMAP:HISTORY1:HISTORY2` in hex.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016X}:{:016X}:{:016X}:{:016X}", self.current, self.bitmap, self.history[0], self.history[1])
+    }
+}
+
 /// A correction to the local ids [`decide`] found necessary (apply it with
 /// [`GenIds::apply`] and persist before starting the sync).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,6 +6,7 @@
 //! - [`runtime`]: the [`Node`] itself: startup, metadata, status.
 //! - [`commands`]: the control commands (promote, demote, connect, invalidate, verify).
 //! - [`counters`]: byte counters.
+//! - [`adjust`]: `repctl adjust` / SIGHUP: which changed keys apply live.
 //! - [`events`]: state-change events (`repctl events`) and the `[handlers]` programs.
 //! - [`decide`]: the sync decision at connect (pure).
 //! - [`genid`]: DRBD-style generation ids and their decision table (pure).
@@ -17,6 +18,7 @@
 //! - [`resync`]: copying out-of-sync regions to the peer.
 //! - [`verify`]: online verify, run as a task (progress and result in status).
 
+pub mod adjust;
 pub mod apply;
 pub mod commands;
 pub mod counters;

@@ -147,6 +147,13 @@ impl Backoff {
         Backoff { base, max: base * 8, next: base }
     }
 
+    /// A new `base` (the config was adjusted) starts the backoff over.
+    pub fn rebase(&mut self, base: Duration) {
+        if base != self.base {
+            *self = Backoff::new(base);
+        }
+    }
+
     /// A dial failed: wait this long before the next one.
     pub fn failed(&mut self) -> Duration {
         let d = self.next;
@@ -211,6 +218,8 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
         if node.shutdown.is_cancelled() {
             break;
         }
+        // Read each round: `repctl adjust` may change it.
+        backoff.rebase(Duration::from_millis(node.cfg.net.connect_interval_ms));
         let (link, taken) = match next.take() {
             Some(i) => (i.link, i.taken),
             None if dialer => {
@@ -415,15 +424,16 @@ async fn accept_one(node: &Node, gate: &Arc<Gate>, stream: TcpStream, deadline: 
 
 async fn accept_loop(node: Arc<Node>, gate: Arc<Gate>, listener: TcpListener, tx: mpsc::Sender<Incoming>) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let mut backoff = crate::backoff::AcceptBackoff::new("peer listener");
     loop {
         let (stream, from) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok(x) => { backoff.succeeded(); x }
                 Err(e) => {
-                    if let Some(held) = allow(&format!("{} peer listener: {e}", node.me.name)) {
-                        tracing::warn!("peer listener: {e}{}", Held(held));
+                    tokio::select! {
+                        _ = backoff.failed(&e) => {}
+                        _ = node.shutdown.cancelled() => return,
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },

@@ -86,9 +86,13 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart, 
     let window = Arc::new(Semaphore::new(WINDOW_GRANULES as usize));
     let copies = Arc::new(Semaphore::new(WINDOW_COPIES as usize));
     let granule = node.meta().bitmap().granularity();
-    let rate = node.cfg.resource.resync_rate;
+    let mut rate = node.cfg.resource.resync_rate;
     let started = Instant::now();
+    let mut rate_since = started;
     let mut sent_data = 0u64;
+    // Data sent before the rate last changed (`repctl adjust`): the
+    // limit counts from that moment.
+    let mut sent_before = 0u64;
     let mut bit = 0u64;
     loop {
         if link.closed.is_cancelled() {
@@ -106,11 +110,25 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart, 
             continue;
         };
         bit = (offset + len).div_ceil(granule);
-        // Rate limit on data bytes.
-        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let allowed = rate.saturating_mul(elapsed_ms) / 1000;
-        if sent_data > allowed {
-            tokio::time::sleep(Duration::from_millis(((sent_data - allowed) * 1000 / rate).min(1000))).await;
+        // Rate limit on data bytes: wait until the data sent is within the
+        // rate, looking again at least once a second (the rate may change).
+        loop {
+            if node.cfg.resource.resync_rate != rate {
+                rate = node.cfg.resource.resync_rate;
+                rate_since = Instant::now();
+                sent_before = sent_data;
+            }
+            let elapsed_ms = u64::try_from(rate_since.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let allowed = rate.saturating_mul(elapsed_ms) / 1000;
+            let sent = sent_data - sent_before;
+            if sent <= allowed || link.closed.is_cancelled() {
+                break;
+            }
+            let ms = ((sent - allowed).saturating_mul(1000) / rate).clamp(1, 1000);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                _ = link.closed.cancelled() => break,
+            }
         }
         let granules = u32::try_from(len.div_ceil(granule)).unwrap_or(WINDOW_GRANULES).clamp(1, WINDOW_GRANULES);
         let (Ok(permit), Ok(copy)) = (window.clone().acquire_many_owned(granules).await, copies.clone().acquire_owned().await) else { break };

@@ -74,7 +74,9 @@ impl Unflushed {
 
 /// One node of the resource.
 pub struct Node {
-    pub cfg: Config,
+    /// The configuration in effect (`repctl adjust` and SIGHUP change the
+    /// keys that can change live; see [`super::adjust`]).
+    pub cfg: super::adjust::LiveConfig,
     pub me: NodeConfig,
     pub peer_cfg: NodeConfig,
     pub store: Arc<Store>,
@@ -174,10 +176,18 @@ impl Node {
             Some(files) => Some(crate::tls::Tls::load(&files).map_err(|e| StartError::Refused(format!("TLS: {e}")))?),
             None => None,
         };
+        // The metadata's lock first: a second daemon on this node is
+        // refused before it writes anything (the backing file included).
+        let existing = if me.meta.exists() {
+            let m = Meta::open(&me.meta)?;
+            m.lock_exclusive()?;
+            Some(m)
+        } else {
+            None
+        };
         let store = Arc::new(Store::open(&me.backing, cfg.resource.size, cfg.resource.grow)?);
         let size = store.size();
-        let mut meta = if me.meta.exists() {
-            let m = Meta::open(&me.meta)?;
+        let mut meta = if let Some(m) = existing {
             m.check_device_size(size)?;
             let st = m.state();
             if st.node_name != me.name || st.peer_name != peer_cfg.name {
@@ -195,7 +205,9 @@ impl Node {
             let mut p = CreateParams::new(size, &me.name, &peer_cfg.name);
             p.al_slots = cfg.resource.al_extents;
             tracing::info!(path = %me.meta.display(), "creating metadata");
-            Meta::create(&me.meta, &p)?
+            let m = Meta::create(&me.meta, &p)?;
+            m.lock_exclusive()?;
+            m
         };
         let mut flags = meta.flags();
         let crashed = flags.primary && !flags.al_clean;
@@ -222,7 +234,7 @@ impl Node {
         meta.persist_header()?;
         let al = meta.activity_log();
         let (fence_tx, fence_rx) = tokio::sync::mpsc::unbounded_channel();
-        tracing::info!(disk = %disk, out_of_sync_bytes = meta.bitmap().out_of_sync_bytes(), ids = ?meta.gen_ids(), "metadata loaded");
+        tracing::info!(disk = %disk, out_of_sync_bytes = meta.bitmap().out_of_sync_bytes(), ids = %meta.gen_ids(), "metadata loaded");
         Ok(Arc::new(Node {
             state: Mutex::new(NodeState::new(disk)),
             meta: Mutex::new(meta),
@@ -251,7 +263,7 @@ impl Node {
             events: Default::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            cfg,
+            cfg: super::adjust::LiveConfig::new(cfg),
             me,
             peer_cfg,
             store,
@@ -699,6 +711,7 @@ impl Node {
         let peer_listener = tokio::net::TcpListener::bind(&self.me.replication)
             .await
             .map_err(|source| StartError::Io { what: format!("replication address {}", self.me.replication), source })?;
+        let ctl_listener = control::bind(&self.me.control).map_err(|source| StartError::Io { what: "cannot serve".into(), source })?;
         self.tasks.spawn(super::peer::run(self.clone(), peer_listener));
         self.tasks.spawn(flush_bitmap_periodically(self.clone()));
         if let Some(addr) = &self.me.metrics {
@@ -725,7 +738,8 @@ impl Node {
                         Some(4) | Some(7) => node.thaw_io(&format!("fence-peer reported the peer fenced (exit {})", code.unwrap_or(0))),
                         other => {
                             if node.io_frozen() {
-                                tracing::error!("fence-peer did not confirm (exit {other:?}): writes stay frozen; fence the peer and run `repctl resume-io`");
+                                let exit = other.map_or_else(|| "none: it did not run or was killed".to_string(), |c| c.to_string());
+                                tracing::error!("fence-peer did not confirm (exit {exit}): writes stay frozen; fence the peer and run `repctl resume-io`");
                             }
                         }
                     }
@@ -743,8 +757,9 @@ impl Node {
         let nbd = tokio::spawn(crate::nbd::serve(listener, gate, opts, self.shutdown.clone()));
         let ctl_path = self.me.control.clone();
         let me = self.clone();
-        let ctl = tokio::spawn(async move { control::serve(&ctl_path, Arc::new(NodeControl(me.clone())), me.shutdown.clone()).await });
+        let ctl = tokio::spawn(async move { control::serve_on(ctl_listener, &ctl_path, Arc::new(NodeControl(me.clone())), me.shutdown.clone()).await });
         tracing::info!(node = %self.me.name, resource = %self.cfg.resource.name, nbd = %self.me.nbd, control = %self.me.control.display(), "node started");
+        crate::sd_notify::notify("READY=1\nSTATUS=serving");
         // A control socket that fails to start ends the node at once.
         tokio::select! {
             _ = self.shutdown.cancelled() => {}
@@ -760,9 +775,14 @@ impl Node {
         self.tasks.wait().await;
         let me = self.clone();
         crate::device::blocking(move || {
-            me.store.sync()?;
+            let failed = me.disk_failed();
+            if !failed {
+                me.store.sync()?;
+            }
             let mut m = me.meta();
-            m.flush_bitmap().map_err(std::io::Error::other)?;
+            if !failed {
+                m.flush_bitmap().map_err(std::io::Error::other)?;
+            }
             let mut f = m.flags();
             f.al_clean = true;
             m.set_flags(f);
@@ -823,8 +843,9 @@ impl Node {
 /// `peer_flush_interval_ms` when it holds any (what an unclean loss of the
 /// peer would otherwise have to resync).
 async fn flush_peer_periodically(node: Arc<Node>) {
-    let every = Duration::from_millis(node.cfg.net.peer_flush_interval_ms);
     loop {
+        // Read each round: `repctl adjust` may change it.
+        let every = Duration::from_millis(node.cfg.net.peer_flush_interval_ms);
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = node.shutdown.cancelled() => return,
@@ -847,7 +868,10 @@ async fn flush_bitmap_periodically(node: Arc<Node>) {
             _ = node.shutdown.cancelled() => return,
         }
         let n = node.clone();
-        let _ = crate::device::blocking(move || n.meta().flush_bitmap().map_err(std::io::Error::other)).await;
+        // A failed (detached) disk's metadata is left alone.
+        if !node.disk_failed() {
+            let _ = crate::device::blocking(move || n.meta().flush_bitmap().map_err(std::io::Error::other)).await;
+        }
 
         if let Some(s) = node.sync_status() {
             let e = super::events::Event { event: "sync-progress", from: String::new(), to: String::new() };

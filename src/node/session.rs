@@ -168,7 +168,8 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
         tracing::error!("peer link: sync source without the peer's bitmap; connecting again");
         return None;
     }
-    tracing::info!(?decision, rule = outcome.rule, local = ?local, peer = ?peer, "connected to peer");
+    tracing::info!(decision = %decision, rule = outcome.rule, local_ids = %local.ids, peer_ids = %peer.ids, "connected to peer");
+    tracing::debug!(?local, ?peer, "handshake states");
     match &decision {
         Decision::SplitBrain => {
             tracing::error!("split brain: both nodes changed data while apart; nothing is copied. Resolve with `repctl connect --discard-my-data` on the node whose changes are to be dropped");
@@ -191,7 +192,7 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
     }
     let mut expected_ids = local_at.2;
     if let Some(fix) = outcome.fixup {
-        tracing::info!(?fix, "correcting generation ids");
+        tracing::info!(fix = %fix, "correcting generation ids");
         expected_ids.apply(fix);
         node.persist(|m| {
             let mut ids = m.gen_ids();

@@ -1,0 +1,236 @@
+//! `repctl adjust` and SIGHUP: a changed resource file applied to a
+//! running node, without dropping clients.
+//!
+//! [`merge`] is pure: from the configuration in effect and the file as it
+//! is now it returns the configuration to put in effect and, by dotted key,
+//! what it applied and what needs a restart. [`LiveConfig`] holds the
+//! configuration in effect; every `node.cfg.KEY` read sees the newest.
+//!
+//! | applied live | when it takes effect |
+//! |---|---|
+//! | `resource.resync_rate` | at once, a running resync included |
+//! | `resource.after_split_brain` | the next handshake |
+//! | `resource.log_level` | at once (unless `RUST_LOG` was set at start) |
+//! | `net.secret` / `net.secret_file` | the next handshake |
+//! | `net.ping_interval_ms`, `net.ping_timeout_ms` | the next connection |
+//! | `net.connect_interval_ms`, `net.peer_flush_interval_ms` | the next attempt, the next flush |
+//! | `net.fencing` | the next loss of the peer |
+//! | `[handlers]` | the next event |
+//!
+//! Everything else (any `[nodes.*]` key, `resource.name`, `size`, `grow`,
+//! `al_extents`, `max_clients`, `nbd_tls`, the TLS files) needs a restart:
+//! it is reported and the old value stays in effect.
+
+use std::sync::RwLock;
+
+use crate::config::Config;
+
+/// The configuration in effect. Reads hand out a `&'static Config`: each
+/// adjusted configuration is leaked (a few KiB per adjust, which an
+/// operator runs by hand), so a reader never holds a lock or a guard.
+pub struct LiveConfig {
+    cur: RwLock<&'static Config>,
+}
+
+impl LiveConfig {
+    pub fn new(cfg: Config) -> Self {
+        LiveConfig { cur: RwLock::new(Box::leak(Box::new(cfg))) }
+    }
+
+    /// The configuration in effect now.
+    pub fn get(&self) -> &'static Config {
+        *self.cur.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts `cfg` in effect.
+    pub fn set(&self, cfg: Config) {
+        *self.cur.write().unwrap_or_else(|p| p.into_inner()) = Box::leak(Box::new(cfg));
+    }
+}
+
+impl std::ops::Deref for LiveConfig {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        self.get()
+    }
+}
+
+/// What an adjust did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merged {
+    /// The configuration to put in effect: the new values of the applied
+    /// keys, the old values of everything else.
+    pub config: Config,
+    /// Keys whose new value is applied.
+    pub applied: Vec<String>,
+    /// Keys that changed but need a restart (their old value stays).
+    pub refused: Vec<String>,
+}
+
+impl Merged {
+    /// One line for `repctl adjust` and the log.
+    pub fn summary(&self) -> String {
+        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+        if self.applied.is_empty() && self.refused.is_empty() {
+            return "no change".into();
+        }
+        format!("applied: {}; need a restart (unchanged): {}", list(&self.applied), list(&self.refused))
+    }
+}
+
+/// Compares the configuration in effect with the file as read now.
+pub fn merge(old: &Config, new: &Config) -> Merged {
+    let mut cfg = old.clone();
+    let mut applied = Vec::new();
+    let mut refused = Vec::new();
+    macro_rules! live {
+        ($key:literal, $($f:ident).+) => {
+            if old.$($f).+ != new.$($f).+ {
+                cfg.$($f).+ = new.$($f).+.clone();
+                applied.push($key.to_string());
+            }
+        };
+    }
+    macro_rules! fixed {
+        ($key:literal, $($f:ident).+) => {
+            if old.$($f).+ != new.$($f).+ {
+                refused.push($key.to_string());
+            }
+        };
+    }
+    fixed!("resource.name", resource.name);
+    fixed!("resource.size", resource.size);
+    fixed!("resource.grow", resource.grow);
+    live!("resource.resync_rate", resource.resync_rate);
+    fixed!("resource.al_extents", resource.al_extents);
+    live!("resource.after_split_brain", resource.after_split_brain);
+    fixed!("resource.max_clients", resource.max_clients);
+    fixed!("resource.nbd_tls", resource.nbd_tls);
+    live!("resource.log_level", resource.log_level);
+    live!("net.secret", net.secret);
+    live!("net.ping_interval_ms", net.ping_interval_ms);
+    live!("net.ping_timeout_ms", net.ping_timeout_ms);
+    live!("net.connect_interval_ms", net.connect_interval_ms);
+    fixed!("net.tls", net.tls);
+    live!("net.fencing", net.fencing);
+    live!("net.peer_flush_interval_ms", net.peer_flush_interval_ms);
+    live!("handlers.fence-peer", handlers.fence_peer);
+    live!("handlers.split-brain", handlers.split_brain);
+    live!("handlers.after-resync", handlers.after_resync);
+    for n in &new.nodes {
+        match old.nodes.iter().find(|o| o.name == n.name) {
+            None => refused.push(format!("nodes.{}", n.name)),
+            Some(o) => {
+                let k = |f: &str| format!("nodes.{}.{f}", n.name);
+                if o.backing != n.backing {
+                    refused.push(k("backing"));
+                }
+                if o.meta != n.meta {
+                    refused.push(k("meta"));
+                }
+                if o.nbd != n.nbd {
+                    refused.push(k("nbd"));
+                }
+                if o.replication != n.replication {
+                    refused.push(k("replication"));
+                }
+                if o.control != n.control {
+                    refused.push(k("control"));
+                }
+                if o.tls_cert != n.tls_cert || o.tls_key != n.tls_key {
+                    refused.push(k("tls_cert"));
+                }
+            }
+        }
+    }
+    for o in &old.nodes {
+        if !new.nodes.iter().any(|n| n.name == o.name) {
+            refused.push(format!("nodes.{}", o.name));
+        }
+    }
+    Merged { config: cfg, applied, refused }
+}
+
+impl super::Node {
+    /// Re-reads the resource file and puts in effect what can change live.
+    /// Err (one line) when the file is now invalid: nothing changes then.
+    pub fn adjust(&self) -> Result<Merged, String> {
+        let new = Config::load(&self.cfg.path).map_err(|e| format!("configuration not changed: {e}"))?;
+        let m = merge(&self.cfg, &new);
+        if m.applied.iter().any(|k| k == "resource.log_level") && !crate::logging::env_overrides() {
+            crate::logging::set_filter(m.config.resource.log_level.as_deref().unwrap_or("info"))?;
+        }
+        self.cfg.set(m.config.clone());
+        if m.refused.is_empty() {
+            tracing::info!("configuration reloaded from {}: {}", self.cfg.path.display(), m.summary());
+        } else {
+            tracing::warn!("configuration reloaded from {}: {}", self.cfg.path.display(), m.summary());
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const FILE: &str = r#"
+[resource]
+name = "r0"
+size = "1GiB"
+[net]
+ping_interval_ms = 1000
+[nodes.alpha]
+backing = "/tmp/a.img"
+meta = "/tmp/a.meta"
+nbd = "127.0.0.1:10809"
+replication = "127.0.0.1:7788"
+control = "/tmp/a.sock"
+[nodes.beta]
+backing = "/tmp/b.img"
+meta = "/tmp/b.meta"
+nbd = "127.0.0.1:10810"
+replication = "127.0.0.1:7789"
+control = "/tmp/b.sock"
+"#;
+
+    fn parse(t: &str) -> Config {
+        Config::parse(Path::new("r0.toml"), t).unwrap()
+    }
+
+    #[test]
+    fn live_keys_applied_node_keys_refused() {
+        let old = parse(FILE);
+        let new = parse(
+            &FILE
+                .replace("size = \"1GiB\"", "size = \"1GiB\"\nresync_rate = \"10MiB\"")
+                .replace("ping_interval_ms = 1000", "ping_interval_ms = 300\nsecret = \"s\"")
+                .replace("127.0.0.1:10809", "127.0.0.1:10999"),
+        );
+        let m = merge(&old, &new);
+        assert_eq!(m.applied, ["resource.resync_rate", "net.secret", "net.ping_interval_ms"]);
+        assert_eq!(m.refused, ["nodes.alpha.nbd"]);
+        assert_eq!(m.config.resource.resync_rate, 10 << 20);
+        assert_eq!(m.config.net.secret.as_deref(), Some(&b"s"[..]));
+        assert_eq!(m.config.nodes, old.nodes, "a refused key keeps its old value");
+        assert!(m.summary().contains("need a restart (unchanged): nodes.alpha.nbd"), "{}", m.summary());
+    }
+
+    #[test]
+    fn no_change() {
+        let m = merge(&parse(FILE), &parse(FILE));
+        assert_eq!(m.summary(), "no change");
+    }
+
+    #[test]
+    fn live_config_hands_out_the_newest() {
+        let live = LiveConfig::new(parse(FILE));
+        let before = live.get();
+        let mut c = parse(FILE);
+        c.resource.resync_rate = 4096;
+        live.set(c);
+        assert_eq!(live.resource.resync_rate, 4096);
+        assert_eq!(before.resource.resync_rate, 100 << 20, "an earlier read stays valid");
+    }
+}
