@@ -5,11 +5,13 @@
 //! that retries at once spins a core and floods the log (seen: 3 million
 //! lines in 6 s). [`AcceptBackoff`] sleeps 100 ms, doubling to 1.6 s while
 //! the failures go on, and logs at most one line per second (with the
-//! count of failures it did not log). Other accept errors (a client that
+//! count of failures it did not log, through [`crate::ratelimit`]). Other accept errors (a client that
 //! reset before it was accepted) are retried at once, logged the same way.
 
 use std::io;
 use std::time::{Duration, Instant};
+
+use crate::ratelimit::{Held, LogLimiter};
 
 const FIRST: Duration = Duration::from_millis(100);
 const MAX: Duration = Duration::from_millis(1600);
@@ -20,8 +22,8 @@ const LOG_EVERY: Duration = Duration::from_secs(1);
 pub struct AcceptBackoff {
     what: &'static str,
     delay: Duration,
-    last_log: Option<Instant>,
-    unlogged: u64,
+    /// One kind of line: this listener's failures.
+    log: LogLimiter,
 }
 
 /// Whether an accept error means "out of resources" (back off).
@@ -32,7 +34,7 @@ pub fn is_exhaustion(e: &io::Error) -> bool {
 impl AcceptBackoff {
     /// `what` names the listener in the log ("control socket", "NBD", ...).
     pub fn new(what: &'static str) -> Self {
-        AcceptBackoff { what, delay: FIRST, last_log: None, unlogged: 0 }
+        AcceptBackoff { what, delay: FIRST, log: LogLimiter::new(LOG_EVERY) }
     }
 
     /// An accept succeeded: the next failure starts from the first delay.
@@ -51,16 +53,8 @@ impl AcceptBackoff {
     /// Logs `e` unless a line went out less than a second before `now`;
     /// returns how long to wait before the next accept.
     fn note_failure(&mut self, e: &io::Error, now: Instant) -> Option<Duration> {
-        if self.last_log.is_none_or(|t| now.duration_since(t) >= LOG_EVERY) {
-            if self.unlogged > 0 {
-                tracing::warn!("{} accept failed: {e} ({} more failures since the last message)", self.what, self.unlogged);
-            } else {
-                tracing::warn!("{} accept failed: {e}", self.what);
-            }
-            self.last_log = Some(now);
-            self.unlogged = 0;
-        } else {
-            self.unlogged += 1;
+        if let Some(held) = self.log.check_at(self.what, now) {
+            tracing::warn!("{} accept failed: {e}{}", self.what, Held(held));
         }
         if !is_exhaustion(e) {
             return None;
@@ -82,9 +76,9 @@ mod tests {
         let t0 = Instant::now();
         let waits: Vec<u64> = (0..6).map(|_| b.note_failure(&e, t0).map_or(0, |d| u64::try_from(d.as_millis()).unwrap())).collect();
         assert_eq!(waits, [100, 200, 400, 800, 1600, 1600]);
-        assert_eq!(b.unlogged, 5, "one line logged for six failures in the same second");
-        b.note_failure(&e, t0 + LOG_EVERY);
-        assert_eq!(b.unlogged, 0);
+        // One line logged for six failures in the same second: the next
+        // line, a second later, counts the five held back.
+        assert_eq!(b.log.check_at("test", t0 + LOG_EVERY), Some(5));
         b.succeeded();
         assert_eq!(b.note_failure(&e, t0), Some(FIRST));
         // A connection reset before it was accepted is retried at once.
