@@ -16,16 +16,7 @@ impl Campaign {
             ("iptables", "iptables"),
             ("timeout", "coreutils"),
         ] {
-            let found = Command::new("sh")
-                .arg("-c")
-                .arg(format!("PATH=$PATH:/usr/sbin:/sbin command -v {tool}"))
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            assert!(
-                found,
-                "`{tool}` is missing: install the Debian package `{pkg}` (tools/install-deps does)"
-            );
+            loopdisk::require_tool(tool, pkg);
         }
         let ok = Command::new("/usr/bin/python3")
             .args(["-c", "import nbd"])

@@ -39,7 +39,21 @@ fn run(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Fails loudly, naming the package, when a tool is missing.
+/// Fails loudly, naming the package, when `tool` is missing.
+pub(crate) fn require_tool(tool: &str, pkg: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("PATH=$PATH:/usr/sbin:/sbin command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{tool}` is missing: install the Debian package `{pkg}` (tools/install-deps does)"
+    );
+}
+
+/// Fails loudly, naming the package, when a tool the loop disks need is missing.
 pub(crate) fn require_tools() {
     for (tool, pkg) in [
         ("mkfs.ext4", "e2fsprogs"),
@@ -47,16 +61,7 @@ pub(crate) fn require_tools() {
         ("losetup", "mount"),
         ("mount", "mount"),
     ] {
-        let found = Command::new("sh")
-            .arg("-c")
-            .arg(format!("PATH=$PATH:/usr/sbin:/sbin command -v {tool}"))
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        assert!(
-            found,
-            "`{tool}` is missing: install the Debian package `{pkg}` (tools/install-deps does)"
-        );
+        require_tool(tool, pkg);
     }
 }
 
