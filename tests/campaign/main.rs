@@ -66,7 +66,7 @@
 //! (role, disk) stays different from what the peer reports for 5 s; a restarted Primary comes back Secondary;
 //! the final resync sends no more than the out-of-sync bytes both nodes
 //! reported before the link came back (a crashed Primary's activity log,
-//! al_extents = 7 x 4 MiB, is part of what it reports), and the resyncs during
+//! al_extents = 9 x 4 MiB, is part of what it reports), and the resyncs during
 //! the fault no more than 4 KiB per write replied in the cycle plus that log.
 //! During the stalls and the strangers, the Primary's acked-write stream
 //! may stop only until the Primary gives up on its peer (ping timeout, or
@@ -98,7 +98,7 @@ const TIB: u64 = 1 << 40;
 /// waits on a peer that stopped answering writes (its disk frozen) before
 /// it drops it.
 const NET_TIMEOUT_MS: u64 = 2000;
-const AL_EXTENTS: u64 = 7;
+const AL_EXTENTS: u64 = 9;
 const AL_BOUND: u64 = AL_EXTENTS * (4 << 20);
 const PING_TIMEOUT_MS: u64 = 1500;
 const URI: &str = "nbd://127.0.0.1:10809/r0";
