@@ -118,12 +118,18 @@ fn status_lists_every_resource_of_the_config_dir() {
     assert!(err.contains("broken.toml") && out.contains("r0 node:beta role:") && out.contains("r1: not running"), "{out}\n{err}");
     std::fs::remove_file(d.join("broken.toml")).unwrap();
 
-    // Nothing answers: exit 3.
-    r0.kill(0, libc::SIGTERM);
+    // Nothing answers: exit 3. A killed daemon leaves its socket behind:
+    // that node is listed, its socket named as unreachable.
+    r0.kill(0, libc::SIGKILL);
     r0.kill(1, libc::SIGTERM);
     let o = repctl(d, &["status", "--json"]);
     assert_eq!(o.status.code(), Some(3), "{:?}", text(&o));
     assert!(entries(&o).iter().all(|x| x.2), "{:?}", text(&o));
+    assert!(r0.nodes[0].socket.exists(), "SIGKILL removed the control socket?");
+    let o = repctl(d, &["status"]);
+    let (out, _) = text(&o);
+    let want = format!("r0: not running (control socket {} unreachable)", r0.nodes[0].socket.display());
+    assert!(out.lines().any(|l| l == want), "no `{want}` in:\n{out}");
 }
 
 #[test]

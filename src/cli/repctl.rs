@@ -227,7 +227,7 @@ async fn status_all(dir: &Path, only: Option<&str>, json: bool) -> i32 {
         if nodes.is_empty() {
             let why = match only {
                 Some(n) => format!("it has no node `{n}`"),
-                None => format!("no node is named like this host (`{host}`) and no node's control socket exists"),
+                None => format!("no node is named like this host `{host}` and no control socket of its nodes exists"),
             };
             if json {
                 out.push(serde_json::json!({ "resource": res, "node": null, "error": why }));
