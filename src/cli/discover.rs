@@ -180,3 +180,15 @@ mod tests {
         assert_eq!(scan(d.path()).unwrap(), [d.path().join("r0.toml")]);
     }
 }
+
+#[cfg(test)]
+mod cli_tests {
+    /// clap's own consistency checks (conflicts, short flags, globals) on
+    /// both command lines; a release build skips them at parse time.
+    #[test]
+    fn both_command_lines_are_consistent() {
+        use clap::CommandFactory;
+        super::super::repctl::Args::command().debug_assert();
+        super::super::repd::Args::command().debug_assert();
+    }
+}
