@@ -5,6 +5,7 @@
 //! configuration error; 3 the daemon cannot be reached.
 
 mod demo;
+mod discover;
 mod gendocs;
 mod mdtools;
 mod repctl;

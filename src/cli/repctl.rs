@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
-use super::{exit, mdtools};
+use super::{discover, exit, mdtools};
 use crate::config::Config;
 use crate::control::{self, Request, Response, Status};
 use crate::node::state::{Connection, Disk};
@@ -15,8 +15,14 @@ use crate::node::state::{Connection, Disk};
 #[command(name = "repctl", version, about = "Control a running repd node")]
 pub(super) struct Args {
     /// The resource file (TOML); with --node it names the control socket.
-    #[arg(long, short = 'c', global = true)]
+    #[arg(long, short = 'c', global = true, conflicts_with = "resource")]
     config: Option<PathBuf>,
+    /// The resource: NAME.toml in the config directory, or the file there whose [resource] name is NAME (instead of --config).
+    #[arg(long, short = 'r', global = true, value_name = "NAME")]
+    resource: Option<String>,
+    /// Where --resource and a plain `status` look for the resource files (*.toml) [env: REPD_CONFIG_DIR] [default: /etc/repd].
+    #[arg(long, global = true, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
     /// The node (default: the host name).
     #[arg(long, short = 'n', global = true)]
     node: Option<String>,
@@ -32,9 +38,9 @@ pub(super) struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Show the node's state (human summary, or one JSON object).
+    /// Show the node's state (human summary, or one JSON object); without --config, --resource or --socket, every resource of this host.
     Status {
-        /// One JSON object (its fields: docs/status.md).
+        /// One JSON object (its fields: docs/status.md); for every resource, a JSON array of them.
         #[arg(long)]
         json: bool,
     },
@@ -112,7 +118,7 @@ enum Generate {
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn main() -> i32 {
-    let args: Args = super::parse_args();
+    let mut args: Args = super::parse_args();
     if let Cmd::Generate { what, dir } = &args.cmd {
         let r = match what {
             Generate::Man => super::gendocs::man(dir),
@@ -129,14 +135,29 @@ pub fn main() -> i32 {
             }
         };
     }
+    if let Some(name) = &args.resource {
+        let dir = discover::config_dir(args.config_dir.as_deref());
+        match discover::resolve(&dir, name) {
+            Ok(f) => args.config = Some(f),
+            Err(e) => {
+                eprintln!("repctl: {e}");
+                return exit::USAGE;
+            }
+        }
+    }
     if let Some(md) = md_cmd(&args.cmd) {
         return mdtools::run(args.config.as_deref(), args.node.as_deref(), args.meta.as_deref(), md);
     }
-    let socket = match socket_path(&args) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("repctl: {e}");
-            return exit::USAGE;
+    let all = matches!(args.cmd, Cmd::Status { .. }) && args.config.is_none() && args.socket.is_none();
+    let socket = if all {
+        PathBuf::new()
+    } else {
+        match socket_path(&args) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("repctl: {e}");
+                return exit::USAGE;
+            }
         }
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -146,6 +167,11 @@ pub fn main() -> i32 {
             return exit::FAILED;
         }
     };
+    if all {
+        let Cmd::Status { json } = args.cmd else { return exit::USAGE };
+        let dir = discover::config_dir(args.config_dir.as_deref());
+        return rt.block_on(status_all(&dir, args.node.as_deref(), json));
+    }
     rt.block_on(run(&socket, args.cmd))
 }
 
@@ -165,10 +191,91 @@ fn socket_path(args: &Args) -> Result<PathBuf, String> {
         return Ok(s.clone());
     }
     let Some(cfg) = &args.config else {
-        return Err("give --socket PATH, or --config FILE [--node NAME]".into());
+        return Err("give --socket PATH, or --config FILE or --resource NAME [--node NAME]".into());
     };
     let cfg = Config::load(cfg).map_err(|e| e.to_string())?;
     Ok(cfg.local_node(args.node.as_deref()).map_err(|e| e.to_string())?.control.clone())
+}
+
+/// `repctl status` without a resource: every resource file in `dir`, and
+/// for each the nodes on this host (named like the host, or whose control
+/// socket exists), one after another (`--json`: one array). Exit 2 if a
+/// file does not parse (the others still shown), else 3 if no daemon
+/// answered, else 0.
+async fn status_all(dir: &Path, only: Option<&str>, json: bool) -> i32 {
+    let files = match discover::scan(dir) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("repctl: {e}");
+            return exit::USAGE;
+        }
+    };
+    let host = crate::config::hostname();
+    let (mut bad, mut reached) = (false, false);
+    let mut out: Vec<serde_json::Value> = Vec::new();
+    for file in &files {
+        let cfg = match Config::load(file) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("repctl: {e}");
+                bad = true;
+                continue;
+            }
+        };
+        let res = cfg.resource.name.as_str();
+        let nodes = discover::local_nodes(&cfg, &host, only, |p| p.exists());
+        if nodes.is_empty() {
+            let why = match only {
+                Some(n) => format!("it has no node `{n}`"),
+                None => format!("no node is named like this host `{host}` and no control socket of its nodes exists"),
+            };
+            if json {
+                out.push(serde_json::json!({ "resource": res, "node": null, "error": why }));
+            } else {
+                println!("{res}: not running ({why})");
+            }
+            continue;
+        }
+        for n in nodes {
+            let answer = control::call(&n.control, &Request::Status, CALL_TIMEOUT).await;
+            let why = match answer {
+                Ok(Response::Status { status, .. }) => {
+                    reached = true;
+                    if json {
+                        out.push(serde_json::to_value(&*status).unwrap_or_default());
+                    } else {
+                        // The summary's first line names the resource; with
+                        // several resources (and maybe both nodes here) it
+                        // names the node too.
+                        let text = status.render();
+                        match text.split_once(' ') {
+                            Some((r, rest)) => print!("{r} node:{} {rest}", status.node),
+                            None => print!("{text}"),
+                        }
+                    }
+                    continue;
+                }
+                Ok(Response::Done { message, .. }) => message,
+                Err(control::ClientError::Unreachable { .. }) => format!("control socket {} unreachable", n.control.display()),
+                Err(e) => e.to_string(),
+            };
+            if json {
+                out.push(serde_json::json!({ "resource": res, "node": n.name, "error": why }));
+            } else {
+                println!("{res}: not running ({why})");
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(out));
+    }
+    if bad {
+        exit::USAGE
+    } else if reached {
+        exit::OK
+    } else {
+        exit::UNREACHABLE
+    }
 }
 
 async fn call(socket: &Path, req: &Request) -> Result<Response, i32> {

@@ -12,8 +12,14 @@ use crate::node::Node;
 #[command(name = "repd", version, about = "Replicated block device node: mirrors writes to a peer (protocol C) and exports the Primary over NBD")]
 pub(super) struct Args {
     /// The resource file (TOML).
-    #[arg(long, short = 'c', global = true)]
+    #[arg(long, short = 'c', global = true, conflicts_with = "resource")]
     config: Option<PathBuf>,
+    /// The resource: NAME.toml in the config directory, or the file there whose [resource] name is NAME (instead of --config; `repd@NAME` units).
+    #[arg(long, short = 'r', global = true, value_name = "NAME")]
+    resource: Option<String>,
+    /// Where --resource looks for the resource files (*.toml) [env: REPD_CONFIG_DIR] [default: /etc/repd].
+    #[arg(long, global = true, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
     /// This node's name in the file (default: the host name).
     #[arg(long, short = 'n', global = true)]
     node: Option<String>,
@@ -43,9 +49,19 @@ pub fn main() -> i32 {
             Job::Demo(dir, size)
         }
         None => {
-            let Some(path) = args.config else {
-                say("repd: --config FILE is required (or `repd demo`); see repd --help");
-                return exit::USAGE;
+            let path = match (args.config, &args.resource) {
+                (Some(p), _) => p,
+                (None, Some(name)) => match super::discover::resolve(&super::discover::config_dir(args.config_dir.as_deref()), name) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        say(&format!("repd: {e}"));
+                        return exit::USAGE;
+                    }
+                },
+                (None, None) => {
+                    say("repd: --config FILE or --resource NAME is required (or `repd demo`); see repd --help");
+                    return exit::USAGE;
+                }
             };
             let cfg = match Config::load(&path) {
                 Ok(c) => c,

@@ -53,11 +53,16 @@ pub struct Options {
     pub extra_resource: &'static str,
     /// Appended to the file (e.g. a `[handlers]` section); `{dir}` becomes the test directory.
     pub tail: String,
+    /// `[resource] name`, also the file name (`NAME.toml`) and the NBD export name.
+    pub resource: &'static str,
+    /// Where the resource file is written (default: the pair's own directory),
+    /// e.g. one config directory shared by several pairs.
+    pub config_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { size: "64MiB", secret: None, extra_resource: "", tail: String::new() }
+        Options { size: "64MiB", secret: None, extra_resource: "", tail: String::new(), resource: "r0", config_dir: None }
     }
 }
 
@@ -75,6 +80,7 @@ pub struct Pair {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub nodes: Vec<Node>,
+    pub resource: String,
 }
 
 impl Pair {
@@ -82,7 +88,7 @@ impl Pair {
     pub fn new(opts: Options) -> Pair {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let mut text = format!("[resource]\nname = \"r0\"\nsize = \"{}\"\n{}\n[net]\nping_interval_ms = 200\nping_timeout_ms = 1500\nconnect_interval_ms = 100\n", opts.size, opts.extra_resource);
+        let mut text = format!("[resource]\nname = \"{}\"\nsize = \"{}\"\n{}\n[net]\nping_interval_ms = 200\nping_timeout_ms = 1500\nconnect_interval_ms = 100\n", opts.resource, opts.size, opts.extra_resource);
         if let Some(s) = opts.secret {
             text.push_str(&format!("secret = \"{s}\"\n"));
         }
@@ -108,9 +114,9 @@ impl Pair {
         }
         text.push('\n');
         text.push_str(&opts.tail.replace("{dir}", &d.display().to_string()));
-        let config = d.join("r0.toml");
+        let config = opts.config_dir.as_deref().unwrap_or(d).join(format!("{}.toml", opts.resource));
         std::fs::write(&config, text).unwrap();
-        Pair { dir, config, nodes }
+        Pair { dir, config, nodes, resource: opts.resource.to_owned() }
     }
 
     /// Both nodes started, alpha forced Primary, initial sync done.
@@ -189,7 +195,7 @@ impl Pair {
     }
 
     pub fn uri(&self, i: usize) -> String {
-        format!("nbd://127.0.0.1:{}/r0", self.nodes[i].nbd_port)
+        format!("nbd://127.0.0.1:{}/{}", self.nodes[i].nbd_port, self.resource)
     }
 
     pub fn logs(&self) -> String {
