@@ -423,7 +423,8 @@ fn fix_header(b: &mut [u8; header::HEADER_SIZE], ctl: u8) {
     if ctl & 2 != 0 {
         b[8..10].copy_from_slice(&header::MAJOR.to_le_bytes());
         // Minor 1 exactly when the full-tail flag is set (the writer's rule).
-        b[10..12].copy_from_slice(&u16::from(b[48] & 8 != 0).to_le_bytes());
+        let minor = u16::from(b[48] & 8 != 0);
+        b[10..12].copy_from_slice(&minor.to_le_bytes());
     }
     if ctl & 4 != 0 {
         let crc = header::checksum(b);
