@@ -333,6 +333,8 @@ fn write_seed_corpus() {
     let used = 256;
     put(&c.join("meta_header"), "header_v1", &[&[0u8][..], &h[..used]].concat());
     put(&c.join("meta_header"), "header_v1_fixcrc", &[&[0x04u8][..], &h[..used]].concat());
+    let full = vector_bytes(&mdir.join("header_v1_1_full.hex"), 4096);
+    put(&c.join("meta_header"), "header_v1_1_full", &[&[0u8][..], &full[..used]].concat());
     let tx = vector_bytes(&mdir.join("al_transaction_v1.hex"), 4096);
     // slots 5, 10 extents, repair on; 8 ring slots of 0x230 bytes, the vector in slot 3.
     let per = 0x230;
@@ -353,6 +355,12 @@ fn write_seed_corpus() {
     put(&d, "poke_seq", &[0x03, 0, 0, 16, 9]);
     put(&d, "poke_flags", &[0x01, 0, 0, 48, 3, 0, 0x10, 48, 1]);
     put(&d, "truncated", &[0x0b, 7]);
+    // Format 1.1: copy 1 (the newer) with a full tail from bit 16, minor 1.
+    let mut tail = vec![0x03u8, 0, 0x10, 0x30, 8, 0, 0x10, 0x0a, 1, 0, 0x10, 0x58, 0x10];
+    for o in 0x59..0x60u8 {
+        tail.extend([0, 0x10, o, 0]);
+    }
+    put(&d, "full_tail", &tail);
     put(&d, "raw_header", &[&[0x80u8][..], &h].concat());
 
     // Configs.

@@ -58,7 +58,7 @@ fn check(name: &str, title: &str, encoded: &[u8]) -> Vec<u8> {
 fn sample_header() -> Header {
     Header {
         sequence: 5,
-        minor: header::MINOR,
+        minor: 0,
         layout: Layout::compute(1 << 30, 4096, 4 << 20, 1237).unwrap(),
         state: State {
             gen: GenIds {
@@ -105,6 +105,32 @@ fn header_vector_decodes_and_reencodes() {
     assert_eq!(&golden[128..133], b"alpha");
     assert_eq!(&golden[192..196], b"beta");
     assert!(golden[256..].iter().all(|&b| b == 0), "reserved tail");
+}
+
+/// Format 1.1: a full sync under way (flag `full_sync_needed`, the tail
+/// starting at bit 0x1234) is written as minor 1.
+#[test]
+fn header_vector_with_a_full_tail_is_minor_1() {
+    let mut h = sample_header();
+    h.minor = 1;
+    h.state.flags = Flags {
+        full_sync_needed: true,
+        ..Flags::default()
+    };
+    h.state.disk = DiskState::UpToDate;
+    h.state.resync_next_bit = Some(0x1234);
+    let title = "repd metadata header v1.1, sequence 5, 1 GiB device, full sync under way: every bit from 0x1234 on is out of sync";
+    let golden = check("header_v1_1_full.hex", title, &header::encode(&h).unwrap()[..]);
+    let block: &[u8; HEADER_SIZE] = golden.as_slice().try_into().unwrap();
+    assert_eq!(header::decode(block).unwrap(), h);
+    assert_eq!(&golden[8..12], &[1, 0, 1, 0], "major 1, minor 1");
+    assert_eq!(golden[48], 0b1000, "flags: full_sync_needed");
+    assert_eq!(&golden[88..96], &0x1234u64.to_le_bytes(), "first bit of the full tail");
+    // A 1.0 reader (minor 0 only) refuses it rather than ignoring the tail.
+    let mut old = golden.clone();
+    old[10] = 0;
+    let old: &[u8; HEADER_SIZE] = old.as_slice().try_into().unwrap();
+    assert!(matches!(header::decode(old), Err(header::HeaderError::BadCrc { .. })), "the minor is covered by the crc");
 }
 
 #[test]

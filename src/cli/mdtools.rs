@@ -210,9 +210,15 @@ fn inspect(path: &Path) -> Result<Dump, Fail> {
     if file_len < l.file_len() {
         return Err(MetaError::TooShort { path: path.to_owned(), actual: file_len, needed: l.file_len() }.into());
     }
-    let set_bits = count_bits(&file, l.bitmap_offset, l.bits()).map_err(io_fail(path, "read the bitmap"))?;
+    // Format 1.1: with a full tail, every bit from its start is out of sync
+    // whatever the bitmap holds there.
+    let tail = header.state.flags.full_sync_needed.then(|| header.state.resync_next_bit.unwrap_or(0).min(l.bits()));
+    let below = tail.unwrap_or(l.bits());
+    let set_bits = count_bits(&file, l.bitmap_offset, below).map_err(io_fail(path, "read the bitmap"))? + (l.bits() - below);
     let last_set = if l.bits() == 0 {
         false
+    } else if below < l.bits() {
+        true
     } else {
         let bit = l.bits() - 1;
         let mut b = [0u8; 1];
@@ -639,5 +645,29 @@ fn device_size_from_config(cfg: &Config, me: &crate::config::NodeConfig) -> Resu
         Ok(f) => Ok(Some(file_size(&f).map_err(io_fail(&me.backing, "stat"))?)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_fail(&me.backing, "open")(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full sync under way (format 1.1's full tail) is counted: the bits
+    /// set below the tail's start plus the whole tail.
+    #[test]
+    fn dump_counts_a_full_tail() {
+        use crate::meta::{CreateParams, Meta};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        let size = 1u64 << 40;
+        let mut m = Meta::create(&path, &CreateParams::new(size, "a", "b")).unwrap();
+        m.bitmap_mut().set_all();
+        m.bitmap_mut().clear_range(0, size / 2).unwrap();
+        m.bitmap_mut().set_bit(3);
+        m.flush_bitmap().unwrap();
+        drop(m);
+        let Ok(d) = inspect(&path) else { panic!("inspect failed") };
+        assert_eq!(d.set_bits, size / 2 / 4096 + 1);
+        assert_eq!(d.out_of_sync_bytes, size / 2 + 4096);
     }
 }

@@ -15,8 +15,17 @@ pub const HEADER_SIZE: usize = 4096;
 pub const MAGIC: [u8; 8] = *b"REPDMETA";
 /// Format major version: must match exactly.
 pub const MAJOR: u16 = 1;
-/// Format minor version written; files with an older minor are read.
-pub const MINOR: u16 = 0;
+/// Highest format minor version read; files with an older minor are read.
+/// Minor 1: flag `full_sync_needed` with `resync_next_bit` is a full
+/// tail (every bitmap bit from it on is out of sync). It is written only
+/// while the flag is set, so a reader of 1.0 refuses such a file instead
+/// of ignoring the tail; other headers are still written as 1.0.
+pub const MINOR: u16 = 1;
+
+/// The minor version a header with this state is written as.
+pub fn minor_for(s: &State) -> u16 {
+    u16::from(s.flags.full_sync_needed)
+}
 /// Bytes reserved for each node name (UTF-8, zero padded).
 pub const NAME_LEN: usize = 64;
 /// Offset of the crc32 field.
@@ -68,7 +77,9 @@ pub struct Flags {
     pub crashed_primary: bool,
     /// The peer's disk is known to be outdated (we may promote alone).
     pub peer_outdated: bool,
-    /// A full sync must be done on the next connect (e.g. after `invalidate`).
+    /// Every bitmap bit from `resync_next_bit` (0 when none) to the end is
+    /// out of sync, whatever the bitmap holds: a full sync asked for or
+    /// under way. Kept by [`super::Meta`] from the bitmap's full tail.
     pub full_sync_needed: bool,
     /// Clean stop: the activity log holds no extent with possible divergence.
     pub al_clean: bool,
@@ -108,8 +119,8 @@ pub struct State {
     pub gen: GenIds,
     pub flags: Flags,
     pub disk: DiskState,
-    /// Resync resume marker: the next bitmap bit the sync target expects; None
-    /// when no resync is in progress.
+    /// With `flags.full_sync_needed`: the first bit of the full tail (where
+    /// a full sync resumes). None otherwise.
     pub resync_next_bit: Option<u64>,
     pub node_name: String,
     pub peer_name: String,
@@ -120,7 +131,7 @@ pub struct State {
 pub struct Header {
     /// Incremented on every write; the valid copy with the highest one wins.
     pub sequence: u64,
-    /// Minor version found on disk (encode always writes [`MINOR`]).
+    /// Minor version found on disk (encode writes [`minor_for`] the state).
     pub minor: u16,
     pub layout: Layout,
     pub state: State,
@@ -213,14 +224,14 @@ fn get_name(b: &[u8; HEADER_SIZE], at: usize, field: &'static str) -> Result<Str
     })
 }
 
-/// Encodes a header copy (with [`MINOR`] and a fresh crc).
+/// Encodes a header copy (with [`minor_for`] its state and a fresh crc).
 pub fn encode(h: &Header) -> Result<Box<[u8; HEADER_SIZE]>, HeaderError> {
     let mut b = Box::new([0u8; HEADER_SIZE]);
     let l = &h.layout;
     let s = &h.state;
     b[0..8].copy_from_slice(&MAGIC);
     put_u16(&mut b[..], 8, MAJOR);
-    put_u16(&mut b[..], 10, MINOR);
+    put_u16(&mut b[..], 10, minor_for(s));
     put_u64(&mut b[..], 16, h.sequence);
     put_u64(&mut b[..], 24, l.device_size);
     put_u32(&mut b[..], 32, l.granularity);
@@ -316,7 +327,7 @@ mod tests {
     fn sample() -> Header {
         Header {
             sequence: 7,
-            minor: MINOR,
+            minor: 0,
             layout: Layout::compute(1 << 30, 4096, 4 << 20, 1237).unwrap(),
             state: State {
                 node_name: "alpha".into(),
@@ -353,8 +364,8 @@ mod tests {
         b[8] = 2;
         assert_eq!(reseal(b), Err(HeaderError::Version { major: 2, minor: 0 }));
         let mut b = good.clone();
-        b[10] = 1;
-        assert_eq!(reseal(b), Err(HeaderError::Version { major: 1, minor: 1 }));
+        b[10] = 2;
+        assert_eq!(reseal(b), Err(HeaderError::Version { major: 1, minor: 2 }));
         let mut b = good.clone();
         b[48] = 0x40;
         assert!(matches!(reseal(b), Err(HeaderError::Field { field: "flags", .. })));

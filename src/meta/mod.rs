@@ -117,6 +117,9 @@ pub struct Meta {
     copy: usize,
     bitmap: Bitmap,
     replay: AlReplay,
+    /// The header as last written (or read): the full tail written in it
+    /// may lag the bitmap's (see [`Meta::flush_bitmap`]).
+    on_disk: Header,
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> MetaError + 'a {
@@ -208,9 +211,14 @@ impl Meta {
         // they are all clear and need not be read (a fresh 15 TiB device's
         // 480 MiB bitmap is all hole).
         let data = data_pages(&file, l.bitmap_offset, l.bitmap_len);
-        let bitmap = Bitmap::with_zero_pages(map, l.device_size, u64::from(l.granularity), |p| {
+        let mut bitmap = Bitmap::with_zero_pages(map, l.device_size, u64::from(l.granularity), |p| {
             data.get(p).is_some_and(|&d| !d)
         });
+        // A full sync under way (or asked for): every bit from the resume
+        // bit on is out of sync.
+        if header.state.flags.full_sync_needed {
+            bitmap.restore_full_from(header.state.resync_next_bit.unwrap_or(0));
+        }
         let mut ring = Vec::with_capacity(l.al_ring_len as usize);
         for i in 0..u64::from(l.al_ring_len) {
             let mut b = Box::new([0u8; al_ring::TX_SIZE]);
@@ -223,6 +231,7 @@ impl Meta {
         Ok(Meta {
             path: path.to_owned(),
             file,
+            on_disk: header.clone(),
             header,
             copy,
             bitmap,
@@ -298,14 +307,41 @@ impl Meta {
     pub fn set_disk_state(&mut self, disk: DiskState) {
         self.header.state.disk = disk;
     }
+    /// While the bitmap has a full tail, the header's resume bit is the
+    /// tail's start (set on every header write), and this is overwritten.
     pub fn set_resync_next_bit(&mut self, bit: Option<u64>) {
         self.header.state.resync_next_bit = bit;
     }
 
     /// Writes the header into the other copy (the one with the older
-    /// sequence, or the damaged one) and fdatasyncs.
+    /// sequence, or the damaged one) and fdatasyncs. The full tail is taken
+    /// from the bitmap; when it moved, the bitmap is flushed first (bits it
+    /// left set below its new start must be durable before the header
+    /// drops them from the tail).
     pub fn persist_header(&mut self) -> Result<(), MetaError> {
         let mut next = self.header.clone();
+        self.put_full_tail(&mut next)?;
+        self.write_header(next)
+    }
+
+    /// Sets `h`'s full-tail fields from the bitmap, flushing the bitmap
+    /// first if they change.
+    fn put_full_tail(&mut self, h: &mut Header) -> Result<(), MetaError> {
+        let full = self.bitmap.full_from();
+        let written = self.on_disk.state.flags.full_sync_needed.then_some(self.on_disk.state.resync_next_bit.unwrap_or(0));
+        if full != written {
+            self.flush_map()?;
+        }
+        if full.is_some() {
+            h.state.resync_next_bit = full;
+        } else if h.state.flags.full_sync_needed {
+            h.state.resync_next_bit = None;
+        }
+        h.state.flags.full_sync_needed = full.is_some();
+        Ok(())
+    }
+
+    fn write_header(&mut self, mut next: Header) -> Result<(), MetaError> {
         next.sequence = self.header.sequence.wrapping_add(1);
         let b = header::encode(&next).map_err(|e| MetaError::Params {
             path: self.path.clone(),
@@ -315,9 +351,15 @@ impl Meta {
         let at = copy as u64 * HEADER_SIZE as u64;
         self.file.write_all_at(&b[..], at).map_err(io_err(&self.path, "write the header"))?;
         self.file.sync_data().map_err(io_err(&self.path, "sync the header"))?;
-        self.header = next;
+        next.minor = header::minor_for(&next.state);
+        self.on_disk = next.clone();
+        // The in-memory header keeps its unwritten changes, if any.
+        let st = &mut self.header.state;
+        st.flags.full_sync_needed = next.state.flags.full_sync_needed;
+        st.resync_next_bit = next.state.resync_next_bit;
+        self.header.sequence = next.sequence;
+        self.header.minor = next.minor;
         self.copy = copy;
-        self.header.minor = header::MINOR;
         Ok(())
     }
 
@@ -327,8 +369,22 @@ impl Meta {
     pub fn bitmap_mut(&mut self) -> &mut Bitmap {
         &mut self.bitmap
     }
-    /// Syncs the bitmap pages changed since the last flush.
+    /// Syncs the bitmap pages changed since the last flush; when the full
+    /// tail moved, then writes the header as last written with the new tail
+    /// (a full sync's progress survives a crash).
     pub fn flush_bitmap(&mut self) -> Result<(), MetaError> {
+        self.flush_map()?;
+        let full = self.bitmap.full_from();
+        let written = self.on_disk.state.flags.full_sync_needed.then_some(self.on_disk.state.resync_next_bit.unwrap_or(0));
+        if full != written {
+            let mut next = self.on_disk.clone();
+            self.put_full_tail(&mut next)?;
+            self.write_header(next)?;
+        }
+        Ok(())
+    }
+
+    fn flush_map(&mut self) -> Result<(), MetaError> {
         self.bitmap.flush().map_err(io_err(&self.path, "flush the bitmap"))
     }
 
