@@ -3,6 +3,14 @@
 use super::*;
 
 impl Campaign {
+    /// Both nodes' status, one line each, for a failure message.
+    pub(crate) fn both_status(&self) -> String {
+        (0..2)
+            .map(|j| format!("{}: {}", NAMES[j], status_of(&self.sock[j], 5).map(|v| v.to_string()).unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// A campaign on a device of `size` bytes (64 MiB, or 1 TiB sparse).
     pub(crate) fn new(seed: u64, size: u64) -> Campaign {
         assert!(

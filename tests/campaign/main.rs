@@ -465,14 +465,12 @@ fn run_campaign(size: u64, all: &[Fault], faults_env: &str, secs: u64) {
     for i in 0..2 {
         let o = c.repctl(i, &["wait-sync", "--timeout", "60"], 70);
         if !o.status.success() {
-            let both: Vec<String> = (0..2)
-                .map(|j| format!("{}: {}", NAMES[j], status_of(&c.sock[j], 5).map(|v| v.to_string()).unwrap_or_default()))
-                .collect();
+            let both = c.both_status();
             c.fail(format!(
                 "the first connect and full sync of the {} MiB device did not end within 60 s ({}); status now:\n{}",
                 size >> 20,
                 String::from_utf8_lossy(&o.stderr).trim(),
-                both.join("\n")
+                both
             ));
         }
     }
@@ -582,19 +580,11 @@ fn reconnects_with_empty_resyncs_leave_no_stale_peer_view() {
         }
         let o = c.repctl(0, &["wait-sync", "--timeout", "5"], 15);
         if !o.status.success() {
-            let both: Vec<String> = (0..2)
-                .map(|j| {
-                    format!(
-                        "{}: {}",
-                        NAMES[j],
-                        status_of(&c.sock[j], 5).map(|v| v.to_string()).unwrap_or_default()
-                    )
-                })
-                .collect();
+            let both = c.both_status();
             c.fail(format!(
                 "iteration {k}: wait-sync on the Primary failed: {}\nstatus now:\n{}",
                 String::from_utf8_lossy(&o.stderr).trim(),
-                both.join("\n")
+                both
             ));
         }
     }

@@ -163,20 +163,12 @@ impl Campaign {
         for (i, name) in NAMES.iter().enumerate() {
             let o = self.repctl(i, &["wait-sync", "--timeout", "60"], 70);
             if !o.status.success() {
-                let both: Vec<String> = (0..2)
-                    .map(|j| {
-                        format!(
-                            "{}: {}",
-                            NAMES[j],
-                            status_of(&self.sock[j], 5).map(|v| v.to_string()).unwrap_or_default()
-                        )
-                    })
-                    .collect();
+                let both = self.both_status();
                 self.fail(format!(
                     "wait-sync on {} failed: {}\nstatus now:\n{}",
                     name,
                     String::from_utf8_lossy(&o.stderr).trim(),
-                    both.join("\n")
+                    both
                 ));
             }
         }
