@@ -1,5 +1,5 @@
 //! PostgreSQL on ext4 on repd, active/passive under Pacemaker (the recipe in
-//! tools/ha, README "PostgreSQL on repd under Pacemaker"), short version: a
+//! tools/ha, README "PostgreSQL and MariaDB on repd under Pacemaker"), short version: a
 //! client commits one row per transaction on the node where PostgreSQL
 //! runs; every process of that node is SIGKILLed with one more commit in
 //! flight; Pacemaker promotes the other node, mounts the filesystem and
