@@ -13,6 +13,7 @@
 //!
 //! | module | holds |
 //! |---|---|
+//! | [`vocab`] | the words every layer shares: role, disk and connection states, generation ids and the sync decision (pure; imports nothing of the crate) |
 //! | [`config`] | the TOML resource file into validated types; errors name file, key, reason |
 //! | [`store`] | the backing file: pread/pwrite, fdatasync, punch-hole, zero ranges, SEEK_DATA maps |
 //! | [`inline_io`] | when a small buffered write may run on the async worker (timed, backs off when slow) |
@@ -48,3 +49,4 @@ pub mod repl;
 pub mod sd_notify;
 pub mod store;
 pub mod tls;
+pub mod vocab;

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use super::{discover, exit, mdtools};
 use crate::config::Config;
 use crate::control::{self, Request, Response, Status};
-use crate::node::state::{Connection, Disk};
+use crate::vocab::{Connection, Disk, SyncSide};
 
 #[derive(Parser, Debug)]
 #[command(name = "repctl", version, about = "Control a running repd node")]
@@ -441,8 +441,8 @@ fn sync_line(sy: &control::SyncStatus) -> String {
     format!(
         "sync {} {pct:.1}% {}/{} at {}/s ({} B/s) eta {}s",
         match sy.direction {
-            crate::node::state::SyncSide::Source => "source",
-            crate::node::state::SyncSide::Target => "target",
+            SyncSide::Source => "source",
+            SyncSide::Target => "target",
         },
         BinaryBytes(sy.done_bytes),
         BinaryBytes(sy.total_bytes),
