@@ -115,14 +115,20 @@ enum Generate {
     Completions,
 }
 
+/// The two command lines, as clap sees them (for `repctl generate`).
+fn commands() -> Vec<clap::Command> {
+    use clap::CommandFactory as _;
+    vec![super::repd::Args::command(), Args::command()]
+}
+
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn main() -> i32 {
     let mut args: Args = super::parse_args();
     if let Cmd::Generate { what, dir } = &args.cmd {
         let r = match what {
-            Generate::Man => super::gendocs::man(dir),
-            Generate::Completions => super::gendocs::completions(dir),
+            Generate::Man => super::gendocs::man(dir, commands()),
+            Generate::Completions => super::gendocs::completions(dir, commands()),
         };
         return match r {
             Ok(files) => {
