@@ -1,6 +1,6 @@
 //! The resource on one node: state machine, write path, peer link, resync.
 //!
-//! - [`state`]: roles, disk and connection states, the promotion rules (pure).
+//! - [`state`]: the promotion rules (pure); roles, disk and connection states are in [`crate::vocab`].
 //! - [`ranges`]: range locks that keep overlapping writes ordered.
 //! - [`device`]: the replicated block device the NBD server serves (the write path).
 //! - [`runtime`]: the [`Node`] itself: startup, metadata, status.
@@ -9,7 +9,7 @@
 //! - [`adjust`]: `repctl adjust` / SIGHUP: which changed keys apply live.
 //! - [`events`]: state-change events (`repctl events`) and the `[handlers]` programs.
 //! - [`decide`]: the sync decision at connect (pure).
-//! - [`genid`]: DRBD-style generation ids and their decision table (pure).
+//! - [`genid`]: DRBD-style generation ids and their decision table, re-exported from [`crate::vocab::genid`].
 //! - [`peer`]: listening, dialing, handshake, reconnect.
 //! - [`session`]: one connected session: decision, reader, writer.
 //! - [`exchange`]: the session's first step: State and dirty bitmaps, both ways at once.

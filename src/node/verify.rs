@@ -20,8 +20,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
 use crate::control::Response;
 use crate::repl::Message;
 
@@ -35,21 +33,8 @@ const VERIFY_CHUNK: u32 = 256 * 1024;
 /// comparisons in a row (writes land between its digest and the Primary's).
 const VERIFY_TRIES: usize = 8;
 
-/// The running or last verify, as `status` shows it (`"verify"`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VerifyStatus {
-    /// Counts the verifies started since the daemon started (1 = the first).
-    pub run: u64,
-    pub running: bool,
-    pub total_bytes: u64,
-    pub done_bytes: u64,
-    /// Bytes found different (marked out of sync) so far.
-    pub mismatched_bytes: u64,
-    /// Milliseconds since it started (running) or that it took (finished).
-    pub elapsed_ms: u64,
-    /// Why it stopped before the end (the peer link was lost), if it did.
-    pub error: Option<String>,
-}
+/// The running or last verify, as `status` shows it (defined with the status object).
+pub use crate::control::VerifyStatus;
 
 /// The verify state kept by the node.
 #[derive(Debug, Default)]
