@@ -276,7 +276,6 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
         let started = Instant::now();
         next = run_session(&node, link, &mut inbound).await;
         drop(taken);
-        node.link_lost();
         if dialer && next.is_none() {
             if let Some(wait) = backoff.session_ended(started.elapsed()) {
                 if !pause(&node, wait, false, &mut inbound).await {
