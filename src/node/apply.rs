@@ -21,49 +21,19 @@ use super::runtime::Node;
 use super::state::{Disk, Role};
 use super::wire::{from_wire_disk, from_wire_role};
 
-/// Local writes for the peer still running. They may outlive their
-/// session (a stalled disk); the next session starts only once they are
-/// done, or an old mirrored write could land after newer resync data.
-#[derive(Debug, Default)]
-pub struct Applying {
-    n: std::sync::atomic::AtomicUsize,
-    idle: tokio::sync::Notify,
-}
-
-impl Applying {
-    pub fn count(&self) -> usize {
-        self.n.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Waits until no write for the peer is running.
-    pub async fn idle(&self) {
-        loop {
-            let n = self.idle.notified();
-            tokio::pin!(n);
-            n.as_mut().enable();
-            if self.count() == 0 {
-                return;
-            }
-            n.await;
-        }
-    }
-}
-
 /// One running write for the peer (see [`Applying`]); ends when dropped.
 struct Entered(Arc<Node>);
 
 impl Entered {
     fn new(node: &Arc<Node>) -> Entered {
-        node.applying.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        node.applying.enter();
         Entered(node.clone())
     }
 }
 
 impl Drop for Entered {
     fn drop(&mut self) {
-        if self.0.applying.n.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
-            self.0.applying.idle.notify_waiters();
-        }
+        self.0.applying.leave();
     }
 }
 

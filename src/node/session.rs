@@ -11,58 +11,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
-use tokio_util::codec::{Framed, FramedParts};
 
-use crate::repl::vwrite::FrameWriter;
-use crate::repl::{self, Codec, FrameError, Message};
-use crate::tls::BoxStream;
+use crate::repl::{self, FrameError, Message};
 
 use super::apply;
 use super::exchange;
 use super::decide::{decide, Decision, Side};
 use super::genid::GenIds;
 use super::link::PeerLink;
-use super::peer::Link;
+use super::framing::{split_link, Link, Reader, Writer, WRITE_BATCH};
 use super::runtime::Node;
 use super::machine::{Answer, Event};
 use super::wire::{from_wire_disk, from_wire_role, to_wire_disk, to_wire_role};
 
 /// Outgoing queue depth (frames) per link.
 const QUEUE: usize = 4096;
-/// The writer task writes what it has queued once this much is pending
-/// (data blocks are queued by reference, not copied).
-pub(super) const WRITE_BATCH: usize = 1 << 20;
-
 /// Most small mirrored writes applied in one batch.
 const MAX_BATCH: usize = 64;
-
-/// The receiving half of a session's link.
-pub(super) type Reader = Framed<ReadHalf<BoxStream>, Codec>;
-/// The sending half: frames written with `writev`, data blocks uncopied.
-pub(super) type Writer = FrameWriter<WriteHalf<BoxStream>>;
-
-/// Splits a handshaken link into a frame reader (which keeps the bytes and
-/// the codec state the handshake had already read) and a vectored writer.
-fn split_link(link: Link) -> (Writer, Reader) {
-    let parts = link.into_parts();
-    let max = parts.codec.max_payload();
-    let (rd, wr) = tokio::io::split(parts.io);
-    // From parts, so the frames the handshake read past the peer's Accept
-    // (its State, its bitmap) are decoded before the socket is read again.
-    // (A `FramedRead` given the bytes through `read_buffer_mut` reads the
-    // socket first: with the peer silent until it hears from us, the
-    // session waited ping_timeout_ms for frames it already had.)
-    let mut rparts = FramedParts::new::<Message>(rd, parts.codec);
-    rparts.read_buf = parts.read_buf;
-    let reader = Framed::from_parts(rparts);
-    let mut writer = FrameWriter::new(wr, max);
-    if !parts.write_buf.is_empty() {
-        writer.queue_raw(parts.write_buf.freeze());
-    }
-    (writer, reader)
-}
 
 /// Reads the next frame within `timeout`, a Goodbye included.
 async fn next_frame_raw(link: &mut Reader, timeout: Duration) -> Result<Message, String> {
@@ -121,7 +87,7 @@ async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link
         matches!(o.decision, Decision::Source { .. })
     };
     let exchanged = tokio::select! {
-        r = exchange::exchange(node, &mut sink, &mut stream, state_of(&local), will_be_source, timeout) => r,
+        r = exchange::exchange(node.meta_lock(), &mut sink, &mut stream, state_of(&local), will_be_source, timeout) => r,
         _ = node.shutdown.cancelled() => Err(format!("node {} is shutting down", node.me.name)),
     };
     let (peer_state, peer_bitmap) = match exchanged {
