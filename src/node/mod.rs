@@ -20,21 +20,32 @@
 
 pub mod adjust;
 pub mod apply;
+mod applying;
 pub mod commands;
 pub mod counters;
 pub mod decide;
 pub mod device;
 pub mod events;
 pub mod exchange;
+pub mod execute;
+mod framing;
 pub mod genid;
 pub mod link;
+mod live_config;
+pub mod machine;
 pub mod peer;
 pub mod ranges;
 pub mod resync;
 pub mod runtime;
+mod runtime_io;
+mod serve;
+mod meta_io;
 pub mod session;
+mod shell;
 pub mod state;
 pub mod verify;
+mod verify_state;
+pub mod wire;
 
 pub use device::{NodeDevice, NodeGate};
 pub use runtime::{Node, StartError};
