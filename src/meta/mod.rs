@@ -10,6 +10,7 @@
 //! | [`bitmap`] | the mapped dirty bitmap |
 //! | [`activity_log`] | the pure activity log: which extents must be active |
 //! | [`al_ring`] | the on-disk transactions and their replay |
+//! | [`resize`] | growing the file for a larger device, crash-safe (`repctl resize`) |
 //!
 //! [`Meta::open`] never writes: it checks and maps. A daemon takes the
 //! file's exclusive lock ([`Meta::lock_exclusive`]) before it writes
@@ -23,6 +24,7 @@ pub mod al_ring;
 pub mod bitmap;
 pub mod header;
 pub mod layout;
+pub mod resize;
 
 pub use activity_log::{ActivityLog, AlError, AlTransaction, AlUpdate};
 pub use al_ring::AlReplay;
