@@ -262,6 +262,7 @@ impl control::Handler for NodeControl {
                 Err(e) => Response::refused(e),
             },
             Request::Verify => node.start_verify(),
+            Request::Resize { size, assume_clean } => node.resize(size, assume_clean).await,
             Request::Events => Response::refused("events are streamed by the server"),
             Request::ResumeIo => {
                 node.thaw_io("resumed by the operator");

@@ -90,6 +90,8 @@ pub struct Node {
     pub clients: ClientRegistry,
     pub counters: AtomicCounters,
     pub ranges: RangeLocks,
+    /// One `repctl resize` at a time ([`super::resize`]).
+    pub resizing: super::resize::Resizing,
     /// Local writes for the peer still running (Secondary).
     pub applying: super::apply::Applying,
     link: Mutex<Option<Arc<PeerLink>>>,
@@ -185,7 +187,7 @@ impl Node {
         } else {
             None
         };
-        let store = Arc::new(Store::open(&me.backing, cfg.resource.size, cfg.resource.grow)?);
+        let store = Arc::new(super::resize::open_store(&cfg, &me, existing.as_ref().map(|m| m.layout().device_size))?);
         let size = store.size();
         let mut meta = if let Some(m) = existing {
             m.check_device_size(size)?;
@@ -242,6 +244,7 @@ impl Node {
             clients: ClientRegistry::new(),
             counters: AtomicCounters::default(),
             ranges: RangeLocks::new(),
+            resizing: Default::default(),
             applying: Default::default(),
             link: Mutex::new(None),
             sync: Mutex::new(None),
