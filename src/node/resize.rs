@@ -308,7 +308,9 @@ impl Node {
         })
         .await
         .map_err(|e| e.to_string())?;
-        if self.cfg.resource.size.is_some() {
+        // A `size` in effect (or just written in the file) follows, so a
+        // later `adjust` does not see a change.
+        if self.cfg.resource.size.is_some() || self.config_size_now() == Ok(Some(new)) {
             let mut c = self.cfg.get().clone();
             c.resource.size = Some(new);
             self.cfg.set(c);

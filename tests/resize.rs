@@ -1,0 +1,221 @@
+//! Online resize (`repctl resize`), as a DRBD admin runs `drbdadm resize`:
+//! grow both backing files, resize on one node while connected; both nodes
+//! agree on the new size, NBD clients see it when they reconnect, the new
+//! area is replicated, and the metadata holds it across a restart and a
+//! crash in the middle.
+
+mod common;
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+const ALPHA: usize = 0;
+const BETA: usize = 1;
+const TIB: u64 = 1 << 40;
+const MIB: u64 = 1 << 20;
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A pair whose resource file sets no `size`: the backing files (made
+/// here, sparse, `size` bytes) give it, as on a DRBD admin's LVs.
+fn pair_of(size: u64) -> Pair {
+    let p = Pair::new(Options { size: "1MiB", ..Default::default() });
+    for n in &p.nodes {
+        File::create(&n.backing).unwrap().set_len(size).unwrap();
+    }
+    let cfg = std::fs::read_to_string(&p.config).unwrap();
+    let cfg: String = cfg.lines().filter(|l| !l.starts_with("size = ")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&p.config, cfg).unwrap();
+    p
+}
+
+fn grow_backing(p: &Pair, i: usize, size: u64) {
+    File::options().write(true).open(&p.nodes[i].backing).unwrap().set_len(size).unwrap();
+}
+
+fn size_of(p: &Pair, i: usize) -> u64 {
+    p.status(i)["size_bytes"].as_u64().unwrap()
+}
+
+fn connected(p: &Pair) -> bool {
+    [ALPHA, BETA].iter().all(|&i| p.status(i)["connection"] == "connected")
+}
+
+fn block(off: u64) -> Vec<u8> {
+    off.to_le_bytes().repeat(512)
+}
+
+fn meta_of(p: &Pair, i: usize) -> PathBuf {
+    p.dir.path().join(format!("{}.meta", p.nodes[i].name))
+}
+
+fn dump_md(meta: &Path) -> serde_json::Value {
+    let o = Command::new(REPCTL).args(["--meta", meta.to_str().unwrap(), "dump-md", "--json"]).output().unwrap();
+    assert!(o.status.success(), "dump-md: {}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn counter(p: &Pair, i: usize, name: &str) -> u64 {
+    p.status(i)["counters"][name].as_u64().unwrap()
+}
+
+/// The count the writer last recorded.
+fn writes(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join("count")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+}
+
+fn resize_py() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/resize_io.py")
+}
+
+/// 1 TiB to 2 TiB on a live pair while a client writes: the client's
+/// connection goes on at 1 TiB, a new one sees 2 TiB and reads and writes
+/// the new area, which reaches the peer; nothing is resynced (both new
+/// areas are holes); a restart keeps 2 TiB.
+#[test]
+fn a_live_1tib_pair_grows_to_2tib_with_a_client_writing() {
+    let _ = nbd_py("resize_io.py", &["--help"]); // fails loudly without python3-libnbd
+    let mut p = pair_of(TIB);
+    p.start(ALPHA);
+    p.start(BETA);
+    p.ok(ALPHA, &["primary", "--force"]);
+    p.wait_sync(60);
+    let sent = counter(&p, ALPHA, "resync_sent_bytes");
+
+    let wdir = p.dir.path().join("writer");
+    std::fs::create_dir(&wdir).unwrap();
+    let writer = Command::new("/usr/bin/python3")
+        .arg(resize_py())
+        .args(["write", &p.uri(ALPHA), wdir.to_str().unwrap(), "120"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(60, "the client writing", || writes(&wdir) >= 100);
+
+    // The admin grows the backing files; the device does not follow alone.
+    grow_backing(&p, ALPHA, 2 * TIB);
+    grow_backing(&p, BETA, 3 * TIB);
+    assert_eq!(size_of(&p, ALPHA), TIB);
+    let o = p.repctl(ALPHA, &["resize"]);
+    assert!(o.status.success(), "resize: {}\n{}", text(&o), p.logs());
+    let msg = String::from_utf8_lossy(&o.stdout);
+    assert!(msg.contains("in sync (holes on both nodes)"), "{msg}");
+    for i in [ALPHA, BETA] {
+        let s = p.status(i);
+        assert_eq!(s["size_bytes"], 2 * TIB, "the smaller backing file: {s}");
+        assert_eq!(s["out_of_sync_bytes"], 0, "{s}");
+        assert_eq!(s["connection"], "connected", "{s}");
+    }
+
+    // The client's connection goes on (at the size it negotiated).
+    let before = writes(&wdir);
+    wait_until(60, "the client writing after the resize", || writes(&wdir) >= before + 100);
+    std::fs::write(wdir.join("stop"), "").unwrap();
+    let w = writer.wait_with_output().unwrap();
+    assert!(w.status.success(), "writer: {}\n{}", text(&w), p.logs());
+    assert!(String::from_utf8_lossy(&w.stdout).contains(&format!("size {TIB} ")), "{}", text(&w));
+
+    // A new connection sees 2 TiB; the new area reads and writes, and reaches beta.
+    let offs = [7 * 4096, TIB, TIB + TIB / 2, 2 * TIB - 4096];
+    let args: Vec<String> = ["check".to_string(), p.uri(ALPHA), (2 * TIB).to_string()].into_iter().chain(offs.iter().map(u64::to_string)).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = nbd_py("resize_io.py", &args);
+    assert!(o.status.success(), "check: {}\n{}", text(&o), p.logs());
+    let b = File::open(&p.nodes[BETA].backing).unwrap();
+    for off in offs {
+        let mut x = vec![0u8; 4096];
+        b.read_exact_at(&mut x, off).unwrap();
+        assert!(x == block(off), "beta does not hold the block at {off}");
+    }
+    assert_eq!(counter(&p, ALPHA, "resync_sent_bytes"), sent, "nothing resynced\n{}", p.logs());
+
+    // The metadata holds 2 TiB across a clean restart.
+    p.kill(ALPHA, libc::SIGTERM);
+    p.kill(BETA, libc::SIGTERM);
+    for i in [ALPHA, BETA] {
+        let d = dump_md(&meta_of(&p, i));
+        assert_eq!(d["device_size"], 2 * TIB, "{d}");
+        assert_eq!(d["bitmap"]["out_of_sync_bytes"], 0, "{d}");
+    }
+    p.start(ALPHA);
+    p.start(BETA);
+    wait_until(60, "connected after the restart", || connected(&p));
+    for i in [ALPHA, BETA] {
+        let s = p.status(i);
+        assert_eq!(s["size_bytes"], 2 * TIB, "{s}");
+        assert_eq!(s["out_of_sync_bytes"], 0, "{s}");
+    }
+}
+
+/// Data in a node's new area (a backing file grown by copying, not by
+/// truncate): the new area is marked out of sync and the Primary copies
+/// it; both files end up the same.
+#[test]
+fn a_new_area_with_data_is_resynced_from_the_primary() {
+    let mut p = pair_of(64 * MIB);
+    p.start(ALPHA);
+    p.start(BETA);
+    p.ok(ALPHA, &["primary", "--force"]);
+    p.wait_sync(60);
+    grow_backing(&p, ALPHA, 96 * MIB);
+    grow_backing(&p, BETA, 96 * MIB);
+    // Stale bytes in beta's new area (alpha's is a hole).
+    File::options().write(true).open(&p.nodes[BETA].backing).unwrap().write_all_at(&[0xee; 8192], 80 * MIB).unwrap();
+    let o = p.repctl(BETA, &["resize"]);
+    assert!(o.status.success(), "resize: {}\n{}", text(&o), p.logs());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("out of sync"), "{}", text(&o));
+    p.wait_sync(60);
+    for i in [ALPHA, BETA] {
+        let s = p.status(i);
+        assert_eq!(s["size_bytes"], 96 * MIB, "{s}");
+        assert_eq!(s["out_of_sync_bytes"], 0, "{s}");
+        assert_eq!(s["disk"], "uptodate", "{s}");
+    }
+    p.assert_identical();
+}
+
+/// Refused with one clear line (exit 1): not connected, a backing file
+/// not grown, shrinking, nothing to grow, a resource file whose `size`
+/// disagrees.
+#[test]
+fn resize_refusals_say_why() {
+    let mut p = pair_of(64 * MIB);
+    p.start(ALPHA);
+    p.start(BETA);
+    p.ok(ALPHA, &["primary", "--force"]);
+    p.wait_sync(60);
+    let refused = |p: &Pair, i: usize, args: &[&str], what: &str| {
+        let o = p.repctl(i, args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(e.lines().count(), 1, "one line: {e}");
+        assert!(e.contains(what), "{args:?}: {e}");
+    };
+    refused(&p, ALPHA, &["resize", "--size", "32MiB"], "shrinking");
+    let o = p.repctl(ALPHA, &["resize"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("nothing to do"), "{}", text(&o));
+    grow_backing(&p, ALPHA, 128 * MIB);
+    refused(&p, ALPHA, &["resize", "--size", "128MiB"], "backing file of node beta");
+    refused(&p, BETA, &["resize", "--size", "100MiB"], "backing file of node beta");
+    p.ok(ALPHA, &["disconnect"]);
+    wait_until(30, "alpha standalone", || p.status(ALPHA)["connection"] == "standalone");
+    refused(&p, ALPHA, &["resize"], "not connected");
+    p.ok(ALPHA, &["connect"]);
+    wait_until(30, "connected", || connected(&p));
+    grow_backing(&p, BETA, 128 * MIB);
+    std::fs::write(&p.config, std::fs::read_to_string(&p.config).unwrap().replace("[resource]\n", "[resource]\nsize = \"100MiB\"\n")).unwrap();
+    refused(&p, ALPHA, &["resize", "--size", "128MiB"], "differs from the resource file");
+    // With the file's size (read again now), both grow to it.
+    p.ok(ALPHA, &["resize"]);
+    assert_eq!(size_of(&p, ALPHA), 100 * MIB);
+    assert_eq!(size_of(&p, BETA), 100 * MIB);
+    let o = p.repctl(ALPHA, &["adjust"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("size"), "adjust sees the size in effect: {}", text(&o));
+}
