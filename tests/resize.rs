@@ -47,6 +47,14 @@ fn connected(p: &Pair) -> bool {
     [ALPHA, BETA].iter().all(|&i| p.status(i)["connection"] == "connected")
 }
 
+/// Connected, and no resync running on either node.
+fn idle(p: &Pair) -> bool {
+    [ALPHA, BETA].iter().all(|&i| {
+        let s = p.status(i);
+        s["connection"] == "connected" && s["sync"].is_null()
+    })
+}
+
 fn block(off: u64) -> Vec<u8> {
     off.to_le_bytes().repeat(512)
 }
@@ -103,6 +111,7 @@ fn a_live_1tib_pair_grows_to_2tib_with_a_client_writing() {
     grow_backing(&p, ALPHA, 2 * TIB);
     grow_backing(&p, BETA, 3 * TIB);
     assert_eq!(size_of(&p, ALPHA), TIB);
+    wait_until(60, "no resync running", || idle(&p));
     let o = p.repctl(ALPHA, &["resize"]);
     assert!(o.status.success(), "resize: {}\n{}", text(&o), p.logs());
     let msg = String::from_utf8_lossy(&o.stdout);
@@ -168,6 +177,7 @@ fn a_new_area_with_data_is_resynced_from_the_primary() {
     grow_backing(&p, BETA, 96 * MIB);
     // Stale bytes in beta's new area (alpha's is a hole).
     File::options().write(true).open(&p.nodes[BETA].backing).unwrap().write_all_at(&[0xee; 8192], 80 * MIB).unwrap();
+    wait_until(60, "no resync running", || idle(&p));
     let o = p.repctl(BETA, &["resize"]);
     assert!(o.status.success(), "resize: {}\n{}", text(&o), p.logs());
     assert!(String::from_utf8_lossy(&o.stdout).contains("out of sync"), "{}", text(&o));
@@ -191,6 +201,7 @@ fn resize_refusals_say_why() {
     p.start(BETA);
     p.ok(ALPHA, &["primary", "--force"]);
     p.wait_sync(60);
+    wait_until(60, "no resync running", || idle(&p));
     let refused = |p: &Pair, i: usize, args: &[&str], what: &str| {
         let o = p.repctl(i, args);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
@@ -208,7 +219,7 @@ fn resize_refusals_say_why() {
     wait_until(30, "alpha standalone", || p.status(ALPHA)["connection"] == "standalone");
     refused(&p, ALPHA, &["resize"], "not connected");
     p.ok(ALPHA, &["connect"]);
-    wait_until(30, "connected", || connected(&p));
+    wait_until(60, "connected, no resync running", || idle(&p));
     grow_backing(&p, BETA, 128 * MIB);
     std::fs::write(&p.config, std::fs::read_to_string(&p.config).unwrap().replace("[resource]\n", "[resource]\nsize = \"100MiB\"\n")).unwrap();
     refused(&p, ALPHA, &["resize", "--size", "128MiB"], "differs from the resource file");
@@ -218,4 +229,65 @@ fn resize_refusals_say_why() {
     assert_eq!(size_of(&p, BETA), 100 * MIB);
     let o = p.repctl(ALPHA, &["adjust"]);
     assert!(!String::from_utf8_lossy(&o.stdout).contains("size"), "adjust sees the size in effect: {}", text(&o));
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[test]
+fn needs_the_failpoints_feature() {
+    panic!("tests/resize.rs needs `cargo test --features failpoints` (tools/test passes it)");
+}
+
+/// The Primary (alpha) dies in the middle of growing its metadata, after
+/// each of the three steps in turn (fail points abort the process): its
+/// metadata holds the old or the new size and opens; beta grew first. The
+/// restarted alpha grows to beta's size when they connect, the pair
+/// resyncs what the crash left (the activity log), and the new area
+/// serves reads and writes.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_crash_in_the_middle_of_a_resize_leaves_the_old_or_new_size_and_the_node_catches_up() {
+    let mut p = pair_of(TIB);
+    p.start(ALPHA);
+    p.start(BETA);
+    p.ok(ALPHA, &["primary", "--force"]);
+    p.wait_sync(60);
+    let mut size = TIB;
+    for (step, grown) in [("clean", false), ("moved", false), ("switched", true)] {
+        let new = size + TIB;
+        grow_backing(&p, ALPHA, new);
+        grow_backing(&p, BETA, new);
+        wait_until(60, "no resync running", || idle(&p));
+        p.ok(ALPHA, &["failpoint", &format!("meta.resize.{step}"), "1"]);
+        let o = p.repctl(ALPHA, &["resize"]);
+        assert!(!o.status.success(), "{step}: alpha should have died: {}", text(&o));
+        let st = p.nodes[ALPHA].child.as_mut().unwrap().wait().unwrap();
+        assert!(!st.success(), "{step}: alpha aborted: {st}");
+        p.nodes[ALPHA].child = None;
+        assert_eq!(size_of(&p, BETA), new, "{step}: beta grew first");
+        let d = dump_md(&meta_of(&p, ALPHA));
+        assert_eq!(d["device_size"], if grown { new } else { size }, "{step}: {d}");
+        assert_eq!(d["flags"]["al_clean"], !grown, "{step}: {d}");
+        p.start(ALPHA);
+        wait_until(60, "connected after the crash", || connected(&p));
+        p.wait_sync(60);
+        for i in [ALPHA, BETA] {
+            let s = p.status(i);
+            assert_eq!(s["size_bytes"], new, "{step}: {s}\n{}", p.logs());
+            assert_eq!(s["out_of_sync_bytes"], 0, "{step}: {s}");
+            assert_eq!(s["disk"], "uptodate", "{step}: {s}");
+        }
+        p.ok(ALPHA, &["primary"]);
+        let offs = [size, new - 4096];
+        let args: Vec<String> = ["check".to_string(), p.uri(ALPHA), new.to_string()].into_iter().chain(offs.iter().map(u64::to_string)).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = nbd_py("resize_io.py", &args);
+        assert!(o.status.success(), "{step}: check: {}\n{}", text(&o), p.logs());
+        let b = File::open(&p.nodes[BETA].backing).unwrap();
+        for off in offs {
+            let mut x = vec![0u8; 4096];
+            b.read_exact_at(&mut x, off).unwrap();
+            assert!(x == block(off), "{step}: beta does not hold the block at {off}");
+        }
+        size = new;
+    }
 }

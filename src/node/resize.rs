@@ -36,9 +36,10 @@ use super::link::{PeerLink, Reply};
 use super::runtime::{Node, StartError};
 use super::state::{Disk, Role};
 
-/// One resize at a time on a node (the initiator's or the peer's commit).
+/// One resize at a time on a node (the initiator's, the peer's commit, or
+/// a catch-up at connect); the peer's size from the last handshake.
 #[derive(Debug, Default)]
-pub struct Resizing(tokio::sync::Mutex<()>);
+pub struct Resizing(tokio::sync::Mutex<()>, std::sync::Mutex<Option<u64>>);
 
 /// The peer's answer to a `ResizeQuery`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,15 +53,19 @@ pub struct PeerSizes {
     pub refusal: Option<String>,
 }
 
-/// Opens the backing file at start. With no `size` in the resource file,
-/// an existing metadata file's recorded size is the device size: a larger
-/// backing file (grown by the admin, not yet `repctl resize`d) is fine, a
-/// smaller one is refused. A fresh node takes the file's size, as before.
+/// Opens the backing file at start. An existing metadata file's recorded
+/// size is the device size when the resource file sets none or a larger
+/// one: a larger backing file (grown by the admin, not yet resized; or a
+/// crash in the middle of a resize) is fine, and the node catches up with
+/// its peer when they connect ([`catch_up`]). A smaller backing file is
+/// refused. A `size` below the recorded one is refused later
+/// (`check_device_size`); a fresh node takes the file's size, as before.
 pub(super) fn open_store(cfg: &Config, me: &NodeConfig, recorded: Option<u64>) -> Result<Store, StartError> {
-    let Some(recorded) = recorded.filter(|_| cfg.resource.size.is_none()) else {
-        return Ok(Store::open(&me.backing, cfg.resource.size, cfg.resource.grow)?);
+    let wanted = cfg.resource.size;
+    let Some(recorded) = recorded.filter(|&r| wanted.is_none_or(|w| w > r)) else {
+        return Ok(Store::open(&me.backing, wanted, cfg.resource.grow)?);
     };
-    let store = Store::open(&me.backing, None, false)?;
+    let store = Store::open(&me.backing, wanted, cfg.resource.grow)?;
     if store.size() < recorded {
         return Err(StartError::Refused(format!(
             "{}: backing file is {} bytes, smaller than the {recorded}-byte device its metadata {} records (a backing file must not shrink)",
@@ -69,7 +74,46 @@ pub(super) fn open_store(cfg: &Config, me: &NodeConfig, recorded: Option<u64>) -
             me.meta.display()
         )));
     }
+    if let Some(w) = wanted {
+        tracing::warn!("the resource file sets size = {w}, the metadata records {recorded} bytes: run `repctl resize` while both nodes are connected (a node that missed a resize grows to its peer's size when they connect)");
+    }
+    drop(store);
     Ok(Store::open(&me.backing, Some(recorded), false)?)
+}
+
+/// The peer device sizes this node's handshake accepts: smaller ones (the
+/// peer grows at connect, or refuses), and larger ones up to what its
+/// backing file (and the resource file's `size`) allow.
+pub(super) fn peer_sizes(node: &Node) -> std::ops::RangeInclusive<u64> {
+    let size = node.store.size();
+    let mut limit = node.store.backing_size().unwrap_or(size);
+    if let Some(s) = node.cfg.resource.size {
+        limit = limit.min(s);
+    }
+    1..=limit.max(size)
+}
+
+/// Records the peer's device size from its Hello (hook in the handshakes).
+pub(super) fn note_peer_size(node: &Node, size: u64) {
+    *node.resizing.1.lock().unwrap_or_else(|p| p.into_inner()) = Some(size);
+}
+
+/// At the start of a session: a node whose device is smaller than the
+/// peer's (it missed an online resize: it was down, or crashed in the
+/// middle) grows to the peer's size before the bitmaps cross. Its new area
+/// is in sync when it is a hole here: the peer's bitmap, merged in the
+/// exchange, carries what the resize marked and what the peer wrote there.
+pub(super) async fn catch_up(node: &Arc<Node>) -> Result<(), String> {
+    let peer = node.resizing.1.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let size = node.store.size();
+    let Some(peer) = peer.filter(|&p| p > size) else { return Ok(()) };
+    if !peer_sizes(node).contains(&peer) {
+        return Err(format!("the peer's device is {}, larger than this node can grow to", bytes(peer)));
+    }
+    let Ok(_one) = node.resizing.0.try_lock() else { return Err("a resize is running; connecting again".into()) };
+    let in_sync = node.store.first_data(size, peer).is_none();
+    tracing::warn!(size, peer, in_sync, "the peer's device is larger (this node missed an online resize): growing to it");
+    node.grow_local(peer, in_sync).await.map_err(|e| format!("cannot grow to the peer's size {peer}: {e}"))
 }
 
 /// Handles the resize messages of a running session (hook in `apply::dispatch`).
