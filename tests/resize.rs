@@ -223,8 +223,32 @@ fn resize_refusals_say_why() {
     grow_backing(&p, BETA, 128 * MIB);
     std::fs::write(&p.config, std::fs::read_to_string(&p.config).unwrap().replace("[resource]\n", "[resource]\nsize = \"100MiB\"\n")).unwrap();
     refused(&p, ALPHA, &["resize", "--size", "128MiB"], "differs from the resource file");
-    // With the file's size (read again now), both grow to it.
+    // With the file's size (read again now), both grow to it; `events` says so.
+    let mut ev = Command::new(REPCTL).arg("--socket").arg(&p.nodes[BETA].socket).arg("events").stdout(Stdio::piped()).spawn().unwrap();
+    let out = ev.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    assert!(rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap().contains("status"), "the stream starts");
     p.ok(ALPHA, &["resize"]);
+    let is_resize = |l: &String| {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+        v["event"] == "resize" && v["from"] == (64 * MIB).to_string() && v["to"] == (100 * MIB).to_string()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !seen.iter().any(is_resize) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        seen.push(rx.recv_timeout(left).unwrap_or_else(|_| panic!("no resize event on beta: {seen:?}")));
+    }
+    let _ = ev.kill();
+    let _ = ev.wait();
     assert_eq!(size_of(&p, ALPHA), 100 * MIB);
     assert_eq!(size_of(&p, BETA), 100 * MIB);
     let o = p.repctl(ALPHA, &["adjust"]);

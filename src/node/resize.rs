@@ -342,6 +342,7 @@ impl Node {
     /// the device size.
     async fn grow_local(self: &Arc<Self>, new: u64, in_sync: bool) -> Result<(), String> {
         let _all = if self.state().role == Role::Primary { Some(self.ranges.lock(0, u64::MAX).await) } else { None };
+        let old = self.store.size();
         let me = self.clone();
         crate::device::blocking(move || {
             me.store.sync()?;
@@ -359,6 +360,8 @@ impl Node {
             c.resource.size = Some(new);
             self.cfg.set(c);
         }
+        let e = super::events::Event { event: "resize", from: old.to_string(), to: new.to_string() };
+        self.events.send_line(&self.me, &self.cfg.resource.name, &e, None);
         self.announce_state();
         Ok(())
     }
