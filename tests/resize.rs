@@ -239,7 +239,8 @@ fn resize_refusals_say_why() {
     p.ok(ALPHA, &["resize"]);
     let is_resize = |l: &String| {
         let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
-        v["event"] == "resize" && v["from"] == (64 * MIB).to_string() && v["to"] == (100 * MIB).to_string()
+        let n = |k: &str| v[k].as_str().and_then(|s| s.parse::<u64>().ok());
+        v["event"] == "resize" && n("from") == Some(64 * MIB) && n("to") == Some(100 * MIB)
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut seen = Vec::new();
