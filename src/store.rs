@@ -12,7 +12,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -49,7 +49,8 @@ pub enum OpenError {
 #[derive(Debug)]
 pub struct Store {
     file: File,
-    size: u64,
+    /// The device size: grows on `repctl resize` ([`Store::set_size`]).
+    size: AtomicU64,
     path: PathBuf,
     is_block_device: bool,
     /// `preadv2(RWF_NOWAIT)` works here (cleared on the first EOPNOTSUPP/ENOSYS).
@@ -90,7 +91,7 @@ impl Store {
         };
         Ok(Store {
             file,
-            size,
+            size: AtomicU64::new(size),
             path: path.to_owned(),
             is_block_device,
             read_nowait_ok: AtomicBool::new(true),
@@ -100,7 +101,45 @@ impl Store {
 
     /// The usable size in bytes.
     pub fn size(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// The backing file's (or block device's) own size now, which may be
+    /// larger than [`Store::size`] once the admin grew it.
+    pub fn backing_size(&self) -> io::Result<u64> {
+        if self.is_block_device {
+            block_device_size(&self.file)
+        } else {
+            Ok(self.file.metadata()?.len())
+        }
+    }
+
+    /// Grows the usable size (online resize). Refused when `size` is below
+    /// the current size or past the backing file's end.
+    pub fn set_size(&self, size: u64) -> io::Result<()> {
+        if size < self.size() || size > self.backing_size()? {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        self.size.store(size, Ordering::Release);
+        Ok(())
+    }
+
+    /// The first byte at or after `offset` (below `end`) that the file
+    /// system says may hold data; None when `[offset, end)` is all hole.
+    /// A block device, or a file system that cannot tell: `Some(offset)`.
+    pub fn first_data(&self, offset: u64, end: u64) -> Option<u64> {
+        if offset >= end {
+            return None;
+        }
+        if self.is_block_device {
+            return Some(offset);
+        }
+        match self.seek(offset, libc::SEEK_DATA) {
+            Ok(d) if d < end => Some(d),
+            Ok(_) => None,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => None,
+            Err(_) => Some(offset),
+        }
     }
 
     /// When small writes to this file may run inline on an async worker.
@@ -115,7 +154,7 @@ impl Store {
 
     fn check(&self, offset: u64, len: u64) -> io::Result<()> {
         match offset.checked_add(len) {
-            Some(end) if end <= self.size => Ok(()),
+            Some(end) if end <= self.size() => Ok(()),
             _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
         }
     }
@@ -299,14 +338,15 @@ impl Store {
 
     /// The first data byte at or after `offset`, or None if only holes follow.
     pub fn next_data(&self, offset: u64) -> io::Result<Option<u64>> {
-        if offset >= self.size {
+        let size = self.size();
+        if offset >= size {
             return Ok(None);
         }
         if self.is_block_device {
             return Ok(Some(offset));
         }
         match self.seek(offset, libc::SEEK_DATA) {
-            Ok(d) if d < self.size => Ok(Some(d)),
+            Ok(d) if d < size => Ok(Some(d)),
             Ok(_) => Ok(None),
             Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
             Err(_) => Ok(Some(offset)),

@@ -108,6 +108,12 @@ fn vectors() -> Vec<(&'static str, Message)> {
                 digest: sha2::Sha256::digest([0u8; 4096]).into(),
             },
         ),
+        ("resize_query", Message::ResizeQuery { id: 14, size: 1 << 40 }),
+        (
+            "resize_info",
+            Message::ResizeInfo { id: 14, size: 1 << 40, backing: 2 << 40, config_size: 0, data_from: u64::MAX, reason: String::new() },
+        ),
+        ("resize_commit", Message::ResizeCommit { id: 15, old_size: 1 << 40, new_size: 2 << 40, in_sync: true }),
     ]
 }
 

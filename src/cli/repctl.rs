@@ -72,6 +72,15 @@ enum Cmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Grow the device on both nodes (connected) after growing both backing files: to the smaller backing file, or the resource file's size; the new area is in sync when it is a hole on both nodes, else resynced. NBD clients see the new size when they reconnect.
+    Resize {
+        /// The new size (B, KiB, MiB, GiB, TiB or bytes); default: the resource file's `size`, else the smaller backing file. Never smaller than now.
+        #[arg(long, value_parser = crate::config::parse_size)]
+        size: Option<u64>,
+        /// Take the new area as in sync without looking for holes (both nodes' new areas are known to read the same).
+        #[arg(long)]
+        assume_clean: bool,
+    },
     /// Stream state changes as JSON lines (first line: the current status).
     Events,
     /// Re-read the resource file and apply what can change without a restart; prints the keys applied and those that need a restart.
@@ -321,6 +330,7 @@ async fn run(socket: &Path, cmd: Cmd) -> i32 {
         }
         Cmd::WaitSync { timeout, progress } => return wait_sync(socket, timeout.map(Duration::from_secs), progress).await,
         Cmd::Events => return events(socket).await,
+        Cmd::Resize { size, assume_clean } => return resize(socket, size, assume_clean).await,
         Cmd::Adjust => {
             return match call(socket, &Request::Adjust).await {
                 Ok(Response::Done { ok: true, message }) => {
@@ -353,6 +363,29 @@ async fn run(socket: &Path, cmd: Cmd) -> i32 {
         }
         Ok(Response::Status { .. }) => exit::FAILED,
         Err(code) => code,
+    }
+}
+
+/// `repctl resize`: both nodes sync their backing files on the way, which
+/// may take longer than a plain command's timeout.
+async fn resize(socket: &Path, size: Option<u64>, assume_clean: bool) -> i32 {
+    match control::call(socket, &Request::Resize { size, assume_clean }, Duration::from_secs(600)).await {
+        Ok(Response::Done { ok: true, message }) => {
+            println!("{message}");
+            exit::OK
+        }
+        Ok(Response::Done { message, .. }) => {
+            eprintln!("repctl: refused: {message}");
+            exit::FAILED
+        }
+        Ok(Response::Status { .. }) => exit::FAILED,
+        Err(e) => {
+            eprintln!("repctl: {e}");
+            match e {
+                control::ClientError::Unreachable { .. } => exit::UNREACHABLE,
+                control::ClientError::BadAnswer { .. } => exit::FAILED,
+            }
+        }
     }
 }
 

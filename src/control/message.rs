@@ -33,6 +33,16 @@ pub enum Request {
     Invalidate,
     /// Online verify against the peer. Needs a connection.
     Verify,
+    /// Online resize: grow the device on both nodes to `size` (default:
+    /// the resource file's `size`, else the smaller backing file). Needs a
+    /// connection; refused while a resync runs; never shrinks.
+    /// `assume_clean`: the new area is in sync without checking for holes.
+    Resize {
+        #[serde(default)]
+        size: Option<u64>,
+        #[serde(default)]
+        assume_clean: bool,
+    },
     /// Stream state-change events as JSON lines until the client hangs up.
     /// The first line is the current status (`"event": "status"`).
     Events,

@@ -10,6 +10,7 @@
 //! | [`bitmap`] | the mapped dirty bitmap |
 //! | [`activity_log`] | the pure activity log: which extents must be active |
 //! | [`al_ring`] | the on-disk transactions and their replay |
+//! | [`resize`] | growing the file for a larger device, crash-safe (`repctl resize`) |
 //!
 //! [`Meta::open`] never writes: it checks and maps. A daemon takes the
 //! file's exclusive lock ([`Meta::lock_exclusive`]) before it writes
@@ -23,6 +24,7 @@ pub mod al_ring;
 pub mod bitmap;
 pub mod header;
 pub mod layout;
+pub mod resize;
 
 pub use activity_log::{ActivityLog, AlError, AlTransaction, AlUpdate};
 pub use al_ring::AlReplay;
@@ -72,7 +74,7 @@ pub enum MetaError {
     #[error("{path}: file is {actual} bytes but its header needs {needed}: truncated, or the wrong file")]
     TooShort { path: PathBuf, actual: u64, needed: u64 },
     /// The file was made for another device size.
-    #[error("{path}: metadata is for a {meta} byte device, the device is {device} bytes (resizing is not supported)")]
+    #[error("{path}: metadata is for a {meta} byte device, the device is {device} bytes (a `size` below the recorded one would shrink the device, which is not supported; `repctl resize` grows it)")]
     SizeMismatch { path: PathBuf, meta: u64, device: u64 },
     /// Another process holds the file's lock (a second daemon on the same node).
     #[error("metadata {path} is in use by another repd{}", match pid { Some(p) => format!(" (pid {p})"), None => String::new() })]

@@ -165,6 +165,7 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             });
         }
         Message::ReadReply { id, errno, data } => link.complete_reply(id, Reply::Data(if errno == 0 { Ok(data) } else { Err(errno) })),
+        m @ (Message::ResizeQuery { .. } | Message::ResizeInfo { .. } | Message::ResizeCommit { .. }) => super::resize::dispatch(node, link, m),
         other => return Err(format!("unexpected {} in a running session", other.msg_type())),
     }
     Ok(())

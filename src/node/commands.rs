@@ -101,6 +101,7 @@ impl control::Handler for NodeControl {
                 Err(e) => Response::refused(e),
             },
             Request::Verify => node.verify(),
+            Request::Resize { size, assume_clean } => node.resize(size, assume_clean).await,
             Request::Events => Response::refused("events are streamed by the server"),
             Request::ResumeIo => respond(node.step(Event::ResumeIo)),
             Request::Failpoint { name, errno } => match crate::failpoint::set(&name, errno) {

@@ -41,7 +41,7 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Event {
     /// `role`, `disk`, `connection`, `peer-role`, `peer-disk`, `split-brain`,
-    /// `sync-start`, `sync-end`, `sync-progress`.
+    /// `sync-start`, `sync-end`, `sync-progress`, `resize` (sizes in bytes).
     pub event: &'static str,
     pub from: String,
     pub to: String,

@@ -32,6 +32,8 @@ pub enum LinkError {
 pub enum Reply {
     Digest([u8; 32]),
     Data(Result<bytes::Bytes, i32>),
+    /// The peer's sizes (online resize).
+    Resize(super::resize::PeerSizes),
 }
 
 /// A request awaiting its answer: when it was issued, and who waits.

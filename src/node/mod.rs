@@ -17,6 +17,7 @@
 //! - [`apply`]: frames from the peer applied (the Secondary's side).
 //! - [`resync`]: copying out-of-sync regions to the peer.
 //! - [`verify`]: online verify, run as a task (progress and result in status).
+//! - [`resize`]: online resize (`repctl resize`): sizes agreed with the peer, both nodes grown.
 
 pub mod adjust;
 pub mod apply;
@@ -35,6 +36,7 @@ mod live_config;
 pub mod machine;
 pub mod peer;
 pub mod ranges;
+pub mod resize;
 pub mod resync;
 pub mod runtime;
 mod runtime_io;

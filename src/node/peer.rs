@@ -60,7 +60,9 @@ pub const STANDALONE: &str = "standalone:";
 const LINGER: Duration = Duration::from_millis(500);
 
 fn hello(node: &Node) -> HelloParams {
-    HelloParams::new(&node.cfg.resource.name, &node.me.name, &node.peer_cfg.name, node.store.size())
+    let mut h = HelloParams::new(&node.cfg.resource.name, &node.me.name, &node.peer_cfg.name, node.store.size());
+    h.peer_sizes = super::resize::peer_sizes(node);
+    h
 }
 
 /// The refusal of a standalone node, if this one is.
@@ -363,7 +365,12 @@ async fn dial(node: &Node) -> Result<Link, DialFailure> {
     let secret = node.cfg.net.secret.as_deref();
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     // The dialer's own check: it may have gone standalone meanwhile.
-    match handshake_admit(stream, &hello(node), secret, left, |_| standalone_refusal(node).map_or(Ok(()), Err)).await {
+    match handshake_admit(stream, &hello(node), secret, left, |p| {
+        super::resize::note_peer_size(node, p.hello.size_bytes);
+        standalone_refusal(node).map_or(Ok(()), Err)
+    })
+    .await
+    {
         Ok((link, peer)) => {
             if let Some(held) = allow(&format!("{} link up", node.me.name)) {
                 tracing::info!(peer = %peer.hello.node, authenticated = peer.authenticated || node.tls.is_some(), "peer link up{}", Held(held));
@@ -404,6 +411,7 @@ async fn accept_one(node: &Node, gate: &Arc<Gate>, stream: TcpStream, deadline: 
     let mut held = None;
     let (link, peer) = handshake_admit(stream, &hello(node), secret, left, |peer| {
         let proven = peer.authenticated || node.tls.is_some();
+        super::resize::note_peer_size(node, peer.hello.size_bytes);
         held = Some((gate.admit(&node.me.name, &node.peer_cfg.name, standalone_refusal(node), proven)?, proven));
         Ok(())
     })

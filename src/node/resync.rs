@@ -243,7 +243,7 @@ async fn data_at(node: &Node, offset: u64) -> Option<u64> {
 async fn peer_digest(link: &PeerLink, offset: u64, len: u32) -> Result<[u8; 32], LinkError> {
     match link.request_reply(|id| Message::VerifyRequest { id, offset, len }).await? {
         super::link::Reply::Digest(d) => Ok(d),
-        super::link::Reply::Data(_) => Err(LinkError::Lost),
+        super::link::Reply::Data(_) | super::link::Reply::Resize(_) => Err(LinkError::Lost),
     }
 }
 

@@ -60,6 +60,8 @@ pub struct Node {
     pub clients: ClientRegistry,
     pub counters: AtomicCounters,
     pub ranges: RangeLocks,
+    /// One `repctl resize` at a time ([`super::resize`]).
+    pub resizing: super::resize::Resizing,
     /// Local writes for the peer still running (Secondary).
     pub applying: super::applying::Applying,
     /// The installed link, as the machine named it (set by its effects only).
@@ -108,7 +110,7 @@ impl Node {
         } else {
             None
         };
-        let store = Arc::new(Store::open(&me.backing, cfg.resource.size, cfg.resource.grow)?);
+        let store = Arc::new(super::resize::open_store(&cfg, &me, existing.as_ref().map(|m| m.layout().device_size))?);
         let size = store.size();
         let mut meta = if let Some(m) = existing {
             m.check_device_size(size)?;
@@ -165,6 +167,7 @@ impl Node {
             clients: ClientRegistry::new(),
             counters: AtomicCounters::default(),
             ranges: RangeLocks::new(),
+            resizing: Default::default(),
             applying: Default::default(),
             link: Mutex::new(None),
             verify: Mutex::new(Default::default()),

@@ -54,6 +54,9 @@ pub(crate) fn samples() -> Vec<Message> {
         Message::SyncDone,
         Message::VerifyRequest { id: 7, offset: 0, len: 1 << 20 },
         Message::VerifyDigest { id: 7, offset: 0, len: 1 << 20, digest: [0xd1; 32] },
+        Message::ResizeQuery { id: 8, size: 1 << 40 },
+        Message::ResizeInfo { id: 8, size: 1 << 40, backing: 2 << 40, config_size: 0, data_from: u64::MAX, reason: String::new() },
+        Message::ResizeCommit { id: 9, old_size: 1 << 40, new_size: 2 << 40, in_sync: true },
     ]
 }
 

@@ -49,8 +49,13 @@ pub struct HelloParams {
     pub node: String,
     /// The name the peer must give.
     pub peer_node: String,
-    /// Device size in bytes; the peer's must be equal.
+    /// Device size in bytes.
     pub size_bytes: u64,
+    /// The peer device sizes accepted: `size_bytes` only (the default), or
+    /// wider for a node that catches up with an online resize it missed
+    /// (larger ones up to what its backing file holds: it grows before
+    /// the session; smaller ones: the peer grows, or refuses).
+    pub peer_sizes: std::ops::RangeInclusive<u64>,
     /// Feature bits to offer, besides [`FEATURE_AUTH`] (which the handshake
     /// sets from whether a secret is given).
     pub features: u64,
@@ -64,6 +69,7 @@ impl HelloParams {
             node: node.to_owned(),
             peer_node: peer_node.to_owned(),
             size_bytes,
+            peer_sizes: size_bytes..=size_bytes,
             features: 0,
         }
     }
@@ -125,7 +131,7 @@ pub enum HandshakeError {
     #[error("authentication mismatch: {peer_node} has a [net] secret but {node} has none; set the same secret on both nodes")]
     SecretOnlyPeer { node: String, peer_node: String },
     /// The device sizes differ.
-    #[error("size mismatch: {node} has {local} bytes, {peer_node} has {peer} bytes; both nodes must have the same [resource] size")]
+    #[error("size mismatch: {node} has {local} bytes, {peer_node} has {peer} bytes; both nodes must have the same [resource] size (after `repctl resize`, a node that missed it grows when it connects if its backing file holds the new size)")]
     SizeMismatch { node: String, local: u64, peer_node: String, peer: u64 },
     /// The peer's AuthResponse did not verify.
     #[error("authentication failed: {peer_node} could not prove {node}'s [net] secret; the secrets differ")]
@@ -303,7 +309,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         (None, true) => return refuse(HandshakeError::SecretOnlyPeer { node: node(), peer_node: peer.node.clone() }),
         _ => {}
     }
-    if peer.size_bytes != local.size_bytes {
+    if peer.size_bytes != local.size_bytes && !local.peer_sizes.contains(&peer.size_bytes) {
         return refuse(HandshakeError::SizeMismatch {
             node: node(),
             local: local.size_bytes,

@@ -106,6 +106,20 @@ async fn size_mismatch_is_refused_with_the_reason_sent_to_the_peer() {
     assert!(matches!(res.unwrap_err(), HandshakeError::SizeMismatch { .. }));
 }
 
+/// A node that catches up with an online resize accepts the sizes in its
+/// `peer_sizes`: a larger peer its backing file holds, a smaller peer
+/// (which grows, or refuses). Past the range, refused as before.
+#[tokio::test]
+async fn peer_sizes_widen_what_a_node_accepts_after_a_resize() {
+    let wide = |node: &str, peer: &str, size: u64, max: u64| HelloParams { peer_sizes: 1..=max, ..params(node, peer, size) };
+    let (a, b) = pair(wide("alpha", "beta", 4096, 8192), None, wide("beta", "alpha", 8192, 8192), None).await;
+    assert_eq!(a.unwrap().1.hello.size_bytes, 8192);
+    assert_eq!(b.unwrap().1.hello.size_bytes, 4096);
+    let (a, b) = pair(wide("alpha", "beta", 4096, 6144), None, wide("beta", "alpha", 8192, 8192), None).await;
+    assert!(matches!(a.unwrap_err(), HandshakeError::SizeMismatch { local: 4096, peer: 8192, .. }));
+    assert!(matches!(b.unwrap_err(), HandshakeError::PeerRefused { .. }));
+}
+
 #[tokio::test]
 async fn a_one_sided_refusal_reaches_the_other_side() {
     // alpha expects beta, but gamma (which expects alpha) connects.

@@ -17,6 +17,9 @@ pub const FLAG_FUA: u32 = 1 << 0;
 /// Zero flag: the receiver may punch a hole instead of writing zeroes.
 pub const FLAG_MAY_TRIM: u32 = 1 << 1;
 
+/// ResizeCommit flag: the new area is in sync (both nodes' new areas are holes).
+pub const FLAG_RESIZE_IN_SYNC: u32 = 1 << 0;
+
 /// Most runs in one [`Message::BitmapRuns`]: a receiver refuses more before
 /// allocating (65 536 runs take 1 MiB in memory, at most 1.25 MiB on the wire).
 pub const MAX_BITMAP_RUNS: usize = 65_536;
@@ -90,6 +93,20 @@ pub enum Message {
     VerifyRequest { id: u64, offset: u64, len: u32 },
     /// `0 id u64 | 8 offset u64 | 16 len u32 | 20 digest [32]` (SHA-256 of the region).
     VerifyDigest { id: u64, offset: u64, len: u32, digest: [u8; 32] },
+    /// `0 id u64 | 8 size u64` (16 bytes): `repctl resize` on the sender,
+    /// whose device is `size` bytes, asks for the receiver's sizes.
+    ResizeQuery { id: u64, size: u64 },
+    /// `0 id u64 | 8 size u64 | 16 backing u64 | 24 config_size u64 |
+    /// 32 data_from u64 | 40 reason str`: the receiver's device size, its
+    /// backing file's size, the `size` its resource file sets now (0: none),
+    /// the first byte at or after `size` of its backing file that may hold
+    /// data (`u64::MAX`: none, all hole), and why it cannot resize now
+    /// (empty: it can).
+    ResizeInfo { id: u64, size: u64, backing: u64, config_size: u64, data_from: u64, reason: String },
+    /// `0 id u64 | 8 old_size u64 | 16 new_size u64 | 24 flags u32 (RESIZE_IN_SYNC)`
+    /// (28 bytes): grow the device from `old_size` to `new_size`; answered
+    /// by `Ack` (0: grown and durable).
+    ResizeCommit { id: u64, old_size: u64, new_size: u64, in_sync: bool },
 }
 
 fn fua(f: bool) -> u32 {
@@ -131,6 +148,9 @@ impl Message {
             M::SyncDone => MsgType::SyncDone,
             M::VerifyRequest { .. } => MsgType::VerifyRequest,
             M::VerifyDigest { .. } => MsgType::VerifyDigest,
+            M::ResizeQuery { .. } => MsgType::ResizeQuery,
+            M::ResizeInfo { .. } => MsgType::ResizeInfo,
+            M::ResizeCommit { .. } => MsgType::ResizeCommit,
         }
     }
 
@@ -156,6 +176,9 @@ impl Message {
             M::VerifyRequest { .. } | M::ReadRequest { .. } => 20,
             M::ReadReply { data, .. } => 12 + data.len(),
             M::VerifyDigest { .. } => 52,
+            M::ResizeQuery { .. } => 16,
+            M::ResizeInfo { reason, .. } => 40 + 2 + reason.len(),
+            M::ResizeCommit { .. } => 28,
         }
     }
 
@@ -184,7 +207,10 @@ impl Message {
                 string("resource", &h.resource)?;
                 string("node", &h.node)
             }
-            M::Goodbye { reason } => string("reason", reason),
+            M::Goodbye { reason } | M::ResizeInfo { reason, .. } => string("reason", reason),
+            M::ResizeCommit { old_size, new_size, .. } if new_size < old_size => {
+                bad(format!("new_size {new_size} is below old_size {old_size}"))
+            }
             M::BitmapDone { total_bits, set_bits } if set_bits > total_bits => {
                 bad(format!("set_bits {set_bits} exceeds total_bits {total_bits}"))
             }
@@ -318,6 +344,22 @@ impl Message {
                 d.put_u32(*len);
                 d.put_slice(digest);
             }
+            M::ResizeQuery { id, size } => {
+                d.put_u64(*id);
+                d.put_u64(*size);
+            }
+            M::ResizeInfo { id, size, backing, config_size, data_from, reason } => {
+                for v in [id, size, backing, config_size, data_from] {
+                    d.put_u64(*v);
+                }
+                put_string(d, reason);
+            }
+            M::ResizeCommit { id, old_size, new_size, in_sync } => {
+                d.put_u64(*id);
+                d.put_u64(*old_size);
+                d.put_u64(*new_size);
+                d.put_u32(if *in_sync { FLAG_RESIZE_IN_SYNC } else { 0 });
+            }
         }
     }
 
@@ -429,6 +471,20 @@ impl Message {
                 len: r.u32("len")?,
                 digest: r.arr32("digest")?,
             },
+            MsgType::ResizeQuery => M::ResizeQuery { id: r.u64("id")?, size: r.u64("size")? },
+            MsgType::ResizeInfo => M::ResizeInfo {
+                id: r.u64("id")?,
+                size: r.u64("size")?,
+                backing: r.u64("backing")?,
+                config_size: r.u64("config_size")?,
+                data_from: r.u64("data_from")?,
+                reason: r.string("reason")?,
+            },
+            MsgType::ResizeCommit => {
+                let (id, old_size, new_size) = (r.u64("id")?, r.u64("old_size")?, r.u64("new_size")?);
+                let f = flags(r, FLAG_RESIZE_IN_SYNC)?;
+                M::ResizeCommit { id, old_size, new_size, in_sync: f & FLAG_RESIZE_IN_SYNC != 0 }
+            }
         })
     }
 }

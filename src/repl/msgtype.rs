@@ -81,6 +81,12 @@ msg_types! {
     VerifyRequest = 0x0050,
     /// Online verify: the digest.
     VerifyDigest = 0x0051,
+    /// Online resize: what are your sizes?
+    ResizeQuery = 0x0060,
+    /// Online resize: the answer to a ResizeQuery.
+    ResizeInfo = 0x0061,
+    /// Online resize: grow to this size (answered by Ack).
+    ResizeCommit = 0x0062,
 }
 
 impl fmt::Display for MsgType {

@@ -80,6 +80,11 @@ vectors = [
     ("verify_request", "VerifyRequest id=11 offset=1048576 len=4096", 0x0050, U("QQI", 11, 1 << 20, 4096)),
     ("verify_digest", "VerifyDigest id=11 offset=1048576 len=4096 digest=sha256(4096 zero bytes)", 0x0051,
      U("QQI", 11, 1 << 20, 4096) + hashlib.sha256(bytes(4096)).digest()),
+    ("resize_query", "ResizeQuery id=14 size=1099511627776 (1 TiB)", 0x0060, U("QQ", 14, 1 << 40)),
+    ("resize_info", "ResizeInfo id=14 size=1 TiB backing=2 TiB config_size=0 data_from=ffffffffffffffff reason=\"\"", 0x0061,
+     U("QQQQQ", 14, 1 << 40, 2 << 40, 0, 0xFFFFFFFFFFFFFFFF) + s("")),
+    ("resize_commit", "ResizeCommit id=15 old_size=1 TiB new_size=2 TiB flags=1 (RESIZE_IN_SYNC)", 0x0062,
+     U("QQQI", 15, 1 << 40, 2 << 40, 1)),
 ]
 for name, desc, ty, payload in vectors:
     write(name, desc, frame(ty, payload))

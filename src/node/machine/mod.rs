@@ -189,6 +189,11 @@ pub enum Event {
     VerifyAsked,
     VerifyEnded { link: LinkId, mismatched: bool },
     Adjust(Settings),
+    /// The device grew to `size` bytes (`repctl resize`, here or on the peer).
+    Resized { size: u64 },
+    /// The grown area is out of sync: resync it on `link` if this node can
+    /// be the source.
+    ResyncNewArea { link: LinkId },
     // The peer session.
     /// Both State frames are in: decide.
     Handshake { local: Side, peer: Side },
@@ -350,6 +355,19 @@ impl Machine {
             Event::VerifyEnded { link, mismatched } => self.verify_ended(link, mismatched),
             Event::Adjust(s) => {
                 self.settings = s;
+                Answer::None
+            }
+            Event::Resized { size } => {
+                self.settings.size = size;
+                self.announce();
+                Answer::None
+            }
+            Event::ResyncNewArea { link } => {
+                if self.st.disk == Disk::UpToDate && self.st.syncing.is_none() && self.link == Some(link) {
+                    self.begin_resync(link, false, false);
+                } else {
+                    tracing::info!("the new area is out of sync; it is resynced at the next connect");
+                }
                 Answer::None
             }
             Event::Handshake { local, peer } => self.handshake(local, peer),

@@ -418,3 +418,14 @@ fn the_peer_s_updates_and_ids_are_recorded() {
     m.step(Event::PeerIds(ids));
     assert_eq!(m.peer_ids(), ids);
 }
+
+#[test]
+fn a_grown_device_is_told_and_its_new_area_resynced_by_an_uptodate_source() {
+    let (mut m, link) = primary_connected();
+    let r = m.step(Event::Resized { size: 2 << 30 });
+    assert_eq!(m.settings().size, 2 << 30);
+    assert!(has(&r, |e| matches!(e, Effect::Announce(l, _) if *l == link)));
+    let r = m.step(Event::ResyncNewArea { link });
+    assert!(has(&r, |e| matches!(e, Effect::StartResync(s) if !s.csums && s.link == link)));
+    assert!(m.step(Event::ResyncNewArea { link }).effects.is_empty(), "a resync runs already");
+}
