@@ -16,6 +16,7 @@
 //! - [`link`]: requests awaiting the peer's acknowledgement.
 //! - [`apply`]: frames from the peer applied (the Secondary's side).
 //! - [`resync`]: copying out-of-sync regions to the peer.
+//! - [`rate_ctl`]: the dynamic resync-rate controller (`[sync]`, pure).
 //! - [`verify`]: online verify, run as a task (progress and result in status).
 
 pub mod adjust;
@@ -30,6 +31,7 @@ pub mod genid;
 pub mod link;
 pub mod peer;
 pub mod ranges;
+pub mod rate_ctl;
 pub mod resync;
 pub mod runtime;
 pub mod session;

@@ -26,6 +26,7 @@ use crate::device::{blocking, read_store};
 use crate::repl::Message;
 
 use super::counters::AtomicCounters;
+use super::rate_ctl::{RateController, Settings, STEP};
 use super::link::{LinkError, PeerLink};
 use super::runtime::Node;
 use super::genid::SyncStart;
@@ -99,6 +100,9 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart, 
     // capped scattered 4 KiB resyncs at ~20k copies a second). Taking data
     // for data is always safe; only a hole is looked at again under the lock.
     let mut known_data = 0..0u64;
+    // The dynamic controller (`[sync] plan_ahead_ms` > 0): a byte budget per step.
+    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut pace = Pace::new(&node);
     loop {
         if link.closed.is_cancelled() {
             break;
@@ -117,7 +121,23 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart, 
         bit = (offset + len).div_ceil(granule);
         // Rate limit on data bytes: wait until the data sent is within the
         // rate, looking again at least once a second (the rate may change).
+        // With the dynamic controller on, its budget per step instead.
         loop {
+            let Some(wait) = pace.wait(&node, sent_data, acked.load(std::sync::atomic::Ordering::Relaxed)) else { break };
+            if wait.is_zero() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = link.closed.cancelled() => break,
+            }
+        }
+        if pace.on() {
+            // The fixed limit counts from when the controller was last on.
+            rate_since = Instant::now();
+            sent_before = sent_data;
+        }
+        while !pace.on() {
             if node.cfg.resource.resync_rate != rate {
                 rate = node.cfg.resource.resync_rate;
                 rate_since = Instant::now();
@@ -162,6 +182,8 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart, 
         }
         let node2 = node.clone();
         let link2 = link.clone();
+        let acked2 = acked.clone();
+        let data_len = if hole { 0 } else { len };
         tokio::spawn(async move {
             let _permits = (permit, copy);
             if hole {
@@ -191,6 +213,9 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart, 
                     }
                 }
             };
+            // Counted acknowledged whatever the answer: the controller's
+            // "in flight" must not grow with copies that are over.
+            acked2.fetch_add(data_len, std::sync::atomic::Ordering::Relaxed);
             match r {
                 Ok(sent) => {
                     // Cleared in the bitmap, but only in the peer's page cache until
@@ -258,6 +283,72 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart, 
         );
         node.changed();
     }
+}
+
+/// The dynamic controller's side of the copy loop: a budget of data bytes
+/// per [`STEP`], from [`RateController`] fed with what the peer
+/// acknowledged, what is in flight and whether the application did I/O.
+/// Off (`[sync] plan_ahead_ms = 0`), [`Pace::wait`] answers `None` and the
+/// fixed `resync_rate` applies.
+struct Pace {
+    ctl: Option<RateController>,
+    step_end: Instant,
+    /// Data bytes sent when the step began, and the step's budget.
+    step_sent: u64,
+    budget: u64,
+    acked_then: u64,
+    app_then: u64,
+}
+
+impl Pace {
+    fn new(node: &Node) -> Pace {
+        let mut p = Pace { ctl: None, step_end: Instant::now(), step_sent: 0, budget: 0, acked_then: 0, app_then: app_bytes(node) };
+        p.refresh(node);
+        p
+    }
+
+    fn on(&self) -> bool {
+        self.ctl.is_some()
+    }
+
+    fn refresh(&mut self, node: &Node) {
+        let c = node.cfg.sync;
+        match Settings::from_config(c.plan_ahead_ms, c.fill_target, node.cfg.resource.resync_rate, c.min_rate) {
+            None => self.ctl = None,
+            Some(s) => match &mut self.ctl {
+                Some(ctl) => ctl.set(s),
+                None => self.ctl = Some(RateController::new(s)),
+            },
+        }
+    }
+
+    /// `None`: the controller is off. `Some(ZERO)`: send now. Otherwise
+    /// how long to wait before asking again.
+    fn wait(&mut self, node: &Node, sent: u64, acked: u64) -> Option<Duration> {
+        self.refresh(node);
+        let ctl = self.ctl.as_mut()?;
+        let now = Instant::now();
+        if now >= self.step_end {
+            let app = app_bytes(node);
+            // Sent beyond the last budget counts against this one.
+            let over = (sent - self.step_sent).saturating_sub(self.budget);
+            self.budget = ctl.step(acked - self.acked_then, sent - acked, app != self.app_then).saturating_sub(over);
+            self.step_sent = sent;
+            self.acked_then = acked;
+            self.app_then = app;
+            self.step_end = now + STEP;
+        }
+        if sent - self.step_sent < self.budget {
+            Some(Duration::ZERO)
+        } else {
+            Some(self.step_end.saturating_duration_since(now).max(Duration::from_millis(1)))
+        }
+    }
+}
+
+fn app_bytes(node: &Node) -> u64 {
+    use std::sync::atomic::Ordering::Relaxed;
+    node.counters.app_write_bytes.load(Relaxed).wrapping_add(node.counters.app_read_bytes.load(Relaxed))
 }
 
 /// How much of the hole `[offset, offset + len)` is still a hole, in whole
