@@ -122,8 +122,7 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart, 
         // Rate limit on data bytes: wait until the data sent is within the
         // rate, looking again at least once a second (the rate may change).
         // With the dynamic controller on, its budget per step instead.
-        loop {
-            let Some(wait) = pace.wait(&node, sent_data, acked.load(std::sync::atomic::Ordering::Relaxed)) else { break };
+        while let Some(wait) = pace.wait(&node, sent_data, acked.load(std::sync::atomic::Ordering::Relaxed)) {
             if wait.is_zero() {
                 break;
             }
