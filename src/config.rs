@@ -90,6 +90,16 @@ struct RawFile {
     nodes: BTreeMap<String, RawNode>,
     #[serde(default)]
     handlers: Handlers,
+    #[serde(default)]
+    sync: RawSync,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    plan_ahead_ms: Option<u64>,
+    fill_target: Option<Size>,
+    min_rate: Option<Size>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +204,25 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 /// pieces that fit the log, node/device.rs.)
 pub const MIN_AL_EXTENTS: u32 = 9;
 
+/// `[sync]`: the dynamic resync-rate controller (`node::rate_ctl`, DRBD's
+/// `c-plan-ahead`, `c-fill-target`, `c-min-rate`). Off by default: the
+/// resync then runs at `resource.resync_rate`; on, `resync_rate` is its cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncCfg {
+    /// 0: off. Otherwise how far ahead the controller plans (ms).
+    pub plan_ahead_ms: u64,
+    /// Resync bytes in flight the controller aims at.
+    pub fill_target: u64,
+    /// Resync rate while the application does I/O (0: no cut).
+    pub min_rate: u64,
+}
+
+impl Default for SyncCfg {
+    fn default() -> Self {
+        SyncCfg { plan_ahead_ms: 0, fill_target: 4 << 20, min_rate: 0 }
+    }
+}
+
 /// `[net]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Net {
@@ -257,6 +286,7 @@ pub struct Config {
     /// Exactly two, sorted by name.
     pub nodes: Vec<NodeConfig>,
     pub handlers: Handlers,
+    pub sync: SyncCfg,
 }
 
 impl Config {
@@ -419,6 +449,22 @@ impl Config {
             return Err(err(&format!("nodes.{}.replication", nodes[1].name), "both nodes have the same address".into()));
         }
 
+        let rs = &raw.sync;
+        let d = SyncCfg::default();
+        let sync = SyncCfg {
+            plan_ahead_ms: rs.plan_ahead_ms.unwrap_or(d.plan_ahead_ms),
+            fill_target: rs.fill_target.as_ref().map_or(d.fill_target, |s| s.0),
+            min_rate: rs.min_rate.as_ref().map_or(d.min_rate, |s| s.0),
+        };
+        if sync.plan_ahead_ms > 600_000 {
+            return Err(err("sync.plan_ahead_ms", "must be at most 600000 (10 minutes); 0 turns the controller off".into()));
+        }
+        if !(4096..=1 << 30).contains(&sync.fill_target) {
+            return Err(err("sync.fill_target", "must be between 4KiB and 1GiB".into()));
+        }
+        if sync.min_rate != 0 && sync.min_rate < 4096 {
+            return Err(err("sync.min_rate", "must be 0 (off) or at least 4KiB (per second)".into()));
+        }
         Ok(Config {
             path: path.to_owned(),
             resource: Resource {
@@ -444,6 +490,7 @@ impl Config {
             },
             nodes,
             handlers: raw.handlers,
+            sync,
         })
     }
 

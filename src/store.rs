@@ -353,6 +353,19 @@ impl Store {
         }
     }
 
+    /// Where the data run that holds `offset` ends: the next hole at or
+    /// after `offset` (the device's end if none). A failed lookup answers
+    /// `offset` (nothing known to be data).
+    pub fn data_end(&self, offset: u64) -> u64 {
+        if self.is_block_device {
+            return self.size();
+        }
+        match self.seek(offset, libc::SEEK_HOLE) {
+            Ok(h) => h.min(self.size()),
+            Err(_) => offset,
+        }
+    }
+
     fn seek(&self, pos: u64, whence: libc::c_int) -> io::Result<u64> {
         let p = libc::off_t::try_from(pos).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         // SAFETY: lseek on our own descriptor; positioned I/O never uses the offset.
@@ -403,6 +416,9 @@ mod tests {
         assert_eq!(ext.iter().map(|e| e.len).sum::<u64>(), 1 << 20);
         assert!(ext.iter().any(|e| !e.hole));
         assert_eq!(s.next_data(0).unwrap(), Some(8192));
+        let end = s.data_end(8192);
+        assert!((12288..=1 << 20).contains(&end), "the data written at 8192 ends at {end}");
+        assert_eq!(s.data_end(1 << 20), 1 << 20);
     }
 
     #[test]

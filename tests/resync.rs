@@ -296,3 +296,22 @@ fn a_crashed_primary_rejoins_by_checksum_and_copies_only_what_differs() {
     assert_eq!(a["disk"], "uptodate");
     p.assert_identical();
 }
+
+/// The dynamic resync-rate controller (`[sync] plan_ahead_ms`, issue 17):
+/// a resync paced by it (a small fill target: 256 KiB in flight, so many
+/// steps) copies exactly the dirty regions and converges.
+#[test]
+fn a_resync_paced_by_the_dynamic_controller_copies_the_dirty_regions_and_converges() {
+    let tail = "\n[sync]\nplan_ahead_ms = 300\nfill_target = \"256KiB\"\n".to_string();
+    let mut p = Pair::started(Options { size: "256MiB", tail, ..Default::default() });
+    p.kill(BETA, libc::SIGKILL);
+    wait_until(10, "alpha notices", || p.status(ALPHA)["connection"] != "connected");
+    qemu_io(&p.uri(ALPHA), &["write -P 0x31 0 8M", "write -P 0x32 100M 4k", "write -P 0x33 200M 64k", "write -P 0x34 255M 1M"]);
+    let dirty = (8 << 20) + 4096 + 65536 + (1 << 20);
+    assert_eq!(p.status(ALPHA)["out_of_sync_bytes"], dirty);
+    let before = counter(&p.status(ALPHA), "resync_sent_bytes");
+    p.start(BETA);
+    p.wait_sync(60);
+    assert_eq!(counter(&p.status(ALPHA), "resync_sent_bytes") - before, dirty);
+    p.assert_identical();
+}

@@ -9,6 +9,7 @@
 //! | applied live | when it takes effect |
 //! |---|---|
 //! | `resource.resync_rate` | at once, a running resync included |
+//! | `[sync]` (`plan_ahead_ms`, `fill_target`, `min_rate`) | at once, a running resync included |
 //! | `resource.after_split_brain` | the next handshake |
 //! | `resource.log_level` | at once (unless `RUST_LOG` was set at start) |
 //! | `net.secret` / `net.secret_file` | the next handshake |
@@ -82,6 +83,9 @@ pub fn merge(old: &Config, new: &Config) -> Merged {
     fixed!("net.tls", net.tls);
     live!("net.fencing", net.fencing);
     live!("net.peer_flush_interval_ms", net.peer_flush_interval_ms);
+    live!("sync.plan_ahead_ms", sync.plan_ahead_ms);
+    live!("sync.fill_target", sync.fill_target);
+    live!("sync.min_rate", sync.min_rate);
     live!("handlers.fence-peer", handlers.fence_peer);
     live!("handlers.split-brain", handlers.split_brain);
     live!("handlers.after-resync", handlers.after_resync);
@@ -187,6 +191,17 @@ control = "/tmp/b.sock"
         assert_eq!(m.config.net.secret.as_deref(), Some(&b"s"[..]));
         assert_eq!(m.config.nodes, old.nodes, "a refused key keeps its old value");
         assert!(m.summary().contains("need a restart (unchanged): nodes.alpha.nbd"), "{}", m.summary());
+    }
+
+    #[test]
+    fn sync_controller_keys_apply_live() {
+        let old = parse(FILE);
+        let new = parse(&format!("{FILE}\n[sync]\nplan_ahead_ms = 2000\nfill_target = \"8MiB\"\nmin_rate = \"1MiB\"\n"));
+        let m = merge(&old, &new);
+        assert_eq!(m.applied, ["sync.plan_ahead_ms", "sync.fill_target", "sync.min_rate"]);
+        assert!(m.refused.is_empty());
+        assert_eq!(m.config.sync, crate::config::SyncCfg { plan_ahead_ms: 2000, fill_target: 8 << 20, min_rate: 1 << 20 });
+        assert_eq!(old.sync.plan_ahead_ms, 0, "off by default");
     }
 
     #[test]

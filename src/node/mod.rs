@@ -16,6 +16,7 @@
 //! - [`link`]: requests awaiting the peer's acknowledgement.
 //! - [`apply`]: frames from the peer applied (the Secondary's side).
 //! - [`resync`]: copying out-of-sync regions to the peer.
+//! - [`rate_ctl`]: the dynamic resync-rate controller (`[sync]`, pure).
 //! - [`verify`]: online verify, run as a task (progress and result in status).
 //! - [`resize`]: online resize (`repctl resize`): sizes agreed with the peer, both nodes grown.
 
@@ -36,6 +37,7 @@ mod live_config;
 pub mod machine;
 pub mod peer;
 pub mod ranges;
+pub mod rate_ctl;
 pub mod resize;
 pub mod resync;
 pub mod runtime;

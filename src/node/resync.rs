@@ -26,6 +26,7 @@ use crate::device::{blocking, read_store};
 use crate::repl::Message;
 
 use super::counters::AtomicCounters;
+use super::rate_ctl::{RateController, Settings, STEP};
 use super::link::{LinkError, PeerLink};
 use super::runtime::Node;
 use super::machine::{Answer, Event, ResyncStart};
@@ -88,6 +89,14 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
     // limit counts from that moment.
     let mut sent_before = 0u64;
     let mut bit = 0u64;
+    // A data run of the backing file found by the last lookup: offsets in
+    // it need no `SEEK_DATA` (a blocking-pool round trip per copy, which
+    // capped scattered 4 KiB resyncs at ~20k copies a second). Taking data
+    // for data is always safe; only a hole is looked at again under the lock.
+    let mut known_data = 0..0u64;
+    // The dynamic controller (`[sync] plan_ahead_ms` > 0): a byte budget per step.
+    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut pace = Pace::new(&node);
     loop {
         if link.closed.is_cancelled() {
             break;
@@ -106,7 +115,22 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
         bit = (offset + len).div_ceil(granule);
         // Rate limit on data bytes: wait until the data sent is within the
         // rate, looking again at least once a second (the rate may change).
-        loop {
+        // With the dynamic controller on, its budget per step instead.
+        while let Some(wait) = pace.wait(&node, sent_data, acked.load(std::sync::atomic::Ordering::Relaxed)) {
+            if wait.is_zero() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = link.closed.cancelled() => break,
+            }
+        }
+        if pace.on() {
+            // The fixed limit counts from when the controller was last on.
+            rate_since = Instant::now();
+            sent_before = sent_data;
+        }
+        while !pace.on() {
             if node.cfg.resource.resync_rate != rate {
                 rate = node.cfg.resource.resync_rate;
                 rate_since = Instant::now();
@@ -127,7 +151,15 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
         let granules = u32::try_from(len.div_ceil(granule)).unwrap_or(WINDOW_GRANULES).clamp(1, WINDOW_GRANULES);
         let (Ok(permit), Ok(copy)) = (window.clone().acquire_many_owned(granules).await, copies.clone().acquire_owned().await) else { break };
         // A hole: extend it to the next data (within the dirty run) and send it as one SyncHole.
-        let data_at = data_at(&node, offset).await;
+        let data_at = if known_data.contains(&offset) {
+            Some(offset)
+        } else {
+            let (at, end) = data_run(&node, offset).await;
+            if let Some(d) = at {
+                known_data = d..end;
+            }
+            at
+        };
         let (len, hole) = match data_at {
             Some(d) if d < offset + len => (len, false),
             _ => {
@@ -143,6 +175,8 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
         }
         let node2 = node.clone();
         let link2 = link.clone();
+        let acked2 = acked.clone();
+        let data_len = if hole { 0 } else { len };
         tokio::spawn(async move {
             let _permits = (permit, copy);
             if hole {
@@ -172,6 +206,9 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
                     }
                 }
             };
+            // Counted acknowledged whatever the answer: the controller's
+            // "in flight" must not grow with copies that are over.
+            acked2.fetch_add(data_len, std::sync::atomic::Ordering::Relaxed);
             match r {
                 Ok(sent) => {
                     // Cleared in the bitmap, but only in the peer's page cache until
@@ -220,6 +257,72 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
     }
 }
 
+/// The dynamic controller's side of the copy loop: a budget of data bytes
+/// per [`STEP`], from [`RateController`] fed with what the peer
+/// acknowledged, what is in flight and whether the application did I/O.
+/// Off (`[sync] plan_ahead_ms = 0`), [`Pace::wait`] answers `None` and the
+/// fixed `resync_rate` applies.
+struct Pace {
+    ctl: Option<RateController>,
+    step_end: Instant,
+    /// Data bytes sent when the step began, and the step's budget.
+    step_sent: u64,
+    budget: u64,
+    acked_then: u64,
+    app_then: u64,
+}
+
+impl Pace {
+    fn new(node: &Node) -> Pace {
+        let mut p = Pace { ctl: None, step_end: Instant::now(), step_sent: 0, budget: 0, acked_then: 0, app_then: app_bytes(node) };
+        p.refresh(node);
+        p
+    }
+
+    fn on(&self) -> bool {
+        self.ctl.is_some()
+    }
+
+    fn refresh(&mut self, node: &Node) {
+        let c = node.cfg.sync;
+        match Settings::from_config(c.plan_ahead_ms, c.fill_target, node.cfg.resource.resync_rate, c.min_rate) {
+            None => self.ctl = None,
+            Some(s) => match &mut self.ctl {
+                Some(ctl) => ctl.set(s),
+                None => self.ctl = Some(RateController::new(s)),
+            },
+        }
+    }
+
+    /// `None`: the controller is off. `Some(ZERO)`: send now. Otherwise
+    /// how long to wait before asking again.
+    fn wait(&mut self, node: &Node, sent: u64, acked: u64) -> Option<Duration> {
+        self.refresh(node);
+        let ctl = self.ctl.as_mut()?;
+        let now = Instant::now();
+        if now >= self.step_end {
+            let app = app_bytes(node);
+            // Sent beyond the last budget counts against this one.
+            let over = (sent - self.step_sent).saturating_sub(self.budget);
+            self.budget = ctl.step(acked - self.acked_then, sent - acked, app != self.app_then).saturating_sub(over);
+            self.step_sent = sent;
+            self.acked_then = acked;
+            self.app_then = app;
+            self.step_end = now + STEP;
+        }
+        if sent - self.step_sent < self.budget {
+            Some(Duration::ZERO)
+        } else {
+            Some(self.step_end.saturating_duration_since(now).max(Duration::from_millis(1)))
+        }
+    }
+}
+
+fn app_bytes(node: &Node) -> u64 {
+    use std::sync::atomic::Ordering::Relaxed;
+    node.counters.app_write_bytes.load(Relaxed).wrapping_add(node.counters.app_read_bytes.load(Relaxed))
+}
+
 /// How much of the hole `[offset, offset + len)` is still a hole, in whole
 /// granules from `offset`. Called under the range lock, so no write to it
 /// is in flight.
@@ -236,6 +339,20 @@ async fn still_a_hole(node: &Node, offset: u64, len: u64, granule: u64) -> u64 {
 async fn data_at(node: &Node, offset: u64) -> Option<u64> {
     let s = node.store.clone();
     blocking(move || s.next_data(offset)).await.unwrap_or(Some(offset))
+}
+
+/// Where the backing file's next data at or after `offset` starts (`None`:
+/// holes to the end), and where that data run ends, in one blocking call.
+async fn data_run(node: &Node, offset: u64) -> (Option<u64>, u64) {
+    let s = node.store.clone();
+    blocking(move || {
+        Ok(match s.next_data(offset)? {
+            Some(d) => (Some(d), s.data_end(d)),
+            None => (None, 0),
+        })
+    })
+    .await
+    .unwrap_or((Some(offset), offset))
 }
 
 /// The peer's SHA-256 of `[offset, offset + len)`. A peer that could not
