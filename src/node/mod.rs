@@ -1,24 +1,40 @@
-//! The resource on one node: state machine, write path, peer link, resync.
+//! The resource on one node: its heart (a pure state machine), the shell
+//! that carries out what it decides, the write path, the peer link, resync.
 //!
-//! - [`state`]: the promotion rules (pure); roles, disk and connection states are in [`crate::vocab`].
-//! - [`ranges`]: range locks that keep overlapping writes ordered.
-//! - [`device`]: the replicated block device the NBD server serves (the write path).
-//! - [`runtime`]: the [`Node`] itself: startup, metadata, status.
-//! - [`commands`]: the control commands (promote, demote, connect, invalidate, verify).
-//! - [`counters`]: byte counters.
-//! - [`adjust`]: `repctl adjust` / SIGHUP: which changed keys apply live.
-//! - [`events`]: state-change events (`repctl events`) and the `[handlers]` programs.
-//! - [`decide`]: the sync decision at connect (pure).
-//! - [`genid`]: DRBD-style generation ids and their decision table, re-exported from [`crate::vocab::genid`].
-//! - [`peer`]: listening, dialing, handshake, reconnect.
-//! - [`session`]: one connected session: decision, reader, writer.
-//! - [`exchange`]: the session's first step: State and dirty bitmaps, both ways at once.
-//! - [`link`]: requests awaiting the peer's acknowledgement.
-//! - [`apply`]: frames from the peer applied (the Secondary's side).
-//! - [`resync`]: copying out-of-sync regions to the peer.
-//! - [`rate_ctl`]: the dynamic resync-rate controller (`[sync]`, pure).
-//! - [`verify`]: online verify, run as a task (progress and result in status).
-//! - [`resize`]: online resize (`repctl resize`): sizes agreed with the peer, both nodes grown.
+//! # The heart
+//! - [`machine`]: the node's state machine, driven as
+//!   `step(event) -> Ready { effects, answer }`: role, disk, connection,
+//!   peer view, sync side and progress, the fencing freeze, the durable
+//!   header's content, the installed link's id, the divergence and
+//!   not-yet-flushed bookkeeping. No tokio, no locks, no clock. Its rules
+//!   come from [`state`] (promotion, demotion), [`decide`] and [`genid`]
+//!   (the handshake's sync decision), all pure.
+//! - [`execute`]: the one executor of its effects, in the order it gives,
+//!   behind the [`execute::Io`] trait; the runtime's Io is `runtime_io`,
+//!   the simulation (`tests/sim/`) has its own, so it runs the same code.
+//!
+//! # The shell (sockets, files, tasks)
+//! - [`runtime`]: the [`Node`]: opening the store and metadata, the
+//!   machine behind one lock (rule: never awaited under), status.
+//!   `shell` holds [`Node::step`] and the reads and reports other files use;
+//!   `runtime_io` and `meta_io` carry effects out; `serve` runs the
+//!   listeners and periodic flushes.
+//! - [`commands`]: control commands as steps, awaiting between them (the
+//!   peer's answer to a promotion, a demotion's drain, a goodbye).
+//! - [`peer`], [`session`], [`exchange`], [`link`], [`apply`]: the peer
+//!   link: dialing and admission, a session's handshake/install/settle and
+//!   frames, the bitmap exchange, requests awaiting acks, the Secondary's
+//!   side.
+//! - [`device`], [`ranges`]: the write path the NBD server serves (its data
+//!   movement stays off the machine's lock; it reports `Degraded`,
+//!   `PeerWrote`, `WriteLost`).
+//! - [`resync`] with [`rate_ctl`], [`verify`], [`resize`], [`adjust`],
+//!   [`events`], [`counters`], [`wire`]: copying out-of-sync regions (paced
+//!   by the dynamic rate controller), online verify, online resize,
+//!   `repctl adjust`, state-change events and handlers, byte counters, the
+//!   wire forms of roles and disk states.
+//!
+//! No file here imports another in a cycle (`tests/module_graph.rs`).
 
 pub mod adjust;
 pub mod apply;
