@@ -17,6 +17,7 @@ use super::counters::AtomicCounters;
 use super::genid::GenIds;
 use super::link::{PeerLink, Reply};
 use super::machine::{Answer, Event};
+use super::session_error::SessionError;
 use super::runtime::Node;
 use super::state::{Disk, Role};
 use super::wire::{from_wire_disk, from_wire_role};
@@ -85,7 +86,7 @@ async fn apply_local(node: &Arc<Node>, offset: u64, op: Apply) -> i32 {
 }
 
 /// Handles one frame. An `Err` ends the session (protocol violation).
-pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> Result<(), String> {
+pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> Result<(), SessionError> {
     match msg {
         Message::Write { id, offset, fua, data } => {
             mirrored(node, link, id, offset, data.len() as u64, Apply::Write(data, fua))?;
@@ -114,9 +115,9 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
         }
         Message::SyncStart { total_bytes, source_uuid } => {
             match node.step(Event::SyncStartReceived { source_uuid, total: total_bytes, now: node.now() }) {
-                Ok(Answer::Refused(why)) => return Err(why),
+                Ok(Answer::Refused(why)) => return Err(SessionError::Refused(why)),
                 Ok(_) => {}
-                Err(e) => return Err(format!("resync start: {e}")),
+                Err(e) => return Err(e.into()),
             }
         }
         Message::SyncData { id, offset, data } => {
@@ -128,14 +129,14 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             // Everything the source had is here: make it durable, then UpToDate.
             let errno = apply_local(node, 0, Apply::Flush).await;
             if errno != 0 {
-                return Err(format!("flush at the end of resync failed: errno {errno}"));
+                return Err(SessionError::Disk { what: "the flush at the end of a resync", errno });
             }
-            node.step(Event::SyncDoneFlushed).map_err(|e| format!("resync end: {e}"))?;
+            node.step(Event::SyncDoneFlushed)?;
         }
         Message::VerifyRequest { id, offset, len } => {
             check_range(node, offset, u64::from(len))?;
             if len > MAX_DIGEST_LEN {
-                return Err(format!("the peer asked for the digest of {len} bytes at once (at most {MAX_DIGEST_LEN})"));
+                return Err(SessionError::Protocol(format!("the peer asked for the digest of {len} bytes at once (at most {MAX_DIGEST_LEN})")));
             }
             let (node, link) = (node.clone(), link.clone());
             tokio::spawn(async move {
@@ -166,7 +167,7 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
         }
         Message::ReadReply { id, errno, data } => link.complete_reply(id, Reply::Data(if errno == 0 { Ok(data) } else { Err(errno) })),
         m @ (Message::ResizeQuery { .. } | Message::ResizeInfo { .. } | Message::ResizeCommit { .. }) => super::resize::dispatch(node, link, m),
-        other => return Err(format!("unexpected {} in a running session", other.msg_type())),
+        other => return Err(SessionError::Protocol(format!("unexpected {} in a running session", other.msg_type()))),
     }
     Ok(())
 }
@@ -175,15 +176,15 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
 /// resync ask at most 1 MiB): the region is read into memory whole.
 const MAX_DIGEST_LEN: u32 = 16 << 20;
 
-fn check_range(node: &Node, offset: u64, len: u64) -> Result<(), String> {
+fn check_range(node: &Node, offset: u64, len: u64) -> Result<(), SessionError> {
     match offset.checked_add(len) {
         Some(end) if end <= node.store.size() => Ok(()),
-        _ => Err(format!("the peer sent a request past the end of the device (offset {offset}, length {len})")),
+        _ => Err(SessionError::OutOfRange { offset, len }),
     }
 }
 
 /// A mirrored application write: apply, then Ack.
-fn mirrored(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, len: u64, op: Apply) -> Result<(), String> {
+fn mirrored(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, len: u64, op: Apply) -> Result<(), SessionError> {
     check_range(node, offset, len)?;
     if node.state().role == Role::Primary {
         let link = link.clone();
@@ -220,7 +221,7 @@ pub fn batchable(msg: &Message) -> bool {
 /// makes nbdkit fast). Whatever is left when the policy backs off (a write
 /// stalled), or every write that must be durable (FUA), is applied by one
 /// task in one blocking-pool call. Every message must be [`batchable`].
-pub fn mirrored_batch(node: &Arc<Node>, link: &Arc<PeerLink>, batch: Vec<Message>) -> Result<(), String> {
+pub fn mirrored_batch(node: &Arc<Node>, link: &Arc<PeerLink>, batch: Vec<Message>) -> Result<(), SessionError> {
     let mut writes = Vec::with_capacity(batch.len());
     for m in batch {
         match m {
@@ -228,7 +229,7 @@ pub fn mirrored_batch(node: &Arc<Node>, link: &Arc<PeerLink>, batch: Vec<Message
                 check_range(node, offset, data.len() as u64)?;
                 writes.push((id, offset, fua, data));
             }
-            other => return Err(format!("internal: {} in a write batch", other.msg_type())),
+            other => return Err(SessionError::Protocol(format!("internal: {} in a write batch", other.msg_type()))),
         }
     }
     let (role, disk) = {
@@ -325,7 +326,7 @@ fn send_acks(link: &Arc<PeerLink>, acks: Vec<(u64, i32)>) {
 }
 
 /// A resync block: apply, count, then SyncAck.
-fn resync_apply(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, len: u64, op: Apply) -> Result<(), String> {
+fn resync_apply(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, len: u64, op: Apply) -> Result<(), SessionError> {
     check_range(node, offset, len)?;
     let is_data = matches!(op, Apply::Write(..));
     let node = node.clone();

@@ -22,9 +22,10 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::meta::{Bitmap, BitmapError};
-use crate::repl::{FrameError, Message, NodeState};
+use crate::repl::{Message, NodeState};
 
 use super::framing::{Reader, Writer, WRITE_BATCH};
+use super::session_error::SessionError;
 
 /// Runs per `BitmapRuns` frame sent (at most 8192 × 20 bytes of payload;
 /// about 16 KiB for scattered single bits).
@@ -139,21 +140,21 @@ pub struct Exchanged {
 }
 
 /// Reads the next frame within `timeout`; any failure is a reason string.
-async fn next_frame(link: &mut Reader, timeout: Duration) -> Result<Message, String> {
+async fn next_frame(link: &mut Reader, timeout: Duration) -> Result<Message, SessionError> {
     match tokio::time::timeout(timeout, link.next()).await {
-        Err(_) => Err(format!("no frame from the peer for {} ms", timeout.as_millis())),
-        Ok(None) => Err("the peer closed the link".into()),
-        Ok(Some(Err(e))) => Err(format!("bad frame: {e}")),
-        Ok(Some(Ok(Message::Goodbye { reason }))) => Err(format!("the peer said goodbye: {}", crate::repl::handshake::Untrusted(&reason))),
+        Err(_) => Err(SessionError::Silent(timeout.as_millis())),
+        Ok(None) => Err(SessionError::Closed),
+        Ok(Some(Err(e))) => Err(SessionError::BadFrame(e)),
+        Ok(Some(Ok(Message::Goodbye { reason }))) => Err(SessionError::Goodbye(crate::repl::handshake::Untrusted(&reason).to_string())),
         Ok(Some(Ok(m))) => Ok(m),
     }
 }
 
 /// Flushes what is queued, within `timeout`.
-async fn flush(sink: &mut Writer, timeout: Duration) -> Result<(), String> {
+async fn flush(sink: &mut Writer, timeout: Duration) -> Result<(), SessionError> {
     match tokio::time::timeout(timeout, sink.flush()).await {
-        Err(_) => Err(format!("the peer read nothing for {} ms", timeout.as_millis())),
-        Ok(Err(e)) => Err(format!("sending state failed: {e}")),
+        Err(_) => Err(SessionError::NotReading(timeout.as_millis())),
+        Ok(Err(e)) => Err(SessionError::SendIo(e)),
         Ok(Ok(())) => Ok(()),
     }
 }
@@ -170,7 +171,7 @@ pub async fn exchange(
     local: NodeState,
     keep: impl FnOnce(&NodeState) -> bool,
     timeout: Duration,
-) -> Result<Exchanged, String> {
+) -> Result<Exchanged, SessionError> {
     let lock = || meta.lock().unwrap_or_else(|p| p.into_inner());
     let bits = lock().bitmap().bits();
     exchange_with(
@@ -195,8 +196,8 @@ async fn exchange_with(
     local: NodeState,
     keep: impl FnOnce(&NodeState) -> bool,
     timeout: Duration,
-) -> Result<Exchanged, String> {
-    let frame_err = |e: FrameError| format!("sending state failed: {e}");
+) -> Result<Exchanged, SessionError> {
+    let frame_err = SessionError::Send;
     let send = async {
         sink.feed(&Message::State(local)).map_err(frame_err)?;
         let mut from = Some(0);
@@ -225,7 +226,7 @@ async fn exchange_with(
     let recv = async {
         let peer_state = match next_frame(stream, timeout).await? {
             Message::State(s) => s,
-            m => return Err(format!("expected State, got {}", m.msg_type())),
+            m => return Err(SessionError::Protocol(format!("expected State, got {}", m.msg_type()))),
         };
         let mut peer_bitmap = if keep(&peer_state) {
             PeerBitmap::new(bits)
@@ -236,17 +237,17 @@ async fn exchange_with(
         loop {
             match next_frame(stream, timeout).await? {
                 Message::BitmapRuns { total_bits, runs, .. } => {
-                    peer_bitmap.add(total_bits, &runs)?;
+                    peer_bitmap.add(total_bits, &runs).map_err(SessionError::Protocol)?;
                     got += runs.iter().map(|r| r.1).sum::<u64>();
                 }
                 Message::BitmapDone { total_bits, set_bits } => {
-                    peer_bitmap.add(total_bits, &[])?;
+                    peer_bitmap.add(total_bits, &[]).map_err(SessionError::Protocol)?;
                     if set_bits != got {
-                        return Err(format!("the peer's bitmap says {set_bits} bits are set, its runs held {got}"));
+                        return Err(SessionError::Protocol(format!("the peer's bitmap says {set_bits} bits are set, its runs held {got}")));
                     }
                     break;
                 }
-                m => return Err(format!("unexpected {} during bitmap exchange", m.msg_type())),
+                m => return Err(SessionError::Protocol(format!("unexpected {} during bitmap exchange", m.msg_type()))),
             }
         }
         Ok(Exchanged { peer_state, peer_bitmap })
@@ -362,7 +363,7 @@ mod tests {
             exchange_with(|f| runs_frame(&a, f), bits, &mut wa, &mut ra, state(0), |_| false, t),
             exchange_with(|f| runs_frame(&small, f), bits / 2, &mut wb, &mut rb, state(0), |_| false, t),
         );
-        assert!(ga.err().unwrap().contains("granularity"));
+        assert!(ga.err().unwrap().to_string().contains("granularity"));
     }
 
     /// A peer that sends its frames but never reads ours: the flush of a
@@ -395,7 +396,7 @@ mod tests {
             Duration::from_millis(300),
         )
         .await;
-        assert!(e.err().unwrap().contains("read nothing"));
+        assert!(matches!(e.err().unwrap(), SessionError::NotReading(_)));
         assert!(t.elapsed() < Duration::from_secs(10));
         drop(y);
     }
@@ -416,7 +417,7 @@ mod tests {
             Duration::from_millis(200),
         )
         .await;
-        assert!(e.err().unwrap().contains("no frame from the peer"));
+        assert!(matches!(e.err().unwrap(), SessionError::Silent(_)));
     }
 
     /// 1% of a 1 TiB bitmap's bits set, scattered (2.7 million runs):

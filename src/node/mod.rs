@@ -61,6 +61,7 @@ mod runtime_io;
 mod serve;
 mod meta_io;
 pub mod session;
+mod session_error;
 mod shell;
 pub mod state;
 pub mod verify;

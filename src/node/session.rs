@@ -23,6 +23,7 @@ use super::link::PeerLink;
 use super::framing::{split_link, Link, Reader, Writer, WRITE_BATCH};
 use super::runtime::Node;
 use super::machine::{Answer, Event};
+use super::session_error::SessionError;
 use super::wire::{from_wire_disk, from_wire_role, to_wire_disk, to_wire_role};
 
 /// Outgoing queue depth (frames) per link.
@@ -31,11 +32,11 @@ const QUEUE: usize = 4096;
 const MAX_BATCH: usize = 64;
 
 /// Reads the next frame within `timeout`, a Goodbye included.
-async fn next_frame_raw(link: &mut Reader, timeout: Duration) -> Result<Message, String> {
+async fn next_frame_raw(link: &mut Reader, timeout: Duration) -> Result<Message, SessionError> {
     match tokio::time::timeout(timeout, link.next()).await {
-        Err(_) => Err(format!("no frame from the peer for {} ms", timeout.as_millis())),
-        Ok(None) => Err("the peer closed the link".into()),
-        Ok(Some(Err(e))) => Err(format!("bad frame: {e}")),
+        Err(_) => Err(SessionError::Silent(timeout.as_millis())),
+        Ok(None) => Err(SessionError::Closed),
+        Ok(Some(Err(e))) => Err(SessionError::BadFrame(e)),
         Ok(Some(Ok(m))) => Ok(m),
     }
 }
@@ -93,7 +94,7 @@ async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link
     };
     let exchanged = tokio::select! {
         r = exchange::exchange(node.meta_lock(), &mut sink, &mut stream, state_of(&local), will_be_source, timeout) => r,
-        _ = node.shutdown.cancelled() => Err(format!("node {} is shutting down", node.me.name)),
+        _ = node.shutdown.cancelled() => Err(SessionError::ShuttingDown(node.me.name.clone())),
     };
     let (peer_state, peer_bitmap) = match exchanged {
         Ok(x) => (x.peer_state, x.peer_bitmap),
@@ -169,7 +170,7 @@ async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link
     // 4. Read until the link breaks.
     let mut leaving = false;
     // A frame read ahead while collecting a batch, handled next.
-    let mut carry: Option<Result<Message, String>> = None;
+    let mut carry: Option<Result<Message, SessionError>> = None;
     let replaced = loop {
         let msg = if let Some(m) = carry.take() { m } else { tokio::select! {
             m = next_frame_raw(&mut stream, timeout) => m,
@@ -208,11 +209,11 @@ async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link
                             break;
                         }
                         Some(Some(Err(e))) => {
-                            carry = Some(Err(format!("bad frame: {e}")));
+                            carry = Some(Err(SessionError::BadFrame(e)));
                             break;
                         }
                         Some(None) => {
-                            carry = Some(Err("the peer closed the link".into()));
+                            carry = Some(Err(SessionError::Closed));
                             break;
                         }
                     }

@@ -111,7 +111,11 @@ impl Node {
     /// A write the peer does not have is about to be acknowledged: marked,
     /// the divergence durable, writes frozen under resource-and-stonith.
     pub fn degraded(self: &Arc<Self>, offset: u64, len: u64) -> std::io::Result<()> {
-        self.step(Event::Degraded { offset, len }).map(drop).map_err(std::io::Error::other)
+        match self.step(Event::Degraded { offset, len }) {
+            Ok(Answer::Refused(_)) => Err(std::io::Error::from_raw_os_error(libc::EIO)),
+            Ok(_) => Ok(()),
+            Err(e) => Err(std::io::Error::other(e)),
+        }
     }
 
     /// A flush was acknowledged without the peer: the divergence is durable first.

@@ -91,8 +91,16 @@ impl Machine {
 
     /// A write the peer does not have: marked, the divergence durable, and
     /// (resource-and-stonith) writes frozen until the peer is fenced.
+    /// A node that stopped being Primary while the write was in flight (a
+    /// demotion drains its writes after the role changed) does not
+    /// acknowledge it: it is not fenced and the manager may promote the
+    /// peer, which lacks it. The write fails; its bits stay marked.
     pub(super) fn degraded(&mut self, offset: u64, len: u64) -> Answer {
         self.out.push(Effect::Bitmap(BitmapOp::Mark(vec![(offset, len)])));
+        if self.st.role != Role::Primary {
+            tracing::warn!(offset, len, "a write lost the peer after this node stopped being Primary: it fails (EIO), not acknowledged alone");
+            return Answer::Refused("not Primary any more, and the peer does not have the write".into());
+        }
         self.ensure_diverged();
         self.freeze_unless_fenced();
         Answer::None
