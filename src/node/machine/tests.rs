@@ -418,3 +418,80 @@ fn the_peer_s_updates_and_ids_are_recorded() {
     m.step(Event::PeerIds(ids));
     assert_eq!(m.peer_ids(), ids);
 }
+
+/// Found by the simulation (`SIM_DEMOTE_IN_FLIGHT=1`, seed 928): a demotion
+/// makes the node Secondary at once and drains the writes in flight after.
+/// One of them that loses the peer during the drain is acknowledged alone
+/// (device.rs step 7: `Degraded`, then `wait_thawed`, which passes since
+/// nothing froze) by a node that is already Secondary: no fence-peer runs
+/// (the handler fires for a connected *Primary* losing its peer) and
+/// nothing freezes (resource-and-stonith freezes a Primary only), so the
+/// manager may promote the peer, which lacks the acknowledged write. The
+/// write should fail (EIO) or be fenced like a Primary's; this asks for the
+/// first. Ignored until fixed.
+#[test]
+#[ignore = "known bug: a write acknowledged alone during a demotion's drain (see the doc comment)"]
+fn a_write_that_loses_the_peer_during_a_demotion_is_not_acknowledged_alone() {
+    let (mut m, link) = primary_connected();
+    let r = m.step(Event::Demote { force: false, clients: 0 });
+    assert_eq!(r.answer, Answer::Drain);
+    // A write in flight loses the peer while the demotion drains.
+    m.step(Event::LinkLost { link: Some(link), clean: false });
+    m.step(Event::WriteLost { link });
+    let r = m.step(Event::Degraded { offset: 0, len: 4096 });
+    assert!(
+        matches!(r.answer, Answer::Refused(_)) || has(&r, |e| matches!(e, Effect::Fence)),
+        "a Secondary acknowledges a write its peer lacks, unfenced: {:?}",
+        r
+    );
+}
+
+/// Found by the simulation (seed 84189 of `SIM_SEEDS=200000`), reduced to
+/// the machine: a sync source whose start is never confirmed records the
+/// sync id in its two-slot history. A full sync to a peer found by rule 80
+/// (the peer's current id is in our history), interrupted before the
+/// target confirmed, then a promotion alone (a new generation: the old
+/// current becomes the bitmap id), then the same full sync again,
+/// interrupted again: the second sync id (derived from the new bitmap id,
+/// so not a repeat of the first) pushes the peer's current id out of the
+/// history, and the next handshake calls the pair's data unrelated
+/// (rule 110): an operator must invalidate one side, though nothing was
+/// written apart that the resync would not have copied. Ignored until fixed.
+#[test]
+#[ignore = "known bug: two unconfirmed sync starts around a new generation lose the common id (see the doc comment)"]
+fn unconfirmed_sync_starts_around_a_new_generation_keep_the_peer_s_id() {
+    let ids = GenIds { current: 0x5000, bitmap: 0, history: [0x2000, 0x1000] };
+    let mut m = Machine::start(settings(), Durable { ids, disk: Disk::UpToDate, primary: false, al_clean: true, crashed_primary: false }, 7).0;
+    m.set_for_test(Role::Secondary, Disk::UpToDate);
+    // The peer: an interrupted sync target, its current id in our history.
+    let beta = Side {
+        role: Role::Secondary,
+        disk: Disk::Inconsistent,
+        ids: GenIds { current: 0x2000, bitmap: 0, history: [0x0400, 0] },
+        dirty_bits: 0,
+        crashed_primary: false,
+        discard_my_data: false,
+    };
+    for round in 0..2 {
+        let (link, plan) = connect(&mut m, beta);
+        assert_eq!(plan.outcome.decision, Decision::Source { full: true }, "round {round}: rule {}", plan.outcome.rule);
+        assert!(m.state().syncing.is_some(), "round {round}: the resync started");
+        // Lost before the target confirmed the start.
+        m.step(Event::ResyncFailed { link });
+        m.step(Event::LinkLost { link: Some(link), clean: false });
+        if round == 0 {
+            let r = m.step(Event::Promote { force: false });
+            assert_eq!(r.answer, Answer::Ok("primary".into()));
+        }
+    }
+    let local = m.local_side(0);
+    let Answer::Decided(plan) = m.step(Event::Handshake { local, peer: beta }).answer else { panic!("no decision") };
+    assert!(
+        !matches!(plan.outcome.decision, Decision::Refuse(_)),
+        "ids {:x?} against the peer's {:x?}: {:?} (rule {})",
+        m.ids(),
+        beta.ids,
+        plan.outcome.decision,
+        plan.outcome.rule
+    );
+}
