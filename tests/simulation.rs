@@ -911,7 +911,7 @@ impl Sim {
         if !self.up(i) || self.n[i].promoting {
             return Ok(());
         }
-        if self.n[i].sess.is_none() && self.m(i).state().check_promote(force).is_ok() {
+        if self.m(i).link().is_none() && self.m(i).state().check_promote(force).is_ok() {
             // The manager fences the peer of a node promoted alone, as DRBD's
             // fence-peer does, before the promotion (which may crash half way).
             self.fenced[1 - i] = true;
