@@ -32,18 +32,24 @@
 //!   `ResyncFailed` / `ResyncInterrupted`;
 //! - the commands (node/commands.rs): `Promote` and its `RoleRequest` to
 //!   the peer (`PromoteAnswered`), `Demote` and its drain
-//!   (`DemoteFlushed`), `Connect [--discard-my-data]`, `Invalidate`;
-//! - the node's start (node/runtime.rs `Node::start`): `Machine::start` on
-//!   the header as a crash left it, the activity log replayed
-//!   (`al_ring::replay`); fence-peer (node/runtime_io.rs `fence`) ends with
-//!   `FenceResult`.
+//!   (`DemoteFlushed`), `Connect [--discard-my-data]`, `Invalidate`,
+//!   `Disconnect` and its goodbye (`Node::goodbye`: the peer's flush, then
+//!   `Goodbye`, so both sides' `LinkLost` are clean);
+//! - the node's start and stop (node/runtime.rs): `Machine::start` on the
+//!   header as a crash or a clean stop (`Stopped`) left it, the activity
+//!   log replayed (`al_ring::replay`); fence-peer (node/runtime_io.rs
+//!   `fence`) ends with `FenceResult`.
+//!
+//! Not modelled: verify, local disk errors, `adjust`, the checksum
+//! comparison of a resync after a crash (see above), FUA.
 //!
 //! A seeded RNG picks one event per step: a frame delivered (each
 //! direction is a FIFO, as on a TCP stream; the two directions interleave
 //! freely), an application write or flush on the Primary, resync copies, a
 //! cable cut or heal, one side noticing a dead link, a handshake or an
 //! install, the cluster manager promoting or demoting (fail over only to a
-//! node not fenced), a crash (now, or armed to hit one of the next durable
+//! node not fenced; fence-peer under resource-and-stonith, one seed in
+//! four), an operator's disconnect or a clean stop, a crash (now, or armed to hit one of the next durable
 //! writes: the write lands or not, so a header update is torn away), a
 //! restart, a split brain made on purpose and its resolution by
 //! `--discard-my-data`, a disaster recovery by `primary --force`.
@@ -487,7 +493,10 @@ impl Sim {
     /// order (the runtime's tasks race).
     fn notice(&mut self, i: usize) -> Step {
         let Some(s) = self.n[i].sess.take() else { return Ok(()) };
-        self.note(format!("{} notices the link is gone", NAMES[i]));
+        self.note(format!("{} notices the link is gone{}", NAMES[i], if s.clean { " (clean)" } else { "" }));
+        if s.clean && s.link.is_some() {
+            self.c.clean_ends += 1;
+        }
         self.net.close(s.conn);
         if self.m(i).state().role == Role::Primary && s.link.is_some() {
             // The manager outdates the peer before the Primary goes on alone
@@ -533,6 +542,7 @@ impl Sim {
                         self.step(i, Event::ResyncFailed { link: src.r.link })?;
                     }
                 }
+                Req::Goodbye { epoch } => self.n[i].store.mark_unflushed(&epoch),
                 Req::Flush { epoch, link } => {
                     self.n[i].store.mark_unflushed(&epoch);
                     self.step(i, Event::WriteLost { link })?;
@@ -688,6 +698,17 @@ impl Sim {
                     self.c.resyncs_done += 1;
                     self.note(format!("{} finished resync as source ({} copies)", NAMES[i], src.copies));
                 }
+            }
+            Req::Goodbye { epoch } => {
+                if errno == 0 {
+                    if let Some(s) = self.n[i].sess.as_mut() {
+                        s.clean = true;
+                    }
+                } else {
+                    self.n[i].store.mark_unflushed(&epoch);
+                }
+                // The peer closes the link when the goodbye arrives.
+                self.send(i, Message::Goodbye { reason: "disconnected by the operator".into() });
             }
             Req::Flush { epoch, link } => {
                 if errno != 0 {
@@ -1006,6 +1027,38 @@ impl Sim {
         Ok(())
     }
 
+    /// `repctl disconnect` (node/commands.rs `disconnect`,
+    /// `Node::goodbye`): standalone; the live link ends cleanly: the peer
+    /// flushes what it acknowledged, then a Goodbye.
+    fn disconnect(&mut self, i: usize) -> Step {
+        if !self.up(i) {
+            return Ok(());
+        }
+        self.note(format!("operator: {} disconnects", NAMES[i]));
+        if let Answer::Goodbye(link) = self.step(i, Event::Disconnect)? {
+            if self.n[i].sess.as_ref().is_some_and(|s| s.link == Some(link)) {
+                let Answer::Unflushed(epoch) = self.step(i, Event::FlushBegins)? else { return Ok(()) };
+                let id = self.n[i].request(Req::Goodbye { epoch });
+                self.send(i, Message::Flush { id });
+            }
+        }
+        Ok(())
+    }
+
+    /// A clean stop (node/runtime.rs shutdown: `Stopped`) of a node with no
+    /// session and nothing in flight; it starts again without marking its
+    /// activity log.
+    fn stop(&mut self, i: usize) -> Step {
+        if !self.up(i) || self.n[i].sess.is_some() || !self.n[i].writes.is_empty() || self.n[i].promoting || self.n[i].draining {
+            return Ok(());
+        }
+        self.step(i, Event::Stopped { disk_ok: true })?;
+        self.note(format!("{} stops cleanly", NAMES[i]));
+        self.c.clean_stops += 1;
+        self.n[i].forget();
+        Ok(())
+    }
+
     /// `repctl connect`, keeping the node's `--discard-my-data` choice.
     fn reconnect(&mut self, i: usize) -> Step {
         if self.up(i) && self.m(i).state().connection == Connection::Standalone && !self.m(i).state().split_brain {
@@ -1245,9 +1298,17 @@ impl Sim {
                 }
             }
             915..=959 => self.resolve_split_brain()?,
-            960..=979 => {
+            960..=974 => {
                 let i = self.rng.gen_range(0..2);
                 self.fence_done(i)?;
+            }
+            975..=979 => {
+                let i = self.rng.gen_range(0..2);
+                if self.rng.gen() {
+                    self.disconnect(i)?;
+                } else {
+                    self.stop(i)?;
+                }
             }
             _ => {
                 let i = self.rng.gen_range(0..2);
@@ -1405,7 +1466,7 @@ fn simulation() {
     // Straight to the stderr handle: libtest's capture would hide eprintln!.
     let _ = writeln!(
         std::io::stderr(),
-        "simulation: {} seeds, {} steps, {} writes acked ({} degraded, {} failed unacked) checked; {} crashes ({} torn durable writes), {} handshakes ({} installs refused), {} resyncs ({} full, {} blocks copied), {} split brains ({} discards), {} promotions ({} refused, {} failovers), {} fence-peer runs, {} quiet-state disk comparisons, {} bitmap exchanges past the link buffer, {:.1}s",
+        "simulation: {} seeds, {} steps, {} writes acked ({} degraded, {} failed unacked) checked; {} crashes ({} torn durable writes), {} handshakes ({} installs refused), {} resyncs ({} full, {} blocks copied), {} split brains ({} discards), {} promotions ({} refused, {} failovers), {} fence-peer runs, {} clean session ends, {} clean stops, {} quiet-state disk comparisons, {} bitmap exchanges past the link buffer, {:.1}s",
         seeds.len(),
         total.steps,
         total.writes_acked,
@@ -1424,6 +1485,8 @@ fn simulation() {
         total.promote_refused,
         total.failovers,
         total.fences,
+        total.clean_ends,
+        total.clean_stops,
         total.quiet_checks,
         total.exchanges_past_buffer,
         start.elapsed().as_secs_f64()

@@ -37,6 +37,9 @@ pub struct Counts {
     pub promote_refused: u64,
     pub failovers: u64,
     pub fences: u64,
+    /// Sessions that ended with a goodbye after the peer's flush.
+    pub clean_ends: u64,
+    pub clean_stops: u64,
     pub quiet_checks: u64,
     /// Bitmap exchanges where both sides sent more than the link holds:
     /// sending everything before reading would have deadlocked.
@@ -63,6 +66,8 @@ impl std::ops::AddAssign for Counts {
         self.promote_refused += o.promote_refused;
         self.failovers += o.failovers;
         self.fences += o.fences;
+        self.clean_ends += o.clean_ends;
+        self.clean_stops += o.clean_stops;
         self.quiet_checks += o.quiet_checks;
         self.exchanges_past_buffer += o.exchanges_past_buffer;
     }

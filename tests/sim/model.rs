@@ -144,6 +144,8 @@ pub enum Req {
     SyncFinal(Unflushed),
     /// An application flush on this link, and what it covers.
     Flush { epoch: Unflushed, link: LinkId },
+    /// The flush before a goodbye (`Node::goodbye`), and what it covers.
+    Goodbye { epoch: Unflushed },
 }
 
 /// An application write in flight (node/device.rs `replicate`).
