@@ -37,6 +37,7 @@ pub struct Counts {
     pub promote_refused: u64,
     pub failovers: u64,
     pub fences: u64,
+    pub disk_errors: u64,
     /// Sessions that ended with a goodbye after the peer's flush.
     pub clean_ends: u64,
     pub clean_stops: u64,
@@ -66,6 +67,7 @@ impl std::ops::AddAssign for Counts {
         self.promote_refused += o.promote_refused;
         self.failovers += o.failovers;
         self.fences += o.fences;
+        self.disk_errors += o.disk_errors;
         self.clean_ends += o.clean_ends;
         self.clean_stops += o.clean_stops;
         self.quiet_checks += o.quiet_checks;
@@ -132,7 +134,8 @@ pub fn is_primary(n: &Node) -> bool {
     n.m.as_ref().is_some_and(|m| m.state().role == Role::Primary)
 }
 
-/// Connected, installed on both sides, nothing in flight, no resync.
+/// Connected, installed on both sides, nothing in flight, no resync, no
+/// failed disk.
 pub fn quiet(n: &[Node; 2], net: &Net) -> bool {
     net.empty()
         && (0..2).all(|i| {
@@ -144,6 +147,7 @@ pub fn quiet(n: &[Node; 2], net: &Net) -> bool {
                 && !x.promoting
                 && !x.draining
                 && x.machine().state().syncing.is_none()
+                && !x.machine().disk_failed()
         })
 }
 
@@ -157,7 +161,9 @@ pub fn check(n: &[Node; 2], net: &Net, ledger: &mut Ledger, c: &mut Counts) -> R
         return Err("two Primaries apart, with no split brain made on purpose".into());
     }
     if let [p] = primaries[..] {
-        if !ledger.suspended {
+        // A Primary whose disk failed serves through its peer (and fails
+        // what it cannot mirror); the convergence checks what it holds.
+        if !ledger.suspended && !n[p].machine().disk_failed() {
             if let Some(b) = (0..BLOCKS).find(|&b| n[p].store.disk[b] < ledger.acked[b]) {
                 return Err(format!(
                     "acknowledged write lost: block {b} acked at version {} but the Primary {} holds {}",

@@ -158,6 +158,9 @@ pub struct Write {
     pub link: Option<LinkId>,
     /// Written alone; waits for a thaw before it is acknowledged.
     pub frozen: bool,
+    /// The local disk had failed when the write began: only the peer's
+    /// copy counts.
+    pub detached: bool,
 }
 
 /// The resync task, source side (node/resync.rs `run_source`).
