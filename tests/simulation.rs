@@ -903,8 +903,10 @@ impl Sim {
     fn resync_step(&mut self, i: usize) -> Step {
         let Some(src) = &self.n[i].src else { return Ok(()) };
         let link = src.r.link;
-        // The task runs on its link; once the session ended, `notice` ends it.
-        if self.n[i].sess.as_ref().and_then(|s| s.link) != Some(link) {
+        // The task runs on its link until it is closed (a cut link stays
+        // silent: nothing it sends is answered); once the session ended,
+        // `notice` ends the task.
+        if self.n[i].live_link(&self.net) != Some(link) {
             return Ok(());
         }
         match src.phase {
@@ -1357,6 +1359,17 @@ impl Sim {
                 } else if self.up(i) && !self.m(i).disk_failed() {
                     self.note(format!("{}: DISK ERROR", NAMES[i]));
                     self.c.disk_errors += 1;
+                    let j = 1 - i;
+                    let peer_holds = self.up(j)
+                        && self.m(j).state().disk == Disk::UpToDate
+                        && (0..BLOCKS).all(|b| self.n[j].store.disk[b] >= self.ledger.acked[b]);
+                    if !peer_holds && !self.ledger.suspended {
+                        // The only current copy is gone: a double fault.
+                        self.note("the only current copy is lost");
+                        let disk = self.n[j].store.disk.clone();
+                        self.ledger.reset_to(&disk);
+                        self.ledger.split_possible = true;
+                    }
                     self.step(i, Event::DiskError)?;
                 }
             }

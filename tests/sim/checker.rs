@@ -179,7 +179,10 @@ pub fn check(n: &[Node; 2], net: &Net, ledger: &mut Ledger, c: &mut Counts) -> R
             }
         }
     }
-    if quiet(n, net) {
+    // Two inconsistent disks (a fresh pair, or one after a double fault)
+    // hold nothing to compare.
+    let meaningful = n.iter().any(|x| x.m.as_ref().is_some_and(|m| m.state().disk != repd::node::state::Disk::Inconsistent));
+    if quiet(n, net) && meaningful {
         c.quiet_checks += 1;
         if n[0].store.disk != n[1].store.disk {
             let diff: Vec<usize> = (0..BLOCKS).filter(|&b| n[0].store.disk[b] != n[1].store.disk[b]).collect();
