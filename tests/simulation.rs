@@ -543,14 +543,14 @@ impl Sim {
                 }
                 Req::SyncCopy { .. } => {}
                 Req::SyncFinal(epoch) => {
-                    self.n[i].store.mark_unflushed(&epoch);
+                    self.n[i].mark_unflushed(&epoch);
                     if let Some(src) = self.n[i].src.take() {
                         self.step(i, Event::ResyncFailed { link: src.r.link })?;
                     }
                 }
-                Req::Goodbye { epoch } => self.n[i].store.mark_unflushed(&epoch),
+                Req::Goodbye { epoch } => self.n[i].mark_unflushed(&epoch),
                 Req::Flush { epoch, link } => {
-                    self.n[i].store.mark_unflushed(&epoch);
+                    self.n[i].mark_unflushed(&epoch);
                     self.step(i, Event::WriteLost { link })?;
                     if self.m(i).state().role == Role::Primary {
                         self.step(i, Event::FlushAlone)?;
@@ -711,7 +711,7 @@ impl Sim {
             Req::SyncFinal(epoch) => {
                 let Some(src) = self.n[i].src.take() else { return Ok(()) };
                 if errno != 0 {
-                    self.n[i].store.mark_unflushed(&epoch);
+                    self.n[i].mark_unflushed(&epoch);
                     self.step(i, Event::ResyncFailed { link: src.r.link })?;
                     return Ok(());
                 }
@@ -728,7 +728,7 @@ impl Sim {
                         s.clean = true;
                     }
                 } else {
-                    self.n[i].store.mark_unflushed(&epoch);
+                    self.n[i].mark_unflushed(&epoch);
                 }
                 // The peer closes the link when the goodbye arrives.
                 self.send(i, Message::Goodbye { reason: "disconnected by the operator".into() });
@@ -737,7 +737,7 @@ impl Sim {
                 if errno != 0 {
                     // A peer that cannot flush is treated like a lost one
                     // (one whose disk is detached holds nothing to flush).
-                    self.n[i].store.mark_unflushed(&epoch);
+                    self.n[i].mark_unflushed(&epoch);
                     if errno != libc::ENODEV {
                         self.close_link(i, link);
                     }
@@ -1443,6 +1443,11 @@ impl Sim {
                 }
                 // A fresh pair idles until someone forces a Primary.
                 if quiet(&self.n, &self.net) && (0..2).all(|i| self.m(i).state().disk == Disk::Inconsistent) && self.primary().is_none() {
+                    if self.disk_errors {
+                        // After a double fault the operator declares what is left.
+                        let disk = self.n[0].store.disk.clone();
+                        self.ledger.reset_to(&disk);
+                    }
                     self.promote(0, true, false)?;
                 }
                 Ok(())

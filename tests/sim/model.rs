@@ -260,6 +260,17 @@ impl Node {
         self.full_next = false;
     }
 
+    /// `Node::mark_chunks_out_of_sync` (outside a step): what a failed
+    /// flush covered; a running resync copies those bits too.
+    pub fn mark_unflushed(&mut self, u: &Unflushed) {
+        let before = self.store.dirty();
+        self.store.mark_unflushed(u);
+        let added = self.store.dirty() - before;
+        if let Some(src) = self.src.as_mut() {
+            src.bound += added;
+        }
+    }
+
     pub fn request(&mut self, r: Req) -> u64 {
         let id = self.next_req;
         self.next_req += 1;
@@ -316,8 +327,15 @@ impl Io for SimIo<'_> {
             }
             BitmapOp::ClearAll => s.bm.iter_mut().for_each(|b| *b = false),
             BitmapOp::Mark(ranges) => {
+                let before = s.dirty();
                 for &(off, len) in ranges {
                     s.mark(off, len);
+                }
+                // A write the peer failed during a resync sets bits behind
+                // the copy: they are copied too (resync.rs: "look again").
+                let added = s.dirty() - before;
+                if let Some(src) = self.node.src.as_mut() {
+                    src.bound += added;
                 }
             }
             BitmapOp::MarkActivityLog => {
