@@ -62,8 +62,12 @@ impl Machine {
     /// overwrite the write. (After a promotion alone, which made one
     /// already, the first write makes another: harmless, the bitmap id is
     /// kept.)
+    /// A detached disk is not diverged: its ids say "just created" (the
+    /// next attach is a full sync), and a new generation would hide that
+    /// (found by the simulation: the handshake then calls the data
+    /// unrelated); no write is acknowledged there without the peer anyway.
     pub(super) fn ensure_diverged(&mut self) {
-        if self.diverged_for == Some(self.losses) {
+        if self.diverged_for == Some(self.losses) || self.st.disk == Disk::Failed {
             return;
         }
         let r = self.random();

@@ -278,6 +278,8 @@ pub struct Machine {
     counted: u64,
     /// The `losses` count a new current id was made durable for.
     diverged_for: Option<u64>,
+    /// The sync id of a start announced but not yet confirmed by its target.
+    unconfirmed_sync: Option<u64>,
     frozen: bool,
     fenced: bool,
     fencing_now: bool,
@@ -326,6 +328,7 @@ impl Machine {
             losses: 0,
             counted: 0,
             diverged_for: None,
+            unconfirmed_sync: None,
             frozen: false,
             fenced: false,
             fencing_now: false,
@@ -547,7 +550,20 @@ impl Machine {
         if full {
             self.out.push(Effect::Bitmap(BitmapOp::SetAll));
         }
+        // A start announced before and never confirmed left its sync id at
+        // the head of the history. If the peer did not take it (its current
+        // id is another), a second announcement would push the id both
+        // nodes share out of the two-slot history, and the next handshake
+        // would call the data unrelated (found by the simulation): the
+        // stale sync id is dropped first.
+        if let Some(u) = self.unconfirmed_sync.take() {
+            let same = |a: u64, b: u64| a & !1 == b & !1;
+            if same(self.dur.ids.history[0], u) && !same(self.peer_ids.current, u) {
+                self.dur.ids.history = [self.dur.ids.history[1], 0];
+            }
+        }
         let start = self.dur.ids.begin_sync_as_source();
+        self.unconfirmed_sync = Some(start.sync_id);
         self.dur.ids = start.announced;
         self.out.push(Effect::Bitmap(BitmapOp::Flush));
         self.persist();

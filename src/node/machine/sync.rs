@@ -44,6 +44,7 @@ impl Machine {
     pub(super) fn resync_confirmed(&mut self, link: LinkId, start: SyncStart) -> Answer {
         let mut ids = self.dur.ids;
         if ids.confirm_sync_start(&start) {
+            self.unconfirmed_sync = None;
             self.dur.ids = ids;
             self.persist();
             return Answer::Ok("confirmed".into());

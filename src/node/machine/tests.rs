@@ -429,3 +429,99 @@ fn a_grown_device_is_told_and_its_new_area_resynced_by_an_uptodate_source() {
     assert!(has(&r, |e| matches!(e, Effect::StartResync(s) if !s.csums && s.link == link)));
     assert!(m.step(Event::ResyncNewArea { link }).effects.is_empty(), "a resync runs already");
 }
+
+/// Found by the simulation (`SIM_DEMOTE_IN_FLIGHT=1`, seed 928): a demotion
+/// makes the node Secondary at once and drains the writes in flight after.
+/// One of them that loses the peer during the drain is acknowledged alone
+/// (device.rs step 7: `Degraded`, then `wait_thawed`, which passes since
+/// nothing froze) by a node that is already Secondary: no fence-peer runs
+/// (the handler fires for a connected *Primary* losing its peer) and
+/// nothing freezes (resource-and-stonith freezes a Primary only), so the
+/// manager may promote the peer, which lacks the acknowledged write. The
+/// write should fail (EIO) or be fenced like a Primary's; this asks for the
+/// first. Fixed since.
+#[test]
+fn a_write_that_loses_the_peer_during_a_demotion_is_not_acknowledged_alone() {
+    let (mut m, link) = primary_connected();
+    let r = m.step(Event::Demote { force: false, clients: 0 });
+    assert_eq!(r.answer, Answer::Drain);
+    // A write in flight loses the peer while the demotion drains.
+    m.step(Event::LinkLost { link: Some(link), clean: false });
+    m.step(Event::WriteLost { link });
+    let r = m.step(Event::Degraded { offset: 0, len: 4096 });
+    assert!(
+        matches!(r.answer, Answer::Refused(_)) || has(&r, |e| matches!(e, Effect::Fence)),
+        "a Secondary acknowledges a write its peer lacks, unfenced: {:?}",
+        r
+    );
+}
+
+/// Found by the simulation (seed 84189 of `SIM_SEEDS=200000`), reduced to
+/// the machine: a sync source whose start is never confirmed records the
+/// sync id in its two-slot history. A full sync to a peer found by rule 80
+/// (the peer's current id is in our history), interrupted before the
+/// target confirmed, then a promotion alone (a new generation: the old
+/// current becomes the bitmap id), then the same full sync again,
+/// interrupted again: the second sync id (derived from the new bitmap id,
+/// so not a repeat of the first) pushes the peer's current id out of the
+/// history, and the next handshake calls the pair's data unrelated
+/// (rule 110): an operator must invalidate one side, though nothing was
+/// written apart that the resync would not have copied. Fixed since.
+#[test]
+fn unconfirmed_sync_starts_around_a_new_generation_keep_the_peer_s_id() {
+    let ids = GenIds { current: 0x5000, bitmap: 0, history: [0x2000, 0x1000] };
+    let mut m = Machine::start(settings(), Durable { ids, disk: Disk::UpToDate, primary: false, al_clean: true, crashed_primary: false }, 7).0;
+    m.set_for_test(Role::Secondary, Disk::UpToDate);
+    // The peer: an interrupted sync target, its current id in our history.
+    let beta = Side {
+        role: Role::Secondary,
+        disk: Disk::Inconsistent,
+        ids: GenIds { current: 0x2000, bitmap: 0, history: [0x0400, 0] },
+        dirty_bits: 0,
+        crashed_primary: false,
+        discard_my_data: false,
+    };
+    for round in 0..2 {
+        let (link, plan) = connect(&mut m, beta);
+        assert_eq!(plan.outcome.decision, Decision::Source { full: true }, "round {round}: rule {}", plan.outcome.rule);
+        assert!(m.state().syncing.is_some(), "round {round}: the resync started");
+        // Lost before the target confirmed the start.
+        m.step(Event::ResyncFailed { link });
+        m.step(Event::LinkLost { link: Some(link), clean: false });
+        if round == 0 {
+            let r = m.step(Event::Promote { force: false });
+            assert_eq!(r.answer, Answer::Ok("primary".into()));
+        }
+    }
+    let local = m.local_side(0);
+    let Answer::Decided(plan) = m.step(Event::Handshake { local, peer: beta }).answer else { panic!("no decision") };
+    assert!(
+        !matches!(plan.outcome.decision, Decision::Refuse(_)),
+        "ids {:x?} against the peer's {:x?}: {:?} (rule {})",
+        m.ids(),
+        beta.ids,
+        plan.outcome.decision,
+        plan.outcome.rule
+    );
+}
+
+/// Found by the simulation (`SIM_DISK_ERRORS=1`, seed 951): a Primary whose
+/// disk failed (persisted as just created and inconsistent, "the next
+/// attach is a full sync") goes on through its peer; when it then loses the
+/// peer it makes a new current id like any Primary going on alone. Its
+/// header now holds a random generation unrelated to the peer's, and after
+/// the disk is replaced the handshake refuses the pair as unrelated data
+/// (rule 110) instead of a full sync from the peer: an operator must
+/// invalidate. Fixed since.
+#[test]
+fn a_detached_primary_losing_its_peer_still_resyncs_fully_after_reattach() {
+    let (mut m, link) = primary_connected();
+    m.step(Event::DiskError);
+    m.step(Event::LinkLost { link: Some(link), clean: false });
+    // The disk is replaced: the node starts on the header it left.
+    let (mut m, _) = Machine::start(settings(), *m.durable(), 8);
+    let up = peer(Role::Secondary, Disk::UpToDate, IDS);
+    let local = m.local_side(0);
+    let Answer::Decided(plan) = m.step(Event::Handshake { local, peer: up }).answer else { panic!("no decision") };
+    assert_eq!(plan.outcome.decision, Decision::Target { full: true }, "ids {:x?} (rule {})", m.ids(), plan.outcome.rule);
+}

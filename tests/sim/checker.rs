@@ -1,0 +1,196 @@
+//! The invariants, and the ledger of acknowledged writes they are checked
+//! against:
+//! - never two Primaries while connected;
+//! - every write acknowledged to the client is on the current Primary
+//!   (unless an operator declared data lost: a forced promotion, a split
+//!   brain and its discard);
+//! - both sides' handshake decisions mirror each other;
+//! - when the pair is connected and quiet (nothing in flight, no resync),
+//!   both disks are identical;
+//! - a resync copies no more blocks than the union of both bitmaps at
+//!   connect (which hold the AL extents after a crash);
+//! - a split brain is only found after one was made on purpose.
+
+use repd::node::decide::Decision;
+use repd::node::state::{Connection, Role};
+
+use super::model::{Node, BLOCKS, NAMES};
+use super::network::Net;
+
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Counts {
+    pub steps: u64,
+    pub writes_acked: u64,
+    pub writes_degraded: u64,
+    pub writes_failed: u64,
+    pub crashes: u64,
+    pub torn: u64,
+    pub restarts: u64,
+    pub handshakes: u64,
+    pub install_refused: u64,
+    pub resyncs_done: u64,
+    pub full_syncs: u64,
+    pub blocks_copied: u64,
+    pub split_brains: u64,
+    pub discards: u64,
+    pub promotions: u64,
+    pub promote_refused: u64,
+    pub failovers: u64,
+    pub fences: u64,
+    pub disk_errors: u64,
+    /// Sessions that ended with a goodbye after the peer's flush.
+    pub clean_ends: u64,
+    pub clean_stops: u64,
+    pub quiet_checks: u64,
+    /// Bitmap exchanges where both sides sent more than the link holds:
+    /// sending everything before reading would have deadlocked.
+    pub exchanges_past_buffer: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Counts) {
+        self.steps += o.steps;
+        self.writes_acked += o.writes_acked;
+        self.writes_degraded += o.writes_degraded;
+        self.writes_failed += o.writes_failed;
+        self.crashes += o.crashes;
+        self.torn += o.torn;
+        self.restarts += o.restarts;
+        self.handshakes += o.handshakes;
+        self.install_refused += o.install_refused;
+        self.resyncs_done += o.resyncs_done;
+        self.full_syncs += o.full_syncs;
+        self.blocks_copied += o.blocks_copied;
+        self.split_brains += o.split_brains;
+        self.discards += o.discards;
+        self.promotions += o.promotions;
+        self.promote_refused += o.promote_refused;
+        self.failovers += o.failovers;
+        self.fences += o.fences;
+        self.disk_errors += o.disk_errors;
+        self.clean_ends += o.clean_ends;
+        self.clean_stops += o.clean_stops;
+        self.quiet_checks += o.quiet_checks;
+        self.exchanges_past_buffer += o.exchanges_past_buffer;
+    }
+}
+
+/// What the client was told, and what the operator declared.
+pub struct Ledger {
+    /// Latest acknowledged version of each block.
+    pub acked: Vec<u64>,
+    /// Two lineages may exist (a split brain or forced promotion was made):
+    /// the acknowledged-write check waits until one is discarded.
+    pub suspended: bool,
+    /// A split brain (or unrelated data) may legitimately be found.
+    pub split_possible: bool,
+    /// While suspended: this node acknowledged writes.
+    pub split_acks: [bool; 2],
+    /// The last handshake found unrelated data: the operator invalidates one side.
+    pub unrelated: bool,
+}
+
+impl Ledger {
+    pub fn new() -> Ledger {
+        Ledger { acked: vec![0; BLOCKS], suspended: false, split_possible: false, split_acks: [false; 2], unrelated: false }
+    }
+
+    pub fn ack(&mut self, node: usize, blocks: std::ops::Range<usize>, ver: u64) {
+        if self.suspended {
+            self.split_acks[node] = true;
+        }
+        for b in blocks {
+            self.acked[b] = self.acked[b].max(ver);
+        }
+    }
+
+    /// The operator declared `disk` (the survivor's) the truth.
+    pub fn reset_to(&mut self, disk: &[u64]) {
+        self.acked = disk.to_vec();
+        self.suspended = false;
+        self.split_acks = [false; 2];
+    }
+}
+
+pub fn mirrored(a: &Decision, b: &Decision) -> bool {
+    match (a, b) {
+        (Decision::Source { full: f1 }, Decision::Target { full: f2 }) | (Decision::Target { full: f1 }, Decision::Source { full: f2 }) => {
+            f1 == f2
+        }
+        (Decision::InSync, Decision::InSync)
+        | (Decision::Idle, Decision::Idle)
+        | (Decision::SplitBrain, Decision::SplitBrain)
+        | (Decision::Refuse(_), Decision::Refuse(_)) => true,
+        _ => false,
+    }
+}
+
+/// Node `i` is connected on a live, installed link.
+pub fn connected(n: &[Node; 2], net: &Net, i: usize) -> bool {
+    n[i].m.as_ref().is_some_and(|m| m.state().connection == Connection::Connected) && n[i].live_link(net).is_some()
+}
+
+pub fn is_primary(n: &Node) -> bool {
+    n.m.as_ref().is_some_and(|m| m.state().role == Role::Primary)
+}
+
+/// Connected, installed on both sides, nothing in flight, no resync, no
+/// failed disk.
+pub fn quiet(n: &[Node; 2], net: &Net) -> bool {
+    net.empty()
+        && (0..2).all(|i| {
+            let x = &n[i];
+            connected(n, net, i)
+                && x.reqs.is_empty()
+                && x.writes.is_empty()
+                && x.src.is_none()
+                && !x.promoting
+                && !x.draining
+                && x.machine().state().syncing.is_none()
+                && !x.machine().disk_failed()
+        })
+}
+
+/// The invariants that hold at every step; `Err` says which broke.
+pub fn check(n: &[Node; 2], net: &Net, ledger: &mut Ledger, c: &mut Counts) -> Result<(), String> {
+    if connected(n, net, 0) && connected(n, net, 1) && is_primary(&n[0]) && is_primary(&n[1]) {
+        return Err("two Primaries while connected".into());
+    }
+    let primaries: Vec<usize> = (0..2).filter(|&i| is_primary(&n[i])).collect();
+    if primaries.len() == 2 && !ledger.suspended {
+        return Err("two Primaries apart, with no split brain made on purpose".into());
+    }
+    if let [p] = primaries[..] {
+        // A Primary whose disk failed serves through its peer (and fails
+        // what it cannot mirror); the convergence checks what it holds.
+        if !ledger.suspended && !n[p].machine().disk_failed() {
+            if let Some(b) = (0..BLOCKS).find(|&b| n[p].store.disk[b] < ledger.acked[b]) {
+                return Err(format!(
+                    "acknowledged write lost: block {b} acked at version {} but the Primary {} holds {}",
+                    ledger.acked[b], NAMES[p], n[p].store.disk[b]
+                ));
+            }
+        }
+    }
+    for x in n {
+        if let Some(s) = &x.src {
+            if s.copies > s.bound {
+                return Err(format!("resync copied {} blocks, more than the {} of both bitmaps' union", s.copies, s.bound));
+            }
+        }
+    }
+    // Two inconsistent disks (a fresh pair, or one after a double fault)
+    // hold nothing to compare.
+    let meaningful = n.iter().any(|x| x.m.as_ref().is_some_and(|m| m.state().disk != repd::node::state::Disk::Inconsistent));
+    if quiet(n, net) && meaningful {
+        c.quiet_checks += 1;
+        if n[0].store.disk != n[1].store.disk {
+            let diff: Vec<usize> = (0..BLOCKS).filter(|&b| n[0].store.disk[b] != n[1].store.disk[b]).collect();
+            return Err(format!("connected and quiet, but the disks differ at blocks {diff:?}"));
+        }
+        if !ledger.suspended {
+            ledger.split_possible = false;
+        }
+    }
+    Ok(())
+}
