@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
+use crate::addr::check_host_port;
+pub use crate::addr::ListenAddr;
+
 /// A configuration error: `file: key: reason`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -76,61 +79,6 @@ impl<'de> Deserialize<'de> for Size {
         }
         d.deserialize_any(V)
     }
-}
-
-/// An NBD listen address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenAddr {
-    /// `HOST:PORT`
-    Tcp(String),
-    /// `unix:/PATH`
-    Unix(PathBuf),
-}
-
-impl ListenAddr {
-    /// Parses `HOST:PORT` or `unix:/PATH`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        if let Some(p) = s.strip_prefix("unix:") {
-            if p.is_empty() {
-                return Err("`unix:` needs a path, as in unix:/run/repd/r0.nbd".into());
-            }
-            return Ok(ListenAddr::Unix(PathBuf::from(p)));
-        }
-        check_host_port(s).map(|()| ListenAddr::Tcp(s.to_owned()))
-    }
-
-    /// The NBD URI a client uses to reach `export` here.
-    pub fn uri(&self, export: &str) -> String {
-        match self {
-            ListenAddr::Tcp(a) => {
-                let a = a.replace("0.0.0.0", "127.0.0.1");
-                format!("nbd://{a}/{export}")
-            }
-            ListenAddr::Unix(p) => format!("nbd+unix:///{export}?socket={}", p.display()),
-        }
-    }
-}
-
-impl fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ListenAddr::Tcp(a) => f.write_str(a),
-            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
-
-fn check_host_port(s: &str) -> Result<(), String> {
-    let bad = || format!("`{s}` is not HOST:PORT");
-    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
-    if host.is_empty() {
-        return Err(bad());
-    }
-    let port: u16 = port.parse().map_err(|_| format!("`{port}` in `{s}` is not a port number"))?;
-    if port == 0 {
-        return Err(format!("port 0 in `{s}` is not allowed"));
-    }
-    Ok(())
 }
 
 #[derive(Debug, Deserialize)]

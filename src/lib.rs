@@ -13,6 +13,8 @@
 //!
 //! | module | holds |
 //! |---|---|
+//! | [`vocab`] | the words every layer shares: role, disk and connection states, generation ids and the sync decision (pure; imports nothing of the crate) |
+//! | [`addr`] | addresses as the resource file writes them: `HOST:PORT`, the NBD listen address |
 //! | [`config`] | the TOML resource file into validated types; errors name file, key, reason |
 //! | [`store`] | the backing file: pread/pwrite, fdatasync, punch-hole, zero ranges, SEEK_DATA maps |
 //! | [`inline_io`] | when a small buffered write may run on the async worker (timed, backs off when slow) |
@@ -31,6 +33,7 @@
 //! | [`sd_notify`] | systemd readiness, watchdog and stopping notices (`$NOTIFY_SOCKET`) |
 //! | [`backoff`] | accept loops that back off on EMFILE/ENFILE and log at most once a second |
 
+pub mod addr;
 pub mod backoff;
 pub mod cli;
 pub mod config;
@@ -48,3 +51,4 @@ pub mod repl;
 pub mod sd_notify;
 pub mod store;
 pub mod tls;
+pub mod vocab;

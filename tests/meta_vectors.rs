@@ -10,7 +10,7 @@ use repd::meta::activity_log::{AlTransaction, AlUpdate};
 use repd::meta::al_ring::{self, TX_SIZE};
 use repd::meta::header::{self, DiskState, Flags, Header, State, HEADER_SIZE};
 use repd::meta::Layout;
-use repd::node::genid::GenIds;
+use repd::vocab::GenIds;
 use std::path::PathBuf;
 
 fn vector_path(name: &str) -> PathBuf {

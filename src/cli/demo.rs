@@ -107,7 +107,7 @@ pub async fn run(dir: Option<PathBuf>, size: &str) -> i32 {
         }
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
-    super::repd::stop_on_signals(shutdown.clone());
+    super::signals::stop_on_signals(shutdown.clone());
     let mut handles = Vec::new();
     for n in cfg.nodes.clone() {
         let node = match Node::open(cfg.clone(), n) {

@@ -4,18 +4,11 @@
 
 use std::path::Path;
 
-use clap::CommandFactory as _;
-
-/// The two command lines, as clap sees them.
-fn commands() -> Vec<clap::Command> {
-    vec![super::repd::Args::command(), super::repctl::Args::command()]
-}
-
-/// Writes `repd.8` and `repctl.8` into `dir`.
-pub fn man(dir: &Path) -> std::io::Result<Vec<String>> {
+/// Writes a man page `NAME.8` for each of `commands` into `dir`.
+pub fn man(dir: &Path, commands: Vec<clap::Command>) -> std::io::Result<Vec<String>> {
     std::fs::create_dir_all(dir)?;
     let mut written = Vec::new();
-    for cmd in commands() {
+    for cmd in commands {
         let name = cmd.get_name().to_owned();
         let man = clap_mangen::Man::new(cmd.clone()).section("8").source(format!("repd {}", env!("CARGO_PKG_VERSION"))).manual("repd");
         let mut out = Vec::new();
@@ -71,12 +64,12 @@ pub fn man(dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(written)
 }
 
-/// Writes bash, zsh and fish completions for both commands into `dir`.
-pub fn completions(dir: &Path) -> std::io::Result<Vec<String>> {
+/// Writes bash, zsh and fish completions for each of `commands` into `dir`.
+pub fn completions(dir: &Path, commands: Vec<clap::Command>) -> std::io::Result<Vec<String>> {
     use clap_complete::Shell;
     std::fs::create_dir_all(dir)?;
     let mut written = Vec::new();
-    for mut cmd in commands() {
+    for mut cmd in commands {
         let name = cmd.get_name().to_owned();
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let path = clap_complete::generate_to(shell, &mut cmd, &name, dir)?;

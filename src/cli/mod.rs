@@ -10,6 +10,7 @@ mod gendocs;
 mod mdtools;
 mod repctl;
 mod repd;
+mod signals;
 
 pub use repctl::main as repctl_main;
 pub use repd::main as repd_main;

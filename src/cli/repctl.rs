@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use super::{discover, exit, mdtools};
 use crate::config::Config;
 use crate::control::{self, Request, Response, Status};
-use crate::node::state::{Connection, Disk};
+use crate::vocab::{Connection, Disk, SyncSide};
 
 #[derive(Parser, Debug)]
 #[command(name = "repctl", version, about = "Control a running repd node")]
@@ -124,14 +124,20 @@ enum Generate {
     Completions,
 }
 
+/// The two command lines, as clap sees them (for `repctl generate`).
+fn commands() -> Vec<clap::Command> {
+    use clap::CommandFactory as _;
+    vec![super::repd::Args::command(), Args::command()]
+}
+
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn main() -> i32 {
     let mut args: Args = super::parse_args();
     if let Cmd::Generate { what, dir } = &args.cmd {
         let r = match what {
-            Generate::Man => super::gendocs::man(dir),
-            Generate::Completions => super::gendocs::completions(dir),
+            Generate::Man => super::gendocs::man(dir, commands()),
+            Generate::Completions => super::gendocs::completions(dir, commands()),
         };
         return match r {
             Ok(files) => {
@@ -474,8 +480,8 @@ fn sync_line(sy: &control::SyncStatus) -> String {
     format!(
         "sync {} {pct:.1}% {}/{} at {}/s ({} B/s) eta {}s",
         match sy.direction {
-            crate::node::state::SyncSide::Source => "source",
-            crate::node::state::SyncSide::Target => "target",
+            SyncSide::Source => "source",
+            SyncSide::Target => "target",
         },
         BinaryBytes(sy.done_bytes),
         BinaryBytes(sy.total_bytes),

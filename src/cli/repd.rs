@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use super::exit;
+use super::{exit, signals};
 use crate::config::Config;
 use crate::node::Node;
 
@@ -113,9 +113,9 @@ pub async fn run_node(cfg: Config, me: crate::config::NodeConfig) -> i32 {
             return exit::FAILED;
         }
     };
-    stop_on_signals(node.shutdown.clone());
+    signals::stop_on_signals(node.shutdown.clone());
     match hup {
-        Ok(hup) => reload_on_sighup(node.clone(), hup),
+        Ok(hup) => signals::reload_on_sighup(node.clone(), hup),
         Err(e) => tracing::error!("cannot install the SIGHUP handler: {e}"),
     }
     if let Some(every) = crate::sd_notify::watchdog_interval() {
@@ -137,43 +137,4 @@ pub async fn run_node(cfg: Config, me: crate::config::NodeConfig) -> i32 {
             exit::FAILED
         }
     }
-}
-
-/// Cancels `token` on SIGTERM or SIGINT (and tells systemd it is stopping).
-/// The token is cancelled before anything is logged: a log write must never
-/// keep the daemon from stopping.
-pub fn stop_on_signals(token: tokio_util::sync::CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (term, int) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
-    let (Ok(mut term), Ok(mut int)) = (term, int) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        token.cancel();
-        crate::sd_notify::notify("STOPPING=1");
-        tracing::info!("{name}: stopping");
-    });
-}
-
-/// SIGHUP: reload, as `repctl adjust` (the default action would kill the node).
-fn reload_on_sighup(node: std::sync::Arc<Node>, mut hup: tokio::signal::unix::Signal) {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                r = hup.recv() => if r.is_none() { return },
-                _ = node.shutdown.cancelled() => return,
-            }
-            crate::sd_notify::notify("RELOADING=1");
-            tracing::info!("SIGHUP: reloading {}", node.cfg.path.display());
-            if let Err(e) = node.adjust() {
-                tracing::error!("SIGHUP: {e}");
-            }
-            crate::sd_notify::notify("READY=1");
-        }
-    });
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
-use crate::node::state::{Connection, Disk, Role, SyncSide};
+use crate::vocab::{Connection, Disk, Role, SyncSide};
 
 /// What the node knows of its peer; `role`/`disk` are "unknown" when not connected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +22,22 @@ pub struct SyncStatus {
     pub done_bytes: u64,
     pub bytes_per_sec: u64,
     pub eta_secs: u64,
+}
+
+/// The running or last verify, as `status` shows it (`"verify"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyStatus {
+    /// Counts the verifies started since the daemon started (1 = the first).
+    pub run: u64,
+    pub running: bool,
+    pub total_bytes: u64,
+    pub done_bytes: u64,
+    /// Bytes found different (marked out of sync) so far.
+    pub mismatched_bytes: u64,
+    /// Milliseconds since it started (running) or that it took (finished).
+    pub elapsed_ms: u64,
+    /// Why it stopped before the end (the peer link was lost), if it did.
+    pub error: Option<String>,
 }
 
 /// Byte counters since the daemon started.
@@ -70,7 +86,7 @@ pub struct Status {
     pub io_frozen: bool,
     /// The running or last online verify (extra field; null before the first).
     #[serde(default)]
-    pub verify: Option<crate::node::verify::VerifyStatus>,
+    pub verify: Option<VerifyStatus>,
 }
 
 fn human_bytes(n: u64) -> String {

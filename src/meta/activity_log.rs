@@ -25,39 +25,8 @@
 //! out of sync; [`ActivityLog::restore`] continues the ring.
 
 use crate::meta::al_ring::{AlReplay, CONTEXT_PER_TX_U32, UPDATES_PER_TX};
-
-/// One AL slot changing content.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AlUpdate {
-    pub slot: u32,
-    /// Extent that left the log (not stored on disk; None after decoding).
-    pub evicted: Option<u32>,
-    /// Extent that entered the log (None: the slot became empty).
-    pub activated: Option<u32>,
-}
-
-/// One record of the activity-log ring.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AlTransaction {
-    /// Sequence number, from 1; the ring slot is `seq % ring_len`.
-    pub seq: u64,
-    pub updates: Vec<AlUpdate>,
-    /// First AL slot of the context window.
-    pub context_start: u32,
-    /// Content of AL slots `context_start..` (wrapping), after the updates.
-    pub context: Vec<Option<u32>>,
-}
-
-impl AlTransaction {
-    /// Extents that became active.
-    pub fn activated(&self) -> impl Iterator<Item = u32> + '_ {
-        self.updates.iter().filter_map(|u| u.activated)
-    }
-    /// Extents that left the log: their bitmap bits must be durable first.
-    pub fn evicted(&self) -> impl Iterator<Item = u32> + '_ {
-        self.updates.iter().filter_map(|u| u.evicted)
-    }
-}
+/// The records this log returns are the ring's (see [`super::al_ring`]).
+pub use crate::meta::al_ring::{AlTransaction, AlUpdate};
 
 /// Why a write cannot begin or end.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -18,8 +18,6 @@
 //! device as out of sync. A ring with no valid transaction is complete (and
 //! empty) only when no slot but the one of seq 1 was ever written.
 
-use crate::meta::activity_log::{AlTransaction, AlUpdate};
-
 /// Bytes per transaction slot.
 pub const TX_SIZE: usize = 4096;
 /// First 4 bytes of every transaction: "RPAL".
@@ -34,6 +32,39 @@ pub const CONTEXT_PER_TX_U32: u32 = 880;
 pub const EMPTY: u32 = u32::MAX;
 const UPD_OFF: usize = 32;
 const CTX_OFF: usize = UPD_OFF + UPDATES_PER_TX * 8;
+
+/// One AL slot changing content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlUpdate {
+    pub slot: u32,
+    /// Extent that left the log (not stored on disk; None after decoding).
+    pub evicted: Option<u32>,
+    /// Extent that entered the log (None: the slot became empty).
+    pub activated: Option<u32>,
+}
+
+/// One record of the activity-log ring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlTransaction {
+    /// Sequence number, from 1; the ring slot is `seq % ring_len`.
+    pub seq: u64,
+    pub updates: Vec<AlUpdate>,
+    /// First AL slot of the context window.
+    pub context_start: u32,
+    /// Content of AL slots `context_start..` (wrapping), after the updates.
+    pub context: Vec<Option<u32>>,
+}
+
+impl AlTransaction {
+    /// Extents that became active.
+    pub fn activated(&self) -> impl Iterator<Item = u32> + '_ {
+        self.updates.iter().filter_map(|u| u.activated)
+    }
+    /// Extents that left the log: their bitmap bits must be durable first.
+    pub fn evicted(&self) -> impl Iterator<Item = u32> + '_ {
+        self.updates.iter().filter_map(|u| u.evicted)
+    }
+}
 
 /// Transactions in the ring for `slots` AL slots: enough that all but one
 /// (a torn one) cover every slot with their context windows, at least 8.

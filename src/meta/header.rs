@@ -7,7 +7,7 @@
 //! any input.
 
 use crate::meta::layout::Layout;
-use crate::node::genid::GenIds;
+use crate::vocab::GenIds;
 
 /// Size of one header copy.
 pub const HEADER_SIZE: usize = 4096;

@@ -32,7 +32,7 @@ pub use bitmap::{Bitmap, BitmapError};
 pub use header::{DiskState, Flags, Header, HeaderError, State};
 pub use layout::Layout;
 
-use crate::node::genid::GenIds;
+use crate::vocab::GenIds;
 use header::HEADER_SIZE;
 use std::fs::{File, OpenOptions};
 use std::io;

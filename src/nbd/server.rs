@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::handshake::{haggle, negotiate, Outcome, Policy, TlsMode};
 use super::transmission::{self, Limits};
-use crate::config::ListenAddr;
+use crate::addr::ListenAddr;
 use crate::device::ExportGate;
 
 /// How the server treats its clients.

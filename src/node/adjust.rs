@@ -3,8 +3,8 @@
 //!
 //! [`merge`] is pure: from the configuration in effect and the file as it
 //! is now it returns the configuration to put in effect and, by dotted key,
-//! what it applied and what needs a restart. [`LiveConfig`] holds the
-//! configuration in effect; every `node.cfg.KEY` read sees the newest.
+//! what it applied and what needs a restart. [`super::live_config::LiveConfig`]
+//! holds the configuration in effect; every `node.cfg.KEY` read sees the newest.
 //!
 //! | applied live | when it takes effect |
 //! |---|---|
@@ -21,39 +21,7 @@
 //! `al_extents`, `max_clients`, `nbd_tls`, the TLS files) needs a restart:
 //! it is reported and the old value stays in effect.
 
-use std::sync::RwLock;
-
 use crate::config::Config;
-
-/// The configuration in effect. Reads hand out a `&'static Config`: each
-/// adjusted configuration is leaked (a few KiB per adjust, which an
-/// operator runs by hand), so a reader never holds a lock or a guard.
-pub struct LiveConfig {
-    cur: RwLock<&'static Config>,
-}
-
-impl LiveConfig {
-    pub fn new(cfg: Config) -> Self {
-        LiveConfig { cur: RwLock::new(Box::leak(Box::new(cfg))) }
-    }
-
-    /// The configuration in effect now.
-    pub fn get(&self) -> &'static Config {
-        *self.cur.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Puts `cfg` in effect.
-    pub fn set(&self, cfg: Config) {
-        *self.cur.write().unwrap_or_else(|p| p.into_inner()) = Box::leak(Box::new(cfg));
-    }
-}
-
-impl std::ops::Deref for LiveConfig {
-    type Target = Config;
-    fn deref(&self) -> &Config {
-        self.get()
-    }
-}
 
 /// What an adjust did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,13 +122,17 @@ pub fn merge(old: &Config, new: &Config) -> Merged {
 impl super::Node {
     /// Re-reads the resource file and puts in effect what can change live.
     /// Err (one line) when the file is now invalid: nothing changes then.
-    pub fn adjust(&self) -> Result<Merged, String> {
+    pub fn adjust(self: &std::sync::Arc<Self>) -> Result<Merged, String> {
         let new = Config::load(&self.cfg.path).map_err(|e| format!("configuration not changed: {e}"))?;
         let m = merge(&self.cfg, &new);
         if m.applied.iter().any(|k| k == "resource.log_level") && !crate::logging::env_overrides() {
             crate::logging::set_filter(m.config.resource.log_level.as_deref().unwrap_or("info"))?;
         }
         self.cfg.set(m.config.clone());
+        let mut settings = *self.machine().settings();
+        settings.fencing = m.config.net.fencing;
+        settings.after_split_brain = m.config.resource.after_split_brain;
+        let _ = self.step(super::machine::Event::Adjust(settings));
         if m.refused.is_empty() {
             tracing::info!("configuration reloaded from {}: {}", self.cfg.path.display(), m.summary());
         } else {
@@ -225,7 +197,7 @@ control = "/tmp/b.sock"
 
     #[test]
     fn live_config_hands_out_the_newest() {
-        let live = LiveConfig::new(parse(FILE));
+        let live = crate::node::live_config::LiveConfig::new(parse(FILE));
         let before = live.get();
         let mut c = parse(FILE);
         c.resource.resync_rate = 4096;

@@ -16,53 +16,24 @@ use crate::repl::Message;
 use super::counters::AtomicCounters;
 use super::genid::GenIds;
 use super::link::{PeerLink, Reply};
+use super::machine::{Answer, Event};
 use super::runtime::Node;
-use super::session::{from_wire_disk, from_wire_role};
-use super::state::{Disk, PeerView, Role, SyncSide};
-
-/// Local writes for the peer still running. They may outlive their
-/// session (a stalled disk); the next session starts only once they are
-/// done, or an old mirrored write could land after newer resync data.
-#[derive(Debug, Default)]
-pub struct Applying {
-    n: std::sync::atomic::AtomicUsize,
-    idle: tokio::sync::Notify,
-}
-
-impl Applying {
-    pub fn count(&self) -> usize {
-        self.n.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Waits until no write for the peer is running.
-    pub async fn idle(&self) {
-        loop {
-            let n = self.idle.notified();
-            tokio::pin!(n);
-            n.as_mut().enable();
-            if self.count() == 0 {
-                return;
-            }
-            n.await;
-        }
-    }
-}
+use super::state::{Disk, Role};
+use super::wire::{from_wire_disk, from_wire_role};
 
 /// One running write for the peer (see [`Applying`]); ends when dropped.
 struct Entered(Arc<Node>);
 
 impl Entered {
     fn new(node: &Arc<Node>) -> Entered {
-        node.applying.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        node.applying.enter();
         Entered(node.clone())
     }
 }
 
 impl Drop for Entered {
     fn drop(&mut self) {
-        if self.0.applying.n.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
-            self.0.applying.idle.notify_waiters();
-        }
+        self.0.applying.leave();
     }
 }
 
@@ -125,7 +96,8 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
         Message::Ack { id, errno } | Message::SyncAck { id, errno } => link.complete(id, errno),
         // Replies never wait for room in the queue here (see `PeerLink::send_soon`).
         Message::RoleRequest { id } => {
-            let errno = if node.grant_role_request() { 0 } else { libc::EBUSY };
+            let granted = matches!(node.step(Event::RoleRequested), Ok(Answer::Granted(true)));
+            let errno = if granted { 0 } else { libc::EBUSY };
             link.send_soon(Message::Ack { id, errno });
         }
         Message::Ping { nonce } => {
@@ -134,30 +106,18 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
         }
         Message::PingAck { .. } => {}
         Message::StateUpdate { role, disk, .. } => {
-            let view = PeerView { role: from_wire_role(role), disk: from_wire_disk(disk) };
-            node.state().peer = Some(view);
-            node.changed();
+            let _ = node.step(Event::PeerUpdate { role: from_wire_role(role), disk: from_wire_disk(disk) });
         }
         Message::State(s) => {
             // The source's ids after its sync start.
-            node.set_peer_ids(GenIds { current: s.current_uuid, bitmap: s.bitmap_uuid, history: s.history_uuids });
+            let _ = node.step(Event::PeerIds(GenIds { current: s.current_uuid, bitmap: s.bitmap_uuid, history: s.history_uuids }));
         }
         Message::SyncStart { total_bytes, source_uuid } => {
-            {
-                let mut st = node.state();
-                if st.role == Role::Primary {
-                    return Err("the peer wants to sync into this Primary".into());
-                }
-                st.syncing = Some(SyncSide::Target);
+            match node.step(Event::SyncStartReceived { source_uuid, total: total_bytes, now: node.now() }) {
+                Ok(Answer::Refused(why)) => return Err(why),
+                Ok(_) => {}
+                Err(e) => return Err(format!("resync start: {e}")),
             }
-            node.persist(|m| {
-                let mut ids = m.gen_ids();
-                ids.start_sync_as_target(source_uuid);
-                m.set_gen_ids(ids);
-            });
-            node.set_disk(Disk::Inconsistent);
-            node.sync_begin(SyncSide::Target, total_bytes);
-            node.announce_state();
         }
         Message::SyncData { id, offset, data } => {
             let len = data.len() as u64;
@@ -170,22 +130,7 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             if errno != 0 {
                 return Err(format!("flush at the end of resync failed: errno {errno}"));
             }
-            let source = node.peer_ids();
-            node.persist(|m| {
-                let mut ids = m.gen_ids();
-                ids.finish_sync_as_target(&source);
-                m.set_gen_ids(ids);
-                m.bitmap_mut().clear_all();
-                let _ = m.flush_bitmap();
-                let mut f = m.flags();
-                f.crashed_primary = false;
-                m.set_flags(f);
-            });
-            node.state().syncing = None;
-            node.set_disk(Disk::UpToDate);
-            node.sync_end();
-            tracing::info!("resync finished: this disk is UpToDate");
-            node.announce_state();
+            node.step(Event::SyncDoneFlushed).map_err(|e| format!("resync end: {e}"))?;
         }
         Message::VerifyRequest { id, offset, len } => {
             check_range(node, offset, u64::from(len))?;
@@ -353,7 +298,7 @@ pub fn mirrored_batch(node: &Arc<Node>, link: &Arc<PeerLink>, batch: Vec<Message
 }
 
 /// Counts an applied mirrored write, or detaches the disk on an I/O error.
-fn account_mirrored(node: &Node, len: u64, errno: i32) {
+fn account_mirrored(node: &Arc<Node>, len: u64, errno: i32) {
     if errno == 0 {
         AtomicCounters::add(&node.counters.replicated_bytes, len);
     } else if errno != libc::ENODEV && errno != libc::EINVAL {

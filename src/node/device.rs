@@ -224,10 +224,8 @@ impl NodeDevice {
         } else {
             // Step 7: the peer does not have it. The divergence is on
             // disk (a new generation) before any such write is acked.
-            self.node.mark_out_of_sync(offset, len);
-            self.node.ensure_diverged()?;
             // With resource-and-stonith, not acked until the peer is fenced.
-            self.node.freeze_unless_fenced();
+            self.node.degraded(offset, len)?;
             self.node.wait_thawed().await?;
         }
         AtomicCounters::add(&self.node.counters.app_write_bytes, len);
@@ -451,11 +449,7 @@ mod tests {
         let cfg = crate::config::Config::parse(&dir.join("r0.toml"), &text).unwrap();
         let me = cfg.nodes[0].clone();
         let n = Node::open(cfg, me).unwrap();
-        {
-            let mut st = n.state();
-            st.role = Role::Primary;
-            st.disk = Disk::UpToDate;
-        }
+        n.machine().set_for_test(Role::Primary, Disk::UpToDate);
         n
     }
 
@@ -473,7 +467,7 @@ mod tests {
         let n = node(dir.path());
         let (tx, rx) = mpsc::channel(16);
         let link = Arc::new(PeerLink::new(tx));
-        n.set_link(Some(link.clone()));
+        n.install_for_test(link.clone());
         let dev = Arc::new(NodeDevice::new(n.clone()));
         Linked { dir, n, rx, link, dev }
     }

@@ -24,8 +24,7 @@ use futures::StreamExt;
 use crate::meta::{Bitmap, BitmapError};
 use crate::repl::{FrameError, Message, NodeState};
 
-use super::runtime::Node;
-use super::session::{Reader, Writer, WRITE_BATCH};
+use super::framing::{Reader, Writer, WRITE_BATCH};
 
 /// Runs per `BitmapRuns` frame sent (at most 8192 × 20 bytes of payload;
 /// about 16 KiB for scattered single bits).
@@ -165,16 +164,17 @@ async fn flush(sink: &mut Writer, timeout: Duration) -> Result<(), String> {
 /// dropped, so the side that will not merge it holds no copy. Fails (a
 /// reason to log) on a broken, silent or misbehaving link.
 pub async fn exchange(
-    node: &Node,
+    meta: &std::sync::Mutex<crate::meta::Meta>,
     sink: &mut Writer,
     stream: &mut Reader,
     local: NodeState,
     keep: impl FnOnce(&NodeState) -> bool,
     timeout: Duration,
 ) -> Result<Exchanged, String> {
-    let bits = node.meta().bitmap().bits();
+    let lock = || meta.lock().unwrap_or_else(|p| p.into_inner());
+    let bits = lock().bitmap().bits();
     exchange_with(
-        |from| runs_frame(node.meta().bitmap(), from),
+        |from| runs_frame(lock().bitmap(), from),
         bits,
         sink,
         stream,

@@ -33,7 +33,7 @@ pub enum Reply {
     Digest([u8; 32]),
     Data(Result<bytes::Bytes, i32>),
     /// The peer's sizes (online resize).
-    Resize(super::resize::PeerSizes),
+    Resize(super::resize_state::PeerSizes),
 }
 
 /// A request awaiting its answer: when it was issued, and who waits.
@@ -58,8 +58,8 @@ pub struct PeerLink {
     pub closed: CancellationToken,
     /// The link ended cleanly: the peer made its data durable and said goodbye.
     clean: AtomicBool,
-    /// The loss of this link was counted (see `Node::count_loss`).
-    loss_counted: AtomicBool,
+    /// The machine's name for this link once installed (0: not yet).
+    id: AtomicU64,
 }
 
 /// Milliseconds from `from` to `to` (0 if `to` is earlier).
@@ -78,7 +78,7 @@ impl PeerLink {
             last_answer_ms: AtomicU64::new(0),
             closed: CancellationToken::new(),
             clean: AtomicBool::new(false),
-            loss_counted: AtomicBool::new(false),
+            id: AtomicU64::new(0),
         }
     }
 
@@ -217,9 +217,14 @@ impl PeerLink {
         self.replies().clear();
     }
 
-    /// True the first time only: the caller counts this link's loss.
-    pub fn take_loss(&self) -> bool {
-        !self.loss_counted.swap(true, Ordering::SeqCst)
+    /// The machine's name for this link ([`LinkId`]`(0)` before it is installed).
+    pub fn id(&self) -> super::machine::LinkId {
+        super::machine::LinkId(self.id.load(Ordering::SeqCst))
+    }
+
+    /// Named by the machine when installed.
+    pub(super) fn set_id(&self, id: super::machine::LinkId) {
+        self.id.store(id.0, Ordering::SeqCst);
     }
 
     /// Records that the link ends cleanly (see [`PeerLink::clean`]).

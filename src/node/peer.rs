@@ -35,11 +35,10 @@ use std::time::{Duration, Instant};
 use futures::SinkExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
-use tokio_util::codec::Framed;
 
 use crate::ratelimit::{allow, Held};
 use crate::repl::handshake::handshake_admit;
-use crate::repl::{Codec, HandshakeError, HelloParams, Message};
+use crate::repl::{HandshakeError, HelloParams, Message};
 use crate::tls::BoxStream;
 
 use super::counters::AtomicCounters;
@@ -47,8 +46,7 @@ use super::runtime::Node;
 use super::session;
 use super::state::Connection;
 
-/// An authenticated link, ready for a session (over TCP, or TLS over TCP).
-pub type Link = Framed<BoxStream, Codec>;
+pub use super::framing::Link;
 
 /// Longest a connection may take from accept (or connect) to `Accept`,
 /// TLS handshake included.
@@ -278,7 +276,6 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
         let started = Instant::now();
         next = run_session(&node, link, &mut inbound).await;
         drop(taken);
-        node.link_lost();
         if dialer && next.is_none() {
             if let Some(wait) = backoff.session_ended(started.elapsed()) {
                 if !pause(&node, wait, false, &mut inbound).await {

@@ -28,8 +28,7 @@ use crate::repl::Message;
 use super::counters::AtomicCounters;
 use super::link::{LinkError, PeerLink};
 use super::runtime::Node;
-use super::genid::SyncStart;
-use super::state::{Disk, SyncSide};
+use super::machine::{Answer, Event, ResyncStart};
 
 /// Largest copy: 256 granules (1 MiB at 4 KiB).
 pub const RUN_BITS: u64 = 256;
@@ -49,12 +48,13 @@ const WINDOW_COPIES: u32 = 128;
 ///
 /// [`GenIds::begin_sync_as_source`]: super::genid::GenIds::begin_sync_as_source
 /// `csums`: compare digests before copying data runs (see the module doc).
-pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart, csums: bool) {
+pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
+    let ResyncStart { start, csums, .. } = r;
     if let Some(ms) = crate::failpoint::delay_ms("resync.start") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let total = node.out_of_sync_bytes();
-    node.sync_begin(SyncSide::Source, total);
+    let _ = node.step(Event::ResyncBegun { total, now: node.now() });
     tracing::info!(total_bytes = total, csums, "resync started (this node is the source)");
     let state = super::session::state_frame(&node, start.confirmed);
     if link.send(state).await.is_err()
@@ -65,23 +65,17 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart, 
         // link left up with no sync running would stay out of sync for
         // good; drop it, and the next session starts the sync again.
         tracing::warn!("resync start not confirmed by the peer; reconnecting");
-        node.sync_end();
-        link.close();
+        let _ = node.step(Event::ResyncFailed { link: link.id() });
         return;
     }
-    let confirmed = {
-        let mut m = node.meta();
-        let mut ids = m.gen_ids();
-        ids.confirm_sync_start(&start) && {
-            m.set_gen_ids(ids);
-            m.persist_header().map_err(|e| tracing::error!("cannot write metadata at resync start: {e}")).is_ok()
+    match node.step(Event::ResyncConfirmed { link: link.id(), start }) {
+        Ok(Answer::Ok(_)) => {}
+        Ok(_) => return,
+        Err(e) => {
+            tracing::error!("resync start: {e}; reconnecting");
+            let _ = node.step(Event::ResyncFailed { link: link.id() });
+            return;
         }
-    };
-    if !confirmed {
-        tracing::warn!("resync start abandoned: the generation ids changed meanwhile; reconnecting");
-        node.sync_end();
-        link.close();
-        return;
     }
     let window = Arc::new(Semaphore::new(WINDOW_GRANULES as usize));
     let copies = Arc::new(Semaphore::new(WINDOW_COPIES as usize));
@@ -202,7 +196,7 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart, 
         });
     }
     if link.closed.is_cancelled() {
-        node.sync_end();
+        let _ = node.step(Event::ResyncInterrupted);
         tracing::warn!("resync interrupted; {} bytes still out of sync", node.out_of_sync_bytes());
         return;
     }
@@ -210,40 +204,19 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, start: SyncStart, 
     let epoch = node.take_unflushed();
     if link.request(|id| Message::Flush { id }).await.is_err() {
         node.mark_chunks_out_of_sync(&epoch);
-        node.sync_end();
         tracing::warn!("resync interrupted at the final flush; reconnecting");
-        link.close();
+        let _ = node.step(Event::ResyncFailed { link: link.id() });
         return;
     }
     if link.send(Message::SyncDone).await.is_ok() {
-        node.persist(|m| {
-            let mut ids = m.gen_ids();
-            ids.finish_sync_as_source();
-            m.set_gen_ids(ids);
-            let mut f = m.flags();
-            f.crashed_primary = false;
-            m.set_flags(f);
-            let _ = m.flush_bitmap();
-        });
-        {
-            let mut st = node.state();
-            st.syncing = None;
-            if let Some(p) = st.peer.as_mut() {
-                p.disk = Disk::UpToDate;
-            }
-        }
-        node.sync_end();
-        // The source's data is what both nodes now hold: it is current.
-        let disk = node.state().disk;
-        if disk != Disk::UpToDate && disk.is_complete() {
-            node.set_disk(Disk::UpToDate);
+        if let Err(e) = node.step(Event::ResyncDone) {
+            tracing::error!("resync finished, but {e}");
         }
         tracing::info!(
             secs = started.elapsed().as_secs_f64(),
             data_bytes = sent_data,
             "resync finished (source)"
         );
-        node.changed();
     }
 }
 

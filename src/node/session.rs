@@ -11,91 +11,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
-use tokio_util::codec::{Framed, FramedParts};
 
-use crate::repl::vwrite::FrameWriter;
-use crate::repl::{self, Codec, FrameError, Message};
-use crate::tls::BoxStream;
+use crate::repl::{self, FrameError, Message};
 
 use super::apply;
 use super::exchange;
 use super::decide::{decide, Decision, Side};
 use super::genid::GenIds;
 use super::link::PeerLink;
-use super::peer::Link;
+use super::framing::{split_link, Link, Reader, Writer, WRITE_BATCH};
 use super::runtime::Node;
-use super::state::{Connection, Disk, PeerView, Role, SyncSide};
+use super::machine::{Answer, Event};
+use super::wire::{from_wire_disk, from_wire_role, to_wire_disk, to_wire_role};
 
 /// Outgoing queue depth (frames) per link.
 const QUEUE: usize = 4096;
-/// The writer task writes what it has queued once this much is pending
-/// (data blocks are queued by reference, not copied).
-pub(super) const WRITE_BATCH: usize = 1 << 20;
-
 /// Most small mirrored writes applied in one batch.
 const MAX_BATCH: usize = 64;
-
-/// The receiving half of a session's link.
-pub(super) type Reader = Framed<ReadHalf<BoxStream>, Codec>;
-/// The sending half: frames written with `writev`, data blocks uncopied.
-pub(super) type Writer = FrameWriter<WriteHalf<BoxStream>>;
-
-/// Splits a handshaken link into a frame reader (which keeps the bytes and
-/// the codec state the handshake had already read) and a vectored writer.
-fn split_link(link: Link) -> (Writer, Reader) {
-    let parts = link.into_parts();
-    let max = parts.codec.max_payload();
-    let (rd, wr) = tokio::io::split(parts.io);
-    // From parts, so the frames the handshake read past the peer's Accept
-    // (its State, its bitmap) are decoded before the socket is read again.
-    // (A `FramedRead` given the bytes through `read_buffer_mut` reads the
-    // socket first: with the peer silent until it hears from us, the
-    // session waited ping_timeout_ms for frames it already had.)
-    let mut rparts = FramedParts::new::<Message>(rd, parts.codec);
-    rparts.read_buf = parts.read_buf;
-    let reader = Framed::from_parts(rparts);
-    let mut writer = FrameWriter::new(wr, max);
-    if !parts.write_buf.is_empty() {
-        writer.queue_raw(parts.write_buf.freeze());
-    }
-    (writer, reader)
-}
-
-pub fn to_wire_role(r: Role) -> repl::Role {
-    match r {
-        Role::Primary => repl::Role::Primary,
-        Role::Secondary => repl::Role::Secondary,
-    }
-}
-
-pub fn to_wire_disk(d: Disk) -> repl::DiskState {
-    match d {
-        Disk::UpToDate => repl::DiskState::UpToDate,
-        Disk::Consistent => repl::DiskState::Consistent,
-        Disk::Inconsistent => repl::DiskState::Inconsistent,
-        Disk::Outdated => repl::DiskState::Outdated,
-        Disk::Failed => repl::DiskState::Failed,
-    }
-}
-
-pub fn from_wire_role(r: repl::Role) -> Role {
-    match r {
-        repl::Role::Primary => Role::Primary,
-        repl::Role::Secondary => Role::Secondary,
-    }
-}
-
-pub fn from_wire_disk(d: repl::DiskState) -> Disk {
-    match d {
-        repl::DiskState::UpToDate => Disk::UpToDate,
-        repl::DiskState::Consistent => Disk::Consistent,
-        repl::DiskState::Inconsistent => Disk::Inconsistent,
-        repl::DiskState::Outdated => Disk::Outdated,
-        repl::DiskState::Failed | repl::DiskState::Diskless => Disk::Failed,
-    }
-}
 
 /// Reads the next frame within `timeout`, a Goodbye included.
 async fn next_frame_raw(link: &mut Reader, timeout: Duration) -> Result<Message, String> {
@@ -107,48 +40,59 @@ async fn next_frame_raw(link: &mut Reader, timeout: Duration) -> Result<Message,
     }
 }
 
-/// Runs a session on `link` until it ends. Returns a newer link that
-/// arrived meanwhile (it replaces this one), if any.
+/// Runs a session on `link` until it ends, then tells the machine (the
+/// link it installed, if any, is lost). Returns a newer link that arrived
+/// meanwhile (it replaces this one), if any.
 pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>) -> Option<Link> {
+    let mut installed = None;
+    let replaced = session(&node, link, inbound, &mut installed).await;
+    node.link_lost(installed.as_ref());
+    replaced
+}
+
+/// The wire form of a handshake side.
+fn state_of(s: &Side) -> repl::NodeState {
+    let mut flags = 0;
+    if s.discard_my_data {
+        flags |= repl::types::STATE_DISCARD_MY_DATA;
+    }
+    if s.crashed_primary {
+        flags |= repl::types::STATE_CRASHED_PRIMARY;
+    }
+    repl::NodeState {
+        role: to_wire_role(s.role),
+        disk: to_wire_disk(s.disk),
+        flags,
+        current_uuid: s.ids.current,
+        bitmap_uuid: s.ids.bitmap,
+        history_uuids: s.ids.history,
+        dirty_bits: s.dirty_bits,
+    }
+}
+
+async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>, installed: &mut Option<Arc<PeerLink>>) -> Option<Link> {
     let timeout = Duration::from_millis(node.cfg.net.ping_timeout_ms);
     let (mut sink, mut stream) = split_link(link);
     // 0. A node that missed an online resize grows to the peer's size first.
-    if let Err(e) = super::resize::catch_up(&node).await {
+    if let Err(e) = super::resize::catch_up(node).await {
         tracing::warn!("peer link: {e}");
         return None;
     }
 
     // 1. Exchange state and bitmaps, sending and reading at once (exchange.rs).
-    let (local_state, local_at) = {
-        let st = node.state();
-        let m = node.meta();
-        let ids = m.gen_ids();
-        let mut flags = 0;
-        if node.discard_my_data() {
-            flags |= repl::types::STATE_DISCARD_MY_DATA;
-        }
-        if m.flags().crashed_primary {
-            flags |= repl::types::STATE_CRASHED_PRIMARY;
-        }
-        let ns = repl::NodeState {
-            role: to_wire_role(st.role),
-            disk: to_wire_disk(st.disk),
-            flags,
-            current_uuid: ids.current,
-            bitmap_uuid: ids.bitmap,
-            history_uuids: ids.history,
-            dirty_bits: m.bitmap().count(),
-        };
-        (ns, (st.role, st.disk, ids))
+    let local = {
+        let m = node.machine();
+        let dirty = node.meta().bitmap().count();
+        m.local_side(dirty)
     };
     // The peer's bitmap is kept only if the decision (made on the two State
     // frames alone, as in step 2) makes this node the sync source.
     let will_be_source = |peer_state: &repl::NodeState| {
-        let o = decide(side_of(&local_state), side_of(peer_state), node.cfg.resource.after_split_brain, node.me.name < node.peer_cfg.name);
+        let o = decide(local, side_of(peer_state), node.cfg.resource.after_split_brain, node.me.name < node.peer_cfg.name);
         matches!(o.decision, Decision::Source { .. })
     };
     let exchanged = tokio::select! {
-        r = exchange::exchange(&node, &mut sink, &mut stream, local_state, will_be_source, timeout) => r,
+        r = exchange::exchange(node.meta_lock(), &mut sink, &mut stream, state_of(&local), will_be_source, timeout) => r,
         _ = node.shutdown.cancelled() => Err(format!("node {} is shutting down", node.me.name)),
     };
     let (peer_state, peer_bitmap) = match exchanged {
@@ -159,141 +103,69 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
         }
     };
 
-    // 2. Decide.
-    let peer_ids = ids_of(&peer_state);
-    node.set_peer_ids(peer_ids);
-    let peer_view = PeerView { role: from_wire_role(peer_state.role), disk: from_wire_disk(peer_state.disk) };
-    let local = side_of(&local_state);
+    // 2. Decide (the machine; a split brain or a refusal ends here).
     let peer = side_of(&peer_state);
-    let outcome = decide(local, peer, node.cfg.resource.after_split_brain, node.me.name < node.peer_cfg.name);
-    let decision = outcome.decision.clone();
+    let plan = match node.step(Event::Handshake { local, peer }) {
+        Ok(Answer::Decided(plan)) => plan,
+        Ok(other) => {
+            tracing::error!("internal: the handshake answered {other:?}");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!("peer link: {e}");
+            return None;
+        }
+    };
+    if let Some(reason) = &plan.goodbye {
+        let _ = sink.send(&Message::Goodbye { reason: reason.clone() }).await;
+        return None;
+    }
+    let decision = plan.outcome.decision.clone();
     if matches!(decision, Decision::Source { .. }) && matches!(peer_bitmap, exchange::PeerBitmap::Ignored { .. }) {
         // Cannot happen (step 1 asked the same pure decide()); a source
         // without the peer's bits would leave the peer's changes unsynced.
         tracing::error!("peer link: sync source without the peer's bitmap; connecting again");
         return None;
     }
-    tracing::info!(decision = %decision, rule = outcome.rule, local_ids = %local.ids, peer_ids = %peer.ids, "connected to peer");
-    tracing::debug!(?local, ?peer, "handshake states");
-    match &decision {
-        Decision::SplitBrain => {
-            tracing::error!("split brain: both nodes changed data while apart; nothing is copied. Resolve with `repctl connect --discard-my-data` on the node whose changes are to be dropped");
-            let _ = sink.send(&Message::Goodbye { reason: "split brain detected".into() }).await;
-            let mut st = node.state();
-            st.connection = Connection::Standalone;
-            st.split_brain = true;
-            drop(st);
-            node.changed();
-            return None;
-        }
-        Decision::Refuse(why) => {
-            tracing::error!("peer link refused: {why}");
-            let _ = sink.send(&Message::Goodbye { reason: why.clone() }).await;
-            node.state().connection = Connection::Standalone;
-            node.changed();
-            return None;
-        }
-        _ => {}
-    }
-    let mut expected_ids = local_at.2;
-    if let Some(fix) = outcome.fixup {
-        tracing::info!(fix = %fix, "correcting generation ids");
-        expected_ids.apply(fix);
-        node.persist(|m| {
-            let mut ids = m.gen_ids();
-            ids.apply(fix);
-            m.set_gen_ids(ids);
-        });
-    }
     crate::failpoint::hold("session.install").await;
 
-    // 3. Install the link: from here on writes are mirrored.
+    // 3. Install the link, if the decision still holds: from here on
+    // writes are mirrored.
     // Fail point `session.queue`: a shorter outgoing queue (frames), so a
     // test fills it without thousands of requests.
     let queue = crate::failpoint::delay_ms("session.queue").and_then(|n| usize::try_from(n).ok()).filter(|&n| n > 0).unwrap_or(QUEUE);
     let (tx, rx) = mpsc::channel(queue);
     let plink = Arc::new(PeerLink::new(tx));
-    {
-        let mut st = node.state();
-        // The decision holds only for the state it was made on. A promotion
-        // (or a demotion, a disk change, a new generation) since step 1 went
-        // ahead alone, as no link was installed yet: a forced promotion
-        // would otherwise leave a connected pair with no initial sync, and
-        // two promotions could leave two Primaries connected. Drop this
-        // link; the next one decides on the state as it is now.
-        let ids_now = node.meta().gen_ids();
-        let now = (st.role, st.disk);
-        if (now.0, now.1, ids_now) != (local_at.0, local_at.1, expected_ids) {
-            drop(st);
-            tracing::warn!(
-                was = ?(local_at.0, local_at.1), ?now,
-                "this node's role, disk or generation ids changed while connecting; connecting again"
-            );
+    let r = node.step_io(Event::Install { plan: plan.clone(), peer_ids: ids_of(&peer_state) }, Some(plink.clone()), Some(&peer_bitmap));
+    if plink.id().0 != 0 {
+        *installed = Some(plink.clone());
+    }
+    let id = match r {
+        Ok(Answer::Installed(id)) => id,
+        Ok(_) => return None,
+        Err(e) => {
+            tracing::warn!("peer link: {e}; dropping it");
             return None;
         }
-        node.set_discard_my_data(false);
-        st.connection = Connection::Connected;
-        st.split_brain = false;
-        st.peer = Some(peer_view);
-        match decision {
-            Decision::Source { .. } => {
-                st.syncing = Some(SyncSide::Source);
-                if let Err(e) = peer_bitmap.union_into(node.meta().bitmap_mut()) {
-                    tracing::warn!("peer link: the peer's bitmap does not fit ours: {e}");
-                }
-            }
-            Decision::Target { full } => {
-                st.syncing = Some(SyncSide::Target);
-                if full {
-                    tracing::warn!("full sync from the peer: this disk has no usable base");
-                }
-            }
-            _ => {}
-        }
-        node.set_link(Some(plink.clone()));
-    }
+    };
     drop(peer_bitmap);
-    node.link_established();
     if matches!(decision, Decision::Target { .. }) {
         if let Some(ms) = crate::failpoint::delay_ms("session.announce") {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
     }
-    match decision {
-        Decision::InSync => {
-            let complete = node.state().disk.is_complete() && peer_view.disk.is_complete();
-            node.persist(|m| {
-                let mut f = m.flags();
-                f.crashed_primary = false;
-                m.set_flags(f);
-            });
-            if complete {
-                node.set_disk(Disk::UpToDate);
-            }
-        }
-        Decision::Target { .. } => node.set_disk(Disk::Inconsistent),
-        _ => {}
+    // The link's first steps: disk states, the resync (a task, which sends
+    // through the queue the writer below drains).
+    if let Err(e) = node.step(Event::Settle { link: id, plan }) {
+        tracing::warn!("peer link: {e}; dropping it");
+        return None;
     }
-    node.changed();
 
     let writer = tokio::spawn(writer(node.clone(), sink, rx, plink.clone()));
     // Milliseconds after `t0` of the last frame read (see `watchdog`).
     let t0 = std::time::Instant::now();
     let last_frame = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let watchdog = tokio::spawn(watchdog(node.clone(), plink.clone(), t0, last_frame.clone()));
-    if let Decision::Source { full } = decision {
-        if full {
-            tracing::warn!("full sync to the peer: its disk has no usable base (holes are skipped)");
-        }
-        // After a Primary crash the activity log marked whole extents: compare
-        // before copying.
-        node.begin_resync_source(plink.clone(), full, !full && (local.crashed_primary || peer.crashed_primary));
-    }
-    // The target's disk state went Inconsistent: tell the peer.
-    if matches!(decision, Decision::Target { .. }) {
-        node.announce_state();
-    }
-
     // 4. Read until the link breaks.
     let mut leaving = false;
     // A frame read ahead while collecting a batch, handled next.
@@ -345,13 +217,13 @@ pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>
                         }
                     }
                 }
-                if let Err(e) = apply::mirrored_batch(&node, &plink, batch) {
+                if let Err(e) = apply::mirrored_batch(node, &plink, batch) {
                     tracing::warn!("peer link: {e}; dropping it");
                     break None;
                 }
             }
             Ok(m) => {
-                if let Err(e) = apply::dispatch(&node, &plink, m).await {
+                if let Err(e) = apply::dispatch(node, &plink, m).await {
                     tracing::warn!("peer link: {e}; dropping it");
                     break None;
                 }
@@ -474,17 +346,11 @@ fn side_of(s: &repl::NodeState) -> Side {
     }
 }
 
-/// The local state frame (used at session start and at a sync start).
-pub fn local_state_frame(node: &Node) -> Message {
-    let ids = node.meta().gen_ids();
-    state_frame(node, ids)
-}
-
 /// A `State` frame with these generation ids (a sync source sends the ids
 /// it will hold once the target confirmed the sync start).
 pub fn state_frame(node: &Node, ids: GenIds) -> Message {
     let st = node.state();
-    let m = node.meta();
+    let dirty = node.meta().bitmap().count();
     Message::State(repl::NodeState {
         role: to_wire_role(st.role),
         disk: to_wire_disk(st.disk),
@@ -492,6 +358,6 @@ pub fn state_frame(node: &Node, ids: GenIds) -> Message {
         current_uuid: ids.current,
         bitmap_uuid: ids.bitmap,
         history_uuids: ids.history,
-        dirty_bits: m.bitmap().count(),
+        dirty_bits: dirty,
     })
 }

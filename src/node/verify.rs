@@ -20,14 +20,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
 use crate::control::Response;
 use crate::repl::Message;
 
 use super::link::{PeerLink, Reply};
 use super::runtime::Node;
-use super::state::{Disk, Role};
+use super::state::Role;
 
 /// Bytes compared per verify request.
 const VERIFY_CHUNK: u32 = 256 * 1024;
@@ -35,43 +33,8 @@ const VERIFY_CHUNK: u32 = 256 * 1024;
 /// comparisons in a row (writes land between its digest and the Primary's).
 const VERIFY_TRIES: usize = 8;
 
-/// The running or last verify, as `status` shows it (`"verify"`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VerifyStatus {
-    /// Counts the verifies started since the daemon started (1 = the first).
-    pub run: u64,
-    pub running: bool,
-    pub total_bytes: u64,
-    pub done_bytes: u64,
-    /// Bytes found different (marked out of sync) so far.
-    pub mismatched_bytes: u64,
-    /// Milliseconds since it started (running) or that it took (finished).
-    pub elapsed_ms: u64,
-    /// Why it stopped before the end (the peer link was lost), if it did.
-    pub error: Option<String>,
-}
-
-/// The verify state kept by the node.
-#[derive(Debug, Default)]
-pub struct VerifyState {
-    status: Option<VerifyStatus>,
-    started: Option<Instant>,
-}
-
-impl VerifyState {
-    /// The status with `secs` brought up to date.
-    pub fn snapshot(&self) -> Option<VerifyStatus> {
-        let mut s = self.status.clone()?;
-        if s.running {
-            s.elapsed_ms = self.started.map_or(0, ms_since);
-        }
-        Some(s)
-    }
-}
-
-fn ms_since(t: Instant) -> u64 {
-    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
+use super::verify_state::{ms_since, VerifyState};
+pub use super::verify_state::VerifyStatus;
 
 impl Node {
     fn verify_state(&self) -> std::sync::MutexGuard<'_, VerifyState> {
@@ -98,11 +61,8 @@ impl Node {
     }
 
     /// `repctl verify`: starts a verify task, unless one runs already.
-    pub(super) fn start_verify(self: &Arc<Self>) -> Response {
-        let Some(link) = self.link() else { return Response::refused("not connected to the peer") };
-        if self.state().syncing.is_some() {
-            return Response::refused("a resync is running; verify after it finished");
-        }
+    /// (The machine checked that `link` is the live one and no resync runs.)
+    pub(super) fn start_verify(self: &Arc<Self>, link: Arc<PeerLink>) -> Response {
         let run = {
             let mut v = self.verify_state();
             if v.status.as_ref().is_some_and(|s| s.running) {
@@ -160,18 +120,8 @@ impl Node {
             Some(e) => tracing::warn!(done = off, mismatched, "verify stopped: {e}"),
         }
         self.verify_event("verify-end");
-        if mismatched == 0 || error.is_some() {
-            return;
-        }
-        let (role, peer_primary) = {
-            let st = self.state();
-            (st.role, st.peer.is_some_and(|p| p.role == Role::Primary))
-        };
-        if role == Role::Secondary && peer_primary {
-            tracing::warn!("verify: reconnecting so that the Primary resyncs what differs");
-            link.close();
-        } else if self.state().disk == Disk::UpToDate && self.state().syncing.is_none() {
-            self.begin_resync_source(link, false, true);
+        if error.is_none() {
+            let _ = self.step(super::machine::Event::VerifyEnded { link: link.id(), mismatched: mismatched > 0 });
         }
     }
 

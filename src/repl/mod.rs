@@ -7,6 +7,8 @@
 //!
 //! | module | holds |
 //! |---|---|
+//! | [`MsgType`] (`msgtype.rs`) | the `type` field of a frame header: codes and names |
+//! | [`FrameError`] (`error.rs`) | why a frame or payload could not be decoded or encoded |
 //! | [`frame`] | the 16-byte frame header and the tokio-util [`Codec`] (crc32, length cap checked before allocating) |
 //! | [`types`] | small value types carried in messages: [`Role`], [`DiskState`], [`Hello`], [`NodeState`] |
 //! | [`message`] | [`Message`], every payload layout, encode and decode |
@@ -30,9 +32,11 @@
 //! ```
 
 pub mod auth;
+mod error;
 pub mod frame;
 pub mod handshake;
 pub mod message;
+mod msgtype;
 pub mod types;
 pub mod vwrite;
 mod wire;

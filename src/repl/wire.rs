@@ -2,8 +2,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::frame::FrameError;
-use super::message::MsgType;
+use super::error::FrameError;
+use super::msgtype::MsgType;
 use super::MAX_STRING;
 
 /// Reads the fields of one payload; every shortfall is a [`FrameError::Malformed`].

@@ -1,11 +1,14 @@
 //! PostgreSQL on ext4 on repd, active/passive under Pacemaker (the recipe in
-//! tools/ha, README "PostgreSQL on repd under Pacemaker"): a client commits
-//! one row per transaction on the node where PostgreSQL runs; every process
-//! of that node is SIGKILLed; Pacemaker promotes the other node, mounts the
-//! filesystem and starts PostgreSQL there; every acknowledged commit must be
-//! there; the killed node comes back as an UpToDate Secondary. HA_CYCLES
-//! (default 2) sets the number of failovers. Torn down at the end, also on
-//! failure.
+//! tools/ha, README "PostgreSQL and MariaDB on repd under Pacemaker"), short version: a
+//! client commits one row per transaction on the node where PostgreSQL
+//! runs; every process of that node is SIGKILLed with one more commit in
+//! flight; Pacemaker promotes the other node, mounts the filesystem and
+//! starts PostgreSQL there; every acknowledged commit must be there and
+//! nothing else but the one in flight; the killed node comes back as an
+//! UpToDate Secondary. HA_CYCLES (default 2) failovers of HA_COMMITS
+//! (default 100) commits each; the 10-cycle run by hand is in the README.
+//! Every wait is on state (repctl status, crm_mon through the agents,
+//! pg_isready), bounded. Torn down at the end, also on failure.
 mod common;
 
 use common::{require, REPD};
@@ -33,20 +36,28 @@ fn postgres_keeps_every_commit_across_failovers() {
     require("nbdfuse", "libnbd-bin");
     require("mkfs.ext4", "e2fsprogs");
     require("fusermount3", "fuse3");
-    assert!(
-        Path::new("/usr/lib/postgresql/15/bin/initdb").exists(),
-        "initdb missing: install the Debian package `postgresql`"
-    );
-    assert!(
-        Path::new("/usr/lib/ocf/resource.d/heartbeat/pgsql").exists(),
-        "ocf:heartbeat:pgsql missing: install the Debian package `resource-agents`"
-    );
+    require("/usr/bin/python3", "python3");
+    for (path, package) in [
+        ("/usr/lib/postgresql/15/bin/initdb", "postgresql"),
+        ("/usr/lib/postgresql/15/bin/psql", "postgresql"),
+        ("/usr/lib/ocf/resource.d/heartbeat/pgsql", "resource-agents"),
+    ] {
+        assert!(
+            Path::new(path).exists(),
+            "{path} is missing: install the Debian package `{package}` (tools/install-deps does)"
+        );
+    }
     let cycles = std::env::var("HA_CYCLES").unwrap_or_else(|_| "2".into());
+    let commits = std::env::var("HA_COMMITS").unwrap_or_else(|_| "100".into());
     let dir = tempfile::Builder::new().prefix("repd-ha-pg-").tempdir().unwrap();
     let bindir = Path::new(REPD).parent().unwrap();
-    let pg = root().join("tools/ha/pg-cluster");
     let guard = Down(dir.path().to_path_buf());
-    let o = Command::new(&pg).arg("up").arg(dir.path()).arg(bindir).output().unwrap();
+    let o = Command::new(root().join("tools/ha/pg-cluster"))
+        .arg("up")
+        .arg(dir.path())
+        .arg(bindir)
+        .output()
+        .unwrap();
     assert!(
         o.status.success(),
         "pg-cluster up: {}\n{}",
@@ -56,6 +67,7 @@ fn postgres_keeps_every_commit_across_failovers() {
     let o = Command::new(root().join("tools/ha/pg-failover"))
         .arg(dir.path())
         .arg(&cycles)
+        .arg(&commits)
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout).to_string();

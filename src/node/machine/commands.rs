@@ -1,0 +1,224 @@
+//! The operator's commands: promote, demote, connect, disconnect,
+//! invalidate, verify. Each checks the rules of [`crate::node::state`]
+//! first; a refusal changes nothing.
+
+use super::super::genid::GenIds;
+use super::super::state::{Connection, Disk, Role};
+use super::{Answer, BitmapOp, Effect, LinkId, Machine, PeerAnswer};
+
+/// A promotion asks the peer again when the link changed meanwhile, this often.
+const PROMOTE_TRIES: u32 = 10;
+
+impl Machine {
+    /// `repctl primary [--force]`. While connected, the peer must agree
+    /// first (two Primaries at once cannot happen while connected).
+    pub(super) fn promote(&mut self, force: bool) -> Answer {
+        if self.st.role == Role::Primary {
+            return Answer::Ok("already primary".into());
+        }
+        if let Err(e) = self.st.check_promote(force) {
+            return Answer::Refused(e.0);
+        }
+        match self.link {
+            Some(l) => {
+                self.promoting = Some(1);
+                Answer::AskPeer(l)
+            }
+            None => self.commit_promote(force, false),
+        }
+    }
+
+    /// The peer answered the role request asked on `asked` (None: nobody
+    /// was asked). The rules are checked again on the state as it is now,
+    /// and a link that came up since the question means asking again.
+    pub(super) fn promote_answered(&mut self, force: bool, asked: Option<LinkId>, answer: PeerAnswer) -> Answer {
+        let tries = self.promoting.take().unwrap_or(0);
+        match answer {
+            PeerAnswer::Granted => {}
+            PeerAnswer::Refused => {
+                self.announce();
+                return Answer::Refused("the peer is Primary or is being promoted; demote it first".into());
+            }
+            PeerAnswer::Lost => tracing::warn!("peer link lost during promotion; promoting alone"),
+        }
+        if let Err(e) = self.st.check_promote(force) {
+            self.announce();
+            return Answer::Refused(e.0);
+        }
+        let asked_this = match (asked, self.link) {
+            (_, None) => true,
+            (Some(a), Some(b)) => a == b,
+            (None, Some(_)) => false,
+        };
+        if !asked_this {
+            if tries >= PROMOTE_TRIES {
+                return Answer::Refused("the peer link keeps changing; try again".into());
+            }
+            self.promoting = Some(tries + 1);
+            return Answer::AskPeer(self.link.expect("checked above"));
+        }
+        let connected = self.link.is_some();
+        self.commit_promote(force, connected)
+    }
+
+    fn commit_promote(&mut self, force: bool, connected: bool) -> Answer {
+        self.st.role = Role::Primary;
+        let forced = force && self.st.disk != Disk::UpToDate;
+        if forced {
+            tracing::warn!(was = %self.st.disk, "forced promotion: this node's data is declared authoritative");
+        }
+        // A node that becomes Primary while disconnected (or by force)
+        // starts a new generation.
+        if !connected || forced {
+            let r = self.random();
+            self.dur.ids.new_current_from(true, r);
+        } else {
+            self.dur.ids.set_primary_bit(true);
+        }
+        self.dur.primary = true;
+        self.dur.al_clean = false;
+        self.persist();
+        // Forced, or promoted against a peer with older data: this data is
+        // current now.
+        if forced || self.st.disk == Disk::Consistent {
+            self.set_disk(Disk::UpToDate);
+        }
+        tracing::info!("role: primary");
+        self.announce();
+        if forced {
+            self.start_initial_sync();
+        }
+        Answer::Ok("primary".into())
+    }
+
+    /// After a forced promotion while connected to a peer without usable
+    /// data: copy everything to it (holes skipped).
+    fn start_initial_sync(&mut self) {
+        let Some(link) = self.link else { return };
+        let peer_incomplete = self.st.peer.is_some_and(|p| !p.disk.is_complete());
+        if self.st.syncing.is_some() || self.st.disk != Disk::UpToDate || !peer_incomplete {
+            return;
+        }
+        tracing::warn!("full sync to the peer: its disk has no usable base (holes are skipped)");
+        self.begin_resync(link, true, false);
+    }
+
+    /// The peer asks to become Primary: granted unless this node is Primary
+    /// or is promoting itself and wins the tie (its name sorts first).
+    pub(super) fn role_requested(&mut self) -> bool {
+        if self.st.role == Role::Primary {
+            return false;
+        }
+        if self.promoting.is_some() && self.settings.me_first {
+            return false;
+        }
+        if let Some(p) = self.st.peer.as_mut() {
+            p.role = Role::Primary;
+        }
+        true
+    }
+
+    /// `repctl secondary [--force]`: I/O stops at once (clients dropped,
+    /// frozen writes fail); the rest follows once the writes drained.
+    pub(super) fn demote(&mut self, force: bool, clients: usize) -> Answer {
+        if self.st.role == Role::Secondary {
+            return Answer::Ok("already secondary".into());
+        }
+        if let Err(e) = self.st.check_demote(force, clients) {
+            return Answer::Refused(e.0);
+        }
+        self.st.role = Role::Secondary;
+        self.out.push(Effect::Thaw);
+        self.out.push(Effect::DropClients);
+        Answer::Drain
+    }
+
+    pub(super) fn demote_flushed(&mut self, error: Option<String>) -> Answer {
+        if let Some(e) = error {
+            return Answer::Refused(format!("flush before demotion failed: {e}"));
+        }
+        self.out.push(Effect::Bitmap(BitmapOp::Flush));
+        self.dur.ids.set_primary_bit(false);
+        self.dur.primary = false;
+        self.persist();
+        tracing::info!("role: secondary");
+        self.announce();
+        Answer::Ok("secondary".into())
+    }
+
+    /// `repctl disconnect`: standalone; a live link ends with a goodbye.
+    pub(super) fn disconnect(&mut self) -> Answer {
+        self.st.connection = Connection::Standalone;
+        self.out.push(Effect::Changed);
+        match self.link {
+            Some(l) => Answer::Goodbye(l),
+            None => Answer::Ok("standalone".into()),
+        }
+    }
+
+    /// `repctl connect [--discard-my-data]`.
+    pub(super) fn connect(&mut self, discard_my_data: bool) -> Answer {
+        if discard_my_data && self.st.role == Role::Primary {
+            return Answer::Refused("a Primary cannot discard its data; demote it first".into());
+        }
+        // The flag belongs to this connect: a plain `connect` withdraws an
+        // earlier `--discard-my-data` (else both sides could end up holding
+        // it, and a split brain neither side will win stays for good).
+        self.discard_my_data = discard_my_data;
+        if self.st.connection == Connection::Standalone {
+            self.st.connection = Connection::Connecting;
+        }
+        // A new attempt: if the split brain persists, the next session says so again.
+        self.st.split_brain = false;
+        self.out.push(Effect::Changed);
+        Answer::Ok("connecting".into())
+    }
+
+    /// `repctl invalidate`: the local data is discarded; the next
+    /// connection fully resyncs from the peer (the link is dropped so the
+    /// sync decision runs again).
+    pub(super) fn invalidate(&mut self) -> Answer {
+        if self.st.role == Role::Primary {
+            return Answer::Refused("a Primary cannot invalidate its data; demote it first".into());
+        }
+        if self.st.syncing.is_some() {
+            return Answer::Refused("a resync is running; wait for it to finish".into());
+        }
+        self.out.push(Effect::Bitmap(BitmapOp::SetAll));
+        self.out.push(Effect::Bitmap(BitmapOp::Flush));
+        self.dur.ids = GenIds::just_created();
+        self.set_disk(Disk::Inconsistent);
+        tracing::warn!("local data invalidated: a full resync from the peer follows");
+        if let Some(l) = self.link {
+            self.out.push(Effect::Close(l));
+        }
+        self.out.push(Effect::Changed);
+        Answer::Ok("invalidated".into())
+    }
+
+    /// `repctl verify`: on the live link, not during a resync.
+    pub(super) fn verify_asked(&mut self) -> Answer {
+        let Some(l) = self.link else { return Answer::Refused("not connected to the peer".into()) };
+        if self.st.syncing.is_some() {
+            return Answer::Refused("a resync is running; verify after it finished".into());
+        }
+        Answer::Verify(l)
+    }
+
+    /// A verify found differences (marked out of sync): the Primary's side
+    /// resyncs them, by checksum. A Secondary drops the link so that its
+    /// Primary does so at the next handshake.
+    pub(super) fn verify_ended(&mut self, link: LinkId, mismatched: bool) -> Answer {
+        if !mismatched {
+            return Answer::None;
+        }
+        let peer_primary = self.st.peer.is_some_and(|p| p.role == Role::Primary);
+        if self.st.role == Role::Secondary && peer_primary {
+            tracing::warn!("verify: reconnecting so that the Primary resyncs what differs");
+            self.out.push(Effect::Close(link));
+        } else if self.st.disk == Disk::UpToDate && self.st.syncing.is_none() && self.link == Some(link) {
+            self.begin_resync(link, false, true);
+        }
+        Answer::None
+    }
+}

@@ -1,0 +1,165 @@
+//! Losing the peer: the link's end, the write path's divergence (a new
+//! current id before a write the peer lacks is acknowledged), what the
+//! peer had not flushed, the fencing freeze, and a failing local disk.
+
+use crate::config::Fencing;
+
+use super::super::genid::GenIds;
+use super::super::state::{Disk, Role, SyncSide};
+use super::{Answer, BitmapOp, Effect, LinkId, Machine, Unflushed};
+
+impl Machine {
+    /// The session ended. Unless the link ended cleanly (the peer said
+    /// goodbye after making its data durable), what the peer had not
+    /// flushed is marked out of sync. A Primary that loses its peer starts
+    /// a new data generation. A session that never installed a link lost
+    /// nothing: not counted, or a Primary writing alone would make a new
+    /// current id at every attempt.
+    pub(super) fn link_lost(&mut self, link: Option<LinkId>, clean: bool) -> Answer {
+        let had = match (link, self.link) {
+            (Some(a), Some(b)) if a == b => self.link.take(),
+            _ => None,
+        };
+        if let Some(l) = had {
+            self.count_loss(l);
+            self.out.push(Effect::Close(l));
+        }
+        let lost = std::mem::take(&mut self.unflushed);
+        if !lost.is_empty() {
+            if had.is_some() && clean {
+                tracing::info!(writes = lost.len(), "writes the peer acknowledged after its last flush are marked out of sync");
+            } else {
+                tracing::warn!(writes = lost.len(), "the peer may not have made its last writes durable: they are marked out of sync");
+            }
+            self.mark_unflushed(&lost);
+        }
+        if self.st.syncing == Some(SyncSide::Target) {
+            tracing::warn!("resync interrupted: this disk stays inconsistent until it resumes");
+        }
+        self.st.on_peer_lost();
+        if had.is_some() && self.st.role == Role::Primary {
+            self.ensure_diverged();
+            tracing::warn!("peer lost: going on alone; changed regions are recorded for the resync");
+        }
+        self.sync = None;
+        self.out.push(Effect::Changed);
+        Answer::None
+    }
+
+    /// Counts the loss of an installed link, once, whoever sees it first:
+    /// the write path (a request that failed on it) or the session's end.
+    pub(super) fn count_loss(&mut self, link: LinkId) {
+        if link.0 > self.counted {
+            self.counted = link.0;
+            self.losses += 1;
+        }
+    }
+
+    /// A Primary about to acknowledge a write its peer does not have makes
+    /// a new current generation durable first, once per lost link. A crash
+    /// right after such an ack must not leave ids that still match the
+    /// peer's: the next handshake would make this node the sync target and
+    /// overwrite the write. (After a promotion alone, which made one
+    /// already, the first write makes another: harmless, the bitmap id is
+    /// kept.)
+    pub(super) fn ensure_diverged(&mut self) {
+        if self.diverged_for == Some(self.losses) {
+            return;
+        }
+        let r = self.random();
+        self.dur.ids.new_current_from(true, r);
+        self.persist();
+        self.diverged_for = Some(self.losses);
+    }
+
+    /// The peer acknowledged a write on `link`. If that link is still the
+    /// live one the write is recorded as not yet flushed there; if it was
+    /// lost meanwhile, its record was taken already: the write is marked
+    /// out of sync at once, and the divergence made durable.
+    pub(super) fn peer_wrote(&mut self, link: LinkId, open: bool, offset: u64, len: u64) -> Answer {
+        if open && self.link == Some(link) {
+            self.unflushed.note(offset, len);
+            return Answer::None;
+        }
+        self.out.push(Effect::Bitmap(BitmapOp::Mark(vec![(offset, len)])));
+        self.count_loss(link);
+        if self.st.role == Role::Primary {
+            self.ensure_diverged();
+        }
+        Answer::None
+    }
+
+    /// A write the peer does not have: marked, the divergence durable, and
+    /// (resource-and-stonith) writes frozen until the peer is fenced.
+    pub(super) fn degraded(&mut self, offset: u64, len: u64) -> Answer {
+        self.out.push(Effect::Bitmap(BitmapOp::Mark(vec![(offset, len)])));
+        self.ensure_diverged();
+        self.freeze_unless_fenced();
+        Answer::None
+    }
+
+    pub(super) fn mark_unflushed(&mut self, u: &Unflushed) {
+        if !u.is_empty() {
+            self.out.push(Effect::Bitmap(BitmapOp::Mark(u.ranges(self.settings.size))));
+        }
+    }
+
+    /// resource-and-stonith: a write could not reach the peer. Unless the
+    /// peer was fenced since, freeze writes and run fence-peer (unless it
+    /// runs already).
+    fn freeze_unless_fenced(&mut self) {
+        if self.settings.fencing != Fencing::ResourceAndStonith || self.fenced {
+            return;
+        }
+        if self.st.role != Role::Primary || self.frozen {
+            return;
+        }
+        self.frozen = true;
+        tracing::warn!("peer lost: writes are frozen until fence-peer confirms the peer is fenced (or repctl resume-io)");
+        if !self.fencing_now {
+            self.fencing_now = true;
+            self.out.push(Effect::Fence);
+        }
+        self.out.push(Effect::Changed);
+    }
+
+    /// Writes go on (the peer is fenced, or the operator said so).
+    pub(super) fn thaw_io(&mut self, why: &str) {
+        self.fenced = true;
+        if std::mem::take(&mut self.frozen) {
+            tracing::warn!("writes resume: {why}");
+        }
+        self.out.push(Effect::Thaw);
+        self.out.push(Effect::Changed);
+    }
+
+    /// fence-peer ended: exit 4 or 7 means the peer is fenced.
+    pub(super) fn fence_result(&mut self, code: Option<i32>) -> Answer {
+        self.fencing_now = false;
+        match code {
+            Some(c @ (4 | 7)) => self.thaw_io(&format!("fence-peer reported the peer fenced (exit {c})")),
+            other if self.frozen => {
+                let exit = other.map_or_else(|| "none: it did not run or was killed".to_string(), |c| c.to_string());
+                tracing::error!("fence-peer did not confirm (exit {exit}): writes stay frozen; fence the peer and run `repctl resume-io`");
+            }
+            _ => {}
+        }
+        Answer::None
+    }
+
+    /// A local I/O error: the disk is detached, as DRBD's on-io-error
+    /// detach does; a Primary keeps serving through the peer. The local
+    /// data can no longer be trusted: the next attach is a full sync.
+    pub(super) fn disk_error(&mut self) -> Answer {
+        if self.st.disk == Disk::Failed {
+            return Answer::None;
+        }
+        tracing::error!("local disk I/O error: the disk is detached (failed); a Primary goes on through the peer");
+        self.dur.ids = GenIds::just_created();
+        self.dur.disk = Disk::Inconsistent;
+        self.persist();
+        self.st.disk = Disk::Failed;
+        self.announce();
+        Answer::None
+    }
+}

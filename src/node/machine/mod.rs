@@ -1,0 +1,538 @@
+//! The node's heart: one pure state machine, driven as
+//! `step(event) -> Ready { effects, answer }`.
+//!
+//! No tokio, no locks, no clock, no files: time comes in with the events
+//! that need it, randomness from a seed, and everything the node must do
+//! comes out as [`Effect`]s, in the order they must happen (raft-rs's
+//! `Ready` is the model). The runtime ([`super::runtime`]) holds one
+//! `Machine` behind one lock, feeds it events from the control socket, the
+//! peer session, the resync and the write path, and carries the effects
+//! out in one place ([`super::execute`]); the simulation (`tests/sim/`)
+//! drives the same `Machine` and the same executor against simulated disks
+//! and links.
+//!
+//! What it owns: role, disk, connection, the peer's view, the sync side and
+//! progress, split brain, the fencing freeze, the durable header's content
+//! ([`Durable`]: generation ids, disk state, flags), the installed link's
+//! id, the divergence bookkeeping (a new current id once per lost link
+//! before a write the peer lacks is acknowledged) and what the peer
+//! acknowledged but has not flushed ([`Unflushed`]).
+//!
+//! The rules it applies are the pure modules beside it: [`super::state`]
+//! (promotion and demotion), [`super::decide`] and [`super::genid`] (the
+//! handshake's sync decision), each with its own tests; the event handlers
+//! are split by subject: [`commands`] (the operator), [`session`] (the
+//! handshake, the peer's frames), [`sync`] (resync on both sides), [`loss`]
+//! (link loss, the write path's divergence, fencing, disk errors).
+
+mod commands;
+mod loss;
+mod session;
+mod sync;
+pub mod unflushed;
+
+#[cfg(test)]
+mod tests;
+
+use crate::config::{Fencing, SplitBrainPolicy};
+use crate::repl::Message;
+
+use super::decide::{Outcome, Side};
+use super::genid::{GenIds, SyncStart};
+use super::state::{Disk, NodeState, PeerView, Role, SyncSide};
+use super::wire::{to_wire_disk, to_wire_role};
+
+pub use unflushed::Unflushed;
+
+/// Milliseconds on the runtime's monotonic clock (only status uses them).
+pub type Millis = u64;
+
+/// One installed peer link, as the machine names it. Ids only grow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LinkId(pub u64);
+
+/// What the metadata header holds, as the machine decided it. The executor
+/// writes it whole ([`Effect::Persist`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Durable {
+    pub ids: GenIds,
+    /// Never `Failed` (a failed disk is persisted as `Inconsistent`).
+    pub disk: Disk,
+    /// Was Primary: set before the first write as Primary, cleared on demotion.
+    pub primary: bool,
+    /// Clean stop: the activity log holds no extent with possible divergence.
+    pub al_clean: bool,
+    /// Was Primary and did not stop cleanly; sticky until a resync ends.
+    pub crashed_primary: bool,
+}
+
+/// The settings the rules read (the live part of the configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// This node's name sorts before its peer's (tie-breaks).
+    pub me_first: bool,
+    pub fencing: Fencing,
+    pub after_split_brain: SplitBrainPolicy,
+    /// Device size in bytes (bounds what is marked out of sync).
+    pub size: u64,
+}
+
+/// A change to the dirty bitmap (the data stays with the executor).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BitmapOp {
+    /// Every bit (a full sync).
+    SetAll,
+    ClearAll,
+    /// These byte ranges may differ from the peer's.
+    Mark(Vec<(u64, u64)>),
+    /// The activity log's extents (a Primary that crashed).
+    MarkActivityLog,
+    /// The bits the peer sent at the handshake, into ours (sync source).
+    UnionPeer,
+    /// Changed pages to disk.
+    Flush,
+}
+
+/// A resync this node sends (see [`super::resync::run_source`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResyncStart {
+    pub link: LinkId,
+    pub start: SyncStart,
+    /// Compare digests before sending data (after a crash or a verify).
+    pub csums: bool,
+}
+
+/// What the node must do, in the order given.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Write the header durably.
+    Persist(Durable),
+    Bitmap(BitmapOp),
+    /// The session's prepared link becomes the live one: writes are mirrored.
+    Install(LinkId),
+    /// Close the link: every wait on it ends (lost).
+    Close(LinkId),
+    /// Tell the peer this node's role and disk. Announcements keep their
+    /// order; a late one is dropped if a newer one was made.
+    Announce(LinkId, Message),
+    /// Start the resync copy task.
+    StartResync(ResyncStart),
+    /// Run the fence-peer handler.
+    Fence,
+    /// Writes waiting on a freeze look again.
+    Thaw,
+    /// Drop every NBD client (a demotion).
+    DropClients,
+    /// State changed: wake waiters, emit events, run handlers.
+    Changed,
+}
+
+/// How the peer answered a promotion's role request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerAnswer {
+    Granted,
+    /// The peer is Primary or wins a promotion tie.
+    Refused,
+    /// The link was lost before the answer.
+    Lost,
+}
+
+/// The handshake's plan: the decision and the state it was made on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionPlan {
+    pub outcome: Outcome,
+    pub local: Side,
+    pub peer: Side,
+    /// This node's ids once the decision's correction (if any) was applied.
+    pub expected_ids: GenIds,
+    /// Sent to the peer (a Goodbye) and the session ends: split brain or refusal.
+    pub goodbye: Option<String>,
+}
+
+/// The answer to the caller of `step`, besides the effects.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    None,
+    Ok(String),
+    Refused(String),
+    /// Promotion: send a role request on this link, then
+    /// [`Event::PromoteAnswered`].
+    AskPeer(LinkId),
+    /// Demotion: wait for the writes in flight, flush the store, then
+    /// [`Event::DemoteFlushed`].
+    Drain,
+    /// Disconnection: say goodbye on this link (flush both sides first).
+    Goodbye(LinkId),
+    /// A role request: granted or not.
+    Granted(bool),
+    Decided(Box<SessionPlan>),
+    Installed(LinkId),
+    /// What a flush covers: taken from the record.
+    Unflushed(Unflushed),
+    /// Verify may start on this link.
+    Verify(LinkId),
+}
+
+/// Everything that happens to a node.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    // The operator (control socket).
+    Promote { force: bool },
+    PromoteAnswered { force: bool, asked: Option<LinkId>, answer: PeerAnswer },
+    Demote { force: bool, clients: usize },
+    /// The writes drained and the store was flushed (or not: the error).
+    DemoteFlushed { error: Option<String> },
+    Disconnect,
+    Connect { discard_my_data: bool },
+    Invalidate,
+    ResumeIo,
+    VerifyAsked,
+    VerifyEnded { link: LinkId, mismatched: bool },
+    Adjust(Settings),
+    // The peer session.
+    /// Both State frames are in: decide.
+    Handshake { local: Side, peer: Side },
+    /// The decision holds on the state as it is now? Then install the link.
+    Install { plan: Box<SessionPlan>, peer_ids: GenIds },
+    /// The installed link's first steps (disk states, the resync).
+    Settle { link: LinkId, plan: Box<SessionPlan> },
+    /// The session ended; `link` is the one it installed, if any.
+    LinkLost { link: Option<LinkId>, clean: bool },
+    PeerUpdate { role: Role, disk: Disk },
+    PeerIds(GenIds),
+    RoleRequested,
+    /// The peer starts a resync into this node.
+    SyncStartReceived { source_uuid: u64, total: u64, now: Millis },
+    /// The peer's `SyncDone`, after this disk was flushed.
+    SyncDoneFlushed,
+    // The resync, source side.
+    ResyncBegun { total: u64, now: Millis },
+    ResyncConfirmed { link: LinkId, start: SyncStart },
+    ResyncProgress { bytes: u64 },
+    /// The start was not confirmed, or the final flush failed: close the link.
+    ResyncFailed { link: LinkId },
+    ResyncInterrupted,
+    ResyncDone,
+    // The write path.
+    /// A request failed on this link because it was lost.
+    WriteLost { link: LinkId },
+    /// The peer acknowledged a write on `link`; `open`: the link was not closed.
+    PeerWrote { link: LinkId, open: bool, offset: u64, len: u64 },
+    /// A write the peer does not have is about to be acknowledged.
+    Degraded { offset: u64, len: u64 },
+    /// A flush to the peer begins: it covers what was acknowledged so far.
+    FlushBegins,
+    /// A flush is acknowledged without the peer (it was not reached).
+    FlushAlone,
+    /// A header write failed: the divergence is made again next time.
+    PersistFailed,
+    DiskError,
+    FenceStarted,
+    FenceResult(Option<i32>),
+    /// The node stops: the last flush.
+    Stopped { disk_ok: bool },
+}
+
+/// The output of one step.
+#[derive(Debug, Default)]
+pub struct Ready {
+    pub effects: Vec<Effect>,
+    pub answer: Answer,
+}
+
+impl Default for Answer {
+    fn default() -> Self {
+        Answer::None
+    }
+}
+
+/// A running resync as status shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncProgress {
+    pub side: SyncSide,
+    pub total: u64,
+    pub done: u64,
+    pub started: Millis,
+}
+
+/// The node's state machine.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    settings: Settings,
+    st: NodeState,
+    dur: Durable,
+    /// The peer's ids as last sent (session start, sync start).
+    peer_ids: GenIds,
+    link: Option<LinkId>,
+    next_link: u64,
+    discard_my_data: bool,
+    /// A promotion waits for the peer's answer; how often it asked.
+    promoting: Option<u32>,
+    /// Installed links lost so far, and the highest id counted.
+    losses: u64,
+    counted: u64,
+    /// The `losses` count a new current id was made durable for.
+    diverged_for: Option<u64>,
+    frozen: bool,
+    fenced: bool,
+    fencing_now: bool,
+    unflushed: Unflushed,
+    sync: Option<SyncProgress>,
+    rng: u64,
+    out: Vec<Effect>,
+}
+
+/// splitmix64: the seeded source of new generation ids.
+fn next_random(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Machine {
+    /// A node starting on the header it read. A Primary that did not stop
+    /// cleanly marks its activity log's extents out of sync; a disk nobody
+    /// confirmed current is `Consistent`; the header then says "running,
+    /// Secondary" until the first promotion.
+    pub fn start(settings: Settings, loaded: Durable, seed: u64) -> (Machine, Vec<Effect>) {
+        let mut dur = loaded;
+        let mut out = Vec::new();
+        if dur.primary && !dur.al_clean {
+            out.push(Effect::Bitmap(BitmapOp::MarkActivityLog));
+            dur.crashed_primary = true;
+        }
+        if dur.disk == Disk::UpToDate || dur.disk == Disk::Failed {
+            dur.disk = if dur.disk == Disk::Failed { Disk::Inconsistent } else { Disk::Consistent };
+        }
+        dur.primary = false;
+        dur.al_clean = false;
+        out.push(Effect::Persist(dur));
+        let m = Machine {
+            settings,
+            st: NodeState::new(dur.disk),
+            dur,
+            peer_ids: GenIds::default(),
+            link: None,
+            next_link: 1,
+            discard_my_data: false,
+            promoting: None,
+            losses: 0,
+            counted: 0,
+            diverged_for: None,
+            frozen: false,
+            fenced: false,
+            fencing_now: false,
+            unflushed: Unflushed::default(),
+            sync: None,
+            rng: seed,
+            out: Vec::new(),
+        };
+        (m, out)
+    }
+
+    /// Applies one event; returns what to do, in order, and the answer.
+    pub fn step(&mut self, ev: Event) -> Ready {
+        let answer = match ev {
+            Event::Promote { force } => self.promote(force),
+            Event::PromoteAnswered { force, asked, answer } => self.promote_answered(force, asked, answer),
+            Event::Demote { force, clients } => self.demote(force, clients),
+            Event::DemoteFlushed { error } => self.demote_flushed(error),
+            Event::Disconnect => self.disconnect(),
+            Event::Connect { discard_my_data } => self.connect(discard_my_data),
+            Event::Invalidate => self.invalidate(),
+            Event::ResumeIo => {
+                self.thaw_io("resumed by the operator");
+                Answer::Ok("writes resume".into())
+            }
+            Event::VerifyAsked => self.verify_asked(),
+            Event::VerifyEnded { link, mismatched } => self.verify_ended(link, mismatched),
+            Event::Adjust(s) => {
+                self.settings = s;
+                Answer::None
+            }
+            Event::Handshake { local, peer } => self.handshake(local, peer),
+            Event::Install { plan, peer_ids } => self.install(*plan, peer_ids),
+            Event::Settle { link, plan } => self.settle(link, &plan),
+            Event::LinkLost { link, clean } => self.link_lost(link, clean),
+            Event::PeerUpdate { role, disk } => {
+                self.st.peer = Some(PeerView { role, disk });
+                self.out.push(Effect::Changed);
+                Answer::None
+            }
+            Event::PeerIds(ids) => {
+                self.peer_ids = ids;
+                Answer::None
+            }
+            Event::RoleRequested => Answer::Granted(self.role_requested()),
+            Event::SyncStartReceived { source_uuid, total, now } => self.sync_start_received(source_uuid, total, now),
+            Event::SyncDoneFlushed => self.sync_done_flushed(),
+            Event::ResyncBegun { total, now } => {
+                self.sync = Some(SyncProgress { side: SyncSide::Source, total, done: 0, started: now });
+                self.out.push(Effect::Changed);
+                Answer::None
+            }
+            Event::ResyncConfirmed { link, start } => self.resync_confirmed(link, start),
+            Event::ResyncProgress { bytes } => {
+                if let Some(s) = self.sync.as_mut() {
+                    s.done = s.done.saturating_add(bytes).min(s.total);
+                }
+                Answer::None
+            }
+            Event::ResyncFailed { link } => self.resync_failed(link),
+            Event::ResyncInterrupted => {
+                self.sync = None;
+                Answer::None
+            }
+            Event::ResyncDone => self.resync_done(),
+            Event::WriteLost { link } => {
+                self.count_loss(link);
+                Answer::None
+            }
+            Event::PeerWrote { link, open, offset, len } => self.peer_wrote(link, open, offset, len),
+            Event::Degraded { offset, len } => self.degraded(offset, len),
+            Event::FlushBegins => Answer::Unflushed(std::mem::take(&mut self.unflushed)),
+            Event::FlushAlone => {
+                if self.st.role == Role::Primary {
+                    self.ensure_diverged();
+                }
+                Answer::None
+            }
+            Event::PersistFailed => {
+                self.diverged_for = None;
+                Answer::None
+            }
+            Event::DiskError => self.disk_error(),
+            Event::FenceStarted => {
+                self.fencing_now = true;
+                Answer::None
+            }
+            Event::FenceResult(code) => self.fence_result(code),
+            Event::Stopped { disk_ok } => {
+                if disk_ok {
+                    self.out.push(Effect::Bitmap(BitmapOp::Flush));
+                }
+                self.dur.al_clean = true;
+                self.persist();
+                Answer::None
+            }
+        };
+        Ready { effects: std::mem::take(&mut self.out), answer }
+    }
+
+    // Queries: what the runtime and status read.
+
+    pub fn state(&self) -> &NodeState {
+        &self.st
+    }
+    pub fn durable(&self) -> &Durable {
+        &self.dur
+    }
+    pub fn ids(&self) -> GenIds {
+        self.dur.ids
+    }
+    pub fn peer_ids(&self) -> GenIds {
+        self.peer_ids
+    }
+    pub fn link(&self) -> Option<LinkId> {
+        self.link
+    }
+    pub fn frozen(&self) -> bool {
+        self.frozen
+    }
+    pub fn sync(&self) -> Option<SyncProgress> {
+        self.sync
+    }
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+    pub fn discard_my_data(&self) -> bool {
+        self.discard_my_data
+    }
+    pub fn has_unflushed(&self) -> bool {
+        !self.unflushed.is_empty()
+    }
+    pub fn disk_failed(&self) -> bool {
+        self.st.disk == Disk::Failed
+    }
+
+    /// This node's side of a handshake (`dirty_bits` from the bitmap).
+    pub fn local_side(&self, dirty_bits: u64) -> Side {
+        Side {
+            role: self.st.role,
+            disk: self.st.disk,
+            ids: self.dur.ids,
+            dirty_bits,
+            crashed_primary: self.dur.crashed_primary,
+            discard_my_data: self.discard_my_data,
+        }
+    }
+
+    /// Unit tests of the runtime put a node in a state directly.
+    #[cfg(test)]
+    pub(crate) fn set_for_test(&mut self, role: super::state::Role, disk: Disk) {
+        self.st.role = role;
+        self.st.disk = disk;
+    }
+
+    /// Unit tests of the runtime connect a node without a handshake: a
+    /// link to an UpToDate Secondary peer.
+    #[cfg(test)]
+    pub(crate) fn install_for_test(&mut self) -> LinkId {
+        let link = LinkId(self.next_link);
+        self.next_link += 1;
+        self.link = Some(link);
+        self.st.connection = super::state::Connection::Connected;
+        self.st.peer = Some(PeerView { role: super::state::Role::Secondary, disk: Disk::UpToDate });
+        link
+    }
+
+    // Helpers the handlers share.
+
+    /// The header as it is now, made durable.
+    fn persist(&mut self) {
+        self.out.push(Effect::Persist(self.dur));
+    }
+
+    /// Sets the disk state, in memory and (unless failed) on disk; tells the
+    /// peer if it changed.
+    fn set_disk(&mut self, d: Disk) {
+        let changed = std::mem::replace(&mut self.st.disk, d) != d;
+        if d != Disk::Failed {
+            self.dur.disk = d;
+            self.persist();
+        }
+        if changed {
+            self.announce();
+        }
+    }
+
+    /// Tells the peer our role and disk (if connected); state changed.
+    fn announce(&mut self) {
+        if let Some(l) = self.link {
+            let m = Message::StateUpdate { role: to_wire_role(self.st.role), disk: to_wire_disk(self.st.disk), flags: 0 };
+            self.out.push(Effect::Announce(l, m));
+        }
+        self.out.push(Effect::Changed);
+    }
+
+    fn random(&mut self) -> u64 {
+        next_random(&mut self.rng)
+    }
+
+    /// Starts a resync with this node as the source on `link`: every bit
+    /// set for a full sync, the sync start's announced ids durable, then
+    /// the copy task (which confirms the start with the target).
+    fn begin_resync(&mut self, link: LinkId, full: bool, csums: bool) {
+        self.st.syncing = Some(SyncSide::Source);
+        if full {
+            self.out.push(Effect::Bitmap(BitmapOp::SetAll));
+        }
+        let start = self.dur.ids.begin_sync_as_source();
+        self.dur.ids = start.announced;
+        self.out.push(Effect::Bitmap(BitmapOp::Flush));
+        self.persist();
+        self.out.push(Effect::StartResync(ResyncStart { link, start, csums }));
+    }
+}

@@ -1,0 +1,123 @@
+//! A session with the peer, as the machine sees it: the sync decision on
+//! both State frames, installing the link if that decision still holds,
+//! the link's first steps, and the peer's state updates.
+
+use super::super::decide::{decide, Decision, Side};
+use super::super::genid::GenIds;
+use super::super::state::{Connection, Disk, PeerView, SyncSide};
+use super::{Answer, BitmapOp, Effect, LinkId, Machine, SessionPlan};
+
+impl Machine {
+    /// Both State frames are in: decide (the peer decides the mirror image
+    /// on the same two frames). A split brain or a refusal ends the session
+    /// with a goodbye and leaves this node standalone; a correction of the
+    /// local ids the decision asked for is made durable.
+    pub(super) fn handshake(&mut self, local: Side, peer: Side) -> Answer {
+        let outcome = decide(local, peer, self.settings.after_split_brain, self.settings.me_first);
+        tracing::info!(decision = %outcome.decision, rule = outcome.rule, local_ids = %local.ids, peer_ids = %peer.ids, "connected to peer");
+        let mut goodbye = None;
+        match &outcome.decision {
+            Decision::SplitBrain => {
+                tracing::error!("split brain: both nodes changed data while apart; nothing is copied. Resolve with `repctl connect --discard-my-data` on the node whose changes are to be dropped");
+                self.st.connection = Connection::Standalone;
+                self.st.split_brain = true;
+                self.out.push(Effect::Changed);
+                goodbye = Some("split brain detected".to_owned());
+            }
+            Decision::Refuse(why) => {
+                tracing::error!("peer link refused: {why}");
+                self.st.connection = Connection::Standalone;
+                self.out.push(Effect::Changed);
+                goodbye = Some(why.clone());
+            }
+            _ => {}
+        }
+        let mut expected_ids = local.ids;
+        if let (None, Some(fix)) = (&goodbye, outcome.fixup) {
+            tracing::info!(fix = %fix, "correcting generation ids");
+            expected_ids.apply(fix);
+            self.dur.ids.apply(fix);
+            self.persist();
+        }
+        Answer::Decided(Box::new(SessionPlan { outcome, local, peer, expected_ids, goodbye }))
+    }
+
+    /// Installs the link if the decision holds for the state as it is now.
+    /// A promotion (or a demotion, a disk change, a new generation) since
+    /// the handshake went ahead alone, as no link was installed yet: a
+    /// forced promotion would otherwise leave a connected pair with no
+    /// initial sync, and two promotions could leave two Primaries connected.
+    /// Refused then; the next session decides on the state as it is.
+    pub(super) fn install(&mut self, plan: SessionPlan, peer_ids: GenIds) -> Answer {
+        let now = (self.st.role, self.st.disk, self.dur.ids);
+        let was = (plan.local.role, plan.local.disk, plan.expected_ids);
+        if now != was {
+            tracing::warn!(was = ?(was.0, was.1), now = ?(now.0, now.1), "this node's role, disk or generation ids changed while connecting; connecting again");
+            return Answer::Refused("changed while connecting".into());
+        }
+        let link = LinkId(self.next_link);
+        self.next_link += 1;
+        self.discard_my_data = false;
+        self.peer_ids = peer_ids;
+        self.st.connection = Connection::Connected;
+        self.st.split_brain = false;
+        self.st.peer = Some(PeerView { role: plan.peer.role, disk: plan.peer.disk });
+        self.out.push(Effect::Install(link));
+        self.link = Some(link);
+        match plan.outcome.decision {
+            Decision::Source { .. } => {
+                self.st.syncing = Some(SyncSide::Source);
+                self.out.push(Effect::Bitmap(BitmapOp::UnionPeer));
+            }
+            Decision::Target { full } => {
+                self.st.syncing = Some(SyncSide::Target);
+                if full {
+                    tracing::warn!("full sync from the peer: this disk has no usable base");
+                }
+            }
+            _ => {}
+        }
+        // A new link: the next loss needs fencing again; frozen writes go on.
+        self.fenced = false;
+        if std::mem::take(&mut self.frozen) {
+            tracing::info!("peer back: writes resume");
+        }
+        self.out.push(Effect::Thaw);
+        self.out.push(Effect::Changed);
+        Answer::Installed(link)
+    }
+
+    /// The installed link's first steps: in sync, both complete disks are
+    /// current; a target's disk is inconsistent until the sync ends (and
+    /// the peer is told); a source starts the resync, comparing digests
+    /// first after a Primary crashed (its activity log marked whole extents).
+    pub(super) fn settle(&mut self, link: LinkId, plan: &SessionPlan) -> Answer {
+        if self.link != Some(link) {
+            return Answer::None;
+        }
+        match plan.outcome.decision {
+            Decision::InSync => {
+                self.dur.crashed_primary = false;
+                self.persist();
+                let peer_complete = self.st.peer.is_some_and(|p| p.disk.is_complete());
+                if self.st.disk.is_complete() && peer_complete {
+                    self.set_disk(Disk::UpToDate);
+                }
+            }
+            Decision::Target { .. } => {
+                self.set_disk(Disk::Inconsistent);
+                self.announce();
+            }
+            Decision::Source { full } => {
+                if full {
+                    tracing::warn!("full sync to the peer: its disk has no usable base (holes are skipped)");
+                }
+                let csums = !full && (plan.local.crashed_primary || plan.peer.crashed_primary);
+                self.begin_resync(link, full, csums);
+            }
+            _ => {}
+        }
+        self.out.push(Effect::Changed);
+        Answer::None
+    }
+}

@@ -1,0 +1,79 @@
+//! The machine's durable effects on the metadata file: the header as the
+//! machine decided it, and bitmap changes (used by the runtime's executor
+//! and at start).
+
+use crate::meta::{self, Meta};
+
+use super::exchange::PeerBitmap;
+use super::machine::{BitmapOp, Durable};
+use super::state::Disk;
+
+pub(super) fn disk_from_meta(d: meta::DiskState) -> Disk {
+    match d {
+        meta::DiskState::UpToDate => Disk::UpToDate,
+        meta::DiskState::Consistent => Disk::Consistent,
+        meta::DiskState::Outdated => Disk::Outdated,
+        meta::DiskState::Inconsistent => Disk::Inconsistent,
+    }
+}
+
+pub(super) fn disk_to_meta(d: Disk) -> Option<meta::DiskState> {
+    Some(match d {
+        Disk::UpToDate => meta::DiskState::UpToDate,
+        Disk::Consistent => meta::DiskState::Consistent,
+        Disk::Outdated => meta::DiskState::Outdated,
+        Disk::Inconsistent => meta::DiskState::Inconsistent,
+        Disk::Failed => return None,
+    })
+}
+
+/// Writes the header as the machine decided it (the flags the machine does
+/// not own, such as the full-sync tail, are kept).
+pub(super) fn persist_into(m: &mut Meta, d: &Durable) -> Result<(), crate::meta::MetaError> {
+    m.set_gen_ids(d.ids);
+    if let Some(disk) = disk_to_meta(d.disk) {
+        m.set_disk_state(disk);
+    }
+    let mut f = m.flags();
+    f.primary = d.primary;
+    f.al_clean = d.al_clean;
+    f.crashed_primary = d.crashed_primary;
+    m.set_flags(f);
+    m.persist_header()
+}
+
+/// One bitmap change; `peer` is the bitmap the peer sent at the handshake.
+pub(super) fn bitmap_into(m: &mut Meta, op: &BitmapOp, peer: Option<&PeerBitmap>) -> Result<(), crate::meta::MetaError> {
+    match op {
+        BitmapOp::SetAll => {
+            m.bitmap_mut().set_all();
+        }
+        BitmapOp::ClearAll => {
+            m.bitmap_mut().clear_all();
+        }
+        BitmapOp::Mark(ranges) => {
+            for &(off, len) in ranges {
+                let _ = m.bitmap_mut().set_range(off, len);
+            }
+        }
+        BitmapOp::MarkActivityLog => {
+            let (complete, active, last_seq) = {
+                let r = m.al_replay();
+                (r.complete, r.active_extents().len(), r.last_seq)
+            };
+            let n = m.mark_al_out_of_sync()?;
+            tracing::warn!(bits = n, complete, active, last_seq, "this node was Primary and did not stop cleanly: the activity log's extents are marked out of sync");
+        }
+        BitmapOp::UnionPeer => match peer {
+            Some(p) => {
+                if let Err(e) = p.union_into(m.bitmap_mut()) {
+                    tracing::warn!("peer link: the peer's bitmap does not fit ours: {e}");
+                }
+            }
+            None => tracing::error!("internal: a bitmap union without the peer's bitmap"),
+        },
+        BitmapOp::Flush => m.flush_bitmap()?,
+    }
+    Ok(())
+}
+

@@ -1,0 +1,150 @@
+//! The runtime's [`Io`]: the machine's effects on the metadata file, the
+//! peer link, the NBD clients, the handlers and the tasks.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::repl::Message;
+
+use super::events::Snapshot;
+use super::exchange::PeerBitmap;
+use super::execute::{Io, PersistError};
+use super::link::PeerLink;
+use super::machine::{BitmapOp, Durable, Event, LinkId, Machine, ResyncStart};
+use super::meta_io::{bitmap_into, persist_into};
+use super::runtime::Node;
+
+/// The events' view of the machine.
+pub(super) fn snapshot(m: &Machine) -> Snapshot {
+    let st = m.state();
+    Snapshot {
+        role: st.role,
+        disk: st.disk,
+        connection: st.connection,
+        split_brain: st.split_brain,
+        peer: st.peer.map(|p| (p.role, p.disk)),
+        syncing: st.syncing,
+    }
+}
+
+/// One step's executor (built per step, under the machine's lock).
+pub(super) struct Exec<'a> {
+    pub node: &'a Arc<Node>,
+    /// The session's prepared link, for an `Install`.
+    pub link: Option<Arc<PeerLink>>,
+    /// The peer's bitmap, for a `UnionPeer`.
+    pub peer_bitmap: Option<&'a PeerBitmap>,
+}
+
+impl Exec<'_> {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<(LinkId, Arc<PeerLink>)>> {
+        self.node.link.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn installed(&self, id: LinkId) -> Option<Arc<PeerLink>> {
+        self.slot().as_ref().filter(|(l, _)| *l == id).map(|(_, p)| p.clone())
+    }
+
+    /// Runs fence-peer (or another handler) and reports its exit to the machine.
+    fn watch(&self, run: super::events::HandlerRun) {
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            let code = run.await.ok().flatten();
+            let _ = node.step(Event::FenceResult(code));
+        });
+    }
+}
+
+impl Io for Exec<'_> {
+    fn persist(&mut self, d: &Durable) -> Result<(), PersistError> {
+        persist_into(&mut self.node.meta(), d).map_err(|e| PersistError(e.to_string()))
+    }
+
+    fn bitmap(&mut self, op: &BitmapOp) -> Result<(), PersistError> {
+        bitmap_into(&mut self.node.meta(), op, self.peer_bitmap).map_err(|e| PersistError(e.to_string()))
+    }
+
+    fn install(&mut self, id: LinkId) {
+        match self.link.take() {
+            Some(l) => {
+                l.set_id(id);
+                *self.slot() = Some((id, l));
+            }
+            None => tracing::error!("internal: a link installed without one prepared"),
+        }
+    }
+
+    fn close(&mut self, id: LinkId, forgotten: bool) {
+        let mut slot = self.slot();
+        if let Some((l, p)) = slot.as_ref() {
+            if *l == id {
+                p.close();
+                if forgotten {
+                    *slot = None;
+                }
+            }
+        }
+    }
+
+    /// Updates must reach the peer in the order the state changed, or the
+    /// peer keeps a stale view (seen: a target's "inconsistent" arriving
+    /// after its "uptodate"). So the frame is queued now, in step order;
+    /// only when the queue is full does a task send it later, and then only
+    /// if no newer announcement was made meanwhile.
+    fn announce(&mut self, id: LinkId, msg: Message) {
+        let generation = self.node.announced.fetch_add(1, Ordering::SeqCst) + 1;
+        let Some(link) = self.installed(id) else { return };
+        if let Err(frame) = link.try_send(msg) {
+            let announced = self.node.announced.clone();
+            tokio::spawn(async move {
+                if announced.load(Ordering::SeqCst) == generation {
+                    let _ = link.send(frame).await;
+                }
+            });
+        }
+    }
+
+    fn start_resync(&mut self, r: ResyncStart) {
+        match self.installed(r.link) {
+            Some(link) => {
+                self.node.tasks.spawn(super::resync::run_source(self.node.clone(), link, r));
+            }
+            None => tracing::warn!("resync not started: its link is gone"),
+        }
+    }
+
+    fn fence(&mut self, m: &Machine) {
+        let snap = snapshot(m);
+        let n = self.node;
+        match super::events::run_handler(&n.cfg, &n.me, &n.peer_cfg, "fence-peer", &snap) {
+            Some(run) => self.watch(run),
+            None => {
+                let node = self.node.clone();
+                tokio::spawn(async move {
+                    let _ = node.step(Event::FenceResult(None));
+                });
+            }
+        }
+    }
+
+    fn thaw(&mut self) {
+        self.node.thaw.notify_waiters();
+    }
+
+    fn drop_clients(&mut self) {
+        self.node.clients.drop_all();
+    }
+
+    fn changed(&mut self, m: &Machine) -> bool {
+        self.node.wake.notify_waiters();
+        let n = self.node;
+        let mut fencing = false;
+        for (h, run) in n.events.observe(&n.cfg, &n.me, &n.peer_cfg, snapshot(m)) {
+            if h == "fence-peer" {
+                self.watch(run);
+                fencing = true;
+            }
+        }
+        fencing
+    }
+}

@@ -1,0 +1,222 @@
+//! The runtime's doors into the machine: [`Node::step`], the reads others
+//! take (copies, never the lock), and the calls the write path, the
+//! session and the resync make when something happened.
+
+use std::sync::{Arc, MutexGuard};
+
+use super::execute::{execute, PersistError};
+use super::link::PeerLink;
+use super::machine::{Answer, Event, Machine, Millis, Unflushed};
+use super::runtime::Node;
+use super::runtime_io::Exec;
+use super::state::{NodeState, Role};
+use crate::control;
+use crate::node::exchange::PeerBitmap;
+
+impl Node {
+    /// The machine, locked. Never held across an await.
+    pub(super) fn machine(&self) -> MutexGuard<'_, Machine> {
+        self.machine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Feeds `ev` to the machine and carries out its effects before the
+    /// lock is released (so effects of different steps never interleave).
+    pub fn step(self: &Arc<Self>, ev: Event) -> Result<Answer, PersistError> {
+        self.step_io(ev, None, None)
+    }
+
+    /// [`Node::step`] with the session's prepared link (installed by an
+    /// `Install` effect) and the peer's bitmap (merged by `UnionPeer`).
+    pub(super) fn step_io(self: &Arc<Self>, ev: Event, link: Option<Arc<PeerLink>>, peer_bitmap: Option<&PeerBitmap>) -> Result<Answer, PersistError> {
+        let mut m = self.machine();
+        let ready = m.step(ev);
+        let mut io = Exec { node: self, link, peer_bitmap };
+        execute(&mut io, &mut m, ready.effects)?;
+        Ok(ready.answer)
+    }
+
+    /// Milliseconds since the node started (the machine's clock).
+    pub(super) fn now(&self) -> Millis {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A copy of the role, disk, connection and peer view.
+    pub fn state(&self) -> NodeState {
+        self.machine().state().clone()
+    }
+
+    pub fn gen_ids(&self) -> super::genid::GenIds {
+        self.machine().ids()
+    }
+
+    pub fn peer_ids(&self) -> super::genid::GenIds {
+        self.machine().peer_ids()
+    }
+
+    pub fn disk_failed(&self) -> bool {
+        self.machine().disk_failed()
+    }
+
+    pub fn io_frozen(&self) -> bool {
+        self.machine().frozen()
+    }
+
+    pub fn discard_my_data(&self) -> bool {
+        self.machine().discard_my_data()
+    }
+
+    /// The live peer link, if connected.
+    pub fn link(&self) -> Option<Arc<PeerLink>> {
+        self.link.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(_, l)| l.clone())
+    }
+
+    /// Records that `[offset, offset+len)` may now differ from the peer.
+    pub fn mark_out_of_sync(&self, offset: u64, len: u64) {
+        let _ = self.meta().bitmap_mut().set_range(offset, len);
+    }
+
+    /// Marks what a failed flush covered (the peer may not have it durably).
+    pub fn mark_chunks_out_of_sync(&self, lost: &Unflushed) {
+        let mut m = self.meta();
+        for (off, len) in lost.ranges(self.store.size()) {
+            let _ = m.bitmap_mut().set_range(off, len);
+        }
+    }
+
+    pub fn out_of_sync_bytes(&self) -> u64 {
+        self.meta().bitmap().out_of_sync_bytes()
+    }
+
+    /// A local I/O error (not a bounds error): the disk is detached.
+    pub fn on_io_error(self: &Arc<Self>, what: &str, e: &std::io::Error) {
+        if e.raw_os_error() == Some(libc::EINVAL) || self.disk_failed() {
+            return;
+        }
+        tracing::error!("local disk I/O error during {what}: {e}");
+        let _ = self.step(Event::DiskError);
+    }
+
+    /// The peer acknowledged a write on `link` (see `Event::PeerWrote`).
+    /// Err: the divergence could not be made durable; the write fails.
+    pub fn note_peer_write(self: &Arc<Self>, link: &Arc<PeerLink>, offset: u64, len: u64) -> std::io::Result<()> {
+        let open = !link.closed.is_cancelled();
+        self.step(Event::PeerWrote { link: link.id(), open, offset, len }).map(drop).map_err(std::io::Error::other)
+    }
+
+    /// A request failed on `link` because it was lost: the loss counts now.
+    pub fn count_loss(self: &Arc<Self>, link: &PeerLink) {
+        let _ = self.step(Event::WriteLost { link: link.id() });
+    }
+
+    /// A write the peer does not have is about to be acknowledged: marked,
+    /// the divergence durable, writes frozen under resource-and-stonith.
+    pub fn degraded(self: &Arc<Self>, offset: u64, len: u64) -> std::io::Result<()> {
+        self.step(Event::Degraded { offset, len }).map(drop).map_err(std::io::Error::other)
+    }
+
+    /// A flush was acknowledged without the peer: the divergence is durable first.
+    pub fn ensure_diverged(self: &Arc<Self>) -> std::io::Result<()> {
+        self.step(Event::FlushAlone).map(drop).map_err(std::io::Error::other)
+    }
+
+    /// Takes what was written since the last peer flush (a flush is about to cover it).
+    pub fn take_unflushed(self: &Arc<Self>) -> Unflushed {
+        match self.step(Event::FlushBegins) {
+            Ok(Answer::Unflushed(u)) => u,
+            _ => Unflushed::default(),
+        }
+    }
+
+    /// Waits while writes are frozen. Err (EIO) when the node stopped
+    /// being Primary meanwhile: a write it could not mirror is not acked.
+    pub async fn wait_thawed(&self) -> std::io::Result<()> {
+        loop {
+            let n = self.thaw.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            let (frozen, role) = {
+                let m = self.machine();
+                (m.frozen(), m.state().role)
+            };
+            if !frozen {
+                return Ok(());
+            }
+            if role != Role::Primary || self.shutdown.is_cancelled() {
+                return Err(std::io::Error::from_raw_os_error(libc::EIO));
+            }
+            tokio::select! {
+                _ = n => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    /// The session ended: `link` is the one it installed, if any.
+    pub fn link_lost(self: &Arc<Self>, link: Option<&Arc<PeerLink>>) {
+        let clean = link.is_some_and(|l| l.is_clean());
+        if let Some(l) = link {
+            l.close();
+        }
+        let _ = self.step(Event::LinkLost { link: link.map(|l| l.id()), clean });
+    }
+
+    /// Ends the link cleanly: this disk and the peer's are made durable,
+    /// then a Goodbye tells the peer so (it will not re-mark what it sent
+    /// us). Needs the session's reader running (it delivers the flush ack).
+    pub async fn goodbye(self: &Arc<Self>, link: &Arc<PeerLink>, reason: &str) {
+        let s = self.store.clone();
+        let local_ok = crate::device::blocking(move || s.sync()).await.is_ok();
+        let epoch = self.take_unflushed();
+        let flush = link.request(|id| crate::repl::Message::Flush { id });
+        let peer_ok = matches!(tokio::time::timeout(std::time::Duration::from_secs(5), flush).await, Ok(Ok(())));
+        if peer_ok {
+            link.set_clean();
+            if let Some(ms) = crate::failpoint::delay_ms("node.goodbye") {
+                tracing::info!("fail point node.goodbye: the goodbye waits {ms} ms after the peer's flush");
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+        } else {
+            self.mark_chunks_out_of_sync(&epoch);
+        }
+        if local_ok {
+            let _ = link.send(crate::repl::Message::Goodbye { reason: reason.to_owned() }).await;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        link.close();
+    }
+
+    /// Something changed outside a step (a verify, the node starting):
+    /// wake the connector and waiters, emit events.
+    pub fn changed(self: &Arc<Self>) {
+        let mut m = self.machine();
+        let mut io = Exec { node: self, link: None, peer_bitmap: None };
+        let _ = execute(&mut io, &mut m, vec![super::machine::Effect::Changed]);
+    }
+
+    /// The running resync as `status` shows it.
+    pub fn sync_status(&self) -> Option<control::SyncStatus> {
+        let s = self.machine().sync()?;
+        let ms = self.now().saturating_sub(s.started).max(1);
+        let rate = s.done.saturating_mul(1000) / ms;
+        let left = s.total.saturating_sub(s.done);
+        Some(control::SyncStatus {
+            direction: s.side,
+            total_bytes: s.total,
+            done_bytes: s.done,
+            bytes_per_sec: rate,
+            eta_secs: if rate == 0 { 0 } else { left / rate.max(1) },
+        })
+    }
+
+    pub fn sync_progress(self: &Arc<Self>, bytes: u64) {
+        let _ = self.step(Event::ResyncProgress { bytes });
+    }
+
+    /// Unit tests of the runtime connect a node to an mpsc "peer".
+    #[cfg(test)]
+    pub(crate) fn install_for_test(&self, link: Arc<PeerLink>) {
+        let id = self.machine().install_for_test();
+        link.set_id(id);
+        *self.link.lock().unwrap_or_else(|p| p.into_inner()) = Some((id, link));
+    }
+}
