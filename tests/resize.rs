@@ -316,3 +316,31 @@ fn a_crash_in_the_middle_of_a_resize_leaves_the_old_or_new_size_and_the_node_cat
         size = new;
     }
 }
+
+/// `--assume-clean`: the operator vouches that the new areas read the
+/// same; nothing is marked or copied, even where they differ.
+#[test]
+fn assume_clean_takes_the_new_area_as_in_sync_without_looking() {
+    let mut p = pair_of(64 * MIB);
+    p.start(ALPHA);
+    p.start(BETA);
+    p.ok(ALPHA, &["primary", "--force"]);
+    p.wait_sync(60);
+    grow_backing(&p, ALPHA, 96 * MIB);
+    grow_backing(&p, BETA, 96 * MIB);
+    File::options().write(true).open(&p.nodes[BETA].backing).unwrap().write_all_at(&[0xee; 4096], 80 * MIB).unwrap();
+    wait_until(60, "no resync running", || idle(&p));
+    let sent = counter(&p, ALPHA, "resync_sent_bytes");
+    let o = p.repctl(ALPHA, &["resize", "--assume-clean"]);
+    assert!(o.status.success(), "resize: {}\n{}", text(&o), p.logs());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("in sync (--assume-clean)"), "{}", text(&o));
+    for i in [ALPHA, BETA] {
+        let s = p.status(i);
+        assert_eq!(s["size_bytes"], 96 * MIB, "{s}");
+        assert_eq!(s["out_of_sync_bytes"], 0, "{s}");
+    }
+    assert_eq!(counter(&p, ALPHA, "resync_sent_bytes"), sent);
+    let mut x = [0u8; 4096];
+    File::open(&p.nodes[BETA].backing).unwrap().read_exact_at(&mut x, 80 * MIB).unwrap();
+    assert_eq!(x, [0xee; 4096], "beta's bytes are left as they were");
+}

@@ -33,7 +33,7 @@ pub enum Reply {
     Digest([u8; 32]),
     Data(Result<bytes::Bytes, i32>),
     /// The peer's sizes (online resize).
-    Resize(super::resize::PeerSizes),
+    Resize(super::resize_state::PeerSizes),
 }
 
 /// A request awaiting its answer: when it was issued, and who waits.

@@ -32,7 +32,8 @@
 //!   [`events`], [`counters`], [`wire`]: copying out-of-sync regions (paced
 //!   by the dynamic rate controller), online verify, online resize,
 //!   `repctl adjust`, state-change events and handlers, byte counters, the
-//!   wire forms of roles and disk states.
+//!   wire forms of roles and disk states; [`resize_state`] holds the
+//!   resize lock and the peer's sizes beside the node.
 //!
 //! No file here imports another in a cycle (`tests/module_graph.rs`).
 
@@ -55,6 +56,7 @@ pub mod peer;
 pub mod ranges;
 pub mod rate_ctl;
 pub mod resize;
+pub mod resize_state;
 pub mod resync;
 pub mod runtime;
 mod runtime_io;

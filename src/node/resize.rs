@@ -27,59 +27,14 @@
 
 use std::sync::Arc;
 
-use crate::config::{Config, NodeConfig};
+use crate::config::Config;
 use crate::control::Response;
 use crate::repl::Message;
-use crate::store::Store;
 
 use super::link::{PeerLink, Reply};
-use super::runtime::{Node, StartError};
+use super::resize_state::PeerSizes;
+use super::runtime::Node;
 use super::state::{Disk, Role};
-
-/// One resize at a time on a node (the initiator's, the peer's commit, or
-/// a catch-up at connect); the peer's size from the last handshake.
-#[derive(Debug, Default)]
-pub struct Resizing(tokio::sync::Mutex<()>, std::sync::Mutex<Option<u64>>);
-
-/// The peer's answer to a `ResizeQuery`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerSizes {
-    pub size: u64,
-    pub backing: u64,
-    pub config_size: Option<u64>,
-    /// The first byte at or after `size` that may hold data (None: all hole).
-    pub data_from: Option<u64>,
-    /// Why the peer cannot resize now.
-    pub refusal: Option<String>,
-}
-
-/// Opens the backing file at start. An existing metadata file's recorded
-/// size is the device size when the resource file sets none or a larger
-/// one: a larger backing file (grown by the admin, not yet resized; or a
-/// crash in the middle of a resize) is fine, and the node catches up with
-/// its peer when they connect ([`catch_up`]). A smaller backing file is
-/// refused. A `size` below the recorded one is refused later
-/// (`check_device_size`); a fresh node takes the file's size, as before.
-pub(super) fn open_store(cfg: &Config, me: &NodeConfig, recorded: Option<u64>) -> Result<Store, StartError> {
-    let wanted = cfg.resource.size;
-    let Some(recorded) = recorded.filter(|&r| wanted.is_none_or(|w| w > r)) else {
-        return Ok(Store::open(&me.backing, wanted, cfg.resource.grow)?);
-    };
-    let store = Store::open(&me.backing, wanted, cfg.resource.grow)?;
-    if store.size() < recorded {
-        return Err(StartError::Refused(format!(
-            "{}: backing file is {} bytes, smaller than the {recorded}-byte device its metadata {} records (a backing file must not shrink)",
-            me.backing.display(),
-            store.size(),
-            me.meta.display()
-        )));
-    }
-    if let Some(w) = wanted {
-        tracing::warn!("the resource file sets size = {w}, the metadata records {recorded} bytes: run `repctl resize` while both nodes are connected (a node that missed a resize grows to its peer's size when they connect)");
-    }
-    drop(store);
-    Ok(Store::open(&me.backing, Some(recorded), false)?)
-}
 
 /// The peer device sizes this node's handshake accepts: smaller ones (the
 /// peer grows at connect, or refuses), and larger ones up to what its
@@ -326,7 +281,10 @@ impl Node {
         Ok(())
     }
 
-    /// Starts copying the new area to the peer, if this node can be the source.
+    /// Starts copying the new area to the peer: the same step as a verify
+    /// that found differences (an UpToDate node with no resync running
+    /// becomes the source; a Secondary facing a Primary reconnects so that
+    /// the Primary does).
     fn resync_new_area(self: &Arc<Self>, link: Arc<PeerLink>) {
         if let Err(e) = self.step(super::machine::Event::ResyncNewArea { link: link.id() }) {
             tracing::error!("resync of the new area: {e}");

@@ -61,7 +61,7 @@ pub struct Node {
     pub counters: AtomicCounters,
     pub ranges: RangeLocks,
     /// One `repctl resize` at a time ([`super::resize`]).
-    pub resizing: super::resize::Resizing,
+    pub resizing: super::resize_state::Resizing,
     /// Local writes for the peer still running (Secondary).
     pub applying: super::applying::Applying,
     /// The installed link, as the machine named it (set by its effects only).
@@ -110,7 +110,7 @@ impl Node {
         } else {
             None
         };
-        let store = Arc::new(super::resize::open_store(&cfg, &me, existing.as_ref().map(|m| m.layout().device_size))?);
+        let store = Arc::new(super::resize_state::open_store(&cfg, &me, existing.as_ref().map(|m| m.layout().device_size))?);
         let size = store.size();
         let mut meta = if let Some(m) = existing {
             m.check_device_size(size)?;

@@ -75,7 +75,7 @@ async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link
     let timeout = Duration::from_millis(node.cfg.net.ping_timeout_ms);
     let (mut sink, mut stream) = split_link(link);
     // 0. A node that missed an online resize grows to the peer's size first.
-    if let Err(e) = super::resize::catch_up(&node).await {
+    if let Err(e) = super::resize::catch_up(node).await {
         tracing::warn!("peer link: {e}");
         return None;
     }

@@ -150,8 +150,9 @@ pub struct SessionPlan {
 }
 
 /// The answer to the caller of `step`, besides the effects.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub enum Answer {
+    #[default]
     None,
     Ok(String),
     Refused(String),
@@ -243,12 +244,6 @@ pub enum Event {
 pub struct Ready {
     pub effects: Vec<Effect>,
     pub answer: Answer,
-}
-
-impl Default for Answer {
-    fn default() -> Self {
-        Answer::None
-    }
 }
 
 /// A running resync as status shows it.
