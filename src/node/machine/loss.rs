@@ -102,7 +102,16 @@ impl Machine {
     pub(super) fn degraded(&mut self, offset: u64, len: u64) -> Answer {
         self.out.push(Effect::Bitmap(BitmapOp::Mark(vec![(offset, len)])));
         if self.st.role != Role::Primary {
+            // The block is written here and not on the peer, which may be
+            // promoted next: recorded like a crashed Primary's activity log
+            // (marked, and the flag makes the next handshake resync the
+            // marked blocks whichever way the ids point), so the replicas
+            // converge instead of differing under "in sync".
             tracing::warn!(offset, len, "a write lost the peer after this node stopped being Primary: it fails (EIO), not acknowledged alone");
+            if !self.dur.crashed_primary {
+                self.dur.crashed_primary = true;
+                self.persist();
+            }
             return Answer::Refused("not Primary any more, and the peer does not have the write".into());
         }
         self.ensure_diverged();
