@@ -33,9 +33,12 @@ use super::machine::{Answer, Event, ResyncStart};
 
 /// Largest copy: 256 granules (1 MiB at 4 KiB).
 pub const RUN_BITS: u64 = 256;
-/// Resync bytes in flight at once, in granules (16 MiB at 4 KiB): sixteen
-/// whole runs, or many small scattered ones.
-const WINDOW_GRANULES: u32 = 4096;
+/// Resync bytes in flight at once, in granules (4 MiB at 4 KiB): four
+/// whole runs, or many small scattered ones. Application writes queue on
+/// the link behind what is in flight: with 16 MiB, 4 KiB writes during a
+/// full sync waited 63-84 ms (p50); with 4 MiB, 13 ms, and the sync was no
+/// slower (bench/README.md, change 14).
+const WINDOW_GRANULES: u32 = 1024;
 /// Copies in flight at once: scattered 4 KiB bits are many small copies,
 /// and each waits a round trip for its ack.
 const WINDOW_COPIES: u32 = 128;
