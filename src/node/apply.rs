@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::device::blocking;
+use crate::device::{blocking, BlockDevice, LocalDevice, ZeroFlags};
 use crate::repl::Message;
 
 use super::counters::AtomicCounters;
@@ -57,32 +57,14 @@ enum Apply {
 /// may run inline ([`crate::device::write_store`]); the rest runs on the
 /// blocking pool.
 async fn apply_local(node: &Arc<Node>, offset: u64, op: Apply) -> i32 {
-    let store = node.store.clone();
-    if let Apply::Write(data, fua) = op {
-        return errno_of(crate::device::write_store(&store, offset, data, fua).await);
-    }
-    errno_of(
-        blocking(move || {
-            match op {
-                Apply::Write(..) => unreachable!("handled above"),
-                Apply::Trim(len, fua) => {
-                    store.trim(offset, len)?;
-                    if fua {
-                        store.sync()?;
-                    }
-                }
-                Apply::Zero(len, may_trim, fua) => {
-                    store.zero(offset, len, may_trim)?;
-                    if fua {
-                        store.sync()?;
-                    }
-                }
-                Apply::Flush => store.sync()?,
-            }
-            Ok(())
-        })
-        .await,
-    )
+    // The local device, as the Primary's local leg: FUA-then-sync is written once, there.
+    let local = LocalDevice::new(node.store.clone(), false);
+    errno_of(match op {
+        Apply::Write(data, fua) => local.write(offset, data, fua).await,
+        Apply::Trim(len, fua) => local.trim(offset, len, fua).await,
+        Apply::Zero(len, may_trim, fua) => local.write_zeroes(offset, len, ZeroFlags { may_trim, fast_only: false }, fua).await,
+        Apply::Flush => local.flush().await,
+    })
 }
 
 /// Handles one frame. An `Err` ends the session (protocol violation).

@@ -154,7 +154,9 @@ impl NodeDevice {
             Op::Trim => RemoteOp::Trim,
             Op::Zero(may_trim) => RemoteOp::Zero(*may_trim),
         });
-        let store = self.node.store.clone();
+        // The local leg is the local device, as an nbdkit filter calls
+        // `next`: FUA-then-sync is written once, there.
+        let local_dev = crate::device::LocalDevice::new(self.node.store.clone(), false);
         let detached = self.node.disk_failed();
         // Step 5: local write and peer send, concurrently. The peer's leg is
         // polled first, so the frame is queued before a small local write
@@ -164,21 +166,9 @@ impl NodeDevice {
                 return Ok(());
             }
             match op {
-                Op::Write(data) => crate::device::write_store(&store, offset, data, fua).await,
-                op => {
-                    blocking(move || {
-                        match op {
-                            Op::Trim => store.trim(offset, len)?,
-                            Op::Zero(may_trim) => store.zero(offset, len, may_trim)?,
-                            Op::Write(_) => unreachable!("handled above"),
-                        }
-                        if fua {
-                            store.sync()?;
-                        }
-                        Ok(())
-                    })
-                    .await
-                }
+                Op::Write(data) => local_dev.write(offset, data, fua).await,
+                Op::Trim => local_dev.trim(offset, len, fua).await,
+                Op::Zero(may_trim) => local_dev.write_zeroes(offset, len, crate::device::ZeroFlags { may_trim, fast_only: false }, fua).await,
             }
         };
         let remote = async {
