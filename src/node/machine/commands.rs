@@ -165,6 +165,15 @@ impl Machine {
         // earlier `--discard-my-data` (else both sides could end up holding
         // it, and a split brain neither side will win stays for good).
         self.discard_my_data = discard_my_data;
+        // The operator declared this node's data the one to drop: until the
+        // resync replaces it, it must not be promoted as if current (found by
+        // the simulation: a manager promoted the discarding node while the
+        // link was down, and the survivor's acknowledged writes were gone).
+        // Outdated needs `--force` to promote, as DRBD's outdated disks do.
+        if discard_my_data && self.st.disk.is_complete() && self.st.disk != Disk::Outdated {
+            tracing::warn!("--discard-my-data: this node's data is outdated until the resync from the peer replaces it");
+            self.set_disk(Disk::Outdated);
+        }
         if self.st.connection == Connection::Standalone {
             self.st.connection = Connection::Connecting;
         }

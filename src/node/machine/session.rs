@@ -32,6 +32,17 @@ impl Machine {
             }
             _ => {}
         }
+        // A sync target's data is known to be older than its peer's from the
+        // decision on: Outdated (durably) until the resync makes it
+        // Inconsistent, then UpToDate. If the link is lost before the
+        // install, it must not be promoted as if current (found by the
+        // simulation: after a split brain resolved against it, a manager
+        // promoted it alone, and the survivor's acknowledged writes were gone).
+        let mut local = local;
+        if goodbye.is_none() && matches!(outcome.decision, Decision::Target { .. }) && self.st.disk.is_complete() && self.st.disk != Disk::Outdated {
+            self.set_disk(Disk::Outdated);
+            local.disk = Disk::Outdated;
+        }
         let mut expected_ids = local.ids;
         if let (None, Some(fix)) = (&goodbye, outcome.fixup) {
             tracing::info!(fix = %fix, "correcting generation ids");

@@ -173,7 +173,7 @@ fn connect_withdraws_discard_and_clears_the_split_brain() {
     m.step(Event::Connect { discard_my_data: false });
     assert!(!m.discard_my_data());
     assert_eq!(m.state().connection, Connection::Connecting);
-    m.step(Event::Promote { force: false });
+    m.step(Event::Promote { force: true });
     assert!(matches!(m.step(Event::Connect { discard_my_data: true }).answer, Answer::Refused(_)));
 }
 
@@ -524,4 +524,17 @@ fn a_detached_primary_losing_its_peer_still_resyncs_fully_after_reattach() {
     let local = m.local_side(0);
     let Answer::Decided(plan) = m.step(Event::Handshake { local, peer: up }).answer else { panic!("no decision") };
     assert_eq!(plan.outcome.decision, Decision::Target { full: true }, "ids {:x?} (rule {})", m.ids(), plan.outcome.rule);
+}
+
+/// Found by the simulation (seeds 530959, 803478 of 1,000,000): after a
+/// split brain the operator runs `connect --discard-my-data` on one node;
+/// while the link stays down a manager promoted that node as if current,
+/// and the survivor's acknowledged writes were gone. Its disk is Outdated
+/// from the command on: a plain promotion is refused.
+#[test]
+fn discard_my_data_outdates_the_disk_until_the_resync() {
+    let mut m = alone();
+    assert_eq!(m.step(Event::Connect { discard_my_data: true }).answer, Answer::Ok("connecting".into()));
+    assert_eq!(m.state().disk, Disk::Outdated);
+    assert!(matches!(m.step(Event::Promote { force: false }).answer, Answer::Refused(_)));
 }
