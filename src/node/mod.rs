@@ -53,6 +53,7 @@ pub mod link;
 mod live_config;
 pub mod machine;
 pub mod peer;
+pub mod protocols;
 pub mod ranges;
 pub mod rate_ctl;
 pub mod resize;
