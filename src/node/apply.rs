@@ -177,7 +177,7 @@ fn mirrored(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, len: u
         return Ok(());
     }
     if !matches!(op, Apply::Flush) {
-        super::protocols::receipt(node, link, id);
+        super::protocols::receipt(node.cfg.resource.protocol, link, id);
     }
     let node = node.clone();
     let link = link.clone();
@@ -227,7 +227,7 @@ pub fn mirrored_batch(node: &Arc<Node>, link: &Arc<PeerLink>, batch: Vec<Message
         return Ok(());
     }
     for (id, ..) in &writes {
-        super::protocols::receipt(node, link, *id);
+        super::protocols::receipt(node.cfg.resource.protocol, link, *id);
     }
     let mut acks = Vec::with_capacity(writes.len());
     let mut rest = writes.into_iter();

@@ -1,6 +1,6 @@
 //! The replicated block device the NBD server serves on a Primary.
 //!
-//! # The write path (protocol C)
+//! # The write path (protocol C; A and B: see [`super::protocols`])
 //!
 //! 1. The NBD layer decoded and bounds-checked the request.
 //! 2. The node must be Primary; otherwise ESHUTDOWN.
@@ -23,6 +23,11 @@
 //!    reached whatever the peer's disk does.
 //! 8. The write leaves the activity log (its extents may be evicted later;
 //!    the bitmap is flushed before an eviction is recorded).
+//!
+//! Protocols A and B run the same steps in a task of their own and answer
+//! the client at step 6 once the local write is done and the request is
+//! queued (A) or received by the peer (B); steps 6-8 then finish after the
+//! answer, still holding the range lock and the activity-log entry.
 
 use std::io;
 use std::sync::Arc;
@@ -216,7 +221,7 @@ impl NodeDevice {
                 return Some(Stage::Final(link.request(make).await));
             }
             // A: queued is enough; B: the peer must have received it.
-            Some(match link.submit(make, want_received).await {
+            Some(match super::protocols::InFlight::submit(link, make, want_received).await {
                 Err(e) => Stage::Final(Err(e)),
                 Ok(mut f) if want_received => match f.received().await {
                     Ok(()) => Stage::Early(f),

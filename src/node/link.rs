@@ -36,6 +36,9 @@ pub enum Reply {
     Resize(super::resize_state::PeerSizes),
 }
 
+/// A request queued by [`PeerLink::submit`]: its id, its Ack's errno, its `Received`.
+pub type Submitted = (u64, oneshot::Receiver<i32>, Option<oneshot::Receiver<()>>);
+
 /// A request awaiting its answer: when it was issued, and who waits.
 type Waiting<T> = BTreeMap<u64, (Instant, oneshot::Sender<T>)>;
 
@@ -98,9 +101,10 @@ impl PeerLink {
     }
 
     /// Protocols A and B: queues the request built from a fresh id and
-    /// returns once it is queued; its Ack (and, with `want_received`, the
-    /// peer's `Received`) is awaited on the returned handle.
-    pub async fn submit(self: &Arc<Self>, make: impl FnOnce(u64) -> Message, want_received: bool) -> Result<super::protocols::InFlight, LinkError> {
+    /// returns once it is queued: its id, where its Ack's errno comes and,
+    /// with `want_received`, where the peer's `Received` comes (see
+    /// `protocols::InFlight`). Closing the link drops both senders.
+    pub async fn submit(&self, make: impl FnOnce(u64) -> Message, want_received: bool) -> Result<Submitted, LinkError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         if self.closed.is_cancelled() {
@@ -116,11 +120,11 @@ impl PeerLink {
             self.forget(id);
             return Err(LinkError::Lost);
         }
-        Ok(super::protocols::InFlight::new(self.clone(), id, rx, received))
+        Ok((id, rx, received))
     }
 
     /// Drops what waits for request `id`.
-    pub(super) fn forget(&self, id: u64) {
+    pub fn forget(&self, id: u64) {
         self.pending().remove(&id);
         self.receipts().remove(&id);
     }

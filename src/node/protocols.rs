@@ -24,7 +24,6 @@ use crate::config::Protocol;
 use crate::repl::{Message, FEATURE_PROTOCOL_A, FEATURE_PROTOCOL_B};
 
 use super::link::{LinkError, PeerLink};
-use super::runtime::Node;
 
 /// The Hello feature bits that announce `protocol`.
 pub fn hello_features(protocol: Protocol) -> u64 {
@@ -39,14 +38,13 @@ pub fn hello_features(protocol: Protocol) -> u64 {
 /// protocol B, tell the Primary it arrived (the hook in `apply`). Queued
 /// without waiting; if a full queue makes it late, the Primary takes the
 /// Ack in its stead.
-pub fn receipt(node: &Node, link: &Arc<PeerLink>, id: u64) {
-    if node.cfg.resource.protocol == Protocol::B {
+pub fn receipt(protocol: Protocol, link: &Arc<PeerLink>, id: u64) {
+    if protocol == Protocol::B {
         link.send_soon(Message::Received { id });
     }
 }
 
-/// A request queued to the peer whose Ack has not been awaited yet
-/// ([`PeerLink::submit`]).
+/// A request queued to the peer whose Ack has not been awaited yet.
 pub struct InFlight {
     link: Arc<PeerLink>,
     id: u64,
@@ -56,8 +54,12 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    pub(super) fn new(link: Arc<PeerLink>, id: u64, ack: oneshot::Receiver<i32>, received: Option<oneshot::Receiver<()>>) -> Self {
-        InFlight { link, id, ack: Some(ack), received, outcome: None }
+    /// Queues the request built from a fresh id; returns once it is queued.
+    /// With `want_received` (protocol B), [`InFlight::received`] waits for
+    /// the peer's `Received`.
+    pub async fn submit(link: &Arc<PeerLink>, make: impl FnOnce(u64) -> Message, want_received: bool) -> Result<InFlight, LinkError> {
+        let (id, ack, received) = link.submit(make, want_received).await?;
+        Ok(InFlight { link: link.clone(), id, ack: Some(ack), received, outcome: None })
     }
 
     /// Protocol B: waits until the peer has received the request. Ends
