@@ -225,3 +225,35 @@ fn protocol_b_waits_for_a_stopped_peer_to_be_dropped() {
     p.wait_sync(60);
     p.assert_identical();
 }
+
+/// Both nodes must run the same protocol: alpha with A and beta with C
+/// refuse each other in the handshake, each logging the reason naming both
+/// protocols, and neither connects. A protocol that does not exist is
+/// refused at start with a one-line error naming the key.
+#[test]
+fn nodes_with_different_protocols_refuse_each_other() {
+    let mut p = Pair::new(Options { extra_resource: "protocol = \"A\"", ..Options::default() });
+    let for_beta = p.dir.path().join("beta-c.toml");
+    let text = std::fs::read_to_string(&p.config).unwrap();
+    std::fs::write(&for_beta, text.replace("protocol = \"A\"", "protocol = \"C\"")).unwrap();
+    p.start(ALPHA);
+    let for_alpha = std::mem::replace(&mut p.config, for_beta);
+    p.start(BETA);
+    p.config = for_alpha;
+    let has = |i: usize, what: &str| std::fs::read_to_string(&p.nodes[i].log).unwrap_or_default().contains(what);
+    wait_until(30, "both nodes log the protocol mismatch", || {
+        has(ALPHA, "protocol mismatch: alpha runs protocol A, its peer beta runs protocol C")
+            && has(BETA, "protocol mismatch: beta runs protocol C, its peer alpha runs protocol A")
+    });
+    for i in [ALPHA, BETA] {
+        assert_ne!(p.status(i)["connection"], "connected", "{}", p.logs());
+    }
+
+    let bad = p.dir.path().join("bad.toml");
+    std::fs::write(&bad, text.replace("protocol = \"A\"", "protocol = \"D\"")).unwrap();
+    let o = Command::new(REPD).args(["--config", bad.to_str().unwrap(), "--node", "alpha"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "repd started with protocol D");
+    assert!(err.contains("key `resource.protocol`: `D` is not a protocol"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+}
