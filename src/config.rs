@@ -178,6 +178,8 @@ pub enum SplitBrainPolicy {
 pub struct Resource {
     pub name: String,
     pub size: Option<u64>,
+    /// When a write is acknowledged to the client (both nodes must agree).
+    pub protocol: Protocol,
     /// Extend a smaller backing file to `size` instead of refusing.
     pub grow: bool,
     /// Resync rate limit in bytes per second.
@@ -192,6 +194,41 @@ pub struct Resource {
     /// The daemon's log filter (`info`, `debug`, `repd::node=debug,info`);
     /// `RUST_LOG` wins when set. Default: info.
     pub log_level: Option<String>,
+}
+
+/// The replication protocol: when the Primary acknowledges a write to its
+/// client (`proto/replication.md`, "Protocols A, B and C").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// Once the local write is done and the request is queued to the peer.
+    A,
+    /// Once the peer has received it (its `Received`), before it is written there.
+    B,
+    /// Once both disks have it.
+    #[default]
+    C,
+}
+
+impl Protocol {
+    /// `"A"`, `"B"` or `"C"`.
+    pub fn parse(s: &str) -> Option<Protocol> {
+        match s {
+            "A" => Some(Protocol::A),
+            "B" => Some(Protocol::B),
+            "C" => Some(Protocol::C),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::A => "A",
+            Protocol::B => "B",
+            Protocol::C => "C",
+        })
+    }
 }
 
 /// Default `[net] timeout_ms`: long enough for a healthy peer on a loaded
@@ -314,9 +351,8 @@ impl Config {
         })?;
 
         let r = raw.resource;
-        if r.protocol != "C" {
-            return Err(err("resource.protocol", format!("`{}` is not supported: only protocol \"C\" (synchronous)", r.protocol)));
-        }
+        let protocol = Protocol::parse(&r.protocol)
+            .ok_or_else(|| err("resource.protocol", format!("`{}` is not a protocol: \"A\" (asynchronous), \"B\" (semi-synchronous) or \"C\" (synchronous)", r.protocol)))?;
         if r.name.contains('/') || r.name.len() > 4096 {
             return Err(err("resource.name", "must not contain `/` and must be at most 4096 bytes".into()));
         }
@@ -468,6 +504,7 @@ impl Config {
         Ok(Config {
             path: path.to_owned(),
             resource: Resource {
+                protocol,
                 name: r.name,
                 size: r.size.map(|s| s.0),
                 grow: r.grow,
@@ -648,10 +685,22 @@ control = "/tmp/b.sock"
     }
 
     #[test]
+    fn protocols_a_b_c() {
+        for (p, want) in [("A", Protocol::A), ("B", Protocol::B), ("C", Protocol::C)] {
+            let c = parse(&GOOD.replace("protocol = \"C\"", &format!("protocol = \"{p}\""))).unwrap();
+            assert_eq!(c.resource.protocol, want);
+        }
+        assert_eq!(parse(&GOOD.replace("protocol = \"C\"\n", "")).unwrap().resource.protocol, Protocol::C);
+        let e = parse(&GOOD.replace("protocol = \"C\"", "protocol = \"D\"")).unwrap_err().to_string();
+        assert!(e.contains("`D` is not a protocol") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
     fn bad_values_named() {
         for (from, to, key) in [
             ("size = \"1GiB\"", "size = \"1XiB\"", "resource.size"),
-            ("protocol = \"C\"", "protocol = \"A\"", "resource.protocol"),
+            ("protocol = \"C\"", "protocol = \"D\"", "resource.protocol"),
+            ("protocol = \"C\"", "protocol = \"a\"", "resource.protocol"),
             ("nbd = \"127.0.0.1:10809\"", "nbd = \"nowhere\"", "nodes.alpha.nbd"),
             ("replication = \"127.0.0.1:7788\"", "replication = \"127.0.0.1:x\"", "nodes.alpha.replication"),
         ] {

@@ -1,8 +1,9 @@
 //! repd: a DRBD-like replicated block device in user space.
 //!
 //! Two nodes each keep a local backing file. The Primary exports it over NBD;
-//! every write is mirrored to the peer with protocol-C semantics (the client
-//! hears "done" only when both disks have it). Out-of-sync regions are
+//! every write is mirrored to the peer, by default with protocol-C semantics
+//! (the client hears "done" only when both disks have it; protocols A and B
+//! answer earlier, see `node::protocols`). Out-of-sync regions are
 //! tracked in a dirty bitmap and an activity log so a resync copies only what
 //! changed.
 //!

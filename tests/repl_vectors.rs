@@ -91,6 +91,7 @@ fn vectors() -> Vec<(&'static str, Message)> {
         ("ack_eio", Message::Ack { id: 1, errno: libc::EIO }),
         ("read_request", Message::ReadRequest { id: 13, offset: 4096, len: 512 }),
         ("read_reply", Message::ReadReply { id: 13, errno: 0, data: Bytes::from_static(b"abc") }),
+        ("received", Message::Received { id: 1 }),
         ("ping", Message::Ping { nonce: 0x0102_0304_0506_0708 }),
         ("ping_ack", Message::PingAck { nonce: 0x0102_0304_0506_0708 }),
         ("sync_start", Message::SyncStart { total_bytes: 8 << 20, source_uuid: 0x1122_3344_5566_7788 }),

@@ -18,7 +18,7 @@
 //! | `net.fencing` | the next loss of the peer |
 //! | `[handlers]` | the next event |
 //!
-//! Everything else (any `[nodes.*]` key, `resource.name`, `size`, `grow`,
+//! Everything else (any `[nodes.*]` key, `resource.name`, `size`, `grow`, `protocol`,
 //! `al_extents`, `max_clients`, `nbd_tls`, the TLS files) needs a restart:
 //! it is reported and the old value stays in effect.
 
@@ -70,6 +70,9 @@ pub fn merge(old: &Config, new: &Config) -> Merged {
     fixed!("resource.name", resource.name);
     fixed!("resource.size", resource.size);
     fixed!("resource.grow", resource.grow);
+    // Both nodes' Hellos must name the same protocol: a change waits for a
+    // restart of both, and so for a new handshake.
+    fixed!("resource.protocol", resource.protocol);
     live!("resource.resync_rate", resource.resync_rate);
     fixed!("resource.al_extents", resource.al_extents);
     live!("resource.after_split_brain", resource.after_split_brain);
@@ -191,6 +194,15 @@ control = "/tmp/b.sock"
         assert_eq!(m.config.net.secret.as_deref(), Some(&b"s"[..]));
         assert_eq!(m.config.nodes, old.nodes, "a refused key keeps its old value");
         assert!(m.summary().contains("need a restart (unchanged): nodes.alpha.nbd"), "{}", m.summary());
+    }
+
+    #[test]
+    fn a_protocol_change_needs_a_restart() {
+        let old = parse(FILE);
+        let new = parse(&FILE.replace("size = \"1GiB\"", "size = \"1GiB\"\nprotocol = \"A\""));
+        let m = merge(&old, &new);
+        assert_eq!(m.refused, ["resource.protocol"]);
+        assert_eq!(m.config.resource.protocol, crate::config::Protocol::C);
     }
 
     #[test]

@@ -77,6 +77,7 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
         Message::Zero { id, offset, len, may_trim, fua } => mirrored(node, link, id, offset, len, Apply::Zero(len, may_trim, fua))?,
         Message::Flush { id } => mirrored(node, link, id, 0, 0, Apply::Flush)?,
         Message::Ack { id, errno } | Message::SyncAck { id, errno } => link.complete(id, errno),
+        Message::Received { id } => link.note_received(id),
         // Replies never wait for room in the queue here (see `PeerLink::send_soon`).
         Message::RoleRequest { id } => {
             let granted = matches!(node.step(Event::RoleRequested), Ok(Answer::Granted(true)));
@@ -175,6 +176,9 @@ fn mirrored(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, len: u
         });
         return Ok(());
     }
+    if !matches!(op, Apply::Flush) {
+        super::protocols::receipt(node.cfg.resource.protocol, link, id);
+    }
     let node = node.clone();
     let link = link.clone();
     let entered = Entered::new(&node);
@@ -221,6 +225,9 @@ pub fn mirrored_batch(node: &Arc<Node>, link: &Arc<PeerLink>, batch: Vec<Message
     if role == Role::Primary {
         send_acks(link, writes.into_iter().map(|(id, ..)| (id, libc::EROFS)).collect());
         return Ok(());
+    }
+    for (id, ..) in &writes {
+        super::protocols::receipt(node.cfg.resource.protocol, link, *id);
     }
     let mut acks = Vec::with_capacity(writes.len());
     let mut rest = writes.into_iter();

@@ -1,6 +1,6 @@
 //! The replicated block device the NBD server serves on a Primary.
 //!
-//! # The write path (protocol C)
+//! # The write path (protocol C; A and B: see [`super::protocols`])
 //!
 //! 1. The NBD layer decoded and bounds-checked the request.
 //! 2. The node must be Primary; otherwise ESHUTDOWN.
@@ -23,12 +23,18 @@
 //!    reached whatever the peer's disk does.
 //! 8. The write leaves the activity log (its extents may be evicted later;
 //!    the bitmap is flushed before an eviction is recorded).
+//!
+//! Protocols A and B run the same steps in a task of their own and answer
+//! the client at step 6 once the local write is done and the request is
+//! queued (A) or received by the peer (B); steps 6-8 then finish after the
+//! answer, still holding the range lock and the activity-log entry.
 
 use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::config::Protocol;
 use crate::device::{blocking, read_store, Attachment, BlockDevice, Capabilities, ExportGate, Refusal, ZeroFlags};
 use crate::repl::Message;
 use crate::store::Extent;
@@ -124,6 +130,37 @@ impl NodeDevice {
     }
 
     async fn mutate_one(&self, offset: u64, len: u64, op: Op, fua: bool) -> io::Result<()> {
+        if self.node.cfg.resource.protocol == Protocol::C {
+            return self.mutate_locked(offset, len, op, fua, &mut None).await;
+        }
+        // Protocols A and B (super::protocols): the client may be answered
+        // before the peer's Ack, but the write keeps its range lock and
+        // activity-log entry until that Ack, in a task of its own, so
+        // overlapping writes reach both disks in the same order and a crash
+        // of this Primary resyncs the region.
+        let dev = NodeDevice::new(self.node.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut early = Some(tx);
+            let r = dev.mutate_locked(offset, len, op, fua, &mut early).await;
+            match early {
+                Some(tx) => {
+                    let _ = tx.send(r);
+                }
+                None => {
+                    if let Err(e) = r {
+                        tracing::error!(offset, len, "a write acknowledged before its peer's Ack failed after: {e}");
+                    }
+                }
+            }
+        });
+        rx.await.unwrap_or_else(|_| Err(io::Error::from_raw_os_error(libc::EIO)))
+    }
+
+    /// Steps 2-8. With `early` (protocols A and B), the client's answer is
+    /// sent on it as soon as the protocol allows; the call returns when the
+    /// peer's final answer is handled.
+    async fn mutate_locked(&self, offset: u64, len: u64, op: Op, fua: bool, early: &mut Option<Early>) -> io::Result<()> {
         self.check_primary()?;
         // Fencing (resource-and-stonith): no new write while frozen.
         self.node.wait_thawed().await?;
@@ -139,7 +176,7 @@ impl NodeDevice {
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }
         let logged = self.al_begin(offset, len).await?;
-        let r = self.replicate(offset, len, op, fua).await;
+        let r = self.replicate(offset, len, op, fua, early).await;
         // Step 8.
         if logged {
             let _ = self.node.al.lock().await.end_write(offset, len);
@@ -147,8 +184,10 @@ impl NodeDevice {
         r
     }
 
-    async fn replicate(&self, offset: u64, len: u64, op: Op, fua: bool) -> io::Result<()> {
+    async fn replicate(&self, offset: u64, len: u64, op: Op, fua: bool, early: &mut Option<Early>) -> io::Result<()> {
         let link = self.node.link();
+        let answer_early = early.is_some();
+        let want_received = self.node.cfg.resource.protocol == Protocol::B;
         let remote_msg = link.as_ref().map(|_| match &op {
             Op::Write(data) => RemoteOp::Write(data.clone()),
             Op::Trim => RemoteOp::Trim,
@@ -172,20 +211,40 @@ impl NodeDevice {
             }
         };
         let remote = async {
-            match (&link, remote_msg) {
-                (Some(link), Some(m)) => Some(
-                    link.request(|id| match m {
-                        RemoteOp::Write(data) => Message::Write { id, offset, fua, data },
-                        RemoteOp::Trim => Message::Trim { id, offset, len, fua },
-                        RemoteOp::Zero(may_trim) => Message::Zero { id, offset, len, may_trim, fua },
-                    })
-                    .await,
-                ),
-                _ => None,
+            let (Some(link), Some(m)) = (&link, remote_msg) else { return None };
+            let make = |id| match m {
+                RemoteOp::Write(data) => Message::Write { id, offset, fua, data },
+                RemoteOp::Trim => Message::Trim { id, offset, len, fua },
+                RemoteOp::Zero(may_trim) => Message::Zero { id, offset, len, may_trim, fua },
+            };
+            if !answer_early {
+                return Some(Stage::Final(link.request(make).await));
+            }
+            // A: queued is enough; B: the peer must have received it.
+            Some(match super::protocols::InFlight::submit(link, make, want_received).await {
+                Err(e) => Stage::Final(Err(e)),
+                Ok(mut f) if want_received => match f.received().await {
+                    Ok(()) => Stage::Early(f),
+                    Err(e) => Stage::Final(Err(e)),
+                },
+                Ok(f) => Stage::Early(f),
+            })
+        };
+        // Step 6: the reply waits for both (A and B: for the local write
+        // and the peer's stage; then the peer's Ack is awaited all the same).
+        let (remote, local) = tokio::join!(biased; remote, local);
+        let remote = match remote {
+            None => None,
+            Some(Stage::Final(r)) => Some(r),
+            Some(Stage::Early(mut f)) => {
+                if local.is_ok() && !detached {
+                    if let Some(tx) = early.take() {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                Some(f.acked().await)
             }
         };
-        // Step 6: the reply waits for both.
-        let (remote, local) = tokio::join!(biased; remote, local);
         let mirrored = matches!(remote, Some(Ok(())));
         if let (Some(Err(super::link::LinkError::Lost)), Some(link)) = (&remote, &link) {
             // Counted now, not when the session ends: the new generation
@@ -232,6 +291,17 @@ impl NodeDevice {
             _ => Err(io::Error::from_raw_os_error(libc::EIO)),
         }
     }
+}
+
+/// Where a write of protocol A or B sends its client's answer.
+type Early = tokio::sync::oneshot::Sender<io::Result<()>>;
+
+/// How far the peer's leg got when the local leg is joined.
+enum Stage {
+    /// The peer's final answer (protocol C; or A/B when it failed early).
+    Final(Result<(), super::link::LinkError>),
+    /// Queued (A) or received (B): the client may hear now; the Ack follows.
+    Early(super::protocols::InFlight),
 }
 
 /// What is sent to the peer for an [`Op`].
@@ -431,9 +501,9 @@ mod tests {
     use std::time::Duration;
     use tokio::sync::mpsc;
 
-    fn node(dir: &std::path::Path) -> Arc<Node> {
+    fn node_with(dir: &std::path::Path, protocol: &str) -> Arc<Node> {
         let text = format!(
-            "[resource]\nname = \"r0\"\nsize = \"1MiB\"\n[nodes.a]\nbacking = \"{d}/a.img\"\nmeta = \"{d}/a.meta\"\nnbd = \"127.0.0.1:1\"\nreplication = \"127.0.0.1:2\"\ncontrol = \"{d}/a.sock\"\n[nodes.b]\nbacking = \"{d}/b.img\"\nmeta = \"{d}/b.meta\"\nnbd = \"127.0.0.1:3\"\nreplication = \"127.0.0.1:4\"\ncontrol = \"{d}/b.sock\"\n",
+            "[resource]\nname = \"r0\"\nprotocol = \"{protocol}\"\nsize = \"1MiB\"\n[nodes.a]\nbacking = \"{d}/a.img\"\nmeta = \"{d}/a.meta\"\nnbd = \"127.0.0.1:1\"\nreplication = \"127.0.0.1:2\"\ncontrol = \"{d}/a.sock\"\n[nodes.b]\nbacking = \"{d}/b.img\"\nmeta = \"{d}/b.meta\"\nnbd = \"127.0.0.1:3\"\nreplication = \"127.0.0.1:4\"\ncontrol = \"{d}/b.sock\"\n",
             d = dir.display()
         );
         let cfg = crate::config::Config::parse(&dir.join("r0.toml"), &text).unwrap();
@@ -453,8 +523,12 @@ mod tests {
     }
 
     fn linked() -> Linked {
+        linked_with("C")
+    }
+
+    fn linked_with(protocol: &str) -> Linked {
         let dir = tempfile::tempdir().unwrap();
-        let n = node(dir.path());
+        let n = node_with(dir.path(), protocol);
         let (tx, rx) = mpsc::channel(16);
         let link = Arc::new(PeerLink::new(tx));
         n.install_for_test(link.clone());
@@ -523,5 +597,74 @@ mod tests {
         let Some(Message::Write { id: id2, .. }) = rx.recv().await else { panic!() };
         link.complete(id2, 0);
         w2.await.unwrap().unwrap();
+    }
+
+    /// Protocol A: the client hears once the local write is done and the
+    /// request is queued; the range stays locked until the peer's Ack, and
+    /// a link lost after the answer marks the write out of sync.
+    #[tokio::test]
+    async fn protocol_a_answers_before_the_ack_and_marks_a_lost_write() {
+        let Linked { dir: _dir, n, mut rx, link, dev } = linked_with("A");
+        let d1 = dev.clone();
+        let w1 = tokio::spawn(async move { d1.write(0, Bytes::from(vec![1u8; 8192]), false).await });
+        let Some(Message::Write { id: id1, .. }) = rx.recv().await else { panic!("no Write sent") };
+        tokio::time::timeout(Duration::from_secs(30), w1).await.expect("protocol A waited for the peer's Ack").unwrap().unwrap();
+        // Overlapping writes stay ordered: the next is not sent before the Ack.
+        let d2 = dev.clone();
+        let w2 = tokio::spawn(async move { d2.write(4096, Bytes::from(vec![2u8; 4096]), false).await });
+        assert!(tokio::time::timeout(Duration::from_millis(200), rx.recv()).await.is_err(), "overlapping write sent before the first was acked");
+        assert!(!w2.is_finished(), "an overlapping write overtook the range lock");
+        link.complete(id1, 0);
+        let Some(Message::Write { .. }) = rx.recv().await else { panic!("no second Write") };
+        tokio::time::timeout(Duration::from_secs(30), w2).await.unwrap().unwrap().unwrap();
+        assert_eq!(n.meta().bitmap().count(), 0);
+        // The link is lost before the second write's Ack: already answered,
+        // it is marked out of sync all the same.
+        link.close();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while n.out_of_sync_bytes() != 4096 {
+            assert!(std::time::Instant::now() < deadline, "the lost write was never marked out of sync");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(n.meta().bitmap().test(1));
+    }
+
+    /// Protocol A: a peer that fails an already answered write marks it out of sync.
+    #[tokio::test]
+    async fn protocol_a_marks_a_write_the_peer_failed() {
+        let Linked { dir: _dir, n, mut rx, link, dev } = linked_with("A");
+        let d1 = dev.clone();
+        let w1 = tokio::spawn(async move { d1.write(8192, Bytes::from(vec![1u8; 4096]), false).await });
+        let Some(Message::Write { id, .. }) = rx.recv().await else { panic!("no Write sent") };
+        w1.await.unwrap().unwrap();
+        link.complete(id, libc::EIO);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !n.meta().bitmap().test(2) {
+            assert!(std::time::Instant::now() < deadline, "the failed write was never marked out of sync");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Protocol B: the client hears once the peer has received the write
+    /// (its Received), not before, and not only at its Ack.
+    #[tokio::test]
+    async fn protocol_b_answers_at_the_receive_ack() {
+        let Linked { dir: _dir, n, mut rx, link, dev } = linked_with("B");
+        let d1 = dev.clone();
+        let w1 = tokio::spawn(async move { d1.write(0, Bytes::from(vec![1u8; 4096]), false).await });
+        let Some(Message::Write { id, .. }) = rx.recv().await else { panic!("no Write sent") };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!w1.is_finished(), "protocol B answered before the peer received the write");
+        link.note_received(id);
+        tokio::time::timeout(Duration::from_secs(30), w1).await.expect("protocol B waited past the Received").unwrap().unwrap();
+        link.complete(id, 0);
+        // An Ack without a Received (a late one) answers too.
+        let d2 = dev.clone();
+        let w2 = tokio::spawn(async move { d2.write(4096, Bytes::from(vec![2u8; 4096]), false).await });
+        let Some(Message::Write { id, .. }) = rx.recv().await else { panic!("no Write sent") };
+        link.complete(id, 0);
+        tokio::time::timeout(Duration::from_secs(30), w2).await.unwrap().unwrap().unwrap();
+        link.note_received(id);
+        assert_eq!(n.meta().bitmap().count(), 0);
     }
 }

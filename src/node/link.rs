@@ -36,6 +36,9 @@ pub enum Reply {
     Resize(super::resize_state::PeerSizes),
 }
 
+/// A request queued by [`PeerLink::submit`]: its id, its Ack's errno, its `Received`.
+pub type Submitted = (u64, oneshot::Receiver<i32>, Option<oneshot::Receiver<()>>);
+
 /// A request awaiting its answer: when it was issued, and who waits.
 type Waiting<T> = BTreeMap<u64, (Instant, oneshot::Sender<T>)>;
 
@@ -49,6 +52,8 @@ pub struct PeerLink {
     tx: mpsc::Sender<Message>,
     pending: Mutex<Waiting<i32>>,
     replies: Mutex<Waiting<Reply>>,
+    /// Protocol B: requests waiting for the peer's `Received` ([`PeerLink::submit`]).
+    receipts: Mutex<BTreeMap<u64, oneshot::Sender<()>>>,
     next_id: AtomicU64,
     /// When the link was made; the clock of `last_answer_ms`.
     born: Instant,
@@ -73,6 +78,7 @@ impl PeerLink {
             tx,
             pending: Mutex::new(BTreeMap::new()),
             replies: Mutex::new(BTreeMap::new()),
+            receipts: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(1),
             born: Instant::now(),
             last_answer_ms: AtomicU64::new(0),
@@ -88,6 +94,48 @@ impl PeerLink {
 
     fn replies(&self) -> std::sync::MutexGuard<'_, Waiting<Reply>> {
         self.replies.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn receipts(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, oneshot::Sender<()>>> {
+        self.receipts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Protocols A and B: queues the request built from a fresh id and
+    /// returns once it is queued: its id, where its Ack's errno comes and,
+    /// with `want_received`, where the peer's `Received` comes (see
+    /// `protocols::InFlight`). Closing the link drops both senders.
+    pub async fn submit(&self, make: impl FnOnce(u64) -> Message, want_received: bool) -> Result<Submitted, LinkError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        if self.closed.is_cancelled() {
+            return Err(LinkError::Lost);
+        }
+        let received = want_received.then(|| {
+            let (t, r) = oneshot::channel();
+            self.receipts().insert(id, t);
+            r
+        });
+        self.pending().insert(id, (Instant::now(), tx));
+        if self.queue(make(id)).await.is_err() {
+            self.forget(id);
+            return Err(LinkError::Lost);
+        }
+        Ok((id, rx, received))
+    }
+
+    /// Drops what waits for request `id`.
+    pub fn forget(&self, id: u64) {
+        self.pending().remove(&id);
+        self.receipts().remove(&id);
+    }
+
+    /// Delivers the peer's `Received` (protocol B). Unknown ids are ignored.
+    pub fn note_received(&self, id: u64) {
+        let tx = self.receipts().remove(&id);
+        if let Some(tx) = tx {
+            self.answered();
+            let _ = tx.send(());
+        }
     }
 
     fn answered(&self) {
@@ -187,6 +235,7 @@ impl PeerLink {
 
     /// Delivers an acknowledgement from the peer. Unknown ids are ignored.
     pub fn complete(&self, id: u64, errno: i32) {
+        self.receipts().remove(&id);
         if let Some((_, tx)) = self.pending().remove(&id) {
             self.answered();
             let _ = tx.send(errno);
@@ -215,6 +264,7 @@ impl PeerLink {
         self.closed.cancel();
         self.pending().clear();
         self.replies().clear();
+        self.receipts().clear();
     }
 
     /// The machine's name for this link ([`LinkId`]`(0)` before it is installed).

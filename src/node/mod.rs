@@ -25,7 +25,8 @@
 //!   link: dialing and admission, a session's handshake/install/settle and
 //!   frames, the bitmap exchange, requests awaiting acks, the Secondary's
 //!   side.
-//! - [`device`], [`ranges`]: the write path the NBD server serves (its data
+//! - [`device`], [`ranges`], [`protocols`]: the write path the NBD server
+//!   serves, and when protocols A and B answer before the peer's Ack (its data
 //!   movement stays off the machine's lock; it reports `Degraded`,
 //!   `PeerWrote`, `WriteLost`).
 //! - [`resync`] with [`rate_ctl`], [`verify`], [`resize`], [`adjust`],
@@ -53,6 +54,7 @@ pub mod link;
 mod live_config;
 pub mod machine;
 pub mod peer;
+pub mod protocols;
 pub mod ranges;
 pub mod rate_ctl;
 pub mod resize;

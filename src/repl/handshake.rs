@@ -6,7 +6,8 @@
 //!
 //! 1. Send `Hello`; read the peer's `Hello`. Check, in this order: protocol
 //!    major, resource name, peer node name, secret presence (the
-//!    [`FEATURE_AUTH`] bit), device size.
+//!    [`FEATURE_AUTH`] bit), replication protocol (the
+//!    [`super::FEATURES_PROTOCOL`] bits), device size.
 //! 2. With a secret on both sides: send `AuthChallenge` (fresh nonce), read
 //!    the peer's; send `AuthResponse`, read the peer's and verify it.
 //! 3. Ask the caller whether this peer may connect now ([`handshake_admit`]:
@@ -35,7 +36,17 @@ use super::auth;
 use super::frame::{Codec, FrameError, DEFAULT_MAX_PAYLOAD, HANDSHAKE_MAX_PAYLOAD};
 use super::message::{Message, MsgType};
 use super::types::Hello;
-use super::{FEATURE_AUTH, PROTO_MAJOR, PROTO_MINOR};
+use super::{FEATURES_PROTOCOL, FEATURE_AUTH, FEATURE_PROTOCOL_A, FEATURE_PROTOCOL_B, PROTO_MAJOR, PROTO_MINOR};
+
+/// The protocol a Hello's feature bits name (both bits: shown as `?`).
+fn protocol_letter(features: u64) -> char {
+    match (features & FEATURE_PROTOCOL_A != 0, features & FEATURE_PROTOCOL_B != 0) {
+        (false, false) => 'C',
+        (true, false) => 'A',
+        (false, true) => 'B',
+        (true, true) => '?',
+    }
+}
 
 /// How long a refusing side waits for its Goodbye to be read before closing.
 const LINGER: Duration = Duration::from_millis(500);
@@ -130,6 +141,9 @@ pub enum HandshakeError {
     /// Only the peer has a secret.
     #[error("authentication mismatch: {peer_node} has a [net] secret but {node} has none; set the same secret on both nodes")]
     SecretOnlyPeer { node: String, peer_node: String },
+    /// The replication protocols differ (`[resource] protocol`).
+    #[error("protocol mismatch: {node} runs protocol {local}, its peer {peer_node} runs protocol {peer}; both nodes must set the same [resource] protocol")]
+    ProtocolMismatch { node: String, local: char, peer_node: String, peer: char },
     /// The device sizes differ.
     #[error("size mismatch: {node} has {local} bytes, {peer_node} has {peer} bytes; both nodes must have the same [resource] size (after `repctl resize`, a node that missed it grows when it connects if its backing file holds the new size)")]
     SizeMismatch { node: String, local: u64, peer_node: String, peer: u64 },
@@ -308,6 +322,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         }
         (None, true) => return refuse(HandshakeError::SecretOnlyPeer { node: node(), peer_node: peer.node.clone() }),
         _ => {}
+    }
+    if peer.features & FEATURES_PROTOCOL != local.features & FEATURES_PROTOCOL {
+        return refuse(HandshakeError::ProtocolMismatch {
+            node: node(),
+            local: protocol_letter(local.features),
+            peer_node: peer.node.clone(),
+            peer: protocol_letter(peer.features),
+        });
     }
     if peer.size_bytes != local.size_bytes && !local.peer_sizes.contains(&peer.size_bytes) {
         return refuse(HandshakeError::SizeMismatch {

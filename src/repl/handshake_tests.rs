@@ -314,3 +314,26 @@ async fn strings_from_the_peer_are_shown_escaped() {
     let e = res.unwrap_err().to_string();
     assert!(e.contains("`beta\\nINFO forged`") && !e.contains('\n'), "{e}");
 }
+
+#[tokio::test]
+async fn protocol_mismatch_is_refused_on_both_sides_with_the_protocols() {
+    let mut a = params("alpha", "beta", 4096);
+    a.features = FEATURE_PROTOCOL_A;
+    let mut b = params("beta", "alpha", 4096);
+    b.features = FEATURE_PROTOCOL_B;
+    let (ra, rb) = pair(a.clone(), None, b, None).await;
+    let ea = ra.unwrap_err();
+    assert!(matches!(ea, HandshakeError::ProtocolMismatch { local: 'A', peer: 'B', .. }), "{ea}");
+    assert!(ea.to_string().contains("alpha runs protocol A, its peer beta runs protocol B"), "{ea}");
+    assert!(matches!(rb.unwrap_err(), HandshakeError::ProtocolMismatch { local: 'B', peer: 'A', .. }));
+    // A and C (a peer of an older version has no protocol bits: C).
+    let (ra, rb) = pair(a.clone(), None, params("beta", "alpha", 4096), None).await;
+    assert!(matches!(ra.unwrap_err(), HandshakeError::ProtocolMismatch { local: 'A', peer: 'C', .. }));
+    assert!(matches!(rb.unwrap_err(), HandshakeError::ProtocolMismatch { local: 'C', peer: 'A', .. }));
+    // The same protocol connects.
+    let mut b = params("beta", "alpha", 4096);
+    b.features = FEATURE_PROTOCOL_A;
+    let (ra, rb) = pair(a, None, b, None).await;
+    assert_eq!(ra.unwrap().1.features & FEATURES_PROTOCOL, FEATURE_PROTOCOL_A);
+    rb.unwrap();
+}

@@ -69,6 +69,9 @@ pub enum Message {
     Flush { id: u64 },
     /// `0 id u64 | 8 errno i32` (0 = success, else a positive Linux errno).
     Ack { id: u64, errno: i32 },
+    /// `0 id u64`: protocol B's receive-ack: the Write/Trim/Zero `id`
+    /// arrived and will be applied; its `Ack` follows once it is written.
+    Received { id: u64 },
     /// `0 nonce u64`.
     Ping { nonce: u64 },
     /// `0 nonce u64`: echoes the Ping's nonce.
@@ -137,6 +140,7 @@ impl Message {
             M::Zero { .. } => MsgType::Zero,
             M::Flush { .. } => MsgType::Flush,
             M::Ack { .. } => MsgType::Ack,
+            M::Received { .. } => MsgType::Received,
             M::Ping { .. } => MsgType::Ping,
             M::PingAck { .. } => MsgType::PingAck,
             M::SyncStart { .. } => MsgType::SyncStart,
@@ -168,7 +172,7 @@ impl Message {
             M::BitmapRuns { first_bit, runs, .. } => 20 + runs_len(*first_bit, runs),
             M::Write { data, .. } => 20 + data.len(),
             M::Trim { .. } | M::Zero { .. } => 28,
-            M::Flush { .. } | M::Ping { .. } | M::PingAck { .. } | M::RoleRequest { .. } => 8,
+            M::Flush { .. } | M::Ping { .. } | M::PingAck { .. } | M::RoleRequest { .. } | M::Received { .. } => 8,
             M::Ack { .. } | M::SyncAck { .. } => 12,
             M::SyncStart { .. } => 16,
             M::SyncData { data, .. } => 16 + data.len(),
@@ -308,7 +312,7 @@ impl Message {
                 d.put_u64(*len);
                 d.put_u32(fua(*f) | if *may_trim { FLAG_MAY_TRIM } else { 0 });
             }
-            M::Flush { id } | M::RoleRequest { id } => d.put_u64(*id),
+            M::Flush { id } | M::RoleRequest { id } | M::Received { id } => d.put_u64(*id),
             M::Ping { nonce } | M::PingAck { nonce } => d.put_u64(*nonce),
             M::Ack { id, errno } | M::SyncAck { id, errno } => {
                 d.put_u64(*id);
@@ -448,6 +452,7 @@ impl Message {
             }
             MsgType::Flush => M::Flush { id: r.u64("id")? },
             MsgType::Ack => M::Ack { id: r.u64("id")?, errno: r.i32("errno")? },
+            MsgType::Received => M::Received { id: r.u64("id")? },
             MsgType::Ping => M::Ping { nonce: r.u64("nonce")? },
             MsgType::PingAck => M::PingAck { nonce: r.u64("nonce")? },
             MsgType::SyncStart => {

@@ -56,7 +56,14 @@ pub const PROTO_MINOR: u16 = 0;
 pub const FEATURE_AUTH: u64 = 1 << 0;
 /// The feature bits this build knows. Bits outside it are ignored (a newer
 /// minor may define them; a feature is used only when both sides set it).
-pub const FEATURES_KNOWN: u64 = FEATURE_AUTH;
+pub const FEATURES_KNOWN: u64 = FEATURE_AUTH | FEATURE_PROTOCOL_A | FEATURE_PROTOCOL_B;
+/// Feature bit: the sender's resource runs protocol A. Neither this bit nor
+/// [`FEATURE_PROTOCOL_B`]: protocol C. Both sides must agree or refuse.
+pub const FEATURE_PROTOCOL_A: u64 = 1 << 1;
+/// Feature bit: the sender's resource runs protocol B.
+pub const FEATURE_PROTOCOL_B: u64 = 1 << 2;
+/// The bits that name the protocol.
+pub const FEATURES_PROTOCOL: u64 = FEATURE_PROTOCOL_A | FEATURE_PROTOCOL_B;
 
 /// Longest string (in bytes) carried in any message: names, reasons.
 pub const MAX_STRING: usize = 4096;

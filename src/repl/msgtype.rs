@@ -63,6 +63,8 @@ msg_types! {
     ReadRequest = 0x0025,
     /// The data of a ReadRequest.
     ReadReply = 0x0026,
+    /// Protocol B: the Write/Trim/Zero arrived (not yet written); its Ack follows.
+    Received = 0x0027,
     /// Keepalive.
     Ping = 0x0030,
     /// Keepalive answer.

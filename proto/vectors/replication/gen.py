@@ -70,6 +70,7 @@ vectors = [
     ("ack_eio", "Ack id=1 errno=5 (EIO)", 0x0024, U("Qi", 1, 5)),
     ("read_request", "ReadRequest id=13 offset=4096 len=512", 0x0025, U("QQI", 13, 4096, 512)),
     ("read_reply", "ReadReply id=13 errno=0 data=\"abc\"", 0x0026, U("Qi", 13, 0) + b"abc"),
+    ("received", "Received id=1 (protocol B: Write id=1 arrived)", 0x0027, U("Q", 1)),
     ("ping", "Ping nonce=0x0102030405060708", 0x0030, U("Q", 0x0102030405060708)),
     ("ping_ack", "PingAck nonce=0x0102030405060708", 0x0031, U("Q", 0x0102030405060708)),
     ("sync_start", "SyncStart total_bytes=8388608 source_uuid=0x1122334455667788", 0x0040, U("QQ", 8 << 20, 0x1122334455667788)),

@@ -1,0 +1,259 @@
+//! Protocols A and B with real daemons (`proto/replication.md`, "Protocols
+//! A, B and C"). The peer's disk is stalled by freezing the file system
+//! that holds its files (`fsfreeze` on a loop-mounted ext4, as
+//! tests/stalls.rs does), or its process is stopped (SIGSTOP). Needs root
+//! (loop mounts), e2fsprogs, util-linux and python3-libnbd.
+//!
+//! Under protocol C such a write cannot complete while the link is up: it
+//! waits for the peer's Ack, and completes on the Primary alone only once
+//! the peer is dropped (`[net] timeout_ms`; tests/stalls.rs shows it). So a
+//! write that completes while alpha still shows the peer `connected` was
+//! answered before the peer wrote it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const ALPHA: usize = 0;
+const BETA: usize = 1;
+
+fn sh(cmd: &mut Command) {
+    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A 256 MiB ext4 image loop-mounted in a private directory (as in
+/// tests/stalls.rs). Declare it before the [`Pair`] whose files it holds.
+struct Mounted {
+    _dir: tempfile::TempDir,
+    mnt: PathBuf,
+}
+
+impl Mounted {
+    fn new() -> Mounted {
+        require("mkfs.ext4", "e2fsprogs");
+        require("fsfreeze", "util-linux");
+        require("mount", "mount");
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("fs.img");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        std::fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
+        sh(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img));
+        sh(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&mnt));
+        Mounted { _dir: dir, mnt }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze").arg("-u").arg(&self.mnt).stderr(Stdio::null()).status();
+        for _ in 0..50 {
+            if Command::new("umount").arg(&self.mnt).stderr(Stdio::null()).status().is_ok_and(|s| s.success()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+    }
+}
+
+/// The file system at a mount point, frozen until dropped (even on panic).
+/// Declare it after the [`Pair`]: the thaw must come first.
+struct Frozen(PathBuf);
+
+impl Frozen {
+    fn new(mnt: &Path) -> Frozen {
+        sh(Command::new("fsfreeze").arg("-f").arg(mnt));
+        Frozen(mnt.to_owned())
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze").arg("-u").arg(&self.0).status();
+    }
+}
+
+/// A stopped process, continued when dropped (even on panic).
+struct Stopped(i32);
+
+impl Stopped {
+    fn new(pid: i32) -> Stopped {
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+/// A pair running `protocol`, beta's files on `fs`, with a per-request
+/// ack timeout long enough that the peer is not dropped between a write's
+/// answer and the test's look at the status.
+fn pair_on(protocol: &str, fs: &Mounted) -> Pair {
+    let extra: &'static str = Box::leak(format!("protocol = \"{protocol}\"").into_boxed_str());
+    let mut p = Pair::new(Options { extra_resource: extra, ..Options::default() });
+    let d = p.dir.path().display().to_string();
+    let m = fs.mnt.display().to_string();
+    let text = std::fs::read_to_string(&p.config).unwrap();
+    let text = text
+        .replace(&format!("{d}/beta.img"), &format!("{m}/beta.img"))
+        .replace(&format!("{d}/beta.meta"), &format!("{m}/beta.meta"))
+        .replace("[net]\n", "[net]\ntimeout_ms = 8000\n");
+    std::fs::write(&p.config, text).unwrap();
+    p.nodes[BETA].backing = fs.mnt.join("beta.img");
+    p.start(ALPHA);
+    p.start(BETA);
+    p.ok(ALPHA, &["primary", "--force"]);
+    p.wait_sync(30);
+    p
+}
+
+/// Starts a libnbd script (`/usr/bin/python3 -c`) with the URI as argv[1].
+fn spawn_py(script: &str, uri: &str) -> Child {
+    require("/usr/bin/python3", "python3");
+    let ok = Command::new("/usr/bin/python3").args(["-c", "import nbd"]).status().map(|s| s.success()).unwrap_or(false);
+    assert!(ok, "python3-libnbd is missing: install the Debian package `python3-libnbd`");
+    Command::new("/usr/bin/python3").args(["-c", script, uri]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+/// Waits for `child` at most `secs`; one still running then fails the test.
+fn finish(p: &Pair, mut child: Child, secs: u64, what: &str) -> Output {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            let o = child.wait_with_output().unwrap();
+            assert!(o.status.success(), "{what}: {}{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr), p.logs());
+            return o;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still pending after {secs} s\n{}", p.logs());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One 1 MiB write of `byte` at `offset`, no FUA, no flush.
+fn write_mib(p: &Pair, byte: u8, offset: u64) -> Child {
+    let len = 1 << 20;
+    spawn_py(&format!("import nbd,sys; h=nbd.NBD(); h.connect_uri(sys.argv[1]); h.pwrite(b'\\x{byte:02x}'*{len}, {offset}); h.shutdown()"), &p.uri(ALPHA))
+}
+
+fn oos(s: &serde_json::Value) -> u64 {
+    s["out_of_sync_bytes"].as_u64().unwrap()
+}
+
+/// Waits until alpha shows the peer dropped with at least `bytes` out of sync.
+fn wait_dropped_with_oos(p: &Pair, bytes: u64) {
+    wait_until(60, "alpha drops the peer and records the write out of sync", || {
+        let s = p.status(ALPHA);
+        s["connection"] != "connected" && oos(&s) >= bytes
+    });
+}
+
+/// The write was answered while alpha still had the peer connected and
+/// nothing out of sync: before the peer wrote it.
+fn assert_answered_while_connected(p: &Pair, what: &str) {
+    let s = p.status(ALPHA);
+    assert_eq!(s["connection"], "connected", "{what}: answered only after the peer was dropped\n{}", p.logs());
+    assert_eq!(oos(&s), 0, "{what}: marked out of sync before it was answered\n{}", p.logs());
+}
+
+/// Protocol A: with the peer's disk stalled, a write is acknowledged once
+/// it is on the local disk and queued to the peer (a protocol-C write would
+/// wait for the drop). The link is then lost (the peer does not answer
+/// within timeout_ms): the write, already acknowledged, is marked out of
+/// sync, resynced once the disk thaws, and both disks end identical.
+#[test]
+fn protocol_a_acks_before_a_stalled_peer_and_resyncs_the_write_after() {
+    let fs = Mounted::new();
+    let p = pair_on("A", &fs);
+    {
+        let _frozen = Frozen::new(&fs.mnt);
+        finish(&p, write_mib(&p, 0x5a, 0), 30, "a protocol-A write with the peer's disk frozen");
+        assert_answered_while_connected(&p, "the protocol-A write");
+        wait_dropped_with_oos(&p, 1 << 20);
+        assert!(std::fs::read_to_string(&p.nodes[ALPHA].log).unwrap().contains("did not answer"), "the peer was dropped for another reason\n{}", p.logs());
+    }
+    p.wait_sync(60);
+    assert_eq!(p.status(BETA)["disk"], "uptodate");
+    p.assert_identical();
+}
+
+/// Protocol B: a peer whose disk writes are stalled has still received the
+/// write (its Received comes before it writes), so the write completes
+/// while the link is up; the Ack never comes, the peer is dropped, the
+/// write is marked out of sync and resynced after.
+#[test]
+fn protocol_b_acks_once_a_stalled_peer_received_the_write() {
+    let fs = Mounted::new();
+    let p = pair_on("B", &fs);
+    {
+        let _frozen = Frozen::new(&fs.mnt);
+        finish(&p, write_mib(&p, 0x6b, 4 << 20), 30, "a protocol-B write with the peer's disk frozen");
+        assert_answered_while_connected(&p, "the protocol-B write");
+        wait_dropped_with_oos(&p, 1 << 20);
+    }
+    p.wait_sync(60);
+    p.assert_identical();
+}
+
+/// Protocol B: a stopped peer process receives nothing, so the write is
+/// not acknowledged while the link is up: only once the peer is dropped
+/// (ping timeout), on the Primary alone, already marked out of sync.
+#[test]
+fn protocol_b_waits_for_a_stopped_peer_to_be_dropped() {
+    let fs = Mounted::new();
+    let p = pair_on("B", &fs);
+    {
+        let _stopped = Stopped::new(p.nodes[BETA].child.as_ref().unwrap().id() as i32);
+        finish(&p, write_mib(&p, 0x7c, 8 << 20), 40, "a protocol-B write with the peer stopped");
+        let s = p.status(ALPHA);
+        assert_ne!(s["connection"], "connected", "a protocol-B write was acknowledged though the peer received nothing\n{}", p.logs());
+        assert!(oos(&s) >= 1 << 20, "acknowledged alone but not out of sync: {s}\n{}", p.logs());
+    }
+    p.wait_sync(60);
+    p.assert_identical();
+}
+
+/// Both nodes must run the same protocol: alpha with A and beta with C
+/// refuse each other in the handshake, each logging the reason naming both
+/// protocols, and neither connects. A protocol that does not exist is
+/// refused at start with a one-line error naming the key.
+#[test]
+fn nodes_with_different_protocols_refuse_each_other() {
+    let mut p = Pair::new(Options { extra_resource: "protocol = \"A\"", ..Options::default() });
+    let for_beta = p.dir.path().join("beta-c.toml");
+    let text = std::fs::read_to_string(&p.config).unwrap();
+    std::fs::write(&for_beta, text.replace("protocol = \"A\"", "protocol = \"C\"")).unwrap();
+    p.start(ALPHA);
+    let for_alpha = std::mem::replace(&mut p.config, for_beta);
+    p.start(BETA);
+    p.config = for_alpha;
+    let has = |i: usize, what: &str| std::fs::read_to_string(&p.nodes[i].log).unwrap_or_default().contains(what);
+    wait_until(30, "both nodes log the protocol mismatch", || {
+        has(ALPHA, "protocol mismatch: alpha runs protocol A, its peer beta runs protocol C")
+            && has(BETA, "protocol mismatch: beta runs protocol C, its peer alpha runs protocol A")
+    });
+    for i in [ALPHA, BETA] {
+        assert_ne!(p.status(i)["connection"], "connected", "{}", p.logs());
+    }
+
+    let bad = p.dir.path().join("bad.toml");
+    std::fs::write(&bad, text.replace("protocol = \"A\"", "protocol = \"D\"")).unwrap();
+    let o = Command::new(REPD).args(["--config", bad.to_str().unwrap(), "--node", "alpha"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "repd started with protocol D");
+    assert!(err.contains("key `resource.protocol`: `D` is not a protocol"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+}
