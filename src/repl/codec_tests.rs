@@ -45,6 +45,7 @@ pub(crate) fn samples() -> Vec<Message> {
         Message::Ack { id: 4, errno: 5 },
         Message::ReadRequest { id: 13, offset: 4096, len: 512 },
         Message::ReadReply { id: 13, errno: 0, data: Bytes::from_static(b"abc") },
+        Message::Received { id: 14 },
         Message::Ping { nonce: 99 },
         Message::PingAck { nonce: 99 },
         Message::SyncStart { total_bytes: 1 << 20, source_uuid: 42 },
