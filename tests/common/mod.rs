@@ -2,6 +2,7 @@
 //! `repctl` and real NBD clients.
 #![allow(dead_code)]
 
+pub mod fsfreeze;
 pub mod stranger;
 
 use std::path::{Path, PathBuf};
