@@ -333,15 +333,7 @@ async fn run(socket: &Path, cmd: Cmd) -> i32 {
         Cmd::Resize { size, assume_clean } => return resize(socket, size, assume_clean).await,
         Cmd::Adjust => {
             return match call(socket, &Request::Adjust).await {
-                Ok(Response::Done { ok: true, message }) => {
-                    println!("{message}");
-                    exit::OK
-                }
-                Ok(Response::Done { message, .. }) => {
-                    eprintln!("repctl: refused: {message}");
-                    exit::FAILED
-                }
-                Ok(Response::Status { .. }) => exit::FAILED,
+                Ok(r) => printed(r),
                 Err(code) => code,
             }
         }
@@ -366,19 +358,27 @@ async fn run(socket: &Path, cmd: Cmd) -> i32 {
     }
 }
 
+/// The daemon's answer to a command whose message is the output
+/// (`adjust`, `resize`): printed on success, a refusal on stderr.
+fn printed(r: Response) -> i32 {
+    match r {
+        Response::Done { ok: true, message } => {
+            println!("{message}");
+            exit::OK
+        }
+        Response::Done { message, .. } => {
+            eprintln!("repctl: refused: {message}");
+            exit::FAILED
+        }
+        Response::Status { .. } => exit::FAILED,
+    }
+}
+
 /// `repctl resize`: both nodes sync their backing files on the way, which
 /// may take longer than a plain command's timeout.
 async fn resize(socket: &Path, size: Option<u64>, assume_clean: bool) -> i32 {
     match control::call(socket, &Request::Resize { size, assume_clean }, Duration::from_secs(600)).await {
-        Ok(Response::Done { ok: true, message }) => {
-            println!("{message}");
-            exit::OK
-        }
-        Ok(Response::Done { message, .. }) => {
-            eprintln!("repctl: refused: {message}");
-            exit::FAILED
-        }
-        Ok(Response::Status { .. }) => exit::FAILED,
+        Ok(r) => printed(r),
         Err(e) => {
             eprintln!("repctl: {e}");
             match e {
