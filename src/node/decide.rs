@@ -109,10 +109,15 @@ pub fn decide(local: Side, peer: Side, policy: SplitBrainPolicy, local_name_firs
     }
     let both_primary = local.role == Role::Primary && peer.role == Role::Primary;
     let decision = match d.sync {
+        // Two inconsistent disks: neither holds data to sync from, whatever
+        // the ids say (DRBD: "I shall become SyncSource, but I am
+        // inconsistent!"). They stay connected and idle until an operator
+        // forces one of them Primary (a split brain between them is
+        // moot for the same reason), which starts a full sync from it.
+        _ if local.disk == Disk::Inconsistent && peer.disk == Disk::Inconsistent => Decision::Idle,
         SyncDecision::SplitBrain => Decision::SplitBrain,
         SyncDecision::Unrelated => return refuse("the peer's data is unrelated to ours (no common generation); invalidate one side", d.rule),
         _ if both_primary => return refuse("both nodes are Primary; demote one before connecting", d.rule),
-        SyncDecision::NoSync if local.disk == Disk::Inconsistent && peer.disk == Disk::Inconsistent => Decision::Idle,
         SyncDecision::NoSync => Decision::InSync,
         SyncDecision::BitmapSyncSource | SyncDecision::FullSyncSource if peer.role == Role::Primary => {
             return refuse("the peer is Primary but this node holds newer data; demote the peer", d.rule)
@@ -163,6 +168,20 @@ mod tests {
     fn fresh_pair_idles() {
         let j = GenIds::just_created();
         assert_eq!(both(s(Secondary, Inconsistent, j, 0), s(Secondary, Inconsistent, j, 0), P), Decision::Idle);
+    }
+
+    /// Found by the simulation (`SIM_DISK_ERRORS=1`, seed 3207): a forced
+    /// Primary's disk failed during the initial sync, so both nodes came back
+    /// inconsistent, one with a just-created id and one with the sync's id.
+    /// The ids alone made the interrupted target a full-sync source, and its
+    /// half-copied data ended UpToDate on both. Neither may be a source.
+    #[test]
+    fn two_inconsistent_disks_never_sync_whatever_their_ids() {
+        let j = GenIds::just_created();
+        for other in [ids(0x100, 0), ids(0x100, 0x200), ids(0x300, 0x100)] {
+            assert_eq!(both(s(Secondary, Inconsistent, j, 32), s(Secondary, Inconsistent, other, 0), P), Decision::Idle);
+            assert_eq!(both(s(Secondary, Inconsistent, other, 0), s(Secondary, Inconsistent, ids(0x400, 0x100), 8), P), Decision::Idle);
+        }
     }
 
     #[test]
