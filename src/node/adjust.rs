@@ -18,7 +18,8 @@
 //! | `net.fencing` | the next loss of the peer |
 //! | `[handlers]` | the next event |
 //!
-//! Everything else (any `[nodes.*]` key, `resource.name`, `size`, `grow`, `protocol`,
+//! Everything else (any `[nodes.*]` key, `resource.name`, `size` (grown
+//! online by `repctl resize` instead), `grow`, `protocol`,
 //! `al_extents`, `max_clients`, `nbd_tls`, the TLS files) needs a restart:
 //! it is reported and the old value stays in effect.
 
@@ -68,7 +69,11 @@ pub fn merge(old: &Config, new: &Config) -> Merged {
         };
     }
     fixed!("resource.name", resource.name);
-    fixed!("resource.size", resource.size);
+    // `repctl resize` grows a connected pair online (both nodes, the bitmap
+    // and the metadata); a file edit alone cannot do that.
+    if old.resource.size != new.resource.size {
+        refused.push("resource.size (grow it online with `repctl resize`)".to_string());
+    }
     fixed!("resource.grow", resource.grow);
     // Both nodes' Hellos must name the same protocol: a change waits for a
     // restart of both, and so for a new handshake.
@@ -203,6 +208,13 @@ control = "/tmp/b.sock"
         let m = merge(&old, &new);
         assert_eq!(m.refused, ["resource.protocol"]);
         assert_eq!(m.config.resource.protocol, crate::config::Protocol::C);
+    }
+
+    #[test]
+    fn a_size_change_points_at_resize() {
+        let m = merge(&parse(FILE), &parse(&FILE.replace("size = \"1GiB\"", "size = \"2GiB\"")));
+        assert_eq!(m.refused, ["resource.size (grow it online with `repctl resize`)"]);
+        assert!(m.summary().contains("repctl resize"), "{}", m.summary());
     }
 
     #[test]
