@@ -10,7 +10,8 @@
 //! # Layout
 //!
 //! Decisions are kept apart from I/O: the pure modules take events and return
-//! what to do; thin async shells do the sockets and files.
+//! what to do; thin async shells do the sockets and files. `docs/design.md`
+//! says what moved where when the node's heart became one state machine.
 //!
 //! | module | holds |
 //! |---|---|
