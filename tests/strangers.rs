@@ -130,6 +130,67 @@ fn a_restarted_peer_gets_in_once_the_old_session_ends() {
     drop(impostor.join());
 }
 
+/// Silent connections that keep every handshake slot of the accepting node
+/// taken, reopened as soon as one closes (a scanner, or someone keeping the
+/// pair apart): before handshake_slots, every connection from the real
+/// peer was closed unread while the slots were full, so the pair stayed
+/// apart for as long as the flood went on. Now the peer's connection
+/// evicts the oldest silent one and the pair connects.
+#[test]
+fn a_flood_of_silent_strangers_does_not_keep_the_peer_out() {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let mut p = Pair::new(Options::default());
+    p.start(BETA);
+    let port = p.nodes[BETA].repl_port;
+    let stop = Arc::new(AtomicBool::new(false));
+    let greeted = Arc::new(AtomicUsize::new(0));
+    let (stop2, greeted2) = (stop.clone(), greeted.clone());
+    let flood = std::thread::spawn(move || {
+        // (stream, got the node's Hello); bounded: 120 s, 100 000 connects.
+        let mut conns: Vec<Option<(std::net::TcpStream, bool)>> = (0..MAX_HANDSHAKES).map(|_| None).collect();
+        let (t0, mut opened) = (Instant::now(), 0u32);
+        while !stop2.load(Ordering::SeqCst) && t0.elapsed().as_secs() < 120 && opened < 100_000 {
+            for c in conns.iter_mut() {
+                let closed = match c {
+                    None => true,
+                    Some((st, hello)) => {
+                        let mut b = [0u8; 4096];
+                        match st.read(&mut b) {
+                            Ok(0) => true,
+                            Ok(_) => {
+                                *hello = true;
+                                false
+                            }
+                            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                        }
+                    }
+                };
+                if closed {
+                    *c = std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|st| {
+                        st.set_nonblocking(true).unwrap();
+                        (st, false)
+                    });
+                    opened += 1;
+                }
+            }
+            greeted2.store(conns.iter().filter(|c| matches!(c, Some((_, true)))).count(), Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        opened
+    });
+    wait_until(30, "the flood holds every handshake slot of beta", || greeted.load(Ordering::SeqCst) == MAX_HANDSHAKES);
+    p.start(ALPHA);
+    wait_until(60, "alpha and beta connected through the flood", || {
+        p.status(ALPHA)["connection"] == "connected" && p.status(BETA)["connection"] == "connected"
+    });
+    stop.store(true, Ordering::SeqCst);
+    let opened = flood.join().unwrap();
+    let beta_log = std::fs::read_to_string(&p.nodes[BETA].log).unwrap_or_default();
+    assert!(beta_log.contains("gave way to a connection"), "no silent handshake was evicted\n{beta_log}");
+    eprintln!("connected through a flood of {opened} silent connections");
+}
+
 /// A header announcing a 32 MiB payload before authentication: the node
 /// refuses it at the header (the handshake's cap), so 40 such connections
 /// sending their payloads cost next to no memory (on 23068c8 the node
@@ -205,8 +266,12 @@ fn handshakes_at_once_are_bounded_and_silent_strangers_are_dropped() {
             other => panic!("expected a Hello or a close, got {other:?}"),
         }
     }
-    assert!(taken.len() <= MAX_HANDSHAKES, "{} handshakes ran at once (bound {MAX_HANDSHAKES})", taken.len());
-    assert!(closed >= 40 - MAX_HANDSHAKES, "only {closed} connections were closed unread");
+    // More than the bound got a Hello only if a newcomer evicted a silent
+    // handshake (a slow accept loop let one pass its grace): the bound on
+    // handshakes at once still held.
+    let evicted = p.logs().contains("gave way to a connection");
+    assert!(taken.len() <= MAX_HANDSHAKES || evicted, "{} handshakes ran at once (bound {MAX_HANDSHAKES})", taken.len());
+    assert!(closed + taken.len() == 40 && (closed >= 40 - MAX_HANDSHAKES || evicted), "only {closed} connections were closed unread");
     let t = Instant::now();
     for mut s in taken {
         let after = s.until_closed();

@@ -21,8 +21,8 @@
 //!   listeners and periodic flushes.
 //! - [`commands`]: control commands as steps, awaiting between them (the
 //!   peer's answer to a promotion, a demotion's drain, a goodbye).
-//! - [`peer`], [`session`], [`exchange`], [`link`], [`apply`]: the peer
-//!   link: dialing and admission, a session's handshake/install/settle and
+//! - [`peer`] with [`handshake_slots`], [`session`], [`exchange`], [`link`], [`apply`]: the peer
+//!   link: dialing and admission (which handshake gives way when all run), a session's handshake/install/settle and
 //!   frames, the bitmap exchange, requests awaiting acks, the Secondary's
 //!   side.
 //! - [`device`], [`ranges`], [`protocols`]: the write path the NBD server
@@ -50,6 +50,7 @@ pub mod exchange;
 pub mod execute;
 mod framing;
 pub mod genid;
+pub mod handshake_slots;
 pub mod link;
 mod live_config;
 pub mod machine;

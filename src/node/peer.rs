@@ -19,9 +19,12 @@
 //!   an answer); a peer that restarted gets in at its next try.
 //!
 //! Before a connection has proved anything it costs little: at most
-//! [`MAX_HANDSHAKES`] handshakes run at once (more connections are closed
-//! unread), each ends within [`HANDSHAKE_TIMEOUT`] (TLS included), and its
-//! frames are capped at [`crate::repl::frame::HANDSHAKE_MAX_PAYLOAD`].
+//! [`MAX_HANDSHAKES`] handshakes run at once, each ends within
+//! [`HANDSHAKE_TIMEOUT`] (TLS included), and its frames are capped at
+//! [`crate::repl::frame::HANDSHAKE_MAX_PAYLOAD`]. When all are taken, a
+//! newcomer evicts the oldest that has not been admitted after a short
+//! grace ([`super::handshake_slots`]), so silent strangers cannot keep the
+//! peer out; only if none may be evicted is the newcomer closed unread.
 //!
 //! Redialling ([`Backoff`]): a failed dial, a refusal, or a session that
 //! ended soon after it began doubles the wait (from `connect_interval_ms`
@@ -34,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use futures::SinkExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
 use crate::ratelimit::{allow, Held};
 use crate::repl::handshake::handshake_admit;
@@ -42,6 +45,7 @@ use crate::repl::{HandshakeError, HelloParams, Message};
 use crate::tls::BoxStream;
 
 use super::counters::AtomicCounters;
+use super::handshake_slots::{Slot, SlotTaken, Slots};
 use super::runtime::Node;
 use super::session;
 use super::state::Connection;
@@ -394,7 +398,7 @@ enum Refusal {
 }
 
 /// Handshake of an accepted connection, TLS included, within `deadline`.
-async fn accept_one(node: &Node, gate: &Arc<Gate>, stream: TcpStream, deadline: tokio::time::Instant) -> Result<Incoming, Refusal> {
+async fn accept_one(node: &Node, gate: &Arc<Gate>, slot: &Slot, stream: TcpStream, deadline: tokio::time::Instant) -> Result<Incoming, Refusal> {
     let timed_out = || Refusal::Failed(HandshakeError::Timeout { after: HANDSHAKE_TIMEOUT }.to_string());
     let stream: BoxStream = match &node.tls {
         Some(tls) => match tokio::time::timeout_at(deadline, tls.accept_peer(stream, &node.peer_cfg.name)).await {
@@ -414,6 +418,7 @@ async fn accept_one(node: &Node, gate: &Arc<Gate>, stream: TcpStream, deadline: 
         let proven = peer.authenticated || node.tls.is_some();
         super::resize::note_peer_size(node, peer.hello.size_bytes);
         held = Some((gate.admit(&node.me.name, &node.peer_cfg.name, standalone_refusal(node), proven)?, proven));
+        slot.admitted();
         Ok(())
     })
     .await
@@ -429,7 +434,7 @@ async fn accept_one(node: &Node, gate: &Arc<Gate>, stream: TcpStream, deadline: 
 }
 
 async fn accept_loop(node: Arc<Node>, gate: Arc<Gate>, listener: TcpListener, tx: mpsc::Sender<Incoming>) {
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let handshakes = Slots::new(MAX_HANDSHAKES);
     let mut backoff = crate::backoff::AcceptBackoff::new("peer listener");
     loop {
         let (stream, from) = tokio::select! {
@@ -445,22 +450,36 @@ async fn accept_loop(node: Arc<Node>, gate: Arc<Gate>, listener: TcpListener, tx
             },
             _ = node.shutdown.cancelled() => return,
         };
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            AtomicCounters::add(&node.counters.peer_connections_refused, 1);
-            if let Some(held) = allow(&format!("{} too many handshakes", node.me.name)) {
-                tracing::warn!("peer connection from {from} closed: {MAX_HANDSHAKES} handshakes are running already{}", Held(held));
+        let slot = match handshakes.take(Instant::now()) {
+            SlotTaken::Free(slot) => slot,
+            SlotTaken::Evicted(slot) => {
+                AtomicCounters::add(&node.counters.peer_connections_refused, 1);
+                if let Some(held) = allow(&format!("{} evicted a silent handshake", node.me.name)) {
+                    tracing::warn!(
+                        "{MAX_HANDSHAKES} handshakes were running: the oldest that had not said who it is gave way to a connection from {from}{}",
+                        Held(held)
+                    );
+                }
+                slot
             }
-            continue;
+            SlotTaken::Full => {
+                AtomicCounters::add(&node.counters.peer_connections_refused, 1);
+                if let Some(held) = allow(&format!("{} too many handshakes", node.me.name)) {
+                    tracing::warn!("peer connection from {from} closed: {MAX_HANDSHAKES} handshakes are running already{}", Held(held));
+                }
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let (node, gate, tx) = (node.clone(), gate.clone(), tx.clone());
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
             let r = tokio::select! {
-                r = accept_one(&node, &gate, stream, deadline) => r,
+                r = accept_one(&node, &gate, &slot, stream, deadline) => r,
+                _ = slot.evicted() => Err(Refusal::Failed("evicted: it had said nothing while every handshake slot was taken".into())),
                 _ = node.shutdown.cancelled() => return,
             };
-            drop(permit);
+            drop(slot);
             match r {
                 Ok(i) => {
                     if let Err(e) = tx.try_send(i) {
