@@ -155,7 +155,7 @@ impl Sim {
         let policy = if seed.is_multiple_of(3) { SplitBrainPolicy::DiscardZeroChanges } else { SplitBrainPolicy::Disconnect };
         // One seed in four freezes writes until fence-peer confirms.
         let fencing = if seed % 4 == 1 { Fencing::ResourceAndStonith } else { Fencing::DontCare };
-        let settings = |i: usize| Settings { me_first: NAMES[i] < NAMES[1 - i], fencing, after_split_brain: policy, size: SIZE };
+        let settings = |i: usize| Settings { me_first: NAMES[i] < NAMES[1 - i], fencing, after_split_brain: policy, size: SIZE, pull_ahead: None };
         Sim {
             rng: StdRng::seed_from_u64(seed),
             xrng: StdRng::seed_from_u64(seed ^ 0x5eed_b17b_a9e0_0000),

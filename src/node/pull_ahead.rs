@@ -1,0 +1,44 @@
+//! Protocol A's pull-ahead, the shell's side: what the link measured goes
+//! to the machine, which decides (`machine`'s `congestion`: when to go
+//! Ahead, when the link has caught up). Two hooks: the write path asks
+//! [`route`] before sending a write, the session's reader calls [`acked`]
+//! after each answer.
+
+use std::io;
+use std::sync::Arc;
+
+use super::link::PeerLink;
+use super::machine::{Answer, Event};
+use super::runtime::Node;
+use super::state::Lag;
+use crate::config::{OnCongestion, Protocol};
+
+fn pulls_ahead(node: &Node) -> bool {
+    let cfg = node.cfg.get();
+    cfg.resource.protocol == Protocol::A && cfg.net.on_congestion == OnCongestion::PullAhead
+}
+
+/// Where a write of `[offset, offset+len)` goes: `link` as it is, or, when
+/// this Primary is Ahead of its congested peer, nowhere (`(None, true)`:
+/// the machine marked it out of sync, and the write completes here alone
+/// without waiting for the peer). Err: the new generation id that must
+/// precede the first such write could not be made durable.
+pub async fn route(node: &Arc<Node>, link: Option<Arc<PeerLink>>, offset: u64, len: u64) -> io::Result<(Option<Arc<PeerLink>>, bool)> {
+    let Some(l) = link.as_ref().filter(|_| pulls_ahead(node)) else { return Ok((link, false)) };
+    let fill = l.in_flight_bytes();
+    let extents = node.al.lock().await.in_use();
+    match node.step(Event::Sending { link: l.id(), offset, len, fill, extents }) {
+        Ok(Answer::PullAhead(true)) => Ok((None, true)),
+        Ok(_) => Ok((link, false)),
+        Err(e) => Err(io::Error::other(e)),
+    }
+}
+
+/// The peer answered a request on `link`: if this Primary is Ahead and
+/// nothing is in flight any more, the link has caught up.
+pub fn acked(node: &Arc<Node>, link: &PeerLink) {
+    if link.in_flight_bytes() != 0 || !pulls_ahead(node) || node.state().lag != Some(Lag::Ahead) {
+        return;
+    }
+    let _ = node.step(Event::Drained { link: link.id() });
+}
