@@ -365,7 +365,8 @@ impl BlockDevice for NodeDevice {
         self.check_primary()?;
         self.node.wait_thawed().await?;
         let s = self.node.store.clone();
-        let link = self.node.link();
+        // Ahead of a congested peer (protocol A's pull-ahead): local only.
+        let link = super::pull_ahead::flush_link(&self.node, self.node.link());
         let had_link = link.is_some();
         let detached = self.node.disk_failed();
         let node = self.node.clone();

@@ -42,3 +42,16 @@ pub fn acked(node: &Arc<Node>, link: &PeerLink) {
     }
     let _ = node.step(Event::Drained { link: link.id() });
 }
+
+/// The link a client's flush goes to. Ahead of its peer, a Primary does
+/// not wait for the peer's flush either: what the peer acknowledged and
+/// has not flushed is marked out of sync instead (the resync that ends
+/// Ahead copies it again), as a failed peer flush is.
+pub fn flush_link(node: &Arc<Node>, link: Option<Arc<PeerLink>>) -> Option<Arc<PeerLink>> {
+    if link.is_none() || !pulls_ahead(node) || node.state().lag != Some(Lag::Ahead) {
+        return link;
+    }
+    let epoch = node.take_unflushed();
+    node.mark_chunks_out_of_sync(&epoch);
+    None
+}
