@@ -111,6 +111,32 @@ fn the_drained_link_ends_ahead_with_a_resync_of_the_marked_blocks() {
     assert_eq!(m.state().peer.map(|p| p.disk), Some(Disk::UpToDate));
 }
 
+/// Congested again during the catch-up resync, once the peer took the
+/// sync start (Inconsistent): Ahead again, the write marked for the
+/// resync, no new id (it would abandon the start); the next drain resumes
+/// the same resync. Before the peer took the start, writes are sent.
+#[test]
+fn a_congested_link_during_the_catch_up_goes_ahead_again_and_resumes() {
+    let (mut m, link) = pulling_primary();
+    sending(&mut m, link, 0, 1 << 20, 0);
+    m.step(Event::Drained { link });
+    assert_eq!(sending(&mut m, link, 0, 1 << 30, 0).answer, Answer::PullAhead(false), "the peer may not have the start yet");
+    m.step(Event::PeerUpdate { role: Role::Secondary, disk: Disk::Inconsistent });
+    let ids = m.ids();
+    assert_eq!(sending(&mut m, link, 0, 4096, 0).answer, Answer::PullAhead(false));
+    let r = sending(&mut m, link, 8192, 1 << 20, 0);
+    assert_eq!(r.answer, Answer::PullAhead(true));
+    assert!(has(&r, |e| *e == Effect::Bitmap(BitmapOp::Mark(vec![(8192, 4096)]))));
+    assert_eq!(persisted(&r), [], "no new id during the resync");
+    assert_eq!(announced_flags(&r), [crate::repl::types::STATE_AHEAD]);
+    assert_eq!((m.ids(), m.state().lag, m.state().syncing), (ids, Some(Lag::Ahead), Some(SyncSide::Source)));
+    let r = sending(&mut m, link, 65536, 4096, 0);
+    assert_eq!(r.effects, [Effect::Bitmap(BitmapOp::Mark(vec![(65536, 4096)]))]);
+    let r = m.step(Event::Drained { link });
+    assert!(!has(&r, |e| matches!(e, Effect::StartResync(_) | Effect::Close(_))), "{:?}", r.effects);
+    assert_eq!((m.state().lag, m.state().syncing), (None, Some(SyncSide::Source)));
+}
+
 /// A write that finds nothing in flight while Ahead is the drain itself:
 /// the resync starts and the write is sent.
 #[test]
