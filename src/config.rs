@@ -140,6 +140,9 @@ struct RawNet {
     tls_ca: Option<PathBuf>,
     fencing: Option<String>,
     peer_flush_interval_ms: Option<u64>,
+    on_congestion: Option<String>,
+    congestion_fill: Option<Size>,
+    congestion_extents: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,6 +238,10 @@ impl fmt::Display for Protocol {
 /// machine (an fdatasync behind much dirty data), short enough that a
 /// stalled disk holds the Primary's writes seconds, not for ever.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+/// Default `[net] congestion_fill`: well below what the peer link's queue
+/// and socket buffers hold, so a pulling-ahead Primary goes Ahead before a
+/// write would wait for room to send.
+pub const DEFAULT_CONGESTION_FILL: u64 = 8 << 20;
 /// The fewest activity-log extents a node can run with: the largest NBD
 /// write (32 MiB) not aligned to the 4 MiB extents spans 9, and with fewer
 /// slots it could never be started. (Trims and write-zeroes are split into
@@ -279,6 +286,25 @@ pub struct Net {
     /// How often a Primary flushes the peer when it holds unflushed writes
     /// (what an unclean loss of the peer must resync).
     pub peer_flush_interval_ms: u64,
+    /// What a protocol-A Primary does when its peer link is congested.
+    pub on_congestion: OnCongestion,
+    /// Congested at this many bytes of writes in flight to the peer (0: not checked).
+    pub congestion_fill: u64,
+    /// Congested at this many activity-log extents holding writes (0: not checked).
+    pub congestion_extents: u32,
+}
+
+/// `[net] on_congestion` (DRBD's `on-congestion`): what a protocol-A
+/// Primary does when its peer link is congested (`congestion_fill`,
+/// `congestion_extents`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnCongestion {
+    /// Wait for the link (writes slow down to the link's pace).
+    #[default]
+    Block,
+    /// Go Ahead: stop sending writes, mark them out of sync, and resync
+    /// them once the link has caught up (`node::machine`'s congestion).
+    PullAhead,
 }
 
 /// What a Primary does when it loses its peer (DRBD's `fencing`).
@@ -426,6 +452,19 @@ impl Config {
         if fencing == Fencing::ResourceAndStonith && raw.handlers.fence_peer.is_none() {
             return Err(err("net.fencing", "resource-and-stonith needs a fence-peer program in [handlers]".into()));
         }
+        let on_congestion = match n.on_congestion.as_deref() {
+            None | Some("block") => OnCongestion::Block,
+            Some("pull-ahead") => OnCongestion::PullAhead,
+            Some(o) => return Err(err("net.on_congestion", format!("`{o}` is not one of \"block\", \"pull-ahead\""))),
+        };
+        if on_congestion == OnCongestion::PullAhead && protocol != Protocol::A {
+            return Err(err("net.on_congestion", format!("pull-ahead needs protocol = \"A\" (protocol {protocol} waits for the peer by definition)")));
+        }
+        let congestion_fill = n.congestion_fill.map_or(DEFAULT_CONGESTION_FILL, |s| s.0);
+        let congestion_extents = n.congestion_extents.unwrap_or(al_extents);
+        if congestion_extents > al_extents {
+            return Err(err("net.congestion_extents", format!("{congestion_extents} is more than resource.al_extents ({al_extents}): it could never be reached")));
+        }
         let per_node = raw.nodes.values().any(|n| n.tls_cert.is_some());
         let tls = match (n.tls_cert, n.tls_key, n.tls_ca) {
             (None, None, None) if !per_node => None,
@@ -524,6 +563,9 @@ impl Config {
                 tls,
                 fencing,
                 peer_flush_interval_ms: n.peer_flush_interval_ms.unwrap_or(1000).max(10),
+                on_congestion,
+                congestion_fill,
+                congestion_extents,
             },
             nodes,
             handlers: raw.handlers,
@@ -682,6 +724,27 @@ control = "/tmp/b.sock"
         let e = parse(&GOOD.replace("meta = \"/tmp/a.meta\"\n", "")).unwrap_err();
         assert!(e.to_string().contains("nodes.alpha"), "{e}");
         assert!(e.to_string().contains("meta"), "{e}");
+    }
+
+    #[test]
+    fn on_congestion_pull_ahead_needs_protocol_a() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!((c.net.on_congestion, c.net.congestion_fill, c.net.congestion_extents), (OnCongestion::Block, DEFAULT_CONGESTION_FILL, c.resource.al_extents));
+        let a = GOOD.replace("protocol = \"C\"", "protocol = \"A\"");
+        let with = |net: &str| a.replace("secret = \"s3\"", &format!("secret = \"s3\"\n{net}"));
+        let c = parse(&with("on_congestion = \"pull-ahead\"\ncongestion_fill = \"2MiB\"\ncongestion_extents = 9")).unwrap();
+        assert_eq!((c.net.on_congestion, c.net.congestion_fill, c.net.congestion_extents), (OnCongestion::PullAhead, 2 << 20, 9));
+        for (net, key, says) in [
+            ("on_congestion = \"ahead\"", "net.on_congestion", "not one of"),
+            ("congestion_extents = 100000", "net.congestion_extents", "more than resource.al_extents"),
+        ] {
+            let e = parse(&with(net)).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.to_string().contains(says) && !e.to_string().contains('\n'), "{e}");
+        }
+        let e = parse(&GOOD.replace("secret = \"s3\"", "secret = \"s3\"\non_congestion = \"pull-ahead\"")).unwrap_err();
+        assert_eq!(e.key, "net.on_congestion");
+        assert!(e.to_string().contains("needs protocol = \"A\""), "{e}");
     }
 
     #[test]

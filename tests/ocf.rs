@@ -523,6 +523,16 @@ fn monitor_maps_every_state_and_stop_escalates_to_sigkill() {
             "{role}/{disk} {conn} peer {peer_role}/{peer_disk}: expected score `{score}`, crm_attribute got `{call}`"
         );
     }
+    // Behind an Ahead Primary (protocol A's pull-ahead): no score, even
+    // in the instant its disk still reads uptodate.
+    for disk in ["uptodate", "outdated"] {
+        let st = format!("{{\"resource\":\"r0\",\"node\":\"alpha\",\"role\":\"secondary\",\"disk\":\"{disk}\",\"connection\":\"connected\",\"replication\":\"behind\",\"split_brain\":false,\"sync\":null,\"peer\":{{\"node\":\"beta\",\"role\":\"primary\",\"disk\":\"uptodate\"}}}}\n");
+        std::fs::write(d.join("fake/status.json"), st).unwrap();
+        a.expect("monitor", 0);
+        let call = last_call(&record);
+        assert!(call.ends_with("--delete"), "behind/{disk}: a Behind node was given a score: `{call}`");
+    }
+    fake_status_with(d, "primary", "failed", "connecting", "unknown", "unknown");
     // Not a clone instance (ocf-tester, crm_resource --force-*): no scores.
     let n = std::fs::read_to_string(&record).unwrap().lines().count();
     let mut plain = Agent::new(d, &pair.config, "alpha").env("PATH", &path_with(&crm));

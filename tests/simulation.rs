@@ -23,7 +23,10 @@
 //!   range locks, the activity-log transaction (real `al_ring::encode`),
 //!   the frame sent before the local write, `PeerWrote` on the peer's ack,
 //!   `WriteLost` and `Degraded` when it has no peer, the wait while writes
-//!   are frozen; flushes with `FlushBegins`, `FlushAlone`;
+//!   are frozen; flushes with `FlushBegins`, `FlushAlone`; under protocol
+//!   A (one seed in five) the client's answer once the local write is done
+//!   and the frame queued, the write still tracked (range lock, activity
+//!   log) until the peer's `Ack`;
 //! - the resync source task (node/resync.rs `run_source`): `ResyncBegun`,
 //!   `State` + `SyncStart` + a confirming `Flush`, `ResyncConfirmed`, one
 //!   block per copy (the bit cleared, `PeerWrote` on its ack; digests of a
@@ -58,7 +61,9 @@
 //! - never two Primaries while connected;
 //! - every write acknowledged to the client is on the current Primary
 //!   (unless an operator declared data lost: a forced promotion, a split
-//!   brain and its discard);
+//!   brain and its discard; and, under protocol A, exactly what A may
+//!   lose: a write answered before the peer's `Ack` whose Primary crashed,
+//!   or stepped down with the write failing, before that `Ack` settled it);
 //! - both sides' decisions mirror each other;
 //! - when the pair is connected and quiet (nothing in flight, no resync),
 //!   both disks are identical;
@@ -73,6 +78,7 @@
 //! [`network`] (links, delivery, cuts), [`checker`] (invariants); this file
 //! drives them.
 //!
+//! `SIM_PROTOCOL=A` (or `C`) runs every seed under that protocol.
 //! `SIM_SEED=N` replays one seed (and prints its events), `SIM_SEEDS=N` sets
 //! how many seeds (default 20000), `SIM_STEPS=N` steps per seed (default 400),
 //! `SIM_NO_FENCING=1` lets the manager fail over to a node that may be stale,
@@ -139,6 +145,8 @@ struct Sim {
     demote_in_flight: bool,
     /// Local disks fail (and are detached): `SIM_DISK_ERRORS=1`.
     disk_errors: bool,
+    /// Protocol A (one seed in five; `SIM_PROTOCOL=A` or `C` for all).
+    protocol_a: bool,
     next_ver: u64,
     next_wid: u64,
     /// Fault events happen with probability 1/fault_scale (per seed).
@@ -153,7 +161,7 @@ impl Sim {
         let policy = if seed.is_multiple_of(3) { SplitBrainPolicy::DiscardZeroChanges } else { SplitBrainPolicy::Disconnect };
         // One seed in four freezes writes until fence-peer confirms.
         let fencing = if seed % 4 == 1 { Fencing::ResourceAndStonith } else { Fencing::DontCare };
-        let settings = |i: usize| Settings { me_first: NAMES[i] < NAMES[1 - i], fencing, after_split_brain: policy, size: SIZE };
+        let settings = |i: usize| Settings { me_first: NAMES[i] < NAMES[1 - i], fencing, after_split_brain: policy, size: SIZE, pull_ahead: None };
         Sim {
             rng: StdRng::seed_from_u64(seed),
             xrng: StdRng::seed_from_u64(seed ^ 0x5eed_b17b_a9e0_0000),
@@ -168,6 +176,12 @@ impl Sim {
             // One seed in five detaches disks on I/O errors unless
             // SIM_DISK_ERRORS says 1 (every seed) or 0 (none).
             disk_errors: std::env::var("SIM_DISK_ERRORS").map_or(seed % 5 == 2, |v| v == "1"),
+            // Another one in five runs protocol A (SIM_PROTOCOL=A|C: all).
+            protocol_a: match std::env::var("SIM_PROTOCOL").as_deref() {
+                Ok("A") => true,
+                Ok("C") => false,
+                _ => seed % 5 == 4,
+            },
             next_ver: 1,
             next_wid: 1,
             fault_scale: [1, 2, 4][(seed % 3) as usize],
@@ -307,6 +321,13 @@ impl Sim {
         self.c.crashes += 1;
         let role = self.n[i].m.as_ref().map(|m| m.state().role);
         self.note(format!("{} CRASHES (role {role:?}, {} writes in flight lost)", NAMES[i], self.n[i].writes.len()));
+        // Protocol A: writes answered before the peer's Ack may be lost
+        // with their Primary (the ledger never counted them).
+        let early = self.n[i].writes.iter().filter(|w| w.early).count() as u64;
+        if early > 0 {
+            self.c.early_lost += early;
+            self.note(format!("{}: {early} write(s) answered early (protocol A) may be lost", NAMES[i]));
+        }
         if let Some(s) = &self.n[i].sess {
             self.net.close(s.conn);
         }
@@ -810,7 +831,7 @@ impl Sim {
         // `node.link()`: the installed link, even if its connection died.
         let link = self.n[i].sess.as_ref().and_then(|s| s.link);
         let detached = self.m(i).disk_failed();
-        self.n[i].writes.push(model::Write { wid, blocks: blocks.clone(), ver, link, frozen: false, detached });
+        self.n[i].writes.push(model::Write { wid, blocks: blocks.clone(), ver, link, frozen: false, detached, early: false });
         // The peer's leg is queued first, then the local write (none on a
         // detached disk).
         if link.is_some() {
@@ -823,6 +844,14 @@ impl Sim {
         }
         if link.is_none() {
             self.degraded(i, wid)?;
+        } else if self.protocol_a && !detached {
+            // Protocol A (node/device.rs `mutate_one`): the client hears
+            // now; the write keeps its range lock and AL entry until the Ack.
+            if let Some(w) = self.n[i].writes.iter_mut().find(|w| w.wid == wid) {
+                w.early = true;
+            }
+            self.ledger.early(i);
+            self.c.writes_early += 1;
         }
         Ok(())
     }
@@ -876,6 +905,13 @@ impl Sim {
         let (off, len) = range_of(&w.blocks);
         if let Err(e) = self.n[i].al.end_write(off, len) {
             self.fail(&format!("end_write: {e}"));
+        }
+        if !acked && w.early {
+            // Answered already: the client was told a write that is now
+            // only on a node no longer Primary (protocol A's loss).
+            self.c.early_lost += 1;
+            self.note(format!("{}: a write answered early (protocol A) failed after: may be lost", NAMES[i]));
+            return;
         }
         if !acked {
             self.c.writes_failed += 1;
@@ -1548,12 +1584,14 @@ fn simulation() {
     // Straight to the stderr handle: libtest's capture would hide eprintln!.
     let _ = writeln!(
         std::io::stderr(),
-        "simulation: {} seeds, {} steps, {} writes acked ({} degraded, {} failed unacked) checked; {} crashes ({} torn durable writes), {} handshakes ({} installs refused), {} resyncs ({} full, {} blocks copied), {} split brains ({} discards), {} promotions ({} refused, {} failovers), {} fence-peer runs, {} disk errors, {} clean session ends, {} clean stops, {} quiet-state disk comparisons, {} bitmap exchanges past the link buffer, {:.1}s",
+        "simulation: {} seeds, {} steps, {} writes acked ({} degraded, {} failed unacked; protocol A: {} answered early, {} of them lost with their Primary) checked; {} crashes ({} torn durable writes), {} handshakes ({} installs refused), {} resyncs ({} full, {} blocks copied), {} split brains ({} discards), {} promotions ({} refused, {} failovers), {} fence-peer runs, {} disk errors, {} clean session ends, {} clean stops, {} quiet-state disk comparisons, {} bitmap exchanges past the link buffer, {:.1}s",
         seeds.len(),
         total.steps,
         total.writes_acked,
         total.writes_degraded,
         total.writes_failed,
+        total.writes_early,
+        total.early_lost,
         total.crashes,
         total.torn,
         total.handshakes,

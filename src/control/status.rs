@@ -87,6 +87,17 @@ pub struct Status {
     /// The running or last online verify (extra field; null before the first).
     #[serde(default)]
     pub verify: Option<VerifyStatus>,
+    /// The replication state (extra field; DRBD's `replication:`): `off`,
+    /// `established`, `syncsource`, `synctarget`, and with protocol A's
+    /// pull-ahead `ahead` (this Primary stopped sending writes to its
+    /// congested peer) or `behind` (this node's disk is Outdated until
+    /// the resync that follows).
+    #[serde(default = "replication_off")]
+    pub replication: String,
+}
+
+fn replication_off() -> String {
+    "off".into()
 }
 
 fn human_bytes(n: u64) -> String {
@@ -111,6 +122,9 @@ impl Status {
         let _ = writeln!(s, "{} role:{} size:{}", self.resource, self.role, human_bytes(self.size_bytes));
         let _ = writeln!(s, "  disk:{}", self.disk);
         let mut peer = format!("  {} connection:{}", self.peer.node, self.connection);
+        if matches!(self.replication.as_str(), "ahead" | "behind") {
+            let _ = write!(peer, " replication:{}", self.replication);
+        }
         if self.split_brain {
             peer.push_str(" split-brain:yes");
         }

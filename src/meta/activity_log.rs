@@ -210,6 +210,11 @@ impl ActivityLog {
         v
     }
 
+    /// How many extents have a write in flight (DRBD's `act_log->used`).
+    pub fn in_use(&self) -> u32 {
+        u32::try_from(self.refs.iter().filter(|&&r| r > 0).count()).unwrap_or(u32::MAX)
+    }
+
     /// True when no write is in flight.
     pub fn is_idle(&self) -> bool {
         self.refs.iter().all(|&r| r == 0)

@@ -91,6 +91,9 @@ pub fn merge(old: &Config, new: &Config) -> Merged {
     fixed!("net.tls", net.tls);
     live!("net.fencing", net.fencing);
     live!("net.peer_flush_interval_ms", net.peer_flush_interval_ms);
+    live!("net.on_congestion", net.on_congestion);
+    live!("net.congestion_fill", net.congestion_fill);
+    live!("net.congestion_extents", net.congestion_extents);
     live!("sync.plan_ahead_ms", sync.plan_ahead_ms);
     live!("sync.fill_target", sync.fill_target);
     live!("sync.min_rate", sync.min_rate);
@@ -144,6 +147,7 @@ impl super::Node {
         let mut settings = *self.machine().settings();
         settings.fencing = m.config.net.fencing;
         settings.after_split_brain = m.config.resource.after_split_brain;
+        settings.pull_ahead = super::machine::Congestion::from_config(&m.config);
         let _ = self.step(super::machine::Event::Adjust(settings));
         if m.refused.is_empty() {
             tracing::info!("configuration reloaded from {}: {}", self.cfg.path.display(), m.summary());

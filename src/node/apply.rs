@@ -76,7 +76,10 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
         Message::Trim { id, offset, len, fua } => mirrored(node, link, id, offset, len, Apply::Trim(len, fua))?,
         Message::Zero { id, offset, len, may_trim, fua } => mirrored(node, link, id, offset, len, Apply::Zero(len, may_trim, fua))?,
         Message::Flush { id } => mirrored(node, link, id, 0, 0, Apply::Flush)?,
-        Message::Ack { id, errno } | Message::SyncAck { id, errno } => link.complete(id, errno),
+        Message::Ack { id, errno } | Message::SyncAck { id, errno } => {
+            link.complete(id, errno);
+            super::pull_ahead::acked(node, link);
+        }
         Message::Received { id } => link.note_received(id),
         // Replies never wait for room in the queue here (see `PeerLink::send_soon`).
         Message::RoleRequest { id } => {
@@ -89,8 +92,9 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             let _ = link.try_send(Message::PingAck { nonce });
         }
         Message::PingAck { .. } => {}
-        Message::StateUpdate { role, disk, .. } => {
+        Message::StateUpdate { role, disk, flags } => {
             let _ = node.step(Event::PeerUpdate { role: from_wire_role(role), disk: from_wire_disk(disk) });
+            let _ = node.step(Event::PeerAhead { ahead: flags & crate::repl::types::STATE_AHEAD != 0 });
         }
         Message::State(s) => {
             // The source's ids after its sync start.

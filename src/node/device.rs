@@ -185,7 +185,9 @@ impl NodeDevice {
     }
 
     async fn replicate(&self, offset: u64, len: u64, op: Op, fua: bool, early: &mut Option<Early>) -> io::Result<()> {
-        let link = self.node.link();
+        // Protocol A's pull-ahead (super::pull_ahead): Ahead of a congested
+        // peer, the write is not sent; the machine marked it out of sync.
+        let (link, ahead) = super::pull_ahead::route(&self.node, self.node.link(), offset, len).await?;
         let answer_early = early.is_some();
         let want_received = self.node.cfg.resource.protocol == Protocol::B;
         let remote_msg = link.as_ref().map(|_| match &op {
@@ -274,8 +276,11 @@ impl NodeDevice {
             // Step 7: the peer does not have it. The divergence is on
             // disk (a new generation) before any such write is acked.
             // With resource-and-stonith, not acked until the peer is fenced.
-            self.node.degraded(offset, len)?;
-            self.node.wait_thawed().await?;
+            // (Ahead: marked and diverged already; the peer is connected.)
+            if !ahead {
+                self.node.degraded(offset, len)?;
+                self.node.wait_thawed().await?;
+            }
         }
         AtomicCounters::add(&self.node.counters.app_write_bytes, len);
         Ok(())
@@ -360,7 +365,8 @@ impl BlockDevice for NodeDevice {
         self.check_primary()?;
         self.node.wait_thawed().await?;
         let s = self.node.store.clone();
-        let link = self.node.link();
+        // Ahead of a congested peer (protocol A's pull-ahead): local only.
+        let link = super::pull_ahead::flush_link(&self.node, self.node.link());
         let had_link = link.is_some();
         let detached = self.node.disk_failed();
         let node = self.node.clone();

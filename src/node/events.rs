@@ -24,7 +24,7 @@ use tokio::sync::broadcast;
 
 use crate::config::{Config, NodeConfig};
 
-use super::state::{Connection, Disk, Role, SyncSide};
+use super::state::{Connection, Disk, Lag, Role, SyncSide};
 
 /// What events are computed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,13 +35,17 @@ pub struct Snapshot {
     pub split_brain: bool,
     pub peer: Option<(Role, Disk)>,
     pub syncing: Option<SyncSide>,
+    /// Protocol A's pull-ahead: Ahead or Behind.
+    pub lag: Option<Lag>,
 }
 
 /// One state change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Event {
     /// `role`, `disk`, `connection`, `peer-role`, `peer-disk`, `split-brain`,
-    /// `sync-start`, `sync-end`, `sync-progress`, `resize` (sizes in bytes).
+    /// `sync-start`, `sync-end`, `sync-progress`, `resize` (sizes in bytes),
+    /// `replication` (into or out of `ahead`/`behind`, protocol A's
+    /// pull-ahead; the values are `status`'s `replication`).
     pub event: &'static str,
     pub from: String,
     pub to: String,
@@ -78,6 +82,10 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Event> {
     }
     if pd(old.peer) != pd(new.peer) {
         out.push(ev("peer-disk", pd(old.peer), pd(new.peer)));
+    }
+    if old.lag != new.lag {
+        let r = |s: &Snapshot| crate::vocab::replication(s.connection, s.syncing, s.lag);
+        out.push(ev("replication", r(old), r(new)));
     }
     if old.split_brain != new.split_brain {
         out.push(ev("split-brain", old.split_brain, new.split_brain));
@@ -243,6 +251,7 @@ mod tests {
             split_brain: false,
             peer: Some((Role::Secondary, Disk::UpToDate)),
             syncing: None,
+            lag: None,
         }
     }
 
@@ -275,5 +284,19 @@ mod tests {
         let evs = diff(&snap(), &sb);
         let e = evs.iter().find(|e| e.event == "split-brain").unwrap();
         assert_eq!(handler_for(&snap(), &sb, e), Some("split-brain"));
+    }
+
+    /// Pull-ahead: into Ahead, then out of it into the resync.
+    #[test]
+    fn ahead_and_back_through_the_resync() {
+        let ahead = Snapshot { lag: Some(Lag::Ahead), ..snap() };
+        let evs = diff(&snap(), &ahead);
+        assert_eq!(evs, [ev("replication", "established", "ahead")]);
+        let syncing = Snapshot { peer: Some((Role::Secondary, Disk::Outdated)), syncing: Some(SyncSide::Source), ..snap() };
+        let evs = diff(&ahead, &syncing);
+        assert_eq!(evs.iter().map(|e| (e.event, e.to.as_str())).collect::<Vec<_>>(), [("peer-disk", "outdated"), ("replication", "syncsource"), ("sync-start", "source")]);
+        let behind = Snapshot { role: Role::Secondary, disk: Disk::Outdated, peer: Some((Role::Primary, Disk::UpToDate)), lag: Some(Lag::Behind), ..snap() };
+        let was = Snapshot { disk: Disk::UpToDate, lag: None, ..behind };
+        assert_eq!(diff(&was, &behind).iter().map(|e| (e.event, e.to.as_str())).collect::<Vec<_>>(), [("disk", "outdated"), ("replication", "behind")]);
     }
 }

@@ -65,6 +65,10 @@ pub struct PeerLink {
     clean: AtomicBool,
     /// The machine's name for this link once installed (0: not yet).
     id: AtomicU64,
+    /// Mirrored `Write`s sent and not yet answered: their data's bytes
+    /// (protocol A's congestion, [`PeerLink::in_flight_bytes`]).
+    sizes: Mutex<BTreeMap<u64, u64>>,
+    in_flight_bytes: AtomicU64,
 }
 
 /// Milliseconds from `from` to `to` (0 if `to` is earlier).
@@ -85,7 +89,35 @@ impl PeerLink {
             closed: CancellationToken::new(),
             clean: AtomicBool::new(false),
             id: AtomicU64::new(0),
+            sizes: Mutex::new(BTreeMap::new()),
+            in_flight_bytes: AtomicU64::new(0),
         }
+    }
+
+    fn sizes(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, u64>> {
+        self.sizes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a mirrored write's data as in flight until it is answered.
+    fn count_sent(&self, id: u64, msg: &Message) {
+        if let Message::Write { data, .. } = msg {
+            let n = data.len() as u64;
+            self.sizes().insert(id, n);
+            self.in_flight_bytes.fetch_add(n, Ordering::SeqCst);
+        }
+    }
+
+    /// Request `id` was answered or forgotten: its bytes are no longer in flight.
+    fn count_done(&self, id: u64) {
+        if let Some(n) = self.sizes().remove(&id) {
+            self.in_flight_bytes.fetch_sub(n, Ordering::SeqCst);
+        }
+    }
+
+    /// Bytes of mirrored writes sent and not yet answered by the peer
+    /// (DRBD's `ap_in_flight`): what `[net] congestion_fill` is compared with.
+    pub fn in_flight_bytes(&self) -> u64 {
+        self.in_flight_bytes.load(Ordering::SeqCst)
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, Waiting<i32>> {
@@ -116,7 +148,9 @@ impl PeerLink {
             r
         });
         self.pending().insert(id, (Instant::now(), tx));
-        if self.queue(make(id)).await.is_err() {
+        let msg = make(id);
+        self.count_sent(id, &msg);
+        if self.queue(msg).await.is_err() {
             self.forget(id);
             return Err(LinkError::Lost);
         }
@@ -127,6 +161,7 @@ impl PeerLink {
     pub fn forget(&self, id: u64) {
         self.pending().remove(&id);
         self.receipts().remove(&id);
+        self.count_done(id);
     }
 
     /// Delivers the peer's `Received` (protocol B). Unknown ids are ignored.
@@ -159,8 +194,10 @@ impl PeerLink {
         }
         // The clock runs from here: waiting for room in the queue counts.
         self.pending().insert(id, (Instant::now(), tx));
-        if self.queue(make(id)).await.is_err() {
-            self.pending().remove(&id);
+        let msg = make(id);
+        self.count_sent(id, &msg);
+        if self.queue(msg).await.is_err() {
+            self.forget(id);
             return Err(LinkError::Lost);
         }
         tokio::select! {
@@ -170,7 +207,7 @@ impl PeerLink {
                 Err(_) => Err(LinkError::Lost),
             },
             _ = self.closed.cancelled() => {
-                self.pending().remove(&id);
+                self.forget(id);
                 Err(LinkError::Lost)
             }
         }
@@ -236,6 +273,7 @@ impl PeerLink {
     /// Delivers an acknowledgement from the peer. Unknown ids are ignored.
     pub fn complete(&self, id: u64, errno: i32) {
         self.receipts().remove(&id);
+        self.count_done(id);
         if let Some((_, tx)) = self.pending().remove(&id) {
             self.answered();
             let _ = tx.send(errno);
@@ -265,6 +303,8 @@ impl PeerLink {
         self.pending().clear();
         self.replies().clear();
         self.receipts().clear();
+        self.sizes().clear();
+        self.in_flight_bytes.store(0, Ordering::SeqCst);
     }
 
     /// The machine's name for this link ([`LinkId`]`(0)` before it is installed).

@@ -28,7 +28,9 @@
 //! - [`device`], [`ranges`], [`protocols`]: the write path the NBD server
 //!   serves, and when protocols A and B answer before the peer's Ack (its data
 //!   movement stays off the machine's lock; it reports `Degraded`,
-//!   `PeerWrote`, `WriteLost`).
+//!   `PeerWrote`, `WriteLost`); [`pull_ahead`]: protocol A's congestion
+//!   policy, what the link measures handed to the machine (`Sending`,
+//!   `Drained`).
 //! - [`resync`] with [`rate_ctl`], [`verify`], [`resize`], [`adjust`],
 //!   [`events`], [`counters`], [`wire`]: copying out-of-sync regions (paced
 //!   by the dynamic rate controller), online verify, online resize,
@@ -56,6 +58,7 @@ mod live_config;
 pub mod machine;
 pub mod peer;
 pub mod protocols;
+pub mod pull_ahead;
 pub mod ranges;
 pub mod rate_ctl;
 pub mod resize;

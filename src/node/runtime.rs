@@ -147,6 +147,7 @@ impl Node {
             fencing: cfg.net.fencing,
             after_split_brain: cfg.resource.after_split_brain,
             size,
+            pull_ahead: super::machine::Congestion::from_config(&cfg),
         };
         let (machine, effects) = Machine::start(settings, loaded, rand::random());
         // Only the header and the activity log's marks come out of a start.
@@ -254,6 +255,7 @@ impl Node {
             nbd_uri: self.me.nbd.uri(&self.cfg.resource.name),
             io_frozen: self.io_frozen(),
             pid: std::process::id(),
+            replication: crate::vocab::replication(st.connection, st.syncing, st.lag).to_owned(),
         }
     }
 }

@@ -24,6 +24,7 @@ pub(super) fn snapshot(m: &Machine) -> Snapshot {
         split_brain: st.split_brain,
         peer: st.peer.map(|p| (p.role, p.disk)),
         syncing: st.syncing,
+        lag: st.lag,
     }
 }
 

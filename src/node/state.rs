@@ -5,7 +5,7 @@
 //! The words themselves (roles, disk and connection states) are in
 //! [`crate::vocab`], re-exported here.
 
-pub use crate::vocab::state::{Connection, Disk, PeerView, Refused, Role, SyncSide};
+pub use crate::vocab::state::{Connection, Disk, Lag, PeerView, Refused, Role, SyncSide};
 
 /// The decision-relevant state of one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +18,9 @@ pub struct NodeState {
     pub peer: Option<PeerView>,
     /// A resync is running (this node's side of it).
     pub syncing: Option<SyncSide>,
+    /// Protocol A's pull-ahead: this Primary is Ahead of its congested
+    /// peer, or this Secondary is Behind (only while connected).
+    pub lag: Option<Lag>,
 }
 
 fn refuse<T>(s: impl Into<String>) -> Result<T, Refused> {
@@ -27,7 +30,7 @@ fn refuse<T>(s: impl Into<String>) -> Result<T, Refused> {
 impl NodeState {
     /// A fresh node: Secondary, with the given disk state, trying to connect.
     pub fn new(disk: Disk) -> Self {
-        NodeState { role: Role::Secondary, disk, connection: Connection::Connecting, split_brain: false, peer: None, syncing: None }
+        NodeState { role: Role::Secondary, disk, connection: Connection::Connecting, split_brain: false, peer: None, syncing: None, lag: None }
     }
 
     /// `repctl primary [--force]`.
@@ -78,6 +81,7 @@ impl NodeState {
     /// The peer was lost: forget its view; retry unless standalone.
     pub fn on_peer_lost(&mut self) {
         self.peer = None;
+        self.lag = None;
         if self.syncing == Some(SyncSide::Target) {
             self.disk = Disk::Inconsistent;
         }

@@ -115,6 +115,10 @@ pub const STATE_CRASHED_PRIMARY: u64 = 1 << 0;
 pub const STATE_DISCARD_MY_DATA: u64 = 1 << 1;
 /// `NodeState::flags`: this node was Primary while disconnected (a split-brain hint).
 pub const STATE_WAS_PRIMARY_ALONE: u64 = 1 << 2;
+/// `StateUpdate::flags`: this Primary is Ahead of the receiver (protocol A's
+/// pull-ahead): it sends no writes, marks them out of sync, and the
+/// receiver is Behind with an Outdated disk until the resync that follows.
+pub const STATE_AHEAD: u64 = 1 << 3;
 
 /// A node's full state, exchanged once after the handshake; the sync
 /// decision is taken from both sides' copies.

@@ -11,4 +11,4 @@ pub mod genid;
 pub mod state;
 
 pub use genid::GenIds;
-pub use state::{Connection, Disk, PeerView, Refused, Role, SyncSide};
+pub use state::{replication, Connection, Disk, Lag, PeerView, Refused, Role, SyncSide};

@@ -52,6 +52,7 @@ macro_rules! display_lower {
 display_lower!(Role, Primary => "primary", Secondary => "secondary");
 display_lower!(Disk, UpToDate => "uptodate", Consistent => "consistent", Inconsistent => "inconsistent", Outdated => "outdated", Failed => "failed");
 display_lower!(Connection, Connected => "connected", Connecting => "connecting", Standalone => "standalone");
+display_lower!(Lag, Ahead => "ahead", Behind => "behind");
 
 impl Role {
     pub fn to_u8(self) -> u8 {
@@ -108,6 +109,32 @@ pub struct PeerView {
 pub enum SyncSide {
     Source,
     Target,
+}
+
+/// Protocol A's congestion policy (`[net] on_congestion = "pull-ahead"`,
+/// DRBD's Ahead/Behind): the Primary stopped sending writes to a
+/// congested peer and only marks them out of sync (`Ahead`); the peer
+/// knows its disk is Outdated meanwhile (`Behind`). A resync of the marked
+/// blocks ends it once the link has caught up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lag {
+    Ahead,
+    Behind,
+}
+
+/// The replication state as `status` and `events` name it (DRBD's
+/// `replication:` word, lowercase): `off` (not connected), `established`,
+/// `syncsource`, `synctarget`, `ahead`, `behind`.
+pub fn replication(connection: Connection, syncing: Option<SyncSide>, lag: Option<Lag>) -> &'static str {
+    match (connection, lag, syncing) {
+        (Connection::Connecting | Connection::Standalone, _, _) => "off",
+        (Connection::Connected, Some(Lag::Ahead), _) => "ahead",
+        (Connection::Connected, Some(Lag::Behind), _) => "behind",
+        (Connection::Connected, None, Some(SyncSide::Source)) => "syncsource",
+        (Connection::Connected, None, Some(SyncSide::Target)) => "synctarget",
+        (Connection::Connected, None, None) => "established",
+    }
 }
 
 /// Why a command was refused: one line for `repctl` to print.

@@ -3,7 +3,8 @@
 //! - never two Primaries while connected;
 //! - every write acknowledged to the client is on the current Primary
 //!   (unless an operator declared data lost: a forced promotion, a split
-//!   brain and its discard);
+//!   brain and its discard; under protocol A a write answered before the
+//!   peer's Ack counts only once settled, see [`Ledger::early`]);
 //! - both sides' handshake decisions mirror each other;
 //! - when the pair is connected and quiet (nothing in flight, no resync),
 //!   both disks are identical;
@@ -45,6 +46,11 @@ pub struct Counts {
     /// Bitmap exchanges where both sides sent more than the link holds:
     /// sending everything before reading would have deadlocked.
     pub exchanges_past_buffer: u64,
+    /// Protocol A: writes answered before the peer's Ack.
+    pub writes_early: u64,
+    /// Protocol A: writes answered early whose Primary died (or stepped
+    /// down) before the peer's Ack settled them: what A may lose.
+    pub early_lost: u64,
 }
 
 impl std::ops::AddAssign for Counts {
@@ -72,6 +78,8 @@ impl std::ops::AddAssign for Counts {
         self.clean_stops += o.clean_stops;
         self.quiet_checks += o.quiet_checks;
         self.exchanges_past_buffer += o.exchanges_past_buffer;
+        self.writes_early += o.writes_early;
+        self.early_lost += o.early_lost;
     }
 }
 
@@ -93,6 +101,17 @@ pub struct Ledger {
 impl Ledger {
     pub fn new() -> Ledger {
         Ledger { acked: vec![0; BLOCKS], suspended: false, split_possible: false, split_acks: [false; 2], unrelated: false }
+    }
+
+    /// Protocol A: `node` answered a write before the peer's Ack. It joins
+    /// `acked` only once settled ([`Ledger::ack`]): the peer acked it, or
+    /// the Primary, still Primary, recorded it as written alone. Until then
+    /// the Primary's death (or step-down) may lose it, as documented
+    /// (docs/guarantees.md item 10), and nothing else.
+    pub fn early(&mut self, node: usize) {
+        if self.suspended {
+            self.split_acks[node] = true;
+        }
     }
 
     pub fn ack(&mut self, node: usize, blocks: std::ops::Range<usize>, ver: u64) {

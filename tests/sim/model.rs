@@ -161,6 +161,9 @@ pub struct Write {
     /// The local disk had failed when the write began: only the peer's
     /// copy counts.
     pub detached: bool,
+    /// Protocol A: the client was answered once the local write was done
+    /// and the request queued; the write stays tracked until the peer's Ack.
+    pub early: bool,
 }
 
 /// The resync task, source side (node/resync.rs `run_source`).

@@ -23,9 +23,11 @@
 //! handshake's sync decision), each with its own tests; the event handlers
 //! are split by subject: [`commands`] (the operator), [`session`] (the
 //! handshake, the peer's frames), [`sync`] (resync on both sides), [`loss`]
-//! (link loss, the write path's divergence, fencing, disk errors).
+//! (link loss, the write path's divergence, fencing, disk errors),
+//! [`congestion`] (protocol A's pull-ahead: Ahead, Behind, the catch-up).
 
 mod commands;
+mod congestion;
 mod loss;
 mod session;
 mod sync;
@@ -33,13 +35,15 @@ pub mod unflushed;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod congestion_tests;
 
 use crate::config::{Fencing, SplitBrainPolicy};
 use crate::repl::Message;
 
 use super::decide::{Outcome, Side};
 use super::genid::{GenIds, SyncStart};
-use super::state::{Disk, NodeState, PeerView, Role, SyncSide};
+use super::state::{Disk, Lag, NodeState, PeerView, Role, SyncSide};
 use super::wire::{to_wire_disk, to_wire_role};
 
 pub use unflushed::Unflushed;
@@ -75,6 +79,20 @@ pub struct Settings {
     pub after_split_brain: SplitBrainPolicy,
     /// Device size in bytes (bounds what is marked out of sync).
     pub size: u64,
+    /// Protocol A with `[net] on_congestion = "pull-ahead"`: the limits at
+    /// which this Primary goes Ahead of its peer instead of waiting for it
+    /// (`None`: writes always go to the peer, as B and C always do).
+    pub pull_ahead: Option<Congestion>,
+}
+
+/// When a link is congested (`[net] congestion_fill`, `congestion_extents`,
+/// DRBD's names): either limit reached is enough; 0 turns one off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Congestion {
+    /// Bytes of mirrored writes sent and not yet acknowledged.
+    pub fill: u64,
+    /// Activity-log extents with a write in flight.
+    pub extents: u32,
 }
 
 /// A change to the dirty bitmap (the data stays with the executor).
@@ -172,6 +190,9 @@ pub enum Answer {
     Unflushed(Unflushed),
     /// Verify may start on this link.
     Verify(LinkId),
+    /// [`Event::Sending`]: true when the write is not to be sent (this
+    /// Primary is Ahead: the machine marked it out of sync).
+    PullAhead(bool),
 }
 
 /// Everything that happens to a node.
@@ -237,6 +258,15 @@ pub enum Event {
     FenceResult(Option<i32>),
     /// The node stops: the last flush.
     Stopped { disk_ok: bool },
+    /// Protocol A with pull-ahead: a write of `[offset, offset+len)` is
+    /// about to be sent on `link`, where `fill` bytes are in flight and
+    /// `extents` activity-log extents hold writes. Answers
+    /// [`Answer::PullAhead`].
+    Sending { link: LinkId, offset: u64, len: u64, fill: u64, extents: u32 },
+    /// Every write sent on `link` was answered (the link caught up).
+    Drained { link: LinkId },
+    /// The peer's `StateUpdate` said whether it is Ahead of this node.
+    PeerAhead { ahead: bool },
 }
 
 /// The output of one step.
@@ -425,6 +455,9 @@ impl Machine {
                 Answer::None
             }
             Event::FenceResult(code) => self.fence_result(code),
+            Event::Sending { link, offset, len, fill, extents } => self.sending(link, offset, len, fill, extents),
+            Event::Drained { link } => self.drained(link),
+            Event::PeerAhead { ahead } => self.peer_ahead(ahead),
             Event::Stopped { disk_ok } => {
                 if disk_ok {
                     self.out.push(Effect::Bitmap(BitmapOp::Flush));
@@ -527,7 +560,8 @@ impl Machine {
     /// Tells the peer our role and disk (if connected); state changed.
     fn announce(&mut self) {
         if let Some(l) = self.link {
-            let m = Message::StateUpdate { role: to_wire_role(self.st.role), disk: to_wire_disk(self.st.disk), flags: 0 };
+            let flags = if self.st.lag == Some(Lag::Ahead) { crate::repl::types::STATE_AHEAD } else { 0 };
+            let m = Message::StateUpdate { role: to_wire_role(self.st.role), disk: to_wire_disk(self.st.disk), flags };
             self.out.push(Effect::Announce(l, m));
         }
         self.out.push(Effect::Changed);

@@ -5,46 +5,46 @@ use super::*;
 use crate::node::decide::Decision;
 use crate::node::state::{Connection, Role};
 
-const IDS: GenIds = GenIds { current: 0x1000, bitmap: 0, history: [0, 0] };
+pub(super) const IDS: GenIds = GenIds { current: 0x1000, bitmap: 0, history: [0, 0] };
 
-fn settings() -> Settings {
-    Settings { me_first: true, fencing: Fencing::DontCare, after_split_brain: SplitBrainPolicy::Disconnect, size: 1 << 30 }
+pub(super) fn settings() -> Settings {
+    Settings { me_first: true, fencing: Fencing::DontCare, after_split_brain: SplitBrainPolicy::Disconnect, size: 1 << 30, pull_ahead: None }
 }
 
-fn durable(disk: Disk) -> Durable {
+pub(super) fn durable(disk: Disk) -> Durable {
     Durable { ids: IDS, disk, primary: false, al_clean: true, crashed_primary: false }
 }
 
-fn node(disk: Disk) -> Machine {
+pub(super) fn node(disk: Disk) -> Machine {
     Machine::start(settings(), durable(disk), 7).0
 }
 
 /// Alone with an UpToDate disk (a node starts Consistent; tests skip the
 /// connect that makes it current).
-fn alone() -> Machine {
+pub(super) fn alone() -> Machine {
     let mut m = node(Disk::UpToDate);
     m.set_for_test(Role::Secondary, Disk::UpToDate);
     m
 }
 
-fn peer(role: Role, disk: Disk, ids: GenIds) -> Side {
+pub(super) fn peer(role: Role, disk: Disk, ids: GenIds) -> Side {
     Side { role, disk, ids, dirty_bits: 0, crashed_primary: false, discard_my_data: false }
 }
 
-fn persisted(r: &Ready) -> Vec<Durable> {
+pub(super) fn persisted(r: &Ready) -> Vec<Durable> {
     r.effects.iter().filter_map(|e| if let Effect::Persist(d) = e { Some(*d) } else { None }).collect()
 }
 
-fn has(r: &Ready, f: impl Fn(&Effect) -> bool) -> bool {
+pub(super) fn has(r: &Ready, f: impl Fn(&Effect) -> bool) -> bool {
     r.effects.iter().any(f)
 }
 
-fn position(r: &Ready, f: impl Fn(&Effect) -> bool) -> usize {
+pub(super) fn position(r: &Ready, f: impl Fn(&Effect) -> bool) -> usize {
     r.effects.iter().position(f).expect("effect missing")
 }
 
 /// Handshake, install and settle against a peer with `peer` state.
-fn connect(m: &mut Machine, p: Side) -> (LinkId, Box<SessionPlan>) {
+pub(super) fn connect(m: &mut Machine, p: Side) -> (LinkId, Box<SessionPlan>) {
     let local = m.local_side(0);
     let Answer::Decided(plan) = m.step(Event::Handshake { local, peer: p }).answer else { panic!("no decision") };
     assert!(plan.goodbye.is_none(), "refused: {:?}", plan.outcome);
@@ -53,7 +53,7 @@ fn connect(m: &mut Machine, p: Side) -> (LinkId, Box<SessionPlan>) {
     (link, plan)
 }
 
-fn primary_connected() -> (Machine, LinkId) {
+pub(super) fn primary_connected() -> (Machine, LinkId) {
     let mut m = node(Disk::UpToDate);
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
     let r = m.step(Event::Promote { force: false });

@@ -1,0 +1,69 @@
+//! Protocol A's pull-ahead, the shell's side: what the link measured goes
+//! to the machine, which decides (`machine`'s `congestion`: when to go
+//! Ahead, when the link has caught up). Two hooks: the write path asks
+//! [`route`] before sending a write, the session's reader calls [`acked`]
+//! after each answer.
+
+use std::io;
+use std::sync::Arc;
+
+use super::link::PeerLink;
+use super::machine::{Answer, Event};
+use super::runtime::Node;
+use super::state::Lag;
+use crate::config::{OnCongestion, Protocol};
+
+fn pulls_ahead(node: &Node) -> bool {
+    let cfg = node.cfg.get();
+    cfg.resource.protocol == Protocol::A && cfg.net.on_congestion == OnCongestion::PullAhead
+}
+
+/// Where a write of `[offset, offset+len)` goes: `link` as it is, or, when
+/// this Primary is Ahead of its congested peer, nowhere (`(None, true)`:
+/// the machine marked it out of sync, and the write completes here alone
+/// without waiting for the peer). Err: the new generation id that must
+/// precede the first such write could not be made durable.
+pub async fn route(node: &Arc<Node>, link: Option<Arc<PeerLink>>, offset: u64, len: u64) -> io::Result<(Option<Arc<PeerLink>>, bool)> {
+    let Some(l) = link.as_ref().filter(|_| pulls_ahead(node)) else { return Ok((link, false)) };
+    let fill = l.in_flight_bytes();
+    let extents = node.al.lock().await.in_use();
+    match node.step(Event::Sending { link: l.id(), offset, len, fill, extents }) {
+        Ok(Answer::PullAhead(true)) => Ok((None, true)),
+        Ok(_) => Ok((link, false)),
+        Err(e) => Err(io::Error::other(e)),
+    }
+}
+
+/// The peer answered a request on `link`: if this Primary is Ahead and
+/// nothing is in flight any more, the link has caught up.
+pub fn acked(node: &Arc<Node>, link: &PeerLink) {
+    if link.in_flight_bytes() != 0 || !pulls_ahead(node) || node.state().lag != Some(Lag::Ahead) {
+        return;
+    }
+    let _ = node.step(Event::Drained { link: link.id() });
+}
+
+/// The link a client's flush goes to. Ahead of its peer, a Primary does
+/// not wait for the peer's flush either: what the peer acknowledged and
+/// has not flushed is marked out of sync instead (the resync that ends
+/// Ahead copies it again), as a failed peer flush is.
+pub fn flush_link(node: &Arc<Node>, link: Option<Arc<PeerLink>>) -> Option<Arc<PeerLink>> {
+    if link.is_none() || !pulls_ahead(node) || node.state().lag != Some(Lag::Ahead) {
+        return link;
+    }
+    let epoch = node.take_unflushed();
+    node.mark_chunks_out_of_sync(&epoch);
+    None
+}
+
+/// The resync source waits here while this Primary is Ahead (congested
+/// again during the catch-up): its copies would hold their range locks
+/// while the link is full. Returns when no longer Ahead or the link closed.
+pub async fn resync_paused(node: &Arc<Node>, link: &PeerLink) {
+    while node.state().lag == Some(Lag::Ahead) && !link.closed.is_cancelled() {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
+            _ = link.closed.cancelled() => {}
+        }
+    }
+}
