@@ -117,6 +117,9 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             if errno != 0 {
                 return Err(SessionError::Disk { what: "the flush at the end of a resync", errno });
             }
+            if let Some(d) = &node.delay {
+                d.resync_done();
+            }
             node.step(Event::SyncDoneFlushed)?;
         }
         Message::VerifyRequest { id, offset, len } => {

@@ -469,6 +469,14 @@ impl Delay {
         Ok(n)
     }
 
+    /// A resync into this node ended: the disk holds the source's present,
+    /// so no earlier point in time can be chosen any more.
+    pub fn resync_done(&self) {
+        if let Err(e) = self.lock().journal.raise_floor(now_ms()) {
+            tracing::error!("delay journal: recording the end of the resync failed: {e}");
+        }
+    }
+
     /// `repctl delay pause|resume`.
     /// Resuming also retries applying after an error.
     pub fn set_paused(&self, paused: bool) -> bool {

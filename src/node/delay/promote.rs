@@ -61,7 +61,10 @@ impl Node {
         if let Err(e) = check(&d, now, target) {
             return Response::refused(e);
         }
-        if let Err(e) = self.state().check_promote(force) {
+        // The rules as they will be once alone (the peer, Primary now, is left).
+        let mut alone = self.state();
+        alone.peer = None;
+        if let Err(e) = alone.check_promote(force) {
             return Response::refused(e.0);
         }
         // 2. Leave the pair: nothing joins the journal after this.
