@@ -311,3 +311,48 @@ mod tests {
         assert_eq!(decode_marker(&[0u8; MARKER_SLOT_LEN]), Ok(None));
     }
 }
+
+/// The golden vectors of `proto/delay-journal.md` (`proto/vectors/delay-journal/`):
+/// a segment of two records and a marker slot, byte for byte.
+#[cfg(test)]
+mod vectors {
+    use super::*;
+
+    fn path(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/vectors/delay-journal").join(name)
+    }
+
+    fn segment() -> Vec<u8> {
+        let mut v = encode_segment_header(7).to_vec();
+        let w = RecordHead { seq: 7, time_ms: 1_765_062_000_000, op: Op::Write, fua: true, offset: 8192, len: 5 };
+        v.extend(encode_record(&w, b"hello"));
+        let t = RecordHead { seq: 8, time_ms: 1_765_062_000_250, op: Op::Zero { may_trim: true }, fua: false, offset: 1 << 20, len: 65536 };
+        v.extend(encode_record(&t, &[]));
+        v
+    }
+
+    fn marker() -> Vec<u8> {
+        encode_marker(&Marker { gen: 2, redo_from: 5, applied_to: 6, floor_ms: 1_765_061_999_000 }).to_vec()
+    }
+
+    #[test]
+    fn golden_vectors() {
+        // REPD_WRITE_VECTORS=1 writes them (once, when the format is made).
+        if std::env::var_os("REPD_WRITE_VECTORS").is_some() {
+            std::fs::create_dir_all(path("")).unwrap();
+            std::fs::write(path("00000000000000000007.seg"), segment()).unwrap();
+            std::fs::write(path("applied-slot0"), marker()).unwrap();
+        }
+        let seg = std::fs::read(path("00000000000000000007.seg")).unwrap();
+        assert_eq!(seg, segment(), "the segment encoding changed: proto/delay-journal.md says otherwise");
+        assert_eq!(decode_segment_header(&seg), Ok(7));
+        let Decoded::Record(h, n) = decode_record(&seg[SEGMENT_HEADER_LEN..]) else { panic!("first record") };
+        assert_eq!((h.seq, h.op, h.fua, h.offset, h.len, n), (7, Op::Write, true, 8192, 5, 53));
+        assert_eq!(&seg[SEGMENT_HEADER_LEN + RECORD_HEADER_LEN..SEGMENT_HEADER_LEN + n], b"hello");
+        let Decoded::Record(h, _) = decode_record(&seg[SEGMENT_HEADER_LEN + n..]) else { panic!("second record") };
+        assert_eq!((h.seq, h.op, h.time_ms), (8, Op::Zero { may_trim: true }, 1_765_062_000_250));
+        let m = std::fs::read(path("applied-slot0")).unwrap();
+        assert_eq!(m, marker());
+        assert_eq!(decode_marker(&m).unwrap().unwrap().applied_to, 6);
+    }
+}
