@@ -19,7 +19,7 @@ const BETA: usize = 1;
 const BLOCK: usize = 4096;
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
 }
 
 /// A pair whose beta has `apply_delay = delay` (and any other beta keys),

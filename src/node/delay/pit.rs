@@ -144,7 +144,7 @@ mod tests {
         assert!(due(T0, 5000, T0 + 5000));
         assert_eq!(wait_ms(T0, 5000, T0 + 1000), 4000);
         assert_eq!(wait_ms(T0, 5000, T0 + 9000), 0);
-        assert!(due(u64::MAX, 5, 0) == false);
+        assert!(!due(u64::MAX, 5, 0));
     }
 
     #[test]

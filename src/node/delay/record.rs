@@ -13,6 +13,7 @@ pub const MAX_PAYLOAD: u32 = 64 << 20;
 /// A segment file's first bytes.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"repdjrnl";
 pub const SEGMENT_HEADER_LEN: usize = 32;
+const SEGMENT_HEADER_LEN_U32: u32 = 32;
 /// The format version: a reader takes the same major, any minor.
 pub const VERSION_MAJOR: u16 = 1;
 pub const VERSION_MINOR: u16 = 0;
@@ -172,7 +173,7 @@ pub fn encode_segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER_LEN] {
     b[..8].copy_from_slice(&SEGMENT_MAGIC);
     put_u16(&mut b, 8, VERSION_MAJOR);
     put_u16(&mut b, 10, VERSION_MINOR);
-    put_u32(&mut b, 12, SEGMENT_HEADER_LEN as u32);
+    put_u32(&mut b, 12, SEGMENT_HEADER_LEN_U32);
     put_u64(&mut b, 16, first_seq);
     let crc = crc32fast::hash(&b[..28]);
     put_u32(&mut b, 28, crc);
@@ -194,7 +195,7 @@ pub fn decode_segment_header(b: &[u8]) -> Result<u64, String> {
     if major != VERSION_MAJOR {
         return Err(format!("segment format version {major}.{}, this repd reads {VERSION_MAJOR}.x", u16_at(b, 10)));
     }
-    if u32_at(b, 12) as usize != SEGMENT_HEADER_LEN {
+    if u32_at(b, 12) != SEGMENT_HEADER_LEN_U32 {
         return Err("unexpected segment header length".into());
     }
     Ok(u64_at(b, 16))
@@ -247,7 +248,7 @@ mod tests {
     use super::*;
 
     fn head(seq: u64, op: Op, len: u64) -> RecordHead {
-        RecordHead { seq, time_ms: 1_700_000_000_000 + seq, op, fua: seq % 2 == 0, offset: 4096 * seq, len }
+        RecordHead { seq, time_ms: 1_700_000_000_000 + seq, op, fua: seq.is_multiple_of(2), offset: 4096 * seq, len }
     }
 
     #[test]
