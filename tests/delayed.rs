@@ -34,14 +34,15 @@ fn delayed_pair(delay: &str) -> Pair {
     p
 }
 
-/// Sets beta's `apply_delay` in the resource file (read at the next start).
+/// Sets beta's `apply_delay` in the resource file (read at the next start;
+/// other `delay_*` keys are dropped).
 fn set_delay(p: &Pair, delay: &str) {
     let text = std::fs::read_to_string(&p.config).unwrap();
     let sock = format!("control = \"{}\"\n", p.nodes[BETA].socket.display());
     let mut out = String::new();
     let mut skip = false;
     for line in text.lines() {
-        if line.starts_with("apply_delay") {
+        if line.starts_with("apply_delay") || line.starts_with("delay_journal") {
             continue;
         }
         out.push_str(line);
@@ -385,4 +386,98 @@ fn a_killed_replica_replays_its_journal_and_cuts_a_torn_tail() {
     assert!(has(&p, BETA, BLOCK as u64, 0x11, BLOCK) && has(&p, BETA, 2 * BLOCK as u64, 0x22, BLOCK) && has(&p, BETA, 3 * BLOCK as u64, 0x33, 2 * BLOCK));
     p.wait_sync(60);
     p.assert_identical();
+}
+
+/// Waits until `what` appears in node `i`'s log.
+fn wait_log(p: &Pair, i: usize, what: &str) {
+    wait_until(60, &format!("`{what}` in {}'s log", p.nodes[i].name), || std::fs::read_to_string(&p.nodes[i].log).unwrap_or_default().contains(what));
+}
+
+#[test]
+fn a_resync_applies_the_journal_first_and_waits_while_paused() {
+    let p = delayed_pair("1h");
+    write(&p, &[(100 * BLOCK as u64, 0x71, BLOCK)]);
+    assert_eq!(pending(&p), 1);
+    // Apart, alpha writes alone: the next connect resyncs beta.
+    p.ok(BETA, &["disconnect"]);
+    wait_until(30, "alpha lost beta", || p.status(ALPHA)["connection"] != "connected");
+    write(&p, &[(200 * BLOCK as u64, 0x72, BLOCK)]);
+    assert!(p.status(ALPHA)["out_of_sync_bytes"].as_u64().unwrap() > 0);
+
+    // Paused: the resync would jump past the pending write; refused.
+    let (mut ev, rx) = events(&p, BETA);
+    p.ok(BETA, &["delay", "pause"]);
+    p.ok(BETA, &["connect"]);
+    wait_log(&p, BETA, "applying is paused on this delayed replica: a resync would jump past the pending writes");
+    assert_eq!(pending(&p), 1);
+    assert!(!has(&p, BETA, 100 * BLOCK as u64, 0x71, BLOCK), "paused, yet applied");
+    assert!(!has(&p, BETA, 200 * BLOCK as u64, 0x72, BLOCK), "resynced while paused");
+
+    // Resumed: every pending write is applied first, then the resync.
+    p.ok(BETA, &["delay", "resume"]);
+    let e = wait_event(&rx, "applied 1 writes at once");
+    assert_eq!(e["delay"]["pending_records"], 0, "{e}");
+    p.wait_sync(60);
+    let d = delay(&p);
+    assert_eq!(d["pending_records"], 0, "{d}");
+    assert_eq!(d["resync_jumps"], 1, "{d}");
+    p.assert_identical();
+    // After the resync the delay holds again: a new write is pending.
+    write(&p, &[(300 * BLOCK as u64, 0x73, BLOCK)]);
+    assert_eq!(pending(&p), 1);
+    assert!(!has(&p, BETA, 300 * BLOCK as u64, 0x73, BLOCK));
+    let _ = ev.kill();
+    let _ = ev.wait();
+}
+
+#[test]
+fn a_full_journal_shortens_the_delay_and_never_blocks_the_primary() {
+    let mut p = Pair::new(Options::default());
+    set_delay(&p, "1h");
+    let text = std::fs::read_to_string(&p.config).unwrap().replace("apply_delay = \"1h\"\n", "apply_delay = \"1h\"\ndelay_journal_size = \"64MiB\"\n");
+    std::fs::write(&p.config, text).unwrap();
+    p.start(ALPHA);
+    p.start(BETA);
+    p.ok(ALPHA, &["primary", "--force"]);
+    p.wait_sync(60);
+    let (mut ev, rx) = events(&p, BETA);
+
+    // 100 MiB of 1 MiB writes into a 64 MiB journal: all answered (the
+    // write helper fails the test otherwise), the oldest applied early.
+    const MIB: usize = 1 << 20;
+    let pattern = |round: u8| -> Vec<(u64, u8, usize)> { (0..100u64).map(|i| ((i % 60) * MIB as u64, round.wrapping_add(u8::try_from(i).unwrap()), MIB)).collect() };
+    write(&p, &pattern(1));
+    let e = wait_event(&rx, "shortened");
+    assert!(e["delay"]["journal_used_bytes"].as_u64().unwrap() <= 64 << 20, "{e}");
+    let d = delay(&p);
+    assert!(d["applied_early_records"].as_u64().unwrap() >= 30, "{d}");
+    assert!(d["last_shortened"].is_string(), "{d}");
+    assert!(d["journal_used_bytes"].as_u64().unwrap() <= 64 << 20, "{d}");
+    assert!(d["pending_records"].as_u64().unwrap() > 0, "{d}");
+    assert_eq!(p.status(BETA)["connection"], "connected");
+    assert!(p.logs().contains("delay journal full"), "the log says so");
+
+    // Full while paused: beta drops the link rather than apply; alpha goes on.
+    p.ok(BETA, &["delay", "pause"]);
+    write(&p, &pattern(2));
+    wait_event(&rx, "disconnected (journal full)");
+    wait_until(30, "beta standalone", || p.status(BETA)["connection"] == "standalone");
+    assert!(p.status(ALPHA)["out_of_sync_bytes"].as_u64().unwrap() > 0, "alpha marks what beta did not get");
+    assert_eq!(delay(&p)["paused"], true);
+
+    // Back: resume, connect (the journal applied first, then the resync),
+    // then a restart with a short delay drains what is left: identical.
+    p.ok(BETA, &["delay", "resume"]);
+    p.ok(BETA, &["connect"]);
+    p.wait_sync(120);
+    p.kill(BETA, libc::SIGKILL);
+    set_delay(&p, "1s");
+    let text = std::fs::read_to_string(&p.config).unwrap().replace("apply_delay = \"1s\"\n", "apply_delay = \"1s\"\ndelay_journal_size = \"64MiB\"\n");
+    std::fs::write(&p.config, text).unwrap();
+    p.start(BETA);
+    wait_until(60, "beta applied everything", || pending(&p) == 0);
+    p.wait_sync(60);
+    p.assert_identical();
+    let _ = ev.kill();
+    let _ = ev.wait();
 }

@@ -12,8 +12,10 @@
 //! - Applying is a batch at a time: the marker says "the batch
 //!   `redo_from..=applied_to` is being applied" durably *before* the disk
 //!   is written, so a crash half-way applies that batch again at the next
-//!   start (writes applied again in the same order leave the same bytes).
-//!   Segments wholly before the batch are deleted.
+//!   start (writes applied again in the same order leave the same bytes);
+//!   once the disk is synced, the marker says "nothing to redo" (a batch
+//!   applied again after a resync wrote the disk would go back in time).
+//!   Segments wholly applied are deleted.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -321,16 +323,21 @@ impl Journal {
         Ok(())
     }
 
-    /// The batch begun is applied and the disk synced: its records leave
-    /// the pending list; segments before it are deleted.
-    pub fn finish_batch(&mut self, upto: u64) {
+    /// The batch begun is applied and the disk synced: the marker says so
+    /// (nothing to redo: the disk may be written by others from now on, a
+    /// resync, and a batch applied again would go back in time); its
+    /// records leave the pending list; wholly applied segments are deleted.
+    pub fn finish_batch(&mut self, upto: u64) -> io::Result<()> {
+        let m = Marker { gen: self.marker.gen + 1, redo_from: 0, ..self.marker };
+        write_marker(&self.marker_file, &m)?;
+        self.marker = m;
         while self.pending.front().is_some_and(|e| e.head.seq <= upto) {
             if let Some(e) = self.pending.pop_front() {
                 self.charged -= charge(&e.head);
             }
         }
-        let from = self.marker.redo_from;
-        self.drop_segments_before(from);
+        self.drop_segments_before(upto + 1);
+        Ok(())
     }
 
     /// Every pending record is dropped (a point-in-time promotion discarded
@@ -402,22 +409,24 @@ mod tests {
         let e = &j.pending()[7];
         assert_eq!(e.read_payload().unwrap(), vec![7u8; 4096]);
         assert_eq!(j.pending()[600].head.op, Op::Trim);
-        // Apply the first 500: the batch is redone after a crash before the next.
+        // A crash while the first 500 are being applied: redone at the next open.
         j.begin_batch(500, 2499).unwrap();
-        j.finish_batch(500);
-        assert_eq!(j.pending().front().unwrap().head.seq, 501);
         drop(j);
         let o = open(d.path());
         assert_eq!(o.redo.iter().map(|e| e.head.seq).collect::<Vec<_>>(), (1..=500).collect::<Vec<_>>());
         let mut j = o.journal;
         assert_eq!(seqs(&j), (501..=601).collect::<Vec<_>>());
         assert_eq!(j.marker().floor_ms, 2499);
-        // The next batch: the first segments are deleted.
+        // Finished: nothing to redo, the applied segments are gone.
+        j.finish_batch(500).unwrap();
+        assert_eq!(j.pending().front().unwrap().head.seq, 501);
         j.begin_batch(550, 2549).unwrap();
-        j.finish_batch(550);
+        j.finish_batch(550).unwrap();
         let o = open(d.path());
-        assert_eq!(o.redo.first().unwrap().head.seq, 501);
+        assert!(o.redo.is_empty());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2, "the marker and the one segment holding 551 on");
         let mut j = o.journal;
+        assert_eq!(seqs(&j), (551..=601).collect::<Vec<_>>());
         // New appends continue the numbering.
         let h = j.append(Op::Zero { may_trim: false }, false, 0, 4096, 9999, &[]).unwrap();
         assert_eq!(h.seq, 602);

@@ -314,17 +314,21 @@ impl Delay {
             if !g.early {
                 g.early = true;
                 g.shortened_at = Some(now_ms());
+                self.cond.notify_all();
                 if !warned {
+                    warned = true;
+                    // Not under the lock: the event carries the status.
+                    drop(g);
                     tracing::warn!(
                         "delay journal full ({} bytes): applying the oldest writes before their delay is over; the delay is shortened until there is room again",
                         self.cfg.journal_size
                     );
-                    warned = true;
                     if let Some(n) = node.upgrade() {
                         n.delay_event("applying", "shortened (journal full)");
                     }
+                    g = self.lock();
+                    continue;
                 }
-                self.cond.notify_all();
             }
             g = self.cond.wait_timeout(g, Duration::from_millis(200)).unwrap_or_else(|p| p.into_inner()).0;
         }
@@ -419,8 +423,7 @@ impl Delay {
             apply_entry(store, e)?;
         }
         store.sync()?;
-        self.lock().journal.finish_batch(last.head.seq);
-        Ok(())
+        self.lock().journal.finish_batch(last.head.seq)
     }
 
     /// Takes applying over from the applier thread (waits for its batch).
