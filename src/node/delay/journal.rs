@@ -340,6 +340,19 @@ impl Journal {
         Ok(())
     }
 
+    /// The redo batch was applied again at start and the disk synced:
+    /// nothing to redo any more (a later restart must not apply it again
+    /// over what a resync may write meanwhile).
+    pub fn redo_done(&mut self) -> io::Result<()> {
+        if self.marker.redo_from == 0 {
+            return Ok(());
+        }
+        let m = Marker { gen: self.marker.gen + 1, redo_from: 0, ..self.marker };
+        write_marker(&self.marker_file, &m)?;
+        self.marker = m;
+        Ok(())
+    }
+
     /// Every pending record is dropped (a point-in-time promotion discarded
     /// them after marking their blocks out of sync): the marker first, then
     /// the files. The disk holds everything received up to `floor_ms`.
@@ -414,6 +427,14 @@ mod tests {
         drop(j);
         let o = open(d.path());
         assert_eq!(o.redo.iter().map(|e| e.head.seq).collect::<Vec<_>>(), (1..=500).collect::<Vec<_>>());
+        // Until it is said to be done, again at every open.
+        let o = open(d.path());
+        assert_eq!(o.redo.len(), 500);
+        let mut j = o.journal;
+        j.redo_done().unwrap();
+        drop(j);
+        let o = open(d.path());
+        assert!(o.redo.is_empty(), "redone once, never again");
         let mut j = o.journal;
         assert_eq!(seqs(&j), (501..=601).collect::<Vec<_>>());
         assert_eq!(j.marker().floor_ms, 2499);

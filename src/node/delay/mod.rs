@@ -154,7 +154,8 @@ impl Delay {
             }
             store.sync().map_err(|e| format!("delay journal: sync after the redo: {e}"))?;
         }
-        let j = opened.journal;
+        let mut j = opened.journal;
+        j.redo_done().map_err(|e| format!("delay journal: marker after the redo: {e}"))?;
         tracing::info!(
             pending = j.pending().len(),
             delay_secs = cfg.apply_delay_ms / 1000,
