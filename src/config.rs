@@ -156,6 +156,9 @@ struct RawNode {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     metrics: Option<String>,
+    apply_delay: Option<String>,
+    delay_journal: Option<PathBuf>,
+    delay_journal_size: Option<Size>,
 }
 
 /// Programs run on events (`[handlers]`), each optional.
@@ -338,6 +341,66 @@ pub struct NodeConfig {
     /// Where `/metrics` (Prometheus text format) is served, HOST:PORT: the
     /// node's `metrics`, else `[resource] metrics`; None: not served.
     pub metrics: Option<String>,
+    /// This node is a delayed replica (`apply_delay`, see `node::delay`):
+    /// None for a node that applies mirrored writes at once.
+    pub delay: Option<DelayCfg>,
+}
+
+/// A delayed replica's settings (`[nodes.NAME] apply_delay`,
+/// `delay_journal`, `delay_journal_size`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelayCfg {
+    /// Mirrored writes are applied this long after this node received them.
+    pub apply_delay_ms: u64,
+    /// The directory of the journal that keeps the pending writes
+    /// (default: the metadata file's path with `.delay` appended).
+    pub journal: PathBuf,
+    /// The journal's size bound in bytes (default 1 GiB, at least 64 MiB).
+    pub journal_size: u64,
+}
+
+/// Default `delay_journal_size`.
+pub const DEFAULT_DELAY_JOURNAL_SIZE: u64 = 1 << 30;
+/// Smallest `delay_journal_size`: room for the largest mirrored write
+/// (32 MiB) twice over.
+pub const MIN_DELAY_JOURNAL_SIZE: u64 = 64 << 20;
+/// Longest `apply_delay`: 30 days.
+pub const MAX_APPLY_DELAY_SECS: u64 = 30 * 86_400;
+
+/// Parses a duration: a number of seconds, or a number with `ms`, `s`,
+/// `m`, `h` or `d`, or several such parts (`1h30m`). Returns milliseconds.
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let bad = || format!("`{s}` is not a duration (expected e.g. `3600`, `90s`, `30m`, `1h`, `1h30m`, `2d`)");
+    if t.is_empty() {
+        return Err(bad());
+    }
+    if t.bytes().all(|b| b.is_ascii_digit()) {
+        let n: u64 = t.parse().map_err(|_| format!("`{s}` is too large"))?;
+        return n.checked_mul(1000).ok_or_else(|| format!("`{s}` is too large"));
+    }
+    let mut total: u64 = 0;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| format!("`{s}` is too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let ms_per = match rest[..unit_len].trim() {
+            "ms" => 1,
+            "s" => 1000,
+            "m" | "min" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total = n.checked_mul(ms_per).and_then(|v| v.checked_add(total)).ok_or_else(|| format!("`{s}` is too large"))?;
+    }
+    Ok(total)
 }
 
 /// A validated resource file.
@@ -505,6 +568,33 @@ impl Config {
                 check_host_port(m).map_err(|r| err(&k("metrics"), r))?;
             }
             let metrics = rn.metrics.or_else(|| r.metrics.clone());
+            let delay = match &rn.apply_delay {
+                None => {
+                    if rn.delay_journal.is_some() || rn.delay_journal_size.is_some() {
+                        return Err(err(&k("delay_journal"), "only a delayed replica has a journal: set `apply_delay` too".into()));
+                    }
+                    None
+                }
+                Some(d) => {
+                    let ms = parse_duration_ms(d).map_err(|r| err(&k("apply_delay"), r))?;
+                    if ms > MAX_APPLY_DELAY_SECS * 1000 {
+                        return Err(err(&k("apply_delay"), format!("`{d}` is longer than 30 days")));
+                    }
+                    let journal_size = rn.delay_journal_size.map_or(DEFAULT_DELAY_JOURNAL_SIZE, |s| s.0);
+                    if journal_size < MIN_DELAY_JOURNAL_SIZE {
+                        return Err(err(&k("delay_journal_size"), "must be at least 64MiB".into()));
+                    }
+                    let journal = rn.delay_journal.clone().unwrap_or_else(|| {
+                        let mut p = rn.meta.clone().into_os_string();
+                        p.push(".delay");
+                        PathBuf::from(p)
+                    });
+                    if journal.as_os_str().is_empty() || journal == rn.meta || journal == rn.backing {
+                        return Err(err(&k("delay_journal"), "must be a directory of its own (not the backing or metadata file)".into()));
+                    }
+                    (ms > 0).then_some(DelayCfg { apply_delay_ms: ms, journal, journal_size })
+                }
+            };
             nodes.push(NodeConfig {
                 name,
                 backing: rn.backing,
@@ -515,10 +605,14 @@ impl Config {
                 tls_cert: rn.tls_cert,
                 tls_key: rn.tls_key,
                 metrics,
+                delay,
             });
         }
         if nbd_tls != crate::nbd::TlsMode::Off && tls.is_none() {
             return Err(err("resource.nbd_tls", "NBD TLS needs the certificates: set [net] tls_ca and tls_cert/tls_key".into()));
+        }
+        if nodes.iter().all(|n| n.delay.is_some()) {
+            return Err(err(&format!("nodes.{}.apply_delay", nodes[1].name), "only one node of the pair may be a delayed replica".into()));
         }
         if nodes[0].replication == nodes[1].replication {
             return Err(err(&format!("nodes.{}.replication", nodes[1].name), "both nodes have the same address".into()));
@@ -698,6 +792,45 @@ control = "/tmp/b.sock"
         }
         let e = parse(&GOOD.replace("secret = \"s3\"", "secret = \"s3\"\ntimeout_ms = -1")).unwrap_err();
         assert!(e.to_string().contains("timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn delayed_replica() {
+        assert!(parse(GOOD).unwrap().nodes.iter().all(|n| n.delay.is_none()));
+        let c = parse(&GOOD.replace("control = \"/tmp/b.sock\"", "control = \"/tmp/b.sock\"\napply_delay = \"1h30m\"")).unwrap();
+        let d = c.nodes[1].delay.clone().unwrap();
+        assert_eq!(d.apply_delay_ms, 5_400_000);
+        assert_eq!(d.journal, PathBuf::from("/tmp/b.meta.delay"));
+        assert_eq!(d.journal_size, DEFAULT_DELAY_JOURNAL_SIZE);
+        assert!(c.nodes[0].delay.is_none());
+        // Zero: not delayed.
+        let c = parse(&GOOD.replace("control = \"/tmp/b.sock\"", "control = \"/tmp/b.sock\"\napply_delay = \"0\"")).unwrap();
+        assert!(c.nodes[1].delay.is_none());
+        for (extra, key) in [
+            ("apply_delay = \"soon\"", "nodes.beta.apply_delay"),
+            ("apply_delay = \"31d\"", "nodes.beta.apply_delay"),
+            ("apply_delay = \"1h\"\ndelay_journal_size = \"1MiB\"", "nodes.beta.delay_journal_size"),
+            ("delay_journal = \"/tmp/j\"", "nodes.beta.delay_journal"),
+            ("apply_delay = \"1h\"\ndelay_journal = \"/tmp/b.meta\"", "nodes.beta.delay_journal"),
+        ] {
+            let e = parse(&GOOD.replace("control = \"/tmp/b.sock\"", &format!("control = \"/tmp/b.sock\"\n{extra}"))).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        }
+        let both = GOOD.replace("control = \"/tmp/b.sock\"", "control = \"/tmp/b.sock\"\napply_delay = \"1h\"").replace("control = \"/tmp/a.sock\"", "control = \"/tmp/a.sock\"\napply_delay = \"1h\"");
+        assert!(parse(&both).unwrap_err().to_string().contains("only one node"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("3600").unwrap(), 3_600_000);
+        assert_eq!(parse_duration_ms("90s").unwrap(), 90_000);
+        assert_eq!(parse_duration_ms("1h").unwrap(), 3_600_000);
+        assert_eq!(parse_duration_ms("2d").unwrap(), 172_800_000);
+        assert_eq!(parse_duration_ms("1h30m").unwrap(), 5_400_000);
+        assert_eq!(parse_duration_ms("250ms").unwrap(), 250);
+        for bad in ["", "h", "1x", "-1", "1.5h", "99999999999999999999"] {
+            assert!(parse_duration_ms(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

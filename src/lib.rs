@@ -24,7 +24,7 @@
 //! | [`nbd`] | the NBD server: handshake (option haggling) and transmission (pipelined requests) |
 //! | [`repl`] | the peer link: framed wire protocol, authenticated handshake, keepalive |
 //! | [`meta`] | the metadata file: generation ids, dirty bitmap, activity log |
-//! | [`node`] | the resource: its heart, one pure state machine (`node::machine`, `step(event) -> effects`), the one executor of its effects, and the runtime shell (sockets, files, tasks) that feeds it events |
+//! | [`node`] | the resource: its heart, one pure state machine (`node::machine`, `step(event) -> effects`), the one executor of its effects, and the runtime shell (sockets, files, tasks) that feeds it events; `node::delay`: the delayed replica (journal format, replay, point-in-time choice) |
 //! | [`control`] | the control socket: messages between `repctl` and the daemon |
 //! | [`cli`] | the `repd` and `repctl` command lines (the binaries are thin wrappers) |
 //! | [`metrics`] | Prometheus `/metrics`: the page from the status, the write-latency histogram, a tiny HTTP responder |

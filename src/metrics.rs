@@ -148,6 +148,13 @@ pub fn render(s: &Status, src: &Sources) -> String {
     ] {
         single(&mut o, name, "counter", help, v);
     }
+    if let Some(d) = &s.delay {
+        single(&mut o, "repd_delay_pending_records", "gauge", "A delayed replica's writes received and not yet applied.", d.pending_records);
+        single(&mut o, "repd_delay_pending_bytes", "gauge", "Bytes of those writes.", d.pending_bytes);
+        single(&mut o, "repd_delay_behind_seconds", "gauge", "How long ago the oldest pending write was received.", d.behind_ms / 1000);
+        single(&mut o, "repd_delay_paused", "gauge", "1 while applying is paused (repctl delay pause).", u64::from(d.paused));
+        single(&mut o, "repd_delay_shortened", "gauge", "1 while the journal is full and writes are applied before their delay is over.", u64::from(d.shortened));
+    }
     single(
         &mut o,
         "repd_peer_ack_timeouts_total",

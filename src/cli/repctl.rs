@@ -87,6 +87,9 @@ enum Cmd {
     Adjust,
     /// Resume writes frozen by fencing = "resource-and-stonith" (make sure the peer is fenced first).
     ResumeIo,
+    /// A delayed replica (apply_delay): its journal's state, pause or resume applying, promote it to a point in time.
+    #[command(subcommand)]
+    Delay(DelayCmd),
     /// Tests only: make a store call fail (`store.read`, `store.write`, `store.sync`) with ERRNO, or succeed again without it.
     #[command(hide = true)]
     Failpoint { name: String, errno: Option<i32> },
@@ -114,6 +117,37 @@ enum Cmd {
         /// rate and ETA), also when stderr is not a terminal (logs, scripts).
         #[arg(long)]
         progress: bool,
+    },
+}
+
+/// `repctl delay ...`.
+#[derive(Subcommand, Debug)]
+enum DelayCmd {
+    /// The delay, pending writes (count, bytes, oldest and newest receive times), paused or not, the earliest point a promotion can choose.
+    Status {
+        /// The `delay` object of `status --json`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop applying pending writes (they keep arriving into the journal); to look before deciding on a point in time.
+    Pause,
+    /// Apply pending writes again once their delay is over (also retries after an apply error).
+    Resume,
+    /// Leave the pair, apply the writes received up to a point in time, discard the later ones on this node (marked out of sync), and become Primary with a new generation.
+    #[command(group(clap::ArgGroup::new("point").required(true).args(["to", "before", "latest"])))]
+    Promote {
+        /// The point in time, RFC 3339 (2026-12-06T23:10:00Z, or with an offset +01:00), on this node's clock.
+        #[arg(long, value_parser = crate::node::delay::pit::parse_rfc3339, value_name = "TIME")]
+        to: Option<u64>,
+        /// The point in time this many seconds ago.
+        #[arg(long, value_name = "SECS")]
+        before: Option<u64>,
+        /// Everything received (no write discarded).
+        #[arg(long)]
+        latest: bool,
+        /// Promote even if the local disk is outdated (as `primary --force`).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -344,6 +378,7 @@ async fn run(socket: &Path, cmd: Cmd) -> i32 {
         Cmd::Invalidate => Request::Invalidate,
         Cmd::Verify { wait } => return verify(socket, wait).await,
         Cmd::ResumeIo => Request::ResumeIo,
+        Cmd::Delay(d) => return delay(socket, d).await,
         Cmd::Failpoint { name, errno } => Request::Failpoint { name, errno },
         Cmd::CreateMd(_) | Cmd::DumpMd(_) | Cmd::ShowGi(_) | Cmd::GetGi(_) | Cmd::Generate { .. } => return exit::USAGE,
     };
@@ -355,6 +390,49 @@ async fn run(socket: &Path, cmd: Cmd) -> i32 {
         }
         Ok(Response::Status { .. }) => exit::FAILED,
         Err(code) => code,
+    }
+}
+
+/// `repctl delay ...`.
+async fn delay(socket: &Path, cmd: DelayCmd) -> i32 {
+    let req = match cmd {
+        DelayCmd::Status { json } => {
+            let s = match status(socket).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let Some(d) = s.delay else {
+                eprintln!("repctl: node {} is not a delayed replica (no apply_delay)", s.node);
+                return exit::FAILED;
+            };
+            if json {
+                println!("{}", serde_json::to_string(&d).unwrap_or_default());
+            } else {
+                let state = if d.paused { "paused" } else if d.shortened { "applying early (journal full)" } else { "applying" };
+                println!("{} node:{} delay:{}s {state}", s.resource, s.node, d.apply_delay_secs);
+                println!("  pending: {} writes, {} bytes (journal {} of {} bytes)", d.pending_records, d.pending_bytes, d.journal_used_bytes, d.journal_size_bytes);
+                println!("  oldest pending: {}", d.oldest_pending.as_deref().unwrap_or("-"));
+                println!("  newest pending: {}", d.newest_pending.as_deref().unwrap_or("-"));
+                println!("  earliest point: {}", d.earliest_point);
+                if let Some(e) = &d.error {
+                    println!("  error: {e}");
+                }
+            }
+            return exit::OK;
+        }
+        DelayCmd::Pause => Request::DelayPause,
+        DelayCmd::Resume => Request::DelayResume,
+        DelayCmd::Promote { to, before, latest, force } => Request::DelayPromote { to_ms: to, before_secs: before, latest, force },
+    };
+    match control::call(socket, &req, Duration::from_secs(600)).await {
+        Ok(r) => printed(r),
+        Err(e) => {
+            eprintln!("repctl: {e}");
+            match e {
+                control::ClientError::Unreachable { .. } => exit::UNREACHABLE,
+                control::ClientError::BadAnswer { .. } => exit::FAILED,
+            }
+        }
     }
 }
 

@@ -53,6 +53,26 @@ pub enum Request {
     /// does); the answer lists the keys applied and those that need a
     /// restart. Always allowed.
     Adjust,
+    /// A delayed replica (`apply_delay`): stop applying pending writes
+    /// (they keep arriving into the journal). Refused on other nodes.
+    DelayPause,
+    /// A delayed replica: apply pending writes again once due.
+    DelayResume,
+    /// A delayed replica: leave the pair, apply the pending writes received
+    /// up to `to_ms` (ms since the epoch, this node's clock) or
+    /// `before_secs` ago or all (`latest`), discard the later ones on this
+    /// node (marked out of sync), and become Primary with a new generation.
+    /// Refused for a time in the future or before the earliest point.
+    DelayPromote {
+        #[serde(default)]
+        to_ms: Option<u64>,
+        #[serde(default)]
+        before_secs: Option<u64>,
+        #[serde(default)]
+        latest: bool,
+        #[serde(default)]
+        force: bool,
+    },
     /// Tests only: arm (`errno`) or disarm a fail point of the store. Refused
     /// unless the daemon was built with the `failpoints` feature.
     Failpoint { name: String, errno: Option<i32> },

@@ -94,10 +94,50 @@ pub struct Status {
     /// the resync that follows).
     #[serde(default = "replication_off")]
     pub replication: String,
+    /// A delayed replica's journal (extra field; null on a node without
+    /// `apply_delay`). Times are this node's clock, RFC 3339 in UTC.
+    #[serde(default)]
+    pub delay: Option<DelayStatus>,
 }
 
 fn replication_off() -> String {
     "off".into()
+}
+
+/// The delayed replica as `status` shows it (`"delay"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelayStatus {
+    /// The configured `apply_delay`.
+    pub apply_delay_secs: u64,
+    pub apply_delay_ms: u64,
+    /// `repctl delay pause`: nothing is applied until `resume`.
+    pub paused: bool,
+    /// Writes received and not yet applied to the disk.
+    pub pending_records: u64,
+    pub pending_bytes: u64,
+    /// What the pending records count against `delay_journal_size`.
+    pub journal_used_bytes: u64,
+    pub journal_size_bytes: u64,
+    /// When this node received the oldest / newest pending write.
+    pub oldest_pending: Option<String>,
+    pub newest_pending: Option<String>,
+    pub oldest_pending_ms: Option<u64>,
+    pub newest_pending_ms: Option<u64>,
+    /// How long ago the oldest pending write was received (0: none pending).
+    pub behind_ms: u64,
+    /// The earliest point in time `repctl delay promote` can choose: the
+    /// disk holds every write received up to then.
+    pub earliest_point: String,
+    pub earliest_point_ms: u64,
+    /// The journal is full: writes are applied before their delay is over.
+    pub shortened: bool,
+    /// Writes applied early (journal full) since the daemon started.
+    pub applied_early_records: u64,
+    pub last_shortened: Option<String>,
+    /// Resyncs that made the disk jump forward (every pending write applied at once).
+    pub resync_jumps: u64,
+    /// Applying or journaling failed: why (applying stopped; `repctl delay resume` retries).
+    pub error: Option<String>,
 }
 
 fn human_bytes(n: u64) -> String {
@@ -163,6 +203,25 @@ impl Status {
         }
         if self.out_of_sync_bytes > 0 {
             let _ = writeln!(s, "    out-of-sync:{}", human_bytes(self.out_of_sync_bytes));
+        }
+        if let Some(d) = &self.delay {
+            let state = if d.error.is_some() {
+                "stopped by an error"
+            } else if d.paused {
+                "PAUSED"
+            } else if d.shortened {
+                "applying early (journal full)"
+            } else {
+                "applying"
+            };
+            let _ = writeln!(s, "  delay:{}s {state} pending:{} ({}) journal:{} of {}", d.apply_delay_secs, d.pending_records, human_bytes(d.pending_bytes), human_bytes(d.journal_used_bytes), human_bytes(d.journal_size_bytes));
+            if let (Some(o), Some(n)) = (&d.oldest_pending, &d.newest_pending) {
+                let _ = writeln!(s, "    oldest:{o} newest:{n} behind:{:.1}s", d.behind_ms as f64 / 1000.0);
+            }
+            let _ = writeln!(s, "    earliest-point:{}", d.earliest_point);
+            if let Some(e) = &d.error {
+                let _ = writeln!(s, "    error: {e}");
+            }
         }
         if self.io_frozen {
             let _ = writeln!(s, "  io: FROZEN until the peer is fenced (repctl resume-io)");

@@ -14,6 +14,7 @@ use crate::device::{blocking, BlockDevice, LocalDevice, ZeroFlags};
 use crate::repl::Message;
 
 use super::counters::AtomicCounters;
+use super::delay::Mirrored;
 use super::genid::GenIds;
 use super::link::{PeerLink, Reply};
 use super::machine::{Answer, Event};
@@ -101,6 +102,8 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             let _ = node.step(Event::PeerIds(GenIds { current: s.current_uuid, bitmap: s.bitmap_uuid, history: s.history_uuids }));
         }
         Message::SyncStart { total_bytes, source_uuid } => {
+            // A delayed replica applies what is pending before resync data lands.
+            node.delay_before_resync("a resync from the peer").await.map_err(SessionError::Refused)?;
             match node.step(Event::SyncStartReceived { source_uuid, total: total_bytes, now: node.now() }) {
                 Ok(Answer::Refused(why)) => return Err(SessionError::Refused(why)),
                 Ok(_) => {}
@@ -117,6 +120,9 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             let errno = apply_local(node, 0, Apply::Flush).await;
             if errno != 0 {
                 return Err(SessionError::Disk { what: "the flush at the end of a resync", errno });
+            }
+            if let Some(d) = &node.delay {
+                d.resync_done();
             }
             node.step(Event::SyncDoneFlushed)?;
         }
@@ -183,6 +189,17 @@ fn mirrored(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, len: u
     if !matches!(op, Apply::Flush) {
         super::protocols::receipt(node.cfg.resource.protocol, link, id);
     }
+    // A delayed replica journals it; the Ack follows once it is durable there.
+    if let Some(d) = super::delay::intercepts(node) {
+        let m = match op {
+            Apply::Write(data, fua) => Mirrored::Write { data, fua },
+            Apply::Trim(len, fua) => Mirrored::Trim { len, fua },
+            Apply::Zero(len, may_trim, fua) => Mirrored::Zero { len, may_trim, fua },
+            Apply::Flush => Mirrored::Flush,
+        };
+        d.submit(link, id, offset, m);
+        return Ok(());
+    }
     let node = node.clone();
     let link = link.clone();
     let entered = Entered::new(&node);
@@ -232,6 +249,12 @@ pub fn mirrored_batch(node: &Arc<Node>, link: &Arc<PeerLink>, batch: Vec<Message
     }
     for (id, ..) in &writes {
         super::protocols::receipt(node.cfg.resource.protocol, link, *id);
+    }
+    if let Some(d) = super::delay::intercepts(node) {
+        for (id, offset, fua, data) in writes {
+            d.submit(link, id, offset, Mirrored::Write { data, fua });
+        }
+        return Ok(());
     }
     let mut acks = Vec::with_capacity(writes.len());
     let mut rest = writes.into_iter();

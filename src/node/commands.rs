@@ -27,6 +27,9 @@ impl Node {
     /// `repctl primary [--force]`: asks the peer while connected (again if
     /// the link changed meanwhile), then commits.
     pub(super) async fn promote(self: &Arc<Self>, force: bool) -> Response {
+        if let Some(why) = self.delay_refuses_promotion() {
+            return Response::refused(why);
+        }
         let mut r = self.step(Event::Promote { force });
         while let Ok(Answer::AskPeer(id)) = r {
             let answer = match self.link().filter(|l| l.id() == id) {
@@ -73,6 +76,9 @@ impl Node {
 
     /// `repctl verify`: a task compares both disks region by region.
     pub(super) fn verify(self: &Arc<Self>) -> Response {
+        if let Some(why) = self.delay_refuses_verify() {
+            return Response::refused(why);
+        }
         match self.step(Event::VerifyAsked) {
             Ok(Answer::Verify(id)) => match self.link().filter(|l| l.id() == id) {
                 Some(link) => self.start_verify(link),
@@ -104,6 +110,30 @@ impl control::Handler for NodeControl {
             Request::Resize { size, assume_clean } => node.resize(size, assume_clean).await,
             Request::Events => Response::refused("events are streamed by the server"),
             Request::ResumeIo => respond(node.step(Event::ResumeIo)),
+            Request::DelayPause | Request::DelayResume => {
+                let pause = req == Request::DelayPause;
+                match &node.delay {
+                    None => Response::refused(format!("node {} is not a delayed replica (no apply_delay)", node.me.name)),
+                    Some(d) => {
+                        let was = d.set_paused(pause);
+                        let (from, to) = if pause { ("applying", "paused") } else { ("paused", "applying") };
+                        if was != pause {
+                            tracing::warn!("delayed replica: {to} (by the operator)");
+                            node.delay_event(from, to);
+                        }
+                        Response::ok(to)
+                    }
+                }
+            }
+            Request::DelayPromote { to_ms, before_secs, latest, force } => {
+                let to = match (to_ms, before_secs, latest) {
+                    (Some(t), None, false) => super::delay::PromoteTo::Time(t),
+                    (None, Some(s), false) => super::delay::PromoteTo::SecondsAgo(s),
+                    (None, None, true) => super::delay::PromoteTo::Latest,
+                    _ => return Response::refused("give exactly one of --to, --before, --latest"),
+                };
+                node.delay_promote(to, force).await
+            }
             Request::Failpoint { name, errno } => match crate::failpoint::set(&name, errno) {
                 Ok(()) => Response::ok(format!("fail point {name}: {errno:?}")),
                 Err(e) => Response::refused(e),

@@ -38,6 +38,9 @@
 //!   wire forms of roles and disk states; [`resize_state`] holds the
 //!   resize lock and the peer's sizes beside the node.
 //!
+//! - [`delay`]: the delayed replica (`apply_delay`): its journal, the
+//!   applier, the point-in-time promotion.
+//!
 //! No file here imports another in a cycle (`tests/module_graph.rs`).
 
 pub mod adjust;
@@ -46,6 +49,7 @@ mod applying;
 pub mod commands;
 pub mod counters;
 pub mod decide;
+pub mod delay;
 pub mod device;
 pub mod events;
 pub mod exchange;

@@ -79,6 +79,8 @@ pub struct Node {
     pub tasks: TaskTracker,
     /// The clock of the machine's [`super::machine::Millis`].
     pub(super) born: Instant,
+    /// A delayed replica's journal (`apply_delay`; see [`super::delay`]).
+    pub delay: Option<Arc<super::delay::Delay>>,
 }
 
 fn create_dir_of(p: &std::path::Path) -> Result<(), StartError> {
@@ -112,6 +114,12 @@ impl Node {
         };
         let store = Arc::new(super::resize_state::open_store(&cfg, &me, existing.as_ref().map(|m| m.layout().device_size))?);
         let size = store.size();
+        // A delayed replica's journal: a batch a crash left half applied is
+        // applied again before anything else reads the disk.
+        let delay = match &me.delay {
+            Some(c) => Some(super::delay::Delay::open(c, &store).map_err(StartError::Refused)?),
+            None => None,
+        };
         let mut meta = if let Some(m) = existing {
             m.check_device_size(size)?;
             let st = m.state();
@@ -179,6 +187,7 @@ impl Node {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             born: Instant::now(),
+            delay,
             cfg: super::live_config::LiveConfig::new(cfg),
             me,
             peer_cfg,
@@ -254,6 +263,7 @@ impl Node {
             counters: self.counters.snapshot(),
             nbd_uri: self.me.nbd.uri(&self.cfg.resource.name),
             io_frozen: self.io_frozen(),
+            delay: self.delay.as_ref().map(|d| d.status()),
             pid: std::process::id(),
             replication: crate::vocab::replication(st.connection, st.syncing, st.lag).to_owned(),
         }

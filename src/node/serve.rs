@@ -41,6 +41,9 @@ impl Node {
             self.tasks.spawn(crate::metrics::serve(l, std::sync::Arc::new(page), self.shutdown.clone()));
         }
         self.tasks.spawn(flush_peer_periodically(self.clone()));
+        if let Some(d) = &self.delay {
+            d.start(&self);
+        }
         self.changed();
         let gate = self.gate();
         let opts = crate::nbd::ServerOptions {
@@ -70,6 +73,9 @@ impl Node {
         self.tasks.wait().await;
         let me = self.clone();
         crate::device::blocking(move || {
+            if let Some(d) = &me.delay {
+                d.stop();
+            }
             let failed = me.disk_failed();
             if !failed {
                 me.store.sync()?;

@@ -128,6 +128,15 @@ async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link
         tracing::error!("peer link: sync source without the peer's bitmap; connecting again");
         return None;
     }
+    if matches!(decision, Decision::Source { .. } | Decision::Target { .. }) {
+        // A delayed replica's disk is behind what its ids say until its
+        // journal is applied (see node::delay, rule 5).
+        if let Err(why) = node.delay_before_resync("a resync").await {
+            tracing::warn!("peer link: {why}");
+            let _ = sink.send(&Message::Goodbye { reason: why }).await;
+            return None;
+        }
+    }
     crate::failpoint::hold("session.install").await;
 
     // 3. Install the link, if the decision still holds: from here on

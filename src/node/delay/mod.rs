@@ -1,0 +1,617 @@
+//! The delayed replica: a Secondary that applies the Primary's writes a
+//! configured time after it received them (`[nodes.NAME] apply_delay`),
+//! keeping them durably in a journal until then, so that an operator's
+//! mistake on the Primary can be undone by promoting this node to a point
+//! in time before it. Nothing like it exists in DRBD; it is built to read
+//! like DRBD anyway (docs/delayed-replica.md tells the story for an admin).
+//!
+//! # Files
+//! - [`record`]: the byte formats (record, segment header, applied
+//!   marker), pure, with unit tests; [`journal`]: the segment files and
+//!   the marker (append, open with the torn-tail cut, apply batches,
+//!   discard); [`pit`]: due times and the point-in-time choice, pure.
+//! - this file: [`Delay`], the running journal: the writer thread (group
+//!   commit, then the Acks), the applier thread, status, pause/resume,
+//!   catching up; [`promote`]: `repctl delay promote`.
+//!
+//! # The rules (each decided here, documented for the operator)
+//! 1. **Durable before done.** A mirrored write, trim or write-zeroes is
+//!    appended to the journal and acknowledged to the Primary only once
+//!    the journal file is fdatasync'ed (one sync for every record the
+//!    writer thread found waiting: group commit). A peer Flush is answered
+//!    once everything before it is synced. Protocol A/B receipts are sent
+//!    on arrival, as for any Secondary.
+//! 2. **Own clock.** A record carries the time *this node* received it
+//!    (wall clock, ms since the epoch); it is applied once that is
+//!    `apply_delay` ago. No time of the Primary's is ever compared.
+//! 3. **In order.** The applier applies records strictly in the order they
+//!    arrived, in batches: the `applied` marker says "this batch is being
+//!    applied" durably first; the disk is synced after the batch. After a
+//!    crash the batch is applied again (same writes, same order, same
+//!    bytes), then the journal continues where it was.
+//! 4. **Bounded.** The pending records count against `delay_journal_size`
+//!    (each at least 4 KiB). A full journal never blocks the Primary
+//!    without end: while applying runs, the oldest records are applied
+//!    early until there is room again (the Primary waits only that long);
+//!    status says `shortened` and the log and an event say so. While
+//!    applying is paused, applying early would destroy what the operator
+//!    paused for: the replica drops the link instead and stays standalone
+//!    (the Primary goes on alone, marking what it writes out of sync).
+//! 5. **Resync jumps forward.** A resync in either direction first applies
+//!    every pending record (the delay starts again from then), and writes
+//!    mirrored while a resync runs into this node are applied at once: a
+//!    resync copies the Primary's present, and older journal records
+//!    applied after it would go back in time. Refused while paused.
+//! 6. **Verify** is refused while this pair has a delayed replica: the
+//!    disks differ by design.
+//! 7. **Never promoted as it is.** `repctl primary` (with or without
+//!    `--force`) is refused while records are pending; the OCF agent gives
+//!    a delayed replica no promotion score and refuses to promote it. Only
+//!    `repctl delay promote --to TIME | --before SECS | --latest` promotes:
+//!    it leaves the pair (disconnect), applies the records received up to
+//!    that time, marks the blocks of the later ones out of sync in the
+//!    bitmap and drops them, and promotes with a new generation id (as any
+//!    promotion while disconnected), so the old Primary is never resynced
+//!    over silently: it meets a split brain (`connect --discard-my-data`
+//!    on it) or, if it wrote nothing since, becomes a bitmap sync target
+//!    after it is demoted.
+
+pub mod journal;
+pub mod pit;
+mod promote;
+pub mod record;
+
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::config::DelayCfg;
+use crate::control::DelayStatus;
+use crate::repl::Message;
+use crate::store::Store;
+
+use super::counters::AtomicCounters;
+use super::link::PeerLink;
+use super::runtime::Node;
+use super::state::{Role, SyncSide};
+use journal::{Entry, Journal};
+use record::Op;
+
+pub use promote::PromoteTo;
+
+/// Wall-clock milliseconds since the epoch on this node.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Segments are this large (or a quarter of the bound, if smaller).
+const SEGMENT_CAP: u64 = 64 << 20;
+/// A batch of the applier: at most this many records or bytes.
+const BATCH_RECORDS: usize = 256;
+const BATCH_BYTES: u64 = 16 << 20;
+
+/// A mirrored operation as the journal takes it.
+#[derive(Debug)]
+pub enum Mirrored {
+    Write { data: Bytes, fua: bool },
+    Trim { len: u64, fua: bool },
+    Zero { len: u64, may_trim: bool, fua: bool },
+    Flush,
+}
+
+/// What the writer thread receives.
+struct Job {
+    link: Arc<PeerLink>,
+    id: u64,
+    offset: u64,
+    op: Mirrored,
+    time_ms: u64,
+}
+
+struct Inner {
+    journal: Journal,
+    paused: bool,
+    /// A catch-up or promotion owns applying for now.
+    held: bool,
+    /// The applier is between `begin_batch` and `finish_batch`.
+    busy: bool,
+    /// The journal is full: the applier applies regardless of age.
+    early: bool,
+    applied_early: u64,
+    /// When the delay was last shortened (ms since the epoch).
+    shortened_at: Option<u64>,
+    resync_jumps: u64,
+    error: Option<String>,
+    stop: bool,
+}
+
+/// The running journal of a delayed replica.
+pub struct Delay {
+    pub cfg: DelayCfg,
+    inner: Mutex<Inner>,
+    /// Wakes the applier (new records, resume, room wanted, stop) and the
+    /// writer waiting for room.
+    cond: Condvar,
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Delay {
+    /// Opens the journal; the batch a crash left half applied is applied
+    /// again now, before the node serves. Errors name the file and why.
+    pub fn open(cfg: &DelayCfg, store: &Store) -> Result<Arc<Delay>, String> {
+        let seg_cap = SEGMENT_CAP.min(cfg.journal_size / 4);
+        let opened = Journal::open(&cfg.journal, seg_cap, now_ms()).map_err(|e| e.to_string())?;
+        if let Some(t) = &opened.torn {
+            tracing::warn!("delay journal: {t}");
+        }
+        if !opened.redo.is_empty() {
+            tracing::info!(records = opened.redo.len(), "delay journal: applying again the batch the last run was applying");
+            for e in &opened.redo {
+                apply_entry(store, e).map_err(|err| format!("delay journal: applying record {} again: {err}", e.head.seq))?;
+            }
+            store.sync().map_err(|e| format!("delay journal: sync after the redo: {e}"))?;
+        }
+        let mut j = opened.journal;
+        j.redo_done().map_err(|e| format!("delay journal: marker after the redo: {e}"))?;
+        tracing::info!(
+            pending = j.pending().len(),
+            delay_secs = cfg.apply_delay_ms / 1000,
+            journal = %cfg.journal.display(),
+            "delayed replica: journal opened"
+        );
+        Ok(Arc::new(Delay {
+            cfg: cfg.clone(),
+            inner: Mutex::new(Inner {
+                journal: j,
+                paused: false,
+                held: false,
+                busy: false,
+                early: false,
+                applied_early: 0,
+                shortened_at: None,
+                resync_jumps: 0,
+                error: None,
+                stop: false,
+            }),
+            cond: Condvar::new(),
+            tx: Mutex::new(None),
+            threads: Mutex::new(Vec::new()),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the writer and applier threads.
+    pub fn start(self: &Arc<Self>, node: &Arc<Node>) {
+        let (tx, rx) = mpsc::channel();
+        *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        let handle = tokio::runtime::Handle::current();
+        let (d, n) = (self.clone(), Arc::downgrade(node));
+        let h = handle.clone();
+        let writer = std::thread::Builder::new().name("repd-delay-writer".into()).spawn(move || {
+            let _g = h.enter();
+            d.writer(&rx, &n);
+        });
+        let (d, n) = (self.clone(), Arc::downgrade(node));
+        let applier = std::thread::Builder::new().name("repd-delay-apply".into()).spawn(move || {
+            let _g = handle.enter();
+            d.applier(&n);
+        });
+        let mut t = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        for r in [writer, applier] {
+            match r {
+                Ok(j) => t.push(j),
+                Err(e) => tracing::error!("delayed replica: cannot start a thread: {e}"),
+            }
+        }
+    }
+
+    /// Stops both threads (the node is stopping); the journal stays.
+    pub fn stop(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.lock().stop = true;
+        self.cond.notify_all();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// Queues a mirrored operation received now on `link` (in arrival
+    /// order); its Ack follows once it is durable in the journal.
+    pub fn submit(&self, link: &Arc<PeerLink>, id: u64, offset: u64, op: Mirrored) {
+        let job = Job { link: link.clone(), id, offset, op, time_ms: now_ms() };
+        let sent = match self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(tx) => tx.send(job).is_ok(),
+            None => false,
+        };
+        if !sent {
+            link.send_soon(Message::Ack { id, errno: libc::ESHUTDOWN });
+        }
+    }
+
+    /// The writer thread: journals what is queued, one fdatasync for all
+    /// of it, then the Acks.
+    fn writer(&self, rx: &mpsc::Receiver<Job>, node: &Weak<Node>) {
+        while let Ok(first) = rx.recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < 1024 {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            let mut acks: Vec<(Arc<PeerLink>, u64, i32)> = Vec::with_capacity(jobs.len());
+            let mut appended = false;
+            for job in jobs {
+                match self.journal_one(&job, node) {
+                    Journaled::Yes => {
+                        appended = true;
+                        acks.push((job.link, job.id, 0));
+                    }
+                    Journaled::Flush => acks.push((job.link, job.id, 0)),
+                    Journaled::Dropped => {}
+                    Journaled::Failed(errno) => acks.push((job.link, job.id, errno)),
+                }
+            }
+            let synced = if appended || acks.iter().any(|a| a.2 == 0) {
+                let file = self.lock().journal.sync_file();
+                match file.map_or(Ok(()), |f| f.sync_data()) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        tracing::error!("delay journal: fdatasync failed: {e}; the writes are not acknowledged");
+                        self.lock().error = Some(format!("journal fdatasync failed: {e}"));
+                        e.raw_os_error().unwrap_or(libc::EIO)
+                    }
+                }
+            } else {
+                0
+            };
+            for (link, id, errno) in acks {
+                let errno = if errno == 0 { synced } else { errno };
+                link.send_soon(Message::Ack { id, errno });
+            }
+        }
+    }
+
+    fn journal_one(&self, job: &Job, node: &Weak<Node>) -> Journaled {
+        let (op, fua, len, payload): (Op, bool, u64, &[u8]) = match &job.op {
+            Mirrored::Write { data, fua } => (Op::Write, *fua, data.len() as u64, data),
+            Mirrored::Trim { len, fua } => (Op::Trim, *fua, *len, &[]),
+            Mirrored::Zero { len, may_trim, fua } => (Op::Zero { may_trim: *may_trim }, *fua, *len, &[]),
+            Mirrored::Flush => return Journaled::Flush,
+        };
+        let need = journal::charge(&record::RecordHead { seq: 0, time_ms: 0, op, fua, offset: job.offset, len });
+        let mut warned = false;
+        let mut g = self.lock();
+        loop {
+            // A write whose link closed was never acknowledged: the
+            // Primary counts it out of sync. Not journaled (after a
+            // point-in-time promotion nothing may join the journal).
+            if job.link.closed.is_cancelled() || g.stop {
+                return Journaled::Dropped;
+            }
+            if g.journal.charged() + need <= self.cfg.journal_size {
+                break;
+            }
+            if g.paused {
+                drop(g);
+                tracing::error!(
+                    "delay journal full ({} bytes) while applying is paused: dropping the link and staying standalone; the Primary goes on alone. `repctl delay resume`, then `repctl connect`",
+                    self.cfg.journal_size
+                );
+                if let Some(n) = node.upgrade() {
+                    n.delay_event("paused", "disconnected (journal full)");
+                    let _ = n.step(super::machine::Event::Disconnect);
+                    job.link.close();
+                }
+                return Journaled::Dropped;
+            }
+            if !g.early {
+                g.early = true;
+                g.shortened_at = Some(now_ms());
+                self.cond.notify_all();
+                if !warned {
+                    warned = true;
+                    // Not under the lock: the event carries the status.
+                    drop(g);
+                    tracing::warn!(
+                        "delay journal full ({} bytes): applying the oldest writes before their delay is over; the delay is shortened until there is room again",
+                        self.cfg.journal_size
+                    );
+                    if let Some(n) = node.upgrade() {
+                        n.delay_event("applying", "shortened (journal full)");
+                    }
+                    g = self.lock();
+                    continue;
+                }
+            }
+            g = self.cond.wait_timeout(g, Duration::from_millis(200)).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        match g.journal.append(op, fua, job.offset, len, job.time_ms, payload) {
+            Ok(_) => {
+                drop(g);
+                self.cond.notify_all();
+                if let Some(n) = node.upgrade() {
+                    AtomicCounters::add(&n.counters.replicated_bytes, len);
+                }
+                Journaled::Yes
+            }
+            Err(e) => {
+                tracing::error!("delay journal: append failed: {e}");
+                g.error = Some(format!("journal append failed: {e}"));
+                Journaled::Failed(e.raw_os_error().unwrap_or(libc::EIO))
+            }
+        }
+    }
+
+    /// The applier thread: applies due records in order, a batch at a time.
+    fn applier(&self, node: &Weak<Node>) {
+        loop {
+            let mut g = self.lock();
+            if g.stop {
+                return;
+            }
+            let now = now_ms();
+            let mut wait = Duration::from_secs(1);
+            let runnable = !g.paused && !g.held && g.error.is_none();
+            let batch = if runnable { self.due_batch(&g, now) } else { Vec::new() };
+            if batch.is_empty() {
+                if runnable {
+                    if let Some(e) = g.journal.pending().front() {
+                        wait = wait.min(Duration::from_millis(pit::wait_ms(e.head.time_ms, self.cfg.apply_delay_ms, now).max(1)));
+                    }
+                }
+                let _ = self.cond.wait_timeout(g, wait);
+                continue;
+            }
+            let early = batch.iter().filter(|e| !pit::due(e.head.time_ms, self.cfg.apply_delay_ms, now)).count() as u64;
+            g.busy = true;
+            drop(g);
+            let Some(n) = node.upgrade() else { return };
+            let r = self.apply_batch(&n.store, &batch);
+            let mut g = self.lock();
+            g.busy = false;
+            match r {
+                Ok(()) => {
+                    g.applied_early += early;
+                    if g.early && g.journal.charged() <= self.cfg.journal_size / 4 * 3 {
+                        g.early = false;
+                        tracing::info!("delay journal has room again: writes are applied after the full delay again");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("delayed replica: applying failed: {e}; applying stops (the records stay in the journal)");
+                    g.error = Some(format!("applying failed: {e}"));
+                    drop(g);
+                    n.on_io_error("applying the delay journal", &e);
+                    self.cond.notify_all();
+                    continue;
+                }
+            }
+            drop(g);
+            self.cond.notify_all();
+        }
+    }
+
+    /// The records the applier takes now: due ones (or, while the journal
+    /// is full, the oldest regardless), in order, up to a batch.
+    fn due_batch(&self, g: &Inner, now: u64) -> Vec<Entry> {
+        let mut bytes = 0u64;
+        let mut out = Vec::new();
+        for e in g.journal.pending() {
+            let ok = pit::due(e.head.time_ms, self.cfg.apply_delay_ms, now) || (g.early && g.journal.charged().saturating_sub(bytes) > self.cfg.journal_size / 4 * 3);
+            if !ok || out.len() >= BATCH_RECORDS || (bytes > 0 && bytes + e.head.payload_len() > BATCH_BYTES) {
+                break;
+            }
+            bytes += journal::charge(&e.head);
+            out.push(e.clone());
+        }
+        out
+    }
+
+    /// One batch: the marker first, then the disk, synced, then the
+    /// records leave the journal.
+    fn apply_batch(&self, store: &Store, batch: &[Entry]) -> std::io::Result<()> {
+        let Some(last) = batch.last() else { return Ok(()) };
+        self.lock().journal.begin_batch(last.head.seq, last.head.time_ms)?;
+        for e in batch {
+            apply_entry(store, e)?;
+        }
+        store.sync()?;
+        self.lock().journal.finish_batch(last.head.seq)
+    }
+
+    /// Takes applying over from the applier thread (waits for its batch).
+    fn hold(&self) -> Held<'_> {
+        let mut g = self.lock();
+        while g.held || g.busy {
+            g = self.cond.wait_timeout(g, Duration::from_millis(100)).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        g.held = true;
+        Held(self)
+    }
+
+    /// Applies the first `n` pending records now (all: `None`), in batches.
+    fn apply_now(&self, _held: &Held<'_>, store: &Store, n: Option<usize>) -> std::io::Result<usize> {
+        let mut done = 0;
+        loop {
+            let batch: Vec<Entry> = {
+                let g = self.lock();
+                let left = n.map_or(usize::MAX, |n| n - done);
+                g.journal.pending().iter().take(left.min(BATCH_RECORDS)).cloned().collect()
+            };
+            if batch.is_empty() {
+                return Ok(done);
+            }
+            self.apply_batch(store, &batch)?;
+            done += batch.len();
+        }
+    }
+
+    /// Before a resync (either direction): every pending record is
+    /// applied now (the disk jumps forward). Refused while paused.
+    pub fn catch_up_blocking(&self, store: &Store, why: &str) -> Result<usize, String> {
+        if self.lock().paused {
+            return Err(format!("applying is paused on this delayed replica: {why} would jump past the pending writes; `repctl delay resume` first"));
+        }
+        let held = self.hold();
+        let pending = self.lock().journal.pending().len();
+        if pending == 0 {
+            return Ok(0);
+        }
+        tracing::warn!(records = pending, "delayed replica: {why}: applying every pending write now (the delay starts again from here)");
+        let n = self.apply_now(&held, store, None).map_err(|e| format!("applying the delay journal before {why}: {e}"))?;
+        let mut g = self.lock();
+        g.resync_jumps += 1;
+        let _ = g.journal.raise_floor(now_ms());
+        Ok(n)
+    }
+
+    /// A resync into this node ended: the disk holds the source's present,
+    /// so no earlier point in time can be chosen any more.
+    pub fn resync_done(&self) {
+        if let Err(e) = self.lock().journal.raise_floor(now_ms()) {
+            tracing::error!("delay journal: recording the end of the resync failed: {e}");
+        }
+    }
+
+    /// `repctl delay pause|resume`.
+    /// Resuming also retries applying after an error.
+    pub fn set_paused(&self, paused: bool) -> bool {
+        let mut g = self.lock();
+        let was = std::mem::replace(&mut g.paused, paused);
+        if !paused {
+            g.error = None;
+        }
+        drop(g);
+        self.cond.notify_all();
+        was
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.lock().journal.pending().len()
+    }
+
+    /// The `delay` object of `repctl status`.
+    pub fn status(&self) -> DelayStatus {
+        let g = self.lock();
+        let p = g.journal.pending();
+        let now = now_ms();
+        let oldest = p.front().map(|e| e.head.time_ms);
+        let floor = g.journal.marker().floor_ms;
+        let pending_bytes = p.iter().map(|e| e.head.encoded_len()).sum();
+        DelayStatus {
+            apply_delay_secs: self.cfg.apply_delay_ms / 1000,
+            apply_delay_ms: self.cfg.apply_delay_ms,
+            paused: g.paused,
+            pending_records: p.len() as u64,
+            pending_bytes,
+            journal_used_bytes: g.journal.charged(),
+            journal_size_bytes: self.cfg.journal_size,
+            oldest_pending: oldest.map(pit::rfc3339),
+            newest_pending: p.back().map(|e| pit::rfc3339(e.head.time_ms)),
+            oldest_pending_ms: oldest,
+            newest_pending_ms: p.back().map(|e| e.head.time_ms),
+            behind_ms: oldest.map_or(0, |t| now.saturating_sub(t)),
+            earliest_point: pit::rfc3339(floor),
+            earliest_point_ms: floor,
+            shortened: g.early,
+            applied_early_records: g.applied_early,
+            last_shortened: g.shortened_at.map(pit::rfc3339),
+            resync_jumps: g.resync_jumps,
+            error: g.error.clone(),
+        }
+    }
+}
+
+enum Journaled {
+    Yes,
+    Flush,
+    Dropped,
+    Failed(i32),
+}
+
+/// The applier's hold, released when dropped.
+struct Held<'a>(&'a Delay);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.lock().held = false;
+        self.0.cond.notify_all();
+    }
+}
+
+/// Applies one record to the disk (not synced).
+fn apply_entry(store: &Store, e: &Entry) -> std::io::Result<()> {
+    let h = &e.head;
+    match h.op {
+        Op::Write => store.write_at(&e.read_payload()?, h.offset),
+        Op::Trim => store.trim(h.offset, h.len),
+        Op::Zero { may_trim } => store.zero(h.offset, h.len, may_trim),
+    }
+}
+
+/// The journal takes the mirrored writes of `node` now: a delayed replica,
+/// Secondary, not the target of a running resync (those are applied at
+/// once: rule 5).
+pub fn intercepts(node: &Node) -> Option<&Arc<Delay>> {
+    let d = node.delay.as_ref()?;
+    let st = node.state();
+    (st.role == Role::Secondary && st.syncing != Some(SyncSide::Target)).then_some(d)
+}
+
+impl Node {
+    /// A `delay` event line for `repctl events`.
+    pub(crate) fn delay_event(&self, from: &str, to: &str) {
+        let e = super::events::Event { event: "delay", from: from.into(), to: to.into() };
+        let extra = self.delay.as_ref().and_then(|d| serde_json::to_value(d.status()).ok()).map(|s| serde_json::json!({ "delay": s }));
+        self.events.send_line(&self.me, &self.cfg.resource.name, &e, extra);
+    }
+
+    /// Before a resync into or out of this delayed replica: applies every
+    /// pending write first (rule 5). Err: refused (paused), the reason.
+    pub async fn delay_before_resync(self: &Arc<Self>, why: &'static str) -> Result<(), String> {
+        let Some(d) = self.delay.clone() else { return Ok(()) };
+        if d.pending_count() == 0 && !d.lock().paused {
+            return Ok(());
+        }
+        let node = self.clone();
+        let n = tokio::task::spawn_blocking(move || d.catch_up_blocking(&node.store, why)).await.map_err(|e| e.to_string())??;
+        if n > 0 {
+            self.delay_event("pending", &format!("applied {n} writes at once ({why})"));
+        }
+        Ok(())
+    }
+
+    /// A plain promotion is refused while writes are pending (rule 7).
+    pub(crate) fn delay_refuses_promotion(&self) -> Option<String> {
+        let d = self.delay.as_ref()?;
+        let s = d.status();
+        (s.pending_records > 0).then(|| {
+            format!(
+                "this node is a delayed replica with {} pending writes (oldest received {}): it is not promoted as it is; choose a point in time: `repctl delay promote --to TIME` (or `--before SECS`, `--latest`)",
+                s.pending_records,
+                s.oldest_pending.unwrap_or_default()
+            )
+        })
+    }
+
+    /// Verify is refused while the pair has a delayed replica (rule 6).
+    pub(crate) fn delay_refuses_verify(&self) -> Option<String> {
+        let (who, d) = match (&self.me.delay, &self.peer_cfg.delay) {
+            (Some(d), _) => (format!("this node ({})", self.me.name), d),
+            (None, Some(d)) => (format!("the peer ({})", self.peer_cfg.name), d),
+            (None, None) => return None,
+        };
+        Some(format!(
+            "{who} is a delayed replica (apply_delay {} s): its disk is behind the Primary's by design, so verify would only find the pending writes; verify a pair without apply_delay",
+            d.apply_delay_ms / 1000
+        ))
+    }
+}
