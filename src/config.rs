@@ -140,6 +140,7 @@ struct RawNet {
     tls_ca: Option<PathBuf>,
     fencing: Option<String>,
     peer_flush_interval_ms: Option<u64>,
+    data_checksum: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,6 +280,11 @@ pub struct Net {
     /// How often a Primary flushes the peer when it holds unflushed writes
     /// (what an unclean loss of the peer must resync).
     pub peer_flush_interval_ms: u64,
+    /// The frame crc32 covers mirrored and resync data blocks too (DRBD's
+    /// `data-integrity-alg`). Off by default: headers and fixed fields are
+    /// always covered, the data is protected in transit by TCP's checksum
+    /// (or TLS). Used when either node sets it (`repl::FEATURE_UNCHECKED_DATA`).
+    pub data_checksum: bool,
 }
 
 /// What a Primary does when it loses its peer (DRBD's `fencing`).
@@ -524,6 +530,7 @@ impl Config {
                 tls,
                 fencing,
                 peer_flush_interval_ms: n.peer_flush_interval_ms.unwrap_or(1000).max(10),
+                data_checksum: n.data_checksum.unwrap_or(false),
             },
             nodes,
             handlers: raw.handlers,
