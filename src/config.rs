@@ -143,6 +143,7 @@ struct RawNet {
     on_congestion: Option<String>,
     congestion_fill: Option<Size>,
     congestion_extents: Option<u32>,
+    data_checksum: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,6 +296,11 @@ pub struct Net {
     pub congestion_fill: u64,
     /// Congested at this many activity-log extents holding writes (0: not checked).
     pub congestion_extents: u32,
+    /// The frame crc32 covers mirrored and resync data blocks too (DRBD's
+    /// `data-integrity-alg`). Off by default: headers and fixed fields are
+    /// always covered, the data is protected in transit by TCP's checksum
+    /// (or TLS). Used when either node sets it (`repl::FEATURE_UNCHECKED_DATA`).
+    pub data_checksum: bool,
 }
 
 /// `[net] on_congestion` (DRBD's `on-congestion`): what a protocol-A
@@ -660,6 +666,7 @@ impl Config {
                 on_congestion,
                 congestion_fill,
                 congestion_extents,
+                data_checksum: n.data_checksum.unwrap_or(false),
             },
             nodes,
             handlers: raw.handlers,

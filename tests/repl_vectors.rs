@@ -170,3 +170,29 @@ fn auth_vector() {
     assert!(auth::verify_response(&secret, &c, &r, &resource, &node, &mac));
     assert!(!auth::verify_response(&secret, &r, &c, &resource, &node, &mac), "nonce order matters");
 }
+
+/// The vectors of a link that agreed on FEATURE_UNCHECKED_DATA: decoded by
+/// a codec in that mode to their fields, encoded by it to their bytes, and
+/// refused as BadCrc by a codec that checks data (a peer of the other mode).
+#[test]
+fn unchecked_data_vectors() {
+    use repd::repl::FEATURE_UNCHECKED_DATA;
+    use tokio_util::codec::Encoder;
+    assert_eq!(FEATURE_UNCHECKED_DATA, 1 << 8);
+    let cases = [
+        ("write_unchecked", Message::Write { id: 1, offset: 4096, fua: true, data: Bytes::from_static(b"repd\n") }),
+        ("sync_data_unchecked", Message::SyncData { id: 9, offset: 12288, data: Bytes::from_static(&[0xab; 8]) }),
+        ("read_reply_unchecked", Message::ReadReply { id: 13, errno: 0, data: Bytes::from_static(b"abc") }),
+    ];
+    for (name, want) in cases {
+        let bytes = hex_file(name);
+        let mut codec = Codec::default();
+        codec.set_data_crc(false);
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert_eq!(codec.decode(&mut buf).unwrap_or_else(|e| panic!("{name}: {e}")), Some(want.clone()), "{name}");
+        let mut out = BytesMut::new();
+        Encoder::<&Message>::encode(&mut codec, &want, &mut out).unwrap();
+        assert_eq!(out.to_vec(), bytes, "{name}");
+        assert!(matches!(decode_one(&bytes), Err(FrameError::BadCrc { .. })), "{name}");
+    }
+}

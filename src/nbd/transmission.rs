@@ -89,16 +89,66 @@ type Running = Pin<Box<dyn Future<Output = (u64, Body, usize)> + Send>>;
 /// The requests in flight. Dropped with requests still running (the
 /// connection task aborted), it hands them to a detached task so that no
 /// device call is abandoned half-way.
-struct InFlight(FuturesUnordered<Running>);
+///
+/// The set also holds one future that never completes, polled once when
+/// pushed and never woken again. Why: `FuturesUnordered::poll_next` wakes
+/// its own task and returns `Pending` whenever it has polled as many
+/// futures as it holds (its guard against starving other tasks). With one
+/// request in flight (QD1) that was every poll that left the request
+/// pending, so the connection task was rescheduled as a yield once or twice
+/// per request, and on a multi-thread runtime tokio wakes an idle worker
+/// for a yielded task: a futex wake and a thread switch per write
+/// (`bench/per_request`: 2.1 futex calls per write on a pair's Primary at
+/// QD1). With the never-ready member the set holds one more future than
+/// can ever be woken at once, so it returns `Pending` only when nothing is
+/// ready, without waking itself.
+struct InFlight {
+    set: FuturesUnordered<Running>,
+}
+
+impl InFlight {
+    fn new() -> Self {
+        let mut set = FuturesUnordered::new();
+        set.push(Box::pin(std::future::pending()) as Running);
+        // Polled here, once, so that it is never among the futures a later
+        // poll finds ready.
+        let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+        let _ = set.poll_next_unpin(&mut cx);
+        InFlight { set }
+    }
+
+    /// Requests in flight.
+    fn len(&self) -> usize {
+        self.set.len() - 1
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, f: Running) {
+        self.set.push(f);
+    }
+
+    /// The next request to complete (pending for ever while none runs).
+    async fn next(&mut self) -> Option<(u64, Body, usize)> {
+        self.set.next().await
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.is_empty() {
+        let mut left = self.len();
+        if left == 0 {
             return;
         }
-        let mut rest = std::mem::take(&mut self.0);
+        let mut rest = std::mem::take(&mut self.set);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move { while rest.next().await.is_some() {} });
+            rt.spawn(async move {
+                while left > 0 && rest.next().await.is_some() {
+                    left -= 1;
+                }
+            });
         }
     }
 }
@@ -236,7 +286,7 @@ where
 {
     let max_inflight = limits.max_inflight.max(1);
     let max_buffered = limits.max_buffered.max(MAX_PAYLOAD as usize);
-    let mut inflight = InFlight(FuturesUnordered::new());
+    let mut inflight = InFlight::new();
     let mut out = Out::new();
     // Payload bytes of the requests in flight.
     let mut buffered = 0usize;
@@ -278,7 +328,7 @@ where
             if let Some((cookie, body)) = rejected.take() {
                 out.push(cookie, &body, session.structured);
             }
-            if inflight.0.len() >= max_inflight || out.bytes >= max_buffered {
+            if inflight.len() >= max_inflight || out.bytes >= max_buffered {
                 break Parse::Blocked;
             }
             if inbuf.len() < REQUEST_LEN {
@@ -332,9 +382,9 @@ where
             buffered += cost;
             let dev = device.clone();
             let cookie = h.cookie;
-            inflight.0.push(Box::pin(async move { (cookie, execute(&*dev, cmd, data).await, cost) }));
+            inflight.push(Box::pin(async move { (cookie, execute(&*dev, cmd, data).await, cost) }));
         };
-        if matches!(state, Parse::Ended) && inflight.0.is_empty() && ((out.is_empty() && !unflushed) || write_err.is_some()) {
+        if matches!(state, Parse::Ended) && inflight.is_empty() && ((out.is_empty() && !unflushed) || write_err.is_some()) {
             break;
         }
         let want_read = matches!(state, Parse::NeedBytes | Parse::NeedPayload);
@@ -346,7 +396,7 @@ where
         tokio::select! {
             biased;
             _ = &mut stopped, if end.is_none() => end = Some(End::Stopped),
-            Some((cookie, body, cost)) = inflight.0.next(), if !inflight.0.is_empty() => {
+            Some((cookie, body, cost)) = inflight.next(), if !inflight.is_empty() => {
                 buffered -= cost;
                 if write_err.is_none() {
                     out.push(cookie, &body, session.structured);
@@ -436,4 +486,54 @@ async fn execute<D: BlockDevice>(dev: &D, cmd: Command, data: Bytes) -> Body {
         }
         Body::Error { error, message: e.to_string() }
     })
+}
+
+#[cfg(test)]
+mod in_flight_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// One request in flight and still pending: polling the set must not
+    /// wake the connection task (`FuturesUnordered` alone did, every time:
+    /// a yield, and on a multi-thread runtime an idle worker woken, per
+    /// request at QD1). Once the request's own waker fires, it completes.
+    #[test]
+    fn a_pending_request_does_not_wake_the_connection_task() {
+        let wakes = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut set = InFlight::new();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        set.push(Box::pin(async move {
+            let _ = rx.await;
+            (7, Body::Done, 4096)
+        }));
+        assert_eq!(set.len(), 1);
+        for _ in 0..3 {
+            let mut next = Box::pin(set.next());
+            assert!(next.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "the set woke its own task while nothing was ready");
+        tx.send(()).unwrap();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the request's completion did not wake the task");
+        let mut next = Box::pin(set.next());
+        match next.as_mut().poll(&mut cx) {
+            Poll::Ready(Some((7, Body::Done, 4096))) => {}
+            _ => panic!("the completed request did not come out"),
+        }
+        drop(next);
+        assert!(set.is_empty());
+    }
 }

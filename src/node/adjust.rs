@@ -12,7 +12,7 @@
 //! | `[sync]` (`plan_ahead_ms`, `fill_target`, `min_rate`) | at once, a running resync included |
 //! | `resource.after_split_brain` | the next handshake |
 //! | `resource.log_level` | at once (unless `RUST_LOG` was set at start) |
-//! | `net.secret` / `net.secret_file` | the next handshake |
+//! | `net.secret` / `net.secret_file`, `net.data_checksum` | the next handshake |
 //! | `net.ping_interval_ms`, `net.ping_timeout_ms` | the next connection |
 //! | `net.connect_interval_ms`, `net.peer_flush_interval_ms` | the next attempt, the next flush |
 //! | `net.fencing` | the next loss of the peer |
@@ -94,6 +94,7 @@ pub fn merge(old: &Config, new: &Config) -> Merged {
     live!("net.on_congestion", net.on_congestion);
     live!("net.congestion_fill", net.congestion_fill);
     live!("net.congestion_extents", net.congestion_extents);
+    live!("net.data_checksum", net.data_checksum);
     live!("sync.plan_ahead_ms", sync.plan_ahead_ms);
     live!("sync.fill_target", sync.fill_target);
     live!("sync.min_rate", sync.min_rate);

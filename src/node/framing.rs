@@ -25,6 +25,7 @@ pub type Writer = FrameWriter<WriteHalf<BoxStream>>;
 pub(super) fn split_link(link: Link) -> (Writer, Reader) {
     let parts = link.into_parts();
     let max = parts.codec.max_payload();
+    let data_crc = parts.codec.data_crc();
     let (rd, wr) = tokio::io::split(parts.io);
     // From parts, so the frames the handshake read past the peer's Accept
     // (its State, its bitmap) are decoded before the socket is read again.
@@ -35,6 +36,7 @@ pub(super) fn split_link(link: Link) -> (Writer, Reader) {
     rparts.read_buf = parts.read_buf;
     let reader = Framed::from_parts(rparts);
     let mut writer = FrameWriter::new(wr, max);
+    writer.set_data_crc(data_crc);
     if !parts.write_buf.is_empty() {
         writer.queue_raw(parts.write_buf.freeze());
     }

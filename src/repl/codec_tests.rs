@@ -349,3 +349,43 @@ proptest! {
         }
     }
 }
+
+/// With data left out of the crc, a flipped data byte goes through (TCP's
+/// checksum is what guards it), a flipped fixed-field or header byte is
+/// still BadCrc, and a frame of the other mode is BadCrc both ways (which
+/// is why the mode is agreed in the handshake). Other types keep the full crc.
+#[test]
+fn unchecked_data_covers_header_and_fixed_fields_only() {
+    let w = Message::Write { id: 9, offset: 8192, fua: true, data: Bytes::from(vec![0x5a; 600]) };
+    let enc = |m: &Message, data_crc: bool| {
+        let mut c = Codec::default();
+        c.set_data_crc(data_crc);
+        let mut b = BytesMut::new();
+        Encoder::<&Message>::encode(&mut c, m, &mut b).unwrap();
+        b
+    };
+    let dec = |b: &[u8], data_crc: bool| {
+        let mut c = Codec::default();
+        c.set_data_crc(data_crc);
+        c.decode(&mut BytesMut::from(b))
+    };
+    let plain = enc(&w, false);
+    assert_eq!(dec(&plain, false).unwrap().unwrap(), w);
+    let mut flipped = plain.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    match dec(&flipped, false).unwrap().unwrap() {
+        Message::Write { data, .. } => assert_eq!(data[599], 0x5b),
+        other => panic!("{other:?}"),
+    }
+    for at in [2, 12, HEADER_LEN + 3, HEADER_LEN + 19] {
+        let mut bad = plain.clone();
+        bad[at] ^= 1;
+        let r = dec(&bad, false);
+        assert!(matches!(r, Err(FrameError::BadCrc { .. }) | Err(FrameError::BadMagic { .. })), "byte {at}: {r:?}");
+    }
+    assert!(matches!(dec(&plain, true), Err(FrameError::BadCrc { .. })));
+    assert!(matches!(dec(&enc(&w, true), false), Err(FrameError::BadCrc { .. })));
+    let ack = Message::Ack { id: 1, errno: 0 };
+    assert_eq!(enc(&ack, false), enc(&ack, true));
+}

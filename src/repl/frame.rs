@@ -6,7 +6,9 @@
 //! | u32   | u16   | u16 (0) | u32        | u32        |
 //! ```
 //! Big-endian. `crc32` (IEEE, as `crc32fast`) covers header bytes 0..12 and
-//! then the payload. The length is checked against the cap in the header
+//! then the payload; after a handshake that agreed on
+//! [`super::FEATURE_UNCHECKED_DATA`], only the fixed fields of a data
+//! message's payload (see [`crc_len`]). The length is checked against the cap in the header
 //! state, before a byte of payload is reserved; the payload is then split off
 //! the read buffer without copying (data messages keep pointing into it).
 
@@ -56,6 +58,24 @@ enum State {
 pub struct Codec {
     max_payload: usize,
     state: State,
+    /// Whether the crc covers data blocks ([`crc_len`]).
+    data_crc: bool,
+}
+
+/// How many payload bytes of a frame of type `ty` and payload length `len`
+/// the crc covers: all of them, or with `data_crc` off only the fixed
+/// fields in front of the data block of `Write` (20), `SyncData` (16) and
+/// `ReadReply` (12).
+pub fn crc_len(ty: MsgType, len: usize, data_crc: bool) -> usize {
+    if data_crc {
+        return len;
+    }
+    match ty {
+        MsgType::Write => len.min(20),
+        MsgType::SyncData => len.min(16),
+        MsgType::ReadReply => len.min(12),
+        _ => len,
+    }
 }
 
 impl Default for Codec {
@@ -68,7 +88,18 @@ impl Codec {
     /// A codec that refuses payloads over `max_payload` bytes (in both
     /// directions). Use [`DEFAULT_MAX_PAYLOAD`] unless testing.
     pub fn new(max_payload: usize) -> Self {
-        Self { max_payload: max_payload.min(u32::MAX as usize), state: State::Head }
+        Self { max_payload: max_payload.min(u32::MAX as usize), state: State::Head, data_crc: true }
+    }
+
+    /// Whether the crc covers data blocks (true unless the handshake agreed
+    /// on [`super::FEATURE_UNCHECKED_DATA`]).
+    pub fn data_crc(&self) -> bool {
+        self.data_crc
+    }
+
+    /// Sets [`Self::data_crc`] for the frames decoded and encoded from now on.
+    pub fn set_data_crc(&mut self, on: bool) {
+        self.data_crc = on;
     }
 
     /// The payload cap.
@@ -143,7 +174,7 @@ impl Decoder for Codec {
         }
         let payload = src.split_to(len).freeze();
         self.state = State::Head;
-        let computed = crc(&head, &payload);
+        let computed = crc(&head, &payload[..crc_len(ty, len, self.data_crc)]);
         if computed != expected {
             return Err(FrameError::BadCrc { ty, expected, computed });
         }
@@ -187,7 +218,8 @@ impl Encoder<&Message> for Codec {
         put_header(dst, ty, len);
         msg.put_payload(dst);
         debug_assert_eq!(dst.len() - start - HEADER_LEN, len, "payload_len disagrees with put_payload for {ty}");
-        let c = crc(&dst[start..start + 12], &dst[start + HEADER_LEN..]);
+        let covered = crc_len(ty, len, self.data_crc);
+        let c = crc(&dst[start..start + 12], &dst[start + HEADER_LEN..start + HEADER_LEN + covered]);
         dst[start + 12..start + HEADER_LEN].copy_from_slice(&c.to_be_bytes());
         Ok(())
     }

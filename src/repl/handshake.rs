@@ -36,7 +36,7 @@ use super::auth;
 use super::frame::{Codec, FrameError, DEFAULT_MAX_PAYLOAD, HANDSHAKE_MAX_PAYLOAD};
 use super::message::{Message, MsgType};
 use super::types::Hello;
-use super::{FEATURES_PROTOCOL, FEATURE_AUTH, FEATURE_PROTOCOL_A, FEATURE_PROTOCOL_B, PROTO_MAJOR, PROTO_MINOR};
+use super::{FEATURES_PROTOCOL, FEATURE_AUTH, FEATURE_PROTOCOL_A, FEATURE_PROTOCOL_B, FEATURE_UNCHECKED_DATA, PROTO_MAJOR, PROTO_MINOR};
 
 /// The protocol a Hello's feature bits name (both bits: shown as `?`).
 fn protocol_letter(features: u64) -> char {
@@ -226,6 +226,9 @@ pub async fn handshake_admit<S: AsyncRead + AsyncWrite + Unpin>(
             // The peer is accepted: session frames (data blocks) from here on.
             // Nothing past its Accept has been decoded yet.
             link.codec_mut().set_max_payload(DEFAULT_MAX_PAYLOAD);
+            // Both offered FEATURE_UNCHECKED_DATA: both sides' frames from
+            // here on leave data blocks out of the crc.
+            link.codec_mut().set_data_crc(peer.features & FEATURE_UNCHECKED_DATA == 0);
             return Ok((link, peer));
         }
         Ok(Err(f)) => f,

@@ -337,3 +337,30 @@ async fn protocol_mismatch_is_refused_on_both_sides_with_the_protocols() {
     assert_eq!(ra.unwrap().1.features & FEATURES_PROTOCOL, FEATURE_PROTOCOL_A);
     rb.unwrap();
 }
+
+/// Data blocks leave the crc only when both Hellos offer
+/// FEATURE_UNCHECKED_DATA; a peer that does not (an older version, or
+/// `[net] data_checksum = true`) keeps the full crc on both sides. Frames
+/// sent after the handshake decode on the other side in either case.
+#[tokio::test]
+async fn unchecked_data_is_used_only_when_both_offer_it() {
+    for (fa, fb, want_crc) in [(true, true, false), (true, false, true), (false, true, true), (false, false, true)] {
+        let mut a = params("alpha", "beta", 1 << 20);
+        let mut b = params("beta", "alpha", 1 << 20);
+        if fa {
+            a.features |= FEATURE_UNCHECKED_DATA;
+        }
+        if fb {
+            b.features |= FEATURE_UNCHECKED_DATA;
+        }
+        let (ra, rb) = pair(a, None, b, None).await;
+        let (mut la, pa) = ra.unwrap();
+        let (mut lb, pb) = rb.unwrap();
+        assert_eq!(pa.features & FEATURE_UNCHECKED_DATA == 0, want_crc, "offered {fa}/{fb}");
+        assert_eq!(pb.features & FEATURE_UNCHECKED_DATA == 0, want_crc, "offered {fa}/{fb}");
+        assert_eq!((la.codec().data_crc(), lb.codec().data_crc()), (want_crc, want_crc), "offered {fa}/{fb}");
+        let w = Message::Write { id: 1, offset: 4096, fua: false, data: bytes::Bytes::from(vec![7u8; 4096]) };
+        la.send(w.clone()).await.unwrap();
+        assert_eq!(lb.next().await.unwrap().unwrap(), w);
+    }
+}

@@ -56,12 +56,20 @@ pub const PROTO_MINOR: u16 = 0;
 pub const FEATURE_AUTH: u64 = 1 << 0;
 /// The feature bits this build knows. Bits outside it are ignored (a newer
 /// minor may define them; a feature is used only when both sides set it).
-pub const FEATURES_KNOWN: u64 = FEATURE_AUTH | FEATURE_PROTOCOL_A | FEATURE_PROTOCOL_B;
+pub const FEATURES_KNOWN: u64 = FEATURE_AUTH | FEATURE_PROTOCOL_A | FEATURE_PROTOCOL_B | FEATURE_UNCHECKED_DATA;
 /// Feature bit: the sender's resource runs protocol A. Neither this bit nor
 /// [`FEATURE_PROTOCOL_B`]: protocol C. Both sides must agree or refuse.
 pub const FEATURE_PROTOCOL_A: u64 = 1 << 1;
 /// Feature bit: the sender's resource runs protocol B.
 pub const FEATURE_PROTOCOL_B: u64 = 1 << 2;
+/// Feature bit: the sender leaves data blocks out of the frame crc (the
+/// `data` of `Write`, `SyncData` and `ReadReply`; header and fixed fields
+/// stay covered). Used only when both sides set it; a peer that does not
+/// know it keeps the full crc, so mixed versions talk as before. Offered
+/// unless `[net] data_checksum = true` (TCP's checksum, or TLS's AEAD,
+/// protects the bytes in transit, as with DRBD's default of no
+/// `data-integrity-alg`). Bit 8, clear of the low bits other features take.
+pub const FEATURE_UNCHECKED_DATA: u64 = 1 << 8;
 /// The bits that name the protocol.
 pub const FEATURES_PROTOCOL: u64 = FEATURE_PROTOCOL_A | FEATURE_PROTOCOL_B;
 

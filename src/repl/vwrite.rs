@@ -26,8 +26,9 @@ const MAX_IOV: usize = 64;
 
 /// Splits a message into its frame parts: header and fixed fields are
 /// appended to `head`; a data block worth passing uncopied is returned
-/// (it follows the bytes appended to `head` on the wire).
-pub fn encode_parts(msg: &Message, max_payload: usize, head: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+/// (it follows the bytes appended to `head` on the wire). `data_crc`: as
+/// [`super::Codec::data_crc`].
+pub fn encode_parts(msg: &Message, max_payload: usize, data_crc: bool, head: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
     msg.validate()?;
     let ty = msg.msg_type();
     let len = msg.payload_len();
@@ -46,27 +47,30 @@ pub fn encode_parts(msg: &Message, max_payload: usize, head: &mut BytesMut) -> R
             (Message::ReadReply { id: *id, errno: *errno, data: Bytes::new() }, data)
         }
         _ => {
-            put_frame(msg, ty, len, head, None);
+            put_frame(msg, ty, len, data_crc, head, None);
             return Ok(None);
         }
     };
     debug_assert_eq!(fixed.payload_len() + data.len(), len);
-    put_frame(&fixed, ty, len, head, Some(data));
+    put_frame(&fixed, ty, len, data_crc, head, Some(data));
     Ok(Some(data.clone()))
 }
 
 /// Appends header + `msg`'s payload to `head`, with the crc over the
-/// header's first 12 bytes, that payload and then `data` (if any).
-fn put_frame(msg: &Message, ty: super::MsgType, len: usize, head: &mut BytesMut, data: Option<&Bytes>) {
+/// header's first 12 bytes, that payload and then `data` (if any), as far
+/// as [`super::frame::crc_len`] says.
+fn put_frame(msg: &Message, ty: super::MsgType, len: usize, data_crc: bool, head: &mut BytesMut, data: Option<&Bytes>) {
     let start = head.len();
     head.reserve(HEADER_LEN + msg.payload_len());
     super::frame::put_header(head, ty, len);
     msg.put_payload(head);
+    let covered = super::frame::crc_len(ty, len, data_crc);
+    let here = &head[start + HEADER_LEN..];
     let mut h = crc32fast::Hasher::new();
     h.update(&head[start..start + 12]);
-    h.update(&head[start + HEADER_LEN..]);
+    h.update(&here[..covered.min(here.len())]);
     if let Some(d) = data {
-        h.update(d);
+        h.update(&d[..covered.saturating_sub(here.len())]);
     }
     let c = h.finalize();
     head[start + 12..start + HEADER_LEN].copy_from_slice(&c.to_be_bytes());
@@ -81,11 +85,19 @@ pub struct FrameWriter<W> {
     /// Byte runs in wire order, waiting for the socket.
     queue: VecDeque<Bytes>,
     queued: usize,
+    /// Whether the crc covers data blocks ([`super::Codec::data_crc`]).
+    data_crc: bool,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub fn new(io: W, max_payload: usize) -> Self {
-        FrameWriter { io, max_payload, head: BytesMut::with_capacity(64 << 10), queue: VecDeque::new(), queued: 0 }
+        FrameWriter { io, max_payload, head: BytesMut::with_capacity(64 << 10), queue: VecDeque::new(), queued: 0, data_crc: true }
+    }
+
+    /// Frames written from now on leave data blocks out of their crc unless
+    /// `on` (as the handshaken codec says: [`super::Codec::data_crc`]).
+    pub fn set_data_crc(&mut self, on: bool) {
+        self.data_crc = on;
     }
 
     /// Bytes queued and not yet written.
@@ -106,7 +118,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     /// Queues one frame (nothing is written until [`Self::flush`]).
     pub fn feed(&mut self, msg: &Message) -> Result<(), FrameError> {
-        if let Some(data) = encode_parts(msg, self.max_payload, &mut self.head)? {
+        if let Some(data) = encode_parts(msg, self.max_payload, self.data_crc, &mut self.head)? {
             let h = self.head.split().freeze();
             self.queued += h.len() + data.len();
             self.queue.push_back(h);
@@ -197,12 +209,34 @@ mod tests {
     fn parts_equal_the_codec_encoding() {
         for m in samples() {
             let mut head = BytesMut::new();
-            let data = encode_parts(&m, DEFAULT_MAX_PAYLOAD, &mut head).unwrap();
+            let data = encode_parts(&m, DEFAULT_MAX_PAYLOAD, true, &mut head).unwrap();
             let mut wire = head.to_vec();
             if let Some(d) = data {
                 wire.extend_from_slice(&d);
             }
             assert_eq!(wire, encode_to_vec(&m).unwrap(), "{}", m.msg_type());
+        }
+    }
+
+    /// With data left out of the crc too, the parts are the codec's frame
+    /// (codec set the same way), and the frames decode back through it.
+    #[test]
+    fn parts_equal_the_codec_encoding_without_data_crc() {
+        use tokio_util::codec::Encoder;
+        for m in samples() {
+            let mut head = BytesMut::new();
+            let data = encode_parts(&m, DEFAULT_MAX_PAYLOAD, false, &mut head).unwrap();
+            let mut wire = head.to_vec();
+            if let Some(d) = data {
+                wire.extend_from_slice(&d);
+            }
+            let mut codec = Codec::default();
+            codec.set_data_crc(false);
+            let mut want = BytesMut::new();
+            Encoder::<&Message>::encode(&mut codec, &m, &mut want).unwrap();
+            assert_eq!(wire, want.to_vec(), "{}", m.msg_type());
+            let back = codec.decode(&mut BytesMut::from(&wire[..])).unwrap().unwrap();
+            assert_eq!(back, m);
         }
     }
 
@@ -221,7 +255,7 @@ mod tests {
             let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
             let Ok(Some(m)) = Codec::default().decode(&mut BytesMut::from(&bytes[..])) else { continue };
             let mut head = BytesMut::new();
-            let data = encode_parts(&m, DEFAULT_MAX_PAYLOAD, &mut head).unwrap();
+            let data = encode_parts(&m, DEFAULT_MAX_PAYLOAD, true, &mut head).unwrap();
             let mut wire = head.to_vec();
             if let Some(d) = data {
                 wire.extend_from_slice(&d);

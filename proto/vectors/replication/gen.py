@@ -90,6 +90,21 @@ vectors = [
 for name, desc, ty, payload in vectors:
     write(name, desc, frame(ty, payload))
 
+# After a handshake that agreed on FEATURE_UNCHECKED_DATA (bit 8): the crc of
+# Write, SyncData and ReadReply covers the header's first 12 bytes and the
+# fixed fields only (20, 16 and 12 bytes), not the data block.
+def frame_unchecked(ty, payload, fixed):
+    head = struct.pack(">IHHI", MAGIC, ty, 0, len(payload))
+    crc = zlib.crc32(head + payload[:fixed]) & 0xFFFFFFFF
+    return head + struct.pack(">I", crc) + payload
+
+write("write_unchecked", "Write id=1 offset=4096 fua=true data=\"repd\\n\" (5 bytes), UNCHECKED_DATA: crc of header 0..12 + 20 fixed bytes",
+      frame_unchecked(0x0020, U("QQI", 1, 4096, 1) + b"repd\n", 20))
+write("sync_data_unchecked", "SyncData id=9 offset=12288 data=8 bytes 0xab, UNCHECKED_DATA: crc of header 0..12 + 16 fixed bytes",
+      frame_unchecked(0x0041, U("QQ", 9, 12288) + b"\xab" * 8, 16))
+write("read_reply_unchecked", "ReadReply id=13 errno=0 data=\"abc\", UNCHECKED_DATA: crc of header 0..12 + 12 fixed bytes",
+      frame_unchecked(0x0026, U("Qi", 13, 0) + b"abc", 12))
+
 # Streams a receiver must reject (the link drops; the daemon goes on).
 bad = frame(0x0030, U("Q", 1))
 write("bad_magic", "error BadMagic: a Ping whose magic is \"HTTP\"", b"HTTP" + bad[4:])
