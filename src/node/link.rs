@@ -69,6 +69,8 @@ pub struct PeerLink {
     /// (protocol A's congestion, [`PeerLink::in_flight_bytes`]).
     sizes: Mutex<BTreeMap<u64, u64>>,
     in_flight_bytes: AtomicU64,
+    /// The feature bits the handshake agreed on (`repl::FEATURE_*`).
+    features: AtomicU64,
 }
 
 /// Milliseconds from `from` to `to` (0 if `to` is earlier).
@@ -91,7 +93,17 @@ impl PeerLink {
             id: AtomicU64::new(0),
             sizes: Mutex::new(BTreeMap::new()),
             in_flight_bytes: AtomicU64::new(0),
+            features: AtomicU64::new(0),
         }
+    }
+
+    /// The feature bits both nodes offered in this link's handshake.
+    pub fn features(&self) -> u64 {
+        self.features.load(Ordering::SeqCst)
+    }
+
+    pub fn set_features(&self, f: u64) {
+        self.features.store(f, Ordering::SeqCst);
     }
 
     fn sizes(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, u64>> {

@@ -66,7 +66,7 @@ const LINGER: Duration = Duration::from_millis(500);
 fn hello(node: &Node) -> HelloParams {
     let mut h = HelloParams::new(&node.cfg.resource.name, &node.me.name, &node.peer_cfg.name, node.store.size());
     h.peer_sizes = super::resize::peer_sizes(node);
-    h.features |= super::protocols::hello_features(node.cfg.resource.protocol);
+    h.features |= super::protocols::hello_features(node.cfg.resource.protocol) | crate::repl::FEATURE_RESIZE;
     if !node.cfg.net.data_checksum {
         h.features |= crate::repl::FEATURE_UNCHECKED_DATA;
     }

@@ -175,6 +175,12 @@ impl Node {
                 "not connected to the peer: resize needs both nodes running and connected (grow both backing files, then run it)",
             );
         };
+        if link.features() & crate::repl::FEATURE_RESIZE == 0 {
+            return Response::refused(format!(
+                "node {}'s repd predates online resize (its Hello lacks the resize feature): upgrade it, then run resize again",
+                self.peer_cfg.name
+            ));
+        }
         let me = self.clone();
         let mine = match crate::device::blocking(move || Ok(me.sizes_now(me.store.size()))).await {
             Ok(s) => s,

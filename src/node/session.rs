@@ -73,6 +73,7 @@ fn state_of(s: &Side) -> repl::NodeState {
 
 async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>, installed: &mut Option<Arc<PeerLink>>) -> Option<Link> {
     let timeout = Duration::from_millis(node.cfg.net.ping_timeout_ms);
+    let features = link.codec().features();
     let (mut sink, mut stream) = split_link(link);
     // 0. A node that missed an online resize grows to the peer's size first.
     if let Err(e) = super::resize::catch_up(node).await {
@@ -146,6 +147,7 @@ async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link
     let queue = crate::failpoint::delay_ms("session.queue").and_then(|n| usize::try_from(n).ok()).filter(|&n| n > 0).unwrap_or(QUEUE);
     let (tx, rx) = mpsc::channel(queue);
     let plink = Arc::new(PeerLink::new(tx));
+    plink.set_features(features);
     let r = node.step_io(Event::Install { plan: plan.clone(), peer_ids: ids_of(&peer_state) }, Some(plink.clone()), Some(&peer_bitmap));
     if plink.id().0 != 0 {
         *installed = Some(plink.clone());

@@ -60,6 +60,8 @@ pub struct Codec {
     state: State,
     /// Whether the crc covers data blocks ([`crc_len`]).
     data_crc: bool,
+    /// The feature bits the handshake agreed on for this link (0 before).
+    pub(super) features: u64,
 }
 
 /// How many payload bytes of a frame of type `ty` and payload length `len`
@@ -88,7 +90,7 @@ impl Codec {
     /// A codec that refuses payloads over `max_payload` bytes (in both
     /// directions). Use [`DEFAULT_MAX_PAYLOAD`] unless testing.
     pub fn new(max_payload: usize) -> Self {
-        Self { max_payload: max_payload.min(u32::MAX as usize), state: State::Head, data_crc: true }
+        Self { max_payload: max_payload.min(u32::MAX as usize), state: State::Head, data_crc: true, features: 0 }
     }
 
     /// Whether the crc covers data blocks (true unless the handshake agreed
@@ -100,6 +102,12 @@ impl Codec {
     /// Sets [`Self::data_crc`] for the frames decoded and encoded from now on.
     pub fn set_data_crc(&mut self, on: bool) {
         self.data_crc = on;
+    }
+
+    /// The feature bits both sides offered in the handshake that made this
+    /// link (0 before it): what the session may use ([`super::FEATURE_RESIZE`]).
+    pub fn features(&self) -> u64 {
+        self.features
     }
 
     /// The payload cap.

@@ -229,6 +229,7 @@ pub async fn handshake_admit<S: AsyncRead + AsyncWrite + Unpin>(
             // Both offered FEATURE_UNCHECKED_DATA: both sides' frames from
             // here on leave data blocks out of the crc.
             link.codec_mut().set_data_crc(peer.features & FEATURE_UNCHECKED_DATA == 0);
+            link.codec_mut().features = peer.features;
             return Ok((link, peer));
         }
         Ok(Err(f)) => f,

@@ -56,7 +56,7 @@ pub const PROTO_MINOR: u16 = 0;
 pub const FEATURE_AUTH: u64 = 1 << 0;
 /// The feature bits this build knows. Bits outside it are ignored (a newer
 /// minor may define them; a feature is used only when both sides set it).
-pub const FEATURES_KNOWN: u64 = FEATURE_AUTH | FEATURE_PROTOCOL_A | FEATURE_PROTOCOL_B | FEATURE_UNCHECKED_DATA;
+pub const FEATURES_KNOWN: u64 = FEATURE_AUTH | FEATURE_PROTOCOL_A | FEATURE_PROTOCOL_B | FEATURE_RESIZE | FEATURE_UNCHECKED_DATA;
 /// Feature bit: the sender's resource runs protocol A. Neither this bit nor
 /// [`FEATURE_PROTOCOL_B`]: protocol C. Both sides must agree or refuse.
 pub const FEATURE_PROTOCOL_A: u64 = 1 << 1;
@@ -70,6 +70,11 @@ pub const FEATURE_PROTOCOL_B: u64 = 1 << 2;
 /// protects the bytes in transit, as with DRBD's default of no
 /// `data-integrity-alg`). Bit 8, clear of the low bits other features take.
 pub const FEATURE_UNCHECKED_DATA: u64 = 1 << 8;
+/// Feature bit: the sender does online resize (`ResizeQuery`, `ResizeInfo`,
+/// `ResizeCommit`). `repctl resize` refuses, with a clear reason, on a link
+/// whose peer did not offer it (a build from before resize, which would
+/// drop the link at the unknown message).
+pub const FEATURE_RESIZE: u64 = 1 << 3;
 /// The bits that name the protocol.
 pub const FEATURES_PROTOCOL: u64 = FEATURE_PROTOCOL_A | FEATURE_PROTOCOL_B;
 
