@@ -135,6 +135,8 @@ pub struct Delay {
     /// writer waiting for room.
     cond: Condvar,
     tx: Mutex<Option<mpsc::Sender<Job>>>,
+    /// Jobs submitted and not yet journaled (or dropped) by the writer.
+    queued: std::sync::atomic::AtomicUsize,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
@@ -178,6 +180,7 @@ impl Delay {
             }),
             cond: Condvar::new(),
             tx: Mutex::new(None),
+            queued: std::sync::atomic::AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
         }))
     }
@@ -226,11 +229,13 @@ impl Delay {
     /// order); its Ack follows once it is durable in the journal.
     pub fn submit(&self, link: &Arc<PeerLink>, id: u64, offset: u64, op: Mirrored) {
         let job = Job { link: link.clone(), id, offset, op, time_ms: now_ms() };
+        self.queued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let sent = match self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             Some(tx) => tx.send(job).is_ok(),
             None => false,
         };
         if !sent {
+            self.queued.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             link.send_soon(Message::Ack { id, errno: libc::ESHUTDOWN });
         }
     }
@@ -248,6 +253,7 @@ impl Delay {
             }
             let mut acks: Vec<(Arc<PeerLink>, u64, i32)> = Vec::with_capacity(jobs.len());
             let mut appended = false;
+            let n = jobs.len();
             for job in jobs {
                 match self.journal_one(&job, node) {
                     Journaled::Yes => {
@@ -276,6 +282,17 @@ impl Delay {
                 let errno = if errno == 0 { synced } else { errno };
                 link.send_soon(Message::Ack { id, errno });
             }
+            self.queued.fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
+            self.cond.notify_all();
+        }
+    }
+
+    /// Waits until every write submitted so far is in the journal (or was
+    /// dropped): what a catch-up or a promotion sees is then complete.
+    fn drain_queue(&self) {
+        let mut g = self.lock();
+        while self.queued.load(std::sync::atomic::Ordering::SeqCst) > 0 && !g.stop {
+            g = self.cond.wait_timeout(g, Duration::from_millis(50)).unwrap_or_else(|p| p.into_inner()).0;
         }
     }
 
@@ -460,6 +477,7 @@ impl Delay {
         if self.lock().paused {
             return Err(format!("applying is paused on this delayed replica: {why} would jump past the pending writes; `repctl delay resume` first"));
         }
+        self.drain_queue();
         let held = self.hold();
         let pending = self.lock().journal.pending().len();
         if pending == 0 {
@@ -578,7 +596,7 @@ impl Node {
     /// pending write first (rule 5). Err: refused (paused), the reason.
     pub async fn delay_before_resync(self: &Arc<Self>, why: &'static str) -> Result<(), String> {
         let Some(d) = self.delay.clone() else { return Ok(()) };
-        if d.pending_count() == 0 && !d.lock().paused {
+        if d.pending_count() == 0 && d.queued.load(std::sync::atomic::Ordering::SeqCst) == 0 && !d.lock().paused {
             return Ok(());
         }
         let node = self.clone();

@@ -78,6 +78,7 @@ impl Node {
         let node = self.clone();
         let dd = d.clone();
         let r = tokio::task::spawn_blocking(move || -> Result<(usize, usize, u64), String> {
+            dd.drain_queue();
             let held = dd.hold();
             // 3. The rules again, on the state as it is now.
             node.state().check_promote(force).map_err(|e| e.0)?;
