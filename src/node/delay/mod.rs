@@ -596,7 +596,8 @@ impl Node {
     /// pending write first (rule 5). Err: refused (paused), the reason.
     pub async fn delay_before_resync(self: &Arc<Self>, why: &'static str) -> Result<(), String> {
         let Some(d) = self.delay.clone() else { return Ok(()) };
-        if d.pending_count() == 0 && d.queued.load(std::sync::atomic::Ordering::SeqCst) == 0 && !d.lock().paused {
+        // Nothing pending: nothing to jump over, paused or not.
+        if d.pending_count() == 0 && d.queued.load(std::sync::atomic::Ordering::SeqCst) == 0 {
             return Ok(());
         }
         let node = self.clone();

@@ -95,7 +95,11 @@ impl Node {
                 }
                 m.flush_bitmap().map_err(|e| format!("flushing the bitmap: {e}"))?;
             }
-            dd.lock().journal.discard_all(target).map_err(|e| format!("dropping the discarded writes: {e}"))?;
+            let mut g = dd.lock();
+            g.journal.discard_all(target).map_err(|e| format!("dropping the discarded writes: {e}"))?;
+            // Nothing is left to hold back: a pause ends here.
+            g.paused = false;
+            drop(g);
             Ok((n, rest.len(), bytes))
         })
         .await;
