@@ -169,6 +169,9 @@ fn events(p: &Pair, i: usize) -> (std::process::Child, std::sync::mpsc::Receiver
             }
         }
     });
+    // Subscribed once the first line (the status) is in: no event is missed after.
+    let first = rx.recv_timeout(Duration::from_secs(30)).expect("repctl events said nothing");
+    assert!(first.contains("\"event\":\"status\""), "{first}");
     (c, rx)
 }
 

@@ -15,28 +15,7 @@ use std::sync::Arc;
 use crate::control::Response;
 
 use super::super::runtime::Node;
-use super::{now_ms, pit};
-
-/// The point in time to promote to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PromoteTo {
-    /// Milliseconds since the epoch (`--to`).
-    Time(u64),
-    /// This many seconds before now (`--before`).
-    SecondsAgo(u64),
-    /// Everything received (`--latest`).
-    Latest,
-}
-
-impl PromoteTo {
-    fn at(self, now: u64) -> u64 {
-        match self {
-            PromoteTo::Time(t) => t,
-            PromoteTo::SecondsAgo(s) => now.saturating_sub(s.saturating_mul(1000)),
-            PromoteTo::Latest => now,
-        }
-    }
-}
+use super::{now_ms, pit, PromoteTo};
 
 impl Node {
     /// `repctl delay promote`.
