@@ -169,6 +169,9 @@ fn events(p: &Pair, i: usize) -> (std::process::Child, std::sync::mpsc::Receiver
             }
         }
     });
+    // Subscribed once the first line (the status) is in: no event is missed after.
+    let first = rx.recv_timeout(Duration::from_secs(30)).expect("repctl events said nothing");
+    assert!(first.contains("\"event\":\"status\""), "{first}");
     (c, rx)
 }
 
@@ -277,6 +280,8 @@ fn point_in_time_promotion_undoes_a_mistake() {
     assert!(d["newest_pending_ms"].as_u64().unwrap() > good);
     assert!(has(&p, ALPHA, 0, b'X', 8 * BLOCK));
 
+    // The operator stops the clock while looking (as docs/delayed-replica.md says).
+    p.ok(BETA, &["delay", "pause"]);
     // Bad points are refused, with nothing changed.
     refused(&p, BETA, &["delay", "promote", "--to", &rfc3339(now_ms() + 3_600_000)], 1, "in the future");
     refused(&p, BETA, &["delay", "promote", "--to", "1970-01-01T00:00:00Z"], 1, "before the earliest point");

@@ -109,6 +109,9 @@ mod tests {
         assert_eq!(r, Request::Connect { discard_my_data: false });
         assert_eq!(serde_json::to_string(&Request::Status).unwrap(), r#"{"cmd":"status"}"#);
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
+        let r: Request = serde_json::from_str(r#"{"cmd":"delay-promote","to_ms":1765062000000}"#).unwrap();
+        assert_eq!(r, Request::DelayPromote { to_ms: Some(1_765_062_000_000), before_secs: None, latest: false, force: false });
+        assert_eq!(serde_json::to_string(&Request::DelayPause).unwrap(), r#"{"cmd":"delay-pause"}"#);
         let d = serde_json::to_string(&Response::refused("no")).unwrap();
         assert_eq!(d, r#"{"ok":false,"message":"no"}"#);
     }

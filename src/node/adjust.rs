@@ -124,6 +124,9 @@ pub fn merge(old: &Config, new: &Config) -> Merged {
                 if o.tls_cert != n.tls_cert || o.tls_key != n.tls_key {
                     refused.push(k("tls_cert"));
                 }
+                if o.delay != n.delay {
+                    refused.push(k("apply_delay"));
+                }
             }
         }
     }

@@ -41,9 +41,7 @@ impl Node {
             self.tasks.spawn(crate::metrics::serve(l, std::sync::Arc::new(page), self.shutdown.clone()));
         }
         self.tasks.spawn(flush_peer_periodically(self.clone()));
-        if let Some(d) = &self.delay {
-            d.start(&self);
-        }
+        self.start_delay();
         self.changed();
         let gate = self.gate();
         let opts = crate::nbd::ServerOptions {

@@ -12,7 +12,9 @@
 //!   discard); [`pit`]: due times and the point-in-time choice, pure.
 //! - this file: [`Delay`], the running journal: the writer thread (group
 //!   commit, then the Acks), the applier thread, status, pause/resume,
-//!   catching up; [`promote`]: `repctl delay promote`.
+//!   catching up; it knows the node only as a [`Host`]. `host`: the
+//!   node's side (the hooks the write path, the session and the commands
+//!   call); `promote`: `repctl delay promote`.
 //!
 //! # The rules (each decided here, documented for the operator)
 //! 1. **Durable before done.** A mirrored write, trim or write-zeroes is
@@ -56,13 +58,14 @@
 //!    on it) or, if it wrote nothing since, becomes a bitmap sync target
 //!    after it is demoted.
 
+mod host;
 pub mod journal;
 pub mod pit;
 mod promote;
 pub mod record;
 
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -72,14 +75,48 @@ use crate::control::DelayStatus;
 use crate::repl::Message;
 use crate::store::Store;
 
-use super::counters::AtomicCounters;
 use super::link::PeerLink;
-use super::runtime::Node;
-use super::state::{Role, SyncSide};
 use journal::{Entry, Journal};
 use record::Op;
 
-pub use promote::PromoteTo;
+pub use host::intercepts;
+
+/// What the journal's threads need of the node around them (the node's
+/// side is in [`host`]; this file does not know the node). The node may be
+/// gone (stopping): then `store` is None and the rest does nothing.
+pub trait Host: Send + Sync {
+    fn store(&self) -> Option<Arc<Store>>;
+    /// Mirrored bytes journaled (the `replicated_bytes` counter).
+    fn count_replicated(&self, bytes: u64);
+    /// The journal is full while paused: leave the pair (standalone).
+    fn leave_pair(&self);
+    /// A `delay` event line (`repctl events`).
+    fn event(&self, from: &str, to: &str);
+    /// Applying failed on the local disk.
+    fn apply_failed(&self, e: &std::io::Error);
+}
+
+/// The point in time of `repctl delay promote`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PromoteTo {
+    /// Milliseconds since the epoch (`--to`).
+    Time(u64),
+    /// This many seconds before now (`--before`).
+    SecondsAgo(u64),
+    /// Everything received (`--latest`).
+    Latest,
+}
+
+impl PromoteTo {
+    /// The point as ms since the epoch, `now` being now.
+    pub fn at(self, now: u64) -> u64 {
+        match self {
+            PromoteTo::Time(t) => t,
+            PromoteTo::SecondsAgo(s) => now.saturating_sub(s.saturating_mul(1000)),
+            PromoteTo::Latest => now,
+        }
+    }
+}
 
 /// Wall-clock milliseconds since the epoch on this node.
 pub fn now_ms() -> u64 {
@@ -135,6 +172,8 @@ pub struct Delay {
     /// writer waiting for room.
     cond: Condvar,
     tx: Mutex<Option<mpsc::Sender<Job>>>,
+    /// Jobs submitted and not yet journaled (or dropped) by the writer.
+    queued: std::sync::atomic::AtomicUsize,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
@@ -178,6 +217,7 @@ impl Delay {
             }),
             cond: Condvar::new(),
             tx: Mutex::new(None),
+            queued: std::sync::atomic::AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
         }))
     }
@@ -187,17 +227,17 @@ impl Delay {
     }
 
     /// Starts the writer and applier threads.
-    pub fn start(self: &Arc<Self>, node: &Arc<Node>) {
+    pub fn start(self: &Arc<Self>, node: Arc<dyn Host>) {
         let (tx, rx) = mpsc::channel();
         *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         let handle = tokio::runtime::Handle::current();
-        let (d, n) = (self.clone(), Arc::downgrade(node));
+        let (d, n) = (self.clone(), node.clone());
         let h = handle.clone();
         let writer = std::thread::Builder::new().name("repd-delay-writer".into()).spawn(move || {
             let _g = h.enter();
             d.writer(&rx, &n);
         });
-        let (d, n) = (self.clone(), Arc::downgrade(node));
+        let (d, n) = (self.clone(), node);
         let applier = std::thread::Builder::new().name("repd-delay-apply".into()).spawn(move || {
             let _g = handle.enter();
             d.applier(&n);
@@ -226,18 +266,20 @@ impl Delay {
     /// order); its Ack follows once it is durable in the journal.
     pub fn submit(&self, link: &Arc<PeerLink>, id: u64, offset: u64, op: Mirrored) {
         let job = Job { link: link.clone(), id, offset, op, time_ms: now_ms() };
+        self.queued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let sent = match self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             Some(tx) => tx.send(job).is_ok(),
             None => false,
         };
         if !sent {
+            self.queued.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             link.send_soon(Message::Ack { id, errno: libc::ESHUTDOWN });
         }
     }
 
     /// The writer thread: journals what is queued, one fdatasync for all
     /// of it, then the Acks.
-    fn writer(&self, rx: &mpsc::Receiver<Job>, node: &Weak<Node>) {
+    fn writer(&self, rx: &mpsc::Receiver<Job>, node: &Arc<dyn Host>) {
         while let Ok(first) = rx.recv() {
             let mut jobs = vec![first];
             while jobs.len() < 1024 {
@@ -248,6 +290,7 @@ impl Delay {
             }
             let mut acks: Vec<(Arc<PeerLink>, u64, i32)> = Vec::with_capacity(jobs.len());
             let mut appended = false;
+            let n = jobs.len();
             for job in jobs {
                 match self.journal_one(&job, node) {
                     Journaled::Yes => {
@@ -276,10 +319,22 @@ impl Delay {
                 let errno = if errno == 0 { synced } else { errno };
                 link.send_soon(Message::Ack { id, errno });
             }
+            self.queued.fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
+            self.cond.notify_all();
         }
     }
 
-    fn journal_one(&self, job: &Job, node: &Weak<Node>) -> Journaled {
+    /// Waits until every write submitted so far is in the journal (or was
+    /// dropped): what a catch-up or a promotion sees is then complete.
+    fn drain_queue(&self) {
+        // (also used by the promotion in `promote`)
+        let mut g = self.lock();
+        while self.queued.load(std::sync::atomic::Ordering::SeqCst) > 0 && !g.stop {
+            g = self.cond.wait_timeout(g, Duration::from_millis(50)).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    fn journal_one(&self, job: &Job, node: &Arc<dyn Host>) -> Journaled {
         let (op, fua, len, payload): (Op, bool, u64, &[u8]) = match &job.op {
             Mirrored::Write { data, fua } => (Op::Write, *fua, data.len() as u64, data),
             Mirrored::Trim { len, fua } => (Op::Trim, *fua, *len, &[]),
@@ -305,11 +360,9 @@ impl Delay {
                     "delay journal full ({} bytes) while applying is paused: dropping the link and staying standalone; the Primary goes on alone. `repctl delay resume`, then `repctl connect`",
                     self.cfg.journal_size
                 );
-                if let Some(n) = node.upgrade() {
-                    n.delay_event("paused", "disconnected (journal full)");
-                    let _ = n.step(super::machine::Event::Disconnect);
-                    job.link.close();
-                }
+                node.event("paused", "disconnected (journal full)");
+                node.leave_pair();
+                job.link.close();
                 return Journaled::Dropped;
             }
             if !g.early {
@@ -324,9 +377,7 @@ impl Delay {
                         "delay journal full ({} bytes): applying the oldest writes before their delay is over; the delay is shortened until there is room again",
                         self.cfg.journal_size
                     );
-                    if let Some(n) = node.upgrade() {
-                        n.delay_event("applying", "shortened (journal full)");
-                    }
+                    node.event("applying", "shortened (journal full)");
                     g = self.lock();
                     continue;
                 }
@@ -337,9 +388,7 @@ impl Delay {
             Ok(_) => {
                 drop(g);
                 self.cond.notify_all();
-                if let Some(n) = node.upgrade() {
-                    AtomicCounters::add(&n.counters.replicated_bytes, len);
-                }
+                node.count_replicated(len);
                 Journaled::Yes
             }
             Err(e) => {
@@ -351,7 +400,7 @@ impl Delay {
     }
 
     /// The applier thread: applies due records in order, a batch at a time.
-    fn applier(&self, node: &Weak<Node>) {
+    fn applier(&self, node: &Arc<dyn Host>) {
         loop {
             let mut g = self.lock();
             if g.stop {
@@ -373,8 +422,8 @@ impl Delay {
             let early = batch.iter().filter(|e| !pit::due(e.head.time_ms, self.cfg.apply_delay_ms, now)).count() as u64;
             g.busy = true;
             drop(g);
-            let Some(n) = node.upgrade() else { return };
-            let r = self.apply_batch(&n.store, &batch);
+            let Some(store) = node.store() else { return };
+            let r = self.apply_batch(&store, &batch);
             let mut g = self.lock();
             g.busy = false;
             match r {
@@ -389,7 +438,7 @@ impl Delay {
                     tracing::error!("delayed replica: applying failed: {e}; applying stops (the records stay in the journal)");
                     g.error = Some(format!("applying failed: {e}"));
                     drop(g);
-                    n.on_io_error("applying the delay journal", &e);
+                    node.apply_failed(&e);
                     self.cond.notify_all();
                     continue;
                 }
@@ -460,6 +509,7 @@ impl Delay {
         if self.lock().paused {
             return Err(format!("applying is paused on this delayed replica: {why} would jump past the pending writes; `repctl delay resume` first"));
         }
+        self.drain_queue();
         let held = self.hold();
         let pending = self.lock().journal.pending().len();
         if pending == 0 {
@@ -557,61 +607,3 @@ fn apply_entry(store: &Store, e: &Entry) -> std::io::Result<()> {
     }
 }
 
-/// The journal takes the mirrored writes of `node` now: a delayed replica,
-/// Secondary, not the target of a running resync (those are applied at
-/// once: rule 5).
-pub fn intercepts(node: &Node) -> Option<&Arc<Delay>> {
-    let d = node.delay.as_ref()?;
-    let st = node.state();
-    (st.role == Role::Secondary && st.syncing != Some(SyncSide::Target)).then_some(d)
-}
-
-impl Node {
-    /// A `delay` event line for `repctl events`.
-    pub(crate) fn delay_event(&self, from: &str, to: &str) {
-        let e = super::events::Event { event: "delay", from: from.into(), to: to.into() };
-        let extra = self.delay.as_ref().and_then(|d| serde_json::to_value(d.status()).ok()).map(|s| serde_json::json!({ "delay": s }));
-        self.events.send_line(&self.me, &self.cfg.resource.name, &e, extra);
-    }
-
-    /// Before a resync into or out of this delayed replica: applies every
-    /// pending write first (rule 5). Err: refused (paused), the reason.
-    pub async fn delay_before_resync(self: &Arc<Self>, why: &'static str) -> Result<(), String> {
-        let Some(d) = self.delay.clone() else { return Ok(()) };
-        if d.pending_count() == 0 && !d.lock().paused {
-            return Ok(());
-        }
-        let node = self.clone();
-        let n = tokio::task::spawn_blocking(move || d.catch_up_blocking(&node.store, why)).await.map_err(|e| e.to_string())??;
-        if n > 0 {
-            self.delay_event("pending", &format!("applied {n} writes at once ({why})"));
-        }
-        Ok(())
-    }
-
-    /// A plain promotion is refused while writes are pending (rule 7).
-    pub(crate) fn delay_refuses_promotion(&self) -> Option<String> {
-        let d = self.delay.as_ref()?;
-        let s = d.status();
-        (s.pending_records > 0).then(|| {
-            format!(
-                "this node is a delayed replica with {} pending writes (oldest received {}): it is not promoted as it is; choose a point in time: `repctl delay promote --to TIME` (or `--before SECS`, `--latest`)",
-                s.pending_records,
-                s.oldest_pending.unwrap_or_default()
-            )
-        })
-    }
-
-    /// Verify is refused while the pair has a delayed replica (rule 6).
-    pub(crate) fn delay_refuses_verify(&self) -> Option<String> {
-        let (who, d) = match (&self.me.delay, &self.peer_cfg.delay) {
-            (Some(d), _) => (format!("this node ({})", self.me.name), d),
-            (None, Some(d)) => (format!("the peer ({})", self.peer_cfg.name), d),
-            (None, None) => return None,
-        };
-        Some(format!(
-            "{who} is a delayed replica (apply_delay {} s): its disk is behind the Primary's by design, so verify would only find the pending writes; verify a pair without apply_delay",
-            d.apply_delay_ms / 1000
-        ))
-    }
-}

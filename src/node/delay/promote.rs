@@ -15,28 +15,7 @@ use std::sync::Arc;
 use crate::control::Response;
 
 use super::super::runtime::Node;
-use super::{now_ms, pit};
-
-/// The point in time to promote to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PromoteTo {
-    /// Milliseconds since the epoch (`--to`).
-    Time(u64),
-    /// This many seconds before now (`--before`).
-    SecondsAgo(u64),
-    /// Everything received (`--latest`).
-    Latest,
-}
-
-impl PromoteTo {
-    fn at(self, now: u64) -> u64 {
-        match self {
-            PromoteTo::Time(t) => t,
-            PromoteTo::SecondsAgo(s) => now.saturating_sub(s.saturating_mul(1000)),
-            PromoteTo::Latest => now,
-        }
-    }
-}
+use super::{now_ms, pit, PromoteTo};
 
 impl Node {
     /// `repctl delay promote`.
@@ -78,6 +57,7 @@ impl Node {
         let node = self.clone();
         let dd = d.clone();
         let r = tokio::task::spawn_blocking(move || -> Result<(usize, usize, u64), String> {
+            dd.drain_queue();
             let held = dd.hold();
             // 3. The rules again, on the state as it is now.
             node.state().check_promote(force).map_err(|e| e.0)?;
@@ -94,7 +74,11 @@ impl Node {
                 }
                 m.flush_bitmap().map_err(|e| format!("flushing the bitmap: {e}"))?;
             }
-            dd.lock().journal.discard_all(target).map_err(|e| format!("dropping the discarded writes: {e}"))?;
+            let mut g = dd.lock();
+            g.journal.discard_all(target).map_err(|e| format!("dropping the discarded writes: {e}"))?;
+            // Nothing is left to hold back: a pause ends here.
+            g.paused = false;
+            drop(g);
             Ok((n, rest.len(), bytes))
         })
         .await;
