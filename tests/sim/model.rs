@@ -164,6 +164,8 @@ pub struct Write {
     /// Protocol A: the client was answered once the local write was done
     /// and the request queued; the write stays tracked until the peer's Ack.
     pub early: bool,
+    /// Protocol A's pull-ahead: not sent (this Primary is Ahead), marked.
+    pub ahead: bool,
 }
 
 /// The resync task, source side (node/resync.rs `run_source`).
@@ -401,7 +403,9 @@ impl Io for SimIo<'_> {
             return;
         }
         let full = std::mem::take(&mut self.node.full_next);
-        let bound = if full { BLOCKS as u64 } else { self.node.sess.as_ref().map_or(0, |s| s.union) };
+        // The union at connect; a resync started later on the same link
+        // (pull-ahead's catch-up) copies what was marked since: the bitmap now.
+        let bound = if full { BLOCKS as u64 } else { self.node.sess.as_ref().map_or(0, |s| s.union).max(self.node.store.dirty()) };
         self.node.src = Some(Source { r, phase: SourcePhase::Start, inflight: BTreeMap::new(), copies: 0, bound });
     }
 
