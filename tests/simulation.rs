@@ -26,7 +26,10 @@
 //!   are frozen; flushes with `FlushBegins`, `FlushAlone`; under protocol
 //!   A (one seed in five) the client's answer once the local write is done
 //!   and the frame queued, the write still tracked (range lock, activity
-//!   log) until the peer's `Ack`;
+//!   log) until the peer's `Ack`; half of those seeds pull ahead
+//!   (node/pull_ahead.rs: `Sending` before a write is sent, `Drained` when
+//!   an answer leaves nothing in flight, `PeerAhead` from a `StateUpdate`'s
+//!   flag, a flush while Ahead local only);
 //! - the resync source task (node/resync.rs `run_source`): `ResyncBegun`,
 //!   `State` + `SyncStart` + a confirming `Flush`, `ResyncConfirmed`, one
 //!   block per copy (the bit cleared, `PeerWrote` on its ack; digests of a
@@ -63,7 +66,10 @@
 //!   (unless an operator declared data lost: a forced promotion, a split
 //!   brain and its discard; and, under protocol A, exactly what A may
 //!   lose: a write answered before the peer's `Ack` whose Primary crashed,
-//!   or stepped down with the write failing, before that `Ack` settled it);
+//!   or stepped down with the write failing, before that `Ack` settled it;
+//!   with pull-ahead, the writes answered Ahead by a Primary that died or
+//!   was demoted while its peer was still current and not fenced, and the
+//!   split brain that follows if that peer is promoted and writes);
 //! - both sides' decisions mirror each other;
 //! - when the pair is connected and quiet (nothing in flight, no resync),
 //!   both disks are identical;
