@@ -701,8 +701,11 @@ impl Sim {
             }
             Message::SyncDone => {
                 self.step(i, Event::SyncDoneFlushed)?;
-                // What the source acknowledged Ahead is here now.
-                self.ledger.ahead_risk[1 - i].clear();
+                // What the source acknowledged Ahead before this resync
+                // started is here now.
+                if let Some(upto) = self.n[1 - i].settle_upto.take() {
+                    self.ledger.settle_ahead(1 - i, upto);
+                }
                 // `after-resync` (crm-unfence-peer): the manager lifts the fence.
                 self.fenced[i] = false;
                 self.note(format!("{} finished resync as target", NAMES[i]));
@@ -780,6 +783,7 @@ impl Sim {
                     return Ok(());
                 }
                 if self.n[i].live_link(&self.net) == Some(src.r.link) {
+                    self.n[i].settle_upto = Some(src.risk_upto);
                     self.send(i, Message::SyncDone);
                     self.step(i, Event::ResyncDone)?;
                     self.c.resyncs_done += 1;
@@ -916,6 +920,7 @@ impl Sim {
                     w.link = None;
                 }
                 self.c.writes_ahead += 1;
+                self.n[i].ahead_acks += 1;
                 self.finish_write(i, wid, true, true);
                 return Ok(());
             }
@@ -1010,7 +1015,7 @@ impl Sim {
             self.c.writes_degraded += 1;
         }
         if w.ahead {
-            self.ledger.ack_ahead(i, w.blocks, w.ver);
+            self.ledger.ack_ahead(i, w.blocks, w.ver, self.n[i].ahead_acks);
         } else {
             self.ledger.ack(i, w.blocks, w.ver);
         }

@@ -109,7 +109,8 @@ pub struct Ledger {
     /// Pull-ahead: writes node i acknowledged while Ahead that its peer may
     /// not have (blocks, version, the acked versions before), until the
     /// peer has them (a resync ended, or the pair was quiet).
-    pub ahead_risk: [Vec<(std::ops::Range<usize>, u64, Vec<u64>)>; 2],
+    /// The last field: the node's count of writes acknowledged Ahead.
+    pub ahead_risk: [Vec<(std::ops::Range<usize>, u64, Vec<u64>, u64)>; 2],
 }
 
 impl Ledger {
@@ -138,10 +139,16 @@ impl Ledger {
     }
 
     /// Pull-ahead: `node`, Ahead, acknowledged a write it did not send.
-    pub fn ack_ahead(&mut self, node: usize, blocks: std::ops::Range<usize>, ver: u64) {
+    pub fn ack_ahead(&mut self, node: usize, blocks: std::ops::Range<usize>, ver: u64, seq: u64) {
         let before = self.acked[blocks.clone()].to_vec();
         self.ack(node, blocks.clone(), ver);
-        self.ahead_risk[node].push((blocks, ver, before));
+        self.ahead_risk[node].push((blocks, ver, before, seq));
+    }
+
+    /// A resync from `node` ended on its peer: the writes it acknowledged
+    /// Ahead before that resync started are there.
+    pub fn settle_ahead(&mut self, node: usize, upto: u64) {
+        self.ahead_risk[node].retain(|r| r.3 > upto);
     }
 
     /// `node` died Ahead while its peer could be promoted as current (not
@@ -149,7 +156,7 @@ impl Ledger {
     /// (docs/guarantees.md item 10). Returns how many writes.
     pub fn forgive_ahead(&mut self, node: usize) -> u64 {
         let risk = std::mem::take(&mut self.ahead_risk[node]);
-        for (blocks, ver, before) in risk.iter().rev() {
+        for (blocks, ver, before, _) in risk.iter().rev() {
             for (b, prev) in blocks.clone().zip(before) {
                 if self.acked[b] == *ver {
                     self.acked[b] = *prev;
