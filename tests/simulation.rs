@@ -564,9 +564,11 @@ impl Sim {
             self.c.clean_ends += 1;
         }
         self.net.close(s.conn);
-        if self.m(i).state().role == Role::Primary && s.link.is_some() {
+        if (self.m(i).state().role == Role::Primary || self.m(i).state().lag == Some(Lag::Ahead)) && s.link.is_some() {
             // The manager outdates the peer before the Primary goes on alone
-            // (before its new generation, which a crash may interrupt).
+            // (before its new generation, which a crash may interrupt); so
+            // does a node Ahead of its peer, even demoted since
+            // (node/events.rs `handler_for`).
             self.fenced[1 - i] = true;
         }
         let requests_first = self.rng.gen();
