@@ -93,6 +93,11 @@ impl std::ops::AddAssign for Counts {
     }
 }
 
+/// A write acknowledged Ahead: its blocks, its version, the acked versions
+/// of those blocks before it, and the node's count of writes acknowledged
+/// Ahead at it.
+pub type AheadAck = (std::ops::Range<usize>, u64, Vec<u64>, u64);
+
 /// What the client was told, and what the operator declared.
 pub struct Ledger {
     /// Latest acknowledged version of each block.
@@ -109,8 +114,7 @@ pub struct Ledger {
     /// Pull-ahead: writes node i acknowledged while Ahead that its peer may
     /// not have (blocks, version, the acked versions before), until the
     /// peer has them (a resync ended, or the pair was quiet).
-    /// The last field: the node's count of writes acknowledged Ahead.
-    pub ahead_risk: [Vec<(std::ops::Range<usize>, u64, Vec<u64>, u64)>; 2],
+    pub ahead_risk: [Vec<AheadAck>; 2],
 }
 
 impl Ledger {
