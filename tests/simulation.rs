@@ -26,7 +26,10 @@
 //!   are frozen; flushes with `FlushBegins`, `FlushAlone`; under protocol
 //!   A (one seed in five) the client's answer once the local write is done
 //!   and the frame queued, the write still tracked (range lock, activity
-//!   log) until the peer's `Ack`;
+//!   log) until the peer's `Ack`; half of those seeds pull ahead
+//!   (node/pull_ahead.rs: `Sending` before a write is sent, `Drained` when
+//!   an answer leaves nothing in flight, `PeerAhead` from a `StateUpdate`'s
+//!   flag, a flush while Ahead local only);
 //! - the resync source task (node/resync.rs `run_source`): `ResyncBegun`,
 //!   `State` + `SyncStart` + a confirming `Flush`, `ResyncConfirmed`, one
 //!   block per copy (the bit cleared, `PeerWrote` on its ack; digests of a
@@ -63,7 +66,10 @@
 //!   (unless an operator declared data lost: a forced promotion, a split
 //!   brain and its discard; and, under protocol A, exactly what A may
 //!   lose: a write answered before the peer's `Ack` whose Primary crashed,
-//!   or stepped down with the write failing, before that `Ack` settled it);
+//!   or stepped down with the write failing, before that `Ack` settled it;
+//!   with pull-ahead, the writes answered Ahead by a Primary that died or
+//!   was demoted while its peer was still current and not fenced, and the
+//!   split brain that follows if that peer is promoted and writes);
 //! - both sides' decisions mirror each other;
 //! - when the pair is connected and quiet (nothing in flight, no resync),
 //!   both disks are identical;
@@ -118,8 +124,8 @@ use repd::meta::ActivityLog;
 use repd::node::decide::{decide, Decision, Side};
 use repd::node::execute::execute;
 use repd::node::genid::{self, DecideInput, GenIds, SyncDecision};
-use repd::node::machine::{Answer, Effect, Event, LinkId, Machine, PeerAnswer, Settings};
-use repd::node::state::{Connection, Disk, Role};
+use repd::node::machine::{Answer, Congestion, Effect, Event, LinkId, Machine, PeerAnswer, Settings};
+use repd::node::state::{Connection, Disk, Lag, Role};
 use repd::node::wire::{from_wire_disk, from_wire_role, to_wire_disk, to_wire_role};
 use repd::repl::{self, Message};
 
@@ -147,6 +153,8 @@ struct Sim {
     disk_errors: bool,
     /// Protocol A (one seed in five; `SIM_PROTOCOL=A` or `C` for all).
     protocol_a: bool,
+    /// Protocol A's pull-ahead (half the protocol-A seeds).
+    pull_ahead: bool,
     next_ver: u64,
     next_wid: u64,
     /// Fault events happen with probability 1/fault_scale (per seed).
@@ -161,7 +169,17 @@ impl Sim {
         let policy = if seed.is_multiple_of(3) { SplitBrainPolicy::DiscardZeroChanges } else { SplitBrainPolicy::Disconnect };
         // One seed in four freezes writes until fence-peer confirms.
         let fencing = if seed % 4 == 1 { Fencing::ResourceAndStonith } else { Fencing::DontCare };
-        let settings = |i: usize| Settings { me_first: NAMES[i] < NAMES[1 - i], fencing, after_split_brain: policy, size: SIZE, pull_ahead: None };
+        let protocol_a = match std::env::var("SIM_PROTOCOL").as_deref() {
+            Ok("A") => true,
+            Ok("C") => false,
+            // Another one in five than the disk-error seeds.
+            _ => seed % 5 == 4,
+        };
+        // Half the protocol-A seeds pull ahead: congested at 2 blocks in
+        // flight, or (one in three) at 2 of the 3 activity-log slots.
+        let pull_ahead = (protocol_a && seed % 2 == 1)
+            .then_some(Congestion { fill: 2 * BLOCK, extents: if seed.is_multiple_of(3) { 2 } else { 0 } });
+        let settings = |i: usize| Settings { me_first: NAMES[i] < NAMES[1 - i], fencing, after_split_brain: policy, size: SIZE, pull_ahead };
         Sim {
             rng: StdRng::seed_from_u64(seed),
             xrng: StdRng::seed_from_u64(seed ^ 0x5eed_b17b_a9e0_0000),
@@ -176,12 +194,8 @@ impl Sim {
             // One seed in five detaches disks on I/O errors unless
             // SIM_DISK_ERRORS says 1 (every seed) or 0 (none).
             disk_errors: std::env::var("SIM_DISK_ERRORS").map_or(seed % 5 == 2, |v| v == "1"),
-            // Another one in five runs protocol A (SIM_PROTOCOL=A|C: all).
-            protocol_a: match std::env::var("SIM_PROTOCOL").as_deref() {
-                Ok("A") => true,
-                Ok("C") => false,
-                _ => seed % 5 == 4,
-            },
+            protocol_a,
+            pull_ahead: pull_ahead.is_some(),
             next_ver: 1,
             next_wid: 1,
             fault_scale: [1, 2, 4][(seed % 3) as usize],
@@ -328,12 +342,37 @@ impl Sim {
             self.c.early_lost += early;
             self.note(format!("{}: {early} write(s) answered early (protocol A) may be lost", NAMES[i]));
         }
+        self.forgive_ahead(i, "dies");
         if let Some(s) = &self.n[i].sess {
             self.net.close(s.conn);
         }
         self.n[i].forget();
         if self.faults.armed.is_some_and(|(w, _)| w == i) {
             self.faults.armed = None;
+        }
+    }
+
+    /// Pull-ahead: node `i` dies or steps down holding writes it
+    /// acknowledged Ahead, while its peer can still be promoted as current
+    /// (not told it is Behind, not fenced): they may be lost
+    /// (docs/guarantees.md item 10).
+    fn forgive_ahead(&mut self, i: usize, how: &str) {
+        let j = 1 - i;
+        let peer_current = self.n[j].store.hdr.disk == Disk::UpToDate || self.n[j].m.as_ref().is_some_and(|m| m.state().disk == Disk::UpToDate);
+        // Going Ahead made a new current id (before the first write, which
+        // a crash may have stopped): if the peer is promoted and writes,
+        // their next handshake is a real split brain.
+        let diverged = self.n[i].store.hdr.ids.current & !1 != self.n[j].store.hdr.ids.current & !1;
+        if self.pull_ahead && peer_current && !self.fenced[j] && diverged {
+            self.ledger.split_possible = true;
+        }
+        if !self.ledger.ahead_risk[i].is_empty() && peer_current && !self.fenced[j] {
+            let k = self.ledger.forgive_ahead(i);
+            self.c.ahead_lost += k;
+            // It made a new current id before them: if the peer is promoted
+            // and writes, their next handshake is a real split brain.
+            self.ledger.split_possible = true;
+            self.note(format!("{} {how}: {k} write(s) acknowledged Ahead may be lost (the peer is current and not fenced)", NAMES[i]));
         }
     }
 
@@ -526,9 +565,11 @@ impl Sim {
             self.c.clean_ends += 1;
         }
         self.net.close(s.conn);
-        if self.m(i).state().role == Role::Primary && s.link.is_some() {
+        if (self.m(i).state().role == Role::Primary || self.m(i).state().lag == Some(Lag::Ahead)) && s.link.is_some() {
             // The manager outdates the peer before the Primary goes on alone
-            // (before its new generation, which a crash may interrupt).
+            // (before its new generation, which a crash may interrupt); so
+            // does a node Ahead of its peer, even demoted since
+            // (node/events.rs `handler_for`).
             self.fenced[1 - i] = true;
         }
         let requests_first = self.rng.gen();
@@ -633,8 +674,9 @@ impl Sim {
                 let granted = matches!(self.step(i, Event::RoleRequested)?, Answer::Granted(true));
                 self.send(i, Message::Ack { id, errno: if granted { 0 } else { libc::EBUSY } });
             }
-            Message::StateUpdate { role, disk, .. } => {
+            Message::StateUpdate { role, disk, flags } => {
                 self.step(i, Event::PeerUpdate { role: from_wire_role(role), disk: from_wire_disk(disk) })?;
+                self.step(i, Event::PeerAhead { ahead: flags & repl::types::STATE_AHEAD != 0 })?;
             }
             Message::State(s) => {
                 self.step(i, Event::PeerIds(GenIds { current: s.current_uuid, bitmap: s.bitmap_uuid, history: s.history_uuids }))?;
@@ -662,6 +704,11 @@ impl Sim {
             }
             Message::SyncDone => {
                 self.step(i, Event::SyncDoneFlushed)?;
+                // What the source acknowledged Ahead before this resync
+                // started is here now.
+                if let Some(upto) = self.n[1 - i].settle_upto.take() {
+                    self.ledger.settle_ahead(1 - i, upto);
+                }
                 // `after-resync` (crm-unfence-peer): the manager lifts the fence.
                 self.fenced[i] = false;
                 self.note(format!("{} finished resync as target", NAMES[i]));
@@ -693,6 +740,7 @@ impl Sim {
                 } else {
                     self.degraded(i, wid)?;
                 }
+                self.maybe_drained(i)?;
             }
             Req::Role { force, link, failover } => {
                 self.n[i].promoting = false;
@@ -738,6 +786,7 @@ impl Sim {
                     return Ok(());
                 }
                 if self.n[i].live_link(&self.net) == Some(src.r.link) {
+                    self.n[i].settle_upto = Some(src.risk_upto);
                     self.send(i, Message::SyncDone);
                     self.step(i, Event::ResyncDone)?;
                     self.c.resyncs_done += 1;
@@ -780,6 +829,31 @@ impl Sim {
     }
 
     // ------------------------------------------------------------ the write path
+
+    /// Bytes of mirrored writes sent on `link` and not answered
+    /// (node/link.rs `in_flight_bytes`).
+    fn fill(&self, i: usize, link: LinkId) -> u64 {
+        let n = &self.n[i];
+        n.reqs
+            .values()
+            .filter_map(|r| if let Req::Write(wid) = r { n.writes.iter().find(|w| w.wid == *wid && w.link == Some(link)) } else { None })
+            .map(|w| w.blocks.len() as u64 * BLOCK)
+            .sum()
+    }
+
+    /// node/pull_ahead.rs `acked`: an answer left nothing in flight on the
+    /// link of an Ahead Primary: it caught up.
+    fn maybe_drained(&mut self, i: usize) -> Step {
+        if !self.pull_ahead || !self.up(i) || self.m(i).state().lag != Some(Lag::Ahead) {
+            return Ok(());
+        }
+        let Some(link) = self.n[i].sess.as_ref().and_then(|s| s.link) else { return Ok(()) };
+        if self.fill(i, link) == 0 {
+            self.note(format!("{}: the link drained while Ahead", NAMES[i]));
+            self.step(i, Event::Drained { link })?;
+        }
+        Ok(())
+    }
 
     /// An application write on the Primary (node/device.rs `mutate_one`,
     /// `replicate`).
@@ -831,7 +905,29 @@ impl Sim {
         // `node.link()`: the installed link, even if its connection died.
         let link = self.n[i].sess.as_ref().and_then(|s| s.link);
         let detached = self.m(i).disk_failed();
-        self.n[i].writes.push(model::Write { wid, blocks: blocks.clone(), ver, link, frozen: false, detached, early: false });
+        self.n[i].writes.push(model::Write { wid, blocks: blocks.clone(), ver, link, frozen: false, detached, early: false, ahead: false });
+        // Protocol A's pull-ahead (node/pull_ahead.rs `route`): Ahead, the
+        // write is not sent; the machine marked it.
+        if let (Some(l), true) = (link, self.pull_ahead) {
+            let (fill, extents) = (self.fill(i, l), self.n[i].al.in_use());
+            let was_ahead = self.m(i).state().lag == Some(Lag::Ahead);
+            if let Answer::PullAhead(true) = self.step(i, Event::Sending { link: l, offset: off, len, fill, extents })? {
+                if !was_ahead {
+                    self.c.went_ahead += 1;
+                    self.note(format!("{} goes Ahead (fill {fill}, extents {extents})", NAMES[i]));
+                }
+                let vers = vec![ver; blocks.len()];
+                self.write_blocks(i, blocks, &vers)?;
+                if let Some(w) = self.n[i].writes.iter_mut().find(|w| w.wid == wid) {
+                    w.ahead = true;
+                    w.link = None;
+                }
+                self.c.writes_ahead += 1;
+                self.n[i].ahead_acks += 1;
+                self.finish_write(i, wid, true, true);
+                return Ok(());
+            }
+        }
         // The peer's leg is queued first, then the local write (none on a
         // detached disk).
         if link.is_some() {
@@ -921,7 +1017,11 @@ impl Sim {
         if degraded {
             self.c.writes_degraded += 1;
         }
-        self.ledger.ack(i, w.blocks, w.ver);
+        if w.ahead {
+            self.ledger.ack_ahead(i, w.blocks, w.ver, self.n[i].ahead_acks);
+        } else {
+            self.ledger.ack(i, w.blocks, w.ver);
+        }
     }
 
     /// An application flush (node/device.rs `flush`): it covers what the
@@ -933,6 +1033,12 @@ impl Sim {
             return Ok(());
         }
         let Answer::Unflushed(epoch) = self.step(i, Event::FlushBegins)? else { return Ok(()) };
+        if self.pull_ahead && self.m(i).state().lag == Some(Lag::Ahead) {
+            // node/pull_ahead.rs `flush_link`: local only; what the peer
+            // had not flushed is marked.
+            self.n[i].mark_unflushed(&epoch);
+            return Ok(());
+        }
         let id = self.n[i].request(Req::Flush { epoch, link });
         self.send(i, Message::Flush { id });
         Ok(())
@@ -1093,6 +1199,7 @@ impl Sim {
             self.n[i].draining = false;
             self.step(i, Event::DemoteFlushed { error: None })?;
             self.note(format!("{} demoted", NAMES[i]));
+            self.forgive_ahead(i, "is demoted");
         }
         Ok(())
     }
@@ -1584,7 +1691,7 @@ fn simulation() {
     // Straight to the stderr handle: libtest's capture would hide eprintln!.
     let _ = writeln!(
         std::io::stderr(),
-        "simulation: {} seeds, {} steps, {} writes acked ({} degraded, {} failed unacked; protocol A: {} answered early, {} of them lost with their Primary) checked; {} crashes ({} torn durable writes), {} handshakes ({} installs refused), {} resyncs ({} full, {} blocks copied), {} split brains ({} discards), {} promotions ({} refused, {} failovers), {} fence-peer runs, {} disk errors, {} clean session ends, {} clean stops, {} quiet-state disk comparisons, {} bitmap exchanges past the link buffer, {:.1}s",
+        "simulation: {} seeds, {} steps, {} writes acked ({} degraded, {} failed unacked; protocol A: {} answered early, {} of them lost with their Primary; pull-ahead: {} times Ahead, {} writes answered Ahead, {} of them lost with their Primary) checked; {} crashes ({} torn durable writes), {} handshakes ({} installs refused), {} resyncs ({} full, {} blocks copied), {} split brains ({} discards), {} promotions ({} refused, {} failovers), {} fence-peer runs, {} disk errors, {} clean session ends, {} clean stops, {} quiet-state disk comparisons, {} bitmap exchanges past the link buffer, {:.1}s",
         seeds.len(),
         total.steps,
         total.writes_acked,
@@ -1592,6 +1699,9 @@ fn simulation() {
         total.writes_failed,
         total.writes_early,
         total.early_lost,
+        total.went_ahead,
+        total.writes_ahead,
+        total.ahead_lost,
         total.crashes,
         total.torn,
         total.handshakes,

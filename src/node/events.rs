@@ -6,7 +6,7 @@
 //!
 //! | handler | runs when | on |
 //! |---|---|---|
-//! | `fence-peer` | a Primary loses its peer | the Primary |
+//! | `fence-peer` | a Primary (or a node Ahead of its peer, even demoted since) loses its peer | that node |
 //! | `split-brain` | a split brain is detected | both nodes |
 //! | `after-resync` | a resync finished | the sync target |
 //!
@@ -105,7 +105,9 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Event> {
 /// Which handler an event calls for, if any.
 pub fn handler_for(old: &Snapshot, new: &Snapshot, e: &Event) -> Option<&'static str> {
     match e.event {
-        "connection" if old.connection == Connection::Connected && new.role == Role::Primary => Some("fence-peer"),
+        // Ahead (protocol A's pull-ahead), a node holds writes its peer
+        // lacks, whatever its role now: the peer must not be promoted.
+        "connection" if old.connection == Connection::Connected && (new.role == Role::Primary || old.lag == Some(Lag::Ahead)) => Some("fence-peer"),
         "split-brain" if new.split_brain => Some("split-brain"),
         "sync-end" if old.syncing == Some(SyncSide::Target) && new.disk == Disk::UpToDate => Some("after-resync"),
         _ => None,
@@ -298,5 +300,16 @@ mod tests {
         let behind = Snapshot { role: Role::Secondary, disk: Disk::Outdated, peer: Some((Role::Primary, Disk::UpToDate)), lag: Some(Lag::Behind), ..snap() };
         let was = Snapshot { disk: Disk::UpToDate, lag: None, ..behind };
         assert_eq!(diff(&was, &behind).iter().map(|e| (e.event, e.to.as_str())).collect::<Vec<_>>(), [("disk", "outdated"), ("replication", "behind")]);
+    }
+
+    /// A node Ahead of its peer, demoted since, that loses the link fences
+    /// the peer: it holds writes the peer lacks.
+    #[test]
+    fn a_demoted_node_still_ahead_fences_when_it_loses_its_peer() {
+        let old = Snapshot { role: Role::Secondary, lag: Some(Lag::Ahead), ..snap() };
+        let new = Snapshot { connection: Connection::Connecting, peer: None, lag: None, ..old };
+        let evs = diff(&old, &new);
+        assert_eq!(evs[0].event, "connection");
+        assert_eq!(handler_for(&old, &new, &evs[0]), Some("fence-peer"));
     }
 }

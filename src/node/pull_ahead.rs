@@ -55,15 +55,3 @@ pub fn flush_link(node: &Arc<Node>, link: Option<Arc<PeerLink>>) -> Option<Arc<P
     node.mark_chunks_out_of_sync(&epoch);
     None
 }
-
-/// The resync source waits here while this Primary is Ahead (congested
-/// again during the catch-up): its copies would hold their range locks
-/// while the link is full. Returns when no longer Ahead or the link closed.
-pub async fn resync_paused(node: &Arc<Node>, link: &PeerLink) {
-    while node.state().lag == Some(Lag::Ahead) && !link.closed.is_cancelled() {
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
-            _ = link.closed.cancelled() => {}
-        }
-    }
-}

@@ -104,8 +104,6 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
         if link.closed.is_cancelled() {
             break;
         }
-        // Protocol A's pull-ahead: Ahead again during the catch-up.
-        super::pull_ahead::resync_paused(&node, &link).await;
         let next = node.meta().bitmap().next_run(bit, RUN_BITS);
         let Some((offset, len)) = next else {
             // End of a pass: wait for the copies in flight, then look again

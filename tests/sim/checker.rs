@@ -51,6 +51,13 @@ pub struct Counts {
     /// Protocol A: writes answered early whose Primary died (or stepped
     /// down) before the peer's Ack settled them: what A may lose.
     pub early_lost: u64,
+    /// Pull-ahead: writes answered Ahead (not sent, marked).
+    pub writes_ahead: u64,
+    /// Pull-ahead: of those, lost with a Primary that died while its peer
+    /// could still be promoted as current.
+    pub ahead_lost: u64,
+    /// Pull-ahead: times a Primary went Ahead.
+    pub went_ahead: u64,
 }
 
 impl std::ops::AddAssign for Counts {
@@ -80,8 +87,16 @@ impl std::ops::AddAssign for Counts {
         self.exchanges_past_buffer += o.exchanges_past_buffer;
         self.writes_early += o.writes_early;
         self.early_lost += o.early_lost;
+        self.writes_ahead += o.writes_ahead;
+        self.ahead_lost += o.ahead_lost;
+        self.went_ahead += o.went_ahead;
     }
 }
+
+/// A write acknowledged Ahead: its blocks, its version, the acked versions
+/// of those blocks before it, and the node's count of writes acknowledged
+/// Ahead at it.
+pub type AheadAck = (std::ops::Range<usize>, u64, Vec<u64>, u64);
 
 /// What the client was told, and what the operator declared.
 pub struct Ledger {
@@ -96,11 +111,15 @@ pub struct Ledger {
     pub split_acks: [bool; 2],
     /// The last handshake found unrelated data: the operator invalidates one side.
     pub unrelated: bool,
+    /// Pull-ahead: writes node i acknowledged while Ahead that its peer may
+    /// not have (blocks, version, the acked versions before), until the
+    /// peer has them (a resync ended, or the pair was quiet).
+    pub ahead_risk: [Vec<AheadAck>; 2],
 }
 
 impl Ledger {
     pub fn new() -> Ledger {
-        Ledger { acked: vec![0; BLOCKS], suspended: false, split_possible: false, split_acks: [false; 2], unrelated: false }
+        Ledger { acked: vec![0; BLOCKS], suspended: false, split_possible: false, split_acks: [false; 2], unrelated: false, ahead_risk: Default::default() }
     }
 
     /// Protocol A: `node` answered a write before the peer's Ack. It joins
@@ -123,8 +142,37 @@ impl Ledger {
         }
     }
 
+    /// Pull-ahead: `node`, Ahead, acknowledged a write it did not send.
+    pub fn ack_ahead(&mut self, node: usize, blocks: std::ops::Range<usize>, ver: u64, seq: u64) {
+        let before = self.acked[blocks.clone()].to_vec();
+        self.ack(node, blocks.clone(), ver);
+        self.ahead_risk[node].push((blocks, ver, before, seq));
+    }
+
+    /// A resync from `node` ended on its peer: the writes it acknowledged
+    /// Ahead before that resync started are there.
+    pub fn settle_ahead(&mut self, node: usize, upto: u64) {
+        self.ahead_risk[node].retain(|r| r.3 > upto);
+    }
+
+    /// `node` died Ahead while its peer could be promoted as current (not
+    /// Outdated, not fenced): what it acknowledged while Ahead may be lost
+    /// (docs/guarantees.md item 10). Returns how many writes.
+    pub fn forgive_ahead(&mut self, node: usize) -> u64 {
+        let risk = std::mem::take(&mut self.ahead_risk[node]);
+        for (blocks, ver, before, _) in risk.iter().rev() {
+            for (b, prev) in blocks.clone().zip(before) {
+                if self.acked[b] == *ver {
+                    self.acked[b] = *prev;
+                }
+            }
+        }
+        risk.len() as u64
+    }
+
     /// The operator declared `disk` (the survivor's) the truth.
     pub fn reset_to(&mut self, disk: &[u64]) {
+        self.ahead_risk = Default::default();
         self.acked = disk.to_vec();
         self.suspended = false;
         self.split_acks = [false; 2];
@@ -210,6 +258,8 @@ pub fn check(n: &[Node; 2], net: &Net, ledger: &mut Ledger, c: &mut Counts) -> R
         if !ledger.suspended {
             ledger.split_possible = false;
         }
+        // Both disks hold what was written Ahead.
+        ledger.ahead_risk = Default::default();
     }
     Ok(())
 }

@@ -164,6 +164,8 @@ pub struct Write {
     /// Protocol A: the client was answered once the local write was done
     /// and the request queued; the write stays tracked until the peer's Ack.
     pub early: bool,
+    /// Protocol A's pull-ahead: not sent (this Primary is Ahead), marked.
+    pub ahead: bool,
 }
 
 /// The resync task, source side (node/resync.rs `run_source`).
@@ -185,6 +187,9 @@ pub struct Source {
     pub inflight: BTreeMap<u64, usize>,
     pub copies: u64,
     pub bound: u64,
+    /// Pull-ahead: the writes acknowledged Ahead before this resync started
+    /// (`Node::ahead_acks`): marked, so its end brings them to the peer.
+    pub risk_upto: u64,
 }
 
 pub struct Node {
@@ -205,6 +210,11 @@ pub struct Node {
     pub fencing: bool,
     /// The next resync starts with every bit set (a `SetAll` was executed).
     pub full_next: bool,
+    /// Pull-ahead: writes acknowledged Ahead so far (never reset).
+    pub ahead_acks: u64,
+    /// Pull-ahead: a `SyncDone` is on its way; its delivery brings the peer
+    /// the writes acknowledged Ahead up to this count.
+    pub settle_upto: Option<u64>,
 }
 
 impl Node {
@@ -229,6 +239,8 @@ impl Node {
             draining: false,
             fencing: false,
             full_next: false,
+            ahead_acks: 0,
+            settle_upto: None,
         }
     }
 
@@ -401,8 +413,11 @@ impl Io for SimIo<'_> {
             return;
         }
         let full = std::mem::take(&mut self.node.full_next);
-        let bound = if full { BLOCKS as u64 } else { self.node.sess.as_ref().map_or(0, |s| s.union) };
-        self.node.src = Some(Source { r, phase: SourcePhase::Start, inflight: BTreeMap::new(), copies: 0, bound });
+        // The union at connect; a resync started later on the same link
+        // (pull-ahead's catch-up) copies what was marked since: the bitmap now.
+        let bound = if full { BLOCKS as u64 } else { self.node.sess.as_ref().map_or(0, |s| s.union).max(self.node.store.dirty()) };
+        let risk_upto = self.node.ahead_acks;
+        self.node.src = Some(Source { r, phase: SourcePhase::Start, inflight: BTreeMap::new(), copies: 0, bound, risk_upto });
     }
 
     fn fence(&mut self, _m: &Machine) {

@@ -112,6 +112,12 @@ impl Machine {
         if self.promoting.is_some() && self.settings.me_first {
             return false;
         }
+        if self.st.lag == Some(super::super::state::Lag::Ahead) {
+            // Ahead (protocol A's pull-ahead, even demoted since): the peer
+            // lacks writes this node acknowledged until the resync that
+            // follows the drain.
+            return false;
+        }
         if let Some(p) = self.st.peer.as_mut() {
             p.role = Role::Primary;
         }

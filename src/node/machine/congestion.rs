@@ -15,16 +15,13 @@
 //! 3. Once every write sent before was answered ([`Event::Drained`], or a
 //!    write finds nothing in flight), the Primary leaves Ahead and starts a
 //!    resync of the marked blocks on the same link; later writes are
-//!    mirrored again. Congested again while the peer is the resync's
-//!    Inconsistent target, the Primary goes Ahead again (no new id: the
-//!    peer cannot be promoted as current), the resync pauses (its copies
-//!    would hold their range locks while the link is full) and resumes at
-//!    the next drain; it looks again until the bitmap is empty. The
-//!    resync's end makes the peer UpToDate.
+//!    mirrored again, congested or not (the resync's end could not tell a
+//!    write marked after its last look: Ahead is entered again only once it
+//!    ended). The resync's end makes the peer UpToDate.
 //!
 //! Only an UpToDate, connected Primary that is not resyncing goes Ahead.
 
-use super::super::state::{Connection, Disk, Lag, Role, SyncSide};
+use super::super::state::{Connection, Disk, Lag, Role};
 use super::{Answer, BitmapOp, Effect, LinkId, Machine};
 
 impl Machine {
@@ -46,8 +43,9 @@ impl Machine {
         }
         let by_fill = limits.fill > 0 && fill >= limits.fill;
         let by_extents = limits.extents > 0 && extents >= limits.extents;
-        let catching_up = self.catching_up();
-        if !(by_fill || by_extents) || !(catching_up || self.may_pull_ahead()) {
+        // Nothing in flight: nothing would drain, and the link is not what
+        // is slow (the extents hold local writes).
+        if fill == 0 || !(by_fill || by_extents) || !self.may_pull_ahead() {
             return Answer::PullAhead(false);
         }
         if by_fill {
@@ -56,11 +54,9 @@ impl Machine {
             tracing::warn!(extents, limit = limits.extents, "congestion_extents reached: Ahead of the peer (writes are marked out of sync, resynced when the link catches up)");
         }
         self.st.lag = Some(Lag::Ahead);
-        if !catching_up {
-            // Writes the peer lacks are acknowledged from now on: a new
-            // current id before the first (see `ensure_diverged`).
-            self.losses += 1;
-        }
+        // Writes the peer lacks are acknowledged from now on: a new current
+        // id before the first (see `ensure_diverged`).
+        self.losses += 1;
         self.announce();
         self.pulled_ahead(offset, len);
         Answer::PullAhead(true)
@@ -75,26 +71,10 @@ impl Machine {
             && !self.frozen
     }
 
-    /// This Primary resyncs its peer, which took the sync start (its disk
-    /// is Inconsistent: it cannot be promoted as current), so a write may
-    /// be left to the resync: no new generation id is needed (one would
-    /// abandon an unconfirmed start), and nothing is lost for the peer
-    /// that it could be promoted with.
-    fn catching_up(&self) -> bool {
-        self.st.role == Role::Primary
-            && self.st.disk == Disk::UpToDate
-            && self.st.syncing == Some(SyncSide::Source)
-            && self.st.peer.is_some_and(|p| p.disk == Disk::Inconsistent)
-            && !self.frozen
-    }
-
-    /// A write not sent: marked, the divergence durable (unless the peer
-    /// is the resync's Inconsistent target, see [`Machine::catching_up`]).
+    /// A write not sent: marked, the divergence durable.
     fn pulled_ahead(&mut self, offset: u64, len: u64) {
         self.out.push(Effect::Bitmap(BitmapOp::Mark(vec![(offset, len)])));
-        if self.st.syncing.is_none() {
-            self.ensure_diverged();
-        }
+        self.ensure_diverged();
     }
 
     /// The link drained while Ahead: resync what was marked meanwhile.
@@ -104,10 +84,6 @@ impl Machine {
         }
         self.st.lag = None;
         self.announce();
-        if self.st.syncing == Some(SyncSide::Source) {
-            tracing::info!("the peer link caught up: the resync goes on");
-            return Answer::None;
-        }
         if self.st.disk != Disk::UpToDate || self.st.syncing.is_some() {
             // The disk failed meanwhile: the next handshake decides.
             tracing::warn!(disk = %self.st.disk, "the peer caught up, but this disk cannot be a resync source now: reconnecting");
