@@ -354,10 +354,13 @@ impl Delay {
             if g.journal.charged() + need <= self.cfg.journal_size {
                 break;
             }
-            if g.paused {
+            if g.paused || g.error.is_some() {
+                // Applying early is not possible (paused by the operator,
+                // or stopped by an error): never make the Primary wait.
+                let why = if g.paused { "applying is paused".to_owned() } else { g.error.clone().unwrap_or_default() };
                 drop(g);
                 tracing::error!(
-                    "delay journal full ({} bytes) while applying is paused: dropping the link and staying standalone; the Primary goes on alone. `repctl delay resume`, then `repctl connect`",
+                    "delay journal full ({} bytes) while {why}: dropping the link and staying standalone; the Primary goes on alone. `repctl delay resume`, then `repctl connect`",
                     self.cfg.journal_size
                 );
                 node.event("paused", "disconnected (journal full)");
