@@ -16,27 +16,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::fsfreeze::{Frozen, Mounted};
+use common::stopped::Stopped;
 use common::*;
 
 const ALPHA: usize = 0;
 const BETA: usize = 1;
-
-
-/// A stopped process, continued when dropped (even on panic).
-struct Stopped(i32);
-
-impl Stopped {
-    fn new(pid: i32) -> Stopped {
-        unsafe { libc::kill(pid, libc::SIGSTOP) };
-        Stopped(pid)
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0, libc::SIGCONT) };
-    }
-}
 
 /// A pair running `protocol`, beta's files on `fs`, with a per-request
 /// ack timeout long enough that the peer is not dropped between a write's

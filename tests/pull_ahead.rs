@@ -27,26 +27,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::stopped::Stopped;
 use common::*;
 
 const ALPHA: usize = 0;
 const BETA: usize = 1;
-
-/// A stopped process, continued when dropped (even on panic).
-struct Stopped(i32);
-
-impl Stopped {
-    fn new(pid: i32) -> Stopped {
-        unsafe { libc::kill(pid, libc::SIGSTOP) };
-        Stopped(pid)
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0, libc::SIGCONT) };
-    }
-}
 
 /// `repctl events` of one node, collected as they come.
 struct Events {

@@ -424,16 +424,7 @@ async fn delay(socket: &Path, cmd: DelayCmd) -> i32 {
         DelayCmd::Resume => Request::DelayResume,
         DelayCmd::Promote { to, before, latest, force } => Request::DelayPromote { to_ms: to, before_secs: before, latest, force },
     };
-    match control::call(socket, &req, Duration::from_secs(600)).await {
-        Ok(r) => printed(r),
-        Err(e) => {
-            eprintln!("repctl: {e}");
-            match e {
-                control::ClientError::Unreachable { .. } => exit::UNREACHABLE,
-                control::ClientError::BadAnswer { .. } => exit::FAILED,
-            }
-        }
-    }
+    long_call(socket, &req).await
 }
 
 /// The daemon's answer to a command whose message is the output
@@ -455,7 +446,14 @@ fn printed(r: Response) -> i32 {
 /// `repctl resize`: both nodes sync their backing files on the way, which
 /// may take longer than a plain command's timeout.
 async fn resize(socket: &Path, size: Option<u64>, assume_clean: bool) -> i32 {
-    match control::call(socket, &Request::Resize { size, assume_clean }, Duration::from_secs(600)).await {
+    long_call(socket, &Request::Resize { size, assume_clean }).await
+}
+
+/// A command that may take minutes on the daemon (a resize syncs both
+/// backing files, a delayed replica's promotion applies its journal): its
+/// answer printed as [`printed`] does, with a 10-minute bound.
+async fn long_call(socket: &Path, req: &Request) -> i32 {
+    match control::call(socket, req, Duration::from_secs(600)).await {
         Ok(r) => printed(r),
         Err(e) => {
             eprintln!("repctl: {e}");

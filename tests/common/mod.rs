@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fsfreeze;
+pub mod stopped;
 pub mod stranger;
 
 use std::path::{Path, PathBuf};
