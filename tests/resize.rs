@@ -351,36 +351,14 @@ fn assume_clean_takes_the_new_area_as_in_sync_without_looking() {
 /// the handshake by hand with no feature bits.
 #[test]
 fn resize_refuses_a_peer_without_the_resize_feature() {
-    use common::stranger::{Got, Stranger};
+    use common::stranger::Stranger;
     use repd::repl::Message;
     const SIZE: u64 = 64 << 20;
     let mut p = Pair::new(Options::default());
     p.start(BETA);
-    let mut s = Stranger::connect(p.nodes[BETA].repl_port, 30);
-    s.send(&[Stranger::hello("alpha", SIZE)]).unwrap();
-    assert!(matches!(s.frame(), Message::Hello(_)));
-    assert!(matches!(s.frame(), Message::Accept), "beta refused the old `alpha`\n{}", p.logs());
-    s.send(&[Message::Accept]).unwrap();
-    let state = match s.frame() {
-        Message::State(st) => st,
-        m => panic!("expected State, got {m:?}"),
-    };
-    while !matches!(s.frame(), Message::BitmapDone { .. }) {}
-    s.send(&[Message::State(state), Message::BitmapDone { total_bits: SIZE / 4096, set_bits: 0 }]).unwrap();
+    let s = Stranger::session_as(p.nodes[BETA].repl_port, "alpha", SIZE).unwrap_or_else(|e| panic!("beta refused the old `alpha`: {e}\n{}", p.logs()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let old_peer = std::thread::spawn(move || {
-        // Answers pings (bounded by the stranger's 30 s read bound) until told to stop.
-        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
-            match s.recv() {
-                Got::Frame(Message::Ping { nonce }) => {
-                    let _ = s.send(&[Message::PingAck { nonce }]);
-                }
-                Got::Frame(m) => assert!(!matches!(m, Message::ResizeQuery { .. }), "beta sent {m:?} to a peer without the feature"),
-                Got::Closed | Got::Bad(_) => return,
-            }
-        }
-    });
+    let old_peer = s.keep_alive(stop.clone(), |m| assert!(!matches!(m, Message::ResizeQuery { .. }), "beta sent {m:?} to a peer without the feature"));
     wait_until(30, "beta connected to the old peer", || p.status(BETA)["connection"] == "connected");
     let o = p.repctl(BETA, &["resize"]);
     assert!(!o.status.success() && text(&o).contains("predates online resize"), "{}\n{}", text(&o), p.logs());

@@ -89,34 +89,11 @@ fn a_stranger_without_the_secret_does_not_replace_a_live_session() {
 fn a_restarted_peer_gets_in_once_the_old_session_ends() {
     let mut p = Pair::new(Options::default());
     p.start(BETA);
-    let mut s = Stranger::connect(p.nodes[BETA].repl_port, 30);
-    s.send(&[Stranger::hello("alpha", SIZE)]).unwrap();
-    assert!(matches!(s.frame(), Message::Hello(_)));
-    assert!(matches!(s.frame(), Message::Accept), "beta refused the first `alpha`\n{}", p.logs());
-    s.send(&[Message::Accept]).unwrap();
-    // Beta's state and bitmap; answer with the same state (both fresh: no
-    // sync), so it installs the link.
-    let state = match s.frame() {
-        Message::State(st) => st,
-        m => panic!("expected State, got {m:?}"),
-    };
-    while !matches!(s.frame(), Message::BitmapDone { .. }) {}
-    s.send(&[Message::State(state), Message::BitmapDone { total_bits: (64 << 20) / 4096, set_bits: 0 }]).unwrap();
+    // Beta installs the link with the impostor, which answers its pings
+    // until told to stop; then it holds the socket, silent.
+    let s = Stranger::session_as(p.nodes[BETA].repl_port, "alpha", SIZE).unwrap_or_else(|e| panic!("beta refused the first `alpha`: {e}\n{}", p.logs()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let impostor = std::thread::spawn(move || {
-        // Answer pings until told to stop; then hold the socket, silent.
-        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
-            match s.recv() {
-                Got::Frame(Message::Ping { nonce }) => {
-                    let _ = s.send(&[Message::PingAck { nonce }]);
-                }
-                Got::Frame(_) => {}
-                Got::Closed | Got::Bad(_) => return s,
-            }
-        }
-        s
-    });
+    let impostor = s.keep_alive(stop.clone(), |_| {});
     wait_until(30, "beta connected to the impostor", || p.status(BETA)["connection"] == "connected");
     p.start(ALPHA);
     wait_until(30, "alpha refused while beta's session is live", || std::fs::read_to_string(&p.nodes[ALPHA].log).unwrap_or_default().contains("busy:"));

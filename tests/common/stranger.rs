@@ -4,6 +4,8 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -90,6 +92,47 @@ impl Stranger {
             Got::Frame(m) => m,
             other => panic!("expected a frame, got {other:?}"),
         }
+    }
+
+    /// Poses as the peer `node` of a fresh pair of `size` bytes on the
+    /// accepting node's `port`: Hello, Accept, then the node's own state
+    /// echoed back (both fresh: no sync), so it installs the link. Err: what
+    /// the node did instead.
+    pub fn session_as(port: u16, node: &str, size: u64) -> Result<Stranger, String> {
+        let mut s = Stranger::connect(port, 30);
+        s.send(&[Stranger::hello(node, size)]).map_err(|e| e.to_string())?;
+        for want in ["Hello", "Accept"] {
+            match s.recv() {
+                Got::Frame(m) if format!("{m:?}").starts_with(want) => {}
+                other => return Err(format!("expected {want}, got {other:?}")),
+            }
+        }
+        s.send(&[Message::Accept]).map_err(|e| e.to_string())?;
+        let state = match s.recv() {
+            Got::Frame(Message::State(st)) => st,
+            other => return Err(format!("expected State, got {other:?}")),
+        };
+        while !matches!(s.frame(), Message::BitmapDone { .. }) {}
+        s.send(&[Message::State(state), Message::BitmapDone { total_bits: size / 4096, set_bits: 0 }]).map_err(|e| e.to_string())?;
+        Ok(s)
+    }
+
+    /// A thread that answers the node's pings (so the session stays) until
+    /// `stop` is set or the node closes, showing every other frame to
+    /// `seen`; it hands the connection back, still open.
+    pub fn keep_alive(mut self, stop: Arc<AtomicBool>, seen: impl Fn(&Message) + Send + 'static) -> std::thread::JoinHandle<Stranger> {
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match self.recv() {
+                    Got::Frame(Message::Ping { nonce }) => {
+                        let _ = self.send(&[Message::PingAck { nonce }]);
+                    }
+                    Got::Frame(m) => seen(&m),
+                    Got::Closed | Got::Bad(_) => break,
+                }
+            }
+            self
+        })
     }
 
     /// Reads until the node closes; the frames it sent meanwhile.
