@@ -79,7 +79,7 @@ pub fn main() -> i32 {
             };
             crate::logging::init(cfg.resource.log_level.as_deref());
             crate::logging::set_origin(&cfg.resource.name, &me.name);
-            Job::Node(Box::new(cfg), me)
+            Job::Node(Box::new(cfg), Box::new(me))
         }
     };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -91,13 +91,13 @@ pub fn main() -> i32 {
     };
     match job {
         Job::Demo(dir, size) => rt.block_on(super::demo::run(dir, &size)),
-        Job::Node(cfg, me) => rt.block_on(run_node(*cfg, me)),
+        Job::Node(cfg, me) => rt.block_on(run_node(*cfg, *me)),
     }
 }
 
 enum Job {
     Demo(Option<PathBuf>, String),
-    Node(Box<Config>, crate::config::NodeConfig),
+    Node(Box<Config>, Box<crate::config::NodeConfig>),
 }
 
 /// Runs one node until SIGTERM/SIGINT; 0 on a clean stop. SIGHUP re-reads
