@@ -8,6 +8,7 @@
 
 use crate::meta::layout::Layout;
 use crate::vocab::GenIds;
+use super::le::{put_u16, put_u32, put_u64, u16_at, u32_at, u64_at};
 
 /// Size of one header copy.
 pub const HEADER_SIZE: usize = 4096;
@@ -165,29 +166,6 @@ impl HeaderError {
     }
 }
 
-fn put_u16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
-}
-fn put_u32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
-fn put_u64(b: &mut [u8], at: usize, v: u64) {
-    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
-}
-fn get_u16(b: &[u8; HEADER_SIZE], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-fn get_u32(b: &[u8; HEADER_SIZE], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-fn get_u64(b: &[u8; HEADER_SIZE], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
 /// crc32 of a header block with its crc field taken as zero.
 pub fn checksum(b: &[u8; HEADER_SIZE]) -> u32 {
     let mut h = crc32fast::Hasher::new();
@@ -261,11 +239,11 @@ pub fn decode(b: &[u8; HEADER_SIZE]) -> Result<Header, HeaderError> {
     if b[0..8] != MAGIC {
         return Err(HeaderError::BadMagic);
     }
-    let (stored, computed) = (get_u32(b, CRC_OFFSET), checksum(b));
+    let (stored, computed) = (u32_at(b, CRC_OFFSET), checksum(b));
     if stored != computed {
         return Err(HeaderError::BadCrc { stored, computed });
     }
-    let (major, minor) = (get_u16(b, 8), get_u16(b, 10));
+    let (major, minor) = (u16_at(b, 8), u16_at(b, 10));
     if major != MAJOR || minor > MINOR {
         return Err(HeaderError::Version { major, minor });
     }
@@ -274,7 +252,7 @@ pub fn decode(b: &[u8; HEADER_SIZE]) -> Result<Header, HeaderError> {
             return Err(HeaderError::Reserved(i));
         }
     }
-    let flags = get_u32(b, 48);
+    let flags = u32_at(b, 48);
     let flags = Flags::from_bits(flags).ok_or(HeaderError::Field {
         field: "flags",
         reason: format!("unknown bits in {flags:#x}"),
@@ -283,14 +261,14 @@ pub fn decode(b: &[u8; HEADER_SIZE]) -> Result<Header, HeaderError> {
         field: "disk_state",
         reason: format!("unknown value {}", b[52]),
     })?;
-    let layout = Layout::compute(get_u64(b, 24), get_u32(b, 32), get_u32(b, 36), get_u32(b, 40))
+    let layout = Layout::compute(u64_at(b, 24), u32_at(b, 32), u32_at(b, 36), u32_at(b, 40))
         .map_err(|reason| HeaderError::Field { field: "layout", reason })?;
     let stored_layout = Layout {
-        al_ring_len: get_u32(b, 44),
-        bitmap_offset: get_u64(b, 96),
-        bitmap_len: get_u64(b, 104),
-        al_offset: get_u64(b, 112),
-        al_len: get_u64(b, 120),
+        al_ring_len: u32_at(b, 44),
+        bitmap_offset: u64_at(b, 96),
+        bitmap_len: u64_at(b, 104),
+        al_offset: u64_at(b, 112),
+        al_len: u64_at(b, 120),
         ..layout
     };
     if stored_layout != layout {
@@ -299,12 +277,12 @@ pub fn decode(b: &[u8; HEADER_SIZE]) -> Result<Header, HeaderError> {
             reason: format!("stored {stored_layout:?} differs from the one computed from its sizes {layout:?}"),
         });
     }
-    let next = get_u64(b, 88);
+    let next = u64_at(b, 88);
     let state = State {
         gen: GenIds {
-            current: get_u64(b, 56),
-            bitmap: get_u64(b, 64),
-            history: [get_u64(b, 72), get_u64(b, 80)],
+            current: u64_at(b, 56),
+            bitmap: u64_at(b, 64),
+            history: [u64_at(b, 72), u64_at(b, 80)],
         },
         flags,
         disk,
@@ -313,7 +291,7 @@ pub fn decode(b: &[u8; HEADER_SIZE]) -> Result<Header, HeaderError> {
         peer_name: get_name(b, 192, "peer_name")?,
     };
     Ok(Header {
-        sequence: get_u64(b, 16),
+        sequence: u64_at(b, 16),
         minor,
         layout,
         state,

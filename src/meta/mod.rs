@@ -6,6 +6,7 @@
 //! | module | holds |
 //! |---|---|
 //! | [`layout`] | where everything sits, computed from the sizes |
+//! | [`le`] | little-endian fields at byte offsets (shared with the delay journal) |
 //! | [`header`] | the 4 KiB header: encode, decode, checks |
 //! | [`bitmap`] | the mapped dirty bitmap |
 //! | [`activity_log`] | the pure activity log: which extents must be active |
@@ -24,6 +25,7 @@ pub mod al_ring;
 pub mod bitmap;
 pub mod header;
 pub mod layout;
+pub mod le;
 pub mod resize;
 
 pub use activity_log::{ActivityLog, AlError, AlTransaction, AlUpdate};

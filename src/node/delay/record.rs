@@ -1,8 +1,10 @@
 //! The journal's byte formats (pure): a record (one mirrored write, trim
 //! or write-zeroes, as this node received it), a segment file's header,
-//! and the `applied` marker. All little-endian, each with a CRC-32C... no:
-//! CRC-32 (IEEE, `crc32fast`) computed with its own field zeroed. The
-//! layouts are in proto/delay-journal.md.
+//! and the `applied` marker. All little-endian, each with a CRC-32 (IEEE,
+//! `crc32fast`) computed with its own field zeroed. The layouts are in
+//! proto/delay-journal.md.
+
+use crate::meta::le::{put_u16, put_u32, put_u64, u16_at, u32_at, u64_at};
 
 /// A record's header: `RDJR`.
 pub const RECORD_MAGIC: u32 = 0x524a_4452;
@@ -59,27 +61,6 @@ impl RecordHead {
     pub fn encoded_len(&self) -> u64 {
         RECORD_HEADER_LEN as u64 + self.payload_len()
     }
-}
-
-fn put_u16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
-}
-fn put_u32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
-fn put_u64(b: &mut [u8], at: usize, v: u64) {
-    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
-}
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(x)
 }
 
 /// The record's header followed by its payload (`payload` is empty unless
