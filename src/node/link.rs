@@ -199,19 +199,8 @@ impl PeerLink {
 
     /// Sends the message built from a fresh id and waits for its Ack.
     pub async fn request(&self, make: impl FnOnce(u64) -> Message) -> Result<(), LinkError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        if self.closed.is_cancelled() {
-            return Err(LinkError::Lost);
-        }
-        // The clock runs from here: waiting for room in the queue counts.
-        self.pending().insert(id, (Instant::now(), tx));
-        let msg = make(id);
-        self.count_sent(id, &msg);
-        if self.queue(msg).await.is_err() {
-            self.forget(id);
-            return Err(LinkError::Lost);
-        }
+        // The clock runs from the submission: waiting for room in the queue counts.
+        let (id, rx, _) = self.submit(make, false).await?;
         tokio::select! {
             r = rx => match r {
                 Ok(0) => Ok(()),
