@@ -12,11 +12,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Output};
 
 use common::fsfreeze::{Frozen, Mounted};
 use common::stopped::Stopped;
+use common::nbdpy::{finish, spawn_py};
 use common::*;
 
 const ALPHA: usize = 0;
@@ -44,30 +44,11 @@ fn pair_on(protocol: &str, fs: &Mounted) -> Pair {
     p
 }
 
-/// Starts a libnbd script (`/usr/bin/python3 -c`) with the URI as argv[1].
-fn spawn_py(script: &str, uri: &str) -> Child {
-    require("/usr/bin/python3", "python3");
-    let ok = Command::new("/usr/bin/python3").args(["-c", "import nbd"]).status().map(|s| s.success()).unwrap_or(false);
-    assert!(ok, "python3-libnbd is missing: install the Debian package `python3-libnbd`");
-    Command::new("/usr/bin/python3").args(["-c", script, uri]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
-}
-
-/// Waits for `child` at most `secs`; one still running then fails the test.
-fn finish(p: &Pair, mut child: Child, secs: u64, what: &str) -> Output {
-    let end = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            let o = child.wait_with_output().unwrap();
-            assert!(o.status.success(), "{what}: {}{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr), p.logs());
-            return o;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still pending after {secs} s\n{}", p.logs());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// [`finish`], and the child must have succeeded.
+fn finish_ok(p: &Pair, child: Child, secs: u64, what: &str) -> Output {
+    let o = finish(p, child, secs, what);
+    assert!(o.status.success(), "{what}: {}{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr), p.logs());
+    o
 }
 
 /// One 1 MiB write of `byte` at `offset`, no FUA, no flush.
@@ -107,7 +88,7 @@ fn protocol_a_acks_before_a_stalled_peer_and_resyncs_the_write_after() {
     let p = pair_on("A", &fs);
     {
         let _frozen = Frozen::new(&fs.mnt);
-        finish(&p, write_mib(&p, 0x5a, 0), 30, "a protocol-A write with the peer's disk frozen");
+        finish_ok(&p, write_mib(&p, 0x5a, 0), 30, "a protocol-A write with the peer's disk frozen");
         assert_answered_while_connected(&p, "the protocol-A write");
         wait_dropped_with_oos(&p, 1 << 20);
         assert!(std::fs::read_to_string(&p.nodes[ALPHA].log).unwrap().contains("did not answer"), "the peer was dropped for another reason\n{}", p.logs());
@@ -127,7 +108,7 @@ fn protocol_b_acks_once_a_stalled_peer_received_the_write() {
     let p = pair_on("B", &fs);
     {
         let _frozen = Frozen::new(&fs.mnt);
-        finish(&p, write_mib(&p, 0x6b, 4 << 20), 30, "a protocol-B write with the peer's disk frozen");
+        finish_ok(&p, write_mib(&p, 0x6b, 4 << 20), 30, "a protocol-B write with the peer's disk frozen");
         assert_answered_while_connected(&p, "the protocol-B write");
         wait_dropped_with_oos(&p, 1 << 20);
     }
@@ -144,7 +125,7 @@ fn protocol_b_waits_for_a_stopped_peer_to_be_dropped() {
     let p = pair_on("B", &fs);
     {
         let _stopped = Stopped::new(p.nodes[BETA].child.as_ref().unwrap().id() as i32);
-        finish(&p, write_mib(&p, 0x7c, 8 << 20), 40, "a protocol-B write with the peer stopped");
+        finish_ok(&p, write_mib(&p, 0x7c, 8 << 20), 40, "a protocol-B write with the peer stopped");
         let s = p.status(ALPHA);
         assert_ne!(s["connection"], "connected", "a protocol-B write was acknowledged though the peer received nothing\n{}", p.logs());
         assert!(oos(&s) >= 1 << 20, "acknowledged alone but not out of sync: {s}\n{}", p.logs());

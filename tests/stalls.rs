@@ -10,10 +10,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::fsfreeze::{Frozen, Mounted};
+use common::nbdpy::{finish, spawn_py};
 use common::*;
 
 const ALPHA: usize = 0;
@@ -39,31 +40,6 @@ fn beta_files_in(p: &mut Pair, dir: &Path) {
     let text = text.replace(&format!("{d}/beta.img"), &format!("{m}/beta.img")).replace(&format!("{d}/beta.meta"), &format!("{m}/beta.meta"));
     std::fs::write(&p.config, text).unwrap();
     p.nodes[BETA].backing = dir.join("beta.img");
-}
-
-/// Starts a libnbd script (`/usr/bin/python3 -c`) with the URI as argv[1].
-fn spawn_py(script: &str, uri: &str) -> Child {
-    require("/usr/bin/python3", "python3");
-    let ok = Command::new("/usr/bin/python3").args(["-c", "import nbd"]).status().map(|s| s.success()).unwrap_or(false);
-    assert!(ok, "python3-libnbd is missing: install the Debian package `python3-libnbd`");
-    Command::new("/usr/bin/python3").args(["-c", script, uri]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
-}
-
-/// Waits for `child` at most `secs`; a child still running then is killed
-/// and the test fails with `what` and the logs.
-fn finish(p: &Pair, mut child: Child, secs: u64, what: &str) -> Output {
-    let end = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still pending after {secs} s\n{}", p.logs());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// One write of `len` bytes of `byte` at `offset`, no FUA, no flush.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fsfreeze;
+pub mod nbdpy;
 pub mod stopped;
 pub mod stranger;
 

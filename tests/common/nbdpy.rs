@@ -1,0 +1,33 @@
+//! A libnbd Python script as a child process, and waiting for it with an
+//! upper bound (tests/stalls.rs, tests/protocols.rs).
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{require, Pair};
+
+/// Starts a libnbd script (`/usr/bin/python3 -c`) with the URI as argv[1].
+pub fn spawn_py(script: &str, uri: &str) -> Child {
+    require("/usr/bin/python3", "python3");
+    let ok = Command::new("/usr/bin/python3").args(["-c", "import nbd"]).status().map(|s| s.success()).unwrap_or(false);
+    assert!(ok, "python3-libnbd is missing: install the Debian package `python3-libnbd`");
+    Command::new("/usr/bin/python3").args(["-c", script, uri]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+/// Waits for `child` at most `secs` (an upper bound for "never finished");
+/// a child still running then is killed and the test fails with `what` and
+/// the logs.
+pub fn finish(p: &Pair, mut child: Child, secs: u64, what: &str) -> Output {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still pending after {secs} s\n{}", p.logs());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
