@@ -92,6 +92,7 @@ struct RawFile {
     handlers: Handlers,
     #[serde(default)]
     sync: RawSync,
+    witness: Option<crate::config_witness::RawWitness>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -419,6 +420,8 @@ pub struct Config {
     pub nodes: Vec<NodeConfig>,
     pub handlers: Handlers,
     pub sync: SyncCfg,
+    /// `[witness]`: the tie-breaker (quorum), if any.
+    pub witness: Option<crate::config_witness::WitnessCfg>,
 }
 
 impl Config {
@@ -640,6 +643,11 @@ impl Config {
         if sync.min_rate != 0 && sync.min_rate < 4096 {
             return Err(err("sync.min_rate", "must be 0 (off) or at least 4KiB (per second)".into()));
         }
+        let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        let witness = match raw.witness {
+            None => None,
+            Some(w) => Some(w.validate(&r.name, &names, tls.is_some()).map_err(|(k, why)| err(&k, why))?),
+        };
         Ok(Config {
             path: path.to_owned(),
             resource: Resource {
@@ -668,6 +676,7 @@ impl Config {
                 congestion_extents,
                 data_checksum: n.data_checksum.unwrap_or(false),
             },
+            witness,
             nodes,
             handlers: raw.handlers,
             sync,

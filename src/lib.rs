@@ -17,7 +17,7 @@
 //! |---|---|
 //! | [`vocab`] | the words every layer shares: role, disk and connection states, generation ids and the sync decision (pure; imports nothing of the crate) |
 //! | [`addr`] | addresses as the resource file writes them: `HOST:PORT`, the NBD listen address |
-//! | [`config`] | the TOML resource file into validated types; errors name file, key, reason |
+//! | [`config`] | the TOML resource file into validated types; errors name file, key, reason; [`config_witness`]: its `[witness]` table |
 //! | [`store`] | the backing file: pread/pwrite, fdatasync, punch-hole, zero ranges, SEEK_DATA maps |
 //! | [`inline_io`] | when a small buffered write may run on the async worker (timed, backs off when slow) |
 //! | [`device`] | the [`device::BlockDevice`] trait the NBD server serves, the local device, the export gate |
@@ -25,6 +25,7 @@
 //! | [`repl`] | the peer link: framed wire protocol, authenticated handshake, keepalive |
 //! | [`meta`] | the metadata file: generation ids, dirty bitmap, activity log |
 //! | [`node`] | the resource: its heart, one pure state machine (`node::machine`, `step(event) -> effects`), the one executor of its effects, and the runtime shell (sockets, files, tasks) that feeds it events; `node::delay`: the delayed replica (journal format, replay, point-in-time choice) |
+//! | [`witness`] | the tie-breaker (quorum): its pure arbiter, its durable record, the witness daemon |
 //! | [`control`] | the control socket: messages between `repctl` and the daemon |
 //! | [`cli`] | the `repd` and `repctl` command lines (the binaries are thin wrappers) |
 //! | [`metrics`] | Prometheus `/metrics`: the page from the status, the write-latency histogram, a tiny HTTP responder |
@@ -39,6 +40,7 @@ pub mod addr;
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod config_witness;
 pub mod control;
 pub mod device;
 pub mod failpoint;
@@ -54,3 +56,4 @@ pub mod sd_notify;
 pub mod store;
 pub mod tls;
 pub mod vocab;
+pub mod witness;

@@ -115,6 +115,8 @@ fn vectors() -> Vec<(&'static str, Message)> {
             Message::ResizeInfo { id: 14, size: 1 << 40, backing: 2 << 40, config_size: 0, data_from: u64::MAX, reason: String::new() },
         ),
         ("resize_commit", Message::ResizeCommit { id: 15, old_size: 1 << 40, new_size: 2 << 40, in_sync: true }),
+        ("quorum_view", Message::QuorumView { flags: 3 }),
+        ("outdate", Message::Outdate { id: 16 }),
     ]
 }
 

@@ -179,7 +179,7 @@ impl Sim {
         // flight, or (one in three) at 2 of the 3 activity-log slots.
         let pull_ahead = (protocol_a && seed % 2 == 1)
             .then_some(Congestion { fill: 2 * BLOCK, extents: if seed.is_multiple_of(3) { 2 } else { 0 } });
-        let settings = |i: usize| Settings { me_first: NAMES[i] < NAMES[1 - i], fencing, after_split_brain: policy, size: SIZE, pull_ahead };
+        let settings = |i: usize| Settings { me_first: NAMES[i] < NAMES[1 - i], fencing, after_split_brain: policy, size: SIZE, pull_ahead, quorum: None };
         Sim {
             rng: StdRng::seed_from_u64(seed),
             xrng: StdRng::seed_from_u64(seed ^ 0x5eed_b17b_a9e0_0000),

@@ -70,6 +70,11 @@ pub fn main() -> i32 {
                     return exit::USAGE;
                 }
             };
+            if let Some(w) = cfg.witness.as_ref().filter(|w| args.node.as_deref() == Some(w.name.as_str()) || (args.node.is_none() && crate::config::hostname() == w.name)) {
+                crate::logging::init(cfg.resource.log_level.as_deref());
+                crate::logging::set_origin(&cfg.resource.name, &w.name.clone());
+                Job::Witness(Box::new(cfg))
+            } else {
             let me = match cfg.local_node(args.node.as_deref()) {
                 Ok(n) => n.clone(),
                 Err(e) => {
@@ -80,6 +85,7 @@ pub fn main() -> i32 {
             crate::logging::init(cfg.resource.log_level.as_deref());
             crate::logging::set_origin(&cfg.resource.name, &me.name);
             Job::Node(Box::new(cfg), Box::new(me))
+            }
         }
     };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -92,12 +98,28 @@ pub fn main() -> i32 {
     match job {
         Job::Demo(dir, size) => rt.block_on(super::demo::run(dir, &size)),
         Job::Node(cfg, me) => rt.block_on(run_node(*cfg, *me)),
+        Job::Witness(cfg) => rt.block_on(run_witness(*cfg)),
     }
 }
 
 enum Job {
     Demo(Option<PathBuf>, String),
     Node(Box<Config>, Box<crate::config::NodeConfig>),
+    Witness(Box<Config>),
+}
+
+/// Runs the resource's witness until SIGTERM/SIGINT; 0 on a clean stop.
+async fn run_witness(cfg: Config) -> i32 {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    signals::stop_on_signals(shutdown.clone());
+    match crate::witness::server::run(cfg, shutdown).await {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            tracing::error!("{e}");
+            crate::logging::say(&format!("repd: {e}"));
+            exit::FAILED
+        }
+    }
 }
 
 /// Runs one node until SIGTERM/SIGINT; 0 on a clean stop. SIGHUP re-reads

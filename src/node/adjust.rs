@@ -101,6 +101,7 @@ pub fn merge(old: &Config, new: &Config) -> Merged {
     live!("handlers.fence-peer", handlers.fence_peer);
     live!("handlers.split-brain", handlers.split_brain);
     live!("handlers.after-resync", handlers.after_resync);
+    live!("witness", witness);
     for n in &new.nodes {
         match old.nodes.iter().find(|o| o.name == n.name) {
             None => refused.push(format!("nodes.{}", n.name)),
@@ -152,6 +153,7 @@ impl super::Node {
         settings.fencing = m.config.net.fencing;
         settings.after_split_brain = m.config.resource.after_split_brain;
         settings.pull_ahead = super::machine::Congestion::from_config(&m.config);
+        settings.quorum = m.config.witness.as_ref().map(|w| w.on_no_quorum);
         let _ = self.step(super::machine::Event::Adjust(settings));
         if m.refused.is_empty() {
             tracing::info!("configuration reloaded from {}: {}", self.cfg.path.display(), m.summary());

@@ -156,6 +156,7 @@ impl Node {
             after_split_brain: cfg.resource.after_split_brain,
             size,
             pull_ahead: super::machine::Congestion::from_config(&cfg),
+            quorum: cfg.witness.as_ref().map(|w| w.on_no_quorum),
         };
         let (machine, effects) = Machine::start(settings, loaded, rand::random());
         // Only the header and the activity log's marks come out of a start.

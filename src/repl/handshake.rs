@@ -36,7 +36,7 @@ use super::auth;
 use super::frame::{Codec, FrameError, DEFAULT_MAX_PAYLOAD, HANDSHAKE_MAX_PAYLOAD};
 use super::message::{Message, MsgType};
 use super::types::Hello;
-use super::{FEATURES_PROTOCOL, FEATURE_AUTH, FEATURE_PROTOCOL_A, FEATURE_PROTOCOL_B, FEATURE_UNCHECKED_DATA, PROTO_MAJOR, PROTO_MINOR};
+use super::{FEATURES_PROTOCOL, FEATURE_AUTH, FEATURE_PROTOCOL_A, FEATURE_PROTOCOL_B, FEATURE_UNCHECKED_DATA, FEATURE_WITNESS, PROTO_MAJOR, PROTO_MINOR};
 
 /// The protocol a Hello's feature bits name (both bits: shown as `?`).
 fn protocol_letter(features: u64) -> char {
@@ -70,6 +70,9 @@ pub struct HelloParams {
     /// Feature bits to offer, besides [`FEATURE_AUTH`] (which the handshake
     /// sets from whether a secret is given).
     pub features: u64,
+    /// Other names the peer may give besides `peer_node` (a witness takes
+    /// either data node).
+    pub other_peers: Vec<String>,
 }
 
 impl HelloParams {
@@ -82,6 +85,7 @@ impl HelloParams {
             size_bytes,
             peer_sizes: size_bytes..=size_bytes,
             features: 0,
+            other_peers: Vec::new(),
         }
     }
 }
@@ -135,6 +139,10 @@ pub enum HandshakeError {
     /// The peer is not the node the configuration names.
     #[error("unexpected peer: {node} expects its peer to be `{expected}` but `{}` connected; check the [nodes] sections of both configs", Untrusted(peer))]
     UnexpectedPeer { node: String, expected: String, peer: String },
+    /// One end is a witness and the other dialled it as a data peer (or
+    /// the reverse): a replication address points at the wrong port.
+    #[error("witness mismatch: `{}` is the witness and `{}` a data node, but the link was made as a data link; check the [witness] address and the nodes' replication addresses", Untrusted(witness), Untrusted(data))]
+    WitnessMismatch { witness: String, data: String },
     /// Only this node has a secret.
     #[error("authentication mismatch: {node} has a [net] secret but {peer_node} has none; set the same secret on both nodes")]
     SecretOnlyHere { node: String, peer_node: String },
@@ -312,12 +320,16 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             peer: peer.resource.clone(),
         });
     }
-    if peer.node != local.peer_node {
+    if peer.node != local.peer_node && !local.other_peers.contains(&peer.node) {
         return refuse(HandshakeError::UnexpectedPeer {
             node: node(),
             expected: local.peer_node.clone(),
             peer: peer.node.clone(),
         });
+    }
+    if (peer.features ^ local.features) & FEATURE_WITNESS != 0 {
+        let (witness, data) = if local.features & FEATURE_WITNESS != 0 { (node(), peer.node.clone()) } else { (peer.node.clone(), node()) };
+        return refuse(HandshakeError::WitnessMismatch { witness, data });
     }
     let peer_auth = peer.features & FEATURE_AUTH != 0;
     match (secret, peer_auth) {

@@ -110,7 +110,21 @@ pub enum Message {
     /// (28 bytes): grow the device from `old_size` to `new_size`; answered
     /// by `Ack` (0: grown and durable).
     ResizeCommit { id: u64, old_size: u64, new_size: u64, in_sync: bool },
+    /// `0 flags u64` (8 bytes), witness to data node: what the witness sees
+    /// of the other data node ([`QUORUM_OTHER_CONNECTED`],
+    /// [`QUORUM_OTHER_PRIMARY`]). Sent on connect and at every change.
+    QuorumView { flags: u64 },
+    /// `0 id u64` (8 bytes). Data node to witness: outdate my peer (I go on
+    /// writing without it); witness to data node: you are outdated. Both
+    /// answered by `Ack` (0: done, durable on the answering side).
+    Outdate { id: u64 },
 }
+
+/// [`Message::QuorumView`]: the other data node is connected to the witness.
+pub const QUORUM_OTHER_CONNECTED: u64 = 1 << 0;
+/// [`Message::QuorumView`]: the other data node says it is Primary (or the
+/// witness granted it a promotion that has not ended yet).
+pub const QUORUM_OTHER_PRIMARY: u64 = 1 << 1;
 
 fn fua(f: bool) -> u32 {
     if f {
@@ -155,6 +169,8 @@ impl Message {
             M::ResizeQuery { .. } => MsgType::ResizeQuery,
             M::ResizeInfo { .. } => MsgType::ResizeInfo,
             M::ResizeCommit { .. } => MsgType::ResizeCommit,
+            M::QuorumView { .. } => MsgType::QuorumView,
+            M::Outdate { .. } => MsgType::Outdate,
         }
     }
 
@@ -173,6 +189,7 @@ impl Message {
             M::Write { data, .. } => 20 + data.len(),
             M::Trim { .. } | M::Zero { .. } => 28,
             M::Flush { .. } | M::Ping { .. } | M::PingAck { .. } | M::RoleRequest { .. } | M::Received { .. } => 8,
+            M::QuorumView { .. } | M::Outdate { .. } => 8,
             M::Ack { .. } | M::SyncAck { .. } => 12,
             M::SyncStart { .. } => 16,
             M::SyncData { data, .. } => 16 + data.len(),
@@ -312,7 +329,8 @@ impl Message {
                 d.put_u64(*len);
                 d.put_u32(fua(*f) | if *may_trim { FLAG_MAY_TRIM } else { 0 });
             }
-            M::Flush { id } | M::RoleRequest { id } | M::Received { id } => d.put_u64(*id),
+            M::Flush { id } | M::RoleRequest { id } | M::Received { id } | M::Outdate { id } => d.put_u64(*id),
+            M::QuorumView { flags } => d.put_u64(*flags),
             M::Ping { nonce } | M::PingAck { nonce } => d.put_u64(*nonce),
             M::Ack { id, errno } | M::SyncAck { id, errno } => {
                 d.put_u64(*id);
@@ -453,6 +471,8 @@ impl Message {
             MsgType::Flush => M::Flush { id: r.u64("id")? },
             MsgType::Ack => M::Ack { id: r.u64("id")?, errno: r.i32("errno")? },
             MsgType::Received => M::Received { id: r.u64("id")? },
+            MsgType::QuorumView => M::QuorumView { flags: r.u64("flags")? },
+            MsgType::Outdate => M::Outdate { id: r.u64("id")? },
             MsgType::Ping => M::Ping { nonce: r.u64("nonce")? },
             MsgType::PingAck => M::PingAck { nonce: r.u64("nonce")? },
             MsgType::SyncStart => {

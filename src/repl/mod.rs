@@ -56,7 +56,7 @@ pub const PROTO_MINOR: u16 = 0;
 pub const FEATURE_AUTH: u64 = 1 << 0;
 /// The feature bits this build knows. Bits outside it are ignored (a newer
 /// minor may define them; a feature is used only when both sides set it).
-pub const FEATURES_KNOWN: u64 = FEATURE_AUTH | FEATURE_PROTOCOL_A | FEATURE_PROTOCOL_B | FEATURE_RESIZE | FEATURE_UNCHECKED_DATA;
+pub const FEATURES_KNOWN: u64 = FEATURE_AUTH | FEATURE_PROTOCOL_A | FEATURE_PROTOCOL_B | FEATURE_RESIZE | FEATURE_UNCHECKED_DATA | FEATURE_WITNESS;
 /// Feature bit: the sender's resource runs protocol A. Neither this bit nor
 /// [`FEATURE_PROTOCOL_B`]: protocol C. Both sides must agree or refuse.
 pub const FEATURE_PROTOCOL_A: u64 = 1 << 1;
@@ -75,6 +75,11 @@ pub const FEATURE_UNCHECKED_DATA: u64 = 1 << 8;
 /// whose peer did not offer it (a build from before resize, which would
 /// drop the link at the unknown message).
 pub const FEATURE_RESIZE: u64 = 1 << 3;
+/// Feature bit: this link is a witness link (`[witness]`): one end is the
+/// resource's witness, which holds no data and breaks ties (quorum). Both
+/// ends must set it: a data node that dials a data peer's port, or the
+/// reverse, is refused at the Hello.
+pub const FEATURE_WITNESS: u64 = 1 << 9;
 /// The bits that name the protocol.
 pub const FEATURES_PROTOCOL: u64 = FEATURE_PROTOCOL_A | FEATURE_PROTOCOL_B;
 

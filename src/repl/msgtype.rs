@@ -89,6 +89,10 @@ msg_types! {
     ResizeInfo = 0x0061,
     /// Online resize: grow to this size (answered by Ack).
     ResizeCommit = 0x0062,
+    /// Witness link: what the witness sees of the other data node.
+    QuorumView = 0x0070,
+    /// Witness link: outdate my peer / you are outdated.
+    Outdate = 0x0071,
 }
 
 impl fmt::Display for MsgType {

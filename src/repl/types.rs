@@ -119,6 +119,12 @@ pub const STATE_WAS_PRIMARY_ALONE: u64 = 1 << 2;
 /// pull-ahead): it sends no writes, marks them out of sync, and the
 /// receiver is Behind with an Outdated disk until the resync that follows.
 pub const STATE_AHEAD: u64 = 1 << 3;
+/// `StateUpdate` flag, on a witness link only: the sender is connected to
+/// its data peer.
+pub const STATE_PEER_CONNECTED: u64 = 1 << 4;
+/// `StateUpdate` flag, on a witness link only: the sender is being
+/// promoted (the witness keeps its grant until a report without it).
+pub const STATE_PROMOTING: u64 = 1 << 5;
 
 /// A node's full state, exchanged once after the handshake; the sync
 /// decision is taken from both sides' copies.

@@ -86,6 +86,8 @@ vectors = [
      U("QQQQQ", 14, 1 << 40, 2 << 40, 0, 0xFFFFFFFFFFFFFFFF) + s("")),
     ("resize_commit", "ResizeCommit id=15 old_size=1 TiB new_size=2 TiB flags=1 (RESIZE_IN_SYNC)", 0x0062,
      U("QQQI", 15, 1 << 40, 2 << 40, 1)),
+    ("quorum_view", "QuorumView flags=3 (QUORUM_OTHER_CONNECTED | QUORUM_OTHER_PRIMARY)", 0x0070, U("Q", 3)),
+    ("outdate", "Outdate id=16", 0x0071, U("Q", 16)),
 ]
 for name, desc, ty, payload in vectors:
     write(name, desc, frame(ty, payload))

@@ -19,6 +19,14 @@ impl Machine {
         if let Err(e) = self.st.check_promote(force) {
             return Answer::Refused(e.0);
         }
+        if let Some(why) = self.quorum_refusal() {
+            return Answer::Refused(why);
+        }
+        self.witness_granted = false;
+        if self.asks_witness() {
+            self.promoting = Some(1);
+            return Answer::AskWitness;
+        }
         match self.link {
             Some(l) => {
                 self.promoting = Some(1);
@@ -61,7 +69,7 @@ impl Machine {
         self.commit_promote(force, connected)
     }
 
-    fn commit_promote(&mut self, force: bool, connected: bool) -> Answer {
+    pub(super) fn commit_promote(&mut self, force: bool, connected: bool) -> Answer {
         self.st.role = Role::Primary;
         let forced = force && self.st.disk != Disk::UpToDate;
         if forced {

@@ -114,6 +114,15 @@ impl Machine {
             }
             return Answer::Refused("not Primary any more, and the peer does not have the write".into());
         }
+        if self.no_quorum_fails_writes() {
+            // As above: written here only, not acknowledged; the marked
+            // blocks resync whichever way the next handshake points.
+            if !self.dur.crashed_primary {
+                self.dur.crashed_primary = true;
+                self.persist();
+            }
+            return Answer::Refused("no quorum (on_no_quorum = io-error)".into());
+        }
         self.ensure_diverged();
         self.freeze_unless_fenced();
         Answer::None
@@ -129,13 +138,22 @@ impl Machine {
     /// peer was fenced since, freeze writes and run fence-peer (unless it
     /// runs already).
     fn freeze_unless_fenced(&mut self) {
-        if self.settings.fencing != Fencing::ResourceAndStonith || self.fenced {
+        let quorum = self.settings.quorum.is_some();
+        if (self.settings.fencing != Fencing::ResourceAndStonith && !quorum) || self.fenced {
             return;
         }
         if self.st.role != Role::Primary || self.frozen {
             return;
         }
         self.frozen = true;
+        if quorum {
+            // The witness is the fence: it records the peer outdated.
+            tracing::warn!("peer lost: writes are frozen until the witness records the peer outdated (or the peer is back, or repctl resume-io)");
+            self.fencing_now = true;
+            self.out.push(Effect::Fence);
+            self.out.push(Effect::Changed);
+            return;
+        }
         tracing::warn!("peer lost: writes are frozen until fence-peer confirms the peer is fenced (or repctl resume-io)");
         if !self.fencing_now {
             self.fencing_now = true;
@@ -158,7 +176,13 @@ impl Machine {
     pub(super) fn fence_result(&mut self, code: Option<i32>) -> Answer {
         self.fencing_now = false;
         match code {
-            Some(c @ (4 | 7)) => self.thaw_io(&format!("fence-peer reported the peer fenced (exit {c})")),
+            Some(c @ (4 | 7)) => {
+                let why = if self.settings.quorum.is_some() { "the peer is fenced: the witness recorded it outdated".to_owned() } else { format!("fence-peer reported the peer fenced (exit {c})") };
+                self.thaw_io(&why);
+            }
+            _ if self.frozen && self.settings.quorum.is_some() => {
+                tracing::error!("the witness did not record the peer outdated: writes stay frozen until the peer is back or the witness answers (asked again when its link comes back)");
+            }
             other if self.frozen => {
                 let exit = other.map_or_else(|| "none: it did not run or was killed".to_string(), |c| c.to_string());
                 tracing::error!("fence-peer did not confirm (exit {exit}): writes stay frozen; fence the peer and run `repctl resume-io`");

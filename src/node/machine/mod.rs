@@ -29,6 +29,7 @@
 mod commands;
 mod congestion;
 mod loss;
+mod quorum;
 mod session;
 mod sync;
 pub mod unflushed;
@@ -37,6 +38,8 @@ pub mod unflushed;
 mod tests;
 #[cfg(test)]
 mod congestion_tests;
+#[cfg(test)]
+mod quorum_tests;
 
 use crate::config::{Fencing, SplitBrainPolicy};
 use crate::repl::Message;
@@ -46,6 +49,7 @@ use super::genid::{GenIds, SyncStart};
 use super::state::{Disk, Lag, NodeState, PeerView, Role, SyncSide};
 use super::wire::{to_wire_disk, to_wire_role};
 
+pub use quorum::WitnessView;
 pub use unflushed::Unflushed;
 
 /// Milliseconds on the runtime's monotonic clock (only status uses them).
@@ -83,6 +87,9 @@ pub struct Settings {
     /// which this Primary goes Ahead of its peer instead of waiting for it
     /// (`None`: writes always go to the peer, as B and C always do).
     pub pull_ahead: Option<Congestion>,
+    /// `[witness]`: quorum is on (three votes), and what a Primary that
+    /// lost it does with writes. None: no witness, no quorum.
+    pub quorum: Option<crate::config_witness::OnNoQuorum>,
 }
 
 /// When a link is congested (`[net] congestion_fill`, `congestion_extents`,
@@ -190,6 +197,9 @@ pub enum Answer {
     Unflushed(Unflushed),
     /// Verify may start on this link.
     Verify(LinkId),
+    /// Promotion: ask the witness (a `RoleRequest` on the witness link),
+    /// then [`Event::WitnessAnswered`].
+    AskWitness,
     /// [`Event::Sending`]: true when the write is not to be sent (this
     /// Primary is Ahead: the machine marked it out of sync).
     PullAhead(bool),
@@ -267,6 +277,14 @@ pub enum Event {
     Drained { link: LinkId },
     /// The peer's `StateUpdate` said whether it is Ahead of this node.
     PeerAhead { ahead: bool },
+    /// The witness link came up or changed its view (`Some`), or ended (`None`).
+    Witness(Option<WitnessView>),
+    /// The witness answered a promotion's `RoleRequest` with this errno
+    /// (0: granted); None: the link ended before the answer.
+    WitnessAnswered { force: bool, errno: Option<i32> },
+    /// The witness says this node is outdated (its peer went on without
+    /// it). Answers `Ok` (done, durable: acknowledge it) or `Refused`.
+    OutdatedByWitness,
 }
 
 /// The output of one step.
@@ -310,6 +328,10 @@ pub struct Machine {
     fencing_now: bool,
     unflushed: Unflushed,
     sync: Option<SyncProgress>,
+    /// The witness's view while its link is up.
+    witness: Option<WitnessView>,
+    /// The witness granted the promotion that is running.
+    witness_granted: bool,
     rng: u64,
     out: Vec<Effect>,
 }
@@ -359,6 +381,8 @@ impl Machine {
             fencing_now: false,
             unflushed: Unflushed::default(),
             sync: None,
+            witness: None,
+            witness_granted: false,
             rng: seed,
             out: Vec::new(),
         };
@@ -458,6 +482,9 @@ impl Machine {
             Event::Sending { link, offset, len, fill, extents } => self.sending(link, offset, len, fill, extents),
             Event::Drained { link } => self.drained(link),
             Event::PeerAhead { ahead } => self.peer_ahead(ahead),
+            Event::Witness(view) => self.witness_changed(view),
+            Event::WitnessAnswered { force, errno } => self.witness_answered(force, errno),
+            Event::OutdatedByWitness => self.outdated_by_witness(),
             Event::Stopped { disk_ok } => {
                 if disk_ok {
                     self.out.push(Effect::Bitmap(BitmapOp::Flush));

@@ -8,7 +8,7 @@ use crate::node::state::{Connection, Role};
 pub(super) const IDS: GenIds = GenIds { current: 0x1000, bitmap: 0, history: [0, 0] };
 
 pub(super) fn settings() -> Settings {
-    Settings { me_first: true, fencing: Fencing::DontCare, after_split_brain: SplitBrainPolicy::Disconnect, size: 1 << 30, pull_ahead: None }
+    Settings { me_first: true, fencing: Fencing::DontCare, after_split_brain: SplitBrainPolicy::Disconnect, size: 1 << 30, pull_ahead: None, quorum: None }
 }
 
 pub(super) fn durable(disk: Disk) -> Durable {

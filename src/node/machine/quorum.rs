@@ -1,0 +1,145 @@
+//! Quorum with a witness (`[witness]`, see [`crate::witness`]): three
+//! votes, this node's, its peer's and the witness's.
+//!
+//! - A node is quorate when it sees its peer or the witness.
+//! - Promotion needs quorum, even forced; with the witness up it asks the
+//!   witness first ([`Answer::AskWitness`]), which refuses while the peer
+//!   is Primary (a partition that is not transitive: the peer cut from
+//!   this node but not from the witness), then the peer as always.
+//! - A Primary that loses its peer freezes writes until the witness has
+//!   recorded the peer outdated (its fence-peer: [`Effect::Fence`]); asked
+//!   again each time the witness link comes back. Without quorum, writes
+//!   wait (`suspend-io`) or fail with EIO (`io-error`).
+//! - Told by the witness that it is outdated (its peer went on without
+//!   it), a Secondary's disk becomes Outdated, durably.
+
+use crate::config_witness::OnNoQuorum;
+
+use super::super::state::{Disk, Role};
+use super::{Answer, Effect, Machine};
+
+/// What the witness says of the other data node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct WitnessView {
+    /// The peer is connected to the witness.
+    pub peer_connected: bool,
+    /// The peer is Primary, or being promoted (the witness granted it).
+    pub peer_primary: bool,
+}
+
+impl Machine {
+    /// Quorum is off, or this node sees its peer or the witness.
+    pub fn quorate(&self) -> bool {
+        self.settings.quorum.is_none() || self.link.is_some() || self.witness.is_some()
+    }
+
+    pub fn witness(&self) -> Option<WitnessView> {
+        self.witness
+    }
+
+    /// Why quorum forbids a promotion now, if it does.
+    pub(super) fn quorum_refusal(&self) -> Option<String> {
+        self.settings.quorum?;
+        if !self.quorate() {
+            return Some(
+                "no quorum: this node sees neither its peer nor the witness, and a Primary needs two of the three; \
+                 bring one of them back, or, to run this node alone, remove [witness] from its resource file and run `repctl adjust`"
+                    .into(),
+            );
+        }
+        if self.link.is_none() && self.witness.is_some_and(|w| w.peer_primary) {
+            return Some("the witness reports that the peer is Primary (or being promoted); demote it first".into());
+        }
+        None
+    }
+
+    /// Whether a promotion asks the witness first.
+    pub(super) fn asks_witness(&self) -> bool {
+        self.settings.quorum.is_some() && self.witness.is_some()
+    }
+
+    /// The witness answered the promotion's request.
+    pub(super) fn witness_answered(&mut self, force: bool, errno: Option<i32>) -> Answer {
+        match errno {
+            Some(0) => self.witness_granted = true,
+            None => tracing::warn!("the witness link ended during the promotion"),
+            Some(e) => {
+                self.promoting = None;
+                self.announce();
+                return Answer::Refused(if e == libc::ESTALE {
+                    "the witness recorded this node outdated (its peer went on writing without it) and has not told it yet; try again in a moment".into()
+                } else if e == libc::EBUSY {
+                    "the witness reports that the peer is Primary (or being promoted); demote it first".into()
+                } else {
+                    format!("the witness refused the promotion (errno {e})")
+                });
+            }
+        }
+        if let Err(e) = self.st.check_promote(force) {
+            self.promoting = None;
+            self.announce();
+            return Answer::Refused(e.0);
+        }
+        if let Some(why) = self.quorum_refusal() {
+            self.promoting = None;
+            self.announce();
+            return Answer::Refused(why);
+        }
+        match self.link {
+            Some(l) => Answer::AskPeer(l),
+            None => {
+                self.promoting = None;
+                self.commit_promote(force, false)
+            }
+        }
+    }
+
+    /// The witness link came up, changed its view, or ended.
+    pub(super) fn witness_changed(&mut self, view: Option<WitnessView>) -> Answer {
+        let was = std::mem::replace(&mut self.witness, view);
+        if self.settings.quorum.is_some() {
+            match (was.is_some(), view.is_some()) {
+                (false, true) => {
+                    tracing::info!("witness link up");
+                    // A Primary frozen since it lost its peer asks again.
+                    if self.frozen && !self.fenced && self.st.role == Role::Primary {
+                        self.out.push(Effect::Fence);
+                    }
+                }
+                (true, false) => {
+                    if self.link.is_none() {
+                        tracing::warn!("witness link lost and no peer: no quorum");
+                    } else {
+                        tracing::warn!("witness link lost (quorum holds through the peer)");
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.out.push(Effect::Changed);
+        Answer::None
+    }
+
+    /// The witness says this node is outdated.
+    pub(super) fn outdated_by_witness(&mut self) -> Answer {
+        if self.st.role == Role::Primary {
+            return Answer::Refused("this node is Primary".into());
+        }
+        if self.link.is_some() {
+            // Connected again: the session's own decision (this node is
+            // its sync target) covers what it missed.
+            return Answer::Ok("connected to the peer".into());
+        }
+        if self.st.disk.is_complete() && self.st.disk != Disk::Outdated {
+            tracing::warn!("the witness says the peer went on writing without this node: its disk is Outdated until a resync");
+            self.set_disk(Disk::Outdated);
+        }
+        Answer::Ok("outdated".into())
+    }
+
+    /// A write the peer lacks, with quorum on: fail it at once when quorum
+    /// is lost under `io-error`.
+    pub(super) fn no_quorum_fails_writes(&self) -> bool {
+        self.settings.quorum == Some(OnNoQuorum::IoError) && !self.quorate()
+    }
+}

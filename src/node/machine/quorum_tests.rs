@@ -1,0 +1,133 @@
+//! Quorum with a witness: the machine's rules (see `quorum.rs`).
+
+use super::tests::{alone, connect, peer, IDS};
+use super::*;
+use crate::config_witness::OnNoQuorum;
+use crate::node::state::Role;
+
+fn with_witness(mut m: Machine, on: OnNoQuorum) -> Machine {
+    let mut s = *m.settings();
+    s.quorum = Some(on);
+    m.step(Event::Adjust(s));
+    m
+}
+
+const UP: WitnessView = WitnessView { peer_connected: true, peer_primary: false };
+
+#[test]
+fn a_node_that_sees_nobody_is_not_promoted_even_forced() {
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    assert!(!m.quorate());
+    for force in [false, true] {
+        let Answer::Refused(why) = m.step(Event::Promote { force }).answer else { panic!("promoted without quorum") };
+        assert!(why.contains("no quorum"), "{why}");
+    }
+    assert_eq!(m.state().role, Role::Secondary);
+    // Without a witness configured the same node is promoted.
+    let mut plain = alone();
+    assert_eq!(plain.step(Event::Promote { force: false }).answer, Answer::Ok("primary".into()));
+}
+
+#[test]
+fn with_the_witness_up_a_promotion_asks_it_first() {
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    m.step(Event::Witness(Some(WitnessView::default())));
+    assert!(m.quorate());
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskWitness);
+    assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::Ok("primary".into()));
+    assert_eq!(m.state().role, Role::Primary);
+}
+
+#[test]
+fn the_witness_refuses_while_the_peer_is_primary() {
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    // The peer is cut from this node but not from the witness, and Primary.
+    m.step(Event::Witness(Some(WitnessView { peer_connected: true, peer_primary: true })));
+    let Answer::Refused(why) = m.step(Event::Promote { force: true }).answer else { panic!("two Primaries") };
+    assert!(why.contains("witness reports that the peer is Primary"), "{why}");
+    // The view can change between the ask and the answer: the answer counts.
+    m.step(Event::Witness(Some(UP)));
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskWitness);
+    let Answer::Refused(why) = m.step(Event::WitnessAnswered { force: false, errno: Some(libc::EBUSY) }).answer else { panic!() };
+    assert!(why.contains("Primary"), "{why}");
+    assert_eq!(m.state().role, Role::Secondary);
+}
+
+#[test]
+fn connected_it_asks_the_witness_then_the_peer() {
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
+    m.step(Event::Witness(Some(UP)));
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskWitness);
+    assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::AskPeer(link));
+    let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Granted });
+    assert_eq!(r.answer, Answer::Ok("primary".into()));
+}
+
+/// The non-transitive partition: this Primary loses its peer but keeps the
+/// witness. Writes freeze until the witness recorded the peer outdated.
+#[test]
+fn a_primary_that_loses_its_peer_freezes_until_the_witness_outdates_it() {
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
+    m.step(Event::Witness(Some(UP)));
+    m.step(Event::Promote { force: false });
+    m.step(Event::WitnessAnswered { force: false, errno: Some(0) });
+    m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Granted });
+    m.step(Event::LinkLost { link: Some(link), clean: false });
+    assert!(m.quorate(), "the witness is a vote");
+    let r = m.step(Event::Degraded { offset: 0, len: 4096 });
+    assert!(r.effects.contains(&Effect::Fence), "{:?}", r.effects);
+    assert!(m.frozen());
+    // The witness could not record it: still frozen.
+    m.step(Event::FenceResult(None));
+    assert!(m.frozen());
+    // Its link comes back: asked again; recorded: writes go on.
+    m.step(Event::Witness(None));
+    let r = m.step(Event::Witness(Some(UP)));
+    assert!(r.effects.contains(&Effect::Fence), "{:?}", r.effects);
+    m.step(Event::FenceResult(Some(7)));
+    assert!(!m.frozen());
+}
+
+#[test]
+fn without_quorum_io_error_fails_writes_and_suspend_io_freezes_them() {
+    for on in [OnNoQuorum::IoError, OnNoQuorum::SuspendIo] {
+        let mut m = with_witness(alone(), on);
+        m.step(Event::Witness(Some(UP)));
+        m.step(Event::Promote { force: false });
+        m.step(Event::WitnessAnswered { force: false, errno: Some(0) });
+        m.step(Event::Witness(None));
+        assert!(!m.quorate());
+        let r = m.step(Event::Degraded { offset: 0, len: 4096 });
+        match on {
+            OnNoQuorum::IoError => {
+                assert!(matches!(r.answer, Answer::Refused(_)), "{:?}", r.answer);
+                assert!(!m.frozen());
+            }
+            OnNoQuorum::SuspendIo => {
+                assert_eq!(r.answer, Answer::None);
+                assert!(m.frozen());
+            }
+        }
+    }
+}
+
+#[test]
+fn told_it_is_outdated_a_secondary_outdates_its_disk_and_a_primary_refuses() {
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    m.step(Event::Witness(Some(UP)));
+    let r = m.step(Event::OutdatedByWitness);
+    assert_eq!(r.answer, Answer::Ok("outdated".into()));
+    assert_eq!(m.state().disk, Disk::Outdated);
+    assert!(super::tests::persisted(&r).iter().any(|d| d.disk == Disk::Outdated), "durable");
+    // Outdated: promotion needs --force now.
+    assert!(matches!(m.step(Event::Promote { force: false }).answer, Answer::Refused(_)));
+
+    let mut p = with_witness(alone(), OnNoQuorum::SuspendIo);
+    p.step(Event::Witness(Some(WitnessView::default())));
+    p.step(Event::Promote { force: false });
+    p.step(Event::WitnessAnswered { force: false, errno: Some(0) });
+    assert!(matches!(p.step(Event::OutdatedByWitness).answer, Answer::Refused(_)));
+    assert_eq!(p.state().disk, Disk::UpToDate);
+}

@@ -1,0 +1,247 @@
+//! The witness daemon: `repd --node WITNESS` for the `[witness]` name.
+//!
+//! It listens on `[witness] address`, takes one link from each data node
+//! (the same authenticated handshake as the peer link, with the
+//! [`crate::repl::FEATURE_WITNESS`] bit), and runs the [`Arbiter`] on what
+//! they say. Keepalive: it pings each link every `ping_interval_ms` and
+//! drops one silent for `ping_timeout_ms`. A newcomer for a node that has
+//! a link replaces it only if it proved the secret; strangers cost at most
+//! [`MAX_HANDSHAKES`] handshakes of [`HANDSHAKE_TIMEOUT`] each, and a
+//! silent one gives way to a newcomer (as on the peer port).
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::node::handshake_slots::{SlotTaken, Slots};
+use crate::node::wire::{from_wire_disk, from_wire_role};
+use crate::repl::handshake::handshake_admit;
+use crate::repl::types::STATE_PROMOTING;
+use crate::repl::{HelloParams, Message, FEATURE_WITNESS};
+
+use super::arbiter::{Arbiter, ConnId, In, Out, Who};
+use super::{record, WitnessCfg};
+
+/// Incoming handshakes at once.
+pub const MAX_HANDSHAKES: usize = 8;
+/// Longest a connection may take to finish its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Shared {
+    arbiter: Arbiter,
+    /// The live link of each node: its id and its send queue.
+    links: [Option<(ConnId, mpsc::UnboundedSender<Message>)>; 2],
+    next_conn: ConnId,
+}
+
+struct Witness {
+    cfg: Config,
+    w: WitnessCfg,
+    names: [String; 2],
+    shared: Mutex<Shared>,
+    shutdown: CancellationToken,
+}
+
+impl Witness {
+    fn names(&self) -> [&str; 2] {
+        [self.names[0].as_str(), self.names[1].as_str()]
+    }
+
+    /// Runs one arbiter step and carries out its outputs, in order, under
+    /// the lock (the record write is a small synchronous file write).
+    fn step(&self, ev: In) {
+        let mut g = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let was = g.arbiter.outdated();
+        let outs = g.arbiter.step(ev);
+        for o in outs {
+            match o {
+                Out::Persist(outdated) => {
+                    if let Err(e) = record::store(&self.w.state, outdated, self.names()) {
+                        // Nothing that depended on the record is sent: the
+                        // requester gets no answer and asks again.
+                        tracing::error!("{e}");
+                        g.arbiter.persist_failed(was);
+                        return;
+                    }
+                    for (n, o) in self.names.iter().zip(outdated) {
+                        if o {
+                            tracing::warn!(node = %n, "recorded outdated: it is not promoted without --force until it is UpToDate again");
+                        }
+                    }
+                }
+                Out::Send(who, msg) => {
+                    if let Some((_, tx)) = &g.links[who] {
+                        let _ = tx.send(msg);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs the witness until shutdown; an error only at start.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), String> {
+    let w = cfg.witness.clone().ok_or("the resource has no [witness]")?;
+    let names = [cfg.nodes[0].name.clone(), cfg.nodes[1].name.clone()];
+    let outdated = record::load(&w.state, [names[0].as_str(), names[1].as_str()])?;
+    let listener = TcpListener::bind(&w.address).await.map_err(|e| format!("cannot listen on {}: {e}", w.address))?;
+    if cfg.net.secret.is_none() {
+        tracing::warn!("[net] has no secret: whoever reaches {} can pose as a data node to the witness; set a [net] secret", w.address);
+    }
+    for (n, o) in names.iter().zip(outdated) {
+        if o {
+            tracing::warn!(node = %n, "recorded outdated");
+        }
+    }
+    tracing::info!(address = %w.address, "witness up");
+    crate::sd_notify::notify("READY=1");
+    let wit = Arc::new(Witness {
+        cfg,
+        w,
+        names,
+        shared: Mutex::new(Shared { arbiter: Arbiter::new(outdated), links: [None, None], next_conn: 1 }),
+        shutdown,
+    });
+    let slots = Slots::new(MAX_HANDSHAKES);
+    let mut backoff = crate::backoff::AcceptBackoff::new("witness listener");
+    loop {
+        let (stream, from) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => { backoff.succeeded(); x }
+                Err(e) => {
+                    tokio::select! {
+                        _ = backoff.failed(&e) => {}
+                        _ = wit.shutdown.cancelled() => break,
+                    }
+                    continue;
+                }
+            },
+            _ = wit.shutdown.cancelled() => break,
+        };
+        let slot = match slots.take(Instant::now()) {
+            SlotTaken::Free(s) | SlotTaken::Evicted(s) => s,
+            SlotTaken::Full => {
+                tracing::warn!("connection from {from} closed: {MAX_HANDSHAKES} handshakes are running already");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let wit = wit.clone();
+        tokio::spawn(async move {
+            let r = tokio::select! {
+                r = accept(&wit, stream) => r,
+                _ = slot.evicted() => Err("evicted: it had said nothing while every handshake slot was taken".into()),
+                _ = wit.shutdown.cancelled() => return,
+            };
+            drop(slot);
+            match r {
+                Ok((who, link, proven)) => serve(wit, who, link, proven).await,
+                Err(why) => tracing::info!("connection from {from} refused: {why}"),
+            }
+        });
+    }
+    Ok(())
+}
+
+type Link = tokio_util::codec::Framed<TcpStream, crate::repl::Codec>;
+
+async fn accept(wit: &Witness, stream: TcpStream) -> Result<(Who, Link, bool), String> {
+    let mut h = HelloParams::new(&wit.cfg.resource.name, &wit.w.name, &wit.names[0], 0);
+    h.other_peers = vec![wit.names[1].clone()];
+    h.peer_sizes = 0..=u64::MAX;
+    h.features = FEATURE_WITNESS;
+    let (link, peer) = handshake_admit(stream, &h, wit.cfg.net.secret.as_deref(), HANDSHAKE_TIMEOUT, |_| Ok(()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let who = usize::from(peer.hello.node == wit.names[1]);
+    Ok((who, link, peer.authenticated))
+}
+
+/// Serves one data node's link until it ends.
+async fn serve(wit: Arc<Witness>, who: Who, link: Link, proven: bool) {
+    let name = wit.names[who].clone();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let conn = {
+        let mut g = wit.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        if g.links[who].is_some() && !proven {
+            None
+        } else {
+            let conn = g.next_conn;
+            g.next_conn += 1;
+            g.links[who] = Some((conn, tx));
+            Some(conn)
+        }
+    };
+    let Some(conn) = conn else {
+        tracing::warn!(node = %name, "a second link for this node without a [net] secret to prove it: refused while the first lives");
+        let mut link = link;
+        let _ = link.send(Message::Goodbye { reason: format!("busy: the witness has a live link for {name}") }).await;
+        return;
+    };
+    tracing::info!(node = %name, "data node connected");
+    wit.step(In::Connected { who, conn });
+    let (mut sink, mut stream) = link.split();
+    let ping_every = Duration::from_millis(wit.cfg.net.ping_interval_ms.max(10));
+    let silent_for = Duration::from_millis(wit.cfg.net.ping_timeout_ms.max(10));
+    let mut last_heard = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(ping_every);
+    let mut nonce = 0u64;
+    let why = loop {
+        tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => if let Err(e) = sink.send(m).await { break format!("send: {e}") },
+                None => break "replaced by a newer link".to_owned(),
+            },
+            f = stream.next() => {
+                last_heard = tokio::time::Instant::now();
+                let m = match f {
+                    None => break "closed".to_owned(),
+                    Some(Err(e)) => break e.to_string(),
+                    Some(Ok(m)) => m,
+                };
+                match m {
+                    Message::StateUpdate { role, disk, flags } => wit.step(In::Report {
+                        who,
+                        role: from_wire_role(role),
+                        disk: from_wire_disk(disk),
+                        promoting: flags & STATE_PROMOTING != 0,
+                    }),
+                    Message::RoleRequest { id } => wit.step(In::RoleRequest { who, id }),
+                    Message::Outdate { id } => wit.step(In::Outdate { who, id }),
+                    Message::Ack { id, errno } => wit.step(In::Ack { who, id, errno }),
+                    Message::Ping { nonce } => {
+                        if let Err(e) = sink.send(Message::PingAck { nonce }).await {
+                            break format!("send: {e}");
+                        }
+                    }
+                    Message::PingAck { .. } => {}
+                    Message::Goodbye { reason } => break format!("goodbye: {}", crate::repl::handshake::Untrusted(&reason)),
+                    other => break format!("protocol violation: {} on a witness link", other.msg_type()),
+                }
+            }
+            _ = tick.tick() => {
+                if last_heard.elapsed() > silent_for {
+                    break format!("silent for {} ms", silent_for.as_millis());
+                }
+                nonce += 1;
+                if let Err(e) = sink.send(Message::Ping { nonce }).await {
+                    break format!("send: {e}");
+                }
+            }
+            _ = wit.shutdown.cancelled() => break "the witness stops".to_owned(),
+        }
+    };
+    tracing::info!(node = %name, "data node link ended: {why}");
+    {
+        let mut g = wit.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        if g.links[who].as_ref().is_some_and(|(c, _)| *c == conn) {
+            g.links[who] = None;
+        }
+    }
+    wit.step(In::Lost { who, conn });
+}
