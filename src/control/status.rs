@@ -98,6 +98,14 @@ pub struct Status {
     /// `apply_delay`). Times are this node's clock, RFC 3339 in UTC.
     #[serde(default)]
     pub delay: Option<DelayStatus>,
+    /// With a `[witness]` (extra field; null without one): whether this
+    /// node has quorum (sees its peer or the witness).
+    #[serde(default)]
+    pub quorum: Option<bool>,
+    /// The witness link (extra field; null without a `[witness]`):
+    /// `connected` or `connecting`.
+    #[serde(default)]
+    pub witness: Option<String>,
 }
 
 fn replication_off() -> String {
@@ -223,8 +231,12 @@ impl Status {
                 let _ = writeln!(s, "    error: {e}");
             }
         }
+        if let (Some(q), Some(w)) = (self.quorum, &self.witness) {
+            let _ = writeln!(s, "  quorum:{} witness:{w}", if q { "yes" } else { "NO" });
+        }
         if self.io_frozen {
-            let _ = writeln!(s, "  io: FROZEN until the peer is fenced (repctl resume-io)");
+            let why = if self.quorum.is_some() { "the witness records the peer outdated, or the peer is back" } else { "the peer is fenced" };
+            let _ = writeln!(s, "  io: FROZEN until {why} (repctl resume-io)");
         }
         let _ = writeln!(s, "  nbd: {} client(s) at {}", self.nbd_clients, self.nbd_uri);
         s

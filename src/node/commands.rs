@@ -30,7 +30,23 @@ impl Node {
         if let Some(why) = self.delay_refuses_promotion() {
             return Response::refused(why);
         }
-        let mut r = self.step(Event::Promote { force });
+        let r = self.step(Event::Promote { force });
+        let r = if matches!(r, Ok(Answer::AskWitness)) {
+            self.witness.set_promoting(true);
+            self.report_to_witness(true);
+            let errno = self.witness.request(|id| Message::RoleRequest { id }).await;
+            let r = self.ask_peer(force, self.step(Event::WitnessAnswered { force, errno })).await;
+            self.witness.set_promoting(false);
+            self.report_to_witness(true);
+            r
+        } else {
+            self.ask_peer(force, r).await
+        };
+        respond(r)
+    }
+
+    /// A promotion's role requests to the peer, as the machine asks them.
+    async fn ask_peer(self: &Arc<Self>, force: bool, mut r: Result<Answer, super::execute::PersistError>) -> Result<Answer, super::execute::PersistError> {
         while let Ok(Answer::AskPeer(id)) = r {
             let answer = match self.link().filter(|l| l.id() == id) {
                 None => PeerAnswer::Lost,
@@ -42,7 +58,7 @@ impl Node {
             };
             r = self.step(Event::PromoteAnswered { force, asked: Some(id), answer });
         }
-        respond(r)
+        r
     }
 
     /// `repctl secondary [--force]`: I/O stops at once; the writes in

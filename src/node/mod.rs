@@ -38,6 +38,9 @@
 //!   wire forms of roles and disk states; [`resize_state`] holds the
 //!   resize lock and the peer's sizes beside the node.
 //!
+//! - [`witness_link`] with [`witness_state`]: the link to the witness
+//!   (`[witness]`: quorum, the tie-breaker that relays who is Primary and
+//!   outdates a lost peer).
 //! - [`delay`]: the delayed replica (`apply_delay`): its journal, the
 //!   applier, the point-in-time promotion.
 //!
@@ -79,6 +82,8 @@ pub mod state;
 pub mod verify;
 mod verify_state;
 pub mod wire;
+pub mod witness_link;
+pub mod witness_state;
 
 pub use device::{NodeDevice, NodeGate};
 pub use runtime::{Node, StartError};

@@ -81,6 +81,8 @@ pub struct Node {
     pub(super) born: Instant,
     /// A delayed replica's journal (`apply_delay`; see [`super::delay`]).
     pub delay: Option<Arc<super::delay::Delay>>,
+    /// The link to the witness (idle without `[witness]`).
+    pub witness: super::witness_state::WitnessLink,
 }
 
 fn create_dir_of(p: &std::path::Path) -> Result<(), StartError> {
@@ -189,6 +191,7 @@ impl Node {
             tasks: TaskTracker::new(),
             born: Instant::now(),
             delay,
+            witness: Default::default(),
             cfg: super::live_config::LiveConfig::new(cfg),
             me,
             peer_cfg,
@@ -267,6 +270,8 @@ impl Node {
             delay: self.delay.as_ref().map(|d| d.status()),
             pid: std::process::id(),
             replication: crate::vocab::replication(st.connection, st.syncing, st.lag).to_owned(),
+            quorum: self.cfg.witness.as_ref().map(|_| self.machine().quorate()),
+            witness: self.cfg.witness.as_ref().map(|_| if self.machine().witness().is_some() { "connected" } else { "connecting" }.to_owned()),
         }
     }
 }

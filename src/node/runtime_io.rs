@@ -115,6 +115,26 @@ impl Io for Exec<'_> {
     }
 
     fn fence(&mut self, m: &Machine) {
+        if m.settings().quorum.is_some() {
+            // The witness is the fence: it records the peer outdated.
+            let node = self.node.clone();
+            tokio::spawn(async move {
+                let errno = node.witness.request(|id| Message::Outdate { id }).await;
+                let code = match errno {
+                    Some(0) => Some(7),
+                    Some(e) => {
+                        tracing::error!(errno = e, "the witness refused to outdate the peer (it reports the peer Primary?)");
+                        None
+                    }
+                    None => {
+                        tracing::warn!("the witness is not reachable: the peer cannot be outdated now");
+                        None
+                    }
+                };
+                let _ = node.step(Event::FenceResult(code));
+            });
+            return;
+        }
         let snap = snapshot(m);
         let n = self.node;
         match super::events::run_handler(&n.cfg, &n.me, &n.peer_cfg, "fence-peer", &snap) {
@@ -138,6 +158,7 @@ impl Io for Exec<'_> {
 
     fn changed(&mut self, m: &Machine) -> bool {
         self.node.wake.notify_waiters();
+        self.node.witness.report_machine(m);
         let n = self.node;
         let mut fencing = false;
         for (h, run) in n.events.observe(&n.cfg, &n.me, &n.peer_cfg, snapshot(m)) {

@@ -28,6 +28,7 @@ impl Node {
             .map_err(|source| StartError::Io { what: format!("replication address {}", self.me.replication), source })?;
         let ctl_listener = control::bind(&self.me.control).map_err(|source| StartError::Io { what: "cannot serve".into(), source })?;
         self.tasks.spawn(super::peer::run(self.clone(), peer_listener));
+        self.tasks.spawn(super::witness_link::run(self.clone()));
         self.tasks.spawn(flush_bitmap_periodically(self.clone()));
         if let Some(addr) = &self.me.metrics {
             let l = tokio::net::TcpListener::bind(addr)

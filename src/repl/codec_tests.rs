@@ -58,6 +58,8 @@ pub(crate) fn samples() -> Vec<Message> {
         Message::ResizeQuery { id: 8, size: 1 << 40 },
         Message::ResizeInfo { id: 8, size: 1 << 40, backing: 2 << 40, config_size: 0, data_from: u64::MAX, reason: String::new() },
         Message::ResizeCommit { id: 9, old_size: 1 << 40, new_size: 2 << 40, in_sync: true },
+        Message::QuorumView { flags: 3 },
+        Message::Outdate { id: 10 },
     ]
 }
 

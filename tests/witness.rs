@@ -1,0 +1,204 @@
+//! Quorum with a witness (`[witness]`): three real daemons on loopback,
+//! alpha and beta with data, the witness (`repd --node tiebreaker`)
+//! with none. A node that sees no majority is not promoted; a Primary
+//! cut from its peer goes on only once the witness recorded the peer
+//! outdated, and the witness refuses the peer's promotion meanwhile; a
+//! dead Primary is replaced without STONITH.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use common::stopped::Stopped;
+use common::*;
+
+const ALPHA: usize = 0;
+const BETA: usize = 1;
+
+struct Trio {
+    p: Pair,
+    witness: Option<Child>,
+    wlog: PathBuf,
+    record: PathBuf,
+}
+
+impl Trio {
+    fn new(on_no_quorum: &str) -> Trio {
+        let port = free_port();
+        let tail = format!(
+            "\n[witness]\nname = \"tiebreaker\"\naddress = \"127.0.0.1:{port}\"\nstate = \"{{dir}}/r0.witness\"\non_no_quorum = \"{on_no_quorum}\"\n"
+        );
+        let p = Pair::new(Options { tail, secret: Some("s3cret"), ..Default::default() });
+        let (wlog, record) = (p.dir.path().join("witness.log"), p.dir.path().join("r0.witness"));
+        Trio { p, witness: None, wlog, record }
+    }
+
+    fn start_witness(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.wlog).unwrap();
+        let child = Command::new(REPD)
+            .args(["--config", self.p.config.to_str().unwrap(), "--node", "tiebreaker"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.witness = Some(child);
+    }
+
+    fn kill_witness(&mut self) {
+        if let Some(mut c) = self.witness.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+
+    fn logs(&self) -> String {
+        format!("{}--- witness log ---\n{}\n", self.p.logs(), std::fs::read_to_string(&self.wlog).unwrap_or_default())
+    }
+
+    fn wait_witness(&self, i: usize, want: &str) {
+        wait_until(30, &format!("{} witness {want}", self.p.nodes[i].name), || self.p.status(i)["witness"] == want);
+    }
+
+    /// All three up, alpha Primary, in sync.
+    fn started() -> Trio {
+        let mut t = Trio::new("suspend-io");
+        t.start_witness();
+        t.p.start(ALPHA);
+        t.p.start(BETA);
+        t.wait_witness(ALPHA, "connected");
+        t.wait_witness(BETA, "connected");
+        t.p.ok(ALPHA, &["primary", "--force"]);
+        t.p.wait_sync(30);
+        t
+    }
+
+    fn refused(&self, i: usize, args: &[&str]) -> String {
+        let o = self.p.repctl(i, args);
+        assert!(!o.status.success(), "repctl {args:?} on {} succeeded\n{}", self.p.nodes[i].name, self.logs());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+}
+
+impl Drop for Trio {
+    fn drop(&mut self) {
+        self.kill_witness();
+    }
+}
+
+fn write(uri: &str, pattern: u8, offset: &str) -> Child {
+    require("qemu-io", "qemu-utils");
+    Command::new("qemu-io")
+        .args(["-f", "raw", "-c", &format!("write -P {pattern} {offset} 64k"), uri])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn read_back(t: &Trio, i: usize, pattern: u8, offset: &str) -> bool {
+    let o = Command::new("qemu-io").args(["-f", "raw", "-r", "-c", &format!("read -P {pattern} {offset} 64k"), &t.p.uri(i)]).output().unwrap();
+    o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("Pattern verification failed")
+}
+
+#[test]
+fn a_node_that_sees_no_majority_is_not_promoted() {
+    let mut t = Trio::new("suspend-io");
+    t.p.start(ALPHA);
+    let st = t.p.status(ALPHA);
+    assert_eq!(st["quorum"], false, "{st}");
+    assert_eq!(st["witness"], "connecting", "{st}");
+    // Alone (no peer, no witness): refused even forced.
+    let why = t.refused(ALPHA, &["primary", "--force"]);
+    assert!(why.contains("no quorum"), "{why}");
+    let human = String::from_utf8_lossy(&t.p.repctl(ALPHA, &["status"]).stdout).into_owned();
+    assert!(human.contains("quorum:NO"), "{human}");
+    // The witness makes two of three.
+    t.start_witness();
+    t.wait_witness(ALPHA, "connected");
+    assert_eq!(t.p.status(ALPHA)["quorum"], true);
+    t.p.ok(ALPHA, &["primary", "--force"]);
+    assert_eq!(t.p.status(ALPHA)["role"], "primary");
+}
+
+/// A partition that is not transitive: beta is cut from alpha but still
+/// sees the witness, which reports alpha Primary: beta is refused even
+/// forced, and alpha's next write outdates beta through the witness.
+#[test]
+fn the_witness_refuses_a_second_primary_and_outdates_the_cut_peer() {
+    let t = Trio::started();
+    t.p.ok(BETA, &["disconnect"]);
+    wait_until(30, "alpha sees the link down", || t.p.status(ALPHA)["connection"] != "connected");
+    assert_eq!(t.p.status(BETA)["quorum"], true, "beta sees the witness");
+    let why = t.refused(BETA, &["primary", "--force"]);
+    assert!(why.contains("witness reports that the peer is Primary"), "{why}");
+    // Alpha writes: it freezes until the witness has outdated beta, then goes on.
+    let w = write(&t.p.uri(ALPHA), 0x11, "0");
+    let out = w.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), t.logs());
+    wait_until(30, "beta outdated by the witness", || t.p.status(BETA)["disk"] == "outdated");
+    assert!(std::fs::read_to_string(&t.record).unwrap().contains("outdated beta"), "{}", t.logs());
+    assert_eq!(t.p.status(ALPHA)["io_frozen"], false);
+    // Reconnected: beta resyncs, is UpToDate, and the witness forgets the outdate.
+    t.p.ok(BETA, &["connect"]);
+    t.p.wait_sync(60);
+    assert_eq!(t.p.status(BETA)["disk"], "uptodate");
+    wait_until(30, "the witness clears beta's outdate", || !std::fs::read_to_string(&t.record).unwrap_or_default().contains("beta"));
+    t.p.assert_identical();
+}
+
+/// Beta stalls (SIGSTOP) while alpha writes; alpha goes on once the
+/// witness recorded beta outdated; then alpha dies. Beta wakes up, hears
+/// from the witness that it is outdated, and is not promoted as if
+/// current: the write alpha acknowledged alone is not lost to a cluster
+/// manager promoting beta. Alpha comes back, is promoted (quorum with
+/// beta and the witness), and beta is resynced.
+#[test]
+fn a_stalled_peer_is_outdated_and_a_dead_primary_is_replaced_without_stonith() {
+    let mut t = Trio::started();
+    let beta_pid = t.p.nodes[BETA].child.as_ref().unwrap().id() as i32;
+    {
+        let _stopped = Stopped::new(beta_pid);
+        let out = write(&t.p.uri(ALPHA), 0x22, "1M").wait_with_output().unwrap();
+        assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), t.logs());
+        assert!(std::fs::read_to_string(&t.record).unwrap_or_default().contains("outdated beta"), "acknowledged before the witness recorded beta outdated\n{}", t.logs());
+        t.p.kill(ALPHA, libc::SIGKILL);
+    }
+    wait_until(30, "beta hears it is outdated", || t.p.status(BETA)["disk"] == "outdated");
+    let why = t.refused(BETA, &["primary"]);
+    assert!(why.contains("outdated"), "{why}");
+    // Alpha returns: two of three again, and its data is the newest.
+    t.p.start(ALPHA);
+    wait_until(30, "alpha connected to beta", || t.p.status(ALPHA)["connection"] == "connected");
+    t.p.ok(ALPHA, &["primary"]);
+    t.p.wait_sync(60);
+    assert!(read_back(&t, ALPHA, 0x22, "1M"), "the write acknowledged alone is gone\n{}", t.logs());
+    t.p.assert_identical();
+    // Now alpha dies for good: beta is current and promoted, no STONITH.
+    t.p.kill(ALPHA, libc::SIGKILL);
+    wait_until(30, "beta sees alpha gone", || t.p.status(BETA)["connection"] != "connected");
+    wait_until(30, "the witness no longer reports alpha Primary", || {
+        let o = t.p.repctl(BETA, &["primary"]);
+        o.status.success()
+    });
+    assert_eq!(t.p.status(BETA)["role"], "primary");
+}
+
+#[test]
+fn a_primary_that_loses_quorum_fails_writes_with_io_error() {
+    let mut t = Trio::new("io-error");
+    t.start_witness();
+    t.p.start(ALPHA);
+    t.p.start(BETA);
+    t.wait_witness(ALPHA, "connected");
+    t.p.ok(ALPHA, &["primary", "--force"]);
+    t.p.wait_sync(30);
+    t.kill_witness();
+    t.p.kill(BETA, libc::SIGKILL);
+    wait_until(30, "alpha loses quorum", || t.p.status(ALPHA)["quorum"] == false);
+    let out = write(&t.p.uri(ALPHA), 0x33, "0").wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() || text.contains("error"), "a write was acknowledged without quorum: {text}\n{}", t.logs());
+    assert_eq!(t.p.status(ALPHA)["role"], "primary");
+}
