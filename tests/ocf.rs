@@ -532,6 +532,15 @@ fn monitor_maps_every_state_and_stop_escalates_to_sigkill() {
         let call = last_call(&record);
         assert!(call.ends_with("--delete"), "behind/{disk}: a Behind node was given a score: `{call}`");
     }
+    // With a [witness]: no quorum, no score (the daemon refuses even forced);
+    // quorum, the disk decides as always.
+    for (quorum, score) in [("false", "--delete"), ("true", "--update 10000")] {
+        let st = format!("{{\"resource\":\"r0\",\"node\":\"alpha\",\"role\":\"secondary\",\"disk\":\"uptodate\",\"connection\":\"connecting\",\"quorum\":{quorum},\"split_brain\":false,\"sync\":null,\"peer\":{{\"node\":\"beta\",\"role\":\"unknown\",\"disk\":\"unknown\"}}}}\n");
+        std::fs::write(d.join("fake/status.json"), st).unwrap();
+        a.expect("monitor", 0);
+        let call = last_call(&record);
+        assert!(call.ends_with(score), "quorum {quorum}: expected `{score}`, crm_attribute got `{call}`");
+    }
     fake_status_with(d, "primary", "failed", "connecting", "unknown", "unknown");
     // Not a clone instance (ocf-tester, crm_resource --force-*): no scores.
     let n = std::fs::read_to_string(&record).unwrap().lines().count();

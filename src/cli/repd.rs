@@ -20,7 +20,7 @@ pub(super) struct Args {
     /// Where --resource looks for the resource files (*.toml) [env: REPD_CONFIG_DIR] [default: /etc/repd].
     #[arg(long, global = true, value_name = "DIR")]
     config_dir: Option<PathBuf>,
-    /// This node's name in the file (default: the host name).
+    /// This node's name in the file (default: the host name); the [witness] name runs the resource's witness (quorum tie-breaker).
     #[arg(long, short = 'n', global = true)]
     node: Option<String>,
     #[command(subcommand)]

@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub syncing: Option<SyncSide>,
     /// Protocol A's pull-ahead: Ahead or Behind.
     pub lag: Option<Lag>,
+    /// With a `[witness]`: whether this node has quorum.
+    pub quorum: Option<bool>,
 }
 
 /// One state change.
@@ -45,7 +47,8 @@ pub struct Event {
     /// `role`, `disk`, `connection`, `peer-role`, `peer-disk`, `split-brain`,
     /// `sync-start`, `sync-end`, `sync-progress`, `resize` (sizes in bytes),
     /// `replication` (into or out of `ahead`/`behind`, protocol A's
-    /// pull-ahead; the values are `status`'s `replication`).
+    /// pull-ahead; the values are `status`'s `replication`), `quorum`
+    /// (`true`/`false`, with a `[witness]`).
     pub event: &'static str,
     pub from: String,
     pub to: String,
@@ -86,6 +89,11 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Event> {
     if old.lag != new.lag {
         let r = |s: &Snapshot| crate::vocab::replication(s.connection, s.syncing, s.lag);
         out.push(ev("replication", r(old), r(new)));
+    }
+    if let (Some(a), Some(b)) = (old.quorum, new.quorum) {
+        if a != b {
+            out.push(ev("quorum", a, b));
+        }
     }
     if old.split_brain != new.split_brain {
         out.push(ev("split-brain", old.split_brain, new.split_brain));
@@ -254,7 +262,17 @@ mod tests {
             peer: Some((Role::Secondary, Disk::UpToDate)),
             syncing: None,
             lag: None,
+            quorum: None,
         }
+    }
+
+    #[test]
+    fn quorum_changes_are_events_only_with_a_witness() {
+        let with = Snapshot { quorum: Some(true), ..snap() };
+        let lost = Snapshot { quorum: Some(false), connection: Connection::Connecting, peer: None, ..with };
+        let kinds: Vec<_> = diff(&with, &lost).into_iter().map(|e| (e.event, e.to)).collect();
+        assert!(kinds.contains(&("quorum", "false".to_string())), "{kinds:?}");
+        assert!(diff(&snap(), &Snapshot { connection: Connection::Connecting, peer: None, ..snap() }).iter().all(|e| e.event != "quorum"));
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub(super) fn snapshot(m: &Machine) -> Snapshot {
         peer: st.peer.map(|p| (p.role, p.disk)),
         syncing: st.syncing,
         lag: st.lag,
+        quorum: m.settings().quorum.map(|_| m.quorate()),
     }
 }
 

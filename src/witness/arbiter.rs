@@ -191,9 +191,9 @@ impl Arbiter {
                 }
             }
         }
-        for who in 0..2 {
+        for (who, was) in views.into_iter().enumerate() {
             let now = self.view_for(who);
-            if now != views[who] && self.slots[who].conn.is_some() {
+            if now != was && self.slots[who].conn.is_some() {
                 out.push(Out::Send(who, Message::QuorumView { flags: now }));
             }
         }
