@@ -34,10 +34,12 @@
 //! | [`ratelimit`] | log lines that could repeat fast go out once a second per kind, the rest counted |
 //! | [`logging`] | log lines: resource/node on each, journald priorities, EPIPE-proof stderr, live level |
 //! | [`sd_notify`] | systemd readiness, watchdog and stopping notices (`$NOTIFY_SOCKET`) |
+//! | [`bufpool`] | receive buffers for large payloads (NBD WRITEs, mirrored writes), reused instead of faulted in afresh |
 //! | [`backoff`] | accept loops that back off on EMFILE/ENFILE and log at most once a second |
 
 pub mod addr;
 pub mod backoff;
+pub mod bufpool;
 pub mod cli;
 pub mod config;
 pub mod config_witness;

@@ -428,3 +428,62 @@ async fn replies_are_flushed_out_of_a_buffering_stream() {
     c.write_all(&req(CMD_DISC, 3, 0, 0)).await.unwrap();
     assert_eq!(task.await.unwrap().unwrap(), End::Disconnect);
 }
+
+/// Large and small WRITEs mixed, arriving in odd-sized pieces: the large
+/// payloads are read into buffers of their own (`transmission::Pending`),
+/// the small ones split off the receive buffer; every byte lands where it
+/// was written, and reads return it.
+#[tokio::test]
+async fn large_writes_in_pieces_land_whole_beside_small_ones() {
+    const SIZE: usize = 8 << 20;
+    let dev = Arc::new(MemDevice::new(SIZE, Duration::ZERO));
+    let (client, srv) = tokio::io::duplex(1 << 16);
+    let (r, w) = tokio::io::split(srv);
+    let mut sess = session();
+    sess.size = SIZE as u64;
+    let task = tokio::spawn(transmission::run(r, w, dev.clone(), sess, Limits::default(), CancellationToken::new(), CancellationToken::new()));
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let sizes = [1 << 20, 4096, 64 << 10, (64 << 10) - 1, 3 << 20, 512, (1 << 20) + 4096, 200_000];
+    let mut want = vec![0u8; SIZE];
+    let mut stream = Vec::new();
+    let mut at = 0usize;
+    for (i, &len) in sizes.iter().enumerate() {
+        let data: Vec<u8> = (0..len).map(|j| ((j * 7 + i * 13) % 251) as u8).collect();
+        stream.extend_from_slice(&req(CMD_WRITE, i as u64, at as u64, len as u32));
+        stream.extend_from_slice(&data);
+        want[at..at + len].copy_from_slice(&data);
+        at += len + 4096;
+    }
+    stream.extend_from_slice(&req(CMD_READ, 100, 0, at as u32));
+    stream.extend_from_slice(&req(CMD_DISC, 101, 0, 0));
+    let writer = tokio::spawn(async move {
+        for piece in stream.chunks(7_001) {
+            cw.write_all(piece).await.unwrap();
+        }
+        cw
+    });
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), cr.read_to_end(&mut out)).await.unwrap().unwrap();
+    let _cw = writer.await.unwrap();
+    assert_eq!(task.await.unwrap().unwrap(), End::Disconnect);
+    assert_eq!(out.len(), sizes.len() * 16 + 16 + at);
+    for reply in out[..sizes.len() * 16].chunks(16) {
+        assert_eq!(&reply[4..8], &[0, 0, 0, 0], "a write failed");
+    }
+    let read = &out[sizes.len() * 16 + 16..];
+    assert!(read == &want[..at], "the data read back differs from what was written");
+    assert!(dev.data.lock().unwrap()[..at] == want[..at]);
+}
+
+/// The client gone in the middle of a large payload: an error, no write.
+#[tokio::test]
+async fn a_large_payload_cut_short_is_an_error_and_writes_nothing() {
+    let dev = Arc::new(MemDevice::new(1 << 20, Duration::ZERO));
+    let (mut c, task) = transmit(dev.clone(), CancellationToken::new(), CancellationToken::new());
+    c.write_all(&req(CMD_WRITE, 1, 0, 512 << 10)).await.unwrap();
+    c.write_all(&vec![9u8; 300 << 10]).await.unwrap();
+    drop(c);
+    let e = task.await.unwrap().unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    assert!(dev.data.lock().unwrap().iter().all(|&b| b == 0));
+}

@@ -34,7 +34,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::VecDeque;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use super::proto::*;
 use super::reply::{self, Body};
 use super::request::{decode_header, validate, Command, Session};
+use crate::bufpool::{self, PoolBuf};
 use crate::device::BlockDevice;
 
 /// Bounds on one connection's work in flight.
@@ -80,6 +81,30 @@ pub enum End {
 
 /// Receive buffer: room kept free for the next read.
 const READ_ROOM: usize = 256 * 1024;
+/// A WRITE payload at least this long that is not all in the receive
+/// buffer yet is read into a pooled buffer of its own (see [`Pending`]).
+const BIG_PAYLOAD: usize = 64 * 1024;
+/// After such a payload, the next read takes at most this much, so that
+/// little of the next large payload lands in the receive buffer (and has
+/// to be moved out of it).
+const SMALL_READ: usize = 4 * 1024;
+
+/// A WRITE whose payload is being read straight into its own buffer.
+///
+/// Why: a 1 MiB payload read into the shared receive buffer needed room
+/// for all of it, and whenever earlier payloads still pinned the buffer
+/// (they are in flight) `reserve` allocated a new one and copied the part
+/// already received (up to [`READ_ROOM`]); the new memory was then faulted
+/// in and zeroed by the kernel page by page (~150 faults per write on a
+/// pair's Primary). Now only the bytes that came with the header (at most
+/// [`SMALL_READ`] after a large payload) are moved, and the buffer comes
+/// back from [`bufpool`] already mapped once the write is done.
+struct Pending {
+    cookie: u64,
+    cmd: Command,
+    cost: usize,
+    buf: PoolBuf,
+}
 /// Slices per `writev`.
 const MAX_IOV: usize = 64;
 
@@ -298,6 +323,10 @@ where
     let mut end: Option<End> = None;
     let mut read_err: Option<io::Error> = None;
     let mut write_err: Option<io::Error> = None;
+    // A large WRITE payload being read into its own buffer.
+    let mut pending: Option<Pending> = None;
+    // The last request was such a payload: read little before the next header.
+    let mut small_next = false;
     // Written since the last flush. A TLS stream may accept bytes into its
     // own buffer and report them written while the socket would block; only
     // a flush (or a later write) sends them. (Seen as a hang of
@@ -316,6 +345,21 @@ where
         let state = loop {
             if end.is_some() {
                 break Parse::Ended;
+            }
+            if let Some(p) = pending.take() {
+                if !p.buf.is_full() {
+                    pending = Some(p);
+                    break Parse::NeedPayload;
+                }
+                let mut p = p;
+                // Bytes read past the payload (the next request) go back
+                // to the receive buffer, empty while the payload was read.
+                p.buf.move_overflow(&mut inbuf);
+                buffered += p.cost;
+                small_next = true;
+                let (dev, data, cmd, cookie, cost) = (device.clone(), p.buf.freeze(), p.cmd, p.cookie, p.cost);
+                inflight.push(Box::pin(async move { (cookie, execute(&*dev, cmd, data).await, cost) }));
+                continue;
             }
             if discard > 0 {
                 let n = usize::try_from(discard).unwrap_or(usize::MAX).min(inbuf.len());
@@ -368,6 +412,14 @@ where
             }
             let data = if let Command::Write { len, .. } = cmd {
                 let need = REQUEST_LEN + len as usize;
+                if inbuf.len() < need && len as usize >= BIG_PAYLOAD {
+                    inbuf.advance(REQUEST_LEN);
+                    let mut buf = bufpool::global().take(len as usize);
+                    buf.extend(&inbuf);
+                    inbuf.clear();
+                    pending = Some(Pending { cookie: h.cookie, cmd, cost, buf });
+                    break Parse::NeedPayload;
+                }
                 if inbuf.len() < need {
                     // Room for the whole payload, so it arrives contiguous.
                     inbuf.reserve(need - inbuf.len());
@@ -380,6 +432,7 @@ where
                 Bytes::new()
             };
             buffered += cost;
+            small_next = false;
             let dev = device.clone();
             let cookie = h.cookie;
             inflight.push(Box::pin(async move { (cookie, execute(&*dev, cmd, data).await, cost) }));
@@ -414,9 +467,9 @@ where
                     end.get_or_insert(End::WriterFailed);
                 }
             },
-            n = r.read_buf(&mut inbuf), if want_read => match n {
+            n = read_some(&mut r, &mut inbuf, pending.as_mut().map(|p| &mut p.buf), small_next), if want_read => match n {
                 Ok(0) => {
-                    if !inbuf.is_empty() || discard > 0 {
+                    if !inbuf.is_empty() || discard > 0 || pending.is_some() {
                         read_err = Some(io::ErrorKind::UnexpectedEof.into());
                     }
                     end = Some(End::ClientClosed);
@@ -442,6 +495,18 @@ where
             Ok(end)
         }
         (_, Some(e)) => Err(e),
+    }
+}
+
+/// One read: into the large payload being received if there is one (and at
+/// most [`SMALL_READ`] bytes past its end, moved back to the receive buffer
+/// once it is full), else into the receive buffer (at most [`SMALL_READ`]
+/// bytes when `small`).
+async fn read_some<R: AsyncRead + Unpin>(r: &mut R, inbuf: &mut BytesMut, payload: Option<&mut PoolBuf>, small: bool) -> io::Result<usize> {
+    match payload {
+        Some(p) => r.read_buf(&mut p.spare_past(SMALL_READ)).await,
+        None if small => r.read_buf(&mut (&mut *inbuf).limit(SMALL_READ)).await,
+        None => r.read_buf(inbuf).await,
     }
 }
 

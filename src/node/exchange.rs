@@ -263,7 +263,7 @@ mod tests {
     use crate::tls::BoxStream;
     use memmap2::MmapMut;
     use std::time::Instant;
-    use tokio_util::codec::{Decoder as _, Framed};
+    use tokio_util::codec::Decoder as _;
 
     /// A bitmap of `bits` bits (4 KiB granules) in anonymous memory.
     fn anon(bits: u64) -> Bitmap {
@@ -299,7 +299,7 @@ mod tests {
         let (rd, wr) = tokio::io::split(io);
         (
             crate::repl::vwrite::FrameWriter::new(wr, crate::repl::DEFAULT_MAX_PAYLOAD),
-            Framed::new(rd, Codec::default()),
+            crate::repl::fread::FrameReader::new(rd, Codec::default(), bytes::BytesMut::new()),
         )
     }
 

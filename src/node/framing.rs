@@ -2,10 +2,11 @@
 //! what the handshake read past `Accept`, and a vectored frame writer.
 
 use tokio::io::{ReadHalf, WriteHalf};
-use tokio_util::codec::{Framed, FramedParts};
+use tokio_util::codec::Framed;
 
 use crate::repl::vwrite::FrameWriter;
-use crate::repl::{Codec, Message};
+use crate::repl::fread::FrameReader;
+use crate::repl::Codec;
 use crate::tls::BoxStream;
 
 /// An authenticated link, ready for a session (over TCP, or TLS over TCP).
@@ -16,7 +17,8 @@ pub type Link = Framed<BoxStream, Codec>;
 pub const WRITE_BATCH: usize = 1 << 20;
 
 /// The receiving half of a session's link.
-pub type Reader = Framed<ReadHalf<BoxStream>, Codec>;
+/// Large data blocks are read into pooled buffers of their own.
+pub type Reader = FrameReader<ReadHalf<BoxStream>>;
 /// The sending half: frames written with `writev`, data blocks uncopied.
 pub type Writer = FrameWriter<WriteHalf<BoxStream>>;
 
@@ -27,14 +29,11 @@ pub(super) fn split_link(link: Link) -> (Writer, Reader) {
     let max = parts.codec.max_payload();
     let data_crc = parts.codec.data_crc();
     let (rd, wr) = tokio::io::split(parts.io);
-    // From parts, so the frames the handshake read past the peer's Accept
-    // (its State, its bitmap) are decoded before the socket is read again.
-    // (A `FramedRead` given the bytes through `read_buffer_mut` reads the
-    // socket first: with the peer silent until it hears from us, the
-    // session waited ping_timeout_ms for frames it already had.)
-    let mut rparts = FramedParts::new::<Message>(rd, parts.codec);
-    rparts.read_buf = parts.read_buf;
-    let reader = Framed::from_parts(rparts);
+    // With the bytes the handshake read past the peer's Accept (its State,
+    // its bitmap): they are decoded before the socket is read again (with
+    // the peer silent until it hears from us, reading first would wait
+    // ping_timeout_ms for frames already here).
+    let reader = FrameReader::new(rd, parts.codec, parts.read_buf);
     let mut writer = FrameWriter::new(wr, max);
     writer.set_data_crc(data_crc);
     if !parts.write_buf.is_empty() {

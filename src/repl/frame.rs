@@ -124,6 +124,61 @@ impl Codec {
     }
 }
 
+/// A frame header, read and checked ([`Codec::parse_header`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Head {
+    /// Its first 12 bytes (the crc covers them).
+    pub bytes: [u8; 12],
+    pub ty: MsgType,
+    /// Payload bytes that follow.
+    pub len: usize,
+    /// The crc it carries.
+    pub crc: u32,
+}
+
+impl Codec {
+    /// Checks a frame header (16 bytes) against the magic, the payload cap
+    /// (first: it is what protects memory), the known types and the flags.
+    pub(crate) fn parse_header(&self, h: &[u8]) -> Result<Head, FrameError> {
+        let mut bytes = [0u8; 12];
+        bytes.copy_from_slice(&h[..12]);
+        let mut h = &h[..HEADER_LEN];
+        let magic = h.get_u32();
+        let raw_ty = h.get_u16();
+        let flags = h.get_u16();
+        let len = h.get_u32();
+        let crc = h.get_u32();
+        if magic != MAGIC {
+            return Err(FrameError::BadMagic { found: magic });
+        }
+        if len as usize > self.max_payload {
+            let ty = MsgType::try_from(raw_ty).map(|t| t.to_string()).unwrap_or_else(|_| format!("type {raw_ty:#06x}"));
+            return Err(FrameError::TooLong { ty, len: u64::from(len), max: self.max_payload });
+        }
+        let ty = MsgType::try_from(raw_ty).map_err(|_| FrameError::UnknownType { ty: raw_ty })?;
+        if flags != 0 {
+            return Err(FrameError::BadFlags { ty, flags });
+        }
+        Ok(Head { bytes, ty, len: len as usize, crc })
+    }
+
+    /// Checks the crc of a frame whose payload was read whole, and decodes it.
+    pub(crate) fn finish(&self, head: Head, payload: bytes::Bytes) -> Result<Message, FrameError> {
+        debug_assert_eq!(payload.len(), head.len);
+        let computed = crc(&head.bytes, &payload[..crc_len(head.ty, head.len, self.data_crc)]);
+        if computed != head.crc {
+            return Err(FrameError::BadCrc { ty: head.ty, expected: head.crc, computed });
+        }
+        Message::decode(head.ty, payload)
+    }
+
+    /// Whether the codec is between frames (no header read whose payload
+    /// it still waits for).
+    pub(crate) fn between_frames(&self) -> bool {
+        matches!(self.state, State::Head)
+    }
+}
+
 fn crc(head: &[u8], payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(head);
@@ -140,28 +195,7 @@ impl Decoder for Codec {
             if src.len() < HEADER_LEN {
                 return Ok(None);
             }
-            let mut head = [0u8; 12];
-            head.copy_from_slice(&src[..12]);
-            let mut h = &src[..HEADER_LEN];
-            let magic = h.get_u32();
-            let raw_ty = h.get_u16();
-            let flags = h.get_u16();
-            let len = h.get_u32();
-            let want_crc = h.get_u32();
-            if magic != MAGIC {
-                return Err(FrameError::BadMagic { found: magic });
-            }
-            // The cap comes first: it is what protects memory.
-            if len as usize > self.max_payload {
-                let ty =
-                    MsgType::try_from(raw_ty).map(|t| t.to_string()).unwrap_or_else(|_| format!("type {raw_ty:#06x}"));
-                return Err(FrameError::TooLong { ty, len: u64::from(len), max: self.max_payload });
-            }
-            let ty = MsgType::try_from(raw_ty).map_err(|_| FrameError::UnknownType { ty: raw_ty })?;
-            if flags != 0 {
-                return Err(FrameError::BadFlags { ty, flags });
-            }
-            let len = len as usize;
+            let Head { bytes: head, ty, len, crc: want_crc } = self.parse_header(&src[..HEADER_LEN])?;
             src.advance(HEADER_LEN);
             // Bounded by the cap checked above. A frame reserves room for
             // several (RECV_CHUNK, RECV_ROOM): the next frames then arrive
@@ -182,11 +216,7 @@ impl Decoder for Codec {
         }
         let payload = src.split_to(len).freeze();
         self.state = State::Head;
-        let computed = crc(&head, &payload[..crc_len(ty, len, self.data_crc)]);
-        if computed != expected {
-            return Err(FrameError::BadCrc { ty, expected, computed });
-        }
-        Message::decode(ty, payload).map(Some)
+        self.finish(Head { bytes: head, ty, len, crc: expected }, payload).map(Some)
     }
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, FrameError> {

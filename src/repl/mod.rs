@@ -10,6 +10,8 @@
 //! | [`MsgType`] (`msgtype.rs`) | the `type` field of a frame header: codes and names |
 //! | [`FrameError`] (`error.rs`) | why a frame or payload could not be decoded or encoded |
 //! | [`frame`] | the 16-byte frame header and the tokio-util [`Codec`] (crc32, length cap checked before allocating) |
+//! | [`fread`] | the session's frame reader: small frames as the codec reads them, large data blocks read straight into pooled buffers of their own |
+//! | [`vwrite`] | the session's frame writer: headers packed, data blocks passed to `writev` uncopied |
 //! | [`types`] | small value types carried in messages: [`Role`], [`DiskState`], [`Hello`], [`NodeState`] |
 //! | [`message`] | [`Message`], every payload layout, encode and decode |
 //! | [`auth`] | HMAC-SHA256 challenge-response computation (pure) |
@@ -34,6 +36,7 @@
 pub mod auth;
 mod error;
 pub mod frame;
+pub mod fread;
 pub mod handshake;
 pub mod message;
 mod msgtype;
