@@ -18,6 +18,7 @@ const BETA: usize = 1;
 
 struct Trio {
     p: Pair,
+    port: u16,
     witness: Option<Child>,
     wlog: PathBuf,
     record: PathBuf,
@@ -31,7 +32,7 @@ impl Trio {
         );
         let p = Pair::new(Options { tail, secret: Some("s3cret"), ..Default::default() });
         let (wlog, record) = (p.dir.path().join("witness.log"), p.dir.path().join("r0.witness"));
-        Trio { p, witness: None, wlog, record }
+        Trio { p, port, witness: None, wlog, record }
     }
 
     fn start_witness(&mut self) {
@@ -201,4 +202,38 @@ fn a_primary_that_loses_quorum_fails_writes_with_io_error() {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!out.status.success() || text.contains("error"), "a write was acknowledged without quorum: {text}\n{}", t.logs());
     assert_eq!(t.p.status(ALPHA)["role"], "primary");
+}
+
+/// Strangers on the witness port: silent connections by the dozen,
+/// garbage, a Hello without the secret posing as alpha, a data link's
+/// Hello without the witness bit. None of them keeps alpha out or takes
+/// its place, and the witness goes on serving.
+#[test]
+fn strangers_on_the_witness_port_do_not_keep_the_data_nodes_out() {
+    use common::stranger::Stranger;
+    let mut t = Trio::new("suspend-io");
+    t.start_witness();
+    // The witness listens once a connection is accepted (bounded by the wait).
+    wait_until(30, "the witness listens", || std::net::TcpStream::connect(("127.0.0.1", t.port)).is_ok());
+    let silent: Vec<Stranger> = (0..20).map(|_| Stranger::connect(t.port, 30)).collect();
+    t.p.start(ALPHA);
+    t.wait_witness(ALPHA, "connected");
+    let mut garbage = Stranger::connect(t.port, 30);
+    garbage.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(garbage.until_closed().iter().all(|m| !matches!(m, repd::repl::Message::QuorumView { .. })), "garbage got a view");
+    // Posing as alpha without the secret, and as a data peer (no witness bit).
+    let mut pose = Stranger::connect(t.port, 30);
+    pose.send(&[Stranger::hello("alpha", 0)]).unwrap();
+    let got = pose.until_closed();
+    // Refused with a Goodbye, or closed unread while every handshake slot
+    // was taken by silent strangers younger than the eviction grace: either
+    // way not admitted.
+    assert!(got.iter().all(|m| matches!(m, repd::repl::Message::Hello(_) | repd::repl::Message::Goodbye { .. })), "the stranger got past the handshake: {got:?}\n{}", t.logs());
+    assert!(got.iter().all(|m| !matches!(m, repd::repl::Message::QuorumView { .. })), "a stranger got the witness's view: {got:?}");
+    drop(silent);
+    // Alpha kept its link through all of it and is promoted with the witness's vote.
+    assert_eq!(t.p.status(ALPHA)["witness"], "connected", "{}", t.logs());
+    t.p.ok(ALPHA, &["primary", "--force"]);
+    let log = std::fs::read_to_string(&t.wlog).unwrap();
+    assert!(log.contains("refused"), "the witness did not say why it refused\n{log}");
 }
