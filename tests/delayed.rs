@@ -486,3 +486,29 @@ fn a_full_journal_shortens_the_delay_and_never_blocks_the_primary() {
     let _ = ev.kill();
     let _ = ev.wait();
 }
+
+/// A pause outlives a restart of the delayed replica: the operator paused
+/// to look at a mistake; a restart (a crash, a reboot) must not apply the
+/// mistake meanwhile.
+#[test]
+fn a_pause_outlives_a_restart() {
+    let mut p = delayed_pair("1s");
+    p.ok(BETA, &["delay", "pause"]);
+    write(&p, &[(3 << 20, 0xc3, BLOCK)]);
+    assert_eq!(pending(&p), 1);
+    let t = delay(&p)["oldest_pending_ms"].as_u64().unwrap();
+    p.kill(BETA, libc::SIGKILL);
+    p.start(BETA);
+    let d = delay(&p);
+    assert_eq!(d["paused"], true, "the pause was forgotten at the restart: {d}\n{}", p.logs());
+    // Overdue and still pending (the restart applied nothing).
+    wait_until(60, "the write is overdue", || now_ms() > t + 1500);
+    assert_eq!(pending(&p), 1, "{}", p.logs());
+    assert!(!has(&p, BETA, 3 << 20, 0xc3, BLOCK), "paused before the restart, applied after it");
+    p.ok(BETA, &["delay", "resume"]);
+    wait_until(60, "applied once resumed", || pending(&p) == 0 && has(&p, BETA, 3 << 20, 0xc3, BLOCK));
+    // Resumed durably too: a restart now does not pause again.
+    p.kill(BETA, libc::SIGKILL);
+    p.start(BETA);
+    assert_eq!(delay(&p)["paused"], false);
+}

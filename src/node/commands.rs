@@ -131,7 +131,10 @@ impl control::Handler for NodeControl {
                 match &node.delay {
                     None => Response::refused(format!("node {} is not a delayed replica (no apply_delay)", node.me.name)),
                     Some(d) => {
-                        let was = d.set_paused(pause);
+                        let was = match d.set_paused(pause) {
+                            Ok(w) => w,
+                            Err(e) => return Response::refused(e),
+                        };
                         let (from, to) = if pause { ("applying", "paused") } else { ("paused", "applying") };
                         if was != pause {
                             tracing::warn!("delayed replica: {to} (by the operator)");

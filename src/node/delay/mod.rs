@@ -195,6 +195,12 @@ impl Delay {
         }
         let mut j = opened.journal;
         j.redo_done().map_err(|e| format!("delay journal: marker after the redo: {e}"))?;
+        // A pause outlives a restart: the operator paused to look at a
+        // mistake, and a restart must not apply it meanwhile.
+        let paused = pause_file(&cfg.journal).exists();
+        if paused {
+            tracing::warn!("delayed replica: applying is paused (since before this start); `repctl delay resume` applies again");
+        }
         tracing::info!(
             pending = j.pending().len(),
             delay_secs = cfg.apply_delay_ms / 1000,
@@ -205,7 +211,7 @@ impl Delay {
             cfg: cfg.clone(),
             inner: Mutex::new(Inner {
                 journal: j,
-                paused: false,
+                paused,
                 held: false,
                 busy: false,
                 early: false,
@@ -534,17 +540,20 @@ impl Delay {
         }
     }
 
-    /// `repctl delay pause|resume`.
-    /// Resuming also retries applying after an error.
-    pub fn set_paused(&self, paused: bool) -> bool {
+    /// `repctl delay pause|resume`, durable (a file `paused` in the
+    /// journal's directory): a pause outlives a restart.
+    /// Resuming also retries applying after an error. Err: the pause could
+    /// not be made durable (nothing changed).
+    pub fn set_paused(&self, paused: bool) -> Result<bool, String> {
         let mut g = self.lock();
+        store_pause(&self.cfg.journal, paused).map_err(|e| format!("cannot record the pause in {}: {e}", self.cfg.journal.display()))?;
         let was = std::mem::replace(&mut g.paused, paused);
         if !paused {
             g.error = None;
         }
         drop(g);
         self.cond.notify_all();
-        was
+        Ok(was)
     }
 
     pub fn pending_count(&self) -> usize {
@@ -610,3 +619,19 @@ fn apply_entry(store: &Store, e: &Entry) -> std::io::Result<()> {
     }
 }
 
+/// The file whose presence says applying is paused.
+fn pause_file(journal: &std::path::Path) -> std::path::PathBuf {
+    journal.join("paused")
+}
+
+/// Makes a pause (or its end) durable: the file created or removed, and
+/// the directory synced.
+pub(super) fn store_pause(journal: &std::path::Path, paused: bool) -> std::io::Result<()> {
+    let f = pause_file(journal);
+    match (paused, f.exists()) {
+        (true, false) => std::fs::File::create(&f)?.sync_all()?,
+        (false, true) => std::fs::remove_file(&f)?,
+        _ => return Ok(()),
+    }
+    std::fs::File::open(journal)?.sync_all()
+}

@@ -77,6 +77,9 @@ impl Node {
             let mut g = dd.lock();
             g.journal.discard_all(target).map_err(|e| format!("dropping the discarded writes: {e}"))?;
             // Nothing is left to hold back: a pause ends here.
+            if let Err(e) = super::store_pause(&dd.cfg.journal, false) {
+                tracing::warn!("delay promote: removing the pause record: {e}");
+            }
             g.paused = false;
             drop(g);
             Ok((n, rest.len(), bytes))
