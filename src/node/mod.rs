@@ -45,6 +45,7 @@
 
 pub mod adjust;
 pub mod apply;
+pub mod apply_order;
 mod applying;
 pub mod commands;
 pub mod counters;
