@@ -130,9 +130,14 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             let _ = node.step(Event::PeerIds(GenIds { current: s.current_uuid, bitmap: s.bitmap_uuid, history: s.history_uuids }));
         }
         Message::SyncStart { total_bytes, source_uuid } => {
-            // Every frame before it has taken effect (or is in the delay
-            // journal, whose catch-up below applies it) before resync data lands.
-            Entered::arrive(node, 0, u64::MAX, Access::Read).ready().await;
+            // A delayed replica: every write before it is in the journal
+            // (one may wait there for an overlapping write applied directly),
+            // so that the catch-up below applies it before resync data lands.
+            // (Elsewhere resync data waits for overlapping writes by itself,
+            // and the reader does not stall behind a stalled disk.)
+            if node.delay.is_some() {
+                Entered::arrive(node, 0, u64::MAX, Access::Read).ready().await;
+            }
             // A delayed replica applies what is pending before resync data lands.
             node.delay_before_resync("a resync from the peer").await.map_err(SessionError::Refused)?;
             match node.step(Event::SyncStartReceived { source_uuid, total: total_bytes, now: node.now() }) {
