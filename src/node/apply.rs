@@ -13,6 +13,7 @@ use bytes::Bytes;
 use crate::device::{blocking, BlockDevice, LocalDevice, ZeroFlags};
 use crate::repl::Message;
 
+use super::apply_order::{Access, Ticket};
 use super::counters::AtomicCounters;
 use super::delay::Mirrored;
 use super::genid::GenIds;
@@ -23,19 +24,46 @@ use super::runtime::Node;
 use super::state::{Disk, Role};
 use super::wire::{from_wire_disk, from_wire_role};
 
-/// One running write for the peer (see [`Applying`]); ends when dropped.
-struct Entered(Arc<Node>);
+/// One frame for the peer in the apply order (see [`super::apply_order`]):
+/// its ticket is taken on arrival, in link order, by the session's reader;
+/// the frame touches the disk only once [`Entered::ready`]; dropping it
+/// ends the ticket (the next overlapping frames may start).
+struct Entered {
+    node: Arc<Node>,
+    ticket: Ticket,
+}
 
 impl Entered {
-    fn new(node: &Arc<Node>) -> Entered {
-        node.applying.enter();
-        Entered(node.clone())
+    fn arrive(node: &Arc<Node>, start: u64, end: u64, access: Access) -> Entered {
+        Self::arrive_batch(node, &[(start, end, access)]).pop().expect("one ticket per frame")
+    }
+
+    /// Frames applied one after the other by one task, in this order.
+    fn arrive_batch(node: &Arc<Node>, frames: &[(u64, u64, Access)]) -> Vec<Entered> {
+        node.applying.arrive(frames).into_iter().map(|ticket| Entered { node: node.clone(), ticket }).collect()
+    }
+
+    fn may_start(&self) -> bool {
+        self.node.applying.may_start(self.ticket)
+    }
+
+    /// Waits until every earlier overlapping write is done.
+    async fn ready(&self) {
+        self.node.applying.ready(self.ticket).await;
     }
 }
 
 impl Drop for Entered {
     fn drop(&mut self) {
-        self.0.applying.leave();
+        self.node.applying.leave(self.ticket);
+    }
+}
+
+/// The bytes `op` at `offset` touches, and how (a flush: a read of all).
+fn footprint(offset: u64, len: u64, op: &Apply) -> (u64, u64, Access) {
+    match op {
+        Apply::Flush => (0, u64::MAX, Access::Read),
+        _ => (offset, offset.saturating_add(len), Access::Write),
     }
 }
 
@@ -102,6 +130,14 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             let _ = node.step(Event::PeerIds(GenIds { current: s.current_uuid, bitmap: s.bitmap_uuid, history: s.history_uuids }));
         }
         Message::SyncStart { total_bytes, source_uuid } => {
+            // A delayed replica: every write before it is in the journal
+            // (one may wait there for an overlapping write applied directly),
+            // so that the catch-up below applies it before resync data lands.
+            // (Elsewhere resync data waits for overlapping writes by itself,
+            // and the reader does not stall behind a stalled disk.)
+            if node.delay.is_some() {
+                Entered::arrive(node, 0, u64::MAX, Access::Read).ready().await;
+            }
             // A delayed replica applies what is pending before resync data lands.
             node.delay_before_resync("a resync from the peer").await.map_err(SessionError::Refused)?;
             match node.step(Event::SyncStartReceived { source_uuid, total: total_bytes, now: node.now() }) {
@@ -116,8 +152,12 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
         }
         Message::SyncHole { id, offset, len } => resync_apply(node, link, id, offset, len, Apply::Zero(len, true, false))?,
         Message::SyncDone => {
-            // Everything the source had is here: make it durable, then UpToDate.
+            // Everything the source had is here: make it durable, then
+            // UpToDate. The flush covers every write before it on the link.
+            let all = Entered::arrive(node, 0, u64::MAX, Access::Read);
+            all.ready().await;
             let errno = apply_local(node, 0, Apply::Flush).await;
+            drop(all);
             if errno != 0 {
                 return Err(SessionError::Disk { what: "the flush at the end of a resync", errno });
             }
@@ -131,23 +171,31 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             if len > MAX_DIGEST_LEN {
                 return Err(SessionError::Protocol(format!("the peer asked for the digest of {len} bytes at once (at most {MAX_DIGEST_LEN})")));
             }
+            // The digest sees every write before it on the link.
+            let entered = Entered::arrive(node, offset, offset + u64::from(len), Access::Read);
             let (node, link) = (node.clone(), link.clone());
             tokio::spawn(async move {
+                entered.ready().await;
                 let digest = node.verify_digest(offset, len).await;
+                drop(entered);
                 let _ = link.send(Message::VerifyDigest { id, offset, len, digest: digest.unwrap_or([0; 32]) }).await;
             });
         }
         Message::VerifyDigest { id, digest, .. } => link.complete_reply(id, Reply::Digest(digest)),
         Message::ReadRequest { id, offset, len } => {
             check_range(node, offset, u64::from(len))?;
+            // The data of every write before it on the link.
+            let entered = Entered::arrive(node, offset, offset + u64::from(len), Access::Read);
             let node = node.clone();
             let link = link.clone();
             tokio::spawn(async move {
+                entered.ready().await;
                 let r = if node.state().disk == Disk::Failed {
                     Err(io::Error::from_raw_os_error(libc::ENODEV))
                 } else {
                     crate::device::read_store(&node.store, offset, len).await
                 };
+                drop(entered);
                 let msg = match r {
                     Ok(data) => Message::ReadReply { id, errno: 0, data },
                     Err(e) => {
@@ -176,7 +224,8 @@ fn check_range(node: &Node, offset: u64, len: u64) -> Result<(), SessionError> {
     }
 }
 
-/// A mirrored application write: apply, then Ack.
+/// A mirrored application write: apply (once the earlier overlapping
+/// writes are done), then Ack.
 fn mirrored(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, len: u64, op: Apply) -> Result<(), SessionError> {
     check_range(node, offset, len)?;
     if node.state().role == Role::Primary {
@@ -189,7 +238,12 @@ fn mirrored(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, len: u
     if !matches!(op, Apply::Flush) {
         super::protocols::receipt(node.cfg.resource.protocol, link, id);
     }
-    // A delayed replica journals it; the Ack follows once it is durable there.
+    let (start, end, access) = footprint(offset, len, &op);
+    let entered = Entered::arrive(node, start, end, access);
+    // A delayed replica journals it; the Ack follows once it is durable
+    // there. The journal applies its records in its order, later; what it
+    // must not do is take a write before an earlier one applied directly
+    // (during a resync into this node) is done: journaled once it may start.
     if let Some(d) = super::delay::intercepts(node) {
         let m = match op {
             Apply::Write(data, fua) => Mirrored::Write { data, fua },
@@ -197,15 +251,23 @@ fn mirrored(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, len: u
             Apply::Zero(len, may_trim, fua) => Mirrored::Zero { len, may_trim, fua },
             Apply::Flush => Mirrored::Flush,
         };
-        d.submit(link, id, offset, m);
+        if entered.may_start() {
+            d.submit(link, id, offset, m);
+            return Ok(());
+        }
+        let (d, link) = (d.clone(), link.clone());
+        tokio::spawn(async move {
+            entered.ready().await;
+            d.submit(&link, id, offset, m);
+        });
         return Ok(());
     }
     let node = node.clone();
     let link = link.clone();
-    let entered = Entered::new(&node);
     tokio::spawn(async move {
-        let _entered = entered;
+        entered.ready().await;
         let errno = if node.state().disk == Disk::Failed { libc::ENODEV } else { apply_local(&node, offset, op).await };
+        drop(entered);
         account_mirrored(&node, len, errno);
         let _ = link.send(Message::Ack { id, errno }).await;
     });
@@ -226,8 +288,10 @@ pub fn batchable(msg: &Message) -> bool {
 /// write runs right here on the session's reader task and its Ack is queued
 /// at once: receive, pwrite, ack, with no hand-off to another thread (what
 /// makes nbdkit fast). Whatever is left when the policy backs off (a write
-/// stalled), or every write that must be durable (FUA), is applied by one
-/// task in one blocking-pool call. Every message must be [`batchable`].
+/// stalled), or a write that must wait for an earlier overlapping one still
+/// being applied by another task ([`super::apply_order`]), is applied by one
+/// task in one blocking-pool call, in order, once every write in it may
+/// start. Every message must be [`batchable`].
 pub fn mirrored_batch(node: &Arc<Node>, link: &Arc<PeerLink>, batch: Vec<Message>) -> Result<(), SessionError> {
     let mut writes = Vec::with_capacity(batch.len());
     for m in batch {
@@ -250,55 +314,73 @@ pub fn mirrored_batch(node: &Arc<Node>, link: &Arc<PeerLink>, batch: Vec<Message
     for (id, ..) in &writes {
         super::protocols::receipt(node.cfg.resource.protocol, link, *id);
     }
+    let frames: Vec<_> = writes.iter().map(|(_, offset, _, data)| (*offset, offset + data.len() as u64, Access::Write)).collect();
+    let tickets = Entered::arrive_batch(node, &frames);
+    let mut writes = writes.into_iter().zip(tickets);
     if let Some(d) = super::delay::intercepts(node) {
-        for (id, offset, fua, data) in writes {
+        // Journaled in order, as in `mirrored`: once each may start.
+        for ((id, offset, fua, data), entered) in writes.by_ref() {
+            if !entered.may_start() {
+                let rest: Vec<_> = std::iter::once(((id, offset, fua, data), entered)).chain(writes).collect();
+                let (d, link) = (d.clone(), link.clone());
+                tokio::spawn(async move {
+                    for ((id, offset, fua, data), entered) in rest {
+                        entered.ready().await;
+                        d.submit(&link, id, offset, Mirrored::Write { data, fua });
+                    }
+                });
+                return Ok(());
+            }
             d.submit(link, id, offset, Mirrored::Write { data, fua });
         }
         return Ok(());
     }
-    let mut acks = Vec::with_capacity(writes.len());
-    let mut rest = writes.into_iter();
+    let mut acks = Vec::with_capacity(frames.len());
     let mut pooled = Vec::new();
     if disk == Disk::Failed {
-        acks.extend(rest.by_ref().map(|(id, ..)| (id, libc::ENODEV)));
+        acks.extend(writes.by_ref().map(|((id, ..), _entered)| (id, libc::ENODEV)));
     }
-    for (id, offset, fua, data) in rest.by_ref() {
+    for ((id, offset, fua, data), entered) in writes.by_ref() {
         if node.disk_failed() {
             // An error earlier in this batch detached the disk.
             acks.push((id, libc::ENODEV));
             continue;
         }
-        match crate::device::write_inline(&node.store, offset, &data, fua) {
+        let inline = if entered.may_start() { crate::device::write_inline(&node.store, offset, &data, fua) } else { None };
+        match inline {
             Some(r) => {
+                drop(entered);
                 let errno = errno_of(r);
                 account_mirrored(node, data.len() as u64, errno);
                 acks.push((id, errno));
             }
             None => {
-                pooled.push((id, offset, fua, data));
+                pooled.push(((id, offset, fua, data), entered));
                 break;
             }
         }
     }
-    pooled.extend(rest);
+    pooled.extend(writes);
     send_acks(link, acks);
     if pooled.is_empty() {
         return Ok(());
     }
     let node = node.clone();
     let link = link.clone();
-    let entered = Entered::new(&node);
     tokio::spawn(async move {
-        let _entered = entered;
+        for (_, entered) in &pooled {
+            entered.ready().await;
+        }
         let n = node.clone();
         let acks = blocking(move || {
             Ok(pooled
                 .into_iter()
-                .map(|(id, offset, fua, data)| {
+                .map(|((id, offset, fua, data), entered)| {
                     if n.disk_failed() {
                         return (id, libc::ENODEV);
                     }
                     let r = n.store.write_at(&data, offset).and_then(|()| if fua { n.store.sync() } else { Ok(()) });
+                    drop(entered);
                     let errno = errno_of(r);
                     account_mirrored(&n, data.len() as u64, errno);
                     (id, errno)
@@ -341,16 +423,20 @@ fn send_acks(link: &Arc<PeerLink>, acks: Vec<(u64, i32)>) {
     }
 }
 
-/// A resync block: apply, count, then SyncAck.
+/// A resync block: apply (in link order among overlapping writes), count,
+/// then SyncAck.
 fn resync_apply(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, len: u64, op: Apply) -> Result<(), SessionError> {
     check_range(node, offset, len)?;
     let is_data = matches!(op, Apply::Write(..));
+    // After every overlapping write before it on the link (a write mirrored
+    // during the resync, or an older resync copy of the same bytes).
+    let entered = Entered::arrive(node, offset, offset + len, Access::Write);
     let node = node.clone();
     let link = link.clone();
-    let entered = Entered::new(&node);
     tokio::spawn(async move {
-        let _entered = entered;
+        entered.ready().await;
         let errno = apply_local(&node, offset, op).await;
+        drop(entered);
         if errno == 0 {
             if is_data {
                 AtomicCounters::add(&node.counters.resync_received_bytes, len);

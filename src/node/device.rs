@@ -26,8 +26,27 @@
 //!
 //! Protocols A and B run the same steps in a task of their own and answer
 //! the client at step 6 once the local write is done and the request is
-//! queued (A) or received by the peer (B); steps 6-8 then finish after the
-//! answer, still holding the range lock and the activity-log entry.
+//! queued (A) or received by the peer (B). At that moment the range lock is
+//! released too: the next overlapping write goes on the link behind this
+//! one, and the peer applies overlapping writes in link order
+//! ([`super::apply_order`]). Steps 6-8 then finish after the answer, still
+//! holding the activity-log entry (and counting as a write in flight for a
+//! demotion's drain, [`super::ranges::RangeLocks::held`]).
+//!
+//! Why a resync copy cannot leave the peer with stale data once A and B
+//! release early ([`super::resync`]): a copy takes the range lock, reads,
+//! sends its `SyncData` and keeps the lock until the peer's `SyncAck`.
+//! - A write that got the lock first released it only after its local
+//!   write was done and its frame queued: the copy then reads the new data,
+//!   and its frame is queued behind the write's on the one FIFO link, so the
+//!   peer receives the write first and applies the copy after it (same
+//!   bytes, link order). A hole the write filled is seen as data under the
+//!   lock (`still_a_hole`), so no `SyncHole` erases it. A checksum
+//!   comparison asks the peer's digest behind the write's frame, and the
+//!   peer takes it only after the write is applied (a read waits for
+//!   earlier overlapping writes).
+//! - A write that comes while the copy holds the lock waits for the
+//!   `SyncAck`: the peer has applied the copy before the write is sent.
 
 use std::io;
 use std::sync::Arc;
@@ -134,10 +153,10 @@ impl NodeDevice {
             return self.mutate_locked(offset, len, op, fua, &mut None).await;
         }
         // Protocols A and B (super::protocols): the client may be answered
-        // before the peer's Ack, but the write keeps its range lock and
-        // activity-log entry until that Ack, in a task of its own, so
-        // overlapping writes reach both disks in the same order and a crash
-        // of this Primary resyncs the region.
+        // before the peer's Ack, and the range lock is released then (the
+        // peer applies overlapping writes in link order); the write keeps
+        // its activity-log entry until that Ack, in a task of its own, so a
+        // crash of this Primary resyncs the region.
         let dev = NodeDevice::new(self.node.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
@@ -166,7 +185,7 @@ impl NodeDevice {
         self.node.wait_thawed().await?;
         let end = offset.checked_add(len).filter(|&e| e <= self.node.store.size()).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
         // Step 3: order against overlapping writes and resync copies.
-        let _guard = self.node.ranges.lock(offset, end).await;
+        let mut guard = self.node.ranges.lock(offset, end).await;
         // The wait for the lock may have outlasted the role (`secondary
         // --force` waits for the writes holding locks, not for those queued
         // behind them): a Secondary takes no application write.
@@ -176,7 +195,8 @@ impl NodeDevice {
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }
         let logged = self.al_begin(offset, len).await?;
-        let r = self.replicate(offset, len, op, fua, early).await;
+        let r = self.replicate(offset, len, op, fua, early, &mut guard).await;
+        drop(guard);
         // Step 8.
         if logged {
             let _ = self.node.al.lock().await.end_write(offset, len);
@@ -184,7 +204,9 @@ impl NodeDevice {
         r
     }
 
-    async fn replicate(&self, offset: u64, len: u64, op: Op, fua: bool, early: &mut Option<Early>) -> io::Result<()> {
+    /// Steps 5-7; `guard` is the write's range lock, released when the
+    /// client is answered early (A, B).
+    async fn replicate(&self, offset: u64, len: u64, op: Op, fua: bool, early: &mut Option<Early>, guard: &mut super::ranges::RangeGuard<'_>) -> io::Result<()> {
         // Protocol A's pull-ahead (super::pull_ahead): Ahead of a congested
         // peer, the write is not sent; the machine marked it out of sync.
         let (link, ahead) = super::pull_ahead::route(&self.node, self.node.link(), offset, len).await?;
@@ -240,6 +262,9 @@ impl NodeDevice {
             Some(Stage::Final(r)) => Some(r),
             Some(Stage::Early(mut f)) => {
                 if local.is_ok() && !detached {
+                    // Done here and queued (A) or received (B): the next
+                    // overlapping write may follow it on the link.
+                    guard.release();
                     if let Some(tx) = early.take() {
                         let _ = tx.send(Ok(()));
                     }
@@ -606,8 +631,10 @@ mod tests {
     }
 
     /// Protocol A: the client hears once the local write is done and the
-    /// request is queued; the range stays locked until the peer's Ack, and
-    /// a link lost after the answer marks the write out of sync.
+    /// request is queued, and the range lock goes with the answer: an
+    /// overlapping write is sent before the first one's Ack (the peer
+    /// applies them in link order). A link lost after the answer marks the
+    /// write out of sync; a demotion's drain still counts the unacked write.
     #[tokio::test]
     async fn protocol_a_answers_before_the_ack_and_marks_a_lost_write() {
         let Linked { dir: _dir, n, mut rx, link, dev } = linked_with("A");
@@ -615,14 +642,24 @@ mod tests {
         let w1 = tokio::spawn(async move { d1.write(0, Bytes::from(vec![1u8; 8192]), false).await });
         let Some(Message::Write { id: id1, .. }) = rx.recv().await else { panic!("no Write sent") };
         tokio::time::timeout(Duration::from_secs(30), w1).await.expect("protocol A waited for the peer's Ack").unwrap().unwrap();
-        // Overlapping writes stay ordered: the next is not sent before the Ack.
+        assert_eq!(n.ranges.held(), 1, "the unacked write no longer counts as in flight");
+        // The overlapping write goes behind it on the link without waiting for the Ack.
         let d2 = dev.clone();
         let w2 = tokio::spawn(async move { d2.write(4096, Bytes::from(vec![2u8; 4096]), false).await });
-        assert!(tokio::time::timeout(Duration::from_millis(200), rx.recv()).await.is_err(), "overlapping write sent before the first was acked");
-        assert!(!w2.is_finished(), "an overlapping write overtook the range lock");
+        let Some(Message::Write { offset: 4096, .. }) = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("the overlapping write waited for the first one's Ack") else {
+            panic!("no second Write")
+        };
+        tokio::time::timeout(Duration::from_secs(30), w2).await.expect("the overlapping write was not answered before the Acks").unwrap().unwrap();
+        let mut b = [0u8; 8192];
+        n.store.read_at(&mut b, 0).unwrap();
+        assert_eq!((b[0], b[4096]), (1, 2), "the local disk saw the writes in order");
         link.complete(id1, 0);
-        let Some(Message::Write { .. }) = rx.recv().await else { panic!("no second Write") };
-        tokio::time::timeout(Duration::from_secs(30), w2).await.unwrap().unwrap().unwrap();
+        // The first write's task handles its Ack and ends.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while n.ranges.held() != 1 {
+            assert!(std::time::Instant::now() < deadline, "the first write never finished after its Ack");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert_eq!(n.meta().bitmap().count(), 0);
         // The link is lost before the second write's Ack: already answered,
         // it is marked out of sync all the same.

@@ -24,7 +24,8 @@
 //! - [`peer`] with [`handshake_slots`], [`session`], [`exchange`], [`link`], [`apply`]: the peer
 //!   link: dialing and admission (which handshake gives way when all run), a session's handshake/install/settle and
 //!   frames, the bitmap exchange, requests awaiting acks, the Secondary's
-//!   side.
+//!   side; [`apply_order`] (pure) decides when a frame from the peer may
+//!   touch the disk: overlapping ones in link order.
 //! - [`device`], [`ranges`], [`protocols`]: the write path the NBD server
 //!   serves, and when protocols A and B answer before the peer's Ack (its data
 //!   movement stays off the machine's lock; it reports `Degraded`,
@@ -48,6 +49,7 @@
 
 pub mod adjust;
 pub mod apply;
+pub mod apply_order;
 mod applying;
 pub mod commands;
 pub mod counters;

@@ -6,12 +6,16 @@
 //!   request (its `Received`, sent before it applies the write).
 //! - A: once the local write is done and the request is queued to the peer.
 //!
-//! Either way the write path still waits for the peer's final Ack, holding
-//! the write's range lock and activity-log entry, and does with the answer
-//! what protocol C does ([`super::device`]): a success is recorded as not
-//! yet flushed there, a failure or a lost link marks the range out of sync
-//! under a new durable generation id. The difference is only that the
-//! client may already have been answered: that is what A and B trade.
+//! With A and B the write's range lock is released with the client's
+//! answer: a later overlapping write is sent right behind it, and the peer
+//! applies overlapping writes in the order they arrive on the link
+//! ([`super::apply_order`]), so both disks still see the same order. The
+//! write path still waits for the peer's final Ack, holding the write's
+//! activity-log entry, and does with the answer what protocol C does
+//! ([`super::device`]): a success is recorded as not yet flushed there, a
+//! failure or a lost link marks the range out of sync under a new durable
+//! generation id. The difference is only that the client may already have
+//! been answered: that is what A and B trade. C keeps the lock to the Ack.
 //!
 //! Both nodes must run the same protocol: each announces it in its Hello's
 //! feature bits and the handshake refuses a peer with another one.

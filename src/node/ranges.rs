@@ -5,6 +5,14 @@
 //! locally and sent to the peer until both have completed. A second write
 //! to an overlapping range waits, so no two overlapping writes are ever in
 //! flight together and each disk sees them in the same order.
+//!
+//! Protocols A and B release the range early ([`RangeGuard::release`]):
+//! once the local write is done and the request is queued to the peer (A)
+//! or received by it (B). The next overlapping write then goes on the link
+//! behind it, and the peer applies overlapping writes in link order
+//! ([`super::apply_order`]), so both disks still see the same order. The
+//! write counts as in flight ([`RangeLocks::held`]) until its guard is
+//! dropped (after the peer's Ack), so a demotion still waits for it.
 
 use std::sync::Mutex;
 
@@ -13,6 +21,8 @@ use tokio::sync::Notify;
 #[derive(Debug, Default)]
 pub struct RangeLocks {
     held: Mutex<Vec<(u64, u64, u64)>>,
+    /// Guards whose range was released early, not yet dropped.
+    released_early: std::sync::atomic::AtomicUsize,
     next_id: std::sync::atomic::AtomicU64,
     released: Notify,
 }
@@ -21,6 +31,7 @@ pub struct RangeLocks {
 pub struct RangeGuard<'a> {
     locks: &'a RangeLocks,
     id: u64,
+    released: bool,
 }
 
 impl RangeLocks {
@@ -39,27 +50,50 @@ impl RangeLocks {
                 let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
                 if !held.iter().any(|&(s, e, _)| s < end && start < e) {
                     held.push((start, end, id));
-                    return RangeGuard { locks: self, id };
+                    return RangeGuard { locks: self, id, released: false };
                 }
             }
             notified.await;
         }
     }
 
-    /// Number of ranges held now.
+    /// Writes in flight: ranges held now, and guards whose range was
+    /// released early but that are not dropped yet.
     pub fn held(&self) -> usize {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
+        let ranges = self.held.lock().unwrap_or_else(|p| p.into_inner()).len();
+        ranges + self.released_early.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn unlock(&self, id: u64) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = held.iter().position(|&(_, _, i)| i == id) {
+            held.swap_remove(i);
+        }
+        drop(held);
+        self.released.notify_waiters();
+    }
+}
+
+impl RangeGuard<'_> {
+    /// Lets overlapping lockers in now; the guard still counts in
+    /// [`RangeLocks::held`] until dropped.
+    pub fn release(&mut self) {
+        if !self.released {
+            self.released = true;
+            // Counted before the range goes, so `held` never reads 0 in between.
+            self.locks.released_early.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.locks.unlock(self.id);
+        }
     }
 }
 
 impl Drop for RangeGuard<'_> {
     fn drop(&mut self) {
-        let mut held = self.locks.held.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = held.iter().position(|&(_, _, id)| id == self.id) {
-            held.swap_remove(i);
+        if self.released {
+            self.locks.released_early.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        } else {
+            self.locks.unlock(self.id);
         }
-        drop(held);
-        self.locks.released.notify_waiters();
     }
 }
 
@@ -82,5 +116,22 @@ mod tests {
         assert!(!waiter.is_finished(), "overlapping lock must wait");
         drop(g);
         tokio::time::timeout(Duration::from_secs(1), waiter).await.unwrap().unwrap();
+    }
+
+    /// A guard released early lets an overlapping locker in, but still
+    /// counts as a write in flight until it is dropped.
+    #[tokio::test]
+    async fn released_early_lets_others_in_and_still_counts() {
+        let l = RangeLocks::new();
+        let mut g = l.lock(0, 4096).await;
+        g.release();
+        g.release();
+        assert_eq!(l.held(), 1);
+        let other = tokio::time::timeout(Duration::from_secs(5), l.lock(0, 4096)).await.expect("a released range must not block");
+        assert_eq!(l.held(), 2);
+        drop(g);
+        assert_eq!(l.held(), 1);
+        drop(other);
+        assert_eq!(l.held(), 0);
     }
 }
