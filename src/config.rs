@@ -371,7 +371,7 @@ pub struct NodeConfig {
 }
 
 /// Largest `node_id` (DRBD 9's limit: 32 nodes).
-pub const MAX_NODE_ID: u8 = 31;
+pub const MAX_NODE_ID: u8 = crate::meta::slots::MAX_NODE_ID;
 /// Most nodes in a resource.
 pub const MAX_NODES: usize = 3;
 

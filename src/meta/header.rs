@@ -7,9 +7,9 @@
 //! any input.
 
 use crate::meta::layout::Layout;
-use crate::meta::slots::{self, NodeIds, PeerSlot};
+use crate::meta::slots::{self, NodeIds, PeerSlot, SlotError};
 use crate::vocab::GenIds;
-use super::le::{put_u16, put_u32, put_u64, u16_at, u32_at, u64_at};
+use super::le::{self, put_u16, put_u32, put_u64, u16_at, u32_at, u64_at};
 
 /// Size of one header copy.
 pub const HEADER_SIZE: usize = 4096;
@@ -193,31 +193,120 @@ pub fn checksum(b: &[u8; HEADER_SIZE]) -> u32 {
     h.finalize()
 }
 
-pub(crate) fn put_name(b: &mut [u8], at: usize, name: &str) -> Result<(), HeaderError> {
-    let bytes = name.as_bytes();
-    if bytes.len() > NAME_LEN || bytes.contains(&0) {
-        return Err(HeaderError::Field {
-            field: "name",
-            reason: format!("{name:?}: at most {NAME_LEN} bytes, no NUL"),
-        });
-    }
-    b[at..at + bytes.len()].copy_from_slice(bytes);
-    Ok(())
+fn put_name(b: &mut [u8], at: usize, name: &str) -> Result<(), HeaderError> {
+    le::put_name(b, at, NAME_LEN, name).map_err(|reason| HeaderError::Field { field: "name", reason })
 }
 
-pub(crate) fn get_name(b: &[u8; HEADER_SIZE], at: usize, field: &'static str) -> Result<String, HeaderError> {
-    let raw = &b[at..at + NAME_LEN];
-    let len = raw.iter().position(|&c| c == 0).unwrap_or(NAME_LEN);
-    if let Some(i) = raw[len..].iter().position(|&c| c != 0) {
-        return Err(HeaderError::Field {
-            field,
-            reason: format!("non-zero padding at byte {}", len + i),
-        });
+fn get_name(b: &[u8; HEADER_SIZE], at: usize, field: &'static str) -> Result<String, HeaderError> {
+    le::get_name(b, at, NAME_LEN).map_err(|reason| HeaderError::Field { field, reason })
+}
+
+impl From<SlotError> for HeaderError {
+    fn from(e: SlotError) -> HeaderError {
+        match e {
+            SlotError::Reserved(at) => HeaderError::Reserved(at),
+            SlotError::Field { field, reason } => HeaderError::Field { field, reason },
+        }
     }
-    String::from_utf8(raw[..len].to_vec()).map_err(|_| HeaderError::Field {
-        field,
-        reason: "not UTF-8".into(),
-    })
+}
+
+impl State {
+    /// Bitmap slots: 1 for a two-node file.
+    pub fn slot_count(&self) -> usize {
+        1 + self.more_slots.len()
+    }
+
+    /// Slot `i` as one record (slot 0 from the 1.1 fields); None: no such slot.
+    pub fn slot(&self, i: usize) -> Option<PeerSlot> {
+        match i {
+            0 => Some(PeerSlot {
+                node_id: self.ids.map_or(0, |x| x.first_peer),
+                name: self.peer_name.clone(),
+                bitmap_id: self.gen.bitmap,
+                full_sync_needed: self.flags.full_sync_needed,
+                resync_next_bit: self.resync_next_bit,
+            }),
+            i => self.more_slots.get(i - 1).cloned(),
+        }
+    }
+
+    /// The peer node id of slot `i` (None: a 1.0/1.1 file's one slot, or
+    /// no such slot).
+    pub fn slot_node_id(&self, i: usize) -> Option<u8> {
+        match i {
+            0 => self.ids.map(|x| x.first_peer),
+            i => self.more_slots.get(i - 1).map(|s| s.node_id),
+        }
+    }
+
+    /// The slot that tracks peer `node_id`. A file without ids has one
+    /// slot, for its one peer: it answers whatever the id.
+    pub fn slot_of(&self, node_id: u8) -> Option<usize> {
+        if self.ids.is_none() {
+            return Some(0);
+        }
+        (0..self.slot_count()).find(|&i| self.slot_node_id(i) == Some(node_id))
+    }
+
+    /// The peer name of slot `i`.
+    pub fn slot_name(&self, i: usize) -> &str {
+        match i {
+            0 => &self.peer_name,
+            i => self.more_slots.get(i - 1).map_or("", |s| &s.name),
+        }
+    }
+
+    /// The bitmap id of slot `i` (0 for a slot that does not exist).
+    pub fn slot_bitmap_id(&self, i: usize) -> u64 {
+        self.slot(i).map_or(0, |s| s.bitmap_id)
+    }
+
+    /// Sets the bitmap id of slot `i` (no such slot: nothing).
+    pub fn set_slot_bitmap_id(&mut self, i: usize, id: u64) {
+        match i {
+            0 => self.gen.bitmap = id,
+            i => {
+                if let Some(s) = self.more_slots.get_mut(i - 1) {
+                    s.bitmap_id = id;
+                }
+            }
+        }
+    }
+
+    /// The tail fields of slot `i`: (full, resume bit).
+    fn tail_fields(&mut self, i: usize) -> Option<(&mut bool, &mut Option<u64>)> {
+        match i {
+            0 => Some((&mut self.flags.full_sync_needed, &mut self.resync_next_bit)),
+            i => self.more_slots.get_mut(i - 1).map(|s| (&mut s.full_sync_needed, &mut s.resync_next_bit)),
+        }
+    }
+
+    /// The first bit of slot `i`'s full tail, if it has one.
+    pub fn tail(&self, i: usize) -> Option<u64> {
+        self.slot(i).and_then(|s| s.full_sync_needed.then_some(s.resync_next_bit.unwrap_or(0)))
+    }
+
+    /// Sets slot `i`'s full tail (a resume bit left without a tail stays
+    /// as it was: format 1.1 ignores it without the flag).
+    pub fn set_tail(&mut self, i: usize, from: Option<u64>) {
+        let Some((full, next)) = self.tail_fields(i) else { return };
+        if from.is_some() {
+            *next = from;
+        } else if *full {
+            *next = None;
+        }
+        *full = from.is_some();
+    }
+
+    /// Every slot's tail fields from `other` (what was just written).
+    pub(crate) fn copy_tails_from(&mut self, other: &State) {
+        for i in 0..self.slot_count() {
+            let Some(o) = other.slot(i) else { break };
+            if let Some((full, next)) = self.tail_fields(i) {
+                (*full, *next) = (o.full_sync_needed, o.resync_next_bit);
+            }
+        }
+    }
 }
 
 /// Encodes a header copy (with [`minor_for`] its state and a fresh crc).
@@ -262,7 +351,10 @@ pub fn encode(h: &Header) -> Result<Box<[u8; HEADER_SIZE]>, HeaderError> {
     put_name(&mut b[..], 128, &s.node_name)?;
     match s.ids {
         None => put_name(&mut b[..], 192, &s.peer_name)?,
-        Some(ids) => slots::encode_table(&mut b, s, ids)?,
+        Some(ids) => {
+            let all: Vec<PeerSlot> = (0..s.slot_count()).filter_map(|i| s.slot(i)).collect();
+            slots::encode_table(&mut b[..], ids.me, &all)?;
+        }
     }
     let crc = checksum(&b);
     put_u32(&mut b[..], CRC_OFFSET, crc);
@@ -282,7 +374,7 @@ pub fn decode(b: &[u8; HEADER_SIZE]) -> Result<Header, HeaderError> {
     if major != MAJOR || minor > MINOR {
         return Err(HeaderError::Version { major, minor });
     }
-    let used_end = if minor >= 2 { slots::used_end(slots::table_slots(b)?) } else { USED_END };
+    let used_end = if minor >= 2 { slots::used_end(slots::table_slots(&b[..])?) } else { USED_END };
     for (i, &c) in b.iter().enumerate().skip(used_end).chain(b.iter().enumerate().skip(53).take(3)) {
         if c != 0 {
             return Err(HeaderError::Reserved(i));
@@ -304,9 +396,9 @@ pub fn decode(b: &[u8; HEADER_SIZE]) -> Result<Header, HeaderError> {
         });
     }
     if minor >= 2 {
-        slots::check_legacy_zero(b)?;
+        slots::check_legacy_zero(&b[..])?;
     }
-    let n_slots = if minor >= 2 { slots::table_slots(b)? } else { 1 };
+    let n_slots = if minor >= 2 { slots::table_slots(&b[..])? } else { 1 };
     let layout = Layout::compute_slots(u64_at(b, 24), u32_at(b, 32), u32_at(b, 36), u32_at(b, 40), n_slots)
         .map_err(|reason| HeaderError::Field { field: "layout", reason })?;
     let stored_layout = Layout {
@@ -339,7 +431,16 @@ pub fn decode(b: &[u8; HEADER_SIZE]) -> Result<Header, HeaderError> {
         more_slots: Vec::new(),
     };
     if minor >= 2 {
-        slots::decode_table(b, &mut state)?;
+        let (me, table) = slots::decode_table(&b[..])?;
+        let mut table = table.into_iter();
+        let first = table.next().ok_or(HeaderError::Field { field: "slots", reason: "no slot".into() })?;
+        let rest = table.collect();
+        state.ids = Some(NodeIds { me, first_peer: first.node_id });
+        state.peer_name = first.name;
+        state.gen.bitmap = first.bitmap_id;
+        state.flags.full_sync_needed = first.full_sync_needed;
+        state.resync_next_bit = first.resync_next_bit;
+        state.more_slots = rest;
     }
     Ok(Header {
         sequence: u64_at(b, 16),

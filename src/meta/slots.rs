@@ -10,13 +10,15 @@
 //! is format 1.2: a slot table after the 1.1 fields holds every slot with
 //! its peer's node id, and the 1.1 per-peer fields are zero.
 //!
-//! In memory, [`State`] keeps the first slot in its 1.1 fields (what the
-//! two-node runtime reads and writes) and the others in
-//! [`State::more_slots`]; the methods here address slot `i` either way.
+//! This file is the slot table's bytes ([`encode_table`],
+//! [`decode_table`]), pure and panic-free on any input. The header
+//! (`super::header`) keeps the first slot in its 1.1 fields in memory
+//! (what the two-node runtime reads and writes) and the others in
+//! `State::more_slots`; its `State::slot_*` methods address slot `i`
+//! either way.
 
-use super::header::{HeaderError, State, HEADER_SIZE, NAME_LEN};
-use super::le::{put_u64, u64_at};
 use super::layout::MAX_SLOTS;
+use super::le::{get_name, put_name, put_u64, u64_at};
 
 /// Offset of the slot table in a 1.2 header: this node's id (1 byte), the
 /// number of slots (1 byte), 6 reserved bytes, then the entries.
@@ -25,6 +27,8 @@ pub const TABLE_OFFSET: usize = 256;
 pub const ENTRIES_OFFSET: usize = TABLE_OFFSET + 8;
 /// Bytes per slot entry.
 pub const ENTRY_SIZE: usize = 96;
+/// Bytes of a slot's peer name.
+pub const NAME_LEN: usize = 64;
 /// The highest node id (DRBD 9: 32 nodes).
 pub const MAX_NODE_ID: u8 = 31;
 /// Slot entry flag bit 0: a full tail (as flag `full_sync_needed` with
@@ -38,7 +42,7 @@ pub struct NodeIds {
     pub first_peer: u8,
 }
 
-/// A bitmap slot after the first (format 1.2).
+/// One bitmap slot (in the header's `State`: the slots after the first).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct PeerSlot {
     /// The peer's node id.
@@ -52,107 +56,22 @@ pub struct PeerSlot {
     pub resync_next_bit: Option<u64>,
 }
 
-impl State {
-    /// Bitmap slots: 1 for a two-node file.
-    pub fn slot_count(&self) -> usize {
-        1 + self.more_slots.len()
-    }
-
-    /// The peer node id of slot `i` (None: a 1.0/1.1 file's one slot, or
-    /// no such slot).
-    pub fn slot_node_id(&self, i: usize) -> Option<u8> {
-        match (i, self.ids) {
-            (0, ids) => ids.map(|x| x.first_peer),
-            (i, _) => self.more_slots.get(i - 1).map(|s| s.node_id),
-        }
-    }
-
-    /// The slot that tracks peer `node_id`. A file without ids has one
-    /// slot, for its one peer: it answers whatever the id.
-    pub fn slot_of(&self, node_id: u8) -> Option<usize> {
-        if self.ids.is_none() {
-            return Some(0);
-        }
-        (0..self.slot_count()).find(|&i| self.slot_node_id(i) == Some(node_id))
-    }
-
-    /// The peer name of slot `i`.
-    pub fn slot_name(&self, i: usize) -> &str {
-        match i {
-            0 => &self.peer_name,
-            i => self.more_slots.get(i - 1).map_or("", |s| &s.name),
-        }
-    }
-
-    /// The bitmap id of slot `i` (0 for a slot that does not exist).
-    pub fn slot_bitmap_id(&self, i: usize) -> u64 {
-        match i {
-            0 => self.gen.bitmap,
-            i => self.more_slots.get(i - 1).map_or(0, |s| s.bitmap_id),
-        }
-    }
-
-    /// Sets the bitmap id of slot `i` (no such slot: nothing).
-    pub fn set_slot_bitmap_id(&mut self, i: usize, id: u64) {
-        match i {
-            0 => self.gen.bitmap = id,
-            i => {
-                if let Some(s) = self.more_slots.get_mut(i - 1) {
-                    s.bitmap_id = id;
-                }
-            }
-        }
-    }
-
-    /// The first bit of slot `i`'s full tail, if it has one.
-    pub fn tail(&self, i: usize) -> Option<u64> {
-        let (full, next) = match i {
-            0 => (self.flags.full_sync_needed, self.resync_next_bit),
-            i => self.more_slots.get(i - 1).map_or((false, None), |s| (s.full_sync_needed, s.resync_next_bit)),
-        };
-        full.then_some(next.unwrap_or(0))
-    }
-
-    /// Sets slot `i`'s full tail (a resume bit left without a tail stays
-    /// as it was: format 1.1 ignores it without the flag).
-    pub fn set_tail(&mut self, i: usize, from: Option<u64>) {
-        let (full, next) = match i {
-            0 => (&mut self.flags.full_sync_needed, &mut self.resync_next_bit),
-            i => match self.more_slots.get_mut(i - 1) {
-                Some(s) => (&mut s.full_sync_needed, &mut s.resync_next_bit),
-                None => return,
-            },
-        };
-        if from.is_some() {
-            *next = from;
-        } else if *full {
-            *next = None;
-        }
-        *full = from.is_some();
-    }
-
-    /// Every slot's tail from `other` (what was just written).
-    pub(crate) fn copy_tails_from(&mut self, other: &State) {
-        for i in 0..self.slot_count().min(other.slot_count()) {
-            let (full, next) = match i {
-                0 => (other.flags.full_sync_needed, other.resync_next_bit),
-                i => (other.more_slots[i - 1].full_sync_needed, other.more_slots[i - 1].resync_next_bit),
-            };
-            match i {
-                0 => (self.flags.full_sync_needed, self.resync_next_bit) = (full, next),
-                i => (self.more_slots[i - 1].full_sync_needed, self.more_slots[i - 1].resync_next_bit) = (full, next),
-            }
-        }
-    }
+/// Why a slot table is not accepted (the header turns it into its error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotError {
+    /// A reserved byte at this header offset is not zero.
+    Reserved(usize),
+    /// A field holds a value this version does not accept.
+    Field { field: &'static str, reason: String },
 }
 
-fn field(field: &'static str, reason: String) -> HeaderError {
-    HeaderError::Field { field, reason }
+fn field(field: &'static str, reason: String) -> SlotError {
+    SlotError::Field { field, reason }
 }
 
 /// Checks the ids of a slot table: each at most [`MAX_NODE_ID`], the
 /// peers' unique and none this node's.
-fn check_ids(me: u8, peers: &[u8]) -> Result<(), HeaderError> {
+fn check_ids(me: u8, peers: &[u8]) -> Result<(), SlotError> {
     if me > MAX_NODE_ID {
         return Err(field("node_id", format!("{me} is above {MAX_NODE_ID}")));
     }
@@ -170,100 +89,83 @@ fn check_ids(me: u8, peers: &[u8]) -> Result<(), HeaderError> {
     Ok(())
 }
 
-/// Writes the slot table of a 1.2 header (`s.ids` is Some) into `b`.
-pub(crate) fn encode_table(b: &mut [u8; HEADER_SIZE], s: &State, ids: NodeIds) -> Result<(), HeaderError> {
-    let n = s.slot_count();
-    if n > MAX_SLOTS as usize {
-        return Err(field("slots", format!("{n} slots: at most {MAX_SLOTS}")));
+/// Writes the slot table of a 1.2 header for node `me` with `slots` (all
+/// of them, the first included) into `b` (zero there).
+pub fn encode_table(b: &mut [u8], me: u8, slots: &[PeerSlot]) -> Result<(), SlotError> {
+    let n = slots.len();
+    if n == 0 || n > MAX_SLOTS as usize || b.len() < used_end(MAX_SLOTS) {
+        return Err(field("slots", format!("{n} slots: must be 1 to {MAX_SLOTS}")));
     }
-    let peers: Vec<u8> = (0..n).filter_map(|i| s.slot_node_id(i)).collect();
-    check_ids(ids.me, &peers)?;
-    b[TABLE_OFFSET] = ids.me;
+    let peers: Vec<u8> = slots.iter().map(|s| s.node_id).collect();
+    check_ids(me, &peers)?;
+    b[TABLE_OFFSET] = me;
     b[TABLE_OFFSET + 1] = u8::try_from(n).unwrap_or(u8::MAX);
-    for (i, &peer) in peers.iter().enumerate() {
+    for (i, s) in slots.iter().enumerate() {
         let at = ENTRIES_OFFSET + i * ENTRY_SIZE;
-        b[at] = peer;
-        let tail = s.tail(i);
-        b[at + 1] = if tail.is_some() { SLOT_FULL_TAIL } else { 0 };
-        put_u64(&mut b[..], at + 8, s.slot_bitmap_id(i));
-        let next = match i {
-            0 => s.resync_next_bit,
-            i => s.more_slots[i - 1].resync_next_bit,
-        };
-        put_u64(&mut b[..], at + 16, next.unwrap_or(u64::MAX));
-        super::header::put_name(&mut b[..], at + 32, s.slot_name(i))?;
+        b[at] = s.node_id;
+        b[at + 1] = if s.full_sync_needed { SLOT_FULL_TAIL } else { 0 };
+        put_u64(b, at + 8, s.bitmap_id);
+        put_u64(b, at + 16, s.resync_next_bit.unwrap_or(u64::MAX));
+        put_name(b, at + 32, NAME_LEN, &s.name).map_err(|r| field("slot peer name", r))?;
     }
     Ok(())
 }
 
 /// The number of slots a 1.2 header's table says (checked: 1 to
 /// [`MAX_SLOTS`]), so the caller knows where the reserved bytes start.
-pub(crate) fn table_slots(b: &[u8; HEADER_SIZE]) -> Result<u32, HeaderError> {
-    let n = u32::from(b[TABLE_OFFSET + 1]);
-    if !(1..=MAX_SLOTS).contains(&n) {
+pub fn table_slots(b: &[u8]) -> Result<u32, SlotError> {
+    let n = b.get(TABLE_OFFSET + 1).map_or(0, |&n| u32::from(n));
+    if !(1..=MAX_SLOTS).contains(&n) || b.len() < used_end(n) {
         return Err(field("slots", format!("{n} bitmap slots: must be 1 to {MAX_SLOTS}")));
     }
     Ok(n)
 }
 
 /// End of a 1.2 header's used bytes with `n` slots.
-pub(crate) fn used_end(n: u32) -> usize {
+pub fn used_end(n: u32) -> usize {
     ENTRIES_OFFSET + n as usize * ENTRY_SIZE
 }
 
-/// Reads the slot table of a 1.2 header into `s` (whose 1.1 per-peer
-/// fields the caller found zero). Checks ids, flags and reserved bytes.
-pub(crate) fn decode_table(b: &[u8; HEADER_SIZE], s: &mut State) -> Result<(), HeaderError> {
+/// Reads the slot table of a 1.2 header: this node's id and every slot.
+/// Checks ids, flags and the table's reserved bytes.
+pub fn decode_table(b: &[u8]) -> Result<(u8, Vec<PeerSlot>), SlotError> {
     let n = table_slots(b)? as usize;
     for (i, &c) in b[TABLE_OFFSET + 2..ENTRIES_OFFSET].iter().enumerate() {
         if c != 0 {
-            return Err(HeaderError::Reserved(TABLE_OFFSET + 2 + i));
+            return Err(SlotError::Reserved(TABLE_OFFSET + 2 + i));
         }
     }
     let me = b[TABLE_OFFSET];
-    let mut peers = Vec::with_capacity(n);
     let mut slots = Vec::with_capacity(n);
     for i in 0..n {
         let at = ENTRIES_OFFSET + i * ENTRY_SIZE;
-        for r in (at + 2..at + 8).chain(at + 24..at + 32) {
-            if b[r] != 0 {
-                return Err(HeaderError::Reserved(r));
-            }
+        if let Some(r) = (at + 2..at + 8).chain(at + 24..at + 32).find(|&r| b[r] != 0) {
+            return Err(SlotError::Reserved(r));
         }
         let flags = b[at + 1];
         if flags & !SLOT_FULL_TAIL != 0 {
             return Err(field("slot", format!("slot {i}: unknown flag bits {flags:#x}")));
         }
         let next = u64_at(b, at + 16);
-        peers.push(b[at]);
         slots.push(PeerSlot {
             node_id: b[at],
-            name: super::header::get_name(b, at + 32, "slot peer name")?,
+            name: get_name(b, at + 32, NAME_LEN).map_err(|r| field("slot peer name", format!("slot {i}: {r}")))?,
             bitmap_id: u64_at(b, at + 8),
             full_sync_needed: flags & SLOT_FULL_TAIL != 0,
             resync_next_bit: (next != u64::MAX).then_some(next),
         });
     }
+    let peers: Vec<u8> = slots.iter().map(|s| s.node_id).collect();
     check_ids(me, &peers)?;
-    let mut slots = slots.into_iter();
-    let first = slots.next().ok_or_else(|| field("slots", "no slot".into()))?;
-    s.ids = Some(NodeIds { me, first_peer: first.node_id });
-    s.peer_name = first.name;
-    s.gen.bitmap = first.bitmap_id;
-    s.flags.full_sync_needed = first.full_sync_needed;
-    s.resync_next_bit = first.resync_next_bit;
-    s.more_slots = slots.collect();
-    Ok(())
+    Ok((me, slots))
 }
 
 /// The 1.1 per-peer fields a 1.2 header must leave zero: bitmap id (64),
 /// `resync_next_bit` (88), peer name (192..256); flag bit 3 is checked by
-/// the caller.
-pub(crate) fn check_legacy_zero(b: &[u8; HEADER_SIZE]) -> Result<(), HeaderError> {
-    for r in (64..72).chain(88..96).chain(192..192 + NAME_LEN) {
-        if b[r] != 0 {
-            return Err(field("slot", format!("format 1.2 keeps per-peer fields in the slot table, but byte {r} is not zero")));
-        }
+/// the header.
+pub fn check_legacy_zero(b: &[u8]) -> Result<(), SlotError> {
+    match (64..72).chain(88..96).chain(192..192 + NAME_LEN).find(|&r| b.get(r).is_some_and(|&c| c != 0)) {
+        Some(r) => Err(field("slot", format!("format 1.2 keeps per-peer fields in the slot table, but byte {r} is not zero"))),
+        None => Ok(()),
     }
-    Ok(())
 }
