@@ -103,3 +103,33 @@ fn repd_refuses_a_three_node_resource_repctl_reads_it() {
     let o = Command::new(REPCTL).args(["--config", cfg.to_str().unwrap(), "--node", "gamma", "status"]).output().unwrap();
     assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// A node's metadata made for three nodes (a bitmap slot per peer) is
+/// refused by a pair's daemon: it would keep one slot and leave the
+/// other stale.
+#[test]
+fn repd_refuses_three_node_metadata_for_a_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = three_node_config(dir.path());
+    let o = Command::new(REPCTL).args(["--config", cfg.to_str().unwrap(), "--node", "alpha", "create-md"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The same file as a pair: gamma and its connections gone.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let pair = text[..text.find("\n[nodes.gamma]").unwrap()].replace("node_id = 0\n", "").replace("node_id = 1\n", "");
+    let pair_cfg = dir.path().join("pair.toml");
+    std::fs::write(&pair_cfg, pair).unwrap();
+    let child = Command::new(REPD).args(["--config", pair_cfg.to_str().unwrap(), "--node", "alpha"]).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(out) = rx.recv_timeout(Duration::from_secs(30)) else {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        panic!("repd ran a pair on metadata with two bitmap slots");
+    };
+    let out = out.unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(e.contains("the metadata has 2 bitmap slots (made for a resource of 3 nodes); this resource has two"), "{e}");
+}
