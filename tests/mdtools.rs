@@ -413,3 +413,32 @@ fn three_node_15_tib_create_md_stays_sparse_and_small() {
     assert!(create_rss < create_rss2 + 8 * 1024, "create-md: {create_rss} KiB for two slots, {create_rss2} KiB for one");
     assert!(dump_rss < dump_rss2 + 8 * 1024, "dump-md: {dump_rss} KiB for two slots, {dump_rss2} KiB for one");
 }
+
+/// Without a config: --node-id and one --peer NAME:ID per slot.
+#[test]
+fn create_md_with_node_ids_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("g.meta");
+    let ms = m.to_str().unwrap();
+    let o = repctl(&["--meta", ms, "--node", "gamma", "create-md", "--node-id", "2", "--peer", "alpha:0", "--peer", "beta:1", "--size", "1GiB"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let d = json(&repctl(&["--meta", ms, "dump-md", "--json"]));
+    assert_eq!((d["format"].as_str(), d["node_id"].as_u64()), (Some("1.2"), Some(2)), "{d}");
+    let peers: Vec<(String, u64)> = d["slots"].as_array().unwrap().iter().map(|s| (s["peer"].as_str().unwrap().to_owned(), s["node_id"].as_u64().unwrap())).collect();
+    assert_eq!(peers, [("alpha".to_string(), 0), ("beta".to_string(), 1)]);
+    let x = dir.path().join("x.meta");
+    let xs = x.to_str().unwrap();
+    for args in [
+        &["--node-id", "2", "--peer", "alpha"][..],
+        &["--node-id", "2", "--peer", "alpha:x"][..],
+        &["--peer", "alpha", "--peer", "beta"][..],
+        &["--node-id", "2"][..],
+    ] {
+        let mut a = vec!["--meta", xs, "--node", "gamma", "create-md", "--size", "1GiB"];
+        a.extend_from_slice(args);
+        one_line_error(&repctl(&a), 2);
+    }
+    let e = one_line_error(&repctl(&["--meta", xs, "--node", "gamma", "create-md", "--size", "1GiB", "--node-id", "2", "--peer", "alpha:0", "--peer", "beta:0"]), 1);
+    assert!(e.contains("has two slots"), "{e}");
+    assert!(!x.exists(), "nothing written");
+}

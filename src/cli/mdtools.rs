@@ -43,8 +43,13 @@ pub struct CreateArgs {
     #[arg(long)]
     size: Option<String>,
     /// The peer's node name (with --meta; taken from the config otherwise).
+    /// With --node-id: `NAME:ID` once per peer (a bitmap slot each).
     #[arg(long)]
-    peer: Option<String>,
+    peer: Vec<String>,
+    /// This node's id (with --meta): a file with a bitmap slot per --peer
+    /// NAME:ID, as for a node of a three-node resource.
+    #[arg(long)]
+    node_id: Option<u8>,
     /// Activity-log extents (default: `al_extents` from the config, else 1237).
     #[arg(long)]
     al_extents: Option<u32>,
@@ -650,15 +655,31 @@ impl SlotDump {
 fn create(p: &Place, node: Option<&str>, a: &CreateArgs) -> Result<String, Fail> {
     let path = &p.meta;
     // More than two nodes: a slot per peer, named by node id (format 1.2).
-    let slots = match &p.cfg {
-        Some((cfg, me)) if cfg.nodes.len() > 2 => Some((me.node_id, cfg.peers_of(&me.name))),
+    let slots: Option<(u8, Vec<(u8, String)>)> = match (&p.cfg, a.node_id) {
+        (Some((cfg, me)), _) if cfg.nodes.len() > 2 => Some((me.node_id, cfg.peers_of(&me.name).into_iter().map(|p| (p.node_id, p.name)).collect())),
+        (None, Some(me)) => {
+            let mut peers = Vec::new();
+            for arg in &a.peer {
+                let bad = || Fail::Usage(format!("--peer {arg}: with --node-id give NAME:ID (a node id 0 to {})", crate::meta::slots::MAX_NODE_ID));
+                let (name, id) = arg.rsplit_once(':').ok_or_else(bad)?;
+                let id: u8 = id.parse().map_err(|_| bad())?;
+                peers.push((id, name.to_owned()));
+            }
+            Some((me, peers))
+        }
+        (Some(_), Some(_)) => return Err(Fail::Usage("--node-id goes with --meta; with --config the ids come from the file".into())),
         _ => None,
     };
     let (name, peer, cfg_size, cfg_al) = match &p.cfg {
         Some((cfg, me)) => (me.name.clone(), cfg.peer_of(&me.name).name.clone(), device_size_from_config(cfg, me)?, Some(cfg.resource.al_extents)),
         None => {
             let name = node.ok_or_else(|| Fail::Usage("create-md --meta needs --node NAME and --peer NAME (or --config)".into()))?;
-            let peer = a.peer.clone().ok_or_else(|| Fail::Usage("create-md --meta needs --peer NAME (or --config)".into()))?;
+            let peer = match (a.peer.as_slice(), a.node_id) {
+                ([one], None) => one.clone(),
+                ([], _) => return Err(Fail::Usage("create-md --meta needs --peer NAME (or --config)".into())),
+                (_, None) => return Err(Fail::Usage("create-md --meta: several --peer need --node-id (and NAME:ID each)".into())),
+                (_, Some(_)) => String::new(),
+            };
             (name.to_owned(), peer, None, None)
         }
     };
@@ -669,13 +690,13 @@ fn create(p: &Place, node: Option<&str>, a: &CreateArgs) -> Result<String, Fail>
     let mut params = match &slots {
         None => CreateParams::new(size, &name, &peer),
         Some((me, peers)) => {
-            let list: Vec<(u8, &str)> = peers.iter().map(|p| (p.node_id, p.name.as_str())).collect();
+            let list: Vec<(u8, &str)> = peers.iter().map(|(id, n)| (*id, n.as_str())).collect();
             CreateParams::with_peers(size, &name, *me, &list)
         }
     };
     let peer = match &slots {
         None => peer,
-        Some((_, peers)) => peers.iter().map(|p| format!("{} node id {}", p.name, p.node_id)).collect::<Vec<_>>().join(", "),
+        Some((_, peers)) => peers.iter().map(|(id, n)| format!("{n} node id {id}")).collect::<Vec<_>>().join(", "),
     };
     if let Some(al) = a.al_extents.or(cfg_al) {
         params.al_slots = al;
