@@ -93,6 +93,18 @@ struct RawFile {
     #[serde(default)]
     sync: RawSync,
     witness: Option<crate::config_witness::RawWitness>,
+    connections: Option<Vec<RawConnection>>,
+}
+
+/// `[[connections]]`: one entry per pair of nodes that connect.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConnection {
+    nodes: Vec<String>,
+    protocol: Option<String>,
+    on_congestion: Option<String>,
+    congestion_fill: Option<Size>,
+    congestion_extents: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,6 +173,7 @@ struct RawNode {
     apply_delay: Option<String>,
     delay_journal: Option<PathBuf>,
     delay_journal_size: Option<Size>,
+    node_id: Option<u8>,
 }
 
 /// Programs run on events (`[handlers]`), each optional.
@@ -351,6 +364,61 @@ pub struct NodeConfig {
     /// This node is a delayed replica (`apply_delay`, see `node::delay`):
     /// None for a node that applies mirrored writes at once.
     pub delay: Option<DelayCfg>,
+    /// The node's id in the resource, 0 to [`MAX_NODE_ID`] (DRBD 9's
+    /// `node-id`): the metadata's bitmap slots name their peer by it.
+    /// Given on every node or on none; none (two nodes only): 0 and 1 in
+    /// name order.
+    pub node_id: u8,
+}
+
+/// Largest `node_id` (DRBD 9's limit: 32 nodes).
+pub const MAX_NODE_ID: u8 = crate::meta::slots::MAX_NODE_ID;
+/// Most nodes in a resource.
+pub const MAX_NODES: usize = 3;
+
+/// One `[[connections]]` entry, resolved: which pair connects and how.
+/// Without a list every pair connects with the resource's protocol and
+/// `[net]`'s congestion settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// The two node names, in name order.
+    pub nodes: [String; 2],
+    /// Default: `[resource] protocol`.
+    pub protocol: Protocol,
+    /// Default: `[net] on_congestion` when this connection's protocol is
+    /// A, else `block`.
+    pub on_congestion: OnCongestion,
+    /// Default: `[net] congestion_fill`.
+    pub congestion_fill: u64,
+    /// Default: `[net] congestion_extents`.
+    pub congestion_extents: u32,
+}
+
+impl Connection {
+    /// The node at the other end from `me`, if `me` is one of the pair.
+    pub fn other(&self, me: &str) -> Option<&str> {
+        match &self.nodes {
+            [a, b] if a == me => Some(b),
+            [a, b] if b == me => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// What one node needs to know about one of its peers
+/// ([`Config::peers_of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCfg {
+    pub name: String,
+    pub node_id: u8,
+    /// The peer's peer-link address (`[nodes.PEER] replication`).
+    pub replication: String,
+    pub protocol: Protocol,
+    pub on_congestion: OnCongestion,
+    pub congestion_fill: u64,
+    pub congestion_extents: u32,
+    /// The peer is a delayed replica.
+    pub delayed: bool,
 }
 
 /// A delayed replica's settings (`[nodes.NAME] apply_delay`,
@@ -416,8 +484,11 @@ pub struct Config {
     pub path: PathBuf,
     pub resource: Resource,
     pub net: Net,
-    /// Exactly two, sorted by name.
+    /// Two or three, sorted by name.
     pub nodes: Vec<NodeConfig>,
+    /// The pairs that connect (`[[connections]]`, or every pair when the
+    /// file has no list), in the file's order.
+    pub connections: Vec<Connection>,
     pub handlers: Handlers,
     pub sync: SyncCfg,
     /// `[witness]`: the tie-breaker (quorum), if any.
@@ -529,7 +600,11 @@ impl Config {
             Some("pull-ahead") => OnCongestion::PullAhead,
             Some(o) => return Err(err("net.on_congestion", format!("`{o}` is not one of \"block\", \"pull-ahead\""))),
         };
-        if on_congestion == OnCongestion::PullAhead && protocol != Protocol::A {
+        let pull_ahead_protocol_a = |list: &Option<Vec<RawConnection>>| match list {
+            None => protocol == Protocol::A,
+            Some(l) => l.iter().any(|c| c.protocol.as_deref().map_or(protocol == Protocol::A, |p| p == "A")),
+        };
+        if on_congestion == OnCongestion::PullAhead && !pull_ahead_protocol_a(&raw.connections) {
             return Err(err("net.on_congestion", format!("pull-ahead needs protocol = \"A\" (protocol {protocol} waits for the peer by definition)")));
         }
         let congestion_fill = n.congestion_fill.map_or(DEFAULT_CONGESTION_FILL, |s| s.0);
@@ -551,12 +626,36 @@ impl Config {
             }
         };
 
-        if raw.nodes.len() != 2 {
-            return Err(err("nodes", format!("exactly two nodes are needed, found {}", raw.nodes.len())));
+        if !(2..=MAX_NODES).contains(&raw.nodes.len()) {
+            return Err(err("nodes", format!("a resource has two or three nodes, found {}", raw.nodes.len())));
         }
-        let mut nodes = Vec::new();
-        for (name, rn) in raw.nodes {
+        let ids_given = raw.nodes.values().filter(|n| n.node_id.is_some()).count();
+        if ids_given < raw.nodes.len() {
+            if let Some(name) = raw.nodes.iter().find(|(_, n)| n.node_id.is_none()).map(|(name, _)| name) {
+                if raw.nodes.len() > 2 {
+                    return Err(err(&format!("nodes.{name}.node_id"), format!("missing: with three nodes every node needs a node_id (0 to {MAX_NODE_ID}, unique)")));
+                }
+                if ids_given > 0 {
+                    return Err(err(&format!("nodes.{name}.node_id"), "missing: give node_id on every node or on none".into()));
+                }
+            }
+        }
+        let mut nodes: Vec<NodeConfig> = Vec::new();
+        for (index, (name, rn)) in raw.nodes.into_iter().enumerate() {
             let k = |f: &str| format!("nodes.{name}.{f}");
+            let node_id = match rn.node_id {
+                None => u8::try_from(index).unwrap_or(u8::MAX),
+                Some(id) if id > MAX_NODE_ID => return Err(err(&k("node_id"), format!("{id} is outside 0..={MAX_NODE_ID}"))),
+                Some(id) => {
+                    if let Some(o) = nodes.iter().find(|o| o.node_id == id) {
+                        return Err(err(&k("node_id"), format!("{id} is node `{}`'s id too: node ids are unique", o.name)));
+                    }
+                    id
+                }
+            };
+            if nodes.iter().any(|o| o.replication == rn.replication) {
+                return Err(err(&k("replication"), "two nodes have the same address".into()));
+            }
             if name.is_empty() || name.len() > 64 {
                 return Err(err(&format!("nodes.{name}"), "a node name must be 1 to 64 bytes".into()));
             }
@@ -615,17 +714,17 @@ impl Config {
                 tls_key: rn.tls_key,
                 metrics,
                 delay,
+                node_id,
             });
         }
         if nbd_tls != crate::nbd::TlsMode::Off && tls.is_none() {
             return Err(err("resource.nbd_tls", "NBD TLS needs the certificates: set [net] tls_ca and tls_cert/tls_key".into()));
         }
-        if nodes.iter().all(|n| n.delay.is_some()) {
-            return Err(err(&format!("nodes.{}.apply_delay", nodes[1].name), "only one node of the pair may be a delayed replica".into()));
+        if let Some(second) = nodes.iter().filter(|n| n.delay.is_some()).nth(1) {
+            return Err(err(&format!("nodes.{}.apply_delay", second.name), "only one node of the resource may be a delayed replica".into()));
         }
-        if nodes[0].replication == nodes[1].replication {
-            return Err(err(&format!("nodes.{}.replication", nodes[1].name), "both nodes have the same address".into()));
-        }
+        let defaults = ConnDefaults { protocol, on_congestion, congestion_fill, congestion_extents, al_extents };
+        let connections = resolve_connections(raw.connections, &nodes, &defaults).map_err(|(key, reason)| err(&key, reason))?;
 
         let rs = &raw.sync;
         let d = SyncCfg::default();
@@ -678,6 +777,7 @@ impl Config {
             },
             witness,
             nodes,
+            connections,
             handlers: raw.handlers,
             sync,
         })
@@ -718,14 +818,155 @@ impl Config {
         })
     }
 
-    /// The other node.
+    /// The other node of a two-node resource (with three: the first of
+    /// [`Config::peers_of`]; the runtime runs two nodes only, see
+    /// [`Config::runtime_refusal`]).
     pub fn peer_of(&self, name: &str) -> &NodeConfig {
-        if self.nodes[0].name == name {
-            &self.nodes[1]
-        } else {
-            &self.nodes[0]
+        let first = self.connections.iter().find_map(|c| c.other(name)).and_then(|p| self.node(p));
+        match first {
+            Some(p) => p,
+            None if self.nodes[0].name == name => &self.nodes[1],
+            None => &self.nodes[0],
         }
     }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The peers node `me` connects to, in name order, each with the
+    /// settings of its connection. Empty for a name the file lacks.
+    pub fn peers_of(&self, me: &str) -> Vec<PeerCfg> {
+        self.nodes
+            .iter()
+            .filter_map(|n| {
+                let c = self.connections.iter().find(|c| c.other(me) == Some(n.name.as_str()))?;
+                Some(PeerCfg {
+                    name: n.name.clone(),
+                    node_id: n.node_id,
+                    replication: n.replication.clone(),
+                    protocol: c.protocol,
+                    on_congestion: c.on_congestion,
+                    congestion_fill: c.congestion_fill,
+                    congestion_extents: c.congestion_extents,
+                    delayed: n.delay.is_some(),
+                })
+            })
+            .collect()
+    }
+
+    /// Why the daemon (which runs one peer, with the settings of
+    /// `[resource]` and `[net]`) cannot run node `me` of this file, if it
+    /// cannot: three nodes, or a connection whose settings differ from the
+    /// resource-wide ones it would use instead. One line.
+    pub fn runtime_refusal(&self, me: &str) -> Option<String> {
+        if self.nodes.len() > 2 {
+            return Some(format!(
+                "{}: three-node resources: config and metadata are ready, the daemon does not run them yet",
+                self.path.display()
+            ));
+        }
+        let p = self.peers_of(me).into_iter().next()?;
+        let n = &self.net;
+        let differs = if p.protocol != self.resource.protocol {
+            Some(format!("protocol {} (resource.protocol is {})", p.protocol, self.resource.protocol))
+        } else if (p.on_congestion, p.congestion_fill, p.congestion_extents) != (n.on_congestion, n.congestion_fill, n.congestion_extents) {
+            Some("congestion settings other than [net]'s".to_string())
+        } else {
+            None
+        };
+        differs.map(|d| {
+            format!(
+                "{}: key `connections`: the connection {me}, {} has {d}; the daemon runs a pair with the [resource] and [net] settings only: set them there",
+                self.path.display(),
+                p.name
+            )
+        })
+    }
+}
+
+/// What a connection takes when `[[connections]]` does not say.
+struct ConnDefaults {
+    protocol: Protocol,
+    on_congestion: OnCongestion,
+    congestion_fill: u64,
+    congestion_extents: u32,
+    al_extents: u32,
+}
+
+/// The connection list, checked: known names, no node connected to
+/// itself, no pair twice, every node in one at least. None: every pair
+/// (in name order), with the defaults. Err: (dotted key, reason).
+fn resolve_connections(list: Option<Vec<RawConnection>>, nodes: &[NodeConfig], d: &ConnDefaults) -> Result<Vec<Connection>, (String, String)> {
+    let pair = |a: &str, b: &str| if a <= b { [a.to_owned(), b.to_owned()] } else { [b.to_owned(), a.to_owned()] };
+    let Some(list) = list else {
+        let mut all = Vec::new();
+        for (i, a) in nodes.iter().enumerate() {
+            for b in &nodes[i + 1..] {
+                let on_congestion = if d.protocol == Protocol::A { d.on_congestion } else { OnCongestion::Block };
+                all.push(Connection {
+                    nodes: pair(&a.name, &b.name),
+                    protocol: d.protocol,
+                    on_congestion,
+                    congestion_fill: d.congestion_fill,
+                    congestion_extents: d.congestion_extents,
+                });
+            }
+        }
+        return Ok(all);
+    };
+    let names = || nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
+    if list.is_empty() {
+        return Err(("connections".into(), "the list is empty: leave it out (every pair connects) or list the pairs".into()));
+    }
+    let mut out: Vec<Connection> = Vec::new();
+    for (i, c) in list.into_iter().enumerate() {
+        let k = |f: &str| format!("connections[{i}].{f}");
+        let [a, b] = c.nodes.as_slice() else {
+            return Err((k("nodes"), format!("names {} nodes: a connection is a pair, as in nodes = [\"alpha\", \"beta\"]", c.nodes.len())));
+        };
+        for n in [a, b] {
+            if !nodes.iter().any(|x| &x.name == n) {
+                return Err((k("nodes"), format!("unknown node `{n}` (the file has: {})", names())));
+            }
+        }
+        if a == b {
+            return Err((k("nodes"), format!("connects node `{a}` to itself")));
+        }
+        let nodes_pair = pair(a, b);
+        if let Some(j) = out.iter().position(|o| o.nodes == nodes_pair) {
+            return Err((k("nodes"), format!("the pair {a}, {b} is already connections[{j}]")));
+        }
+        let protocol = match &c.protocol {
+            None => d.protocol,
+            Some(p) => Protocol::parse(p).ok_or_else(|| {
+                (k("protocol"), format!("`{p}` is not a protocol: \"A\" (asynchronous), \"B\" (semi-synchronous) or \"C\" (synchronous)"))
+            })?,
+        };
+        let on_congestion = match c.on_congestion.as_deref() {
+            None if protocol == Protocol::A => d.on_congestion,
+            None | Some("block") => OnCongestion::Block,
+            Some("pull-ahead") if protocol == Protocol::A => OnCongestion::PullAhead,
+            Some("pull-ahead") => {
+                return Err((k("on_congestion"), format!("pull-ahead needs protocol = \"A\" (protocol {protocol} waits for the peer by definition)")))
+            }
+            Some(o) => return Err((k("on_congestion"), format!("`{o}` is not one of \"block\", \"pull-ahead\""))),
+        };
+        let congestion_fill = c.congestion_fill.map_or(d.congestion_fill, |s| s.0);
+        let congestion_extents = c.congestion_extents.unwrap_or(d.congestion_extents);
+        if congestion_extents > d.al_extents {
+            return Err((
+                k("congestion_extents"),
+                format!("{congestion_extents} is more than resource.al_extents ({}): it could never be reached", d.al_extents),
+            ));
+        }
+        out.push(Connection { nodes: nodes_pair, protocol, on_congestion, congestion_fill, congestion_extents });
+    }
+    if let Some(alone) = nodes.iter().find(|n| !out.iter().any(|c| c.other(&n.name).is_some())) {
+        return Err(("connections".into(), format!("node `{}` is in no connection: list a pair with it, or remove the node", alone.name)));
+    }
+    Ok(out)
 }
 
 fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
@@ -923,10 +1164,155 @@ control = "/tmp/b.sock"
         assert!(e.to_string().contains("unknown node `gamma`"), "{e}");
     }
 
+    /// GOOD with a third node and node ids on all three, then `extra`.
+    fn three(extra: &str) -> String {
+        format!(
+            "{}\n[nodes.gamma]\nbacking = \"/tmp/g.img\"\nmeta = \"/tmp/g.meta\"\nnbd = \"127.0.0.1:10811\"\nreplication = \"192.0.2.9:7790\"\ncontrol = \"/tmp/g.sock\"\nnode_id = 7\n{extra}",
+            GOOD.replace("[nodes.alpha]", "[nodes.alpha]\nnode_id = 0").replace("[nodes.beta]", "[nodes.beta]\nnode_id = 1")
+        )
+    }
+
+    fn one_line_error(t: &str, key: &str, says: &str) {
+        let e = parse(t).unwrap_err();
+        assert_eq!(e.key, key, "{e}");
+        let s = e.to_string();
+        assert!(s.contains(says) && !s.contains('\n') && s.starts_with("r0.toml: key `"), "{s}");
+    }
+
     #[test]
-    fn three_nodes_refused() {
-        let t = format!("{GOOD}\n[nodes.gamma]\nbacking=\"x\"\nmeta=\"y\"\nnbd=\"h:1\"\nreplication=\"h:2\"\ncontrol=\"z\"\n");
-        assert_eq!(parse(&t).unwrap_err().key, "nodes");
+    fn more_than_three_nodes_refused() {
+        let t = format!("{}\n[nodes.delta]\nbacking=\"x\"\nmeta=\"y\"\nnbd=\"h:1\"\nreplication=\"h:2\"\ncontrol=\"z\"\nnode_id = 3\n", three(""));
+        one_line_error(&t, "nodes", "two or three nodes, found 4");
+        one_line_error(&GOOD.replace("[nodes.beta]", "[other.beta]"), "other", "unknown field");
+    }
+
+    #[test]
+    fn two_nodes_are_one_connection_with_default_ids() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!((c.nodes[0].node_id, c.nodes[1].node_id), (0, 1), "0 and 1 in name order");
+        assert_eq!(c.connections.len(), 1);
+        let conn = &c.connections[0];
+        assert_eq!((conn.nodes.clone(), conn.protocol, conn.on_congestion), (["alpha".to_string(), "beta".to_string()], Protocol::C, OnCongestion::Block));
+        let p = c.peers_of("alpha");
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].name.as_str(), p[0].node_id, p[0].replication.as_str(), p[0].protocol), ("beta", 1, "127.0.0.1:7789", Protocol::C));
+        assert_eq!(c.peers_of("beta")[0].name, "alpha");
+        assert!(c.peers_of("gamma").is_empty());
+        assert_eq!(c.runtime_refusal("alpha"), None);
+        // Explicit ids on both.
+        let c = parse(&GOOD.replace("[nodes.alpha]", "[nodes.alpha]\nnode_id = 9").replace("[nodes.beta]", "[nodes.beta]\nnode_id = 4")).unwrap();
+        assert_eq!((c.nodes[0].node_id, c.peers_of("alpha")[0].node_id), (9, 4));
+        // The one pair listed: the same as no list.
+        let listed = parse(&format!("{GOOD}\n[[connections]]\nnodes = [\"beta\", \"alpha\"]\n")).unwrap();
+        assert_eq!(listed.connections, parse(GOOD).unwrap().connections);
+        assert_eq!(listed.runtime_refusal("beta"), None);
+    }
+
+    #[test]
+    fn three_nodes_full_mesh_by_default() {
+        let c = parse(&three("")).unwrap();
+        assert_eq!(c.nodes.iter().map(|n| (n.name.as_str(), n.node_id)).collect::<Vec<_>>(), [("alpha", 0), ("beta", 1), ("gamma", 7)]);
+        let pairs: Vec<_> = c.connections.iter().map(|c| c.nodes.join("-")).collect();
+        assert_eq!(pairs, ["alpha-beta", "alpha-gamma", "beta-gamma"]);
+        let p = c.peers_of("gamma");
+        assert_eq!(p.iter().map(|p| (p.name.as_str(), p.node_id)).collect::<Vec<_>>(), [("alpha", 0), ("beta", 1)]);
+        assert!(p.iter().all(|p| p.protocol == Protocol::C));
+        assert_eq!(c.peer_of("gamma").name, "alpha", "the two-node accessor answers the first peer");
+        let why = c.runtime_refusal("alpha").unwrap();
+        assert!(why.contains("three-node resources: config and metadata are ready, the daemon does not run them yet"), "{why}");
+    }
+
+    /// The usual layout: alpha and beta synchronous, gamma asynchronous
+    /// with pull-ahead, and only the pairs listed connect.
+    #[test]
+    fn three_nodes_with_a_connection_list() {
+        let list = r#"
+[[connections]]
+nodes = ["alpha", "beta"]
+
+[[connections]]
+nodes = ["alpha", "gamma"]
+protocol = "A"
+on_congestion = "pull-ahead"
+congestion_fill = "2MiB"
+congestion_extents = 100
+
+[[connections]]
+nodes = ["gamma", "beta"]
+protocol = "A"
+"#;
+        let c = parse(&three(list)).unwrap();
+        let by = |a: &str, b: &str| c.peers_of(a).into_iter().find(|p| p.name == b).unwrap();
+        assert_eq!(by("alpha", "beta").protocol, Protocol::C);
+        let g = by("alpha", "gamma");
+        assert_eq!((g.protocol, g.on_congestion, g.congestion_fill, g.congestion_extents, g.node_id), (Protocol::A, OnCongestion::PullAhead, 2 << 20, 100, 7));
+        // Not given on the connection: [net]'s.
+        let bg = by("beta", "gamma");
+        assert_eq!((bg.protocol, bg.on_congestion, bg.congestion_fill), (Protocol::A, OnCongestion::Block, DEFAULT_CONGESTION_FILL));
+        assert_eq!(c.connections[2].nodes, ["beta".to_string(), "gamma".to_string()], "pairs in name order");
+        // [net]'s pull-ahead is the default of the protocol-A connections only.
+        let c = parse(&three(&list.replace("on_congestion = \"pull-ahead\"\n", "")).replace("secret = \"s3\"", "secret = \"s3\"\non_congestion = \"pull-ahead\"")).unwrap();
+        assert_eq!(c.peers_of("beta").iter().map(|p| p.on_congestion).collect::<Vec<_>>(), [OnCongestion::Block, OnCongestion::PullAhead]);
+        // A pair left out does not connect.
+        let two = "[[connections]]\nnodes = [\"alpha\", \"beta\"]\n[[connections]]\nnodes = [\"alpha\", \"gamma\"]\n";
+        let c = parse(&three(two)).unwrap();
+        assert_eq!(c.peers_of("gamma").len(), 1);
+        assert_eq!(c.peers_of("alpha").len(), 2);
+    }
+
+    #[test]
+    fn node_ids_checked() {
+        one_line_error(&three("").replace("node_id = 7\n", ""), "nodes.gamma.node_id", "with three nodes every node needs a node_id");
+        one_line_error(&three("").replace("node_id = 0\n", ""), "nodes.alpha.node_id", "with three nodes every node needs a node_id");
+        one_line_error(&three("").replace("node_id = 7", "node_id = 32"), "nodes.gamma.node_id", "32 is outside 0..=31");
+        one_line_error(&three("").replace("node_id = 7", "node_id = 1"), "nodes.gamma.node_id", "node `beta`'s id too");
+        one_line_error(&three("").replace("node_id = 7", "node_id = -1"), "nodes.gamma.node_id", "");
+        one_line_error(&GOOD.replace("[nodes.beta]", "[nodes.beta]\nnode_id = 1"), "nodes.alpha.node_id", "on every node or on none");
+    }
+
+    #[test]
+    fn connection_list_checked() {
+        let conn = |body: &str| three(&format!("[[connections]]\nnodes = [\"alpha\", \"beta\"]\n[[connections]]\n{body}\n[[connections]]\nnodes = [\"beta\", \"gamma\"]\n"));
+        for (body, key, says) in [
+            ("nodes = [\"alpha\", \"delta\"]", "connections[1].nodes", "unknown node `delta` (the file has: alpha, beta, gamma)"),
+            ("nodes = [\"gamma\", \"gamma\"]", "connections[1].nodes", "connects node `gamma` to itself"),
+            ("nodes = [\"beta\", \"alpha\"]", "connections[1].nodes", "already connections[0]"),
+            ("nodes = [\"alpha\"]", "connections[1].nodes", "names 1 nodes: a connection is a pair"),
+            ("nodes = [\"alpha\", \"beta\", \"gamma\"]", "connections[1].nodes", "a connection is a pair"),
+            ("nodes = [\"alpha\", \"gamma\"]\nprotocol = \"D\"", "connections[1].protocol", "`D` is not a protocol"),
+            ("nodes = [\"alpha\", \"gamma\"]\non_congestion = \"pull-ahead\"", "connections[1].on_congestion", "pull-ahead needs protocol = \"A\""),
+            ("nodes = [\"alpha\", \"gamma\"]\non_congestion = \"ahead\"", "connections[1].on_congestion", "not one of"),
+            ("nodes = [\"alpha\", \"gamma\"]\nprotocol = \"A\"\ncongestion_extents = 100000", "connections[1].congestion_extents", "more than resource.al_extents"),
+            ("nodes = [\"alpha\", \"gamma\"]\ncolour = 1", "connections[1].colour", "unknown field"),
+            ("protocol = \"A\"", "connections[1]", "missing field `nodes`"),
+        ] {
+            one_line_error(&conn(body), key, says);
+        }
+        one_line_error(&three("[[connections]]\nnodes = [\"alpha\", \"beta\"]\n"), "connections", "node `gamma` is in no connection");
+        one_line_error(&format!("connections = []\n{}", three("")), "connections", "the list is empty");
+    }
+
+    #[test]
+    fn three_nodes_one_delayed_replica_distinct_addresses() {
+        let c = parse(&three("apply_delay = \"1h\"\n")).unwrap();
+        assert!(c.peers_of("alpha").iter().any(|p| p.name == "gamma" && p.delayed));
+        let two_delayed = three("apply_delay = \"1h\"\n").replace("control = \"/tmp/a.sock\"", "control = \"/tmp/a.sock\"\napply_delay = \"1h\"");
+        one_line_error(&two_delayed, "nodes.gamma.apply_delay", "only one node of the resource may be a delayed replica");
+        one_line_error(&three("").replace("192.0.2.9:7790", "127.0.0.1:7788"), "nodes.gamma.replication", "same address");
+    }
+
+    /// A two-node file whose connection says what [resource]/[net] do not:
+    /// valid, but the daemon (which runs the resource-wide settings) says
+    /// it cannot run it rather than run another protocol than written.
+    #[test]
+    fn two_node_connection_settings_the_daemon_cannot_run_yet() {
+        let c = parse(&format!("{GOOD}\n[[connections]]\nnodes = [\"alpha\", \"beta\"]\nprotocol = \"A\"\n")).unwrap();
+        assert_eq!(c.peers_of("alpha")[0].protocol, Protocol::A);
+        let why = c.runtime_refusal("alpha").unwrap();
+        assert!(why.contains("protocol A (resource.protocol is C)") && !why.contains('\n'), "{why}");
+        let a = GOOD.replace("protocol = \"C\"", "protocol = \"A\"");
+        let c = parse(&format!("{a}\n[[connections]]\nnodes = [\"alpha\", \"beta\"]\ncongestion_fill = \"1MiB\"\n")).unwrap();
+        assert!(c.runtime_refusal("beta").unwrap().contains("congestion"));
     }
 
     #[test]

@@ -55,6 +55,9 @@ impl RawWitness {
         if name.is_empty() || name.len() > 64 {
             return e("name", "a node name must be 1 to 64 bytes");
         }
+        if node_names.len() != 2 {
+            return e("name", "a witness breaks ties between two data nodes: with three, the third is the tie-breaker");
+        }
         if node_names.contains(&name.as_str()) {
             return e("name", "the witness must not be one of [nodes.*]: it holds no data");
         }

@@ -69,3 +69,67 @@ fn demo_runs_a_replicated_pair_and_stops_on_ctrl_c() {
     let st = child.wait().unwrap();
     assert_eq!(st.code(), Some(0), "Ctrl-C must stop the demo with exit 0");
 }
+
+/// A three-node resource file in `dir` (ids 0, 1, 2; gamma asynchronous).
+fn three_node_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut t = String::from("[resource]\nname = \"r3\"\nsize = \"64MiB\"\n");
+    for (i, n) in ["alpha", "beta", "gamma"].iter().enumerate() {
+        let d = dir.display();
+        t += &format!(
+            "\n[nodes.{n}]\nnode_id = {i}\nbacking = \"{d}/{n}.img\"\nmeta = \"{d}/{n}.meta\"\nnbd = \"127.0.0.1:{}\"\nreplication = \"127.0.0.1:{}\"\ncontrol = \"{d}/{n}.sock\"\n",
+            7100 + i,
+            7000 + i
+        );
+    }
+    t += "\n[[connections]]\nnodes = [\"alpha\", \"beta\"]\n\n[[connections]]\nnodes = [\"alpha\", \"gamma\"]\nprotocol = \"A\"\n\n[[connections]]\nnodes = [\"beta\", \"gamma\"]\nprotocol = \"A\"\n";
+    let path = dir.join("r3.toml");
+    std::fs::write(&path, t).unwrap();
+    path
+}
+
+/// The daemon runs two nodes: a three-node file is refused with one line
+/// before anything is created; the tools that only read the file take it.
+#[test]
+fn repd_refuses_a_three_node_resource_repctl_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = three_node_config(dir.path());
+    let o = Command::new(REPD).args(["--config", cfg.to_str().unwrap(), "--node", "gamma"]).output().unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(e.contains("three-node resources: config and metadata are ready, the daemon does not run them yet"), "{e}");
+    assert!(!dir.path().join("gamma.meta").exists() && !dir.path().join("gamma.img").exists(), "nothing is created");
+    // repctl reads the file (no daemon answers: exit 3, not a config error).
+    let o = Command::new(REPCTL).args(["--config", cfg.to_str().unwrap(), "--node", "gamma", "status"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A node's metadata made for three nodes (a bitmap slot per peer) is
+/// refused by a pair's daemon: it would keep one slot and leave the
+/// other stale.
+#[test]
+fn repd_refuses_three_node_metadata_for_a_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = three_node_config(dir.path());
+    let o = Command::new(REPCTL).args(["--config", cfg.to_str().unwrap(), "--node", "alpha", "create-md"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The same file as a pair: gamma and its connections gone.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let pair = text[..text.find("\n[nodes.gamma]").unwrap()].replace("node_id = 0\n", "").replace("node_id = 1\n", "");
+    let pair_cfg = dir.path().join("pair.toml");
+    std::fs::write(&pair_cfg, pair).unwrap();
+    let child = Command::new(REPD).args(["--config", pair_cfg.to_str().unwrap(), "--node", "alpha"]).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(out) = rx.recv_timeout(Duration::from_secs(30)) else {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        panic!("repd ran a pair on metadata with two bitmap slots");
+    };
+    let out = out.unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(e.contains("the metadata has 2 bitmap slots (made for a resource of 3 nodes); this resource has two"), "{e}");
+}

@@ -30,7 +30,7 @@ fn every_config_key_is_documented() {
     let src = read("src/config.rs");
     let doc = read("docs/configuration.md");
     let mut n = 0;
-    for (section, name) in [("[resource]", "RawResource"), ("[net]", "RawNet"), ("[nodes.NAME]", "RawNode"), ("[handlers]", "Handlers")] {
+    for (section, name) in [("[resource]", "RawResource"), ("[net]", "RawNet"), ("[nodes.NAME]", "RawNode"), ("[[connections]]", "RawConnection"), ("[handlers]", "Handlers")] {
         let keys = fields(&src, name);
         assert!(keys.len() >= 3, "{name}: parsed only {keys:?}");
         // Each key in the table of its section.

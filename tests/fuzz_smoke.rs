@@ -335,6 +335,8 @@ fn write_seed_corpus() {
     put(&c.join("meta_header"), "header_v1_fixcrc", &[&[0x04u8][..], &h[..used]].concat());
     let full = vector_bytes(&mdir.join("header_v1_1_full.hex"), 4096);
     put(&c.join("meta_header"), "header_v1_1_full", &[&[0u8][..], &full[..used]].concat());
+    let slots = vector_bytes(&mdir.join("header_v1_2_slots.hex"), 4096);
+    put(&c.join("meta_header"), "header_v1_2_slots", &[&[0u8][..], &slots[..264 + 2 * 96]].concat());
     let tx = vector_bytes(&mdir.join("al_transaction_v1.hex"), 4096);
     // slots 5, 10 extents, repair on; 8 ring slots of 0x230 bytes, the vector in slot 3.
     let per = 0x230;
@@ -369,4 +371,7 @@ fn write_seed_corpus() {
     put(&d, "pair", cfg.as_bytes());
     put(&d, "empty", b"");
     put(&d, "bad_size", cfg.replace("1GiB", "18446744073709551615TiB").as_bytes());
+    let three = cfg.replace("[nodes.alpha]", "[nodes.alpha]\nnode_id = 0").replace("[nodes.beta]", "[nodes.beta]\nnode_id = 1")
+        + "\n[nodes.gamma]\nnode_id = 2\nbacking = \"/tmp/g.img\"\nmeta = \"/tmp/g.meta\"\nnbd = \"127.0.0.1:10811\"\nreplication = \"192.0.2.3:7788\"\ncontrol = \"/tmp/g.sock\"\n\n[[connections]]\nnodes = [\"alpha\", \"beta\"]\n\n[[connections]]\nnodes = [\"alpha\", \"gamma\"]\nprotocol = \"A\"\non_congestion = \"pull-ahead\"\n\n[[connections]]\nnodes = [\"beta\", \"gamma\"]\nprotocol = \"A\"\n";
+    put(&d, "three_nodes", three.as_bytes());
 }

@@ -9,6 +9,7 @@
 use repd::meta::activity_log::{AlTransaction, AlUpdate};
 use repd::meta::al_ring::{self, TX_SIZE};
 use repd::meta::header::{self, DiskState, Flags, Header, State, HEADER_SIZE};
+use repd::meta::slots::{NodeIds, PeerSlot};
 use repd::meta::Layout;
 use repd::vocab::GenIds;
 use std::path::PathBuf;
@@ -75,6 +76,8 @@ fn sample_header() -> Header {
             resync_next_bit: Some(0x1000),
             node_name: "alpha".into(),
             peer_name: "beta".into(),
+            ids: None,
+            more_slots: Vec::new(),
         },
     }
 }
@@ -131,6 +134,49 @@ fn header_vector_with_a_full_tail_is_minor_1() {
     old[10] = 0;
     let old: &[u8; HEADER_SIZE] = old.as_slice().try_into().unwrap();
     assert!(matches!(header::decode(old), Err(header::HeaderError::BadCrc { .. })), "the minor is covered by the crc");
+}
+
+/// Format 1.2: gamma (node id 2) of three nodes, a bitmap slot for alpha
+/// (node id 0, bitmap id 0xA1..) and one for beta (node id 1, a full sync
+/// under way from bit 0x40). The 1.1 per-peer fields are zero; the slot
+/// table follows at 256. A 1.1 reader refuses it by its version check
+/// (minor 2 > 1) rather than misreading the first slot.
+#[test]
+fn header_vector_with_peer_slots_is_minor_2() {
+    let mut h = sample_header();
+    h.minor = 2;
+    h.layout = Layout::compute_slots(1 << 30, 4096, 4 << 20, 1237, 2).unwrap();
+    h.state.node_name = "gamma".into();
+    h.state.peer_name = "alpha".into();
+    h.state.gen.bitmap = 0xa1a2_a3a4_a5a6_a7a8;
+    h.state.flags = Flags { primary: true, ..Flags::default() };
+    h.state.resync_next_bit = None;
+    h.state.ids = Some(NodeIds { me: 2, first_peer: 0 });
+    h.state.more_slots = vec![PeerSlot { node_id: 1, name: "beta".into(), bitmap_id: 0xb1b2_b3b4_b5b6_b7b8, full_sync_needed: true, resync_next_bit: Some(0x40) }];
+    let title = "repd metadata header v1.2, sequence 5, 1 GiB device, node gamma (id 2) with slots for alpha (id 0) and beta (id 1, full sync from bit 0x40)";
+    let golden = check("header_v1_2_slots.hex", title, &header::encode(&h).unwrap()[..]);
+    let block: &[u8; HEADER_SIZE] = golden.as_slice().try_into().unwrap();
+    assert_eq!(header::decode(block).unwrap(), h);
+    // Spot checks written from the spec, not from the code.
+    assert_eq!(&golden[8..12], &[1, 0, 2, 0], "major 1, minor 2");
+    assert_eq!(golden[48], 0b1, "flags: primary (bit 3 stays clear: tails are per slot)");
+    assert_eq!(&golden[56..64], &0x1122_3344_5566_7789u64.to_le_bytes(), "current id: per node");
+    assert_eq!(&golden[72..80], &0x3344_5566_7788_9900u64.to_le_bytes(), "history: per node");
+    assert!(golden[64..72].iter().chain(&golden[88..96]).chain(&golden[192..256]).all(|&b| b == 0), "1.1 per-peer fields zero");
+    assert_eq!(&golden[104..112], &32768u64.to_le_bytes(), "bitmap length: per slot");
+    assert_eq!(&golden[112..120], &(8192u64 + 2 * 32768).to_le_bytes(), "AL offset after two slots");
+    assert_eq!(&golden[128..133], b"gamma");
+    assert_eq!(&golden[256..264], &[2, 2, 0, 0, 0, 0, 0, 0], "node id 2, two slots");
+    let (s0, s1) = (264, 264 + 96);
+    assert_eq!(&golden[s0..s0 + 8], &[0, 0, 0, 0, 0, 0, 0, 0], "slot 0: peer 0, no full tail");
+    assert_eq!(&golden[s0 + 8..s0 + 16], &0xa1a2_a3a4_a5a6_a7a8u64.to_le_bytes(), "slot 0 bitmap id");
+    assert_eq!(&golden[s0 + 16..s0 + 24], &[0xff; 8], "slot 0: no resume bit");
+    assert_eq!(&golden[s0 + 32..s0 + 37], b"alpha");
+    assert_eq!(&golden[s1..s1 + 2], &[1, 1], "slot 1: peer 1, full tail");
+    assert_eq!(&golden[s1 + 8..s1 + 16], &0xb1b2_b3b4_b5b6_b7b8u64.to_le_bytes(), "slot 1 bitmap id");
+    assert_eq!(&golden[s1 + 16..s1 + 24], &0x40u64.to_le_bytes(), "slot 1: the tail's first bit");
+    assert_eq!(&golden[s1 + 32..s1 + 36], b"beta");
+    assert!(golden[s1 + 96..].iter().all(|&b| b == 0), "reserved tail");
 }
 
 #[test]

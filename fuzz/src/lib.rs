@@ -422,8 +422,10 @@ fn fix_header(b: &mut [u8; header::HEADER_SIZE], ctl: u8) {
     }
     if ctl & 2 != 0 {
         b[8..10].copy_from_slice(&header::MAJOR.to_le_bytes());
-        // Minor 1 exactly when the full-tail flag is set (the writer's rule).
-        let minor = u16::from(b[48] & 8 != 0);
+        // The writer's rule: minor 2 with a slot table (its count at 257,
+        // reserved zero before 1.2), else 1 exactly when the full-tail
+        // flag is set.
+        let minor = if b[257] != 0 { 2 } else { u16::from(b[48] & 8 != 0) };
         b[10..12].copy_from_slice(&minor.to_le_bytes());
     }
     if ctl & 4 != 0 {
@@ -593,8 +595,20 @@ pub fn config_parse(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     match repd::config::Config::parse(Path::new("fuzz.toml"), &text) {
         Ok(c) => {
-            assert_eq!(c.nodes.len(), 2);
-            assert!(c.nodes[0].name < c.nodes[1].name, "nodes not sorted and distinct");
+            assert!((2..=3).contains(&c.nodes.len()), "{} nodes", c.nodes.len());
+            assert!(c.nodes.windows(2).all(|w| w[0].name < w[1].name), "nodes not sorted and distinct");
+            // Ids unique; every node has a peer; each peer list names
+            // other nodes only, once.
+            let mut ids: Vec<u8> = c.nodes.iter().map(|n| n.node_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), c.nodes.len(), "node ids not unique");
+            for n in &c.nodes {
+                let peers = c.peers_of(&n.name);
+                assert!(!peers.is_empty() && peers.iter().all(|p| p.name != n.name), "{}: {peers:?}", n.name);
+                assert!(peers.windows(2).all(|w| w[0].name < w[1].name));
+                let _ = c.runtime_refusal(&n.name);
+            }
         }
         Err(e) => {
             let _ = e.to_string();

@@ -43,8 +43,13 @@ pub struct CreateArgs {
     #[arg(long)]
     size: Option<String>,
     /// The peer's node name (with --meta; taken from the config otherwise).
+    /// With --node-id: `NAME:ID` once per peer (a bitmap slot each).
     #[arg(long)]
-    peer: Option<String>,
+    peer: Vec<String>,
+    /// This node's id (with --meta): a file with a bitmap slot per --peer
+    /// NAME:ID, as for a node of a three-node resource.
+    #[arg(long)]
+    node_id: Option<u8>,
     /// Activity-log extents (default: `al_extents` from the config, else 1237).
     #[arg(long)]
     al_extents: Option<u32>,
@@ -180,9 +185,25 @@ struct Dump {
     other: Result<Header, header::HeaderError>,
     header: Header,
     file_len: u64,
+    /// The first slot's (a two-node file's one bitmap).
     set_bits: u64,
     out_of_sync_bytes: u64,
+    /// Every bitmap slot (one for a two-node file).
+    slots: Vec<SlotDump>,
     replay: AlReplay,
+}
+
+/// One bitmap slot as `dump-md` shows it.
+struct SlotDump {
+    /// The peer's node id (None: a two-node file records none).
+    node_id: Option<u8>,
+    peer: String,
+    bitmap_id: u64,
+    /// The full tail's first bit.
+    tail: Option<u64>,
+    offset: u64,
+    set_bits: u64,
+    out_of_sync_bytes: u64,
 }
 
 fn io_fail<'a>(path: &'a Path, op: &str) -> impl FnOnce(io::Error) -> Fail + 'a {
@@ -210,26 +231,23 @@ fn inspect(path: &Path) -> Result<Dump, Fail> {
     if file_len < l.file_len() {
         return Err(MetaError::TooShort { path: path.to_owned(), actual: file_len, needed: l.file_len() }.into());
     }
-    // Format 1.1: with a full tail, every bit from its start is out of sync
-    // whatever the bitmap holds there.
-    let tail = header.state.flags.full_sync_needed.then(|| header.state.resync_next_bit.unwrap_or(0).min(l.bits()));
-    let below = tail.unwrap_or(l.bits());
-    let set_bits = count_bits(&file, l.bitmap_offset, below).map_err(io_fail(path, "read the bitmap"))? + (l.bits() - below);
-    let last_set = if l.bits() == 0 {
-        false
-    } else if below < l.bits() {
-        true
-    } else {
-        let bit = l.bits() - 1;
-        let mut b = [0u8; 1];
-        file.read_exact_at(&mut b, l.bitmap_offset + bit / 8).map_err(io_fail(path, "read the bitmap"))?;
-        b[0] & (1 << (bit % 8)) != 0
-    };
-    let g = u64::from(l.granularity);
-    let mut out_of_sync_bytes = set_bits * g;
-    if last_set {
-        out_of_sync_bytes -= l.bits() * g - l.device_size;
+    let s = &header.state;
+    let mut slots = Vec::with_capacity(l.slots as usize);
+    for i in 0..s.slot_count() {
+        let offset = l.slot_offset(u32::try_from(i).unwrap_or(u32::MAX));
+        let tail = s.tail(i);
+        let (set_bits, out_of_sync_bytes) = count_slot(&file, &l, offset, tail).map_err(io_fail(path, "read the bitmap"))?;
+        slots.push(SlotDump {
+            node_id: s.slot_node_id(i),
+            peer: s.slot_name(i).to_owned(),
+            bitmap_id: s.slot_bitmap_id(i),
+            tail,
+            offset,
+            set_bits,
+            out_of_sync_bytes,
+        });
     }
+    let (set_bits, out_of_sync_bytes) = slots.first().map_or((0, 0), |d| (d.set_bits, d.out_of_sync_bytes));
     let mut ring = Vec::with_capacity(l.al_ring_len as usize);
     for i in 0..u64::from(l.al_ring_len) {
         let mut b = Box::new([0u8; al_ring::TX_SIZE]);
@@ -239,7 +257,31 @@ fn inspect(path: &Path) -> Result<Dump, Fail> {
     }
     let refs: Vec<&[u8; al_ring::TX_SIZE]> = ring.iter().map(|b| &**b).collect();
     let replay = al_ring::replay(&refs, l.al_slots, l.extents());
-    Ok(Dump { path: path.to_owned(), copy, other, header, file_len, set_bits, out_of_sync_bytes, replay })
+    Ok(Dump { path: path.to_owned(), copy, other, header, file_len, set_bits, out_of_sync_bytes, slots, replay })
+}
+
+/// Set bits and out-of-sync bytes of the bitmap slot at `offset`. With a
+/// full tail (format 1.1, or a 1.2 slot's), every bit from its start is
+/// out of sync whatever the bitmap holds there.
+fn count_slot(file: &File, l: &crate::meta::Layout, offset: u64, tail: Option<u64>) -> io::Result<(u64, u64)> {
+    let below = tail.map_or(l.bits(), |t| t.min(l.bits()));
+    let set_bits = count_bits(file, offset, below)? + (l.bits() - below);
+    let last_set = if l.bits() == 0 {
+        false
+    } else if below < l.bits() {
+        true
+    } else {
+        let bit = l.bits() - 1;
+        let mut b = [0u8; 1];
+        file.read_exact_at(&mut b, offset + bit / 8)?;
+        b[0] & (1 << (bit % 8)) != 0
+    };
+    let g = u64::from(l.granularity);
+    let mut out_of_sync_bytes = set_bits * g;
+    if last_set {
+        out_of_sync_bytes -= l.bits() * g - l.device_size;
+    }
+    Ok((set_bits, out_of_sync_bytes))
 }
 
 /// Length of a regular file or block device.
@@ -429,6 +471,12 @@ impl Dump {
              0000000000000004 is a just-created disk, 0 is no id."
         );
         let _ = writeln!(o, "Disk state on disk: {}; node {} (peer {}).", disk_name(s.disk), s.node_name, s.peer_name);
+        if let Some(ids) = s.ids {
+            let _ = writeln!(o, "Node id {}; the bitmap UUID above is the first peer's. Per peer:", ids.me);
+            for d in &self.slots {
+                let _ = writeln!(o, "{}", d.line());
+            }
+        }
         o
     }
 
@@ -448,7 +496,14 @@ impl Dump {
                 let _ = writeln!(o, "other copy: damaged ({e}); the next header write repairs it");
             }
         }
-        let _ = writeln!(o, "node {} peer {}", s.node_name, s.peer_name);
+        match s.ids {
+            None => {
+                let _ = writeln!(o, "node {} peer {}", s.node_name, s.peer_name);
+            }
+            Some(ids) => {
+                let _ = writeln!(o, "node {} (node id {}) peers {}", s.node_name, ids.me, self.slots.len());
+            }
+        }
         let _ = writeln!(o, "device-size {} ({})", l.device_size, bytes(l.device_size));
         let _ = writeln!(o, "disk {}", disk_name(s.disk));
         let _ = writeln!(o, "gi {}", self.gi_line());
@@ -487,6 +542,11 @@ impl Dump {
             self.out_of_sync_bytes,
             100.0 * self.out_of_sync_bytes as f64 / l.device_size as f64
         );
+        if s.ids.is_some() {
+            for d in &self.slots {
+                let _ = writeln!(o, "{}", d.line());
+            }
+        }
         let active = self.replay.active_extents();
         let _ = writeln!(
             o,
@@ -525,7 +585,18 @@ impl Dump {
                 Err(e) => json!({"ok": false, "error": e.to_string()}),
             },
             "node": s.node_name,
+            "node_id": s.ids.map(|i| i.me),
             "peer": s.peer_name,
+            "slots": self.slots.iter().map(|d| json!({
+                "peer": d.peer,
+                "node_id": d.node_id,
+                "bitmap_id": hex(d.bitmap_id),
+                "full_sync_needed": d.tail.is_some(),
+                "resync_next_bit": d.tail,
+                "offset": d.offset,
+                "set_bits": d.set_bits,
+                "out_of_sync_bytes": d.out_of_sync_bytes,
+            })).collect::<Vec<_>>(),
             "device_size": l.device_size,
             "disk": disk_name(s.disk),
             "gen": {
@@ -565,14 +636,50 @@ impl Dump {
     }
 }
 
+impl SlotDump {
+    /// `slot peer beta (node id 1) bitmap-id ..., N set, out-of-sync B bytes`.
+    fn line(&self) -> String {
+        let id = self.node_id.map_or_else(String::new, |i| format!(" (node id {i})"));
+        let tail = self.tail.map_or_else(String::new, |t| format!(", full sync from bit {t}"));
+        format!(
+            "slot peer {}{id} bitmap-id {}, {} set, out-of-sync {} bytes{tail}",
+            self.peer,
+            hex(self.bitmap_id),
+            self.set_bits,
+            self.out_of_sync_bytes
+        )
+    }
+}
+
 /// `create-md`: a new file with fresh ids (disk inconsistent, bitmap clear).
 fn create(p: &Place, node: Option<&str>, a: &CreateArgs) -> Result<String, Fail> {
     let path = &p.meta;
+    // More than two nodes: a slot per peer, named by node id (format 1.2).
+    let slots: Option<(u8, Vec<(u8, String)>)> = match (&p.cfg, a.node_id) {
+        (Some((cfg, me)), _) if cfg.nodes.len() > 2 => Some((me.node_id, cfg.peers_of(&me.name).into_iter().map(|p| (p.node_id, p.name)).collect())),
+        (None, Some(me)) => {
+            let mut peers = Vec::new();
+            for arg in &a.peer {
+                let bad = || Fail::Usage(format!("--peer {arg}: with --node-id give NAME:ID (a node id 0 to {})", crate::meta::slots::MAX_NODE_ID));
+                let (name, id) = arg.rsplit_once(':').ok_or_else(bad)?;
+                let id: u8 = id.parse().map_err(|_| bad())?;
+                peers.push((id, name.to_owned()));
+            }
+            Some((me, peers))
+        }
+        (Some(_), Some(_)) => return Err(Fail::Usage("--node-id goes with --meta; with --config the ids come from the file".into())),
+        _ => None,
+    };
     let (name, peer, cfg_size, cfg_al) = match &p.cfg {
         Some((cfg, me)) => (me.name.clone(), cfg.peer_of(&me.name).name.clone(), device_size_from_config(cfg, me)?, Some(cfg.resource.al_extents)),
         None => {
             let name = node.ok_or_else(|| Fail::Usage("create-md --meta needs --node NAME and --peer NAME (or --config)".into()))?;
-            let peer = a.peer.clone().ok_or_else(|| Fail::Usage("create-md --meta needs --peer NAME (or --config)".into()))?;
+            let peer = match (a.peer.as_slice(), a.node_id) {
+                ([one], None) => one.clone(),
+                ([], _) => return Err(Fail::Usage("create-md --meta needs --peer NAME (or --config)".into())),
+                (_, None) => return Err(Fail::Usage("create-md --meta: several --peer need --node-id (and NAME:ID each)".into())),
+                (_, Some(_)) => String::new(),
+            };
             (name.to_owned(), peer, None, None)
         }
     };
@@ -580,7 +687,17 @@ fn create(p: &Place, node: Option<&str>, a: &CreateArgs) -> Result<String, Fail>
         Some(s) => crate::config::parse_size(s).map_err(|e| Fail::Usage(format!("--size: {e}")))?,
         None => cfg_size.ok_or_else(|| Fail::Usage("give --size (no config, or neither `size` nor an existing backing file)".into()))?,
     };
-    let mut params = CreateParams::new(size, &name, &peer);
+    let mut params = match &slots {
+        None => CreateParams::new(size, &name, &peer),
+        Some((me, peers)) => {
+            let list: Vec<(u8, &str)> = peers.iter().map(|(id, n)| (*id, n.as_str())).collect();
+            CreateParams::with_peers(size, &name, *me, &list)
+        }
+    };
+    let peer = match &slots {
+        None => peer,
+        Some((_, peers)) => peers.iter().map(|(id, n)| format!("{n} node id {id}")).collect::<Vec<_>>().join(", "),
+    };
     if let Some(al) = a.al_extents.or(cfg_al) {
         params.al_slots = al;
     }

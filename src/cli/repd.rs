@@ -82,6 +82,12 @@ pub fn main() -> i32 {
                     return exit::USAGE;
                 }
             };
+            // The runtime runs one peer with [resource]/[net]'s settings;
+            // config and metadata already take three nodes.
+            if let Some(why) = cfg.runtime_refusal(&me.name) {
+                say(&format!("repd: {why}"));
+                return exit::USAGE;
+            }
             crate::logging::init(cfg.resource.log_level.as_deref());
             crate::logging::set_origin(&cfg.resource.name, &me.name);
             Job::Node(Box::new(cfg), Box::new(me))

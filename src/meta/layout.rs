@@ -4,6 +4,7 @@
 //! 0       header copy 0 (4 KiB)
 //! 4096    header copy 1 (4 KiB)
 //! 8192    dirty bitmap: ceil(device_size / granularity) bits, rounded up to 4 KiB
+//!         (format 1.2: `slots` such bitmaps, one per peer, one after the other)
 //! al_offset  activity-log ring: al_ring_len transaction slots of 4 KiB
 //! ```
 //! The header stores the computed offsets too; [`super::header::decode`]
@@ -21,6 +22,8 @@ pub const MAX_BITMAP_LEN: u64 = 1 << 32;
 pub const MAX_AL_SLOTS: u32 = 65_534;
 /// Default bytes per bitmap bit.
 pub const DEFAULT_GRANULARITY: u32 = 4096;
+/// Most bitmap slots (peers) a file holds: 32 nodes, as DRBD 9.
+pub const MAX_SLOTS: u32 = 31;
 /// Default activity-log extent size.
 pub const DEFAULT_AL_EXTENT_SIZE: u32 = 4 << 20;
 /// Default number of activity-log slots (DRBD's default).
@@ -40,8 +43,11 @@ pub struct Layout {
     /// Transactions the ring holds.
     pub al_ring_len: u32,
     pub bitmap_offset: u64,
-    /// Bitmap bytes in the file (a multiple of 4096).
+    /// Bytes of one bitmap slot in the file (a multiple of 4096).
     pub bitmap_len: u64,
+    /// Bitmap slots, one per peer: 1 for a two-node file (format 1.0 and
+    /// 1.1), as many as the header's slot table names for format 1.2.
+    pub slots: u32,
     pub al_offset: u64,
     pub al_len: u64,
 }
@@ -51,8 +57,17 @@ fn div_ceil(a: u64, b: u64) -> u64 {
 }
 
 impl Layout {
-    /// Computes the layout, or says which size is unacceptable.
+    /// Computes the layout of a one-slot (two-node) file, or says which
+    /// size is unacceptable.
     pub fn compute(device_size: u64, granularity: u32, al_extent_size: u32, al_slots: u32) -> Result<Layout, String> {
+        Self::compute_slots(device_size, granularity, al_extent_size, al_slots, 1)
+    }
+
+    /// Computes the layout with `slots` bitmaps (1 to [`MAX_SLOTS`]).
+    pub fn compute_slots(device_size: u64, granularity: u32, al_extent_size: u32, al_slots: u32, slots: u32) -> Result<Layout, String> {
+        if !(1..=MAX_SLOTS).contains(&slots) {
+            return Err(format!("{slots} bitmap slots: must be 1 to {MAX_SLOTS}"));
+        }
         if device_size == 0 || device_size > MAX_DEVICE_SIZE {
             return Err(format!("device size {device_size} must be 1 byte to 1 PiB"));
         }
@@ -75,7 +90,7 @@ impl Layout {
             return Err(format!("bitmap of {bitmap_len} bytes is too large: use a larger granularity"));
         }
         let al_ring_len = ring_len_for(al_slots);
-        let al_offset = BITMAP_OFFSET + bitmap_len;
+        let al_offset = BITMAP_OFFSET + bitmap_len * u64::from(slots);
         let al_len = u64::from(al_ring_len) * TX_SIZE as u64;
         Ok(Layout {
             device_size,
@@ -85,9 +100,15 @@ impl Layout {
             al_ring_len,
             bitmap_offset: BITMAP_OFFSET,
             bitmap_len,
+            slots,
             al_offset,
             al_len,
         })
+    }
+
+    /// File offset of bitmap slot `slot` (slot 0 at `bitmap_offset`).
+    pub fn slot_offset(&self, slot: u32) -> u64 {
+        self.bitmap_offset + self.bitmap_len * u64::from(slot)
     }
 
     /// Bits in the bitmap (bits past the device end do not exist).
@@ -118,6 +139,20 @@ mod tests {
         assert_eq!(l.al_offset, 8192 + 32 * 1024);
         assert_eq!(l.extents(), 256);
         assert!(l.al_ring_len >= 8);
+    }
+
+    /// Slots follow each other; the ring follows the last; one slot is
+    /// the layout of before.
+    #[test]
+    fn meta_layout_slots() {
+        let one = Layout::compute(1 << 30, 4096, 4 << 20, 1237).unwrap();
+        assert_eq!(Layout::compute_slots(1 << 30, 4096, 4 << 20, 1237, 1).unwrap(), one);
+        let three = Layout::compute_slots(1 << 30, 4096, 4 << 20, 1237, 3).unwrap();
+        assert_eq!((three.slot_offset(0), three.slot_offset(2)), (8192, 8192 + 2 * 32 * 1024));
+        assert_eq!(three.al_offset, 8192 + 3 * 32 * 1024);
+        assert_eq!(three.file_len() - one.file_len(), 2 * 32 * 1024);
+        assert!(Layout::compute_slots(1 << 30, 4096, 4 << 20, 1237, 0).is_err());
+        assert!(Layout::compute_slots(1 << 30, 4096, 4 << 20, 1237, MAX_SLOTS + 1).is_err());
     }
 
     #[test]

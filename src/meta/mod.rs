@@ -12,6 +12,7 @@
 //! | [`activity_log`] | the pure activity log: which extents must be active |
 //! | [`al_ring`] | the on-disk transactions and their replay |
 //! | [`resize`] | growing the file for a larger device, crash-safe (`repctl resize`) |
+//! | [`slots`] | one bitmap and bitmap id per peer (format 1.2, more than two nodes) |
 //!
 //! [`Meta::open`] never writes: it checks and maps. A daemon takes the
 //! file's exclusive lock ([`Meta::lock_exclusive`]) before it writes
@@ -27,6 +28,7 @@ pub mod header;
 pub mod layout;
 pub mod le;
 pub mod resize;
+pub mod slots;
 
 pub use activity_log::{ActivityLog, AlError, AlTransaction, AlUpdate};
 pub use al_ring::AlReplay;
@@ -81,6 +83,9 @@ pub enum MetaError {
     /// Another process holds the file's lock (a second daemon on the same node).
     #[error("metadata {path} is in use by another repd{}", match pid { Some(p) => format!(" (pid {p})"), None => String::new() })]
     InUse { path: PathBuf, pid: Option<u32> },
+    /// No bitmap slot tracks this peer.
+    #[error("{path}: no bitmap slot for the peer with node id {node_id}")]
+    NoSlot { path: PathBuf, node_id: u8 },
     /// An activity-log transaction that cannot be written.
     #[error("{path}: activity-log transaction {seq} does not fit a ring slot")]
     BadTransaction { path: PathBuf, seq: u64 },
@@ -94,7 +99,14 @@ pub struct CreateParams {
     pub al_extent_size: u32,
     pub al_slots: u32,
     pub node_name: String,
+    /// The first (with [`CreateParams::node_id`] None, the only) peer.
     pub peer_name: String,
+    /// This node's id: Some makes a format 1.2 file with a bitmap slot per
+    /// entry of `peers`; None a two-node file of the old format.
+    pub node_id: Option<u8>,
+    /// With `node_id`: every peer (node id, name), one bitmap slot each, in
+    /// this order.
+    pub peers: Vec<(u8, String)>,
 }
 
 impl CreateParams {
@@ -107,6 +119,19 @@ impl CreateParams {
             al_slots: layout::DEFAULT_AL_SLOTS,
             node_name: node_name.into(),
             peer_name: peer_name.into(),
+            node_id: None,
+            peers: Vec::new(),
+        }
+    }
+
+    /// A file for node `node_id` with one bitmap slot per peer (format
+    /// 1.2): a resource of more than two nodes.
+    pub fn with_peers(device_size: u64, node_name: &str, node_id: u8, peers: &[(u8, &str)]) -> CreateParams {
+        let first = peers.first().map_or("", |p| p.1);
+        CreateParams {
+            node_id: Some(node_id),
+            peers: peers.iter().map(|&(id, n)| (id, n.to_owned())).collect(),
+            ..CreateParams::new(device_size, node_name, first)
         }
     }
 }
@@ -119,7 +144,8 @@ pub struct Meta {
     header: Header,
     /// Which copy (0 or 1) holds `header`; the next write goes to the other.
     copy: usize,
-    bitmap: Bitmap,
+    /// One per slot (peer); a two-node file has one.
+    bitmaps: Vec<Bitmap>,
     replay: AlReplay,
     /// The header as last written (or read): the full tail written in it
     /// may lag the bitmap's (see [`Meta::flush_bitmap`]).
@@ -142,13 +168,22 @@ impl Meta {
             path: path.to_owned(),
             reason,
         };
-        let layout = Layout::compute(p.device_size, p.granularity, p.al_extent_size, p.al_slots).map_err(params)?;
-        let state = State {
+        let mut state = State {
             gen: GenIds::just_created(),
             node_name: p.node_name.clone(),
             peer_name: p.peer_name.clone(),
             ..State::default()
         };
+        if let Some(me) = p.node_id {
+            let Some(((first, first_name), rest)) = p.peers.split_first() else {
+                return Err(params("a file with node ids needs one peer at least".into()));
+            };
+            state.ids = Some(slots::NodeIds { me, first_peer: *first });
+            state.peer_name = first_name.clone();
+            state.more_slots = rest.iter().map(|(id, name)| slots::PeerSlot { node_id: *id, name: name.clone(), ..Default::default() }).collect();
+        }
+        let n_slots = u32::try_from(state.slot_count()).unwrap_or(u32::MAX);
+        let layout = Layout::compute_slots(p.device_size, p.granularity, p.al_extent_size, p.al_slots, n_slots).map_err(params)?;
         let mut h = Header {
             sequence: 0,
             minor: header::MINOR,
@@ -202,26 +237,12 @@ impl Meta {
                 needed: l.file_len(),
             });
         }
-        let map_len = usize::try_from(l.bitmap_len).map_err(|_| MetaError::Params {
-            path: path.to_owned(),
-            reason: format!("bitmap of {} bytes does not fit this machine's memory", l.bitmap_len),
-        })?;
-        // SAFETY: the mapping is owned by this Meta and lives no longer than
-        // it; the file must not be truncated or changed by another process
-        // while open (the daemon holds it alone).
-        let map = unsafe { memmap2::MmapOptions::new().offset(l.bitmap_offset).len(map_len).map_mut(&file) }
-            .map_err(io_err(path, "map the bitmap"))?;
-        // Pages of the bitmap that are holes in the file were never written:
-        // they are all clear and need not be read (a fresh 15 TiB device's
-        // 480 MiB bitmap is all hole).
-        let data = data_pages(&file, l.bitmap_offset, l.bitmap_len);
-        let mut bitmap = Bitmap::with_zero_pages(map, l.device_size, u64::from(l.granularity), |p| {
-            data.get(p).is_some_and(|&d| !d)
-        });
-        // A full sync under way (or asked for): every bit from the resume
-        // bit on is out of sync.
-        if header.state.flags.full_sync_needed {
-            bitmap.restore_full_from(header.state.resync_next_bit.unwrap_or(0));
+        let mut bitmaps = Vec::with_capacity(l.slots as usize);
+        for slot in 0..l.slots {
+            // A full sync under way (or asked for): every bit from the
+            // resume bit on is out of sync.
+            let tail = header.state.tail(slot as usize);
+            bitmaps.push(map_slot(path, &file, &l, slot, tail)?);
         }
         let mut ring = Vec::with_capacity(l.al_ring_len as usize);
         for i in 0..u64::from(l.al_ring_len) {
@@ -238,7 +259,7 @@ impl Meta {
             on_disk: header.clone(),
             header,
             copy,
-            bitmap,
+            bitmaps,
             replay,
         })
     }
@@ -331,18 +352,18 @@ impl Meta {
     /// Sets `h`'s full-tail fields from the bitmap, flushing the bitmap
     /// first if they change.
     fn put_full_tail(&mut self, h: &mut Header) -> Result<(), MetaError> {
-        let full = self.bitmap.full_from();
-        let written = self.on_disk.state.flags.full_sync_needed.then_some(self.on_disk.state.resync_next_bit.unwrap_or(0));
-        if full != written {
+        if self.tails_moved() {
             self.flush_map()?;
         }
-        if full.is_some() {
-            h.state.resync_next_bit = full;
-        } else if h.state.flags.full_sync_needed {
-            h.state.resync_next_bit = None;
+        for (i, b) in self.bitmaps.iter().enumerate() {
+            h.state.set_tail(i, b.full_from());
         }
-        h.state.flags.full_sync_needed = full.is_some();
         Ok(())
+    }
+
+    /// Some slot's full tail differs from the header last written.
+    fn tails_moved(&self) -> bool {
+        self.bitmaps.iter().enumerate().any(|(i, b)| b.full_from() != self.on_disk.state.tail(i))
     }
 
     fn write_header(&mut self, mut next: Header) -> Result<(), MetaError> {
@@ -358,29 +379,58 @@ impl Meta {
         next.minor = header::minor_for(&next.state);
         self.on_disk = next.clone();
         // The in-memory header keeps its unwritten changes, if any.
-        let st = &mut self.header.state;
-        st.flags.full_sync_needed = next.state.flags.full_sync_needed;
-        st.resync_next_bit = next.state.resync_next_bit;
+        self.header.state.copy_tails_from(&next.state);
         self.header.sequence = next.sequence;
         self.header.minor = next.minor;
         self.copy = copy;
         Ok(())
     }
 
+    /// The first (for two nodes: the only) slot's bitmap.
     pub fn bitmap(&self) -> &Bitmap {
-        &self.bitmap
+        &self.bitmaps[0]
     }
     pub fn bitmap_mut(&mut self) -> &mut Bitmap {
-        &mut self.bitmap
+        &mut self.bitmaps[0]
+    }
+
+    /// This node's id (None: a two-node file, which records no ids).
+    pub fn node_id(&self) -> Option<u8> {
+        self.header.state.ids.map(|i| i.me)
+    }
+    /// Bitmap slots (peers) in the file: 1 for two nodes.
+    pub fn slot_count(&self) -> usize {
+        self.bitmaps.len()
+    }
+    /// Slot `i`'s peer: its node id (None in a two-node file) and name.
+    pub fn slot_peer(&self, i: usize) -> Option<(Option<u8>, &str)> {
+        (i < self.bitmaps.len()).then(|| (self.header.state.slot_node_id(i), self.header.state.slot_name(i)))
+    }
+    /// The bitmap of the slot tracking peer `peer_node_id` (a two-node
+    /// file's one slot whatever the id); None: no such slot.
+    pub fn bitmap_for(&self, peer_node_id: u8) -> Option<&Bitmap> {
+        self.header.state.slot_of(peer_node_id).and_then(|i| self.bitmaps.get(i))
+    }
+    pub fn bitmap_for_mut(&mut self, peer_node_id: u8) -> Option<&mut Bitmap> {
+        self.header.state.slot_of(peer_node_id).and_then(|i| self.bitmaps.get_mut(i))
+    }
+    /// The bitmap id (DRBD 9's per-peer bitmap UUID) of peer
+    /// `peer_node_id`'s slot.
+    pub fn bitmap_id_for(&self, peer_node_id: u8) -> Option<u64> {
+        self.header.state.slot_of(peer_node_id).map(|i| self.header.state.slot_bitmap_id(i))
+    }
+    /// Sets it in memory; [`Meta::persist_header`] makes it durable.
+    pub fn set_bitmap_id_for(&mut self, peer_node_id: u8, id: u64) -> Result<(), MetaError> {
+        let i = self.header.state.slot_of(peer_node_id).ok_or_else(|| MetaError::NoSlot { path: self.path.clone(), node_id: peer_node_id })?;
+        self.header.state.set_slot_bitmap_id(i, id);
+        Ok(())
     }
     /// Syncs the bitmap pages changed since the last flush; when the full
     /// tail moved, then writes the header as last written with the new tail
     /// (a full sync's progress survives a crash).
     pub fn flush_bitmap(&mut self) -> Result<(), MetaError> {
         self.flush_map()?;
-        let full = self.bitmap.full_from();
-        let written = self.on_disk.state.flags.full_sync_needed.then_some(self.on_disk.state.resync_next_bit.unwrap_or(0));
-        if full != written {
+        if self.tails_moved() {
             let mut next = self.on_disk.clone();
             self.put_full_tail(&mut next)?;
             self.write_header(next)?;
@@ -389,7 +439,10 @@ impl Meta {
     }
 
     fn flush_map(&mut self) -> Result<(), MetaError> {
-        self.bitmap.flush().map_err(io_err(&self.path, "flush the bitmap"))
+        for b in &mut self.bitmaps {
+            b.flush().map_err(io_err(&self.path, "flush the bitmap"))?;
+        }
+        Ok(())
     }
 
     /// What the ring held when the file was opened (after a crash: the
@@ -403,21 +456,29 @@ impl Meta {
     }
 
     /// Crash recovery: marks out of sync every extent the ring held active
-    /// (the whole device when the ring cannot prove its set complete), then
-    /// flushes the bitmap. Returns the bits newly set. Idempotent; call after
-    /// open unless [`Flags::al_clean`] is set, before the node serves I/O.
+    /// (the whole device when the ring cannot prove its set complete), in
+    /// every slot (each peer may lack those writes), then flushes the
+    /// bitmaps. Returns the bits newly set in the first slot. Idempotent;
+    /// call after open unless [`Flags::al_clean`] is set, before the node
+    /// serves I/O.
     pub fn mark_al_out_of_sync(&mut self) -> Result<u64, MetaError> {
         let l = self.header.layout;
         let ext = u64::from(l.al_extent_size);
         let mut n = 0;
-        if !self.replay.complete {
-            n = self.bitmap.set_all();
-        } else {
-            for e in self.replay.active_extents() {
-                let Some(off) = u64::from(e).checked_mul(ext).filter(|&o| o < l.device_size) else {
-                    continue;
-                };
-                n += self.bitmap.set_range(off, ext.min(l.device_size - off)).unwrap_or(0);
+        for (slot, bitmap) in self.bitmaps.iter_mut().enumerate() {
+            let mut set = 0;
+            if !self.replay.complete {
+                set = bitmap.set_all();
+            } else {
+                for e in self.replay.active_extents() {
+                    let Some(off) = u64::from(e).checked_mul(ext).filter(|&o| o < l.device_size) else {
+                        continue;
+                    };
+                    set += bitmap.set_range(off, ext.min(l.device_size - off)).unwrap_or(0);
+                }
+            }
+            if slot == 0 {
+                n = set;
             }
         }
         self.flush_bitmap()?;
@@ -446,6 +507,29 @@ impl Meta {
             .map_err(io_err(&self.path, "write the activity log"))?;
         self.file.sync_data().map_err(io_err(&self.path, "sync the activity log"))
     }
+}
+
+/// Maps bitmap slot `slot` of layout `l` (its pages counted, holes
+/// skipped), with a full tail from `tail`.
+fn map_slot(path: &Path, file: &File, l: &Layout, slot: u32, tail: Option<u64>) -> Result<Bitmap, MetaError> {
+    let map_len = usize::try_from(l.bitmap_len).map_err(|_| MetaError::Params {
+        path: path.to_owned(),
+        reason: format!("bitmap of {} bytes does not fit this machine's memory", l.bitmap_len),
+    })?;
+    let offset = l.slot_offset(slot);
+    // SAFETY: the mapping is owned by the Bitmap kept in a Meta and lives no
+    // longer than it; the file must not be truncated or changed by another
+    // process while open (the daemon holds it alone).
+    let map = unsafe { memmap2::MmapOptions::new().offset(offset).len(map_len).map_mut(file) }.map_err(io_err(path, "map the bitmap"))?;
+    // Pages of the bitmap that are holes in the file were never written:
+    // they are all clear and need not be read (a fresh 15 TiB device's
+    // 480 MiB bitmap is all hole).
+    let data = data_pages(file, offset, l.bitmap_len);
+    let mut bitmap = Bitmap::with_zero_pages(map, l.device_size, u64::from(l.granularity), |p| data.get(p).is_some_and(|&d| !d));
+    if let Some(t) = tail {
+        bitmap.restore_full_from(t);
+    }
+    Ok(bitmap)
 }
 
 /// Which 4 KiB pages of `[offset, offset + len)` in `file` may hold data

@@ -31,7 +31,7 @@
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use super::{data_pages, io_err, Bitmap, Layout, Meta, MetaError};
+use super::{io_err, Bitmap, Layout, Meta, MetaError};
 
 /// Where [`Meta::grow_until`] stops (tests: a crash after that step).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -93,14 +93,20 @@ impl Meta {
                 old.device_size
             )));
         }
+        if old.slots > 1 {
+            return Err(params(format!(
+                "growing a metadata file with {} bitmap slots (more than two nodes) is not supported yet",
+                old.slots
+            )));
+        }
         let gran = u64::from(old.granularity);
-        let tail_from = match self.bitmap.full_from() {
+        let tail_from = match self.bitmap().full_from() {
             Some(t) => Some(t),
             None if !new_area_in_sync => Some(old.device_size / gran),
             None => None,
         };
         if new_size == old.device_size {
-            return Ok(Grown { old_size: new_size, new_size, tail_from: self.bitmap.full_from() });
+            return Ok(Grown { old_size: new_size, new_size, tail_from: self.bitmap().full_from() });
         }
         let new = Layout::compute(new_size, old.granularity, old.al_extent_size, old.al_slots).map_err(params)?;
         let stopped = |s: GrowStep| {
@@ -153,27 +159,14 @@ impl Meta {
         }
 
         // Step 4.
-        self.bitmap = bitmap;
+        self.bitmaps[0] = bitmap;
         Ok(grown)
     }
 
-    /// Maps the bitmap of layout `l` (its pages counted, holes skipped),
-    /// with a full tail from `tail_from`.
+    /// Maps the (one) bitmap of layout `l` (its pages counted, holes
+    /// skipped), with a full tail from `tail_from`.
     fn map_bitmap(&self, l: &Layout, tail_from: Option<u64>) -> Result<Bitmap, MetaError> {
-        let map_len = usize::try_from(l.bitmap_len).map_err(|_| MetaError::Params {
-            path: self.path.clone(),
-            reason: format!("bitmap of {} bytes does not fit this machine's memory", l.bitmap_len),
-        })?;
-        // SAFETY: as in `Meta::open`: the mapping is owned by the Bitmap
-        // kept in this Meta, and the file is held by this daemon alone.
-        let map = unsafe { memmap2::MmapOptions::new().offset(l.bitmap_offset).len(map_len).map_mut(&self.file) }
-            .map_err(io_err(&self.path, "map the bitmap"))?;
-        let data = data_pages(&self.file, l.bitmap_offset, l.bitmap_len);
-        let mut bitmap = Bitmap::with_zero_pages(map, l.device_size, u64::from(l.granularity), |p| data.get(p).is_some_and(|&d| !d));
-        if let Some(t) = tail_from {
-            bitmap.restore_full_from(t);
-        }
-        Ok(bitmap)
+        super::map_slot(&self.path, &self.file, l, 0, tail_from)
     }
 }
 

@@ -280,3 +280,131 @@ proptest! {
     }
 }
 
+
+/// gamma (node id 2) of three nodes: one slot for alpha (0), one for beta (1).
+fn fresh_three(dir: &TempDir, size: u64) -> (PathBuf, Meta) {
+    let path = dir.path().join("g.meta");
+    let meta = Meta::create(&path, &CreateParams::with_peers(size, "gamma", 2, &[(0, "alpha"), (1, "beta")])).unwrap();
+    (path, meta)
+}
+
+fn minor_on_disk(path: &Path) -> [u16; 2] {
+    let b = std::fs::read(path).unwrap();
+    [u16::from_le_bytes([b[10], b[11]]), u16::from_le_bytes([b[4096 + 10], b[4096 + 11]])]
+}
+
+/// Each peer's slot keeps its own bits, bitmap id and full tail through
+/// a close and reopen; the current id and history stay one per node.
+#[test]
+fn meta_three_nodes_one_slot_per_peer() {
+    let dir = TempDir::new().unwrap();
+    let (path, mut m) = fresh_three(&dir, GIB);
+    assert_eq!((m.slot_count(), m.node_id()), (2, Some(2)));
+    assert_eq!(m.slot_peer(0), Some((Some(0), "alpha")));
+    assert_eq!(m.slot_peer(1), Some((Some(1), "beta")));
+    assert_eq!(m.slot_peer(2), None);
+    let l = *m.layout();
+    assert_eq!(l.al_offset, 8192 + 2 * l.bitmap_len);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), l.file_len());
+    assert_eq!(minor_on_disk(&path), [2, 2]);
+
+    m.bitmap_for_mut(0).unwrap().set_range(0, 8192).unwrap();
+    m.bitmap_for_mut(1).unwrap().set_range(GIB / 2, 4096).unwrap();
+    assert!(m.bitmap_for(2).is_none() && m.bitmap_for_mut(7).is_none() && m.bitmap_id_for(7).is_none());
+    assert!(matches!(m.set_bitmap_id_for(9, 1), Err(MetaError::NoSlot { node_id: 9, .. })));
+    m.set_bitmap_id_for(0, 0xa0).unwrap();
+    m.set_bitmap_id_for(1, 0xb0).unwrap();
+    m.set_gen_ids(GenIds { current: 0x40, bitmap: 0xa0, history: [0x30, 0x20] });
+    m.set_disk_state(DiskState::UpToDate);
+    m.persist_header().unwrap();
+    m.flush_bitmap().unwrap();
+    drop(m);
+
+    let mut m = Meta::open(&path).unwrap();
+    assert_eq!(m.bitmap_for(0).unwrap().runs().collect::<Vec<_>>(), [(0, 2)]);
+    assert_eq!(m.bitmap_for(1).unwrap().runs().collect::<Vec<_>>(), [(GIB / 2 / 4096, 1)]);
+    assert_eq!((m.bitmap_id_for(0), m.bitmap_id_for(1)), (Some(0xa0), Some(0xb0)));
+    assert_eq!(m.gen_ids(), GenIds { current: 0x40, bitmap: 0xa0, history: [0x30, 0x20] }, "gen_ids: the first slot's form");
+    assert_eq!(m.bitmap().count(), 2, "bitmap(): the first slot");
+
+    // A full sync towards beta only: its tail persists, alpha's slot keeps its bits.
+    m.bitmap_for_mut(1).unwrap().set_all();
+    m.bitmap_for_mut(1).unwrap().clear_range(0, 1 << 20).unwrap();
+    m.persist_header().unwrap();
+    assert_eq!(m.state().tail(1), Some(256));
+    assert_eq!(m.state().tail(0), None);
+    drop(m);
+    let m = Meta::open(&path).unwrap();
+    let bits = m.layout().bits();
+    assert_eq!(m.bitmap_for(1).unwrap().count(), bits - 256);
+    assert_eq!(m.bitmap_for(1).unwrap().full_from(), Some(256));
+    assert_eq!((m.bitmap_for(0).unwrap().count(), m.bitmap_for(0).unwrap().full_from()), (2, None));
+    assert_eq!(minor_on_disk(&path), [2, 2], "still 1.2 (the tail lives in the slot)");
+}
+
+/// Crash recovery marks the activity log's extents in every slot: no peer
+/// is known to have them.
+#[test]
+fn meta_three_nodes_crash_recovery_marks_every_slot() {
+    let dir = TempDir::new().unwrap();
+    let (path, mut m) = fresh_three(&dir, GIB);
+    let mut al = m.activity_log();
+    let ext = u64::from(m.layout().al_extent_size);
+    let tx = al.begin_write(5 * ext, 4096).unwrap().unwrap();
+    m.write_al_transaction(&tx).unwrap();
+    drop(m);
+    let mut m = Meta::open(&path).unwrap();
+    assert_eq!(m.mark_al_out_of_sync().unwrap(), 1024);
+    for peer in [0, 1] {
+        assert_eq!(m.bitmap_for(peer).unwrap().runs().collect::<Vec<_>>(), [(5 * 1024, 1024)], "slot of peer {peer}");
+    }
+}
+
+/// A two-node file is the old format: minor 0 (1 with a full tail), no
+/// table, one slot answering for the one peer whatever its id.
+#[test]
+fn meta_two_nodes_stay_the_old_format() {
+    let dir = TempDir::new().unwrap();
+    let (path, mut m) = fresh(&dir, GIB);
+    assert_eq!((m.slot_count(), m.node_id(), m.slot_peer(0)), (1, None, Some((None, "beta"))));
+    assert_eq!(m.layout().al_offset, 8192 + 32 * 1024, "the ring where it always was");
+    let b = std::fs::read(&path).unwrap();
+    assert_eq!(minor_on_disk(&path), [0, 0]);
+    assert!(b[header::USED_END..HEADER_SIZE].iter().all(|&c| c == 0), "no slot table");
+    m.bitmap_for_mut(5).unwrap().set_bit(3);
+    assert!(m.bitmap().test(3));
+    m.set_bitmap_id_for(1, 0x77).unwrap();
+    assert_eq!(m.gen_ids().bitmap, 0x77);
+    m.bitmap_mut().set_all();
+    m.persist_header().unwrap();
+    let newest = if m.sequence() % 2 == 0 { 0 } else { 1 };
+    assert_eq!(minor_on_disk(&path)[newest], 1, "a full tail: 1.1 as before");
+}
+
+/// Damaged slot tables are refused on open with the file and the reason,
+/// never a panic; the file is left as it was.
+#[test]
+fn meta_three_nodes_bad_slot_table_refused() {
+    let dir = TempDir::new().unwrap();
+    let (path, m) = fresh_three(&dir, 64 << 20);
+    drop(m);
+    let e1 = slots::ENTRIES_OFFSET + slots::ENTRY_SIZE;
+    for copy in 0..2 {
+        reseal(&path, copy, |b| b[e1] = 0);
+    }
+    let before = std::fs::read(&path).unwrap();
+    let e = Meta::open(&path).unwrap_err().to_string();
+    assert!(e.contains("g.meta") && e.contains("peer node id 0 has two slots") && !e.contains('\n'), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn meta_create_with_bad_peers_refused() {
+    let dir = TempDir::new().unwrap();
+    for peers in [vec![], vec![(0u8, "alpha"), (0, "beta")], vec![(2, "alpha")], vec![(40, "alpha")]] {
+        let path = dir.path().join("x.meta");
+        let e = Meta::create(&path, &CreateParams::with_peers(GIB, "gamma", 2, &peers)).unwrap_err();
+        assert!(matches!(e, MetaError::Params { .. }), "{peers:?}: {e}");
+        let _ = std::fs::remove_file(&path);
+    }
+}

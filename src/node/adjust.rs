@@ -128,7 +128,26 @@ pub fn merge(old: &Config, new: &Config) -> Merged {
                 if o.delay != n.delay {
                     refused.push(k("apply_delay"));
                 }
+                if o.node_id != n.node_id {
+                    refused.push(k("node_id"));
+                }
             }
+        }
+    }
+    // Which pairs connect, and with which protocol, need a restart; their
+    // congestion settings are live as [net]'s.
+    // (Without a list they follow [resource] and [net], named above.)
+    let shape = |c: &Config| c.connections.iter().map(|c| (c.nodes.clone(), c.protocol)).collect::<Vec<_>>();
+    let pairs = |c: &Config| c.connections.iter().map(|c| c.nodes.clone()).collect::<Vec<_>>();
+    let net_congestion = |c: &Config| (c.net.on_congestion, c.net.congestion_fill, c.net.congestion_extents);
+    if shape(old) != shape(new) {
+        if pairs(old) != pairs(new) || old.resource.protocol == new.resource.protocol {
+            refused.push("connections".to_string());
+        }
+    } else if old.connections != new.connections {
+        cfg.connections = new.connections.clone();
+        if net_congestion(old) == net_congestion(new) {
+            applied.push("connections".to_string());
         }
     }
     for o in &old.nodes {
@@ -236,6 +255,27 @@ control = "/tmp/b.sock"
         assert!(m.refused.is_empty());
         assert_eq!(m.config.sync, crate::config::SyncCfg { plan_ahead_ms: 2000, fill_target: 8 << 20, min_rate: 1 << 20 });
         assert_eq!(old.sync.plan_ahead_ms, 0, "off by default");
+    }
+
+    #[test]
+    fn a_connection_list_change_needs_a_restart_its_congestion_does_not() {
+        let three = |extra: &str| {
+            format!(
+                "{}\n[nodes.gamma]\nbacking = \"/tmp/g.img\"\nmeta = \"/tmp/g.meta\"\nnbd = \"127.0.0.1:10811\"\nreplication = \"127.0.0.1:7790\"\ncontrol = \"/tmp/g.sock\"\nnode_id = 2\n{extra}",
+                FILE.replace("[nodes.alpha]", "[nodes.alpha]\nnode_id = 0").replace("[nodes.beta]", "[nodes.beta]\nnode_id = 1")
+            )
+        };
+        let list = |p: &str, fill: &str| {
+            three(&format!("[[connections]]\nnodes = [\"alpha\", \"beta\"]\n[[connections]]\nnodes = [\"alpha\", \"gamma\"]\nprotocol = \"{p}\"\ncongestion_fill = \"{fill}\"\n"))
+        };
+        let old = parse(&list("A", "1MiB"));
+        let m = merge(&old, &parse(&list("B", "1MiB")));
+        assert_eq!((m.refused.as_slice(), m.config.connections[1].protocol), (["connections".to_string()].as_slice(), crate::config::Protocol::A));
+        assert_eq!(merge(&old, &parse(&three(""))).refused, ["connections"], "a pair added");
+        let m = merge(&old, &parse(&list("A", "2MiB")));
+        assert_eq!((m.applied.as_slice(), m.config.connections[1].congestion_fill), (["connections".to_string()].as_slice(), 2 << 20));
+        let m = merge(&old, &parse(&list("A", "1MiB").replace("node_id = 2", "node_id = 5")));
+        assert_eq!(m.refused, ["nodes.gamma.node_id"]);
     }
 
     #[test]

@@ -125,6 +125,16 @@ impl Node {
         let mut meta = if let Some(m) = existing {
             m.check_device_size(size)?;
             let st = m.state();
+            // A file with a slot per peer of a larger resource: running a
+            // pair on it would leave the other slots stale.
+            if m.slot_count() > 1 {
+                return Err(StartError::Refused(format!(
+                    "{}: the metadata has {} bitmap slots (made for a resource of {} nodes); this resource has two",
+                    me.meta.display(),
+                    m.slot_count(),
+                    m.slot_count() + 1
+                )));
+            }
             if st.node_name != me.name || st.peer_name != peer_cfg.name {
                 return Err(StartError::Refused(format!(
                     "{}: the metadata belongs to node `{}` (peer `{}`), not `{}` (peer `{}`)",
