@@ -13,17 +13,17 @@
 //! - the witness's notice that this node is outdated
 //!   ([`Event::OutdatedByWitness`]), acknowledged once it is durable.
 //!
-//! Keepalive: it answers the witness's pings and pings it too; a link
-//! silent for `ping_timeout_ms` is dropped.
+//! Keepalive ([`crate::repl::keepalive`]): it answers the witness's pings
+//! and pings it too; a link silent for `ping_timeout_ms` is dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::repl::handshake::handshake;
+use crate::repl::keepalive::{self, Pings, Then};
 use crate::repl::message::{QUORUM_OTHER_CONNECTED, QUORUM_OTHER_PRIMARY};
 use crate::repl::{HelloParams, Message, FEATURE_WITNESS};
 
@@ -119,64 +119,30 @@ async fn dial(node: &Node, w: &crate::config_witness::WitnessCfg) -> Result<Link
 
 /// Runs one witness session until it ends; returns why.
 async fn session(node: &Arc<Node>, link: Link) -> String {
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     node.witness.up(tx);
     node.report_to_witness(true);
-    let (mut sink, mut stream) = link.split();
-    let ping_every = Duration::from_millis(node.cfg.net.ping_interval_ms.max(10));
-    let silent_for = Duration::from_millis(node.cfg.net.ping_timeout_ms.max(10));
-    let mut last_heard = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(ping_every);
-    let mut nonce = 0u64;
-    loop {
-        tokio::select! {
-            m = rx.recv() => match m {
-                Some(m) => if let Err(e) = sink.send(m).await { return format!("send: {e}") },
-                None => return "closed".into(),
-            },
-            f = stream.next() => {
-                last_heard = tokio::time::Instant::now();
-                let m = match f {
-                    None => return "the witness closed the link".into(),
-                    Some(Err(e)) => return e.to_string(),
-                    Some(Ok(m)) => m,
-                };
-                match m {
-                    Message::QuorumView { flags } => {
-                        let _ = node.step(Event::Witness(Some(view(flags))));
-                    }
-                    Message::Ack { id, errno } => node.witness.answered(id, errno),
-                    Message::Outdate { id } => {
-                        let errno = match node.step(Event::OutdatedByWitness) {
-                            Ok(Answer::Ok(_)) => 0,
-                            Ok(_) => libc::EBUSY,
-                            Err(_) => libc::EIO,
-                        };
-                        if let Err(e) = sink.send(Message::Ack { id, errno }).await {
-                            return format!("send: {e}");
-                        }
-                        node.report_to_witness(false);
-                    }
-                    Message::Ping { nonce } => {
-                        if let Err(e) = sink.send(Message::PingAck { nonce }).await {
-                            return format!("send: {e}");
-                        }
-                    }
-                    Message::PingAck { .. } => {}
-                    Message::Goodbye { reason } => return format!("goodbye: {}", crate::repl::handshake::Untrusted(&reason)),
-                    other => return format!("protocol violation: {} on the witness link", other.msg_type()),
-                }
-            }
-            _ = tick.tick() => {
-                if last_heard.elapsed() > silent_for {
-                    return format!("silent for {} ms", silent_for.as_millis());
-                }
-                nonce += 1;
-                if let Err(e) = sink.send(Message::Ping { nonce }).await {
-                    return format!("send: {e}");
-                }
-            }
-            _ = node.shutdown.cancelled() => return "the node stops".into(),
+    let pings = Pings { every: Duration::from_millis(node.cfg.net.ping_interval_ms.max(10)), silent_for: Duration::from_millis(node.cfg.net.ping_timeout_ms.max(10)) };
+    keepalive::run(link, rx, pings, &node.shutdown, |m| match m {
+        Message::QuorumView { flags } => {
+            let _ = node.step(Event::Witness(Some(view(flags))));
+            Then::Go
         }
-    }
+        Message::Ack { id, errno } => {
+            node.witness.answered(id, errno);
+            Then::Go
+        }
+        Message::Outdate { id } => {
+            let errno = match node.step(Event::OutdatedByWitness) {
+                Ok(Answer::Ok(_)) => 0,
+                Ok(_) => libc::EBUSY,
+                Err(_) => libc::EIO,
+            };
+            // Queued: it follows the Ack, which goes out first.
+            node.report_to_witness(false);
+            Then::Reply(Message::Ack { id, errno })
+        }
+        other => Then::End(format!("protocol violation: {} on the witness link", other.msg_type())),
+    })
+    .await
 }

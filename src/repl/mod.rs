@@ -38,6 +38,7 @@ mod error;
 pub mod frame;
 pub mod fread;
 pub mod handshake;
+pub mod keepalive;
 pub mod message;
 mod msgtype;
 pub mod types;

@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::node::handshake_slots::{SlotTaken, Slots};
 use crate::node::wire::{from_wire_disk, from_wire_role};
 use crate::repl::handshake::handshake_admit;
+use crate::repl::keepalive::{self, Pings, Then};
 use crate::repl::types::STATE_PROMOTING;
 use crate::repl::{HelloParams, Message, FEATURE_WITNESS};
 
@@ -165,7 +166,7 @@ async fn accept(wit: &Witness, stream: TcpStream) -> Result<(Who, Link, bool), S
 /// Serves one data node's link until it ends.
 async fn serve(wit: Arc<Witness>, who: Who, link: Link, proven: bool) {
     let name = wit.names[who].clone();
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     let conn = {
         let mut g = wit.shared.lock().unwrap_or_else(PoisonError::into_inner);
         if g.links[who].is_some() && !proven {
@@ -185,57 +186,23 @@ async fn serve(wit: Arc<Witness>, who: Who, link: Link, proven: bool) {
     };
     tracing::info!(node = %name, "data node connected");
     wit.step(In::Connected { who, conn });
-    let (mut sink, mut stream) = link.split();
-    let ping_every = Duration::from_millis(wit.cfg.net.ping_interval_ms.max(10));
-    let silent_for = Duration::from_millis(wit.cfg.net.ping_timeout_ms.max(10));
-    let mut last_heard = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(ping_every);
-    let mut nonce = 0u64;
-    let why = loop {
-        tokio::select! {
-            m = rx.recv() => match m {
-                Some(m) => if let Err(e) = sink.send(m).await { break format!("send: {e}") },
-                None => break "replaced by a newer link".to_owned(),
-            },
-            f = stream.next() => {
-                last_heard = tokio::time::Instant::now();
-                let m = match f {
-                    None => break "closed".to_owned(),
-                    Some(Err(e)) => break e.to_string(),
-                    Some(Ok(m)) => m,
-                };
-                match m {
-                    Message::StateUpdate { role, disk, flags } => wit.step(In::Report {
-                        who,
-                        role: from_wire_role(role),
-                        disk: from_wire_disk(disk),
-                        promoting: flags & STATE_PROMOTING != 0,
-                    }),
-                    Message::RoleRequest { id } => wit.step(In::RoleRequest { who, id }),
-                    Message::Outdate { id } => wit.step(In::Outdate { who, id }),
-                    Message::Ack { id, errno } => wit.step(In::Ack { who, id, errno }),
-                    Message::Ping { nonce } => {
-                        if let Err(e) = sink.send(Message::PingAck { nonce }).await {
-                            break format!("send: {e}");
-                        }
-                    }
-                    Message::PingAck { .. } => {}
-                    Message::Goodbye { reason } => break format!("goodbye: {}", crate::repl::handshake::Untrusted(&reason)),
-                    other => break format!("protocol violation: {} on a witness link", other.msg_type()),
-                }
-            }
-            _ = tick.tick() => {
-                if last_heard.elapsed() > silent_for {
-                    break format!("silent for {} ms", silent_for.as_millis());
-                }
-                nonce += 1;
-                if let Err(e) = sink.send(Message::Ping { nonce }).await {
-                    break format!("send: {e}");
-                }
-            }
-            _ = wit.shutdown.cancelled() => break "the witness stops".to_owned(),
+    let pings = Pings { every: Duration::from_millis(wit.cfg.net.ping_interval_ms.max(10)), silent_for: Duration::from_millis(wit.cfg.net.ping_timeout_ms.max(10)) };
+    let why = keepalive::run(link, rx, pings, &wit.shutdown, |m| {
+        match m {
+            Message::StateUpdate { role, disk, flags } => wit.step(In::Report {
+                who,
+                role: from_wire_role(role),
+                disk: from_wire_disk(disk),
+                promoting: flags & STATE_PROMOTING != 0,
+            }),
+            Message::RoleRequest { id } => wit.step(In::RoleRequest { who, id }),
+            Message::Outdate { id } => wit.step(In::Outdate { who, id }),
+            Message::Ack { id, errno } => wit.step(In::Ack { who, id, errno }),
+            other => return Then::End(format!("protocol violation: {} on a witness link", other.msg_type())),
         }
-    };
+        Then::Go
+    })
+    .await;
     tracing::info!(node = %name, "data node link ended: {why}");
     {
         let mut g = wit.shared.lock().unwrap_or_else(PoisonError::into_inner);
