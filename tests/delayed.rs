@@ -469,6 +469,10 @@ fn a_full_journal_shortens_the_delay_and_never_blocks_the_primary() {
     wait_until(30, "beta standalone", || p.status(BETA)["connection"] == "standalone");
     assert!(p.status(ALPHA)["out_of_sync_bytes"].as_u64().unwrap() > 0, "alpha marks what beta did not get");
     assert_eq!(delay(&p)["paused"], true);
+    // Alpha's next dial is refused with the real reason, not "disconnected by the operator".
+    wait_until(30, "alpha told why beta left", || {
+        std::fs::read_to_string(&p.nodes[ALPHA].log).unwrap_or_default().contains("its delay journal filled while applying was paused")
+    });
 
     // Back: resume, connect (the journal applied first, then the resync),
     // then a restart with a short delay drains what is left: identical.

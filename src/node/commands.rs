@@ -78,6 +78,7 @@ impl Node {
     }
 
     pub(super) async fn disconnect(self: &Arc<Self>) -> Response {
+        *self.standalone_why.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         match self.step(Event::Disconnect) {
             Ok(Answer::Goodbye(id)) => {
                 if let Some(l) = self.link().filter(|l| l.id() == id) {
@@ -116,7 +117,10 @@ impl control::Handler for NodeControl {
             Request::Primary { force } => node.promote(force).await,
             Request::Secondary { force } => node.demote(force).await,
             Request::Disconnect => node.disconnect().await,
-            Request::Connect { discard_my_data } => respond(node.step(Event::Connect { discard_my_data })),
+            Request::Connect { discard_my_data } => {
+                *node.standalone_why.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                respond(node.step(Event::Connect { discard_my_data }))
+            }
             Request::Invalidate => respond(node.step(Event::Invalidate)),
             Request::Adjust => match node.adjust() {
                 Ok(m) => Response::ok(m.summary()),

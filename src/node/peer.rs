@@ -79,7 +79,8 @@ fn standalone_refusal(node: &Node) -> Option<String> {
     if st.connection != Connection::Standalone {
         return None;
     }
-    let why = if st.split_brain { "stopped at a split brain" } else { "was disconnected by the operator" };
+    let left = node.standalone_why.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let why = if st.split_brain { "stopped at a split brain".to_owned() } else { left.unwrap_or_else(|| "was disconnected by the operator".to_owned()) };
     Some(format!("{STANDALONE} node {} {why}; it takes no link until `repctl connect` is run on it", node.me.name))
 }
 

@@ -83,6 +83,10 @@ pub struct Node {
     pub delay: Option<Arc<super::delay::Delay>>,
     /// The link to the witness (idle without `[witness]`).
     pub witness: super::witness_state::WitnessLink,
+    /// Why this node went standalone when it was not the operator (a
+    /// delayed replica whose journal filled while paused); the peer's
+    /// dials are refused with it. Cleared by `repctl connect`.
+    pub(super) standalone_why: Mutex<Option<String>>,
 }
 
 fn create_dir_of(p: &std::path::Path) -> Result<(), StartError> {
@@ -202,6 +206,7 @@ impl Node {
             born: Instant::now(),
             delay,
             witness: Default::default(),
+            standalone_why: Mutex::new(None),
             cfg: super::live_config::LiveConfig::new(cfg),
             me,
             peer_cfg,

@@ -27,6 +27,8 @@ impl Host for NodeHost {
     }
     fn leave_pair(&self) {
         if let Some(n) = self.0.upgrade() {
+            *n.standalone_why.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some("left the pair: its delay journal filled while applying was paused (`repctl delay resume`, then `repctl connect` on it)".to_owned());
             let _ = n.step(super::super::machine::Event::Disconnect);
         }
     }
