@@ -219,15 +219,26 @@ pub fn quiet(n: &[Node; 2], net: &Net) -> bool {
 }
 
 /// The invariants that hold at every step; `Err` says which broke.
-pub fn check(n: &[Node; 2], net: &Net, ledger: &mut Ledger, c: &mut Counts) -> Result<(), String> {
+/// `quorum`: two Primaries apart may exist (one that lost quorum and was
+/// replaced; it acknowledges nothing, checked as each write is
+/// acknowledged), and only a Primary that may acknowledge writes (quorate,
+/// not frozen) must hold every acknowledged write.
+pub fn check(n: &[Node; 2], net: &Net, ledger: &mut Ledger, c: &mut Counts, quorum: bool) -> Result<(), String> {
     if connected(n, net, 0) && connected(n, net, 1) && is_primary(&n[0]) && is_primary(&n[1]) {
         return Err("two Primaries while connected".into());
     }
     let primaries: Vec<usize> = (0..2).filter(|&i| is_primary(&n[i])).collect();
-    if primaries.len() == 2 && !ledger.suspended {
+    if primaries.len() == 2 && !ledger.suspended && !quorum {
         return Err("two Primaries apart, with no split brain made on purpose".into());
     }
-    if let [p] = primaries[..] {
+    let serving: Vec<usize> = if quorum {
+        primaries.iter().copied().filter(|&p| n[p].machine().quorate() && !n[p].machine().frozen()).collect()
+    } else if primaries.len() == 1 {
+        primaries
+    } else {
+        Vec::new()
+    };
+    for p in serving {
         // A Primary whose disk failed serves through its peer (and fails
         // what it cannot mirror); the convergence checks what it holds.
         if !ledger.suspended && !n[p].machine().disk_failed() {

@@ -66,6 +66,14 @@ impl Machine {
             return Answer::AskPeer(self.link.expect("checked above"));
         }
         let connected = self.link.is_some();
+        if !connected {
+            // Quorum: the peer was lost during the promotion, which now
+            // goes on alone: it needs quorum now, and the witness's grant.
+            if let Some(why) = self.alone_refusal() {
+                self.announce();
+                return Answer::Refused(why);
+            }
+        }
         self.commit_promote(force, connected)
     }
 

@@ -131,3 +131,83 @@ fn told_it_is_outdated_a_secondary_outdates_its_disk_and_a_primary_refuses() {
     assert!(matches!(p.step(Event::OutdatedByWitness).answer, Answer::Refused(_)));
     assert_eq!(p.state().disk, Disk::UpToDate);
 }
+
+/// Found by the simulation (quorum mode, seed 69): a promotion begun while
+/// connected to the peer (quorate through it, the witness not up, so not
+/// asked) lost the peer before its answer and went on alone: promoted
+/// with no quorum at all, and without the witness's word (the peer may
+/// have been promoted through the witness meanwhile).
+#[test]
+fn a_promotion_that_loses_its_peer_goes_on_alone_only_with_quorum_and_the_witness_grant() {
+    // The witness never up: no quorum once the peer is gone.
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
+    assert_eq!(m.step(Event::Promote { force: true }).answer, Answer::AskPeer(link));
+    m.step(Event::LinkLost { link: Some(link), clean: false });
+    let r = m.step(Event::PromoteAnswered { force: true, asked: Some(link), answer: PeerAnswer::Lost });
+    let Answer::Refused(why) = r.answer else { panic!("promoted without quorum: {:?}", r.answer) };
+    assert!(why.contains("no quorum"), "{why}");
+    assert_eq!(m.state().role, Role::Secondary);
+
+    // The witness came up after the promotion began (not asked): refused.
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeer(link));
+    m.step(Event::Witness(Some(UP)));
+    m.step(Event::LinkLost { link: Some(link), clean: false });
+    let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Lost });
+    assert!(matches!(r.answer, Answer::Refused(_)), "promoted alone without the witness's grant: {:?}", r.answer);
+
+    // Granted by the witness, then its link ended and came back: the
+    // grant ended with it.
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
+    m.step(Event::Witness(Some(UP)));
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskWitness);
+    assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::AskPeer(link));
+    m.step(Event::Witness(None));
+    m.step(Event::Witness(Some(UP)));
+    m.step(Event::LinkLost { link: Some(link), clean: false });
+    let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Lost });
+    assert!(matches!(r.answer, Answer::Refused(_)), "promoted alone on a grant that ended: {:?}", r.answer);
+
+    // Granted, the peer lost, the witness still there: promoted alone.
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
+    m.step(Event::Witness(Some(UP)));
+    m.step(Event::Promote { force: false });
+    m.step(Event::WitnessAnswered { force: false, errno: Some(0) });
+    m.step(Event::LinkLost { link: Some(link), clean: false });
+    let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Lost });
+    assert_eq!(r.answer, Answer::Ok("primary".into()));
+}
+
+/// Found by the simulation (quorum mode, seed 1737): a promotion alone
+/// asked the witness and its link ended before the answer (the request
+/// ended with None before `Witness(None)` reached the machine): the
+/// promotion went on as if granted, without the witness's word that the
+/// peer is not Primary.
+#[test]
+fn a_promotion_alone_whose_witness_link_ends_before_the_answer_is_refused() {
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    m.step(Event::Witness(Some(UP)));
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskWitness);
+    let r = m.step(Event::WitnessAnswered { force: false, errno: None });
+    assert!(matches!(r.answer, Answer::Refused(_)), "promoted alone without the witness's grant: {:?}", r.answer);
+    assert_eq!(m.state().role, Role::Secondary);
+}
+
+/// Found by the simulation (quorum mode, seed 1737): the witness's notice
+/// reached a Secondary whose peer link was dead but not yet noticed; it
+/// answered "connected to the peer" and took the notice without
+/// outdating its disk, so its next report (UpToDate) cleared the record,
+/// and it was later promoted while lacking writes the Primary had
+/// acknowledged alone.
+#[test]
+fn a_notice_outdates_the_disk_even_with_a_peer_link_not_yet_seen_dead() {
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    connect(&mut m, peer(Role::Primary, Disk::UpToDate, IDS));
+    m.step(Event::Witness(Some(UP)));
+    assert_eq!(m.step(Event::OutdatedByWitness).answer, Answer::Ok("outdated".into()));
+    assert_eq!(m.state().disk, Disk::Outdated);
+}
