@@ -211,3 +211,20 @@ fn a_notice_outdates_the_disk_even_with_a_peer_link_not_yet_seen_dead() {
     assert_eq!(m.step(Event::OutdatedByWitness).answer, Answer::Ok("outdated".into()));
     assert_eq!(m.state().disk, Disk::Outdated);
 }
+
+/// Found by the simulation (quorum mode, seed 2806): the same as above
+/// when the request to the peer fails as lost before `LinkLost` reaches the
+/// machine (the runtime's tasks race): the link still installed, the
+/// promotion counted as connected and went on without the witness, which
+/// reported the peer Primary.
+#[test]
+fn a_promotion_whose_peer_request_is_lost_before_the_link_needs_the_witness_grant() {
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeer(link));
+    // The witness link comes up meanwhile: the peer is Primary there.
+    m.step(Event::Witness(Some(WitnessView { peer_connected: true, peer_primary: true })));
+    let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Lost });
+    assert!(matches!(r.answer, Answer::Refused(_)), "promoted beside a Primary the witness reports: {:?}", r.answer);
+    assert_eq!(m.state().role, Role::Secondary);
+}
