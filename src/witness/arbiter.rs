@@ -150,6 +150,10 @@ impl Arbiter {
                 if s.outdated && s.notice_taken && disk == Disk::UpToDate {
                     tracing::info!(node = who, "an outdated node reports UpToDate again: its outdate is cleared");
                     s.outdated = false;
+                    // The notice is spent: a later outdate sends a new one,
+                    // which must be taken before a report clears it again.
+                    s.notice = None;
+                    s.notice_taken = false;
                     out.push(Out::Persist(self.outdated()));
                 }
             }
@@ -300,6 +304,31 @@ mod tests {
         assert_eq!(a.outdated(), [false, true]);
         let out = report(&mut a, 1, Role::Secondary, Disk::UpToDate);
         assert_eq!(out, [Out::Persist([false, false])]);
+    }
+
+    /// Found by the simulation (quorum mode, seed 8230): a node outdated,
+    /// told, resynced and cleared on one connection, then outdated again
+    /// on the same connection, got no new notice (the spent one still
+    /// counted as sent and taken), so its next UpToDate report cleared the
+    /// new record: it was then granted a promotion while lacking writes
+    /// its peer had acknowledged alone.
+    #[test]
+    fn a_second_outdate_on_the_same_connection_sends_a_new_notice() {
+        let mut a = up();
+        report(&mut a, 0, Role::Primary, Disk::UpToDate);
+        report(&mut a, 1, Role::Secondary, Disk::UpToDate);
+        let out = a.step(In::Outdate { who: 0, id: 1 });
+        let Some(Message::Outdate { id }) = sent(&out, 1).into_iter().next() else { panic!("no notice: {out:?}") };
+        a.step(In::Ack { who: 1, id, errno: 0 });
+        report(&mut a, 1, Role::Secondary, Disk::Outdated);
+        report(&mut a, 1, Role::Secondary, Disk::UpToDate);
+        assert_eq!(a.outdated(), [false, false]);
+        // Outdated again: told again.
+        let out = a.step(In::Outdate { who: 0, id: 2 });
+        assert!(matches!(sent(&out, 1)[..], [Message::Outdate { .. }]), "no new notice: {out:?}");
+        // A report sent before it took the new notice clears nothing.
+        report(&mut a, 1, Role::Secondary, Disk::UpToDate);
+        assert_eq!(a.outdated(), [false, true]);
     }
 
     #[test]
