@@ -10,13 +10,15 @@
 //!
 //! The rules:
 //! 1. A promotion ([`In::RoleRequest`]) is granted unless the other node
-//!    is connected and Primary or holds a grant (`EBUSY`), or the asking
+//!    is connected and Primary, holds a grant, or has not reported its role
+//!    yet (`EBUSY`), or the asking
 //!    node is outdated and has not yet taken the notice (`ESTALE`). The
 //!    grant lasts until the node reports Primary, reports that it is no
 //!    longer promoting, or its connection ends.
 //! 2. An outdate ([`In::Outdate`]: the asking node goes on without its
-//!    peer) is refused while the peer is connected here and Primary
-//!    (`EBUSY`: two Primaries, a split brain the operator must resolve).
+//!    peer) is refused while the peer is connected here and Primary or
+//!    holds a grant (`EBUSY`: two Primaries, a split brain the operator
+//!    must resolve).
 //!    Otherwise the peer is recorded outdated (persisted **before** the
 //!    answer), and told at once if connected, else first thing when it
 //!    connects.
@@ -158,7 +160,12 @@ impl Arbiter {
                 }
             }
             In::RoleRequest { who, id } => {
+                let o = &self.slots[1 - who];
                 let errno = if self.view_for(who) & QUORUM_OTHER_PRIMARY != 0 {
+                    EBUSY
+                } else if o.conn.is_some() && o.role.is_none() {
+                    // Connected but not reported yet (a witness just
+                    // restarted knows nobody's role): it may be Primary.
                     EBUSY
                 } else if self.slots[who].outdated && !self.slots[who].notice_taken {
                     ESTALE
@@ -171,7 +178,7 @@ impl Arbiter {
             In::Outdate { who, id } => {
                 let peer = 1 - who;
                 let p = &self.slots[peer];
-                if p.conn.is_some() && p.role == Some(Role::Primary) {
+                if p.conn.is_some() && (p.role == Some(Role::Primary) || p.granted) {
                     out.push(Out::Send(who, Message::Ack { id, errno: EBUSY }));
                 } else {
                     if !p.outdated {
@@ -235,6 +242,7 @@ mod tests {
     #[test]
     fn a_promotion_is_refused_while_the_other_is_primary_or_granted() {
         let mut a = up();
+        report(&mut a, 1, Role::Secondary, Disk::UpToDate);
         let out = a.step(In::RoleRequest { who: 0, id: 7 });
         assert_eq!(sent(&out, 0), [Message::Ack { id: 7, errno: 0 }]);
         // The other is told at once: alpha is being promoted.
@@ -255,6 +263,7 @@ mod tests {
     #[test]
     fn a_failed_promotion_releases_its_grant() {
         let mut a = up();
+        report(&mut a, 1, Role::Secondary, Disk::UpToDate);
         a.step(In::RoleRequest { who: 0, id: 1 });
         report(&mut a, 0, Role::Secondary, Disk::UpToDate);
         assert_eq!(sent(&a.step(In::RoleRequest { who: 1, id: 2 }), 1), [Message::Ack { id: 2, errno: 0 }]);
@@ -329,6 +338,27 @@ mod tests {
         // A report sent before it took the new notice clears nothing.
         report(&mut a, 1, Role::Secondary, Disk::UpToDate);
         assert_eq!(a.outdated(), [false, true]);
+    }
+
+    /// Found by the simulation (quorum mode, seed 16327): the witness
+    /// restarted; beta (Primary) reconnected, its first report still in
+    /// flight; alpha, cut from beta, asked to be promoted and was granted
+    /// (beta's role unknown); beta, losing alpha, asked to outdate alpha and
+    /// was answered yes although alpha held the grant: both Primaries then
+    /// acknowledged writes the other lacked.
+    #[test]
+    fn no_grant_beside_an_unreported_node_and_no_outdate_of_a_granted_one() {
+        let mut a = up();
+        report(&mut a, 0, Role::Secondary, Disk::UpToDate);
+        // Beta connected and has not reported: it may be Primary.
+        assert_eq!(sent(&a.step(In::RoleRequest { who: 0, id: 1 }), 0), [Message::Ack { id: 1, errno: EBUSY }]);
+        // Once it reports Secondary, the grant is given; beta cannot outdate
+        // the node being promoted.
+        report(&mut a, 1, Role::Secondary, Disk::UpToDate);
+        assert_eq!(sent(&a.step(In::RoleRequest { who: 0, id: 2 }), 0), [Message::Ack { id: 2, errno: 0 }]);
+        let out = a.step(In::Outdate { who: 1, id: 3 });
+        assert_eq!(out, [Out::Send(1, Message::Ack { id: 3, errno: EBUSY })]);
+        assert_eq!(a.outdated(), [false, false]);
     }
 
     #[test]
