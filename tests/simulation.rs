@@ -195,7 +195,8 @@ struct Sim {
 }
 
 impl Sim {
-    fn new(seed: u64, verbose: bool) -> Sim {
+    /// `quorum`: Some forces quorum mode on or off (a regression seed).
+    fn new(seed: u64, verbose: bool, quorum: Option<bool>) -> Sim {
         let policy = if seed.is_multiple_of(3) { SplitBrainPolicy::DiscardZeroChanges } else { SplitBrainPolicy::Disconnect };
         // One seed in four freezes writes until fence-peer confirms.
         let fencing = if seed % 4 == 1 { Fencing::ResourceAndStonith } else { Fencing::DontCare };
@@ -211,9 +212,10 @@ impl Sim {
             .then_some(Congestion { fill: 2 * BLOCK, extents: if seed.is_multiple_of(3) { 2 } else { 0 } });
         // Quorum mode: one seed in five (apart from the protocol-A and
         // disk-error seeds), protocol C, no fencing handler.
-        let quorum = match std::env::var("SIM_QUORUM").as_deref() {
-            Ok("0") => false,
-            Ok("1") => true,
+        let quorum = match (quorum, std::env::var("SIM_QUORUM").as_deref()) {
+            (Some(q), _) => q,
+            (None, Ok("0")) => false,
+            (None, Ok("1")) => true,
             _ => seed % 5 == 3,
         }
         .then(|| if seed % 2 == 0 { OnNoQuorum::SuspendIo } else { OnNoQuorum::IoError });
@@ -1993,8 +1995,8 @@ impl Sim {
     }
 }
 
-fn run_seed(seed: u64, steps: u64, verbose: bool) -> Counts {
-    let mut sim = Sim::new(seed, verbose);
+fn run_seed(seed: u64, steps: u64, verbose: bool, quorum: Option<bool>) -> Counts {
+    let mut sim = Sim::new(seed, verbose, quorum);
     // First start: connect (Idle), then `primary --force` on alpha: full sync.
     let _ = sim.start(0);
     let _ = sim.start(1);
@@ -2040,12 +2042,36 @@ fn env_u64(k: &str) -> Option<u64> {
 ///   `decide`: two inconsistent disks never sync).
 const REGRESSION_SEEDS: [u64; 3] = [247_609, 84_488, 3207];
 
+/// Seeds that failed in quorum mode (`SIM_QUORUM=1`), run in it every
+/// time (replay: `SIM_QUORUM=1 SIM_SEED=N`); each bug has a unit test.
+/// - 69: a promotion that lost its peer went on alone with no quorum
+///   (quorum_tests.rs `a_promotion_that_loses_its_peer_goes_on_alone_only_with_quorum_and_the_witness_grant`).
+/// - 1737: the witness link ended before its answer and the promotion
+///   went on alone; a notice taken over a dead peer link did not outdate
+///   the disk (`a_promotion_alone_whose_witness_link_ends_before_the_answer_is_refused`,
+///   `a_notice_outdates_the_disk_even_with_a_peer_link_not_yet_seen_dead`).
+/// - 2806: the peer's answer lost before `LinkLost`: promoted as if
+///   connected (`a_promotion_whose_peer_request_is_lost_before_the_link_needs_the_witness_grant`).
+/// - 8230: a second outdate on one witness connection sent no notice
+///   (arbiter.rs `a_second_outdate_on_the_same_connection_sends_a_new_notice`).
+/// - 16327, 10424: a restarted witness granted a promotion beside an
+///   unreported Primary and outdated a node holding a grant (arbiter.rs
+///   `no_grant_beside_an_unreported_node_and_no_outdate_of_a_granted_one`).
+const QUORUM_REGRESSION_SEEDS: [u64; 6] = [69, 1737, 2806, 8230, 16_327, 10_424];
+
 #[test]
 fn simulation() {
     let steps = env_u64("SIM_STEPS").unwrap_or(400);
-    let (seeds, verbose): (Vec<u64>, bool) = match env_u64("SIM_SEED") {
-        Some(s) => (vec![s], true),
-        None => ((0..env_u64("SIM_SEEDS").unwrap_or(20000)).chain(REGRESSION_SEEDS).collect(), false),
+    let (seeds, verbose): (Vec<(u64, Option<bool>)>, bool) = match env_u64("SIM_SEED") {
+        Some(s) => (vec![(s, None)], true),
+        None => (
+            (0..env_u64("SIM_SEEDS").unwrap_or(20000))
+                .chain(REGRESSION_SEEDS)
+                .map(|s| (s, None))
+                .chain(QUORUM_REGRESSION_SEEDS.iter().map(|&s| (s, Some(true))))
+                .collect(),
+            false,
+        ),
     };
     // SIM_KEEP_GOING=1: run every seed, then list the failures (one line each).
     let keep_going = std::env::var("SIM_KEEP_GOING").is_ok_and(|v| v == "1");
@@ -2055,8 +2081,8 @@ fn simulation() {
     let start = std::time::Instant::now();
     let mut total = Counts::default();
     let mut failed = Vec::new();
-    for &seed in &seeds {
-        let r = std::panic::catch_unwind(|| run_seed(seed, steps, verbose));
+    for &(seed, quorum) in &seeds {
+        let r = std::panic::catch_unwind(|| run_seed(seed, steps, verbose, quorum));
         match r {
             Ok(c) => total += c,
             Err(e) => {
