@@ -228,3 +228,24 @@ fn a_promotion_whose_peer_request_is_lost_before_the_link_needs_the_witness_gran
     assert!(matches!(r.answer, Answer::Refused(_)), "promoted beside a Primary the witness reports: {:?}", r.answer);
     assert_eq!(m.state().role, Role::Secondary);
 }
+
+/// Found by the simulation (quorum mode, seed 85049): the witness's answer
+/// to a fence arrived after a new session with the peer was installed; it
+/// marked the node fenced for that session, so when the session was lost
+/// the Primary acknowledged writes alone without asking the witness (whose
+/// record the peer's resync had cleared); the peer was then promoted
+/// lacking them.
+#[test]
+fn a_fence_answer_for_an_earlier_loss_does_not_fence_the_next_one() {
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    m.step(Event::Witness(Some(UP)));
+    m.step(Event::Promote { force: false });
+    m.step(Event::WitnessAnswered { force: false, errno: Some(0) });
+    assert!(m.step(Event::Degraded { offset: 0, len: 4096 }).effects.contains(&Effect::Fence));
+    // The peer is back before the witness answers.
+    let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
+    m.step(Event::FenceResult(Some(7)));
+    m.step(Event::LinkLost { link: Some(link), clean: false });
+    let r = m.step(Event::Degraded { offset: 0, len: 4096 });
+    assert!(r.effects.contains(&Effect::Fence) && m.frozen(), "acknowledged alone with no fence: {:?}", r.effects);
+}
