@@ -18,7 +18,9 @@
 //! 2. An outdate ([`In::Outdate`]: the asking node goes on without its
 //!    peer) is refused while the peer is connected here and Primary or
 //!    holds a grant (`EBUSY`: two Primaries, a split brain the operator
-//!    must resolve).
+//!    must resolve), and while the asking node is itself recorded
+//!    outdated (`ESTALE`: it was replaced; it does not outdate its
+//!    replacement).
 //!    Otherwise the peer is recorded outdated (persisted **before** the
 //!    answer), and told at once if connected, else first thing when it
 //!    connects.
@@ -180,6 +182,11 @@ impl Arbiter {
                 let p = &self.slots[peer];
                 if p.conn.is_some() && (p.role == Some(Role::Primary) || p.granted) {
                     out.push(Out::Send(who, Message::Ack { id, errno: EBUSY }));
+                } else if self.slots[who].outdated {
+                    // The asker is itself recorded outdated: its peer went on
+                    // without it (an old Primary replaced while it had no
+                    // quorum). It does not outdate the node that replaced it.
+                    out.push(Out::Send(who, Message::Ack { id, errno: ESTALE }));
                 } else {
                     if !p.outdated {
                         self.slots[peer].outdated = true;
@@ -359,6 +366,26 @@ mod tests {
         let out = a.step(In::Outdate { who: 1, id: 3 });
         assert_eq!(out, [Out::Send(1, Message::Ack { id: 3, errno: EBUSY })]);
         assert_eq!(a.outdated(), [false, false]);
+    }
+
+    /// Found by the simulation (quorum mode, seed 108679): beta, an old
+    /// Primary without quorum, was replaced by alpha, which had the witness
+    /// record beta outdated; beta reconnected to the witness, refused the
+    /// notice (Primary) and asked to outdate alpha, which was granted: both
+    /// recorded outdated, beta thawed and acknowledged writes alpha lacked.
+    #[test]
+    fn an_outdated_node_does_not_outdate_its_peer() {
+        let mut a = Arbiter::new([false, false]);
+        a.step(In::Connected { who: 0, conn: 1 });
+        report(&mut a, 0, Role::Primary, Disk::UpToDate);
+        a.step(In::Outdate { who: 0, id: 1 });
+        assert_eq!(a.outdated(), [false, true]);
+        a.step(In::Lost { who: 0, conn: 1 });
+        a.step(In::Connected { who: 1, conn: 2 });
+        report(&mut a, 1, Role::Primary, Disk::UpToDate);
+        let out = a.step(In::Outdate { who: 1, id: 2 });
+        assert_eq!(sent(&out, 1), [Message::Ack { id: 2, errno: ESTALE }]);
+        assert_eq!(a.outdated(), [false, true]);
     }
 
     #[test]
