@@ -77,6 +77,18 @@
 //!   (which hold the AL extents after a crash);
 //! - a split brain is only found after one was made on purpose.
 //!
+//! Quorum mode (one seed in five, `SIM_QUORUM=1` for all, `=0` for none;
+//! [`witness`]): `[witness]` on both nodes (`suspend-io` or `io-error`),
+//! the real witness arbiter with a durable record and a link per data node
+//! (cuts, the witness's crash at any moment or at a record write, each end
+//! noticing a dead link on its own), fed what node/witness_link.rs and
+//! node/commands.rs feed; no fencing handler, protocol C, and a manager
+//! that promotes either node whenever it likes. Nothing is forgiven: a
+//! node acknowledging a write must hold every acknowledged write, a
+//! Primary that may acknowledge (quorate, not frozen) must hold them all,
+//! no promotion without quorum, and a split brain is resolved against the
+//! side lacking acknowledged writes (there must be one).
+//!
 //! Every seed ends with a heal-everything phase that must converge to two
 //! identical disks holding every acknowledged write.
 //!
@@ -2057,7 +2069,11 @@ const REGRESSION_SEEDS: [u64; 3] = [247_609, 84_488, 3207];
 /// - 16327, 10424: a restarted witness granted a promotion beside an
 ///   unreported Primary and outdated a node holding a grant (arbiter.rs
 ///   `no_grant_beside_an_unreported_node_and_no_outdate_of_a_granted_one`).
-const QUORUM_REGRESSION_SEEDS: [u64; 6] = [69, 1737, 2806, 8230, 16_327, 10_424];
+/// - 85049: a fence answer that arrived after a new session fenced that
+///   session (`a_fence_answer_for_an_earlier_loss_does_not_fence_the_next_one`).
+/// - 108679: an old Primary recorded outdated outdated its replacement
+///   (arbiter.rs `an_outdated_node_does_not_outdate_its_peer`).
+const QUORUM_REGRESSION_SEEDS: [u64; 8] = [69, 1737, 2806, 8230, 16_327, 10_424, 85_049, 108_679];
 
 #[test]
 fn simulation() {
