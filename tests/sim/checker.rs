@@ -221,8 +221,9 @@ pub fn quiet(n: &[Node; 2], net: &Net) -> bool {
 /// The invariants that hold at every step; `Err` says which broke.
 /// `quorum`: two Primaries apart may exist (one that lost quorum and was
 /// replaced; it acknowledges nothing, checked as each write is
-/// acknowledged), and only a Primary that may acknowledge writes (quorate,
-/// not frozen) must hold every acknowledged write.
+/// acknowledged), and only a Primary that may acknowledge writes (not
+/// frozen, with a live peer link or the witness) must hold every
+/// acknowledged write.
 pub fn check(n: &[Node; 2], net: &Net, ledger: &mut Ledger, c: &mut Counts, quorum: bool) -> Result<(), String> {
     if connected(n, net, 0) && connected(n, net, 1) && is_primary(&n[0]) && is_primary(&n[1]) {
         return Err("two Primaries while connected".into());
@@ -232,7 +233,14 @@ pub fn check(n: &[Node; 2], net: &Net, ledger: &mut Ledger, c: &mut Counts, quor
         return Err("two Primaries apart, with no split brain made on purpose".into());
     }
     let serving: Vec<usize> = if quorum {
-        primaries.iter().copied().filter(|&p| n[p].machine().quorate() && !n[p].machine().frozen()).collect()
+        // Quorate in truth: a peer link that carries frames (a link the
+        // node has not yet seen dead only makes its writes wait), or the
+        // witness.
+        primaries
+            .iter()
+            .copied()
+            .filter(|&p| !n[p].machine().frozen() && (connected(n, net, p) || n[p].machine().witness().is_some()))
+            .collect()
     } else if primaries.len() == 1 {
         primaries
     } else {
