@@ -1923,7 +1923,8 @@ impl Sim {
     }
 
     fn check(&mut self) {
-        if let Err(e) = checker::check(&self.n, &self.net, &mut self.ledger, &mut self.c, self.quorum.is_some()) {
+        let witness_alive = std::array::from_fn(|i| self.wit.up() && self.wit.links[i].as_ref().is_some_and(|l| l.alive && l.wit_open));
+        if let Err(e) = checker::check(&self.n, &self.net, &mut self.ledger, &mut self.c, self.quorum.map(|_| witness_alive)) {
             self.fail(&e);
         }
     }

@@ -222,24 +222,24 @@ pub fn quiet(n: &[Node; 2], net: &Net) -> bool {
 /// `quorum`: two Primaries apart may exist (one that lost quorum and was
 /// replaced; it acknowledges nothing, checked as each write is
 /// acknowledged), and only a Primary that may acknowledge writes (not
-/// frozen, with a live peer link or the witness) must hold every
-/// acknowledged write.
-pub fn check(n: &[Node; 2], net: &Net, ledger: &mut Ledger, c: &mut Counts, quorum: bool) -> Result<(), String> {
+/// frozen, with a live peer link or a live witness link: `quorum` says
+/// which nodes have the latter) must hold every acknowledged write.
+pub fn check(n: &[Node; 2], net: &Net, ledger: &mut Ledger, c: &mut Counts, quorum: Option<[bool; 2]>) -> Result<(), String> {
     if connected(n, net, 0) && connected(n, net, 1) && is_primary(&n[0]) && is_primary(&n[1]) {
         return Err("two Primaries while connected".into());
     }
     let primaries: Vec<usize> = (0..2).filter(|&i| is_primary(&n[i])).collect();
-    if primaries.len() == 2 && !ledger.suspended && !quorum {
+    if primaries.len() == 2 && !ledger.suspended && quorum.is_none() {
         return Err("two Primaries apart, with no split brain made on purpose".into());
     }
-    let serving: Vec<usize> = if quorum {
-        // Quorate in truth: a peer link that carries frames (a link the
-        // node has not yet seen dead only makes its writes wait), or the
-        // witness.
+    let serving: Vec<usize> = if let Some(witness_alive) = quorum {
+        // Quorate in truth: a peer link that carries frames, or a witness
+        // link that does (a link the node has not yet seen dead only makes
+        // its writes wait, or its fence fail).
         primaries
             .iter()
             .copied()
-            .filter(|&p| !n[p].machine().frozen() && (connected(n, net, p) || n[p].machine().witness().is_some()))
+            .filter(|&p| !n[p].machine().frozen() && (connected(n, net, p) || witness_alive[p]))
             .collect()
     } else if primaries.len() == 1 {
         primaries
