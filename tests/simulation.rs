@@ -230,7 +230,7 @@ impl Sim {
             (None, Ok("1")) => true,
             _ => seed % 5 == 3,
         }
-        .then(|| if seed % 2 == 0 { OnNoQuorum::SuspendIo } else { OnNoQuorum::IoError });
+        .then_some(if seed.is_multiple_of(2) { OnNoQuorum::SuspendIo } else { OnNoQuorum::IoError });
         let protocol_a = protocol_a && quorum.is_none();
         let fencing = if quorum.is_some() { Fencing::DontCare } else { fencing };
         let pull_ahead = pull_ahead.filter(|_| quorum.is_none());
@@ -540,7 +540,7 @@ impl Sim {
     /// The data node's link task sees the witness link dead: the waiting
     /// requests end with None and `Witness(None)`, in either order.
     fn wnode_notice(&mut self, i: usize) -> Step {
-        if !self.up(i) || !self.wit.links[i].as_ref().is_some_and(|l| !l.alive) {
+        if !self.up(i) || self.wit.links[i].as_ref().is_none_or(|l| l.alive) {
             return Ok(());
         }
         self.note(format!("{} notices its witness link is gone", NAMES[i]));
@@ -660,23 +660,17 @@ impl Sim {
                 self.wit.witness_notices(&mut self.wrng, &mut log);
                 self.wlog(log);
             }
-            600..=629 if !calm && self.wrng.gen_ratio(1, self.fault_scale) => {
-                if self.wit.links[i].as_ref().is_some_and(|l| l.alive) {
-                    self.note(format!("witness link of {} CUT", NAMES[i]));
-                    self.wit.cut(i);
-                }
+            600..=629 if !calm && self.wrng.gen_ratio(1, self.fault_scale) && self.wit.links[i].as_ref().is_some_and(|l| l.alive) => {
+                self.note(format!("witness link of {} CUT", NAMES[i]));
+                self.wit.cut(i);
             }
-            630..=637 if !calm && self.wrng.gen_ratio(1, self.fault_scale) => {
-                if self.wit.up() {
-                    self.note("witness CRASHES");
-                    self.wit.crash();
-                }
+            630..=637 if !calm && self.wrng.gen_ratio(1, self.fault_scale) && self.wit.up() => {
+                self.note("witness CRASHES");
+                self.wit.crash();
             }
-            638..=689 => {
-                if !self.wit.up() {
-                    self.note(format!("witness restarts (record {:?})", self.wit.record));
-                    self.wit.restart();
-                }
+            638..=689 if !self.wit.up() => {
+                self.note(format!("witness restarts (record {:?})", self.wit.record));
+                self.wit.restart();
             }
             _ => {}
         }
