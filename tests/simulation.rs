@@ -77,6 +77,18 @@
 //!   (which hold the AL extents after a crash);
 //! - a split brain is only found after one was made on purpose.
 //!
+//! Quorum mode (one seed in five, `SIM_QUORUM=1` for all, `=0` for none;
+//! [`witness`]): `[witness]` on both nodes (`suspend-io` or `io-error`),
+//! the real witness arbiter with a durable record and a link per data node
+//! (cuts, the witness's crash at any moment or at a record write, each end
+//! noticing a dead link on its own), fed what node/witness_link.rs and
+//! node/commands.rs feed; no fencing handler, protocol C, and a manager
+//! that promotes either node whenever it likes. Nothing is forgiven: a
+//! node acknowledging a write must hold every acknowledged write, a
+//! Primary that may acknowledge (quorate, not frozen) must hold them all,
+//! no promotion without quorum, and a split brain is resolved against the
+//! side lacking acknowledged writes (there must be one).
+//!
 //! Every seed ends with a heal-everything phase that must converge to two
 //! identical disks holding every acknowledged write.
 //!
@@ -112,6 +124,8 @@ mod exchange;
 mod model;
 #[path = "sim/network.rs"]
 mod network;
+#[path = "sim/witness.rs"]
+mod witness;
 
 use checker::{connected, is_primary, mirrored, quiet, Counts, Ledger};
 use model::{blocks_of, decode_versions, encode_versions, range_of, Faults, Node, Req, Session, SimIo, SourcePhase, BLOCK, BLOCKS, EXTENT, NAMES, SIZE};
@@ -124,10 +138,25 @@ use repd::meta::ActivityLog;
 use repd::node::decide::{decide, Decision, Side};
 use repd::node::execute::execute;
 use repd::node::genid::{self, DecideInput, GenIds, SyncDecision};
-use repd::node::machine::{Answer, Congestion, Effect, Event, LinkId, Machine, PeerAnswer, Settings};
+use repd::config_witness::OnNoQuorum;
+use repd::node::machine::{Answer, Congestion, Effect, Event, LinkId, Machine, PeerAnswer, Settings, WitnessView};
 use repd::node::state::{Connection, Disk, Lag, Role};
 use repd::node::wire::{from_wire_disk, from_wire_role, to_wire_disk, to_wire_role};
+use repd::repl::message::{QUORUM_OTHER_CONNECTED, QUORUM_OTHER_PRIMARY};
+use repd::repl::types::{STATE_PEER_CONNECTED, STATE_PROMOTING};
 use repd::repl::{self, Message};
+use std::collections::BTreeMap;
+use witness::Witness;
+
+/// A request on a data node's witness link awaiting the witness's `Ack`
+/// (node/witness_state.rs `request`).
+#[derive(Debug, Clone, Copy)]
+enum WReq {
+    /// A promotion's `RoleRequest` (node/commands.rs `promote`).
+    Role { force: bool, failover: bool },
+    /// A fence's `Outdate` of the peer (node/runtime_io.rs `fence`).
+    Fence,
+}
 
 /// The node crashed at a durable write; the event stops there.
 #[derive(Debug)]
@@ -162,10 +191,24 @@ struct Sim {
     c: Counts,
     log: VecDeque<String>,
     verbose: bool,
+    /// Quorum mode (one seed in five, `SIM_QUORUM`): `[witness]` on both
+    /// nodes, no fencing handler, a manager that promotes any node the
+    /// daemon accepts, and no forgiveness.
+    quorum: Option<OnNoQuorum>,
+    wit: Witness,
+    /// Drives the witness and its links (apart from `rng`).
+    wrng: StdRng,
+    /// Per data node: the last state reported to the witness, the
+    /// promotion flag reported, the requests awaiting the witness.
+    wlast: [Option<(Role, Disk, u64)>; 2],
+    wprom: [bool; 2],
+    wreqs: [BTreeMap<u64, WReq>; 2],
+    wnext: u64,
 }
 
 impl Sim {
-    fn new(seed: u64, verbose: bool) -> Sim {
+    /// `quorum`: Some forces quorum mode on or off (a regression seed).
+    fn new(seed: u64, verbose: bool, quorum: Option<bool>) -> Sim {
         let policy = if seed.is_multiple_of(3) { SplitBrainPolicy::DiscardZeroChanges } else { SplitBrainPolicy::Disconnect };
         // One seed in four freezes writes until fence-peer confirms.
         let fencing = if seed % 4 == 1 { Fencing::ResourceAndStonith } else { Fencing::DontCare };
@@ -179,7 +222,19 @@ impl Sim {
         // flight, or (one in three) at 2 of the 3 activity-log slots.
         let pull_ahead = (protocol_a && seed % 2 == 1)
             .then_some(Congestion { fill: 2 * BLOCK, extents: if seed.is_multiple_of(3) { 2 } else { 0 } });
-        let settings = |i: usize| Settings { me_first: NAMES[i] < NAMES[1 - i], fencing, after_split_brain: policy, size: SIZE, pull_ahead, quorum: None };
+        // Quorum mode: one seed in five (apart from the protocol-A and
+        // disk-error seeds), protocol C, no fencing handler.
+        let quorum = match (quorum, std::env::var("SIM_QUORUM").as_deref()) {
+            (Some(q), _) => q,
+            (None, Ok("0")) => false,
+            (None, Ok("1")) => true,
+            _ => seed % 5 == 3,
+        }
+        .then_some(if seed.is_multiple_of(2) { OnNoQuorum::SuspendIo } else { OnNoQuorum::IoError });
+        let protocol_a = protocol_a && quorum.is_none();
+        let fencing = if quorum.is_some() { Fencing::DontCare } else { fencing };
+        let pull_ahead = pull_ahead.filter(|_| quorum.is_none());
+        let settings = |i: usize| Settings { me_first: NAMES[i] < NAMES[1 - i], fencing, after_split_brain: policy, size: SIZE, pull_ahead, quorum };
         Sim {
             rng: StdRng::seed_from_u64(seed),
             xrng: StdRng::seed_from_u64(seed ^ 0x5eed_b17b_a9e0_0000),
@@ -202,6 +257,13 @@ impl Sim {
             c: Counts::default(),
             log: VecDeque::new(),
             verbose,
+            quorum,
+            wit: Witness::new(),
+            wrng: StdRng::seed_from_u64(seed ^ 0x0717_e55e_0000),
+            wlast: [None; 2],
+            wprom: [false; 2],
+            wreqs: Default::default(),
+            wnext: 1,
         }
     }
 
@@ -274,6 +336,17 @@ impl Sim {
         (0..2).find(|&i| is_primary(&self.n[i]))
     }
 
+    /// Node `k`'s disk lacks an acknowledged write.
+    fn lacks_acked(&self, k: usize) -> bool {
+        (0..BLOCKS).any(|b| self.n[k].store.disk[b] < self.ledger.acked[b])
+    }
+
+    /// Quorum mode: a Primary that lacks acknowledged writes (an old one
+    /// that lost quorum and was replaced).
+    fn stale_primary(&self) -> Option<usize> {
+        (0..2).find(|&i| self.quorum.is_some() && is_primary(&self.n[i]) && self.lacks_acked(i))
+    }
+
     // ------------------------------------------------------------ the machine
 
     /// Carries out `effects` on node `i` with the real executor; a crash at
@@ -291,11 +364,16 @@ impl Sim {
             self.note(format!("{}: {ev:?}", NAMES[i]));
         }
         let ready = m.step(ev);
+        let changed = ready.effects.contains(&Effect::Changed);
         let crashed = self.execute(i, &mut m, ready.effects);
         self.n[i].m = Some(m);
         if crashed {
             self.crash(i);
             return Err(Crashed);
+        }
+        if changed {
+            // node/runtime_io.rs `changed`: the witness hears the new state.
+            self.wreport(i, false);
         }
         Ok(ready.answer)
     }
@@ -347,6 +425,7 @@ impl Sim {
             self.net.close(s.conn);
         }
         self.n[i].forget();
+        self.wnode_gone(i);
         if self.faults.armed.is_some_and(|(w, _)| w == i) {
             self.faults.armed = None;
         }
@@ -400,6 +479,227 @@ impl Sim {
     fn restart(&mut self, i: usize) -> Step {
         self.c.restarts += 1;
         self.start(i)
+    }
+
+    // ------------------------------------------------------------ the witness
+
+    fn wlog(&mut self, lines: Vec<String>) {
+        for l in lines {
+            self.note(l);
+        }
+    }
+
+    fn wrequest(&mut self, i: usize, r: WReq) -> u64 {
+        let id = self.wnext;
+        self.wnext += 1;
+        self.wreqs[i].insert(id, r);
+        id
+    }
+
+    /// node/witness_state.rs `report`: role, disk, whether the peer is
+    /// connected, the promoting flag; only when changed unless `force`.
+    fn wreport(&mut self, i: usize, force: bool) {
+        if self.quorum.is_none() || !self.up(i) || self.wit.links[i].is_none() {
+            return;
+        }
+        let st = self.m(i).state();
+        let mut flags = if st.connection == Connection::Connected { STATE_PEER_CONNECTED } else { 0 };
+        if self.wprom[i] {
+            flags |= STATE_PROMOTING;
+        }
+        let now = (st.role, st.disk, flags);
+        if !force && self.wlast[i] == Some(now) {
+            return;
+        }
+        self.wlast[i] = Some(now);
+        self.wit.send_to_witness(i, Message::StateUpdate { role: to_wire_role(now.0), disk: to_wire_disk(now.1), flags });
+    }
+
+    /// Node `i` crashed or stopped: its witness link goes with it.
+    fn wnode_gone(&mut self, i: usize) {
+        self.wit.node_closes(i);
+        self.wlast[i] = None;
+        self.wprom[i] = false;
+        self.wreqs[i].clear();
+    }
+
+    /// node/witness_link.rs `run`: dialled while the node runs.
+    fn wdial(&mut self, i: usize) {
+        if self.quorum.is_none() || !self.up(i) || self.wit.links[i].is_some() || !self.wit.up() {
+            return;
+        }
+        let mut log = Vec::new();
+        self.wit.dial(i, &mut self.wrng, &mut log);
+        self.note(format!("{}: witness link up", NAMES[i]));
+        self.wlog(log);
+        // `session`: the first report, forced.
+        self.wlast[i] = None;
+        self.wreport(i, true);
+    }
+
+    /// The data node's link task sees the witness link dead: the waiting
+    /// requests end with None and `Witness(None)`, in either order.
+    fn wnode_notice(&mut self, i: usize) -> Step {
+        if !self.up(i) || self.wit.links[i].as_ref().is_none_or(|l| l.alive) {
+            return Ok(());
+        }
+        self.note(format!("{} notices its witness link is gone", NAMES[i]));
+        self.wit.node_closes(i);
+        self.wlast[i] = None;
+        let requests_first = self.wrng.gen();
+        if requests_first {
+            self.wfail_requests(i)?;
+        }
+        self.step(i, Event::Witness(None))?;
+        if !requests_first {
+            self.wfail_requests(i)?;
+        }
+        Ok(())
+    }
+
+    fn wfail_requests(&mut self, i: usize) -> Step {
+        for (_, r) in std::mem::take(&mut self.wreqs[i]) {
+            self.wanswered(i, r, None)?;
+        }
+        Ok(())
+    }
+
+    /// A witness request ended: its `Ack` (errno) or the link's end (None).
+    fn wanswered(&mut self, i: usize, r: WReq, errno: Option<i32>) -> Step {
+        match r {
+            WReq::Role { force, failover } => {
+                self.n[i].promoting = false;
+                let a = self.step(i, Event::WitnessAnswered { force, errno })?;
+                self.promote_answer(i, force, a, failover, false)
+            }
+            WReq::Fence => {
+                let code = (errno == Some(0)).then_some(7);
+                if code.is_some() {
+                    self.c.fences += 1;
+                }
+                self.note(format!("{}: the witness answered the fence: {errno:?}", NAMES[i]));
+                self.step(i, Event::FenceResult(code)).map(|_| ())
+            }
+        }
+    }
+
+    /// node/runtime_io.rs `fence` with quorum: an `Outdate` of the peer to
+    /// the witness; `FenceResult(Some(7))` on Ack 0, else None.
+    fn wfence(&mut self, i: usize) -> Step {
+        if self.quorum.is_none() || !self.up(i) || !std::mem::take(&mut self.n[i].fencing) {
+            return Ok(());
+        }
+        if self.wit.links[i].is_some() {
+            let id = self.wrequest(i, WReq::Fence);
+            self.wit.send_to_witness(i, Message::Outdate { id });
+            Ok(())
+        } else {
+            self.step(i, Event::FenceResult(None)).map(|_| ())
+        }
+    }
+
+    /// The next frame from the witness to node `i` (node/witness_link.rs `session`).
+    fn wdeliver_to_node(&mut self, i: usize) -> Step {
+        if !self.up(i) {
+            return Ok(());
+        }
+        let Some(msg) = self.wit.pop_to_node(i) else { return Ok(()) };
+        if self.verbose {
+            self.note(format!("{} <- witness: {msg:?}", NAMES[i]));
+        }
+        match msg {
+            Message::QuorumView { flags } => {
+                let view = WitnessView { peer_connected: flags & QUORUM_OTHER_CONNECTED != 0, peer_primary: flags & QUORUM_OTHER_PRIMARY != 0 };
+                self.step(i, Event::Witness(Some(view)))?;
+            }
+            Message::Ack { id, errno } => {
+                if let Some(r) = self.wreqs[i].remove(&id) {
+                    self.wanswered(i, r, Some(errno))?;
+                }
+            }
+            Message::Outdate { id } => {
+                let errno = match self.step(i, Event::OutdatedByWitness)? {
+                    Answer::Ok(_) => 0,
+                    _ => libc::EBUSY,
+                };
+                self.note(format!("{}: outdated by the witness: errno {errno}", NAMES[i]));
+                self.wit.send_to_witness(i, Message::Ack { id, errno });
+                self.wreport(i, false);
+            }
+            other => self.fail(&format!("unexpected frame from the witness {other:?}")),
+        }
+        Ok(())
+    }
+
+    fn wdeliver_to_witness(&mut self, i: usize) {
+        let mut log = Vec::new();
+        self.wit.deliver_to_witness(i, &mut self.wrng, &mut log);
+        self.wlog(log);
+    }
+
+    /// One witness event per step (quorum mode): frames delivered, links
+    /// dialled, ends noticed, and (outside calm phases) cuts and crashes.
+    fn witness_event(&mut self) -> Step {
+        let e = self.wrng.gen_range(0..1000);
+        let calm = (self.c.steps / 60) % 2 == 1;
+        let i = self.wrng.gen_range(0..2);
+        match e {
+            0..=349 => {
+                for _ in 0..self.wrng.gen_range(1..=3) {
+                    if self.wrng.gen() {
+                        self.wdeliver_to_witness(i);
+                    } else {
+                        self.wdeliver_to_node(i)?;
+                    }
+                }
+            }
+            350..=449 => self.wdial(i),
+            450..=529 => self.wnode_notice(i)?,
+            530..=599 => {
+                let mut log = Vec::new();
+                self.wit.witness_notices(&mut self.wrng, &mut log);
+                self.wlog(log);
+            }
+            600..=629 if !calm && self.wrng.gen_ratio(1, self.fault_scale) && self.wit.links[i].as_ref().is_some_and(|l| l.alive) => {
+                self.note(format!("witness link of {} CUT", NAMES[i]));
+                self.wit.cut(i);
+            }
+            630..=637 if !calm && self.wrng.gen_ratio(1, self.fault_scale) && self.wit.up() => {
+                self.note("witness CRASHES");
+                self.wit.crash();
+            }
+            638..=689 if !self.wit.up() => {
+                self.note(format!("witness restarts (record {:?})", self.wit.record));
+                self.wit.restart();
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Convergence: the witness runs, every link is dialled, and what is
+    /// in flight is delivered.
+    fn witness_heal(&mut self) -> Step {
+        if self.quorum.is_none() {
+            return Ok(());
+        }
+        self.wit.restart();
+        for i in 0..2 {
+            self.wnode_notice(i)?;
+            let mut log = Vec::new();
+            self.wit.witness_notices(&mut self.wrng, &mut log);
+            self.wit.witness_notices(&mut self.wrng, &mut log);
+            self.wlog(log);
+            self.wdial(i);
+        }
+        for _ in 0..16 {
+            for i in 0..2 {
+                self.wdeliver_to_witness(i);
+                self.wdeliver_to_node(i)?;
+            }
+            self.background()?;
+        }
+        Ok(())
     }
 
     // ------------------------------------------------------------ sessions
@@ -1022,6 +1322,17 @@ impl Sim {
         } else {
             self.ledger.ack(i, w.blocks, w.ver);
         }
+        if self.quorum.is_some() && !self.m(i).disk_failed() {
+            // Quorum: whoever acknowledges a write holds every write
+            // acknowledged before it (never two Primaries that both
+            // acknowledge writes the other lacks).
+            if let Some(b) = (0..BLOCKS).find(|&b| self.n[i].store.disk[b] < self.ledger.acked[b]) {
+                self.fail(&format!(
+                    "{} acknowledged a write while lacking acknowledged block {b} (acked at version {}, it holds {}): two Primaries acknowledged writes the other lacks",
+                    NAMES[i], self.ledger.acked[b], self.n[i].store.disk[b]
+                ));
+            }
+        }
     }
 
     /// An application flush (node/device.rs `flush`): it covers what the
@@ -1131,6 +1442,16 @@ impl Sim {
 
     /// `lost`: the peer never answered (the promotion went ahead alone).
     fn promote_answer(&mut self, i: usize, force: bool, a: Answer, failover: bool, lost: bool) -> Step {
+        // The promotion ended: the witness's flag cleared and reported (forced).
+        let ends = matches!(a, Answer::Ok(_) | Answer::Refused(_)) && std::mem::take(&mut self.wprom[i]);
+        let r = self.promote_answer_inner(i, force, a, failover, lost);
+        if ends && r.is_ok() && self.up(i) {
+            self.wreport(i, true);
+        }
+        r
+    }
+
+    fn promote_answer_inner(&mut self, i: usize, force: bool, a: Answer, failover: bool, lost: bool) -> Step {
         match a {
             Answer::Ok(what) => {
                 if what == "primary" {
@@ -1139,6 +1460,16 @@ impl Sim {
                         self.c.failovers += 1;
                     }
                     let alone = lost || self.m(i).link().is_none();
+                    if self.quorum.is_some() {
+                        if !self.m(i).quorate() {
+                            self.fail(&format!("{} was promoted without quorum", NAMES[i]));
+                        }
+                        if alone {
+                            // Its new generation and the old Primary's may
+                            // both exist: a split brain of ids, not of data.
+                            self.ledger.split_possible = true;
+                        }
+                    }
                     if alone {
                         // The manager fences the peer of a node promoted alone, as DRBD's
                         // fence-peer does.
@@ -1150,6 +1481,21 @@ impl Sim {
             Answer::Refused(why) => {
                 self.c.promote_refused += 1;
                 self.note(format!("{} promote refused: {why}", NAMES[i]));
+            }
+            Answer::AskWitness => {
+                // node/commands.rs `promote`: the promoting flag reported,
+                // then the witness asked (None at once if its link is down).
+                self.wprom[i] = true;
+                self.wreport(i, true);
+                if self.wit.links[i].is_some() {
+                    self.n[i].promoting = true;
+                    let id = self.wrequest(i, WReq::Role { force, failover });
+                    self.wit.send_to_witness(i, Message::RoleRequest { id });
+                } else {
+                    let a = self.step(i, Event::WitnessAnswered { force, errno: None })?;
+                    return self.promote_answer(i, force, a, failover, lost);
+                }
+                return Ok(());
             }
             Answer::AskPeer(link) => match self.n[i].sess.as_ref().filter(|s| s.link == Some(link)).map(|s| s.conn) {
                 Some(conn) => {
@@ -1206,6 +1552,10 @@ impl Sim {
 
     /// fence-peer ends: the manager fenced the peer (exit 7).
     fn fence_done(&mut self, i: usize) -> Step {
+        if self.quorum.is_some() {
+            // No handler: the witness is the fence (`wfence`).
+            return Ok(());
+        }
         if self.up(i) && self.n[i].fencing {
             self.n[i].fencing = false;
             self.fenced[1 - i] = true;
@@ -1245,6 +1595,7 @@ impl Sim {
         self.note(format!("{} stops cleanly", NAMES[i]));
         self.c.clean_stops += 1;
         self.n[i].forget();
+        self.wnode_gone(i);
         Ok(())
     }
 
@@ -1261,6 +1612,7 @@ impl Sim {
     /// released, drains finished.
     fn background(&mut self) -> Step {
         for i in 0..2 {
+            self.wfence(i)?;
             self.release_frozen(i);
             self.drain(i)?;
         }
@@ -1272,6 +1624,17 @@ impl Sim {
     fn manage(&mut self) -> Step {
         let ups: Vec<usize> = (0..2).filter(|&i| self.up(i)).collect();
         match self.rng.gen_range(0..4) {
+            0 if self.quorum.is_some() => {
+                // Quorum mode: promote any node, whenever (the daemon and
+                // the witness decide whether it may be).
+                let cands: Vec<usize> = ups.iter().copied().filter(|&i| !is_primary(&self.n[i]) && !self.n[i].promoting && !self.n[i].draining).collect();
+                if cands.is_empty() {
+                    return Ok(());
+                }
+                let i = cands[self.rng.gen_range(0..cands.len())];
+                let other_down_primary = !self.up(1 - i) && self.n[1 - i].store.hdr.primary;
+                self.promote(i, false, other_down_primary)?;
+            }
             0 => {
                 // Fail over / start a Primary where there is none (and none is being made).
                 if self.primary().is_some() || ups.is_empty() || (0..2).any(|i| self.n[i].promoting || self.n[i].draining) {
@@ -1321,6 +1684,29 @@ impl Sim {
         // The operator sticks to one victim. (Changing it used to leave the
         // flag on both nodes and the pair in split brain for good; a plain
         // `connect` now withdraws it: see sim/daemon.rs.)
+        // Quorum mode: the operator discards the side that lacks
+        // acknowledged writes (there must be one that holds them all).
+        if self.quorum.is_some() {
+            let lacking: Vec<usize> = (0..2).filter(|&k| self.lacks_acked(k)).collect();
+            if lacking.len() == 2 {
+                self.fail("a split brain where neither side holds every acknowledged write");
+            }
+            if let [v] = lacking[..] {
+                if self.m(1 - v).discard_my_data() {
+                    self.step(1 - v, Event::Connect { discard_my_data: false })?;
+                }
+                if is_primary(&self.n[v]) {
+                    self.demote(v)?;
+                }
+                if is_primary(&self.n[v]) || self.n[v].draining {
+                    return Ok(());
+                }
+                self.note(format!("operator: {} (lacking acknowledged writes) connects with --discard-my-data", NAMES[v]));
+                self.step(v, Event::Connect { discard_my_data: true })?;
+                self.step(1 - v, Event::Connect { discard_my_data: false })?;
+                return Ok(());
+            }
+        }
         let victim = match (self.primary(), (0..2).find(|&i| self.m(i).discard_my_data())) {
             (_, Some(v)) if !is_primary(&self.n[v]) => v,
             (Some(p), _) => 1 - p,
@@ -1457,6 +1843,7 @@ impl Sim {
                 let i = self.rng.gen_range(0..2);
                 let j = 1 - i;
                 if self.rng.gen_ratio(1, 4)
+                    && self.quorum.is_none()
                     && self.up(i)
                     && self.n[i].sess.is_none()
                     && is_primary(&self.n[j])
@@ -1473,7 +1860,7 @@ impl Sim {
                 // Disaster recovery: force a lone node with no Primary around.
                 let i = self.rng.gen_range(0..2);
                 let j = 1 - i;
-                if self.rng.gen_ratio(1, 4) && self.up(i) && self.n[i].sess.is_none() && self.primary().is_none() && !self.n[i].promoting && !self.n[j].promoting {
+                if self.rng.gen_ratio(1, 4) && self.quorum.is_none() && self.up(i) && self.n[i].sess.is_none() && self.primary().is_none() && !self.n[i].promoting && !self.n[j].promoting {
                     let stale = self.m(i).state().disk != Disk::UpToDate || self.n[j].store.hdr.primary || self.fenced[i];
                     if self.m(i).state().check_promote(true).is_ok() && self.m(i).state().role == Role::Secondary {
                         if stale {
@@ -1530,7 +1917,8 @@ impl Sim {
     }
 
     fn check(&mut self) {
-        if let Err(e) = checker::check(&self.n, &self.net, &mut self.ledger, &mut self.c) {
+        let witness_alive = std::array::from_fn(|i| self.wit.up() && self.wit.links[i].as_ref().is_some_and(|l| l.alive && l.wit_open));
+        if let Err(e) = checker::check(&self.n, &self.net, &mut self.ledger, &mut self.c, self.quorum.map(|_| witness_alive)) {
             self.fail(&e);
         }
     }
@@ -1557,6 +1945,7 @@ impl Sim {
                         self.notice(i)?;
                     }
                 }
+                self.witness_heal()?;
                 if quiet(&self.n, &self.net) {
                     return Ok(());
                 }
@@ -1568,7 +1957,7 @@ impl Sim {
                     if self.m(i).state().connection == Connection::Standalone && !self.m(i).state().split_brain {
                         // After a refusal (two Primaries, stale Primary): demote and reconnect.
                         if round % 3 == 2 {
-                            if let Some(p) = self.primary() {
+                            if let Some(p) = self.stale_primary().or_else(|| self.primary()) {
                                 self.demote(p)?;
                             }
                         }
@@ -1613,16 +2002,21 @@ impl Sim {
     }
 }
 
-fn run_seed(seed: u64, steps: u64, verbose: bool) -> Counts {
-    let mut sim = Sim::new(seed, verbose);
+fn run_seed(seed: u64, steps: u64, verbose: bool, quorum: Option<bool>) -> Counts {
+    let mut sim = Sim::new(seed, verbose, quorum);
     // First start: connect (Idle), then `primary --force` on alpha: full sync.
     let _ = sim.start(0);
     let _ = sim.start(1);
     let _ = sim.handshake();
     let _ = sim.install_pending();
     let _ = sim.promote(0, true, false);
+    sim.wdial(0);
+    sim.wdial(1);
     for _ in 0..steps {
         let _ = sim.event();
+        if sim.quorum.is_some() {
+            let _ = sim.witness_event();
+        }
         let _ = sim.background();
         sim.check();
     }
@@ -1655,12 +2049,40 @@ fn env_u64(k: &str) -> Option<u64> {
 ///   `decide`: two inconsistent disks never sync).
 const REGRESSION_SEEDS: [u64; 3] = [247_609, 84_488, 3207];
 
+/// Seeds that failed in quorum mode (`SIM_QUORUM=1`), run in it every
+/// time (replay: `SIM_QUORUM=1 SIM_SEED=N`); each bug has a unit test.
+/// - 69: a promotion that lost its peer went on alone with no quorum
+///   (quorum_tests.rs `a_promotion_that_loses_its_peer_goes_on_alone_only_with_quorum_and_the_witness_grant`).
+/// - 1737: the witness link ended before its answer and the promotion
+///   went on alone; a notice taken over a dead peer link did not outdate
+///   the disk (`a_promotion_alone_whose_witness_link_ends_before_the_answer_is_refused`,
+///   `a_notice_outdates_the_disk_even_with_a_peer_link_not_yet_seen_dead`).
+/// - 2806: the peer's answer lost before `LinkLost`: promoted as if
+///   connected (`a_promotion_whose_peer_request_is_lost_before_the_link_needs_the_witness_grant`).
+/// - 8230: a second outdate on one witness connection sent no notice
+///   (arbiter.rs `a_second_outdate_on_the_same_connection_sends_a_new_notice`).
+/// - 16327, 10424: a restarted witness granted a promotion beside an
+///   unreported Primary and outdated a node holding a grant (arbiter.rs
+///   `no_grant_beside_an_unreported_node_and_no_outdate_of_a_granted_one`).
+/// - 85049: a fence answer that arrived after a new session fenced that
+///   session (`a_fence_answer_for_an_earlier_loss_does_not_fence_the_next_one`).
+/// - 108679: an old Primary recorded outdated outdated its replacement
+///   (arbiter.rs `an_outdated_node_does_not_outdate_its_peer`).
+const QUORUM_REGRESSION_SEEDS: [u64; 8] = [69, 1737, 2806, 8230, 16_327, 10_424, 85_049, 108_679];
+
 #[test]
 fn simulation() {
     let steps = env_u64("SIM_STEPS").unwrap_or(400);
-    let (seeds, verbose): (Vec<u64>, bool) = match env_u64("SIM_SEED") {
-        Some(s) => (vec![s], true),
-        None => ((0..env_u64("SIM_SEEDS").unwrap_or(20000)).chain(REGRESSION_SEEDS).collect(), false),
+    let (seeds, verbose): (Vec<(u64, Option<bool>)>, bool) = match env_u64("SIM_SEED") {
+        Some(s) => (vec![(s, None)], true),
+        None => (
+            (0..env_u64("SIM_SEEDS").unwrap_or(20000))
+                .chain(REGRESSION_SEEDS)
+                .map(|s| (s, None))
+                .chain(QUORUM_REGRESSION_SEEDS.iter().map(|&s| (s, Some(true))))
+                .collect(),
+            false,
+        ),
     };
     // SIM_KEEP_GOING=1: run every seed, then list the failures (one line each).
     let keep_going = std::env::var("SIM_KEEP_GOING").is_ok_and(|v| v == "1");
@@ -1670,8 +2092,8 @@ fn simulation() {
     let start = std::time::Instant::now();
     let mut total = Counts::default();
     let mut failed = Vec::new();
-    for &seed in &seeds {
-        let r = std::panic::catch_unwind(|| run_seed(seed, steps, verbose));
+    for &(seed, quorum) in &seeds {
+        let r = std::panic::catch_unwind(|| run_seed(seed, steps, verbose, quorum));
         match r {
             Ok(c) => total += c,
             Err(e) => {

@@ -10,13 +10,17 @@
 //!
 //! The rules:
 //! 1. A promotion ([`In::RoleRequest`]) is granted unless the other node
-//!    is connected and Primary or holds a grant (`EBUSY`), or the asking
+//!    is connected and Primary, holds a grant, or has not reported its role
+//!    yet (`EBUSY`), or the asking
 //!    node is outdated and has not yet taken the notice (`ESTALE`). The
 //!    grant lasts until the node reports Primary, reports that it is no
 //!    longer promoting, or its connection ends.
 //! 2. An outdate ([`In::Outdate`]: the asking node goes on without its
-//!    peer) is refused while the peer is connected here and Primary
-//!    (`EBUSY`: two Primaries, a split brain the operator must resolve).
+//!    peer) is refused while the peer is connected here and Primary or
+//!    holds a grant (`EBUSY`: two Primaries, a split brain the operator
+//!    must resolve), and while the asking node is itself recorded
+//!    outdated (`ESTALE`: it was replaced; it does not outdate its
+//!    replacement).
 //!    Otherwise the peer is recorded outdated (persisted **before** the
 //!    answer), and told at once if connected, else first thing when it
 //!    connects.
@@ -150,11 +154,20 @@ impl Arbiter {
                 if s.outdated && s.notice_taken && disk == Disk::UpToDate {
                     tracing::info!(node = who, "an outdated node reports UpToDate again: its outdate is cleared");
                     s.outdated = false;
+                    // The notice is spent: a later outdate sends a new one,
+                    // which must be taken before a report clears it again.
+                    s.notice = None;
+                    s.notice_taken = false;
                     out.push(Out::Persist(self.outdated()));
                 }
             }
             In::RoleRequest { who, id } => {
+                let o = &self.slots[1 - who];
                 let errno = if self.view_for(who) & QUORUM_OTHER_PRIMARY != 0 {
+                    EBUSY
+                } else if o.conn.is_some() && o.role.is_none() {
+                    // Connected but not reported yet (a witness just
+                    // restarted knows nobody's role): it may be Primary.
                     EBUSY
                 } else if self.slots[who].outdated && !self.slots[who].notice_taken {
                     ESTALE
@@ -167,8 +180,13 @@ impl Arbiter {
             In::Outdate { who, id } => {
                 let peer = 1 - who;
                 let p = &self.slots[peer];
-                if p.conn.is_some() && p.role == Some(Role::Primary) {
+                if p.conn.is_some() && (p.role == Some(Role::Primary) || p.granted) {
                     out.push(Out::Send(who, Message::Ack { id, errno: EBUSY }));
+                } else if self.slots[who].outdated {
+                    // The asker is itself recorded outdated: its peer went on
+                    // without it (an old Primary replaced while it had no
+                    // quorum). It does not outdate the node that replaced it.
+                    out.push(Out::Send(who, Message::Ack { id, errno: ESTALE }));
                 } else {
                     if !p.outdated {
                         self.slots[peer].outdated = true;
@@ -231,6 +249,7 @@ mod tests {
     #[test]
     fn a_promotion_is_refused_while_the_other_is_primary_or_granted() {
         let mut a = up();
+        report(&mut a, 1, Role::Secondary, Disk::UpToDate);
         let out = a.step(In::RoleRequest { who: 0, id: 7 });
         assert_eq!(sent(&out, 0), [Message::Ack { id: 7, errno: 0 }]);
         // The other is told at once: alpha is being promoted.
@@ -251,6 +270,7 @@ mod tests {
     #[test]
     fn a_failed_promotion_releases_its_grant() {
         let mut a = up();
+        report(&mut a, 1, Role::Secondary, Disk::UpToDate);
         a.step(In::RoleRequest { who: 0, id: 1 });
         report(&mut a, 0, Role::Secondary, Disk::UpToDate);
         assert_eq!(sent(&a.step(In::RoleRequest { who: 1, id: 2 }), 1), [Message::Ack { id: 2, errno: 0 }]);
@@ -300,6 +320,72 @@ mod tests {
         assert_eq!(a.outdated(), [false, true]);
         let out = report(&mut a, 1, Role::Secondary, Disk::UpToDate);
         assert_eq!(out, [Out::Persist([false, false])]);
+    }
+
+    /// Found by the simulation (quorum mode, seed 8230): a node outdated,
+    /// told, resynced and cleared on one connection, then outdated again
+    /// on the same connection, got no new notice (the spent one still
+    /// counted as sent and taken), so its next UpToDate report cleared the
+    /// new record: it was then granted a promotion while lacking writes
+    /// its peer had acknowledged alone.
+    #[test]
+    fn a_second_outdate_on_the_same_connection_sends_a_new_notice() {
+        let mut a = up();
+        report(&mut a, 0, Role::Primary, Disk::UpToDate);
+        report(&mut a, 1, Role::Secondary, Disk::UpToDate);
+        let out = a.step(In::Outdate { who: 0, id: 1 });
+        let Some(Message::Outdate { id }) = sent(&out, 1).into_iter().next() else { panic!("no notice: {out:?}") };
+        a.step(In::Ack { who: 1, id, errno: 0 });
+        report(&mut a, 1, Role::Secondary, Disk::Outdated);
+        report(&mut a, 1, Role::Secondary, Disk::UpToDate);
+        assert_eq!(a.outdated(), [false, false]);
+        // Outdated again: told again.
+        let out = a.step(In::Outdate { who: 0, id: 2 });
+        assert!(matches!(sent(&out, 1)[..], [Message::Outdate { .. }]), "no new notice: {out:?}");
+        // A report sent before it took the new notice clears nothing.
+        report(&mut a, 1, Role::Secondary, Disk::UpToDate);
+        assert_eq!(a.outdated(), [false, true]);
+    }
+
+    /// Found by the simulation (quorum mode, seed 16327): the witness
+    /// restarted; beta (Primary) reconnected, its first report still in
+    /// flight; alpha, cut from beta, asked to be promoted and was granted
+    /// (beta's role unknown); beta, losing alpha, asked to outdate alpha and
+    /// was answered yes although alpha held the grant: both Primaries then
+    /// acknowledged writes the other lacked.
+    #[test]
+    fn no_grant_beside_an_unreported_node_and_no_outdate_of_a_granted_one() {
+        let mut a = up();
+        report(&mut a, 0, Role::Secondary, Disk::UpToDate);
+        // Beta connected and has not reported: it may be Primary.
+        assert_eq!(sent(&a.step(In::RoleRequest { who: 0, id: 1 }), 0), [Message::Ack { id: 1, errno: EBUSY }]);
+        // Once it reports Secondary, the grant is given; beta cannot outdate
+        // the node being promoted.
+        report(&mut a, 1, Role::Secondary, Disk::UpToDate);
+        assert_eq!(sent(&a.step(In::RoleRequest { who: 0, id: 2 }), 0), [Message::Ack { id: 2, errno: 0 }]);
+        let out = a.step(In::Outdate { who: 1, id: 3 });
+        assert_eq!(out, [Out::Send(1, Message::Ack { id: 3, errno: EBUSY })]);
+        assert_eq!(a.outdated(), [false, false]);
+    }
+
+    /// Found by the simulation (quorum mode, seed 108679): beta, an old
+    /// Primary without quorum, was replaced by alpha, which had the witness
+    /// record beta outdated; beta reconnected to the witness, refused the
+    /// notice (Primary) and asked to outdate alpha, which was granted: both
+    /// recorded outdated, beta thawed and acknowledged writes alpha lacked.
+    #[test]
+    fn an_outdated_node_does_not_outdate_its_peer() {
+        let mut a = Arbiter::new([false, false]);
+        a.step(In::Connected { who: 0, conn: 1 });
+        report(&mut a, 0, Role::Primary, Disk::UpToDate);
+        a.step(In::Outdate { who: 0, id: 1 });
+        assert_eq!(a.outdated(), [false, true]);
+        a.step(In::Lost { who: 0, conn: 1 });
+        a.step(In::Connected { who: 1, conn: 2 });
+        report(&mut a, 1, Role::Primary, Disk::UpToDate);
+        let out = a.step(In::Outdate { who: 1, id: 2 });
+        assert_eq!(sent(&out, 1), [Message::Ack { id: 2, errno: ESTALE }]);
+        assert_eq!(a.outdated(), [false, true]);
     }
 
     #[test]

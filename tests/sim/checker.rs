@@ -219,15 +219,34 @@ pub fn quiet(n: &[Node; 2], net: &Net) -> bool {
 }
 
 /// The invariants that hold at every step; `Err` says which broke.
-pub fn check(n: &[Node; 2], net: &Net, ledger: &mut Ledger, c: &mut Counts) -> Result<(), String> {
+/// `quorum`: two Primaries apart may exist (one that lost quorum and was
+/// replaced; it acknowledges nothing, checked as each write is
+/// acknowledged), and only a Primary that may acknowledge writes (not
+/// frozen, with a live peer link or a live witness link: `quorum` says
+/// which nodes have the latter) must hold every acknowledged write.
+pub fn check(n: &[Node; 2], net: &Net, ledger: &mut Ledger, c: &mut Counts, quorum: Option<[bool; 2]>) -> Result<(), String> {
     if connected(n, net, 0) && connected(n, net, 1) && is_primary(&n[0]) && is_primary(&n[1]) {
         return Err("two Primaries while connected".into());
     }
     let primaries: Vec<usize> = (0..2).filter(|&i| is_primary(&n[i])).collect();
-    if primaries.len() == 2 && !ledger.suspended {
+    if primaries.len() == 2 && !ledger.suspended && quorum.is_none() {
         return Err("two Primaries apart, with no split brain made on purpose".into());
     }
-    if let [p] = primaries[..] {
+    let serving: Vec<usize> = if let Some(witness_alive) = quorum {
+        // Quorate in truth: a peer link that carries frames, or a witness
+        // link that does (a link the node has not yet seen dead only makes
+        // its writes wait, or its fence fail).
+        primaries
+            .iter()
+            .copied()
+            .filter(|&p| !n[p].machine().frozen() && (connected(n, net, p) || witness_alive[p]))
+            .collect()
+    } else if primaries.len() == 1 {
+        primaries
+    } else {
+        Vec::new()
+    };
+    for p in serving {
         // A Primary whose disk failed serves through its peer (and fails
         // what it cannot mirror); the convergence checks what it holds.
         if !ledger.suspended && !n[p].machine().disk_failed() {

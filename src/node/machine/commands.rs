@@ -41,6 +41,7 @@ impl Machine {
     /// and a link that came up since the question means asking again.
     pub(super) fn promote_answered(&mut self, force: bool, asked: Option<LinkId>, answer: PeerAnswer) -> Answer {
         let tries = self.promoting.take().unwrap_or(0);
+        let lost = matches!(answer, PeerAnswer::Lost);
         match answer {
             PeerAnswer::Granted => {}
             PeerAnswer::Refused => {
@@ -66,6 +67,15 @@ impl Machine {
             return Answer::AskPeer(self.link.expect("checked above"));
         }
         let connected = self.link.is_some();
+        if !connected || lost {
+            // Quorum: the peer was lost during the promotion (its link may
+            // not be seen dead yet), which now goes on alone: it needs
+            // quorum now, and the witness's grant.
+            if let Some(why) = self.alone_refusal() {
+                self.announce();
+                return Answer::Refused(why);
+            }
+        }
         self.commit_promote(force, connected)
     }
 

@@ -176,6 +176,14 @@ impl Machine {
     pub(super) fn fence_result(&mut self, code: Option<i32>) -> Answer {
         self.fencing_now = false;
         match code {
+            Some(4 | 7) if self.link.is_some() && self.settings.quorum.is_some() => {
+                // A session came up since the fence was asked: the answer is
+                // about the loss before it. Counting it for this session
+                // would let the next loss acknowledge writes alone with no
+                // fence at all (the witness clears its record once the
+                // peer resynced).
+                tracing::info!("the witness outdated the peer for an earlier loss; the peer is back since");
+            }
             Some(c @ (4 | 7)) => {
                 let why = if self.settings.quorum.is_some() { "the peer is fenced: the witness recorded it outdated".to_owned() } else { format!("fence-peer reported the peer fenced (exit {c})") };
                 self.thaw_io(&why);

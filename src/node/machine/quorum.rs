@@ -53,6 +53,21 @@ impl Machine {
         None
     }
 
+    /// A promotion that asked the peer and lost it goes on alone: with
+    /// quorum on it needs quorum now (the witness link may have ended
+    /// meanwhile) and the witness's grant (a promotion begun while the
+    /// witness was away asked only the peer, and the peer may be Primary
+    /// by the witness's grant since).
+    pub(super) fn alone_refusal(&self) -> Option<String> {
+        self.settings.quorum?;
+        if let Some(why) = self.quorum_refusal() {
+            return Some(why);
+        }
+        (!self.witness_granted).then(|| {
+            "the peer link was lost during the promotion and the witness did not grant it (it was not connected when the promotion began, or its link ended since); try again".into()
+        })
+    }
+
     /// Whether a promotion asks the witness first.
     pub(super) fn asks_witness(&self) -> bool {
         self.settings.quorum.is_some() && self.witness.is_some()
@@ -62,7 +77,14 @@ impl Machine {
     pub(super) fn witness_answered(&mut self, force: bool, errno: Option<i32>) -> Answer {
         match errno {
             Some(0) => self.witness_granted = true,
-            None => tracing::warn!("the witness link ended during the promotion"),
+            None if self.link.is_none() => {
+                // Alone, the witness's grant is what keeps a second
+                // Primary away: without it, no promotion.
+                self.promoting = None;
+                self.announce();
+                return Answer::Refused("the witness link ended before the witness answered the promotion; try again".into());
+            }
+            None => tracing::warn!("the witness link ended during the promotion (the peer is asked)"),
             Some(e) => {
                 self.promoting = None;
                 self.announce();
@@ -97,6 +119,10 @@ impl Machine {
     /// The witness link came up, changed its view, or ended.
     pub(super) fn witness_changed(&mut self, view: Option<WitnessView>) -> Answer {
         let was = std::mem::replace(&mut self.witness, view);
+        if view.is_none() {
+            // The witness releases a grant when the link ends.
+            self.witness_granted = false;
+        }
         if self.settings.quorum.is_some() {
             match (was.is_some(), view.is_some()) {
                 (false, true) => {
@@ -125,11 +151,10 @@ impl Machine {
         if self.st.role == Role::Primary {
             return Answer::Refused("this node is Primary".into());
         }
-        if self.link.is_some() {
-            // Connected again: the session's own decision (this node is
-            // its sync target) covers what it missed.
-            return Answer::Ok("connected to the peer".into());
-        }
+        // Even with a peer link: it may be the dead session the peer
+        // outdated this node for, not yet noticed here (a later session
+        // makes this node its sync target: Inconsistent until the resync
+        // ends, which this leaves alone).
         if self.st.disk.is_complete() && self.st.disk != Disk::Outdated {
             tracing::warn!("the witness says the peer went on writing without this node: its disk is Outdated until a resync");
             self.set_disk(Disk::Outdated);

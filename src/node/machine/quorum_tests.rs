@@ -131,3 +131,121 @@ fn told_it_is_outdated_a_secondary_outdates_its_disk_and_a_primary_refuses() {
     assert!(matches!(p.step(Event::OutdatedByWitness).answer, Answer::Refused(_)));
     assert_eq!(p.state().disk, Disk::UpToDate);
 }
+
+/// Found by the simulation (quorum mode, seed 69): a promotion begun while
+/// connected to the peer (quorate through it, the witness not up, so not
+/// asked) lost the peer before its answer and went on alone: promoted
+/// with no quorum at all, and without the witness's word (the peer may
+/// have been promoted through the witness meanwhile).
+#[test]
+fn a_promotion_that_loses_its_peer_goes_on_alone_only_with_quorum_and_the_witness_grant() {
+    // The witness never up: no quorum once the peer is gone.
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
+    assert_eq!(m.step(Event::Promote { force: true }).answer, Answer::AskPeer(link));
+    m.step(Event::LinkLost { link: Some(link), clean: false });
+    let r = m.step(Event::PromoteAnswered { force: true, asked: Some(link), answer: PeerAnswer::Lost });
+    let Answer::Refused(why) = r.answer else { panic!("promoted without quorum: {:?}", r.answer) };
+    assert!(why.contains("no quorum"), "{why}");
+    assert_eq!(m.state().role, Role::Secondary);
+
+    // The witness came up after the promotion began (not asked): refused.
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeer(link));
+    m.step(Event::Witness(Some(UP)));
+    m.step(Event::LinkLost { link: Some(link), clean: false });
+    let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Lost });
+    assert!(matches!(r.answer, Answer::Refused(_)), "promoted alone without the witness's grant: {:?}", r.answer);
+
+    // Granted by the witness, then its link ended and came back: the
+    // grant ended with it.
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
+    m.step(Event::Witness(Some(UP)));
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskWitness);
+    assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::AskPeer(link));
+    m.step(Event::Witness(None));
+    m.step(Event::Witness(Some(UP)));
+    m.step(Event::LinkLost { link: Some(link), clean: false });
+    let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Lost });
+    assert!(matches!(r.answer, Answer::Refused(_)), "promoted alone on a grant that ended: {:?}", r.answer);
+
+    // Granted, the peer lost, the witness still there: promoted alone.
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
+    m.step(Event::Witness(Some(UP)));
+    m.step(Event::Promote { force: false });
+    m.step(Event::WitnessAnswered { force: false, errno: Some(0) });
+    m.step(Event::LinkLost { link: Some(link), clean: false });
+    let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Lost });
+    assert_eq!(r.answer, Answer::Ok("primary".into()));
+}
+
+/// Found by the simulation (quorum mode, seed 1737): a promotion alone
+/// asked the witness and its link ended before the answer (the request
+/// ended with None before `Witness(None)` reached the machine): the
+/// promotion went on as if granted, without the witness's word that the
+/// peer is not Primary.
+#[test]
+fn a_promotion_alone_whose_witness_link_ends_before_the_answer_is_refused() {
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    m.step(Event::Witness(Some(UP)));
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskWitness);
+    let r = m.step(Event::WitnessAnswered { force: false, errno: None });
+    assert!(matches!(r.answer, Answer::Refused(_)), "promoted alone without the witness's grant: {:?}", r.answer);
+    assert_eq!(m.state().role, Role::Secondary);
+}
+
+/// Found by the simulation (quorum mode, seed 1737): the witness's notice
+/// reached a Secondary whose peer link was dead but not yet noticed; it
+/// answered "connected to the peer" and took the notice without
+/// outdating its disk, so its next report (UpToDate) cleared the record,
+/// and it was later promoted while lacking writes the Primary had
+/// acknowledged alone.
+#[test]
+fn a_notice_outdates_the_disk_even_with_a_peer_link_not_yet_seen_dead() {
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    connect(&mut m, peer(Role::Primary, Disk::UpToDate, IDS));
+    m.step(Event::Witness(Some(UP)));
+    assert_eq!(m.step(Event::OutdatedByWitness).answer, Answer::Ok("outdated".into()));
+    assert_eq!(m.state().disk, Disk::Outdated);
+}
+
+/// Found by the simulation (quorum mode, seed 2806): the same as above
+/// when the request to the peer fails as lost before `LinkLost` reaches the
+/// machine (the runtime's tasks race): the link still installed, the
+/// promotion counted as connected and went on without the witness, which
+/// reported the peer Primary.
+#[test]
+fn a_promotion_whose_peer_request_is_lost_before_the_link_needs_the_witness_grant() {
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeer(link));
+    // The witness link comes up meanwhile: the peer is Primary there.
+    m.step(Event::Witness(Some(WitnessView { peer_connected: true, peer_primary: true })));
+    let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Lost });
+    assert!(matches!(r.answer, Answer::Refused(_)), "promoted beside a Primary the witness reports: {:?}", r.answer);
+    assert_eq!(m.state().role, Role::Secondary);
+}
+
+/// Found by the simulation (quorum mode, seed 85049): the witness's answer
+/// to a fence arrived after a new session with the peer was installed; it
+/// marked the node fenced for that session, so when the session was lost
+/// the Primary acknowledged writes alone without asking the witness (whose
+/// record the peer's resync had cleared); the peer was then promoted
+/// lacking them.
+#[test]
+fn a_fence_answer_for_an_earlier_loss_does_not_fence_the_next_one() {
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    m.step(Event::Witness(Some(UP)));
+    m.step(Event::Promote { force: false });
+    m.step(Event::WitnessAnswered { force: false, errno: Some(0) });
+    assert!(m.step(Event::Degraded { offset: 0, len: 4096 }).effects.contains(&Effect::Fence));
+    // The peer is back before the witness answers.
+    let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
+    m.step(Event::FenceResult(Some(7)));
+    m.step(Event::LinkLost { link: Some(link), clean: false });
+    let r = m.step(Event::Degraded { offset: 0, len: 4096 });
+    assert!(r.effects.contains(&Effect::Fence) && m.frozen(), "acknowledged alone with no fence: {:?}", r.effects);
+}
