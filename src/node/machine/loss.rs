@@ -124,6 +124,9 @@ impl Machine {
             return Answer::Refused("no quorum (on_no_quorum = io-error)".into());
         }
         self.ensure_diverged();
+        if self.fenced {
+            self.suspend_for_quorum();
+        }
         self.freeze_unless_fenced();
         Answer::None
     }

@@ -332,6 +332,9 @@ pub struct Machine {
     witness: Option<WitnessView>,
     /// The witness granted the promotion that is running.
     witness_granted: bool,
+    /// `repctl resume-io` while quorum was lost: writes go on without it
+    /// until quorum returns (the operator's decision).
+    resumed_without_quorum: bool,
     rng: u64,
     out: Vec<Effect>,
 }
@@ -383,6 +386,7 @@ impl Machine {
             sync: None,
             witness: None,
             witness_granted: false,
+            resumed_without_quorum: false,
             rng: seed,
             out: Vec::new(),
         };
@@ -400,6 +404,7 @@ impl Machine {
             Event::Connect { discard_my_data } => self.connect(discard_my_data),
             Event::Invalidate => self.invalidate(),
             Event::ResumeIo => {
+                self.resumed_without_quorum = !self.quorate();
                 self.thaw_io("resumed by the operator");
                 Answer::Ok("writes resume".into())
             }

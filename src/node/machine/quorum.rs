@@ -127,9 +127,15 @@ impl Machine {
             match (was.is_some(), view.is_some()) {
                 (false, true) => {
                     tracing::info!("witness link up");
-                    // A Primary frozen since it lost its peer asks again.
-                    if self.frozen && !self.fenced && self.st.role == Role::Primary {
-                        self.out.push(Effect::Fence);
+                    self.resumed_without_quorum = false;
+                    // A Primary frozen since it lost its peer asks again;
+                    // one frozen only for the lost quorum goes on.
+                    if self.frozen && self.st.role == Role::Primary {
+                        if self.fenced {
+                            self.thaw_io("quorum is back (the witness is reachable) and the peer is outdated");
+                        } else {
+                            self.out.push(Effect::Fence);
+                        }
                     }
                 }
                 (true, false) => {
@@ -160,6 +166,21 @@ impl Machine {
             self.set_disk(Disk::Outdated);
         }
         Answer::Ok("outdated".into())
+    }
+
+    /// A write the peer lacks on a Primary without quorum under
+    /// `suspend-io`: writes wait for quorum (or `repctl resume-io`), even
+    /// when the peer was outdated already.
+    pub(super) fn suspend_for_quorum(&mut self) {
+        if self.settings.quorum != Some(OnNoQuorum::SuspendIo) || self.quorate() || self.resumed_without_quorum {
+            return;
+        }
+        if self.st.role != Role::Primary || self.frozen {
+            return;
+        }
+        tracing::warn!("no quorum (neither the peer nor the witness in sight): writes wait until one is back (or repctl resume-io)");
+        self.frozen = true;
+        self.out.push(Effect::Changed);
     }
 
     /// A write the peer lacks, with quorum on: fail it at once when quorum

@@ -249,3 +249,37 @@ fn a_fence_answer_for_an_earlier_loss_does_not_fence_the_next_one() {
     let r = m.step(Event::Degraded { offset: 0, len: 4096 });
     assert!(r.effects.contains(&Effect::Fence) && m.frozen(), "acknowledged alone with no fence: {:?}", r.effects);
 }
+
+/// A Primary that outdated its peer through the witness, then loses the
+/// witness too (no quorum), stops acknowledging writes under suspend-io
+/// until the witness is back, or the operator says `resume-io`.
+#[test]
+fn suspend_io_holds_writes_without_quorum_even_after_the_peer_was_outdated() {
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
+    m.step(Event::Witness(Some(UP)));
+    m.step(Event::Promote { force: false });
+    m.step(Event::WitnessAnswered { force: false, errno: Some(0) });
+    m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Granted });
+    m.step(Event::LinkLost { link: Some(link), clean: false });
+    m.step(Event::Degraded { offset: 0, len: 4096 });
+    m.step(Event::FenceResult(Some(7)));
+    assert!(!m.frozen(), "the peer is outdated: writes go on");
+    m.step(Event::Degraded { offset: 0, len: 4096 });
+    assert!(!m.frozen());
+    // The witness goes too: no quorum, writes wait.
+    m.step(Event::Witness(None));
+    m.step(Event::Degraded { offset: 4096, len: 4096 });
+    assert!(m.frozen(), "a Primary without quorum acknowledged a write");
+    // Back: writes go on, no new fence needed.
+    let r = m.step(Event::Witness(Some(UP)));
+    assert!(!r.effects.contains(&Effect::Fence), "{:?}", r.effects);
+    assert!(!m.frozen());
+    // Lost again; the operator resumes: that holds until quorum returns.
+    m.step(Event::Witness(None));
+    m.step(Event::Degraded { offset: 0, len: 4096 });
+    assert!(m.frozen());
+    m.step(Event::ResumeIo);
+    m.step(Event::Degraded { offset: 0, len: 4096 });
+    assert!(!m.frozen(), "resume-io did not hold");
+}

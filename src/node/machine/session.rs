@@ -90,6 +90,7 @@ impl Machine {
         }
         // A new link: the next loss needs fencing again; frozen writes go on.
         self.fenced = false;
+        self.resumed_without_quorum = false;
         if std::mem::take(&mut self.frozen) {
             tracing::info!("peer back: writes resume");
         }
