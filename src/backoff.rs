@@ -50,6 +50,30 @@ impl AcceptBackoff {
         }
     }
 
+    /// Accepts the next connection on `listener`, backing off on failures
+    /// as [`Self::failed`] says; None once `stop` is cancelled.
+    pub async fn accept_tcp(
+        &mut self,
+        listener: &tokio::net::TcpListener,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+        loop {
+            tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => {
+                        self.succeeded();
+                        return Some(x);
+                    }
+                    Err(e) => tokio::select! {
+                        _ = self.failed(&e) => {}
+                        _ = stop.cancelled() => return None,
+                    },
+                },
+                _ = stop.cancelled() => return None,
+            }
+        }
+    }
+
     /// Logs `e` unless a line went out less than a second before `now`;
     /// returns how long to wait before the next accept.
     fn note_failure(&mut self, e: &io::Error, now: Instant) -> Option<Duration> {

@@ -441,19 +441,7 @@ async fn accept_loop(node: Arc<Node>, gate: Arc<Gate>, listener: TcpListener, tx
     let handshakes = Slots::new(MAX_HANDSHAKES);
     let mut backoff = crate::backoff::AcceptBackoff::new("peer listener");
     loop {
-        let (stream, from) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => { backoff.succeeded(); x }
-                Err(e) => {
-                    tokio::select! {
-                        _ = backoff.failed(&e) => {}
-                        _ = node.shutdown.cancelled() => return,
-                    }
-                    continue;
-                }
-            },
-            _ = node.shutdown.cancelled() => return,
-        };
+        let Some((stream, from)) = backoff.accept_tcp(&listener, &node.shutdown).await else { return };
         let slot = match handshakes.take(Instant::now()) {
             SlotTaken::Free(slot) => slot,
             SlotTaken::Evicted(slot) => {

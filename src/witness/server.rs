@@ -111,19 +111,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), String>
     let slots = Slots::new(MAX_HANDSHAKES);
     let mut backoff = crate::backoff::AcceptBackoff::new("witness listener");
     loop {
-        let (stream, from) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => { backoff.succeeded(); x }
-                Err(e) => {
-                    tokio::select! {
-                        _ = backoff.failed(&e) => {}
-                        _ = wit.shutdown.cancelled() => break,
-                    }
-                    continue;
-                }
-            },
-            _ = wit.shutdown.cancelled() => break,
-        };
+        let Some((stream, from)) = backoff.accept_tcp(&listener, &wit.shutdown).await else { break };
         let slot = match slots.take(Instant::now()) {
             SlotTaken::Free(s) | SlotTaken::Evicted(s) => s,
             SlotTaken::Full => {
