@@ -12,6 +12,19 @@ fn with_witness(mut m: Machine, on: OnNoQuorum) -> Machine {
     m
 }
 
+/// Primary under suspend-io, promoted with the witness's grant and the
+/// peer's, connected to both.
+fn primary_with_witness() -> (Machine, LinkId) {
+    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
+    let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
+    m.step(Event::Witness(Some(UP)));
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskWitness);
+    assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::AskPeer(link));
+    let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Granted });
+    assert_eq!(r.answer, Answer::Ok("primary".into()));
+    (m, link)
+}
+
 const UP: WitnessView = WitnessView { peer_connected: true, peer_primary: false };
 
 #[test]
@@ -68,12 +81,7 @@ fn connected_it_asks_the_witness_then_the_peer() {
 /// witness. Writes freeze until the witness recorded the peer outdated.
 #[test]
 fn a_primary_that_loses_its_peer_freezes_until_the_witness_outdates_it() {
-    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
-    let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
-    m.step(Event::Witness(Some(UP)));
-    m.step(Event::Promote { force: false });
-    m.step(Event::WitnessAnswered { force: false, errno: Some(0) });
-    m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Granted });
+    let (mut m, link) = primary_with_witness();
     m.step(Event::LinkLost { link: Some(link), clean: false });
     assert!(m.quorate(), "the witness is a vote");
     let r = m.step(Event::Degraded { offset: 0, len: 4096 });
@@ -255,12 +263,7 @@ fn a_fence_answer_for_an_earlier_loss_does_not_fence_the_next_one() {
 /// until the witness is back, or the operator says `resume-io`.
 #[test]
 fn suspend_io_holds_writes_without_quorum_even_after_the_peer_was_outdated() {
-    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
-    let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
-    m.step(Event::Witness(Some(UP)));
-    m.step(Event::Promote { force: false });
-    m.step(Event::WitnessAnswered { force: false, errno: Some(0) });
-    m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Granted });
+    let (mut m, link) = primary_with_witness();
     m.step(Event::LinkLost { link: Some(link), clean: false });
     m.step(Event::Degraded { offset: 0, len: 4096 });
     m.step(Event::FenceResult(Some(7)));
