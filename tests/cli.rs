@@ -70,29 +70,12 @@ fn demo_runs_a_replicated_pair_and_stops_on_ctrl_c() {
     assert_eq!(st.code(), Some(0), "Ctrl-C must stop the demo with exit 0");
 }
 
-/// A three-node resource file in `dir` (ids 0, 1, 2; gamma asynchronous).
-fn three_node_config(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut t = String::from("[resource]\nname = \"r3\"\nsize = \"64MiB\"\n");
-    for (i, n) in ["alpha", "beta", "gamma"].iter().enumerate() {
-        let d = dir.display();
-        t += &format!(
-            "\n[nodes.{n}]\nnode_id = {i}\nbacking = \"{d}/{n}.img\"\nmeta = \"{d}/{n}.meta\"\nnbd = \"127.0.0.1:{}\"\nreplication = \"127.0.0.1:{}\"\ncontrol = \"{d}/{n}.sock\"\n",
-            7100 + i,
-            7000 + i
-        );
-    }
-    t += "\n[[connections]]\nnodes = [\"alpha\", \"beta\"]\n\n[[connections]]\nnodes = [\"alpha\", \"gamma\"]\nprotocol = \"A\"\n\n[[connections]]\nnodes = [\"beta\", \"gamma\"]\nprotocol = \"A\"\n";
-    let path = dir.join("r3.toml");
-    std::fs::write(&path, t).unwrap();
-    path
-}
-
 /// The daemon runs two nodes: a three-node file is refused with one line
 /// before anything is created; the tools that only read the file take it.
 #[test]
 fn repd_refuses_a_three_node_resource_repctl_reads_it() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = three_node_config(dir.path());
+    let cfg = three_node_config(dir.path(), "64MiB");
     let o = Command::new(REPD).args(["--config", cfg.to_str().unwrap(), "--node", "gamma"]).output().unwrap();
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{e}");
@@ -110,7 +93,7 @@ fn repd_refuses_a_three_node_resource_repctl_reads_it() {
 #[test]
 fn repd_refuses_three_node_metadata_for_a_pair() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = three_node_config(dir.path());
+    let cfg = three_node_config(dir.path(), "64MiB");
     let o = Command::new(REPCTL).args(["--config", cfg.to_str().unwrap(), "--node", "alpha", "create-md"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The same file as a pair: gamma and its connections gone.

@@ -3,7 +3,7 @@
 //! files, a running daemon, and a 4 TiB sparse device.
 mod common;
 
-use common::{require, Options, Pair, REPCTL};
+use common::{require, three_node_config, Options, Pair, REPCTL};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -248,23 +248,6 @@ fn dump_md_of_a_4_tib_device_is_one_pass_over_the_bitmap() {
     // A 128 MiB bitmap is never held whole (nor mapped and touched).
     assert!(rss_kib < 48 * 1024, "dump-md peaked at {rss_kib} KiB resident for a 128 MiB bitmap");
     assert!(Path::new(ms).exists());
-}
-
-/// A three-node resource file in `dir` (ids 0, 1, 2; gamma asynchronous).
-fn three_node_config(dir: &Path, size: &str) -> std::path::PathBuf {
-    let mut t = format!("[resource]\nname = \"r3\"\nsize = \"{size}\"\n");
-    for (i, n) in ["alpha", "beta", "gamma"].iter().enumerate() {
-        let d = dir.display();
-        t += &format!(
-            "\n[nodes.{n}]\nnode_id = {i}\nbacking = \"{d}/{n}.img\"\nmeta = \"{d}/{n}.meta\"\nnbd = \"127.0.0.1:{}\"\nreplication = \"127.0.0.1:{}\"\ncontrol = \"{d}/{n}.sock\"\n",
-            7100 + i,
-            7000 + i
-        );
-    }
-    t += "\n[[connections]]\nnodes = [\"alpha\", \"beta\"]\n\n[[connections]]\nnodes = [\"alpha\", \"gamma\"]\nprotocol = \"A\"\n\n[[connections]]\nnodes = [\"beta\", \"gamma\"]\nprotocol = \"A\"\n";
-    let path = dir.join("r3.toml");
-    std::fs::write(&path, t).unwrap();
-    path
 }
 
 /// Rewrites both header copies of `path` with `edit` and a fresh crc.

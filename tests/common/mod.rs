@@ -229,6 +229,23 @@ impl Drop for Pair {
     }
 }
 
+/// A three-node resource file in `dir` (ids 0, 1, 2; gamma asynchronous).
+pub fn three_node_config(dir: &Path, size: &str) -> std::path::PathBuf {
+    let mut t = format!("[resource]\nname = \"r3\"\nsize = \"{size}\"\n");
+    for (i, n) in ["alpha", "beta", "gamma"].iter().enumerate() {
+        let d = dir.display();
+        t += &format!(
+            "\n[nodes.{n}]\nnode_id = {i}\nbacking = \"{d}/{n}.img\"\nmeta = \"{d}/{n}.meta\"\nnbd = \"127.0.0.1:{}\"\nreplication = \"127.0.0.1:{}\"\ncontrol = \"{d}/{n}.sock\"\n",
+            7100 + i,
+            7000 + i
+        );
+    }
+    t += "\n[[connections]]\nnodes = [\"alpha\", \"beta\"]\n\n[[connections]]\nnodes = [\"alpha\", \"gamma\"]\nprotocol = \"A\"\n\n[[connections]]\nnodes = [\"beta\", \"gamma\"]\nprotocol = \"A\"\n";
+    let path = dir.join("r3.toml");
+    std::fs::write(&path, t).unwrap();
+    path
+}
+
 /// Runs a libnbd Python script (`tests/py/NAME`) with args; returns output.
 pub fn nbd_py(script: &str, args: &[&str]) -> Output {
     require("/usr/bin/python3", "python3");
