@@ -246,7 +246,11 @@ impl Node {
 
     /// The status object.
     pub fn status(&self) -> Status {
-        let st = self.state();
+        // One look at the machine: role, link and quorum as of one moment.
+        let (st, quorate, witness_up) = {
+            let m = self.machine();
+            (m.state().clone(), m.quorate(), m.witness().is_some())
+        };
         let (peer_role, peer_disk) = match st.peer {
             Some(p) => (p.role.to_string(), p.disk.to_string()),
             None => ("unknown".into(), "unknown".into()),
@@ -285,8 +289,8 @@ impl Node {
             delay: self.delay.as_ref().map(|d| d.status()),
             pid: std::process::id(),
             replication: crate::vocab::replication(st.connection, st.syncing, st.lag).to_owned(),
-            quorum: self.cfg.witness.as_ref().map(|_| self.machine().quorate()),
-            witness: self.cfg.witness.as_ref().map(|_| if self.machine().witness().is_some() { "connected" } else { "connecting" }.to_owned()),
+            quorum: self.cfg.witness.as_ref().map(|_| quorate),
+            witness: self.cfg.witness.as_ref().map(|_| if witness_up { "connected" } else { "connecting" }.to_owned()),
         }
     }
 }
