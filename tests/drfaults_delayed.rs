@@ -197,3 +197,55 @@ fn a_2tib_delayed_replica_through_a_stranger_a_sigkill_and_a_mistake() {
     assert!(flood.garbage() > 0);
     drop(flood);
 }
+
+/// The delayed replica's disk stalls: its backing file, metadata and
+/// journal on a loop-mounted ext4 frozen with fsfreeze, on a 2 TiB pair.
+/// The Primary's write waits for the journal's fsync at most `timeout_ms`,
+/// then goes on alone (the replica dropped, the write marked). After the
+/// thaw the replica journals what it held, reconnects, applies its whole
+/// journal before the resync (rule 5: a resync that copies jumps), and
+/// ends with nothing pending (no record left to go back in time over the
+/// resync's data) and both disks the same where written.
+#[test]
+fn a_2tib_delayed_replica_whose_disk_is_frozen_is_dropped_and_resynced() {
+    use common::fsfreeze::{Frozen, Mounted};
+    let fs = Mounted::with_size(4 << 30);
+    let mut p = Pair::new(Options { size: "2TiB", ..Options::default() });
+    let (d, m) = (p.dir.path().display().to_string(), fs.mnt.display().to_string());
+    let text = std::fs::read_to_string(&p.config)
+        .unwrap()
+        .replace(&format!("{d}/beta.img"), &format!("{m}/beta.img"))
+        .replace(&format!("{d}/beta.meta"), &format!("{m}/beta.meta"))
+        .replace("[net]\n", "[net]\ntimeout_ms = 2000\n");
+    std::fs::write(&p.config, text).unwrap();
+    p.nodes[BETA].backing = fs.mnt.join("beta.img");
+    set_delay(&p, "1h");
+    p.start(ALPHA);
+    p.start(BETA);
+    p.ok(ALPHA, &["primary", "--force"]);
+    p.wait_sync(120);
+    let before = (TIB + 3 * GIB, 0xc1, 128 * KIB);
+    write(&p, &[before]);
+    assert_eq!(pending(&p), 1);
+    let stalled = (SIZE - 17 * GIB, 0xc2, MIB);
+    {
+        let _frozen = Frozen::new(&fs.mnt);
+        write(&p, &[stalled]);
+        wait_until(30, "alpha dropped the stalled replica and marked the write", || {
+            let s = p.status(ALPHA);
+            s["connection"] != "connected" && s["out_of_sync_bytes"].as_u64().unwrap() >= MIB
+        });
+        assert!(std::fs::read_to_string(&p.nodes[ALPHA].log).unwrap().contains("did not answer"), "alpha dropped beta for another reason\n{}", p.logs());
+    }
+    p.wait_sync(120);
+    let d = delay(&p);
+    assert_eq!(d["pending_records"], 0, "a record outlived the resync (it would go back in time over the resync's data): {d}\n{}", p.logs());
+    assert!(d["resync_jumps"].as_u64().unwrap() >= 1, "{d}");
+    assert!(has(&p, BETA, before) && has(&p, BETA, stalled), "{}", p.logs());
+    assert_same_where_written(&p.nodes[ALPHA].backing, &p.nodes[BETA].backing, || p.logs());
+    // The delay holds again after the resync.
+    let after = (TIB + 5 * GIB, 0xc3, 64 * KIB);
+    write(&p, &[after]);
+    assert_eq!(pending(&p), 1);
+    assert!(!has(&p, BETA, after));
+}
