@@ -195,3 +195,62 @@ fn a_stopped_witness_holds_writes_until_it_runs_again() {
     assert!(filled(&t.p.nodes[BETA].backing, off, MIB, 0x52), "beta lacks the write that waited\n{}", t.logs());
     assert_same_where_written(&t.p.nodes[ALPHA].backing, &t.p.nodes[BETA].backing, || t.logs());
 }
+
+/// The witness stalls (SIGSTOP) and the pair is cut apart (iptables, both
+/// ways) while alpha writes: alpha's write waits (frozen), both lose the
+/// witness link for silence, neither has quorum, beta is not promoted.
+/// Then the witness runs again, with what each node sent it still queued,
+/// while a cluster manager tries to promote beta over and over and alpha
+/// asks again to outdate beta. Exactly one side may go on: either alpha's
+/// write is acknowledged (the witness recorded beta outdated: beta is
+/// refused from then on), or beta is promoted (granted: alpha's outdate is
+/// refused and its write stays unacknowledged).
+#[test]
+fn a_stalled_witness_decides_a_partition_for_one_side_only() {
+    let t = Trio::started("1TiB", "suspend-io", true);
+    let h = t.hosts.as_ref().expect("hosts");
+    let off = TIB / 3;
+    write_ok(&t, 0x61, off, "a write with all three up");
+    let stopped = Stopped::new(t.witness_pid());
+    peer_cut(h, "-I");
+    let mut w = qemu_write(&t.uri(ALPHA), 0x62, off, 64 << 10, true);
+    wait_until(60, "alpha freezes writes after losing beta", || st(&t, ALPHA)["io_frozen"] == true);
+    wait_until(60, "both lost the stalled witness", || st(&t, ALPHA)["witness"] == "connecting" && st(&t, BETA)["witness"] == "connecting");
+    let why = t.refused(BETA, &["primary"]);
+    assert!(why.contains("no quorum"), "{why}");
+    assert!(w.try_wait().unwrap().is_none(), "alpha acknowledged a write beta lacks with the witness stopped\n{}", t.logs());
+
+    drop(stopped);
+    let mut beta_promoted = false;
+    wait_until(60, "the witness decides for one side", || {
+        if w.try_wait().unwrap().is_some() {
+            return true;
+        }
+        beta_promoted = t.p.repctl(BETA, &["primary"]).status.success();
+        beta_promoted
+    });
+    if beta_promoted {
+        eprintln!("the witness granted beta's promotion");
+        // Alpha asks the witness again once its link is back, and is refused.
+        wait_until(60, "alpha's outdate of beta refused", || {
+            std::fs::read_to_string(&t.p.nodes[ALPHA].log).unwrap_or_default().contains("the witness did not record the peer outdated")
+                && st(&t, ALPHA)["witness"] == "connected"
+        });
+        assert!(w.try_wait().unwrap().is_none(), "alpha acknowledged a write while beta was promoted\n{}", t.logs());
+        assert_eq!(st(&t, ALPHA)["io_frozen"], true);
+        assert!(!t.record_text().contains("outdated beta"), "beta promoted although recorded outdated\n{}", t.logs());
+    } else {
+        eprintln!("the witness recorded beta outdated for alpha");
+        let o = w.wait_with_output().unwrap();
+        assert!(common::bigdisk::qemu_ok(&o), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(t.record_text().contains("outdated beta"), "alpha acknowledged before the witness recorded beta outdated\n{}", t.logs());
+        t.wait_witness(BETA, "connected");
+        wait_until(60, "beta's disk is outdated", || st(&t, BETA)["disk"] == "outdated");
+        let why = t.refused(BETA, &["primary"]);
+        assert!(why.contains("outdated"), "{why}");
+        assert_eq!(st(&t, BETA)["role"], "secondary");
+        peer_cut(h, "-D");
+        t.p.wait_sync(120);
+        assert!(filled(&t.p.nodes[BETA].backing, off, 64 << 10, 0x62), "{}", t.logs());
+    }
+}
