@@ -249,3 +249,36 @@ fn a_2tib_delayed_replica_whose_disk_is_frozen_is_dropped_and_resynced() {
     assert_eq!(pending(&p), 1);
     assert!(!has(&p, BETA, after));
 }
+
+/// A link blip (the link dropped and redialled, nothing written
+/// meanwhile), with applying paused: the reconnect is a resync that copies
+/// nothing (the Primary made a new generation id when it lost the
+/// replica), so it jumps over nothing. Before the fix the paused replica
+/// refused it ("a resync would jump past the pending writes") and stayed
+/// out of the pair; unpaused, it applied every pending write at once.
+#[test]
+fn a_link_blip_keeps_the_delay_even_paused() {
+    let mut p = Pair::new(Options::default());
+    set_delay(&p, "1h");
+    p.start(ALPHA);
+    p.start(BETA);
+    p.ok(ALPHA, &["primary", "--force"]);
+    p.wait_sync(60);
+    let x = (5 * MIB, 0xd1, 64 * KIB);
+    write(&p, &[x]);
+    assert_eq!(pending(&p), 1);
+    for paused in [true, false] {
+        p.ok(BETA, &["delay", if paused { "pause" } else { "resume" }]);
+        p.ok(ALPHA, &["disconnect"]);
+        wait_until(30, "alpha standalone", || p.status(ALPHA)["connection"] == "standalone");
+        p.ok(ALPHA, &["connect"]);
+        wait_until(60, "the pair reconnected", || {
+            let (a, b) = (p.status(ALPHA), p.status(BETA));
+            a["connection"] == "connected" && b["connection"] == "connected" && b["disk"] == "uptodate" && b["sync"].is_null()
+        });
+        let d = delay(&p);
+        assert_eq!((d["pending_records"].as_u64(), d["resync_jumps"].as_u64(), d["paused"].as_bool()), (Some(1), Some(0), Some(paused)), "{d}\n{}", p.logs());
+        assert!(!has(&p, BETA, x), "applied at the reconnect although the delay is an hour");
+    }
+    assert!(p.logs().contains("copies nothing"), "{}", p.logs());
+}
