@@ -139,7 +139,7 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
                 Entered::arrive(node, 0, u64::MAX, Access::Read).ready().await;
             }
             // A delayed replica applies what is pending before resync data lands.
-            node.delay_before_resync("a resync from the peer").await.map_err(SessionError::Refused)?;
+            node.delay_before_resync("a resync from the peer", total_bytes > 0).await.map_err(SessionError::Refused)?;
             match node.step(Event::SyncStartReceived { source_uuid, total: total_bytes, now: node.now() }) {
                 Ok(Answer::Refused(why)) => return Err(SessionError::Refused(why)),
                 Ok(_) => {}

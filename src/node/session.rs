@@ -107,6 +107,7 @@ async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link
 
     // 2. Decide (the machine; a split brain or a refusal ends here).
     let peer = side_of(&peer_state);
+    let nothing_marked = local.dirty_bits == 0 && peer.dirty_bits == 0;
     let plan = match node.step(Event::Handshake { local, peer }) {
         Ok(Answer::Decided(plan)) => plan,
         Ok(other) => {
@@ -132,7 +133,8 @@ async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link
     if matches!(decision, Decision::Source { .. } | Decision::Target { .. }) {
         // A delayed replica's disk is behind what its ids say until its
         // journal is applied (see node::delay, rule 5).
-        if let Err(why) = node.delay_before_resync("a resync").await {
+        let copies = !matches!(decision, Decision::Target { full: false }) || !nothing_marked;
+        if let Err(why) = node.delay_before_resync("a resync", copies).await {
             tracing::warn!("peer link: {why}");
             let _ = sink.send(&Message::Goodbye { reason: why }).await;
             return None;

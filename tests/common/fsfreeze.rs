@@ -23,6 +23,14 @@ pub struct Mounted {
 
 impl Mounted {
     pub fn new() -> Mounted {
+        Mounted::with_size(256 << 20)
+    }
+
+    /// An ext4 image of `bytes` (sparse: it costs what is written), e.g.
+    /// large enough for the metadata of a 4 TiB device (its bitmap is
+    /// 128 MiB).
+    pub fn with_size(bytes: u64) -> Mounted {
+        super::require_root("it loop-mounts an ext4 image and freezes it (mount -o loop, fsfreeze)");
         require("mkfs.ext4", "e2fsprogs");
         require("fsfreeze", "util-linux");
         require("mount", "mount");
@@ -30,7 +38,7 @@ impl Mounted {
         let img = dir.path().join("fs.img");
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
-        std::fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
+        std::fs::File::create(&img).unwrap().set_len(bytes).unwrap();
         sh(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img));
         sh(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&mnt));
         Mounted { _dir: dir, mnt }

@@ -2,10 +2,15 @@
 //! `repctl` and real NBD clients.
 #![allow(dead_code)]
 
+pub mod bigdisk;
+pub mod events;
+pub mod flood;
 pub mod fsfreeze;
 pub mod nbdpy;
+pub mod netns;
 pub mod stopped;
 pub mod stranger;
+pub mod trio;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -16,8 +21,14 @@ pub const REPCTL: &str = env!("CARGO_BIN_EXE_repctl");
 
 /// Fails the test loudly when a tool is missing, naming the package.
 pub fn require(tool: &str, package: &str) {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
+    let found = Command::new("sh").arg("-c").arg(format!("PATH=$PATH:/usr/sbin:/sbin command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
     assert!(found, "`{tool}` is missing: install the Debian package `{package}` (tools/install-deps does)");
+}
+
+/// Fails the test loudly unless it runs as root, saying what needs it.
+pub fn require_root(what: &str) {
+    // SAFETY: geteuid has no preconditions.
+    assert!(unsafe { libc::geteuid() } == 0, "this test needs root: {what}");
 }
 
 /// A port no other test of this process was given, free right now. Ports
@@ -141,9 +152,23 @@ impl Pair {
     }
 
     pub fn start(&mut self, i: usize) {
+        self.start_with(i, &[]);
+    }
+
+    /// [`Pair::start`] with `wrap` before the daemon's command line (e.g.
+    /// `ip netns exec NS`, which execs it: the child's pid is the daemon's).
+    pub fn start_with(&mut self, i: usize, wrap: &[String]) {
         let n = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log).unwrap();
-        let child = Command::new(REPD)
+        let mut cmd = match wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(REPD);
+                c
+            }
+            None => Command::new(REPD),
+        };
+        let child = cmd
             .args(["--config", self.config.to_str().unwrap(), "--node", &n.name])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -165,6 +190,11 @@ impl Pair {
             assert!(Instant::now() < end, "{name} control socket did not come up\n{}", self.logs());
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The daemon's process id (it must be running).
+    pub fn pid(&self, i: usize) -> i32 {
+        i32::try_from(self.nodes[i].child.as_ref().expect("the node runs").id()).unwrap()
     }
 
     pub fn kill(&mut self, i: usize, sig: i32) {

@@ -54,12 +54,12 @@ impl Node {
 }
 
 /// The journal takes the mirrored writes of `node` now: a delayed replica,
-/// Secondary, not the target of a running resync (those are applied at
-/// once: rule 5).
+/// Secondary, not the target of a running resync that copies something
+/// (those are applied at once: rule 5).
 pub fn intercepts(node: &Node) -> Option<&Arc<Delay>> {
     let d = node.delay.as_ref()?;
     let st = node.state();
-    (st.role == Role::Secondary && st.syncing != Some(SyncSide::Target)).then_some(d)
+    (st.role == Role::Secondary && (st.syncing != Some(SyncSide::Target) || d.in_empty_resync())).then_some(d)
 }
 
 impl Node {
@@ -71,9 +71,18 @@ impl Node {
     }
 
     /// Before a resync into or out of this delayed replica: applies every
-    /// pending write first (rule 5). Err: refused (paused), the reason.
-    pub async fn delay_before_resync(self: &Arc<Self>, why: &'static str) -> Result<(), String> {
+    /// pending write first (rule 5), unless the resync copies nothing
+    /// (`copies` false: the records keep their delay). Err: refused
+    /// (paused), the reason.
+    pub async fn delay_before_resync(self: &Arc<Self>, why: &'static str, copies: bool) -> Result<(), String> {
         let Some(d) = self.delay.clone() else { return Ok(()) };
+        d.resync_copies(copies);
+        if !copies {
+            if d.pending_count() > 0 {
+                tracing::info!(records = d.pending_count(), "delayed replica: {why} that copies nothing: the pending writes keep their delay");
+            }
+            return Ok(());
+        }
         // Nothing pending: nothing to jump over, paused or not.
         if d.pending_count() == 0 && d.queued.load(std::sync::atomic::Ordering::SeqCst) == 0 {
             return Ok(());

@@ -44,6 +44,13 @@
 //!    mirrored while a resync runs into this node are applied at once: a
 //!    resync copies the Primary's present, and older journal records
 //!    applied after it would go back in time. Refused while paused.
+//!    Except a resync into this node that copies nothing (both bitmaps
+//!    empty, not full: the ids differ only because the Primary made a new
+//!    one when it lost this node, and wrote nothing since): it jumps over
+//!    nothing, so the records keep their delay and mirrored writes go on
+//!    into the journal behind them. Without this, any loss of the link (a
+//!    restart of the replica, a network blip) applied every pending write
+//!    at once at the reconnect, an operator's mistake among them.
 //! 6. **Verify** is refused while this pair has a delayed replica: the
 //!    disks differ by design.
 //! 7. **Never promoted as it is.** `repctl primary` (with or without
@@ -174,6 +181,10 @@ pub struct Delay {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     /// Jobs submitted and not yet journaled (or dropped) by the writer.
     queued: std::sync::atomic::AtomicUsize,
+    /// The resync into this node that is starting or running copies
+    /// nothing (rule 5's exception): the journal keeps its records and
+    /// takes the mirrored writes as outside a resync.
+    empty_resync: std::sync::atomic::AtomicBool,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
@@ -224,6 +235,7 @@ impl Delay {
             cond: Condvar::new(),
             tx: Mutex::new(None),
             queued: std::sync::atomic::AtomicUsize::new(0),
+            empty_resync: std::sync::atomic::AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
         }))
     }
@@ -532,9 +544,26 @@ impl Delay {
         Ok(n)
     }
 
+    /// Whether the resync that is starting copies anything (both bitmaps
+    /// empty and not a full sync: it does not). Said at each decision,
+    /// before [`Delay::catch_up_blocking`] would run.
+    pub fn resync_copies(&self, copies: bool) {
+        self.empty_resync.store(!copies, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The resync into this node copies nothing: it jumps over nothing.
+    pub fn in_empty_resync(&self) -> bool {
+        self.empty_resync.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// A resync into this node ended: the disk holds the source's present,
-    /// so no earlier point in time can be chosen any more.
+    /// so no earlier point in time can be chosen any more (unless it copied
+    /// nothing: then the disk is still the point it was, and the pending
+    /// records still lead from it to the present).
     pub fn resync_done(&self) {
+        if self.in_empty_resync() {
+            return;
+        }
         if let Err(e) = self.lock().journal.raise_floor(now_ms()) {
             tracing::error!("delay journal: recording the end of the resync failed: {e}");
         }
