@@ -116,7 +116,7 @@ pub fn main() -> i32 {
 /// (`current-thread` or `multi-thread`) overrides the choice, for
 /// measurements.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let one_cpu = std::thread::available_parallelism().map_or(false, |n| n.get() == 1);
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
     let current = match std::env::var("REPD_RUNTIME").as_deref() {
         Ok("current-thread") => true,
         Ok("multi-thread") => false,
