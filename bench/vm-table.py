@@ -12,6 +12,11 @@ TARGETS = [
     ("repd-alone", "repd alone / ref"),
     ("nbdkit", "nbdkit alone / ref"),
 ]
+# With bench/vm --base-bindir: the same targets run with an earlier build.
+BASE_TARGETS = [
+    ("repd-pair-base", "base pair / ref"),
+    ("repd-alone-base", "base alone / ref"),
+]
 JOBS = [
     ("4k-randwrite-qd16", "4K randwrite QD16"),
     ("1m-seqwrite-qd8", "1M seqwrite QD8"),
@@ -80,11 +85,14 @@ def main():
     w(f"repd `{version}`; `bench/vm {args}`; whole run {elapsed}.\n")
     w("One TCG VM (one vCPU), brd ram disks, fio libaio direct; every ratio is a target's\n"
       "bandwidth over the reference ram disk's in the same job run just before it.\n\n")
-    heads = [h for t, h in TARGETS]
-    w("| job | " + " | ".join(heads) + " | pair >= DRBD | alone >= nbdkit |\n")
-    w("|---|" + "---:|" * len(heads) + "---|---|\n")
+    targets = TARGETS + [tb for tb in BASE_TARGETS if any(t == tb[0] for t, _ in p)]
+    base = len(targets) > len(TARGETS)
+    heads = [h for t, h in targets]
+    extra_heads = " pair new/base | alone new/base |" if base else ""
+    w("| job | " + " | ".join(heads) + " | pair >= DRBD | alone >= nbdkit |" + extra_heads + "\n")
+    w("|---|" + "---:|" * len(heads) + "---|---|" + ("---:|---:|" if base else "") + "\n")
     for job, jname in JOBS:
-        rs = {t: ratio(p[(t, job)]) if (t, job) in p else None for t, _ in TARGETS}
+        rs = {t: ratio(p[(t, job)]) if (t, job) in p else None for t, _ in targets}
         if all(v is None for v in rs.values()):
             continue
 
@@ -93,8 +101,12 @@ def main():
                 return "—"
             return f"{'met' if rs[a] >= rs[b] else 'NOT met'} ({rs[a] / rs[b]:.2f}x)"
 
-        w(f"| {jname} | " + " | ".join(fmt(rs[t]) for t, _ in TARGETS)
-          + f" | {met('repd-pair', 'drbd')} | {met('repd-alone', 'nbdkit')} |\n")
+        def over(a, b):
+            return "—" if rs.get(a) is None or not rs.get(b) else f"{rs[a] / rs[b]:.2f}x"
+
+        w(f"| {jname} | " + " | ".join(fmt(rs[t]) for t, _ in targets)
+          + f" | {met('repd-pair', 'drbd')} | {met('repd-alone', 'nbdkit')} |"
+          + (f" {over('repd-pair', 'repd-pair-base')} | {over('repd-alone', 'repd-alone-base')} |" if base else "") + "\n")
     w("\n## Every run\n\n")
     w("IOPS and MB/s from fio (write side); latency (submission to completion); avg request: what the\n"
       "device under fio completed (`/sys/block/X/stat`, ramp included); guest CPU split over\n"
@@ -103,7 +115,7 @@ def main():
       "their minor page faults over the run.\n\n")
     w("| target | job | IOPS | MB/s | p50 / p99 / mean µs | ref IOPS | ratio | avg request KiB | CPU usr/sys/sirq/idle | server CPU s | server faults |\n")
     w("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|\n")
-    for t, _ in TARGETS:
+    for t, _ in targets:
         for job, jname in JOBS:
             if (t, job) not in p:
                 continue

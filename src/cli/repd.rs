@@ -94,7 +94,7 @@ pub fn main() -> i32 {
             }
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             say(&format!("repd: cannot start the runtime: {e}"));
@@ -105,6 +105,28 @@ pub fn main() -> i32 {
         Job::Demo(dir, size) => rt.block_on(super::demo::run(dir, &size)),
         Job::Node(cfg, me) => rt.block_on(run_node(*cfg, *me)),
         Job::Witness(cfg) => rt.block_on(run_witness(*cfg)),
+    }
+}
+
+/// The daemon's runtime. On a machine with one CPU, tokio's current-thread
+/// scheduler: a multi-thread runtime there has one worker anyway, and pays
+/// for work stealing and cross-thread wake-ups it cannot use (per request
+/// on the I/O paths; see bench/README.md, "The VM benchmark"). With more
+/// CPUs, the multi-thread scheduler, one worker per CPU. `REPD_RUNTIME`
+/// (`current-thread` or `multi-thread`) overrides the choice, for
+/// measurements.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let current = match std::env::var("REPD_RUNTIME").as_deref() {
+        Ok("current-thread") => true,
+        Ok("multi-thread") => false,
+        Ok(other) => return Err(std::io::Error::other(format!("REPD_RUNTIME={other}: want current-thread or multi-thread"))),
+        Err(_) => one_cpu,
+    };
+    if current {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
     }
 }
 

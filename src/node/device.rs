@@ -84,7 +84,8 @@ impl NodeDevice {
     }
 
     fn check_primary(&self) -> io::Result<()> {
-        if self.node.state().serves_io() {
+        // Under the lock, without copying the state out.
+        if self.node.machine().state().serves_io() {
             Ok(())
         } else {
             Err(not_primary())
@@ -180,9 +181,19 @@ impl NodeDevice {
     /// sent on it as soon as the protocol allows; the call returns when the
     /// peer's final answer is handled.
     async fn mutate_locked(&self, offset: u64, len: u64, op: Op, fua: bool, early: &mut Option<Early>) -> io::Result<()> {
-        self.check_primary()?;
+        // One look at the machine for both checks (the common case: Primary,
+        // not frozen); the wait for a thaw only when frozen.
+        let (serves, frozen) = {
+            let m = self.node.machine();
+            (m.state().serves_io(), m.frozen())
+        };
+        if !serves {
+            return Err(not_primary());
+        }
         // Fencing (resource-and-stonith): no new write while frozen.
-        self.node.wait_thawed().await?;
+        if frozen {
+            self.node.wait_thawed().await?;
+        }
         let end = offset.checked_add(len).filter(|&e| e <= self.node.store.size()).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
         // Step 3: order against overlapping writes and resync copies.
         let mut guard = self.node.ranges.lock(offset, end).await;

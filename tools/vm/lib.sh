@@ -163,13 +163,13 @@ pack() { ( cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --qui
 
 # vm_boot TIMEOUT MEM SMP INITRD LOG FILTER: boots the kernel with the
 # initramfs (TCG), the console into LOG, the lines matching the extended
-# regex FILTER on stdout. Sets VM_RC (qemu's exit, 124/137 when timed out).
+# regex FILTER on stdout; VM_QEMU_EXTRA (an array, if set) adds QEMU options. Sets VM_RC (qemu's exit, 124/137 when timed out).
 vm_boot() {
   local timeout="$1" mem="$2" smp="$3" initrd="$4" log="$5" filter="$6"
   mkdir -p "$(dirname "$log")"
   : > "$log"
   set +e
-  timeout -k 10 "$timeout" "$QEMU" "${QEMU_L[@]}" -machine accel=tcg -cpu max -smp "$smp" -m "$mem" \
+  timeout -k 10 "$timeout" "$QEMU" "${QEMU_L[@]}" ${VM_QEMU_EXTRA[@]+"${VM_QEMU_EXTRA[@]}"} -machine accel=tcg -cpu max -smp "$smp" -m "$mem" \
     -display none -vga none -nic none -monitor none -serial stdio -no-reboot \
     -kernel "$KDIR/vmlinuz" -initrd "$initrd" \
     -append 'console=ttyS0 panic=-1 quiet' </dev/null 2>&1 \
