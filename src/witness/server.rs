@@ -140,6 +140,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), String>
             drop(slot);
             match r {
                 Ok((who, link, proven)) => serve(wit, who, link, proven).await,
+                // A wrong certificate is worth a warning; strangers and probes are not.
+                Err(why) if why.contains("certificate") => tracing::warn!("connection from {from} refused: {why}"),
                 Err(why) => tracing::info!("connection from {from} refused: {why}"),
             }
         });

@@ -6,6 +6,7 @@ pub mod fsfreeze;
 pub mod nbdpy;
 pub mod stopped;
 pub mod stranger;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
