@@ -6,11 +6,14 @@
 //! they say. With `[net]` TLS it speaks TLS only, shows its own
 //! certificate (`[witness] tls_cert`), and takes a client only with a
 //! certificate naming one of the two data nodes, whose Hello must then
-//! say that same name; the `[net] secret`, if set, is proven inside. Keepalive: it pings each link every `ping_interval_ms` and
-//! drops one silent for `ping_timeout_ms`. A newcomer for a node that has
-//! a link replaces it only if it proved the secret; strangers cost at most
-//! [`MAX_HANDSHAKES`] handshakes of [`HANDSHAKE_TIMEOUT`] each, and a
-//! silent one gives way to a newcomer (as on the peer port).
+//! say that same name; the `[net] secret`, if set, is proven inside.
+//!
+//! Keepalive: it pings each link every `ping_interval_ms` and drops one
+//! silent for `ping_timeout_ms`. A newcomer for a node that has a link
+//! replaces it only if it proved who it is (secret or certificate);
+//! strangers cost at most [`MAX_HANDSHAKES`] handshakes of
+//! [`HANDSHAKE_TIMEOUT`] each, and a silent one gives way to a newcomer
+//! (as on the peer port).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
