@@ -143,6 +143,7 @@ fn wrong_certificates_on_the_witness_link_are_refused_and_logged() {
     leaf(&d, &ca(&d, "rogue"), "beta", "beta");
     t.restart_beta();
     t.wait_wlog("refused: TLS: invalid peer certificate: UnknownIssuer", 1);
+    wait_until(30, "beta says the witness refused it", || t.p.logs().contains("the witness may have refused this node's certificate"));
     // Beta dials with a certificate naming the witness itself.
     leaf(&d, &t.ca, "tiebreaker", "beta");
     t.restart_beta();

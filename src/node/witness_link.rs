@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::repl::handshake::handshake;
+use crate::repl::HandshakeError;
 use crate::repl::keepalive::{self, Pings, Then};
 use crate::repl::message::{QUORUM_OTHER_CONNECTED, QUORUM_OTHER_PRIMARY};
 use crate::repl::{HelloParams, Message, FEATURE_WITNESS};
@@ -129,7 +130,14 @@ async fn dial(node: &Node, w: &crate::config_witness::WitnessCfg) -> Result<Link
     let mut h = HelloParams::new(&node.cfg.resource.name, &node.me.name, &w.name, node.store.size());
     h.peer_sizes = 0..=u64::MAX;
     h.features = FEATURE_WITNESS;
-    let (link, _) = handshake(stream, &h, node.cfg.net.secret.as_deref(), timeout).await.map_err(|e| e.to_string())?;
+    let (link, _) = handshake(stream, &h, node.cfg.net.secret.as_deref(), timeout).await.map_err(|e| match e {
+        // With TLS 1.3 the witness checks this node's certificate after the
+        // client's side of the TLS handshake is done: its refusal shows here.
+        HandshakeError::Frame(_) | HandshakeError::Closed { .. } if node.tls.is_some() => {
+            format!("{e} (the witness may have refused this node's certificate: see its log)")
+        }
+        e => e.to_string(),
+    })?;
     Ok(link)
 }
 
