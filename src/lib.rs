@@ -29,7 +29,7 @@
 //! | [`control`] | the control socket: messages between `repctl` and the daemon |
 //! | [`cli`] | the `repd` and `repctl` command lines (the binaries are thin wrappers) |
 //! | [`metrics`] | Prometheus `/metrics`: the page from the status, the write-latency histogram, a tiny HTTP responder |
-//! | [`tls`] | rustls configurations for the peer link and NBD |
+//! | [`tls`] | rustls configurations for the peer link, the witness link and NBD |
 //! | [`failpoint`] | fault injection behind the `failpoints` feature |
 //! | [`ratelimit`] | log lines that could repeat fast go out once a second per kind, the rest counted |
 //! | [`logging`] | log lines: resource/node on each, journald priorities, EPIPE-proof stderr, live level |

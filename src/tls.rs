@@ -1,11 +1,14 @@
-//! TLS (rustls) for the peer link and for NBD.
+//! TLS (rustls) for the peer link, the witness link and NBD.
 //!
 //! Certificates are PEM files: this node's certificate chain and key, and
 //! the CA that signs the peer's (and the clients') certificates. On the
 //! peer link both sides authenticate: each node's certificate must name the
 //! node (a DNS subject alternative name equal to its name in the config),
 //! and the CA must have signed it. A node with TLS configured never talks
-//! plaintext to its peer.
+//! plaintext to its peer. The witness link is the same: the data node
+//! dials with its own certificate and expects one naming `[witness] name`
+//! ([`Tls::connect`]); the witness takes a certificate naming either data
+//! node ([`Tls::accept_one_of`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -121,14 +124,30 @@ impl Tls {
 
     /// Accepts a client that must present a certificate naming `peer`.
     pub async fn accept_peer<S: Stream + 'static>(&self, stream: S, peer: &str) -> io::Result<BoxStream> {
+        Ok(self.accept_one_of(stream, &[peer]).await?.0)
+    }
+
+    /// Accepts a client that must present a certificate naming one of
+    /// `names` (the witness takes either data node); returns the stream and
+    /// the indices (in `names`) of every name its certificate holds.
+    pub async fn accept_one_of<S: Stream + 'static>(&self, stream: S, names: &[&str]) -> io::Result<(BoxStream, Vec<usize>)> {
+        let denied = |m: String| io::Error::new(io::ErrorKind::PermissionDenied, m);
         let s = tokio_rustls::TlsAcceptor::from(self.server.clone()).accept(stream).await?;
         let (_, conn) = s.get_ref();
-        let cert = conn.peer_certificates().and_then(|c| c.first()).ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "the peer sent no certificate"))?;
-        let ee = webpki::EndEntityCert::try_from(cert).map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, format!("peer certificate: {e:?}")))?;
-        let name = ServerName::try_from(peer.to_owned()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("peer name `{peer}`: {e}")))?;
-        ee.verify_is_valid_for_subject_name(&name)
-            .map_err(|_| io::Error::new(io::ErrorKind::PermissionDenied, format!("the peer's certificate does not name `{peer}`")))?;
-        Ok(Box::new(s))
+        let cert = conn.peer_certificates().and_then(|c| c.first()).ok_or_else(|| denied("the peer sent no certificate".into()))?;
+        let ee = webpki::EndEntityCert::try_from(cert).map_err(|e| denied(format!("peer certificate: {e:?}")))?;
+        let mut fits = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            let name = ServerName::try_from(n.to_string()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("peer name `{n}`: {e}")))?;
+            if ee.verify_is_valid_for_subject_name(&name).is_ok() {
+                fits.push(i);
+            }
+        }
+        if !fits.is_empty() {
+            return Ok((Box::new(s), fits));
+        }
+        let want = names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" or ");
+        Err(denied(format!("the peer's certificate does not name {want}")))
     }
 
     /// Accepts an NBD client (client certificates verified when `require_client_cert`).

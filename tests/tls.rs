@@ -4,54 +4,19 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::tls::{ca, leaf, tls_config};
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 const ALPHA: usize = 0;
 const BETA: usize = 1;
 
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-fn ca(dir: &Path, name: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, name);
-    let cert = p.self_signed(&key).unwrap();
-    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-    Ca { cert, key }
-}
-
-/// Writes `{file}.crt` and `{file}.key` (0600) for a certificate naming `san`
-/// (and localhost / 127.0.0.1, for NBD clients).
-fn leaf(dir: &Path, ca: &Ca, san: &str, file: &str) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(vec![san.to_string(), "localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    p.distinguished_name.push(DnType::CommonName, san);
-    let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
-    std::fs::write(dir.join(format!("{file}.crt")), cert.pem()).unwrap();
-    let k = dir.join(format!("{file}.key"));
-    std::fs::write(&k, key.serialize_pem()).unwrap();
-    std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
 /// A pair whose nodes use `{dir}/alpha.crt|key`, `{dir}/beta.crt|key` and CA `{dir}/ca.pem`.
 fn tls_pair() -> Pair {
     let p = Pair::new(Options::default());
-    let d = p.dir.path();
-    let text = std::fs::read_to_string(&p.config).unwrap();
-    let text = text.replace("[net]\n", &format!("[net]\ntls_ca = \"{}/ca.pem\"\n", d.display()));
-    let text = text
-        .replace("[nodes.alpha]\n", &format!("[nodes.alpha]\ntls_cert = \"{0}/alpha.crt\"\ntls_key = \"{0}/alpha.key\"\n", d.display()))
-        .replace("[nodes.beta]\n", &format!("[nodes.beta]\ntls_cert = \"{0}/beta.crt\"\ntls_key = \"{0}/beta.key\"\n", d.display()));
-    std::fs::write(&p.config, text).unwrap();
+    tls_config(&p);
     p
 }
 

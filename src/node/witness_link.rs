@@ -13,6 +13,9 @@
 //! - the witness's notice that this node is outdated
 //!   ([`Event::OutdatedByWitness`]), acknowledged once it is durable.
 //!
+//! With `[net]` TLS the link is TLS (see `dial`); a `[net] secret`
+//! still authenticates inside it, as on the peer link.
+//!
 //! Keepalive ([`crate::repl::keepalive`]): it answers the witness's pings
 //! and pings it too; a link silent for `ping_timeout_ms` is dropped.
 
@@ -23,9 +26,11 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::repl::handshake::handshake;
+use crate::repl::HandshakeError;
 use crate::repl::keepalive::{self, Pings, Then};
 use crate::repl::message::{QUORUM_OTHER_CONNECTED, QUORUM_OTHER_PRIMARY};
 use crate::repl::{HelloParams, Message, FEATURE_WITNESS};
+use crate::tls::BoxStream;
 
 use super::machine::{Answer, Event, WitnessView};
 use super::runtime::Node;
@@ -101,19 +106,38 @@ async fn pause(node: &Node, wait: Duration) -> bool {
     }
 }
 
-type Link = tokio_util::codec::Framed<TcpStream, crate::repl::Codec>;
+type Link = tokio_util::codec::Framed<BoxStream, crate::repl::Codec>;
 
+/// Dials the witness: TCP, TLS when `[net]` has it (the witness's
+/// certificate must name `[witness] name`; this node shows its own), then
+/// the handshake (with the `[net] secret` inside, if set), all within the
+/// peer link's handshake timeout.
 async fn dial(node: &Node, w: &crate::config_witness::WitnessCfg) -> Result<Link, String> {
-    let timeout = super::peer::HANDSHAKE_TIMEOUT;
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(&w.address))
+    let deadline = tokio::time::Instant::now() + super::peer::HANDSHAKE_TIMEOUT;
+    let stream = tokio::time::timeout_at(deadline, TcpStream::connect(&w.address))
         .await
         .map_err(|_| "connect timed out".to_owned())?
         .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
+    let stream: BoxStream = match &node.tls {
+        Some(tls) => tokio::time::timeout_at(deadline, tls.connect(stream, &w.name))
+            .await
+            .map_err(|_| "TLS handshake timed out".to_owned())?
+            .map_err(|e| format!("TLS: {e}"))?,
+        None => Box::new(stream),
+    };
+    let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
     let mut h = HelloParams::new(&node.cfg.resource.name, &node.me.name, &w.name, node.store.size());
     h.peer_sizes = 0..=u64::MAX;
     h.features = FEATURE_WITNESS;
-    let (link, _) = handshake(stream, &h, node.cfg.net.secret.as_deref(), timeout).await.map_err(|e| e.to_string())?;
+    let (link, _) = handshake(stream, &h, node.cfg.net.secret.as_deref(), timeout).await.map_err(|e| match e {
+        // With TLS 1.3 the witness checks this node's certificate after the
+        // client's side of the TLS handshake is done: its refusal shows here.
+        HandshakeError::Frame(_) | HandshakeError::Closed { .. } if node.tls.is_some() => {
+            format!("{e} (the witness may have refused this node's certificate: see its log)")
+        }
+        e => e.to_string(),
+    })?;
     Ok(link)
 }
 

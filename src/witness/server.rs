@@ -3,11 +3,17 @@
 //! It listens on `[witness] address`, takes one link from each data node
 //! (the same authenticated handshake as the peer link, with the
 //! [`crate::repl::FEATURE_WITNESS`] bit), and runs the [`Arbiter`] on what
-//! they say. Keepalive: it pings each link every `ping_interval_ms` and
-//! drops one silent for `ping_timeout_ms`. A newcomer for a node that has
-//! a link replaces it only if it proved the secret; strangers cost at most
-//! [`MAX_HANDSHAKES`] handshakes of [`HANDSHAKE_TIMEOUT`] each, and a
-//! silent one gives way to a newcomer (as on the peer port).
+//! they say. With `[net]` TLS it speaks TLS only, shows its own
+//! certificate (`[witness] tls_cert`), and takes a client only with a
+//! certificate naming one of the two data nodes, whose Hello must then
+//! say that same name; the `[net] secret`, if set, is proven inside.
+//!
+//! Keepalive: it pings each link every `ping_interval_ms` and drops one
+//! silent for `ping_timeout_ms`. A newcomer for a node that has a link
+//! replaces it only if it proved who it is (secret or certificate);
+//! strangers cost at most [`MAX_HANDSHAKES`] handshakes of
+//! [`HANDSHAKE_TIMEOUT`] each, and a silent one gives way to a newcomer
+//! (as on the peer port).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -24,6 +30,7 @@ use crate::repl::handshake::handshake_admit;
 use crate::repl::keepalive::{self, Pings, Then};
 use crate::repl::types::STATE_PROMOTING;
 use crate::repl::{HelloParams, Message, FEATURE_WITNESS};
+use crate::tls::BoxStream;
 
 use super::arbiter::{Arbiter, ConnId, In, Out, Who};
 use super::{record, WitnessCfg};
@@ -46,6 +53,7 @@ struct Witness {
     names: [String; 2],
     shared: Mutex<Shared>,
     shutdown: CancellationToken,
+    tls: Option<crate::tls::Tls>,
 }
 
 impl Witness {
@@ -90,8 +98,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), String>
     let w = cfg.witness.clone().ok_or("the resource has no [witness]")?;
     let names = [cfg.nodes[0].name.clone(), cfg.nodes[1].name.clone()];
     let outdated = record::load(&w.state, [names[0].as_str(), names[1].as_str()])?;
+    let tls = match w.tls_files(cfg.net.tls.as_ref()) {
+        Some(files) => Some(crate::tls::Tls::load(&files).map_err(|e| format!("TLS: {e}"))?),
+        None => None,
+    };
     let listener = TcpListener::bind(&w.address).await.map_err(|e| format!("cannot listen on {}: {e}", w.address))?;
-    if cfg.net.secret.is_none() {
+    if cfg.net.secret.is_none() && tls.is_none() {
         tracing::warn!("[net] has no secret: whoever reaches {} can pose as a data node to the witness; set a [net] secret", w.address);
     }
     for (n, o) in names.iter().zip(outdated) {
@@ -107,6 +119,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), String>
         names,
         shared: Mutex::new(Shared { arbiter: Arbiter::new(outdated), links: [None, None], next_conn: 1 }),
         shutdown,
+        tls,
     });
     let slots = Slots::new(MAX_HANDSHAKES);
     let mut backoff = crate::backoff::AcceptBackoff::new("witness listener");
@@ -130,6 +143,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), String>
             drop(slot);
             match r {
                 Ok((who, link, proven)) => serve(wit, who, link, proven).await,
+                // A wrong certificate is worth a warning; strangers and probes are not.
+                Err(why) if why.contains("certificate") => tracing::warn!("connection from {from} refused: {why}"),
                 Err(why) => tracing::info!("connection from {from} refused: {why}"),
             }
         });
@@ -137,18 +152,36 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), String>
     Ok(())
 }
 
-type Link = tokio_util::codec::Framed<TcpStream, crate::repl::Codec>;
+type Link = tokio_util::codec::Framed<BoxStream, crate::repl::Codec>;
 
+/// The handshake of an accepted connection, TLS first when configured,
+/// within [`HANDSHAKE_TIMEOUT`]; returns the node, its link, and whether it
+/// proved who it is (secret or certificate).
 async fn accept(wit: &Witness, stream: TcpStream) -> Result<(Who, Link, bool), String> {
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let (stream, cert_names): (BoxStream, Option<Vec<Who>>) = match &wit.tls {
+        Some(tls) => match tokio::time::timeout_at(deadline, tls.accept_one_of(stream, &wit.names())).await {
+            Ok(Ok((s, fits))) => (s, Some(fits)),
+            Ok(Err(e)) => return Err(format!("TLS: {e}")),
+            Err(_) => return Err(format!("TLS: no handshake within {HANDSHAKE_TIMEOUT:?}")),
+        },
+        None => (Box::new(stream), None),
+    };
     let mut h = HelloParams::new(&wit.cfg.resource.name, &wit.w.name, &wit.names[0], 0);
     h.other_peers = vec![wit.names[1].clone()];
     h.peer_sizes = 0..=u64::MAX;
     h.features = FEATURE_WITNESS;
-    let (link, peer) = handshake_admit(stream, &h, wit.cfg.net.secret.as_deref(), HANDSHAKE_TIMEOUT, |_| Ok(()))
-        .await
-        .map_err(|e| e.to_string())?;
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let (link, peer) = handshake_admit(stream, &h, wit.cfg.net.secret.as_deref(), left, |p| match &cert_names {
+        Some(fits) if !fits.iter().any(|&i| wit.names[i] == p.hello.node) => {
+            Err(format!("its Hello says {} but its certificate names {}", p.hello.node, wit.names[fits[0]]))
+        }
+        _ => Ok(()),
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     let who = usize::from(peer.hello.node == wit.names[1]);
-    Ok((who, link, peer.authenticated))
+    Ok((who, link, peer.authenticated || cert_names.is_some()))
 }
 
 /// Serves one data node's link until it ends.

@@ -10,6 +10,7 @@ pub mod nbdpy;
 pub mod netns;
 pub mod stopped;
 pub mod stranger;
+pub mod tls;
 pub mod trio;
 
 use std::path::{Path, PathBuf};
