@@ -288,6 +288,21 @@ fn delay_shows_in_the_round_trip_and_clear_removes_it() {
     assert!(log.contains("stopping (signal)"), "the emulator did not stop cleanly:\n{log}");
 }
 
+/// A 50 ms RTT link carries a bulk TCP flow at WAN speed. Held at the
+/// sender's egress (the first design), each held packet counted against TCP
+/// small queues and the flow fell to 0.23 MB/s: 8 MiB took 36 s, and every
+/// WAN test (resync to a far node, protocol A at 50 ms) measured a starved
+/// link. Held where they arrive, 8 MiB takes well under a second here; the
+/// bound is an upper one for "starved", not a speed target.
+#[test]
+fn a_50ms_link_is_not_starved_by_the_emulator() {
+    let bed = Bed::up();
+    bed.tb(&["delay", "both", "25ms"]);
+    let secs = transfer(&bed, 8 << 20);
+    eprintln!("netem: 8 MiB over 50 ms RTT in {secs:.2} s ({:.1} MB/s)", 8.0 * 1.048_576 / secs);
+    assert!(secs < 15.0, "8 MiB over a 50 ms RTT link took {secs:.1} s: the emulator starves TCP (held at the sender?)");
+}
+
 #[test]
 fn reordering_reaches_tcp_and_the_data_arrives_intact() {
     let bed = Bed::up();

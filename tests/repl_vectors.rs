@@ -117,6 +117,7 @@ fn vectors() -> Vec<(&'static str, Message)> {
         ("resize_commit", Message::ResizeCommit { id: 15, old_size: 1 << 40, new_size: 2 << 40, in_sync: true }),
         ("quorum_view", Message::QuorumView { flags: 3 }),
         ("outdate", Message::Outdate { id: 16 }),
+        ("current_id", Message::CurrentId { current_uuid: 0x1122_3344_5566_7788, not_sent_to: 4 }),
     ]
 }
 

@@ -60,6 +60,7 @@ pub(crate) fn samples() -> Vec<Message> {
         Message::ResizeCommit { id: 9, old_size: 1 << 40, new_size: 2 << 40, in_sync: true },
         Message::QuorumView { flags: 3 },
         Message::Outdate { id: 10 },
+        Message::CurrentId { current_uuid: 0x1234_5678_9abc_def0, not_sent_to: 1 << 2 },
     ]
 }
 

@@ -36,7 +36,7 @@ use super::auth;
 use super::frame::{Codec, FrameError, DEFAULT_MAX_PAYLOAD, HANDSHAKE_MAX_PAYLOAD};
 use super::message::{Message, MsgType};
 use super::types::Hello;
-use super::{FEATURES_PROTOCOL, FEATURE_AUTH, FEATURE_PROTOCOL_A, FEATURE_PROTOCOL_B, FEATURE_UNCHECKED_DATA, FEATURE_WITNESS, PROTO_MAJOR, PROTO_MINOR};
+use super::{FEATURES_PROTOCOL, FEATURE_AUTH, FEATURE_PROTOCOL_A, FEATURE_PROTOCOL_B, FEATURE_MESH, FEATURE_UNCHECKED_DATA, FEATURE_WITNESS, PROTO_MAJOR, PROTO_MINOR};
 
 /// The protocol a Hello's feature bits name (both bits: shown as `?`).
 fn protocol_letter(features: u64) -> char {
@@ -143,6 +143,10 @@ pub enum HandshakeError {
     /// the reverse): a replication address points at the wrong port.
     #[error("witness mismatch: `{}` is the witness and `{}` a data node, but the link was made as a data link; check the [witness] address and the nodes' replication addresses", Untrusted(witness), Untrusted(data))]
     WitnessMismatch { witness: String, data: String },
+    /// One end belongs to a three-node resource and the other to a pair:
+    /// the two resource files disagree on the nodes.
+    #[error("mesh mismatch: {node} {} but {peer_node} {}; give both the same [nodes] and [[connections]]", three_nodes(*local), three_nodes(*peer))]
+    MeshMismatch { node: String, local: bool, peer_node: String, peer: bool },
     /// Only this node has a secret.
     #[error("authentication mismatch: {node} has a [net] secret but {peer_node} has none; set the same secret on both nodes")]
     SecretOnlyHere { node: String, peer_node: String },
@@ -331,6 +335,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         let (witness, data) = if local.features & FEATURE_WITNESS != 0 { (node(), peer.node.clone()) } else { (peer.node.clone(), node()) };
         return refuse(HandshakeError::WitnessMismatch { witness, data });
     }
+    if (peer.features ^ local.features) & FEATURE_MESH != 0 {
+        return refuse(HandshakeError::MeshMismatch {
+            node: node(),
+            local: local.features & FEATURE_MESH != 0,
+            peer_node: peer.node.clone(),
+            peer: peer.features & FEATURE_MESH != 0,
+        });
+    }
     let peer_auth = peer.features & FEATURE_AUTH != 0;
     match (secret, peer_auth) {
         (Some(_), false) => {
@@ -395,4 +407,13 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         other => return Err(unexpected("Accept", &other)),
     }
     Ok(peer)
+}
+
+/// How a mesh mismatch names each side's resource.
+fn three_nodes(mesh: bool) -> &'static str {
+    if mesh {
+        "has three data nodes"
+    } else {
+        "is a pair"
+    }
 }

@@ -338,6 +338,24 @@ async fn protocol_mismatch_is_refused_on_both_sides_with_the_protocols() {
     rb.unwrap();
 }
 
+/// A node of a three-node resource and a node of a pair refuse each other
+/// on both sides, each saying which is which; two mesh nodes connect.
+#[tokio::test]
+async fn mesh_mismatch_is_refused_on_both_sides() {
+    let mut a = params("alpha", "beta", 4096);
+    a.features = FEATURE_MESH;
+    let (ra, rb) = pair(a.clone(), None, params("beta", "alpha", 4096), None).await;
+    let ea = ra.unwrap_err();
+    assert!(matches!(ea, HandshakeError::MeshMismatch { local: true, peer: false, .. }), "{ea}");
+    assert!(ea.to_string().contains("alpha has three data nodes but beta is a pair"), "{ea}");
+    assert!(matches!(rb.unwrap_err(), HandshakeError::MeshMismatch { local: false, peer: true, .. }));
+    let mut b = params("beta", "alpha", 4096);
+    b.features = FEATURE_MESH;
+    let (ra, rb) = pair(a, None, b, None).await;
+    assert_eq!(ra.unwrap().1.features & FEATURE_MESH, FEATURE_MESH);
+    rb.unwrap();
+}
+
 /// Data blocks leave the crc only when both Hellos offer
 /// FEATURE_UNCHECKED_DATA; a peer that does not (an older version, or
 /// `[net] data_checksum = true`) keeps the full crc on both sides. Frames

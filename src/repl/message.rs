@@ -118,6 +118,13 @@ pub enum Message {
     /// writing without it); witness to data node: you are outdated. Both
     /// answered by `Ack` (0: done, durable on the answering side).
     Outdate { id: u64 },
+    /// `0 current_uuid u64 | 8 not_sent_to u64` (16 bytes), three-node
+    /// links only ([`super::FEATURE_MESH`]), Primary to Secondary, in order
+    /// with the writes: every write after this frame is made under
+    /// `current_uuid` and is not sent to the nodes whose bits are set in
+    /// `not_sent_to` (bit N: `node_id` N). The receiver adopts the id and
+    /// marks those writes out of sync for those nodes.
+    CurrentId { current_uuid: u64, not_sent_to: u64 },
 }
 
 /// [`Message::QuorumView`]: the other data node is connected to the witness.
@@ -171,6 +178,7 @@ impl Message {
             M::ResizeCommit { .. } => MsgType::ResizeCommit,
             M::QuorumView { .. } => MsgType::QuorumView,
             M::Outdate { .. } => MsgType::Outdate,
+            M::CurrentId { .. } => MsgType::CurrentId,
         }
     }
 
@@ -190,6 +198,7 @@ impl Message {
             M::Trim { .. } | M::Zero { .. } => 28,
             M::Flush { .. } | M::Ping { .. } | M::PingAck { .. } | M::RoleRequest { .. } | M::Received { .. } => 8,
             M::QuorumView { .. } | M::Outdate { .. } => 8,
+            M::CurrentId { .. } => 16,
             M::Ack { .. } | M::SyncAck { .. } => 12,
             M::SyncStart { .. } => 16,
             M::SyncData { data, .. } => 16 + data.len(),
@@ -331,6 +340,10 @@ impl Message {
             }
             M::Flush { id } | M::RoleRequest { id } | M::Received { id } | M::Outdate { id } => d.put_u64(*id),
             M::QuorumView { flags } => d.put_u64(*flags),
+            M::CurrentId { current_uuid, not_sent_to } => {
+                d.put_u64(*current_uuid);
+                d.put_u64(*not_sent_to);
+            }
             M::Ping { nonce } | M::PingAck { nonce } => d.put_u64(*nonce),
             M::Ack { id, errno } | M::SyncAck { id, errno } => {
                 d.put_u64(*id);
@@ -473,6 +486,9 @@ impl Message {
             MsgType::Received => M::Received { id: r.u64("id")? },
             MsgType::QuorumView => M::QuorumView { flags: r.u64("flags")? },
             MsgType::Outdate => M::Outdate { id: r.u64("id")? },
+            MsgType::CurrentId => {
+                M::CurrentId { current_uuid: r.u64("current_uuid")?, not_sent_to: r.u64("not_sent_to")? }
+            }
             MsgType::Ping => M::Ping { nonce: r.u64("nonce")? },
             MsgType::PingAck => M::PingAck { nonce: r.u64("nonce")? },
             MsgType::SyncStart => {

@@ -60,7 +60,7 @@ pub const PROTO_MINOR: u16 = 0;
 pub const FEATURE_AUTH: u64 = 1 << 0;
 /// The feature bits this build knows. Bits outside it are ignored (a newer
 /// minor may define them; a feature is used only when both sides set it).
-pub const FEATURES_KNOWN: u64 = FEATURE_AUTH | FEATURE_PROTOCOL_A | FEATURE_PROTOCOL_B | FEATURE_RESIZE | FEATURE_UNCHECKED_DATA | FEATURE_WITNESS;
+pub const FEATURES_KNOWN: u64 = FEATURE_AUTH | FEATURE_PROTOCOL_A | FEATURE_PROTOCOL_B | FEATURE_RESIZE | FEATURE_UNCHECKED_DATA | FEATURE_WITNESS | FEATURE_MESH;
 /// Feature bit: the sender's resource runs protocol A. Neither this bit nor
 /// [`FEATURE_PROTOCOL_B`]: protocol C. Both sides must agree or refuse.
 pub const FEATURE_PROTOCOL_A: u64 = 1 << 1;
@@ -84,6 +84,11 @@ pub const FEATURE_RESIZE: u64 = 1 << 3;
 /// ends must set it: a data node that dials a data peer's port, or the
 /// reverse, is refused at the Hello.
 pub const FEATURE_WITNESS: u64 = 1 << 9;
+/// Feature bit: the sender's resource has three data nodes (`[[connections]]`
+/// with `node_id`s): the link carries [`Message::CurrentId`]. Both ends must
+/// agree (a node of a three-node resource refuses a peer that is not), as
+/// each keeps bitmap slots for the third node from what this link tells.
+pub const FEATURE_MESH: u64 = 1 << 10;
 /// The bits that name the protocol.
 pub const FEATURES_PROTOCOL: u64 = FEATURE_PROTOCOL_A | FEATURE_PROTOCOL_B;
 

@@ -93,6 +93,9 @@ msg_types! {
     QuorumView = 0x0070,
     /// Witness link: outdate my peer / you are outdated.
     Outdate = 0x0071,
+    /// Three-node links: the current id writes are made under from here on,
+    /// and the nodes they are not sent to.
+    CurrentId = 0x0072,
 }
 
 impl fmt::Display for MsgType {

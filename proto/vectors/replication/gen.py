@@ -88,6 +88,8 @@ vectors = [
      U("QQQI", 15, 1 << 40, 2 << 40, 1)),
     ("quorum_view", "QuorumView flags=3 (QUORUM_OTHER_CONNECTED | QUORUM_OTHER_PRIMARY)", 0x0070, U("Q", 3)),
     ("outdate", "Outdate id=16", 0x0071, U("Q", 16)),
+    ("current_id", "CurrentId current_uuid=0x1122334455667788 not_sent_to=4 (node_id 2)", 0x0072,
+     U("QQ", 0x1122334455667788, 4)),
 ]
 for name, desc, ty, payload in vectors:
     write(name, desc, frame(ty, payload))
