@@ -6,7 +6,8 @@
 //!   plus one 32 MiB request: src/nbd/transmission.rs);
 //! - `repctl secondary` is refused while it is attached (CONTRACT.md),
 //!   `--force` demotes and drops it, and the pair stays healthy;
-//! - once its socket is closed repd frees the connection without a restart.
+//! - once its socket is closed (or the python client is SIGKILLed) repd
+//!   frees the connection without a restart.
 //!
 //! The client is a raw socket speaking NBD by hand (as tests/nbd_clients.rs
 //! does): libnbd always reads its replies. Every wait is on the daemons'
@@ -21,6 +22,7 @@ use std::time::Duration;
 use common::bigdisk::{filled, finish_ok, qemu_write, GIB, MIB, TIB};
 use common::stranger::proc_kib;
 use common::*;
+use std::process::{Command, Stdio};
 
 const ALPHA: usize = 0;
 const BETA: usize = 1;
@@ -100,7 +102,7 @@ fn stuck_client(port: u16, name: &str, write_at: u64) -> TcpStream {
     let mut b = Vec::new();
     for i in 0..4u64 {
         b.extend(request(1, 1000 + i, write_at + i * MIB, u32::try_from(MIB).unwrap()));
-        b.extend(std::iter::repeat(0x5a).take(usize::try_from(MIB).unwrap()));
+        b.extend(std::iter::repeat_n(0x5a, usize::try_from(MIB).unwrap()));
     }
     for i in 0..READS {
         b.extend(request(0, i, i * READ_LEN, u32::try_from(READ_LEN).unwrap()));
@@ -138,7 +140,7 @@ fn get_stuck(p: &Pair) -> TcpStream {
 fn other_client_io(p: &Pair, off: u64, byte: u8) {
     let uri = p.uri(ALPHA);
     finish_ok(qemu_write(&uri, byte, off, 16 * MIB, true), 60, "another client's write beside the stuck one", || p.logs());
-    let o = std::process::Command::new("qemu-io").args(["-f", "raw", "-c", &format!("read -P {byte} {off} {}", 16 * MIB), &uri]).output().unwrap();
+    let o = Command::new("qemu-io").args(["-f", "raw", "-c", &format!("read -P {byte} {off} {}", 16 * MIB), &uri]).output().unwrap();
     assert!(common::bigdisk::qemu_ok(&o), "another client's read-back: {}{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr), p.logs());
     wait_until(30, "beta holds the other client's write", || filled(&p.nodes[BETA].backing, off, 16 * MIB, byte));
 }
@@ -188,12 +190,12 @@ fn demotion_with_a_stuck_client_needs_force_and_drops_it() {
     assert_eq!(o.status.code(), Some(1), "secondary with a client attached: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert_eq!(p.status(ALPHA)["role"], "primary");
     // --force: flush, then drop them; it returns however stuck the client is.
-    let c = std::process::Command::new(REPCTL)
+    let c = Command::new(REPCTL)
         .arg("--socket")
         .arg(&p.nodes[ALPHA].socket)
         .args(["secondary", "--force"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let o = common::bigdisk::finish(c, 60, "repctl secondary --force with a stuck client", || p.logs());
@@ -201,6 +203,7 @@ fn demotion_with_a_stuck_client_needs_force_and_drops_it() {
     let s = p.status(ALPHA);
     assert_eq!(s["role"], "secondary", "{s}");
     wait_until(60, "alpha drops the stuck client (nbd_clients 0)", || clients(&p, ALPHA) == 0);
+    assert!(p.logs().contains("its replies made no progress"), "no line saying why the stuck client was dropped\n{}", p.logs());
     // The pair stays healthy: beta takes over and serves, alpha follows.
     assert_eq!(s["connection"], "connected", "{s}\n{}", p.logs());
     p.ok(BETA, &["primary"]);
@@ -223,4 +226,61 @@ fn closing_a_stuck_client_frees_its_connection() {
     let s = p.status(ALPHA);
     assert_eq!((s["role"].as_str(), s["connection"].as_str()), (Some("primary"), Some("connected")), "{s}");
     assert!(p.logs().contains("detached") || p.logs().contains("dropped"), "no line about the stuck client's end\n{}", p.logs());
+}
+
+/// The stuck client as a python process (raw socket: handshake, GO, the
+/// same requests), which then sleeps instead of reading.
+const PY_STUCK: &str = r#"
+import socket, struct, sys, time
+port, name = int(sys.argv[1]), sys.argv[2].encode()
+s = socket.create_connection(("127.0.0.1", port))
+def exact(n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c: sys.exit("closed during the handshake")
+        b += c
+    return b
+assert exact(18)[:16] == b"NBDMAGICIHAVEOPT"
+s.sendall(struct.pack(">I", 3))
+data = struct.pack(">I", len(name)) + name + struct.pack(">H", 0)
+s.sendall(b"IHAVEOPT" + struct.pack(">II", 7, len(data)) + data)
+while True:
+    _, _, kind, n = struct.unpack(">QIII", exact(20))
+    exact(n)
+    assert kind < 0x80000000, hex(kind)
+    if kind == 1: break
+b = b""
+for i in range(4):
+    b += struct.pack(">IHHQQI", 0x25609513, 0, 1, 1000 + i, (512 << 30) + (i << 20), 1 << 20) + b"\x5a" * (1 << 20)
+for i in range(64):
+    b += struct.pack(">IHHQQI", 0x25609513, 0, 0, i, i << 25, 1 << 25)
+s.sendall(b)
+print("stuck", flush=True)
+time.sleep(3600)
+"#;
+
+#[test]
+fn a_sigkilled_stuck_client_is_freed() {
+    require("/usr/bin/python3", "python3");
+    let p = pair();
+    let mut c = Command::new("/usr/bin/python3")
+        .args(["-c", PY_STUCK, &p.nodes[ALPHA].nbd_port.to_string(), &p.resource])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(60, "the python client's writes done and 64 MiB of its reads read", || {
+        let s = p.status(ALPHA);
+        num(&s["counters"], "app_write_bytes") >= 4 * MIB && num(&s["counters"], "app_read_bytes") >= 64 * MIB
+    });
+    assert_eq!(clients(&p, ALPHA), 1, "{}", p.status(ALPHA));
+    assert!(c.try_wait().unwrap().is_none(), "the python client ended early");
+    c.kill().unwrap();
+    let _ = c.wait();
+    wait_until(60, "alpha frees the SIGKILLed client (nbd_clients 0)", || clients(&p, ALPHA) == 0);
+    let uri = p.uri(ALPHA);
+    finish_ok(qemu_write(&uri, 0x34, 3 * GIB, 4 * MIB, true), 60, "a write after the SIGKILLed client", || p.logs());
+    let s = p.status(ALPHA);
+    assert_eq!((s["role"].as_str(), s["connection"].as_str(), s["out_of_sync_bytes"].as_u64()), (Some("primary"), Some("connected"), Some(0)), "{s}");
 }
