@@ -22,7 +22,8 @@
 //! Ending: NBD_CMD_DISC, the client closing, server shutdown and the
 //! attachment's cancel token (forced demotion) all end the same way: stop
 //! reading, let requests in flight complete and their replies go out, then
-//! close. A corrupt request header (bad magic) closes the connection after
+//! close; replies that make no progress for [`ENDED_WRITE_STALL`] then are
+//! given up (a client that never reads is dropped, not kept forever). A corrupt request header (bad magic) closes the connection after
 //! the replies in flight. A rejected WRITE's payload is read and dropped
 //! (never buffered whole) so the connection stays usable. Requests in
 //! flight are never dropped half-way (a replicated write must finish both
