@@ -22,7 +22,8 @@
 //! Ending: NBD_CMD_DISC, the client closing, server shutdown and the
 //! attachment's cancel token (forced demotion) all end the same way: stop
 //! reading, let requests in flight complete and their replies go out, then
-//! close. A corrupt request header (bad magic) closes the connection after
+//! close; replies that make no progress for [`ENDED_WRITE_STALL`] then are
+//! given up (a client that never reads is dropped, not kept forever). A corrupt request header (bad magic) closes the connection after
 //! the replies in flight. A rejected WRITE's payload is read and dropped
 //! (never buffered whole) so the connection stays usable. Requests in
 //! flight are never dropped half-way (a replicated write must finish both
@@ -88,6 +89,11 @@ const BIG_PAYLOAD: usize = 64 * 1024;
 /// little of the next large payload lands in the receive buffer (and has
 /// to be moved out of it).
 const SMALL_READ: usize = 4 * 1024;
+/// Once reading is over (a forced demotion, shutdown, DISC, EOF), replies
+/// that make no progress for this long are given up: a client that never
+/// reads would otherwise keep its connection (and `nbd_clients`) forever
+/// after a forced demotion (tests/drfaults_nbd.rs).
+const ENDED_WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A WRITE whose payload is being read straight into its own buffer.
 ///
@@ -332,6 +338,8 @@ where
     // a flush (or a later write) sends them. (Seen as a hang of
     // tests/tls.rs once writes completed fast enough to fill the socket.)
     let mut unflushed = false;
+    // When the replies last made progress (or there were none to write).
+    let mut progress = tokio::time::Instant::now();
     let stopped = async {
         tokio::select! {
             _ = shutdown.cancelled() => {}
@@ -446,9 +454,16 @@ where
         }
         out.seal();
         let want_write = !out.is_empty() && write_err.is_none();
+        if !want_write {
+            progress = tokio::time::Instant::now();
+        }
         tokio::select! {
             biased;
             _ = &mut stopped, if end.is_none() => end = Some(End::Stopped),
+            _ = tokio::time::sleep_until(progress + ENDED_WRITE_STALL), if end.is_some() && want_write => {
+                out.clear();
+                write_err = Some(io::Error::new(io::ErrorKind::TimedOut, format!("its replies made no progress for {ENDED_WRITE_STALL:?} after reading ended")));
+            }
             Some((cookie, body, cost)) = inflight.next(), if !inflight.is_empty() => {
                 buffered -= cost;
                 if write_err.is_none() {
@@ -458,6 +473,7 @@ where
             n = write_or_flush(&mut w, &out.chunks, want_write), if want_write || (unflushed && write_err.is_none()) => match n {
                 Ok(Some(n)) => {
                     out.advance(n);
+                    progress = tokio::time::Instant::now();
                     unflushed = true;
                 }
                 Ok(None) => unflushed = false,
