@@ -59,7 +59,7 @@ pub fn execute(io: &mut impl Io, m: &mut Machine, effects: Vec<Effect>) -> Resul
                 Ok(())
             }
             Effect::Close(l) => {
-                io.close(*l, m.link() != Some(*l));
+                io.close(*l, !m.has_link(*l));
                 Ok(())
             }
             Effect::Announce(l, msg) => {

@@ -16,7 +16,7 @@ use crate::store::Store;
 
 use super::counters::AtomicCounters;
 use super::link::PeerLink;
-use super::machine::{Durable, Effect, LinkId, Machine, Settings};
+use super::machine::{Durable, Effect, LinkId, Machine, PeerId, Settings};
 use super::ranges::RangeLocks;
 use super::state::{Role, SyncSide};
 
@@ -174,7 +174,7 @@ impl Node {
             pull_ahead: super::machine::Congestion::from_config(&cfg),
             quorum: cfg.witness.as_ref().map(|w| w.on_no_quorum),
         };
-        let (machine, effects) = Machine::start(settings, loaded, rand::random());
+        let (machine, effects) = Machine::start(settings, loaded, rand::random(), &[PeerId(peer_cfg.node_id)]);
         // Only the header and the activity log's marks come out of a start.
         for e in effects {
             match e {
@@ -249,7 +249,7 @@ impl Node {
         // One look at the machine: role, link and quorum as of one moment.
         let (st, quorate, witness_up) = {
             let m = self.machine();
-            (m.state().clone(), m.quorate(), m.witness().is_some())
+            (m.state(), m.quorate(), m.witness().is_some())
         };
         let (peer_role, peer_disk) = match st.peer {
             Some(p) => (p.role.to_string(), p.disk.to_string()),

@@ -335,13 +335,14 @@ impl Io for SimIo<'_> {
             return Ok(());
         }
         let s = &mut self.node.store;
+        // Two nodes: one peer, one bitmap slot (the ops name it).
         match op {
-            BitmapOp::SetAll => {
+            BitmapOp::SetAll(_) => {
                 s.bm.iter_mut().for_each(|b| *b = true);
                 self.node.full_next = true;
             }
-            BitmapOp::ClearAll => s.bm.iter_mut().for_each(|b| *b = false),
-            BitmapOp::Mark(ranges) => {
+            BitmapOp::ClearAll(_) => s.bm.iter_mut().for_each(|b| *b = false),
+            BitmapOp::Mark(_, ranges) => {
                 let before = s.dirty();
                 for &(off, len) in ranges {
                     s.mark(off, len);
@@ -371,7 +372,7 @@ impl Io for SimIo<'_> {
                     s.bm_disk.clone_from(&s.bm);
                 }
             }
-            BitmapOp::UnionPeer => {
+            BitmapOp::UnionPeer(_) => {
                 let peer = self.node.sess.as_ref().map(|x| x.peer_bm.clone()).unwrap_or_default();
                 for (b, p) in s.bm.iter_mut().zip(peer) {
                     *b |= p;

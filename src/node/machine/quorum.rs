@@ -30,7 +30,7 @@ pub struct WitnessView {
 impl Machine {
     /// Quorum is off, or this node sees its peer or the witness.
     pub fn quorate(&self) -> bool {
-        self.settings.quorum.is_none() || self.link.is_some() || self.witness.is_some()
+        self.settings.quorum.is_none() || self.peers.values().any(|p| p.link.is_some()) || self.witness.is_some()
     }
 
     pub fn witness(&self) -> Option<WitnessView> {
@@ -47,7 +47,7 @@ impl Machine {
                     .into(),
             );
         }
-        if self.link.is_none() && self.witness.is_some_and(|w| w.peer_primary) {
+        if self.links().is_empty() && self.witness.is_some_and(|w| w.peer_primary) {
             return Some("the witness reports that the peer is Primary (or being promoted); demote it first".into());
         }
         None
@@ -77,7 +77,7 @@ impl Machine {
     pub(super) fn witness_answered(&mut self, force: bool, errno: Option<i32>) -> Answer {
         match errno {
             Some(0) => self.witness_granted = true,
-            None if self.link.is_none() => {
+            None if self.links().is_empty() => {
                 // Alone, the witness's grant is what keeps a second
                 // Primary away: without it, no promotion.
                 self.promoting = None;
@@ -97,7 +97,7 @@ impl Machine {
                 });
             }
         }
-        if let Err(e) = self.st.check_promote(force) {
+        if let Err(e) = self.state().check_promote(force) {
             self.promoting = None;
             self.announce();
             return Answer::Refused(e.0);
@@ -107,8 +107,8 @@ impl Machine {
             self.announce();
             return Answer::Refused(why);
         }
-        match self.link {
-            Some(l) => Answer::AskPeer(l),
+        match self.links().first() {
+            Some(&l) => Answer::AskPeer(l),
             None => {
                 self.promoting = None;
                 self.commit_promote(force, false)
@@ -130,8 +130,8 @@ impl Machine {
                     self.resumed_without_quorum = false;
                     // A Primary frozen since it lost its peer asks again;
                     // one frozen only for the lost quorum goes on.
-                    if self.frozen && self.st.role == Role::Primary {
-                        if self.fenced {
+                    if self.frozen && self.role == Role::Primary {
+                        if self.peers.values().all(|p| p.fenced) {
                             self.thaw_io("quorum is back (the witness is reachable) and the peer is outdated");
                         } else {
                             self.out.push(Effect::Fence);
@@ -139,7 +139,7 @@ impl Machine {
                     }
                 }
                 (true, false) => {
-                    if self.link.is_none() {
+                    if self.links().is_empty() {
                         tracing::warn!("witness link lost and no peer: no quorum");
                     } else {
                         tracing::warn!("witness link lost (quorum holds through the peer)");
@@ -154,14 +154,14 @@ impl Machine {
 
     /// The witness says this node is outdated.
     pub(super) fn outdated_by_witness(&mut self) -> Answer {
-        if self.st.role == Role::Primary {
+        if self.role == Role::Primary {
             return Answer::Refused("this node is Primary".into());
         }
         // Even with a peer link: it may be the dead session the peer
         // outdated this node for, not yet noticed here (a later session
         // makes this node its sync target: Inconsistent until the resync
         // ends, which this leaves alone).
-        if self.st.disk.is_complete() && self.st.disk != Disk::Outdated {
+        if self.disk.is_complete() && self.disk != Disk::Outdated {
             tracing::warn!("the witness says the peer went on writing without this node: its disk is Outdated until a resync");
             self.set_disk(Disk::Outdated);
         }
@@ -175,7 +175,7 @@ impl Machine {
         if self.settings.quorum != Some(OnNoQuorum::SuspendIo) || self.quorate() || self.resumed_without_quorum {
             return;
         }
-        if self.st.role != Role::Primary || self.frozen {
+        if self.role != Role::Primary || self.frozen {
             return;
         }
         tracing::warn!("no quorum (neither the peer nor the witness in sight): writes wait until one is back (or repctl resume-io)");
