@@ -1503,15 +1503,16 @@ impl Sim {
                 }
                 return Ok(());
             }
-            Answer::AskPeer(link) => match self.n[i].sess.as_ref().filter(|s| s.link == Some(link)).map(|s| s.conn) {
+            // Two nodes: one link to ask.
+            Answer::AskPeers(links) if links.len() == 1 => match self.n[i].sess.as_ref().filter(|s| s.link == Some(links[0])).map(|s| s.conn) {
                 Some(conn) => {
                     self.n[i].promoting = true;
-                    let id = self.n[i].request(Req::Role { force, link, failover });
+                    let id = self.n[i].request(Req::Role { force, link: links[0], failover });
                     self.net.send(i, conn, Message::RoleRequest { id });
                 }
                 None => {
                     self.fenced[1 - i] = true;
-                    let a = self.step(i, Event::PromoteAnswered { force, asked: Some(link), answer: PeerAnswer::Lost })?;
+                    let a = self.step(i, Event::PromoteAnswered { force, asked: Some(links[0]), answer: PeerAnswer::Lost })?;
                     return self.promote_answer(i, force, a, failover, true);
                 }
             },

@@ -4,7 +4,7 @@
 
 use super::super::genid::GenIds;
 use super::super::state::{Connection, Disk, Lag, Role};
-use super::{Answer, BitmapOp, Effect, LinkId, Machine, PeerAnswer, PeerId};
+use super::{Answer, BitmapOp, Effect, LinkId, Machine, PeerAnswer, PeerId, Promotion};
 
 /// A promotion asks the peer again when the link changed meanwhile, this often.
 const PROMOTE_TRIES: u32 = 10;
@@ -16,7 +16,7 @@ impl Machine {
         if self.role == Role::Primary {
             return Answer::Ok("already primary".into());
         }
-        if let Err(e) = self.state().check_promote(force) {
+        if let Err(e) = self.check_promote(force) {
             return Answer::Refused(e.0);
         }
         if let Some(why) = self.quorum_refusal() {
@@ -24,51 +24,64 @@ impl Machine {
         }
         self.witness_granted = false;
         if self.asks_witness() {
-            self.promoting = Some(1);
+            self.promoting = Some(Promotion { tries: 1, ..Promotion::default() });
             return Answer::AskWitness;
         }
-        match self.links().first() {
-            Some(&l) => {
-                self.promoting = Some(1);
-                Answer::AskPeer(l)
-            }
-            None => self.commit_promote(force, false),
-        }
+        self.ask_peers(force, 1)
     }
 
-    /// The peer answered the role request asked on `asked` (None: nobody
-    /// was asked). The rules are checked again on the state as it is now,
-    /// and a link that came up since the question means asking again.
-    pub(super) fn promote_answered(&mut self, force: bool, asked: Option<LinkId>, answer: PeerAnswer) -> Answer {
-        let tries = self.promoting.take().unwrap_or(0);
-        let lost = matches!(answer, PeerAnswer::Lost);
-        match answer {
-            PeerAnswer::Granted => {}
-            PeerAnswer::Refused => {
-                self.announce();
-                return Answer::Refused("the peer is Primary or is being promoted; demote it first".into());
-            }
-            PeerAnswer::Lost => tracing::warn!("peer link lost during promotion; promoting alone"),
+    /// Asks every connected peer (round `tries`), or promotes at once when
+    /// none is connected.
+    pub(super) fn ask_peers(&mut self, force: bool, tries: u32) -> Answer {
+        let links = self.links();
+        if links.is_empty() {
+            self.promoting = None;
+            return self.commit_promote(force, false);
         }
-        if let Err(e) = self.state().check_promote(force) {
+        self.promoting = Some(Promotion { tries, waiting: links.iter().copied().collect(), answers: Vec::new() });
+        Answer::AskPeers(links)
+    }
+
+    /// A peer answered the role request asked on `asked` (None: nobody
+    /// was asked). Once every asked peer answered, the promotion goes on
+    /// only if each granted: the rules are checked again on the state as
+    /// it is now, and a link that came up since the question is asked in
+    /// another round.
+    pub(super) fn promote_answered(&mut self, force: bool, asked: Option<LinkId>, answer: PeerAnswer) -> Answer {
+        let mut pr = self.promoting.take().unwrap_or_default();
+        if let Some(l) = asked {
+            pr.waiting.remove(&l);
+        }
+        pr.answers.push((asked, answer));
+        if !pr.waiting.is_empty() {
+            self.promoting = Some(pr);
+            return Answer::None;
+        }
+        if pr.answers.iter().any(|(_, a)| *a == PeerAnswer::Refused) {
+            self.announce();
+            return Answer::Refused("the peer is Primary or is being promoted; demote it first".into());
+        }
+        if pr.answers.iter().any(|(_, a)| *a == PeerAnswer::Lost) {
+            tracing::warn!("peer link lost during promotion; promoting alone");
+        }
+        if let Err(e) = self.check_promote(force) {
             self.announce();
             return Answer::Refused(e.0);
         }
-        let link = self.links().first().copied();
-        let asked_this = match (asked, link) {
-            (_, None) => true,
-            (Some(a), Some(b)) => a == b,
-            (None, Some(_)) => false,
-        };
-        if !asked_this {
-            if tries >= PROMOTE_TRIES {
+        let links = self.links();
+        let answered = |l: &LinkId| pr.answers.iter().any(|(a, _)| *a == Some(*l));
+        let unasked: Vec<LinkId> = links.iter().copied().filter(|l| !answered(l)).collect();
+        if !unasked.is_empty() {
+            if pr.tries >= PROMOTE_TRIES {
                 return Answer::Refused("the peer link keeps changing; try again".into());
             }
-            self.promoting = Some(tries + 1);
-            return Answer::AskPeer(link.expect("checked above"));
+            // The grants on links still up hold; the new links are asked.
+            pr.answers.retain(|(a, ans)| *ans == PeerAnswer::Granted && a.is_some_and(|l| links.contains(&l)));
+            self.promoting = Some(Promotion { tries: pr.tries + 1, waiting: unasked.iter().copied().collect(), answers: pr.answers });
+            return Answer::AskPeers(unasked);
         }
-        let connected = link.is_some();
-        if !connected || lost {
+        let granted_here = links.iter().any(|l| pr.answers.iter().any(|(a, ans)| *a == Some(*l) && *ans == PeerAnswer::Granted));
+        if !granted_here {
             // Quorum: the peer was lost during the promotion (its link may
             // not be seen dead yet), which now goes on alone: it needs
             // quorum now, and the witness's grant.
@@ -77,7 +90,7 @@ impl Machine {
                 return Answer::Refused(why);
             }
         }
-        self.commit_promote(force, connected)
+        self.commit_promote(force, !links.is_empty())
     }
 
     pub(super) fn commit_promote(&mut self, force: bool, connected: bool) -> Answer {
@@ -128,10 +141,23 @@ impl Machine {
         }
     }
 
-    /// The peer asks to become Primary: granted unless this node is Primary
-    /// or is promoting itself and wins the tie (its name sorts first).
+    /// The promotion rules ([`crate::node::state`]) toward every peer
+    /// (none: on the node alone).
+    pub(super) fn check_promote(&self, force: bool) -> Result<(), crate::node::state::Refused> {
+        if self.peers.is_empty() {
+            return self.state().check_promote(force);
+        }
+        self.peers.keys().filter_map(|&p| self.state_toward(p)).try_for_each(|st| st.check_promote(force))
+    }
+
+    /// The peer asks to become Primary: granted unless this node is Primary,
+    /// sees another peer Primary (it relays it), or is promoting itself and
+    /// wins the tie (its name sorts first).
     pub(super) fn role_requested(&mut self, peer: PeerId) -> bool {
         if self.role == Role::Primary {
+            return false;
+        }
+        if self.peers.values().any(|p| p.id != peer && p.view.is_some_and(|v| v.role == Role::Primary)) {
             return false;
         }
         if self.promoting.is_some() && self.settings.me_first {

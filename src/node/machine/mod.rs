@@ -47,6 +47,8 @@ mod tests;
 mod congestion_tests;
 #[cfg(test)]
 mod quorum_tests;
+#[cfg(test)]
+mod three_tests;
 
 use std::collections::BTreeMap;
 
@@ -192,9 +194,10 @@ pub enum Answer {
     None,
     Ok(String),
     Refused(String),
-    /// Promotion: send a role request on this link, then
-    /// [`Event::PromoteAnswered`].
-    AskPeer(LinkId),
+    /// Promotion: send a role request on each of these links (every
+    /// connected peer's), then one [`Event::PromoteAnswered`] per answer;
+    /// the last one answers the promotion (the others answer `None`).
+    AskPeers(Vec<LinkId>),
     /// Demotion: wait for the writes in flight, flush the store, then
     /// [`Event::DemoteFlushed`].
     Drain,
@@ -350,6 +353,18 @@ pub struct SyncProgress {
     pub started: Millis,
 }
 
+/// A promotion asking the peers (see [`Answer::AskPeers`]).
+#[derive(Debug, Clone, Default)]
+struct Promotion {
+    /// Rounds of asking so far (a link that came up meanwhile is asked in
+    /// another round).
+    tries: u32,
+    /// Asked and not yet answered.
+    waiting: std::collections::BTreeSet<LinkId>,
+    /// The answers so far.
+    answers: Vec<(Option<LinkId>, PeerAnswer)>,
+}
+
 /// The node's state machine.
 #[derive(Debug, Clone)]
 pub struct Machine {
@@ -360,8 +375,8 @@ pub struct Machine {
     /// Every configured peer, by node id (two nodes: exactly one).
     peers: BTreeMap<PeerId, Peer>,
     next_link: u64,
-    /// A promotion waits for the peer's answer; how often it asked.
-    promoting: Option<u32>,
+    /// A promotion runs: whom it waits for, what they answered.
+    promoting: Option<Promotion>,
     /// Writes wait (a lost peer not yet fenced, or no quorum).
     frozen: bool,
     /// A fence-peer (or the witness's outdate) runs.

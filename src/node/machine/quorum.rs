@@ -97,7 +97,7 @@ impl Machine {
                 });
             }
         }
-        if let Err(e) = self.state().check_promote(force) {
+        if let Err(e) = self.check_promote(force) {
             self.promoting = None;
             self.announce();
             return Answer::Refused(e.0);
@@ -107,13 +107,8 @@ impl Machine {
             self.announce();
             return Answer::Refused(why);
         }
-        match self.links().first() {
-            Some(&l) => Answer::AskPeer(l),
-            None => {
-                self.promoting = None;
-                self.commit_promote(force, false)
-            }
-        }
+        let tries = self.promoting.as_ref().map_or(1, |p| p.tries);
+        self.ask_peers(force, tries)
     }
 
     /// The witness link came up, changed its view, or ended.

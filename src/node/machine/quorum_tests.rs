@@ -19,7 +19,7 @@ fn primary_with_witness() -> (Machine, LinkId) {
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
     m.step(Event::Witness(Some(UP)));
     assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskWitness);
-    assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::AskPeer(link));
+    assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::AskPeers(vec![link]));
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Granted });
     assert_eq!(r.answer, Answer::Ok("primary".into()));
     (m, link)
@@ -72,7 +72,7 @@ fn connected_it_asks_the_witness_then_the_peer() {
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
     m.step(Event::Witness(Some(UP)));
     assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskWitness);
-    assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::AskPeer(link));
+    assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::AskPeers(vec![link]));
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Granted });
     assert_eq!(r.answer, Answer::Ok("primary".into()));
 }
@@ -150,7 +150,7 @@ fn a_promotion_that_loses_its_peer_goes_on_alone_only_with_quorum_and_the_witnes
     // The witness never up: no quorum once the peer is gone.
     let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
-    assert_eq!(m.step(Event::Promote { force: true }).answer, Answer::AskPeer(link));
+    assert_eq!(m.step(Event::Promote { force: true }).answer, Answer::AskPeers(vec![link]));
     m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
     let r = m.step(Event::PromoteAnswered { force: true, asked: Some(link), answer: PeerAnswer::Lost });
     let Answer::Refused(why) = r.answer else { panic!("promoted without quorum: {:?}", r.answer) };
@@ -160,7 +160,7 @@ fn a_promotion_that_loses_its_peer_goes_on_alone_only_with_quorum_and_the_witnes
     // The witness came up after the promotion began (not asked): refused.
     let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
-    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeer(link));
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(vec![link]));
     m.step(Event::Witness(Some(UP)));
     m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Lost });
@@ -172,7 +172,7 @@ fn a_promotion_that_loses_its_peer_goes_on_alone_only_with_quorum_and_the_witnes
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
     m.step(Event::Witness(Some(UP)));
     assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskWitness);
-    assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::AskPeer(link));
+    assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::AskPeers(vec![link]));
     m.step(Event::Witness(None));
     m.step(Event::Witness(Some(UP)));
     m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
@@ -229,7 +229,7 @@ fn a_notice_outdates_the_disk_even_with_a_peer_link_not_yet_seen_dead() {
 fn a_promotion_whose_peer_request_is_lost_before_the_link_needs_the_witness_grant() {
     let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
-    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeer(link));
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(vec![link]));
     // The witness link comes up meanwhile: the peer is Primary there.
     m.step(Event::Witness(Some(WitnessView { peer_connected: true, peer_primary: true })));
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Lost });

@@ -48,11 +48,16 @@ pub(super) fn position(r: &Ready, f: impl Fn(&Effect) -> bool) -> usize {
 
 /// Handshake, install and settle against a peer with `peer` state.
 pub(super) fn connect(m: &mut Machine, p: Side) -> (LinkId, Box<SessionPlan>) {
-    let local = m.local_side(P, 0);
-    let Answer::Decided(plan) = m.step(Event::Handshake { peer: P, local, remote: p }).answer else { panic!("no decision") };
+    connect_to(m, P, p)
+}
+
+/// [`connect`] to peer `to`.
+pub(super) fn connect_to(m: &mut Machine, to: PeerId, p: Side) -> (LinkId, Box<SessionPlan>) {
+    let local = m.local_side(to, 0);
+    let Answer::Decided(plan) = m.step(Event::Handshake { peer: to, local, remote: p }).answer else { panic!("no decision") };
     assert!(plan.goodbye.is_none(), "refused: {:?}", plan.outcome);
-    let Answer::Installed(link) = m.step(Event::Install { peer: P, plan: plan.clone(), peer_ids: p.ids }).answer else { panic!("not installed") };
-    m.step(Event::Settle { peer: P, link, plan: plan.clone() });
+    let Answer::Installed(link) = m.step(Event::Install { peer: to, plan: plan.clone(), peer_ids: p.ids }).answer else { panic!("not installed") };
+    m.step(Event::Settle { peer: to, link, plan: plan.clone() });
     (link, plan)
 }
 
@@ -60,7 +65,7 @@ pub(super) fn primary_connected() -> (Machine, LinkId) {
     let mut m = node(Disk::UpToDate);
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
     let r = m.step(Event::Promote { force: false });
-    assert_eq!(r.answer, Answer::AskPeer(link));
+    assert_eq!(r.answer, Answer::AskPeers(vec![link]));
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Granted });
     assert_eq!(r.answer, Answer::Ok("primary".into()));
     (m, link)
@@ -133,7 +138,7 @@ fn a_promotion_asks_again_when_a_link_came_up_meanwhile() {
     m.step(Event::LinkLost { peer: P, link: Some(first), clean: false });
     let (second, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(first), answer: PeerAnswer::Lost });
-    assert_eq!(r.answer, Answer::AskPeer(second));
+    assert_eq!(r.answer, Answer::AskPeers(vec![second]));
     assert_eq!(m.state().role, Role::Secondary);
 }
 

@@ -1,0 +1,103 @@
+//! The three-node rules the machine applies (docs/design.md, "The
+//! three-node rules"): a node with two peers, `P` and `Q`.
+
+use super::tests::*;
+use super::*;
+use crate::node::state::Role;
+
+/// The second peer.
+pub(super) const Q: PeerId = PeerId(2);
+
+/// A node with peers P and Q, both connected, UpToDate Secondaries, in sync.
+pub(super) fn three() -> (Machine, LinkId, LinkId) {
+    let mut m = Machine::start(settings(), durable(Disk::UpToDate), 7, &[P, Q]).0;
+    let (lp, _) = connect_to(&mut m, P, peer(Role::Secondary, Disk::UpToDate, IDS));
+    let (lq, _) = connect_to(&mut m, Q, peer(Role::Secondary, Disk::UpToDate, IDS));
+    assert_eq!(m.state().disk, Disk::UpToDate);
+    (m, lp, lq)
+}
+
+/// Promoted with both peers granting.
+pub(super) fn three_primary() -> (Machine, LinkId, LinkId) {
+    let (mut m, lp, lq) = three();
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(vec![lp, lq]));
+    m.step(Event::PromoteAnswered { force: false, asked: Some(lp), answer: PeerAnswer::Granted });
+    let r = m.step(Event::PromoteAnswered { force: false, asked: Some(lq), answer: PeerAnswer::Granted });
+    assert_eq!(r.answer, Answer::Ok("primary".into()));
+    (m, lp, lq)
+}
+
+#[test]
+fn a_promotion_asks_every_connected_peer_and_goes_on_once_each_granted() {
+    let (mut m, lp, lq) = three();
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(vec![lp, lq]));
+    let r = m.step(Event::PromoteAnswered { force: false, asked: Some(lq), answer: PeerAnswer::Granted });
+    assert_eq!(r.answer, Answer::None, "P has not answered yet");
+    assert!(r.effects.is_empty());
+    assert_eq!(m.state().role, Role::Secondary);
+    let r = m.step(Event::PromoteAnswered { force: false, asked: Some(lp), answer: PeerAnswer::Granted });
+    assert_eq!(r.answer, Answer::Ok("primary".into()));
+    assert_eq!(m.ids().current & !1, IDS.current, "connected: the generation is kept");
+    for l in [lp, lq] {
+        assert!(has(&r, |e| matches!(e, Effect::Announce(x, _) if *x == l)), "both peers are told");
+    }
+}
+
+#[test]
+fn one_refusal_among_the_peers_refuses_the_promotion_and_tells_both() {
+    let (mut m, lp, lq) = three();
+    m.step(Event::Promote { force: false });
+    m.step(Event::PromoteAnswered { force: false, asked: Some(lp), answer: PeerAnswer::Granted });
+    let r = m.step(Event::PromoteAnswered { force: false, asked: Some(lq), answer: PeerAnswer::Refused });
+    assert!(matches!(r.answer, Answer::Refused(_)), "{:?}", r.answer);
+    assert!(persisted(&r).is_empty());
+    assert_eq!(m.state().role, Role::Secondary);
+    for l in [lp, lq] {
+        assert!(has(&r, |e| matches!(e, Effect::Announce(x, _) if *x == l)), "P granted and must hear this node is still Secondary");
+    }
+}
+
+#[test]
+fn a_peer_that_came_up_during_the_promotion_is_asked_too() {
+    let mut m = Machine::start(settings(), durable(Disk::UpToDate), 7, &[P, Q]).0;
+    let (lp, _) = connect_to(&mut m, P, peer(Role::Secondary, Disk::UpToDate, IDS));
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(vec![lp]));
+    let (lq, _) = connect_to(&mut m, Q, peer(Role::Secondary, Disk::UpToDate, IDS));
+    let r = m.step(Event::PromoteAnswered { force: false, asked: Some(lp), answer: PeerAnswer::Granted });
+    assert_eq!(r.answer, Answer::AskPeers(vec![lq]), "only the new link: P's grant holds");
+    let r = m.step(Event::PromoteAnswered { force: false, asked: Some(lq), answer: PeerAnswer::Granted });
+    assert_eq!(r.answer, Answer::Ok("primary".into()));
+}
+
+#[test]
+fn a_node_refuses_a_role_request_while_it_sees_another_primary() {
+    let (mut m, _, _) = three();
+    m.step(Event::PeerUpdate { peer: P, role: Role::Primary, disk: Disk::UpToDate });
+    assert_eq!(m.step(Event::RoleRequested { peer: Q }).answer, Answer::Granted(false), "P is Primary: Q may not be");
+    assert_eq!(m.step(Event::PeerUpdate { peer: P, role: Role::Secondary, disk: Disk::UpToDate }).answer, Answer::None);
+    assert_eq!(m.step(Event::RoleRequested { peer: Q }).answer, Answer::Granted(true));
+}
+
+#[test]
+fn a_promotion_is_refused_while_any_peer_is_primary() {
+    let (mut m, _, _) = three();
+    m.step(Event::PeerUpdate { peer: Q, role: Role::Primary, disk: Disk::UpToDate });
+    let r = m.step(Event::Promote { force: true });
+    assert!(matches!(r.answer, Answer::Refused(ref s) if s.contains("Primary")), "{:?}", r.answer);
+}
+
+#[test]
+fn an_event_about_an_unknown_peer_changes_nothing() {
+    let (mut m, _, _) = three();
+    let r = m.step(Event::PeerUpdate { peer: PeerId(9), role: Role::Primary, disk: Disk::UpToDate });
+    assert!(matches!(r.answer, Answer::Refused(_)) && r.effects.is_empty());
+    assert!(m.peers().all(|p| p.view().is_some_and(|v| v.role == Role::Secondary)));
+}
+
+#[test]
+fn a_primary_refuses_every_peer_a_role_request() {
+    let (mut m, _, _) = three_primary();
+    for p in [P, Q] {
+        assert_eq!(m.step(Event::RoleRequested { peer: p }).answer, Answer::Granted(false));
+    }
+}
