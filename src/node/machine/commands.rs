@@ -160,6 +160,9 @@ impl Machine {
         if self.peers.values().any(|p| p.id != peer && p.view.is_some_and(|v| v.role == Role::Primary)) {
             return false;
         }
+        if self.relayed_primary(Some(peer)).is_some() {
+            return false;
+        }
         if self.promoting.is_some() && self.settings.me_first {
             return false;
         }

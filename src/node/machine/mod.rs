@@ -252,6 +252,9 @@ pub enum Event {
     LinkLost { peer: PeerId, link: Option<LinkId>, clean: bool },
     PeerUpdate { peer: PeerId, role: Role, disk: Disk },
     PeerIds { peer: PeerId, ids: GenIds },
+    /// Three nodes: the peer relays whom it sees as Primary (another node;
+    /// its own role comes with `PeerUpdate`).
+    PeerRelays { peer: PeerId, primary: Option<PeerId> },
     RoleRequested { peer: PeerId },
     /// The peer starts a resync into this node.
     SyncStartReceived { peer: PeerId, source_uuid: u64, total: u64, now: Millis },
@@ -315,6 +318,7 @@ impl Event {
             | E::LinkLost { peer, .. }
             | E::PeerUpdate { peer, .. }
             | E::PeerIds { peer, .. }
+            | E::PeerRelays { peer, .. }
             | E::RoleRequested { peer }
             | E::SyncStartReceived { peer, .. }
             | E::SyncDoneFlushed { peer }
@@ -491,6 +495,14 @@ impl Machine {
             }
             Event::PeerIds { peer, ids } => {
                 self.pm(peer).ids = ids;
+                Answer::None
+            }
+            Event::PeerRelays { peer, primary } => {
+                // Itself, or a node not among this node's peers (this
+                // node): not "another Primary".
+                let other = primary.filter(|&r| r != peer && self.peers.contains_key(&r));
+                self.pm(peer).relays_primary = other;
+                self.out.push(Effect::Changed);
                 Answer::None
             }
             Event::RoleRequested { peer } => Answer::Granted(self.role_requested(peer)),

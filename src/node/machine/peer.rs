@@ -30,6 +30,9 @@ pub struct Peer {
     pub(super) connection: Connection,
     /// The peer's role and disk (known only while connected).
     pub(super) view: Option<PeerView>,
+    /// The node this peer sees as Primary, as it relays it (three nodes;
+    /// known only while connected).
+    pub(super) relays_primary: Option<PeerId>,
     /// The peer's ids as last sent (session start, sync start).
     pub(super) ids: GenIds,
     pub(super) split_brain: bool,
@@ -64,6 +67,7 @@ impl Peer {
             link: None,
             connection: Connection::Connecting,
             view: None,
+            relays_primary: None,
             ids: GenIds::default(),
             split_brain: false,
             syncing: None,
@@ -84,6 +88,7 @@ impl Peer {
     /// inconsistent now).
     pub(super) fn lost(&mut self) -> bool {
         self.view = None;
+        self.relays_primary = None;
         self.lag = None;
         let target = self.syncing == Some(SyncSide::Target);
         self.syncing = None;

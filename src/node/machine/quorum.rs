@@ -16,7 +16,7 @@
 use crate::config_witness::OnNoQuorum;
 
 use super::super::state::{Disk, Role};
-use super::{Answer, Effect, Machine};
+use super::{Answer, Effect, Machine, PeerId};
 
 /// What the witness says of the other data node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -28,24 +28,56 @@ pub struct WitnessView {
 }
 
 impl Machine {
-    /// Quorum is off, or this node sees its peer or the witness.
+    /// Quorum counts: with a witness (`[witness]`, two data nodes), or
+    /// with three data nodes or more.
+    pub(super) fn quorum_on(&self) -> bool {
+        self.settings.quorum.is_some() || self.peers.len() >= 2
+    }
+
+    /// Quorum is off, or this node sees a strict majority of the votes:
+    /// itself, each configured peer, the witness if one is configured.
+    /// (Two nodes and a witness: its peer or the witness.)
     pub fn quorate(&self) -> bool {
-        self.settings.quorum.is_none() || self.peers.values().any(|p| p.link.is_some()) || self.witness.is_some()
+        if !self.quorum_on() {
+            return true;
+        }
+        let total = 1 + self.peers.len() + usize::from(self.settings.quorum.is_some());
+        let seen = 1 + self.peers.values().filter(|p| p.link.is_some()).count() + usize::from(self.witness.is_some());
+        2 * seen > total
     }
 
     pub fn witness(&self) -> Option<WitnessView> {
         self.witness
     }
 
+    /// A connected peer relays another node as Primary (not this one, not
+    /// `except`).
+    pub(super) fn relayed_primary(&self, except: Option<PeerId>) -> Option<PeerId> {
+        self.peers.values().filter(|p| p.link.is_some() && Some(p.id) != except).find_map(|p| p.relays_primary.filter(|&r| Some(r) != except))
+    }
+
     /// Why quorum forbids a promotion now, if it does.
     pub(super) fn quorum_refusal(&self) -> Option<String> {
-        self.settings.quorum?;
+        if !self.quorum_on() {
+            return None;
+        }
         if !self.quorate() {
+            if self.peers.len() >= 2 {
+                let seen = self.links().len();
+                return Some(format!(
+                    "no quorum: this node sees {seen} of its {} peers, and a Primary needs a strict majority of the {} nodes; bring a peer back",
+                    self.peers.len(),
+                    self.peers.len() + 1
+                ));
+            }
             return Some(
                 "no quorum: this node sees neither its peer nor the witness, and a Primary needs two of the three; \
                  bring one of them back, or, to run this node alone, remove [witness] from its resource file and run `repctl adjust`"
                     .into(),
             );
+        }
+        if let Some(r) = self.relayed_primary(None) {
+            return Some(format!("a peer reports that {r} is Primary (or being promoted); demote it first"));
         }
         if self.links().is_empty() && self.witness.is_some_and(|w| w.peer_primary) {
             return Some("the witness reports that the peer is Primary (or being promoted); demote it first".into());
@@ -59,10 +91,10 @@ impl Machine {
     /// witness was away asked only the peer, and the peer may be Primary
     /// by the witness's grant since).
     pub(super) fn alone_refusal(&self) -> Option<String> {
-        self.settings.quorum?;
         if let Some(why) = self.quorum_refusal() {
             return Some(why);
         }
+        self.settings.quorum?;
         (!self.witness_granted).then(|| {
             "the peer link was lost during the promotion and the witness did not grant it (it was not connected when the promotion began, or its link ended since); try again".into()
         })

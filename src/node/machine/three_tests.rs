@@ -101,3 +101,61 @@ fn a_primary_refuses_every_peer_a_role_request() {
         assert_eq!(m.step(Event::RoleRequested { peer: p }).answer, Answer::Granted(false));
     }
 }
+
+#[test]
+fn three_data_nodes_are_quorate_with_one_peer_in_sight_and_not_alone() {
+    let (mut m, lp, lq) = three();
+    assert!(m.quorate());
+    m.step(Event::LinkLost { peer: P, link: Some(lp), clean: false });
+    assert!(m.quorate(), "itself and Q: two of three");
+    m.step(Event::LinkLost { peer: Q, link: Some(lq), clean: false });
+    assert!(!m.quorate(), "alone: one of three");
+    for force in [false, true] {
+        let r = m.step(Event::Promote { force });
+        assert!(matches!(r.answer, Answer::Refused(ref s) if s.contains("no quorum") && s.contains("0 of its 2")), "{:?}", r.answer);
+        assert!(r.effects.is_empty());
+    }
+}
+
+#[test]
+fn a_promotion_losing_a_peer_goes_on_with_the_other_and_alone_is_refused() {
+    let (mut m, lp, lq) = three();
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(vec![lp, lq]));
+    m.step(Event::LinkLost { peer: P, link: Some(lp), clean: false });
+    m.step(Event::PromoteAnswered { force: false, asked: Some(lp), answer: PeerAnswer::Lost });
+    let r = m.step(Event::PromoteAnswered { force: false, asked: Some(lq), answer: PeerAnswer::Granted });
+    assert_eq!(r.answer, Answer::Ok("primary".into()), "Q granted: quorate");
+
+    let (mut m, lp, lq) = three();
+    m.step(Event::Promote { force: false });
+    m.step(Event::LinkLost { peer: P, link: Some(lp), clean: false });
+    m.step(Event::LinkLost { peer: Q, link: Some(lq), clean: false });
+    m.step(Event::PromoteAnswered { force: false, asked: Some(lp), answer: PeerAnswer::Lost });
+    let r = m.step(Event::PromoteAnswered { force: false, asked: Some(lq), answer: PeerAnswer::Lost });
+    assert!(matches!(r.answer, Answer::Refused(ref s) if s.contains("no quorum")), "{:?}", r.answer);
+    assert_eq!(m.state().role, Role::Secondary);
+}
+
+/// A partition that is not transitive: this node and P cut from each
+/// other, both still seeing Q. Q relays that P is Primary.
+#[test]
+fn no_promotion_while_a_connected_peer_relays_another_primary() {
+    let (mut m, lp, _) = three();
+    m.step(Event::LinkLost { peer: P, link: Some(lp), clean: false });
+    m.step(Event::PeerRelays { peer: Q, primary: Some(P) });
+    assert!(m.quorate());
+    for force in [false, true] {
+        let r = m.step(Event::Promote { force });
+        assert!(matches!(r.answer, Answer::Refused(ref s) if s.contains("node 1 is Primary")), "{:?}", r.answer);
+    }
+    m.step(Event::PeerRelays { peer: Q, primary: None });
+    assert!(matches!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(_)));
+}
+
+#[test]
+fn a_relay_of_this_node_or_of_the_relayer_itself_is_not_another_primary() {
+    let (mut m, _, lq) = three();
+    m.step(Event::PeerRelays { peer: Q, primary: Some(PeerId(0)) });
+    m.step(Event::PeerRelays { peer: P, primary: Some(P) });
+    assert!(matches!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(ref l) if l.contains(&lq)));
+}
