@@ -39,6 +39,9 @@ pub(super) fn persist_into(m: &mut Meta, d: &Durable) -> Result<(), crate::meta:
     f.al_clean = d.al_clean;
     f.crashed_primary = d.crashed_primary;
     m.set_flags(f);
+    for (p, id) in d.bitmap_ids.iter() {
+        m.set_bitmap_id_for(p.0, id)?;
+    }
     m.persist_header()
 }
 

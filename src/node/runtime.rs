@@ -165,6 +165,8 @@ impl Node {
             primary: flags.primary,
             al_clean: flags.al_clean,
             crashed_primary: flags.crashed_primary,
+            // One slot (more are refused above): its id is `ids.bitmap`.
+            bitmap_ids: Default::default(),
         };
         let settings = Settings {
             me_first: me.name < peer_cfg.name,

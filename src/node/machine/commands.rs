@@ -103,7 +103,8 @@ impl Machine {
         // starts a new generation.
         if !connected || forced {
             let r = self.random();
-            self.dur.ids.new_current_from(true, r);
+            let all: Vec<PeerId> = self.peers.keys().copied().collect();
+            self.new_current_without(&all, r);
         } else {
             self.dur.ids.set_primary_bit(true);
         }
@@ -267,6 +268,7 @@ impl Machine {
         }
         self.out.push(Effect::Bitmap(BitmapOp::Flush));
         self.dur.ids = GenIds::just_created();
+        self.dur.bitmap_ids = super::MoreBitmapIds::default();
         self.set_disk(Disk::Inconsistent);
         tracing::warn!("local data invalidated: a full resync from the peer follows");
         for l in self.links() {

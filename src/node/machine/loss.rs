@@ -60,16 +60,51 @@ impl Machine {
     /// next attach is a full sync), and a new generation would hide that
     /// (found by the simulation: the handshake then calls the data
     /// unrelated); no write is acknowledged there without the peer anyway.
+    ///
+    /// Three nodes (design, "Generation ids per pair" 1 and 2): the bitmap
+    /// id toward each peer not sent to becomes the current id if it was 0,
+    /// and every peer still sent to is told the new current id and whom
+    /// this node is not sending to ([`Effect::CurrentId`]), after the
+    /// header and before any write made under it.
     pub(super) fn ensure_diverged(&mut self, peer: PeerId) {
         let p = self.p(peer);
         if p.diverged_for == Some(p.losses) || self.disk == Disk::Failed {
             return;
         }
         let r = self.random();
-        self.dur.ids.new_current_from(true, r);
+        let sent_to = |q: &super::Peer| q.id != peer && q.link.is_some() && q.lag != Some(super::super::state::Lag::Ahead);
+        let without: Vec<PeerId> = self.peers.values().filter(|q| !sent_to(q)).map(|q| q.id).collect();
+        self.new_current_without(&without, r);
         self.persist();
         let p = self.pm(peer);
         p.diverged_for = Some(p.losses);
+        let tell: Vec<LinkId> = self.peers.values().filter(|q| sent_to(q)).filter_map(|q| q.link).collect();
+        for link in tell {
+            self.out.push(Effect::CurrentId { link, current: self.dur.ids.current, not_sent_to: without.clone() });
+        }
+    }
+
+    /// Three nodes: the Primary `from` made a new current id and is not
+    /// sending to `not_sent_to`. This Secondary, which has every write made
+    /// under the old one, takes the new one; its bitmap id toward each node
+    /// not sent to becomes the old current id if it was 0 (that node lacks
+    /// what comes now), durably.
+    pub(super) fn current_id_received(&mut self, from: PeerId, current: u64, not_sent_to: &[PeerId]) -> Answer {
+        if self.role == Role::Primary {
+            return Answer::Refused("this node is Primary".into());
+        }
+        let mut old = self.dur.ids;
+        old.set_primary_bit(false);
+        for &n in not_sent_to {
+            if n != from && self.peers.contains_key(&n) && self.bitmap_id(n) == 0 {
+                self.set_bitmap_id(n, old.current);
+            }
+        }
+        let mut new = GenIds { current, ..self.dur.ids };
+        new.set_primary_bit(false);
+        self.dur.ids.current = new.current;
+        self.persist();
+        Answer::None
     }
 
     /// The peer acknowledged a write on `link`. If that link is still the
@@ -211,6 +246,7 @@ impl Machine {
         }
         tracing::error!("local disk I/O error: the disk is detached (failed); a Primary goes on through the peer");
         self.dur.ids = GenIds::just_created();
+        self.dur.bitmap_ids = super::MoreBitmapIds::default();
         self.dur.disk = Disk::Inconsistent;
         self.persist();
         self.disk = Disk::Failed;

@@ -84,6 +84,39 @@ pub struct Durable {
     pub al_clean: bool,
     /// Was Primary and did not stop cleanly; sticky until a resync ends.
     pub crashed_primary: bool,
+    /// The bitmap ids toward the peers after the first (whose id is
+    /// `ids.bitmap`, the metadata's slot 0): empty with two nodes.
+    pub bitmap_ids: MoreBitmapIds,
+}
+
+/// The bitmap ids (DRBD 9's per-peer bitmap UUIDs) of the peers after the
+/// first, by peer: three nodes hold one. `Copy`, as the header is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MoreBitmapIds([Option<(PeerId, u64)>; 2]);
+
+impl MoreBitmapIds {
+    pub fn get(&self, p: PeerId) -> Option<u64> {
+        self.0.iter().flatten().find(|(q, _)| *q == p).map(|(_, id)| *id)
+    }
+
+    /// Sets `p`'s id; false if there is no room for another peer.
+    pub fn set(&mut self, p: PeerId, id: u64) -> bool {
+        if let Some(e) = self.0.iter_mut().flatten().find(|(q, _)| *q == p) {
+            e.1 = id;
+            return true;
+        }
+        match self.0.iter_mut().find(|e| e.is_none()) {
+            Some(e) => {
+                *e = Some((p, id));
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (PeerId, u64)> + '_ {
+        self.0.iter().flatten().copied()
+    }
 }
 
 /// The settings the rules read (the live part of the configuration).
@@ -157,6 +190,11 @@ pub enum Effect {
     StartResync(ResyncStart),
     /// Run the fence-peer handler.
     Fence,
+    /// Three nodes: tell the peer on `link` the new current id (before
+    /// any write made under it) and the peers this Primary is not sending
+    /// to (that peer sets its bitmap id toward each, if 0, to the id the
+    /// new one replaces).
+    CurrentId { link: LinkId, current: u64, not_sent_to: Vec<PeerId> },
     /// Writes waiting on a freeze look again.
     Thaw,
     /// Drop every NBD client (a demotion).
@@ -255,6 +293,9 @@ pub enum Event {
     /// Three nodes: the peer relays whom it sees as Primary (another node;
     /// its own role comes with `PeerUpdate`).
     PeerRelays { peer: PeerId, primary: Option<PeerId> },
+    /// Three nodes: the Primary `peer` made a new current id and is not
+    /// sending to `not_sent_to` (its `CurrentId`).
+    CurrentIdReceived { peer: PeerId, current: u64, not_sent_to: Vec<PeerId> },
     RoleRequested { peer: PeerId },
     /// The peer starts a resync into this node.
     SyncStartReceived { peer: PeerId, source_uuid: u64, total: u64, now: Millis },
@@ -319,6 +360,7 @@ impl Event {
             | E::PeerUpdate { peer, .. }
             | E::PeerIds { peer, .. }
             | E::PeerRelays { peer, .. }
+            | E::CurrentIdReceived { peer, .. }
             | E::RoleRequested { peer }
             | E::SyncStartReceived { peer, .. }
             | E::SyncDoneFlushed { peer }
@@ -378,6 +420,8 @@ pub struct Machine {
     dur: Durable,
     /// Every configured peer, by node id (two nodes: exactly one).
     peers: BTreeMap<PeerId, Peer>,
+    /// The peer of the metadata's slot 0: its bitmap id is `dur.ids.bitmap`.
+    first: Option<PeerId>,
     next_link: u64,
     /// A promotion runs: whom it waits for, what they answered.
     promoting: Option<Promotion>,
@@ -407,7 +451,7 @@ fn next_random(state: &mut u64) -> u64 {
 
 impl Machine {
     /// A node starting on the header it read, with these peers (two
-    /// nodes: exactly one). A Primary that did not stop cleanly marks its
+    /// nodes: exactly one; the first is the metadata's slot 0). A Primary that did not stop cleanly marks its
     /// activity log's extents out of sync; a disk nobody confirmed current
     /// is `Consistent`; the header then says "running, Secondary" until
     /// the first promotion.
@@ -430,6 +474,7 @@ impl Machine {
             disk: dur.disk,
             dur,
             peers: peers.iter().map(|&p| (p, Peer::new(p))).collect(),
+            first: peers.first().copied(),
             next_link: 1,
             promoting: None,
             frozen: false,
@@ -505,6 +550,7 @@ impl Machine {
                 self.out.push(Effect::Changed);
                 Answer::None
             }
+            Event::CurrentIdReceived { peer, current, not_sent_to } => self.current_id_received(peer, current, &not_sent_to),
             Event::RoleRequested { peer } => Answer::Granted(self.role_requested(peer)),
             Event::SyncStartReceived { peer, source_uuid, total, now } => self.sync_start_received(peer, source_uuid, total, now),
             Event::SyncDoneFlushed { peer } => self.sync_done_flushed(peer),
@@ -599,8 +645,21 @@ impl Machine {
     pub fn durable(&self) -> &Durable {
         &self.dur
     }
+    /// The ids as the header holds them (slot 0's bitmap id).
     pub fn ids(&self) -> GenIds {
         self.dur.ids
+    }
+    /// The bitmap id toward `peer` (0: in sync, or unknown peer).
+    pub fn bitmap_id(&self, peer: PeerId) -> u64 {
+        if Some(peer) == self.first {
+            return self.dur.ids.bitmap;
+        }
+        self.dur.bitmap_ids.get(peer).unwrap_or(0)
+    }
+    /// The ids this node shows `peer`: `{current, bitmap_id[peer],
+    /// history}` (the decision table runs on these, per pair).
+    pub fn ids_toward(&self, peer: PeerId) -> GenIds {
+        GenIds { bitmap: self.bitmap_id(peer), ..self.dur.ids }
     }
     pub fn peers(&self) -> impl Iterator<Item = &Peer> {
         self.peers.values()
@@ -646,7 +705,7 @@ impl Machine {
         Side {
             role: self.role,
             disk: self.disk,
-            ids: self.dur.ids,
+            ids: self.ids_toward(peer),
             dirty_bits,
             crashed_primary: self.dur.crashed_primary,
             discard_my_data: self.discard_my_data(peer),
@@ -681,6 +740,35 @@ impl Machine {
     }
     fn pm(&mut self, peer: PeerId) -> &mut Peer {
         self.peers.get_mut(&peer).expect("step checks the peer")
+    }
+
+    fn set_bitmap_id(&mut self, peer: PeerId, id: u64) {
+        if Some(peer) == self.first {
+            self.dur.ids.bitmap = id;
+        } else if !self.dur.bitmap_ids.set(peer, id) {
+            tracing::error!(peer = %peer, "internal: no room for another bitmap id");
+        }
+    }
+
+    /// Takes back the pair's ids after a change toward `peer`: current id
+    /// and history are the node's, the bitmap id is that peer's.
+    fn set_ids_toward(&mut self, peer: PeerId, ids: GenIds) {
+        self.dur.ids.current = ids.current;
+        self.dur.ids.history = ids.history;
+        self.set_bitmap_id(peer, ids.bitmap);
+    }
+
+    /// A new current id (Primary) as writes go on without the peers
+    /// `without`: each one's bitmap id becomes the current id if it was 0.
+    fn new_current_without(&mut self, without: &[PeerId], random: u64) {
+        for &p in without {
+            let mut v = self.ids_toward(p);
+            v.new_current_from(true, random);
+            self.set_bitmap_id(p, v.bitmap);
+        }
+        let mut v = self.dur.ids;
+        v.new_current_from(true, random);
+        self.dur.ids.current = v.current;
     }
 
     /// The installed links, in peer order.
@@ -739,15 +827,16 @@ impl Machine {
         // stale sync id is dropped first.
         let p = self.pm(peer);
         let (unconfirmed, peer_current) = (p.unconfirmed_sync.take(), p.ids.current);
+        let mut ids = self.ids_toward(peer);
         if let Some(u) = unconfirmed {
             let same = |a: u64, b: u64| a & !1 == b & !1;
-            if same(self.dur.ids.history[0], u) && !same(peer_current, u) {
-                self.dur.ids.history = [self.dur.ids.history[1], 0];
+            if same(ids.history[0], u) && !same(peer_current, u) {
+                ids.history = [ids.history[1], 0];
             }
         }
-        let start = self.dur.ids.begin_sync_as_source();
+        let start = ids.begin_sync_as_source();
         self.pm(peer).unconfirmed_sync = Some(start.sync_id);
-        self.dur.ids = start.announced;
+        self.set_ids_toward(peer, start.announced);
         self.out.push(Effect::Bitmap(BitmapOp::Flush));
         self.persist();
         self.out.push(Effect::StartResync(ResyncStart { link, start, csums }));

@@ -48,7 +48,9 @@ impl Machine {
         if let (None, Some(fix)) = (&goodbye, outcome.fixup) {
             tracing::info!(fix = %fix, "correcting generation ids");
             expected_ids.apply(fix);
-            self.dur.ids.apply(fix);
+            let mut ids = self.ids_toward(from);
+            ids.apply(fix);
+            self.set_ids_toward(from, ids);
             self.persist();
         }
         Answer::Decided(Box::new(SessionPlan { outcome, local, peer, expected_ids, goodbye }))
@@ -61,7 +63,7 @@ impl Machine {
     /// initial sync, and two promotions could leave two Primaries connected.
     /// Refused then; the next session decides on the state as it is.
     pub(super) fn install(&mut self, peer: PeerId, plan: SessionPlan, peer_ids: GenIds) -> Answer {
-        let now = (self.role, self.disk, self.dur.ids);
+        let now = (self.role, self.disk, self.ids_toward(peer));
         let was = (plan.local.role, plan.local.disk, plan.expected_ids);
         if now != was {
             tracing::warn!(was = ?(was.0, was.1), now = ?(now.0, now.1), "this node's role, disk or generation ids changed while connecting; connecting again");

@@ -14,7 +14,9 @@ impl Machine {
             return Answer::Refused("the peer wants to sync into this Primary".into());
         }
         self.pm(peer).syncing = Some(SyncSide::Target);
-        self.dur.ids.start_sync_as_target(source_uuid);
+        let mut ids = self.ids_toward(peer);
+        ids.start_sync_as_target(source_uuid);
+        self.set_ids_toward(peer, ids);
         self.set_disk(Disk::Inconsistent);
         self.pm(peer).sync = Some(SyncProgress { side: SyncSide::Target, total, done: 0, started: now });
         self.announce();
@@ -25,7 +27,9 @@ impl Machine {
     /// source ends with, clear the bitmap, UpToDate, in one header write.
     pub(super) fn sync_done_flushed(&mut self, peer: PeerId) -> Answer {
         let source = self.p(peer).ids;
-        self.dur.ids.finish_sync_as_target(&source);
+        let mut ids = self.ids_toward(peer);
+        ids.finish_sync_as_target(&source);
+        self.set_ids_toward(peer, ids);
         self.out.push(Effect::Bitmap(BitmapOp::ClearAll(peer)));
         self.out.push(Effect::Bitmap(BitmapOp::Flush));
         self.dur.crashed_primary = false;
@@ -43,10 +47,10 @@ impl Machine {
     /// meanwhile the start is abandoned (the link is dropped; the next
     /// session starts again).
     pub(super) fn resync_confirmed(&mut self, peer: PeerId, link: LinkId, start: SyncStart) -> Answer {
-        let mut ids = self.dur.ids;
+        let mut ids = self.ids_toward(peer);
         if ids.confirm_sync_start(&start) {
             self.pm(peer).unconfirmed_sync = None;
-            self.dur.ids = ids;
+            self.set_ids_toward(peer, ids);
             self.persist();
             return Answer::Ok("confirmed".into());
         }
@@ -67,7 +71,9 @@ impl Machine {
     /// The source sent `SyncDone` after the target flushed everything: the
     /// bitmap id goes to history, and both disks hold this node's data.
     pub(super) fn resync_done(&mut self, peer: PeerId) -> Answer {
-        self.dur.ids.finish_sync_as_source();
+        let mut ids = self.ids_toward(peer);
+        ids.finish_sync_as_source();
+        self.set_ids_toward(peer, ids);
         self.dur.crashed_primary = false;
         self.out.push(Effect::Bitmap(BitmapOp::Flush));
         self.persist();

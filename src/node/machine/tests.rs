@@ -15,7 +15,7 @@ pub(super) fn settings() -> Settings {
 }
 
 pub(super) fn durable(disk: Disk) -> Durable {
-    Durable { ids: IDS, disk, primary: false, al_clean: true, crashed_primary: false }
+    Durable { ids: IDS, disk, primary: false, al_clean: true, crashed_primary: false, bitmap_ids: MoreBitmapIds::default() }
 }
 
 pub(super) fn node(disk: Disk) -> Machine {
@@ -478,7 +478,7 @@ fn a_write_that_loses_the_peer_during_a_demotion_is_not_acknowledged_alone() {
 #[test]
 fn unconfirmed_sync_starts_around_a_new_generation_keep_the_peer_s_id() {
     let ids = GenIds { current: 0x5000, bitmap: 0, history: [0x2000, 0x1000] };
-    let mut m = Machine::start(settings(), Durable { ids, disk: Disk::UpToDate, primary: false, al_clean: true, crashed_primary: false }, 7, &[P]).0;
+    let mut m = Machine::start(settings(), Durable { ids, disk: Disk::UpToDate, primary: false, al_clean: true, crashed_primary: false, bitmap_ids: MoreBitmapIds::default() }, 7, &[P]).0;
     m.set_for_test(Role::Secondary, Disk::UpToDate);
     // The peer: an interrupted sync target, its current id in our history.
     let beta = Side {

@@ -159,3 +159,69 @@ fn a_relay_of_this_node_or_of_the_relayer_itself_is_not_another_primary() {
     m.step(Event::PeerRelays { peer: P, primary: Some(P) });
     assert!(matches!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(ref l) if l.contains(&lq)));
 }
+
+/// The Primary loses `lost` (of P and Q); the other, `kept`, is still
+/// connected on `kept_link`.
+fn loses(lost: PeerId, kept: PeerId) {
+    let (mut m, lp, lq) = three_primary();
+    let before = m.ids().current;
+    let (lost_link, kept_link) = if lost == P { (lp, lq) } else { (lq, lp) };
+    let r = m.step(Event::LinkLost { peer: lost, link: Some(lost_link), clean: false });
+    let p = persisted(&r);
+    assert_eq!(p.len(), 1, "one new current id");
+    let now = m.ids().current;
+    assert_ne!(now & !1, before & !1);
+    assert_eq!(m.bitmap_id(lost), before & !1, "bitmap_id[lost] = the current id it had");
+    assert_eq!(m.bitmap_id(kept), 0, "the kept peer has every write");
+    assert_eq!(m.ids_toward(lost).bitmap, before & !1);
+    assert_eq!(m.local_side(kept, 0).ids.bitmap, 0);
+    let tell = position(&r, |e| matches!(e, Effect::CurrentId { .. }));
+    assert!(position(&r, |e| matches!(e, Effect::Persist(_))) < tell, "durable before the peer is told");
+    assert_eq!(r.effects[tell], Effect::CurrentId { link: kept_link, current: now, not_sent_to: vec![lost] });
+    assert_eq!(r.effects.iter().filter(|e| matches!(e, Effect::CurrentId { .. })).count(), 1, "only the kept link");
+    // The header carries it: slot 0's id in `ids.bitmap`, the other's beside.
+    assert_eq!(p[0].ids.bitmap == before & !1, lost == P);
+    assert_eq!(p[0].bitmap_ids.get(Q), (lost == Q).then_some(before & !1));
+    // Once per loss: the writes that follow make no other.
+    let r = m.step(Event::Degraded { peer: lost, offset: 0, len: 4096 });
+    assert!(persisted(&r).is_empty() && !has(&r, |e| matches!(e, Effect::CurrentId { .. })));
+    assert!(has(&r, |e| *e == Effect::Bitmap(BitmapOp::Mark(lost, vec![(0, 4096)]))), "marked in the lost peer's slot");
+}
+
+#[test]
+fn a_primary_losing_the_first_peer_sets_its_bitmap_id_and_tells_the_other_the_new_current_id() {
+    loses(P, Q);
+}
+
+#[test]
+fn a_primary_losing_the_second_peer_keeps_its_bitmap_id_beside_the_header_ids() {
+    loses(Q, P);
+}
+
+#[test]
+fn a_secondary_takes_the_new_current_id_and_records_what_the_node_not_sent_to_lacks() {
+    let (mut m, _, _) = three();
+    m.step(Event::PeerUpdate { peer: P, role: Role::Primary, disk: Disk::UpToDate });
+    let old = m.ids().current;
+    let r = m.step(Event::CurrentIdReceived { peer: P, current: 0x7777_0001, not_sent_to: vec![Q] });
+    assert_eq!(persisted(&r).len(), 1, "durable");
+    assert_eq!(m.ids().current, 0x7777_0000, "taken, without the Primary bit");
+    assert_eq!(m.bitmap_id(Q), old & !1, "Q lacks what comes under the new id");
+    assert_eq!(m.bitmap_id(P), 0, "in sync with the Primary");
+    // Told again (a second loss): a bitmap id already set stays.
+    m.step(Event::CurrentIdReceived { peer: P, current: 0x8888_0001, not_sent_to: vec![Q] });
+    assert_eq!(m.bitmap_id(Q), old & !1);
+    let (mut p, _, _) = three_primary();
+    assert!(matches!(p.step(Event::CurrentIdReceived { peer: P, current: 5, not_sent_to: vec![] }).answer, Answer::Refused(_)));
+}
+
+#[test]
+fn two_nodes_keep_every_bitmap_id_in_the_header_ids() {
+    let (mut m, link) = primary_connected();
+    let r = m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
+    let p = persisted(&r);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].bitmap_ids, MoreBitmapIds::default(), "nothing beside the header's ids");
+    assert_eq!(p[0].ids.bitmap, IDS.current, "the one peer's bitmap id, as before");
+    assert!(!has(&r, |e| matches!(e, Effect::CurrentId { .. })));
+}
