@@ -176,7 +176,10 @@ impl Node {
             pull_ahead: super::machine::Congestion::from_config(&cfg),
             quorum: cfg.witness.as_ref().map(|w| w.on_no_quorum),
         };
-        let (machine, effects) = Machine::start(settings, loaded, rand::random(), &[PeerId(peer_cfg.node_id)]);
+        let (mut machine, effects) = Machine::start(settings, loaded, rand::random(), &[PeerId(peer_cfg.node_id)]);
+        for p in cfg.peers_of(&me.name) {
+            let _ = machine.step(super::machine::Event::PeerProtocol { peer: PeerId(p.node_id), protocol: p.protocol });
+        }
         // Only the header and the activity log's marks come out of a start.
         for e in effects {
             match e {

@@ -22,6 +22,12 @@ impl Machine {
         if let Some(why) = self.quorum_refusal() {
             return Answer::Refused(why);
         }
+        if let Some(stale) = self.async_only_staleness() {
+            if !force {
+                return Answer::Refused(format!("every connection of this node is protocol A (asynchronous): {stale}; use --force to promote it anyway"));
+            }
+            tracing::warn!("forced promotion of a node whose every connection is protocol A: {stale}");
+        }
         self.witness_granted = false;
         if self.asks_witness() {
             self.promoting = Some(Promotion { tries: 1, ..Promotion::default() });
@@ -140,6 +146,24 @@ impl Machine {
             tracing::warn!("full sync to the peer: its disk has no usable base (holes are skipped)");
             self.begin_resync(peer, link, true, false);
         }
+    }
+
+    /// Three nodes or more, every connection protocol A (gamma, the far
+    /// replica): how stale this node may be, as far as the machine knows
+    /// (the last Primary, its link, and whether writes went on without
+    /// this node). None: a synchronous connection exists, or two nodes.
+    /// TODO: the out-of-sync bytes toward the last Primary and when it
+    /// was last heard from need the runtime's bitmap and clock.
+    pub(super) fn async_only_staleness(&self) -> Option<String> {
+        if self.peers.len() < 2 || self.peers.values().any(|p| p.protocol != crate::config::Protocol::A) {
+            return None;
+        }
+        let Some(last) = self.last_primary.and_then(|p| self.peers.get(&p)) else {
+            return Some("it may lack what a Primary acknowledged; no Primary was seen since this node started".into());
+        };
+        let link = if last.link.is_some() { "connected" } else { "not connected" };
+        let diverged = if self.bitmap_id(last.id) != 0 { ", and the data differ since a new generation" } else { "" };
+        Some(format!("it may lack writes {} acknowledged (last Primary seen; {link}{diverged})", last.id))
     }
 
     /// The promotion rules ([`crate::node::state`]) toward every peer

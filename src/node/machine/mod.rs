@@ -290,6 +290,9 @@ pub enum Event {
     LinkLost { peer: PeerId, link: Option<LinkId>, clean: bool },
     PeerUpdate { peer: PeerId, role: Role, disk: Disk },
     PeerIds { peer: PeerId, ids: GenIds },
+    /// The connection to `peer` runs this protocol (from the configuration;
+    /// C until told).
+    PeerProtocol { peer: PeerId, protocol: crate::config::Protocol },
     /// Three nodes: the peer relays whom it sees as Primary (another node;
     /// its own role comes with `PeerUpdate`).
     PeerRelays { peer: PeerId, primary: Option<PeerId> },
@@ -360,6 +363,7 @@ impl Event {
             | E::PeerUpdate { peer, .. }
             | E::PeerIds { peer, .. }
             | E::PeerRelays { peer, .. }
+            | E::PeerProtocol { peer, .. }
             | E::CurrentIdReceived { peer, .. }
             | E::RoleRequested { peer }
             | E::SyncStartReceived { peer, .. }
@@ -422,6 +426,8 @@ pub struct Machine {
     peers: BTreeMap<PeerId, Peer>,
     /// The peer of the metadata's slot 0: its bitmap id is `dur.ids.bitmap`.
     first: Option<PeerId>,
+    /// The peer last seen Primary (its view), if any.
+    last_primary: Option<PeerId>,
     next_link: u64,
     /// A promotion runs: whom it waits for, what they answered.
     promoting: Option<Promotion>,
@@ -475,6 +481,7 @@ impl Machine {
             dur,
             peers: peers.iter().map(|&p| (p, Peer::new(p))).collect(),
             first: peers.first().copied(),
+            last_primary: None,
             next_link: 1,
             promoting: None,
             frozen: false,
@@ -535,6 +542,9 @@ impl Machine {
             Event::LinkLost { peer, link, clean } => self.link_lost(peer, link, clean),
             Event::PeerUpdate { peer, role, disk } => {
                 self.pm(peer).view = Some(PeerView { role, disk });
+                if role == Role::Primary {
+                    self.last_primary = Some(peer);
+                }
                 self.out.push(Effect::Changed);
                 Answer::None
             }
@@ -548,6 +558,10 @@ impl Machine {
                 let other = primary.filter(|&r| r != peer && self.peers.contains_key(&r));
                 self.pm(peer).relays_primary = other;
                 self.out.push(Effect::Changed);
+                Answer::None
+            }
+            Event::PeerProtocol { peer, protocol } => {
+                self.pm(peer).protocol = protocol;
                 Answer::None
             }
             Event::CurrentIdReceived { peer, current, not_sent_to } => self.current_id_received(peer, current, &not_sent_to),

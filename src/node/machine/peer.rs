@@ -30,6 +30,9 @@ pub struct Peer {
     pub(super) connection: Connection,
     /// The peer's role and disk (known only while connected).
     pub(super) view: Option<PeerView>,
+    /// The connection's protocol (A: this node may lack what the peer
+    /// acknowledged).
+    pub(super) protocol: crate::config::Protocol,
     /// The node this peer sees as Primary, as it relays it (three nodes;
     /// known only while connected).
     pub(super) relays_primary: Option<PeerId>,
@@ -67,6 +70,7 @@ impl Peer {
             link: None,
             connection: Connection::Connecting,
             view: None,
+            protocol: crate::config::Protocol::C,
             relays_primary: None,
             ids: GenIds::default(),
             split_brain: false,

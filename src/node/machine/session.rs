@@ -80,6 +80,9 @@ impl Machine {
         p.link = Some(link);
         // A new link: the next loss needs fencing again.
         p.fenced = false;
+        if plan.peer.role == super::super::state::Role::Primary {
+            self.last_primary = Some(peer);
+        }
         self.out.push(Effect::Install(link));
         match plan.outcome.decision {
             Decision::Source { .. } => {

@@ -225,3 +225,28 @@ fn two_nodes_keep_every_bitmap_id_in_the_header_ids() {
     assert_eq!(p[0].ids.bitmap, IDS.current, "the one peer's bitmap id, as before");
     assert!(!has(&r, |e| matches!(e, Effect::CurrentId { .. })));
 }
+
+#[test]
+fn a_node_whose_every_connection_is_protocol_a_needs_force_and_says_how_stale() {
+    let (mut m, lp, _) = three();
+    for p in [P, Q] {
+        m.step(Event::PeerProtocol { peer: p, protocol: crate::config::Protocol::A });
+    }
+    m.step(Event::PeerUpdate { peer: P, role: Role::Primary, disk: Disk::UpToDate });
+    m.step(Event::PeerUpdate { peer: P, role: Role::Secondary, disk: Disk::UpToDate });
+    m.step(Event::LinkLost { peer: P, link: Some(lp), clean: false });
+    let r = m.step(Event::Promote { force: false });
+    assert!(matches!(r.answer, Answer::Refused(ref s) if s.contains("protocol A") && s.contains("node 1") && s.contains("not connected") && s.contains("--force")), "{:?}", r.answer);
+    assert!(r.effects.is_empty());
+    assert!(matches!(m.step(Event::Promote { force: true }).answer, Answer::AskPeers(_)), "forced: it goes on (asks Q)");
+}
+
+#[test]
+fn one_synchronous_connection_or_two_nodes_promote_as_before() {
+    let (mut m, _, _) = three();
+    m.step(Event::PeerProtocol { peer: P, protocol: crate::config::Protocol::A });
+    assert!(matches!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(_)), "Q is synchronous");
+    let mut two = alone();
+    two.step(Event::PeerProtocol { peer: P, protocol: crate::config::Protocol::A });
+    assert_eq!(two.step(Event::Promote { force: false }).answer, Answer::Ok("primary".into()), "a protocol A pair fails over as before");
+}
