@@ -30,10 +30,16 @@
 //! handshake, the peer's frames), [`sync`] (resync on both sides), [`loss`]
 //! (link loss, the write path's divergence, fencing, disk errors),
 //! [`congestion`] (protocol A's pull-ahead: Ahead, Behind, the catch-up),
-//! [`quorum`] (the witness); [`peer`] holds the per-peer state.
+//! [`quorum`] (the witness, and three data nodes' majority); [`peer`]
+//! holds the per-peer state, [`ids`] the generation ids per pair (each
+//! peer's bitmap id), [`event`] the input. The rules for more than two
+//! nodes are tested in `three_tests` (docs/design.md, "The three-node
+//! rules").
 
 mod commands;
 mod congestion;
+mod event;
+mod ids;
 mod loss;
 mod peer;
 mod quorum;
@@ -60,6 +66,8 @@ use super::genid::{GenIds, SyncStart};
 use super::state::{Connection, Disk, Lag, NodeState, PeerView, Role, SyncSide};
 use super::wire::{to_wire_disk, to_wire_role};
 
+pub use event::Event;
+pub use ids::MoreBitmapIds;
 pub use peer::{Peer, PeerId};
 pub use quorum::WitnessView;
 pub use unflushed::Unflushed;
@@ -87,36 +95,6 @@ pub struct Durable {
     /// The bitmap ids toward the peers after the first (whose id is
     /// `ids.bitmap`, the metadata's slot 0): empty with two nodes.
     pub bitmap_ids: MoreBitmapIds,
-}
-
-/// The bitmap ids (DRBD 9's per-peer bitmap UUIDs) of the peers after the
-/// first, by peer: three nodes hold one. `Copy`, as the header is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct MoreBitmapIds([Option<(PeerId, u64)>; 2]);
-
-impl MoreBitmapIds {
-    pub fn get(&self, p: PeerId) -> Option<u64> {
-        self.0.iter().flatten().find(|(q, _)| *q == p).map(|(_, id)| *id)
-    }
-
-    /// Sets `p`'s id; false if there is no room for another peer.
-    pub fn set(&mut self, p: PeerId, id: u64) -> bool {
-        if let Some(e) = self.0.iter_mut().flatten().find(|(q, _)| *q == p) {
-            e.1 = id;
-            return true;
-        }
-        match self.0.iter_mut().find(|e| e.is_none()) {
-            Some(e) => {
-                *e = Some((p, id));
-                true
-            }
-            None => false,
-        }
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (PeerId, u64)> + '_ {
-        self.0.iter().flatten().copied()
-    }
 }
 
 /// The settings the rules read (the live part of the configuration).
@@ -255,136 +233,6 @@ pub enum Answer {
     /// [`Event::Sending`]: true when the write is not to be sent (this
     /// Primary is Ahead: the machine marked it out of sync).
     PullAhead(bool),
-}
-
-/// Everything that happens to a node. The events about one peer name it
-/// (`peer`); the others are the node's.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Event {
-    // The operator (control socket).
-    Promote { force: bool },
-    PromoteAnswered { force: bool, asked: Option<LinkId>, answer: PeerAnswer },
-    Demote { force: bool, clients: usize },
-    /// The writes drained and the store was flushed (or not: the error).
-    DemoteFlushed { error: Option<String> },
-    Disconnect,
-    Connect { discard_my_data: bool },
-    Invalidate,
-    ResumeIo,
-    VerifyAsked,
-    VerifyEnded { peer: PeerId, link: LinkId, mismatched: bool },
-    Adjust(Settings),
-    /// The device grew to `size` bytes (`repctl resize`, here or on the peer).
-    Resized { size: u64 },
-    /// The grown area is out of sync: resync it on `link` if this node can
-    /// be the source.
-    ResyncNewArea { peer: PeerId, link: LinkId },
-    // The peer session.
-    /// Both State frames are in: decide.
-    Handshake { peer: PeerId, local: Side, remote: Side },
-    /// The decision holds on the state as it is now? Then install the link.
-    Install { peer: PeerId, plan: Box<SessionPlan>, peer_ids: GenIds },
-    /// The installed link's first steps (disk states, the resync).
-    Settle { peer: PeerId, link: LinkId, plan: Box<SessionPlan> },
-    /// The session ended; `link` is the one it installed, if any.
-    LinkLost { peer: PeerId, link: Option<LinkId>, clean: bool },
-    PeerUpdate { peer: PeerId, role: Role, disk: Disk },
-    PeerIds { peer: PeerId, ids: GenIds },
-    /// The connection to `peer` runs this protocol (from the configuration;
-    /// C until told).
-    PeerProtocol { peer: PeerId, protocol: crate::config::Protocol },
-    /// Three nodes: the peer relays whom it sees as Primary (another node;
-    /// its own role comes with `PeerUpdate`).
-    PeerRelays { peer: PeerId, primary: Option<PeerId> },
-    /// Three nodes: the Primary `peer` made a new current id and is not
-    /// sending to `not_sent_to` (its `CurrentId`).
-    CurrentIdReceived { peer: PeerId, current: u64, not_sent_to: Vec<PeerId> },
-    RoleRequested { peer: PeerId },
-    /// The peer starts a resync into this node.
-    SyncStartReceived { peer: PeerId, source_uuid: u64, total: u64, now: Millis },
-    /// The peer's `SyncDone`, after this disk was flushed.
-    SyncDoneFlushed { peer: PeerId },
-    // The resync, source side.
-    ResyncBegun { peer: PeerId, total: u64, now: Millis },
-    ResyncConfirmed { peer: PeerId, link: LinkId, start: SyncStart },
-    ResyncProgress { peer: PeerId, bytes: u64 },
-    /// The start was not confirmed, or the final flush failed: close the link.
-    ResyncFailed { peer: PeerId, link: LinkId },
-    ResyncInterrupted { peer: PeerId },
-    ResyncDone { peer: PeerId },
-    // The write path.
-    /// A request failed on this link because it was lost.
-    WriteLost { peer: PeerId, link: LinkId },
-    /// The peer acknowledged a write on `link`; `open`: the link was not closed.
-    PeerWrote { peer: PeerId, link: LinkId, open: bool, offset: u64, len: u64 },
-    /// A write the peer does not have is about to be acknowledged.
-    Degraded { peer: PeerId, offset: u64, len: u64 },
-    /// A flush to the peer begins: it covers what was acknowledged so far.
-    FlushBegins { peer: PeerId },
-    /// A flush is acknowledged without the peer (it was not reached).
-    FlushAlone { peer: PeerId },
-    /// A header write failed: the divergence is made again next time.
-    PersistFailed,
-    DiskError,
-    FenceStarted,
-    FenceResult(Option<i32>),
-    /// The node stops: the last flush.
-    Stopped { disk_ok: bool },
-    /// Protocol A with pull-ahead: a write of `[offset, offset+len)` is
-    /// about to be sent on `link`, where `fill` bytes are in flight and
-    /// `extents` activity-log extents hold writes. Answers
-    /// [`Answer::PullAhead`].
-    Sending { peer: PeerId, link: LinkId, offset: u64, len: u64, fill: u64, extents: u32 },
-    /// Every write sent on `link` was answered (the link caught up).
-    Drained { peer: PeerId, link: LinkId },
-    /// The peer's `StateUpdate` said whether it is Ahead of this node.
-    PeerAhead { peer: PeerId, ahead: bool },
-    /// The witness link came up or changed its view (`Some`), or ended (`None`).
-    Witness(Option<WitnessView>),
-    /// The witness answered a promotion's `RoleRequest` with this errno
-    /// (0: granted); None: the link ended before the answer.
-    WitnessAnswered { force: bool, errno: Option<i32> },
-    /// The witness says this node is outdated (its peer went on without
-    /// it). Answers `Ok` (done, durable: acknowledge it) or `Refused`.
-    OutdatedByWitness,
-}
-
-impl Event {
-    /// The peer the event is about, if it is about one.
-    pub fn peer(&self) -> Option<PeerId> {
-        use Event as E;
-        match self {
-            E::VerifyEnded { peer, .. }
-            | E::ResyncNewArea { peer, .. }
-            | E::Handshake { peer, .. }
-            | E::Install { peer, .. }
-            | E::Settle { peer, .. }
-            | E::LinkLost { peer, .. }
-            | E::PeerUpdate { peer, .. }
-            | E::PeerIds { peer, .. }
-            | E::PeerRelays { peer, .. }
-            | E::PeerProtocol { peer, .. }
-            | E::CurrentIdReceived { peer, .. }
-            | E::RoleRequested { peer }
-            | E::SyncStartReceived { peer, .. }
-            | E::SyncDoneFlushed { peer }
-            | E::ResyncBegun { peer, .. }
-            | E::ResyncConfirmed { peer, .. }
-            | E::ResyncProgress { peer, .. }
-            | E::ResyncFailed { peer, .. }
-            | E::ResyncInterrupted { peer }
-            | E::ResyncDone { peer }
-            | E::WriteLost { peer, .. }
-            | E::PeerWrote { peer, .. }
-            | E::Degraded { peer, .. }
-            | E::FlushBegins { peer }
-            | E::FlushAlone { peer }
-            | E::Sending { peer, .. }
-            | E::Drained { peer, .. }
-            | E::PeerAhead { peer, .. } => Some(*peer),
-            _ => None,
-        }
-    }
 }
 
 /// The output of one step.
@@ -663,18 +511,6 @@ impl Machine {
     pub fn ids(&self) -> GenIds {
         self.dur.ids
     }
-    /// The bitmap id toward `peer` (0: in sync, or unknown peer).
-    pub fn bitmap_id(&self, peer: PeerId) -> u64 {
-        if Some(peer) == self.first {
-            return self.dur.ids.bitmap;
-        }
-        self.dur.bitmap_ids.get(peer).unwrap_or(0)
-    }
-    /// The ids this node shows `peer`: `{current, bitmap_id[peer],
-    /// history}` (the decision table runs on these, per pair).
-    pub fn ids_toward(&self, peer: PeerId) -> GenIds {
-        GenIds { bitmap: self.bitmap_id(peer), ..self.dur.ids }
-    }
     pub fn peers(&self) -> impl Iterator<Item = &Peer> {
         self.peers.values()
     }
@@ -754,35 +590,6 @@ impl Machine {
     }
     fn pm(&mut self, peer: PeerId) -> &mut Peer {
         self.peers.get_mut(&peer).expect("step checks the peer")
-    }
-
-    fn set_bitmap_id(&mut self, peer: PeerId, id: u64) {
-        if Some(peer) == self.first {
-            self.dur.ids.bitmap = id;
-        } else if !self.dur.bitmap_ids.set(peer, id) {
-            tracing::error!(peer = %peer, "internal: no room for another bitmap id");
-        }
-    }
-
-    /// Takes back the pair's ids after a change toward `peer`: current id
-    /// and history are the node's, the bitmap id is that peer's.
-    fn set_ids_toward(&mut self, peer: PeerId, ids: GenIds) {
-        self.dur.ids.current = ids.current;
-        self.dur.ids.history = ids.history;
-        self.set_bitmap_id(peer, ids.bitmap);
-    }
-
-    /// A new current id (Primary) as writes go on without the peers
-    /// `without`: each one's bitmap id becomes the current id if it was 0.
-    fn new_current_without(&mut self, without: &[PeerId], random: u64) {
-        for &p in without {
-            let mut v = self.ids_toward(p);
-            v.new_current_from(true, random);
-            self.set_bitmap_id(p, v.bitmap);
-        }
-        let mut v = self.dur.ids;
-        v.new_current_from(true, random);
-        self.dur.ids.current = v.current;
     }
 
     /// The installed links, in peer order.
