@@ -139,7 +139,7 @@ use repd::node::decide::{decide, Decision, Side};
 use repd::node::execute::execute;
 use repd::node::genid::{self, DecideInput, GenIds, SyncDecision};
 use repd::config_witness::OnNoQuorum;
-use repd::node::machine::{Answer, Congestion, Effect, Event, LinkId, Machine, PeerAnswer, Settings, WitnessView};
+use repd::node::machine::{Answer, Congestion, Effect, Event, LinkId, Machine, PeerAnswer, PeerId, Settings, WitnessView};
 use repd::node::state::{Connection, Disk, Lag, Role};
 use repd::node::wire::{from_wire_disk, from_wire_role, to_wire_disk, to_wire_role};
 use repd::repl::message::{QUORUM_OTHER_CONNECTED, QUORUM_OTHER_PRIMARY};
@@ -147,6 +147,12 @@ use repd::repl::types::{STATE_PEER_CONNECTED, STATE_PROMOTING};
 use repd::repl::{self, Message};
 use std::collections::BTreeMap;
 use witness::Witness;
+
+/// The peer of node `i` as its machine names it (node ids 0 and 1, the
+/// two-node default: names in order).
+fn pid(i: usize) -> PeerId {
+    PeerId(if i == 0 { 1 } else { 0 })
+}
 
 /// A request on a data node's witness link awaiting the witness's `Ack`
 /// (node/witness_state.rs `request`).
@@ -296,7 +302,7 @@ impl Sim {
                     m.state().connection,
                     m.state().split_brain,
                     m.state().syncing,
-                    m.link(),
+                    m.link(pid(i)),
                     m.frozen(),
                     m.state().peer
                 )
@@ -466,7 +472,7 @@ impl Sim {
         let hdr = n.store.hdr;
         self.note(format!("{} starts: header {hdr:x?}, replay complete={} extents={:?}", NAMES[i], replay.complete, replay.active_extents()));
         let seed = self.rng.gen();
-        let (mut m, effects) = Machine::start(self.settings[i], hdr, seed);
+        let (mut m, effects) = Machine::start(self.settings[i], hdr, seed, &[pid(i)]);
         let crashed = self.execute(i, &mut m, effects);
         self.n[i].m = Some(m);
         if crashed {
@@ -712,7 +718,7 @@ impl Sim {
     /// sides decide. The installs follow, now or later.
     fn handshake(&mut self) -> Step {
         self.c.handshakes += 1;
-        let sides: [Side; 2] = std::array::from_fn(|i| self.m(i).local_side(self.n[i].store.dirty()));
+        let sides: [Side; 2] = std::array::from_fn(|i| self.m(i).local_side(pid(i), self.n[i].store.dirty()));
         let words = match exchange::run([&self.n[0].store.bm, &self.n[1].store.bm], exchange::Style::Concurrent, &mut self.xrng) {
             exchange::Outcome::Done { peer_bits: [from_beta, from_alpha], sent } => {
                 if sent.iter().all(|&n| n > exchange::LINK_BUF) {
@@ -732,7 +738,7 @@ impl Sim {
         }
         let mut plans = Vec::new();
         for i in 0..2 {
-            match self.step(i, Event::Handshake { local: sides[i], peer: sides[1 - i] })? {
+            match self.step(i, Event::Handshake { peer: pid(i), local: sides[i], remote: sides[1 - i] })? {
                 Answer::Decided(p) => plans.push(p),
                 other => self.fail(&format!("the handshake answered {other:?}")),
             }
@@ -775,7 +781,7 @@ impl Sim {
                 // The goodbye is sent and the session ends (both decided alike).
                 self.net.close(conn);
                 self.n[i].sess = None;
-                self.step(i, Event::LinkLost { link: None, clean: false })?;
+                self.step(i, Event::LinkLost { peer: pid(i), link: None, clean: false })?;
             } else if let Some(s) = self.n[i].sess.as_mut() {
                 s.plan = Some(plans[i].clone());
             }
@@ -822,11 +828,11 @@ impl Sim {
         let Some(plan) = s.plan.take() else { return Ok(()) };
         let (peer_ids, conn) = (s.peer_ids, s.conn);
         s.union = self.n[i].store.bm.iter().zip(&s.peer_bm).filter(|(a, b)| **a || **b).count() as u64;
-        match self.step(i, Event::Install { plan: plan.clone(), peer_ids })? {
+        match self.step(i, Event::Install { peer: pid(i), plan: plan.clone(), peer_ids })? {
             Answer::Installed(link) => {
                 self.note(format!("{} installed {link:?}: {:?}", NAMES[i], plan.outcome.decision));
                 let decision = plan.outcome.decision.clone();
-                self.step(i, Event::Settle { link, plan })?;
+                self.step(i, Event::Settle { peer: pid(i), link, plan })?;
                 // The manager's fencing is lifted only by `after-resync` on
                 // the target (node/events.rs): an in-sync connect may rest on
                 // a handshake the peer's install then refused.
@@ -839,7 +845,7 @@ impl Sim {
                 self.note(format!("{} install: {other:?}", NAMES[i]));
                 self.net.close(conn);
                 self.n[i].sess = None;
-                self.step(i, Event::LinkLost { link: None, clean: false })?;
+                self.step(i, Event::LinkLost { peer: pid(i), link: None, clean: false })?;
             }
         }
         Ok(())
@@ -876,7 +882,7 @@ impl Sim {
         if requests_first {
             self.fail_requests(i)?;
         }
-        self.step(i, Event::LinkLost { link: s.link, clean: s.clean })?;
+        self.step(i, Event::LinkLost { peer: pid(i), link: s.link, clean: s.clean })?;
         if !requests_first {
             self.fail_requests(i)?;
         }
@@ -889,7 +895,7 @@ impl Sim {
             match r {
                 Req::Write(wid) => {
                     if let Some(link) = self.n[i].writes.iter().find(|w| w.wid == wid).and_then(|w| w.link) {
-                        self.step(i, Event::WriteLost { link })?;
+                        self.step(i, Event::WriteLost { peer: pid(i), link })?;
                     }
                     self.degraded(i, wid)?;
                 }
@@ -901,28 +907,28 @@ impl Sim {
                 }
                 Req::SyncConfirm => {
                     if let Some(src) = self.n[i].src.take() {
-                        self.step(i, Event::ResyncFailed { link: src.r.link })?;
+                        self.step(i, Event::ResyncFailed { peer: pid(i), link: src.r.link })?;
                     }
                 }
                 Req::SyncCopy { .. } => {}
                 Req::SyncFinal(epoch) => {
                     self.n[i].mark_unflushed(&epoch);
                     if let Some(src) = self.n[i].src.take() {
-                        self.step(i, Event::ResyncFailed { link: src.r.link })?;
+                        self.step(i, Event::ResyncFailed { peer: pid(i), link: src.r.link })?;
                     }
                 }
                 Req::Goodbye { epoch } => self.n[i].mark_unflushed(&epoch),
                 Req::Flush { epoch, link } => {
                     self.n[i].mark_unflushed(&epoch);
-                    self.step(i, Event::WriteLost { link })?;
+                    self.step(i, Event::WriteLost { peer: pid(i), link })?;
                     if self.m(i).state().role == Role::Primary {
-                        self.step(i, Event::FlushAlone)?;
+                        self.step(i, Event::FlushAlone { peer: pid(i) })?;
                     }
                 }
             }
         }
         if let Some(src) = self.n[i].src.take() {
-            let ev = if matches!(src.phase, SourcePhase::Start) { Event::ResyncFailed { link: src.r.link } } else { Event::ResyncInterrupted };
+            let ev = if matches!(src.phase, SourcePhase::Start) { Event::ResyncFailed { peer: pid(i), link: src.r.link } } else { Event::ResyncInterrupted { peer: pid(i) } };
             self.step(i, ev)?;
         }
         Ok(())
@@ -971,18 +977,18 @@ impl Sim {
             }
             Message::Ack { id, errno } | Message::SyncAck { id, errno } => self.complete(i, id, errno)?,
             Message::RoleRequest { id } => {
-                let granted = matches!(self.step(i, Event::RoleRequested)?, Answer::Granted(true));
+                let granted = matches!(self.step(i, Event::RoleRequested { peer: pid(i) })?, Answer::Granted(true));
                 self.send(i, Message::Ack { id, errno: if granted { 0 } else { libc::EBUSY } });
             }
             Message::StateUpdate { role, disk, flags } => {
-                self.step(i, Event::PeerUpdate { role: from_wire_role(role), disk: from_wire_disk(disk) })?;
-                self.step(i, Event::PeerAhead { ahead: flags & repl::types::STATE_AHEAD != 0 })?;
+                self.step(i, Event::PeerUpdate { peer: pid(i), role: from_wire_role(role), disk: from_wire_disk(disk) })?;
+                self.step(i, Event::PeerAhead { peer: pid(i), ahead: flags & repl::types::STATE_AHEAD != 0 })?;
             }
             Message::State(s) => {
-                self.step(i, Event::PeerIds(GenIds { current: s.current_uuid, bitmap: s.bitmap_uuid, history: s.history_uuids }))?;
+                self.step(i, Event::PeerIds { peer: pid(i), ids: GenIds { current: s.current_uuid, bitmap: s.bitmap_uuid, history: s.history_uuids } })?;
             }
             Message::SyncStart { total_bytes, source_uuid } => {
-                if let Answer::Refused(why) = self.step(i, Event::SyncStartReceived { source_uuid, total: total_bytes, now: 0 })? {
+                if let Answer::Refused(why) = self.step(i, Event::SyncStartReceived { peer: pid(i), source_uuid, total: total_bytes, now: 0 })? {
                     self.note(format!("{} ends the session: {why}", NAMES[i]));
                     let conn = self.n[i].sess.as_ref().map_or(0, |s| s.conn);
                     self.net.close(conn);
@@ -994,7 +1000,7 @@ impl Sim {
             }
             Message::SyncData { id, offset, data } => {
                 self.write_blocks(i, blocks_of(offset, data.len() as u64), &decode_versions(&data))?;
-                self.step(i, Event::ResyncProgress { bytes: data.len() as u64 })?;
+                self.step(i, Event::ResyncProgress { peer: pid(i), bytes: data.len() as u64 })?;
                 self.send(i, Message::SyncAck { id, errno: 0 });
             }
             Message::SyncDone if self.m(i).disk_failed() => {
@@ -1003,7 +1009,7 @@ impl Sim {
                 self.net.close(conn);
             }
             Message::SyncDone => {
-                self.step(i, Event::SyncDoneFlushed)?;
+                self.step(i, Event::SyncDoneFlushed { peer: pid(i) })?;
                 // What the source acknowledged Ahead before this resync
                 // started is here now.
                 if let Some(upto) = self.n[1 - i].settle_upto.take() {
@@ -1035,7 +1041,7 @@ impl Sim {
                     let link = w.link.expect("sent on a link");
                     let open = self.n[i].live_link(&self.net) == Some(link);
                     let (offset, len) = range_of(&w.blocks);
-                    self.step(i, Event::PeerWrote { link, open, offset, len })?;
+                    self.step(i, Event::PeerWrote { peer: pid(i), link, open, offset, len })?;
                     self.finish_write(i, wid, true, false);
                 } else {
                     self.degraded(i, wid)?;
@@ -1053,10 +1059,10 @@ impl Sim {
                 let (link, start) = (src.r.link, src.r.start);
                 if errno != 0 {
                     self.n[i].src = None;
-                    self.step(i, Event::ResyncFailed { link })?;
+                    self.step(i, Event::ResyncFailed { peer: pid(i), link })?;
                     return Ok(());
                 }
-                match self.step(i, Event::ResyncConfirmed { link, start })? {
+                match self.step(i, Event::ResyncConfirmed { peer: pid(i), link, start })? {
                     Answer::Ok(_) => {
                         if let Some(s) = self.n[i].src.as_mut() {
                             s.phase = SourcePhase::Copying;
@@ -1075,20 +1081,20 @@ impl Sim {
                 }
                 self.n[i].store.bm[b] = false;
                 let open = self.n[i].live_link(&self.net) == Some(link);
-                self.step(i, Event::PeerWrote { link, open, offset: b as u64 * BLOCK, len: BLOCK })?;
-                self.step(i, Event::ResyncProgress { bytes: BLOCK })?;
+                self.step(i, Event::PeerWrote { peer: pid(i), link, open, offset: b as u64 * BLOCK, len: BLOCK })?;
+                self.step(i, Event::ResyncProgress { peer: pid(i), bytes: BLOCK })?;
             }
             Req::SyncFinal(epoch) => {
                 let Some(src) = self.n[i].src.take() else { return Ok(()) };
                 if errno != 0 {
                     self.n[i].mark_unflushed(&epoch);
-                    self.step(i, Event::ResyncFailed { link: src.r.link })?;
+                    self.step(i, Event::ResyncFailed { peer: pid(i), link: src.r.link })?;
                     return Ok(());
                 }
                 if self.n[i].live_link(&self.net) == Some(src.r.link) {
                     self.n[i].settle_upto = Some(src.risk_upto);
                     self.send(i, Message::SyncDone);
-                    self.step(i, Event::ResyncDone)?;
+                    self.step(i, Event::ResyncDone { peer: pid(i) })?;
                     self.c.resyncs_done += 1;
                     self.note(format!("{} finished resync as source ({} copies)", NAMES[i], src.copies));
                 }
@@ -1113,7 +1119,7 @@ impl Sim {
                         self.close_link(i, link);
                     }
                     if self.m(i).state().role == Role::Primary {
-                        self.step(i, Event::FlushAlone)?;
+                        self.step(i, Event::FlushAlone { peer: pid(i) })?;
                     }
                 }
             }
@@ -1150,7 +1156,7 @@ impl Sim {
         let Some(link) = self.n[i].sess.as_ref().and_then(|s| s.link) else { return Ok(()) };
         if self.fill(i, link) == 0 {
             self.note(format!("{}: the link drained while Ahead", NAMES[i]));
-            self.step(i, Event::Drained { link })?;
+            self.step(i, Event::Drained { peer: pid(i), link })?;
         }
         Ok(())
     }
@@ -1211,7 +1217,7 @@ impl Sim {
         if let (Some(l), true) = (link, self.pull_ahead) {
             let (fill, extents) = (self.fill(i, l), self.n[i].al.in_use());
             let was_ahead = self.m(i).state().lag == Some(Lag::Ahead);
-            if let Answer::PullAhead(true) = self.step(i, Event::Sending { link: l, offset: off, len, fill, extents })? {
+            if let Answer::PullAhead(true) = self.step(i, Event::Sending { peer: pid(i), link: l, offset: off, len, fill, extents })? {
                 if !was_ahead {
                     self.c.went_ahead += 1;
                     self.note(format!("{} goes Ahead (fill {fill}, extents {extents})", NAMES[i]));
@@ -1262,7 +1268,7 @@ impl Sim {
             return Ok(());
         }
         let (offset, len) = range_of(&w.blocks);
-        if let Answer::Refused(_) = self.step(i, Event::Degraded { offset, len })? {
+        if let Answer::Refused(_) = self.step(i, Event::Degraded { peer: pid(i), offset, len })? {
             // No longer Primary (a demotion drains it): EIO, not acknowledged.
             self.finish_write(i, wid, false, true);
             return Ok(());
@@ -1343,7 +1349,7 @@ impl Sim {
         if !m.state().serves_io() || m.frozen() {
             return Ok(());
         }
-        let Answer::Unflushed(epoch) = self.step(i, Event::FlushBegins)? else { return Ok(()) };
+        let Answer::Unflushed(epoch) = self.step(i, Event::FlushBegins { peer: pid(i) })? else { return Ok(()) };
         if self.pull_ahead && self.m(i).state().lag == Some(Lag::Ahead) {
             // node/pull_ahead.rs `flush_link`: local only; what the peer
             // had not flushed is marked.
@@ -1370,7 +1376,7 @@ impl Sim {
         match src.phase {
             SourcePhase::Start => {
                 let total = self.n[i].store.dirty() * BLOCK;
-                self.step(i, Event::ResyncBegun { total, now: 0 })?;
+                self.step(i, Event::ResyncBegun { peer: pid(i), total, now: 0 })?;
                 let Some(src) = &self.n[i].src else { return Ok(()) };
                 let start = src.r.start;
                 let st = self.m(i).state();
@@ -1410,7 +1416,7 @@ impl Sim {
                     self.send(i, Message::SyncData { id, offset: b as u64 * BLOCK, data: encode_versions([ver]) });
                 } else if src.inflight.is_empty() && n.store.dirty() == 0 {
                     // The target makes the copies durable before the sync counts as done.
-                    let Answer::Unflushed(epoch) = self.step(i, Event::FlushBegins)? else { return Ok(()) };
+                    let Answer::Unflushed(epoch) = self.step(i, Event::FlushBegins { peer: pid(i) })? else { return Ok(()) };
                     let id = self.n[i].request(Req::SyncFinal(epoch));
                     self.send(i, Message::Flush { id });
                     if let Some(s) = self.n[i].src.as_mut() {
@@ -1431,7 +1437,7 @@ impl Sim {
         if !self.up(i) || self.n[i].promoting {
             return Ok(());
         }
-        if self.m(i).link().is_none() && self.m(i).state().check_promote(force).is_ok() {
+        if self.m(i).link(pid(i)).is_none() && self.m(i).state().check_promote(force).is_ok() {
             // The manager fences the peer of a node promoted alone, as DRBD's
             // fence-peer does, before the promotion (which may crash half way).
             self.fenced[1 - i] = true;
@@ -1459,7 +1465,7 @@ impl Sim {
                     if failover {
                         self.c.failovers += 1;
                     }
-                    let alone = lost || self.m(i).link().is_none();
+                    let alone = lost || self.m(i).link(pid(i)).is_none();
                     if self.quorum.is_some() {
                         if !self.m(i).quorate() {
                             self.fail(&format!("{} was promoted without quorum", NAMES[i]));
@@ -1497,15 +1503,16 @@ impl Sim {
                 }
                 return Ok(());
             }
-            Answer::AskPeer(link) => match self.n[i].sess.as_ref().filter(|s| s.link == Some(link)).map(|s| s.conn) {
+            // Two nodes: one link to ask.
+            Answer::AskPeers(links) if links.len() == 1 => match self.n[i].sess.as_ref().filter(|s| s.link == Some(links[0])).map(|s| s.conn) {
                 Some(conn) => {
                     self.n[i].promoting = true;
-                    let id = self.n[i].request(Req::Role { force, link, failover });
+                    let id = self.n[i].request(Req::Role { force, link: links[0], failover });
                     self.net.send(i, conn, Message::RoleRequest { id });
                 }
                 None => {
                     self.fenced[1 - i] = true;
-                    let a = self.step(i, Event::PromoteAnswered { force, asked: Some(link), answer: PeerAnswer::Lost })?;
+                    let a = self.step(i, Event::PromoteAnswered { force, asked: Some(links[0]), answer: PeerAnswer::Lost })?;
                     return self.promote_answer(i, force, a, failover, true);
                 }
             },
@@ -1576,7 +1583,7 @@ impl Sim {
         self.note(format!("operator: {} disconnects", NAMES[i]));
         if let Answer::Goodbye(link) = self.step(i, Event::Disconnect)? {
             if self.n[i].sess.as_ref().is_some_and(|s| s.link == Some(link)) {
-                let Answer::Unflushed(epoch) = self.step(i, Event::FlushBegins)? else { return Ok(()) };
+                let Answer::Unflushed(epoch) = self.step(i, Event::FlushBegins { peer: pid(i) })? else { return Ok(()) };
                 let id = self.n[i].request(Req::Goodbye { epoch });
                 self.send(i, Message::Flush { id });
             }
@@ -1602,7 +1609,7 @@ impl Sim {
     /// `repctl connect`, keeping the node's `--discard-my-data` choice.
     fn reconnect(&mut self, i: usize) -> Step {
         if self.up(i) && self.m(i).state().connection == Connection::Standalone && !self.m(i).state().split_brain {
-            let discard_my_data = self.m(i).discard_my_data();
+            let discard_my_data = self.m(i).discard_my_data(pid(i));
             self.step(i, Event::Connect { discard_my_data })?;
         }
         Ok(())
@@ -1692,7 +1699,7 @@ impl Sim {
                 self.fail("a split brain where neither side holds every acknowledged write");
             }
             if let [v] = lacking[..] {
-                if self.m(1 - v).discard_my_data() {
+                if self.m(1 - v).discard_my_data(pid(1 - v)) {
                     self.step(1 - v, Event::Connect { discard_my_data: false })?;
                 }
                 if is_primary(&self.n[v]) {
@@ -1707,7 +1714,7 @@ impl Sim {
                 return Ok(());
             }
         }
-        let victim = match (self.primary(), (0..2).find(|&i| self.m(i).discard_my_data())) {
+        let victim = match (self.primary(), (0..2).find(|&i| self.m(i).discard_my_data(pid(i)))) {
             (_, Some(v)) if !is_primary(&self.n[v]) => v,
             (Some(p), _) => 1 - p,
             (None, _) => self.rng.gen_range(0..2),

@@ -112,7 +112,7 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
         Message::Received { id } => link.note_received(id),
         // Replies never wait for room in the queue here (see `PeerLink::send_soon`).
         Message::RoleRequest { id } => {
-            let granted = matches!(node.step(Event::RoleRequested), Ok(Answer::Granted(true)));
+            let granted = matches!(node.step(Event::RoleRequested { peer: node.peer_id() }), Ok(Answer::Granted(true)));
             let errno = if granted { 0 } else { libc::EBUSY };
             link.send_soon(Message::Ack { id, errno });
         }
@@ -122,12 +122,12 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
         }
         Message::PingAck { .. } => {}
         Message::StateUpdate { role, disk, flags } => {
-            let _ = node.step(Event::PeerUpdate { role: from_wire_role(role), disk: from_wire_disk(disk) });
-            let _ = node.step(Event::PeerAhead { ahead: flags & crate::repl::types::STATE_AHEAD != 0 });
+            let _ = node.step(Event::PeerUpdate { peer: node.peer_id(), role: from_wire_role(role), disk: from_wire_disk(disk) });
+            let _ = node.step(Event::PeerAhead { peer: node.peer_id(), ahead: flags & crate::repl::types::STATE_AHEAD != 0 });
         }
         Message::State(s) => {
             // The source's ids after its sync start.
-            let _ = node.step(Event::PeerIds(GenIds { current: s.current_uuid, bitmap: s.bitmap_uuid, history: s.history_uuids }));
+            let _ = node.step(Event::PeerIds { peer: node.peer_id(), ids: GenIds { current: s.current_uuid, bitmap: s.bitmap_uuid, history: s.history_uuids } });
         }
         Message::SyncStart { total_bytes, source_uuid } => {
             // A delayed replica: every write before it is in the journal
@@ -140,7 +140,7 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             }
             // A delayed replica applies what is pending before resync data lands.
             node.delay_before_resync("a resync from the peer", total_bytes > 0).await.map_err(SessionError::Refused)?;
-            match node.step(Event::SyncStartReceived { source_uuid, total: total_bytes, now: node.now() }) {
+            match node.step(Event::SyncStartReceived { peer: node.peer_id(), source_uuid, total: total_bytes, now: node.now() }) {
                 Ok(Answer::Refused(why)) => return Err(SessionError::Refused(why)),
                 Ok(_) => {}
                 Err(e) => return Err(e.into()),
@@ -164,7 +164,7 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             if let Some(d) = &node.delay {
                 d.resync_done();
             }
-            node.step(Event::SyncDoneFlushed)?;
+            node.step(Event::SyncDoneFlushed { peer: node.peer_id() })?;
         }
         Message::VerifyRequest { id, offset, len } => {
             check_range(node, offset, u64::from(len))?;

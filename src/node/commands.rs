@@ -45,18 +45,22 @@ impl Node {
         respond(r)
     }
 
-    /// A promotion's role requests to the peer, as the machine asks them.
+    /// A promotion's role requests to the peers, as the machine asks them
+    /// (one answer each; the last step's answer is the promotion's).
     async fn ask_peer(self: &Arc<Self>, force: bool, mut r: Result<Answer, super::execute::PersistError>) -> Result<Answer, super::execute::PersistError> {
-        while let Ok(Answer::AskPeer(id)) = r {
-            let answer = match self.link().filter(|l| l.id() == id) {
-                None => PeerAnswer::Lost,
-                Some(link) => match link.request(|id| Message::RoleRequest { id }).await {
-                    Ok(()) => PeerAnswer::Granted,
-                    Err(LinkError::Peer(_)) => PeerAnswer::Refused,
-                    Err(LinkError::Lost) => PeerAnswer::Lost,
-                },
-            };
-            r = self.step(Event::PromoteAnswered { force, asked: Some(id), answer });
+        while let Ok(Answer::AskPeers(ids)) = r {
+            r = Ok(Answer::None);
+            for id in ids {
+                let answer = match self.link().filter(|l| l.id() == id) {
+                    None => PeerAnswer::Lost,
+                    Some(link) => match link.request(|id| Message::RoleRequest { id }).await {
+                        Ok(()) => PeerAnswer::Granted,
+                        Err(LinkError::Peer(_)) => PeerAnswer::Refused,
+                        Err(LinkError::Lost) => PeerAnswer::Lost,
+                    },
+                };
+                r = self.step(Event::PromoteAnswered { force, asked: Some(id), answer });
+            }
         }
         r
     }

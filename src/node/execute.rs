@@ -20,7 +20,7 @@
 //!
 //! The runtime's [`Io`] is [`super::runtime::Exec`]; the simulation has its own.
 
-use super::machine::{BitmapOp, Durable, Effect, Event, LinkId, Machine, ResyncStart};
+use super::machine::{BitmapOp, Durable, Effect, Event, LinkId, Machine, PeerId, ResyncStart};
 use crate::repl::Message;
 
 /// A durable write failed.
@@ -38,6 +38,8 @@ pub trait Io {
     fn close(&mut self, link: LinkId, forgotten: bool);
     fn announce(&mut self, link: LinkId, msg: Message);
     fn start_resync(&mut self, r: ResyncStart);
+    /// Three nodes: send `CurrentId` on `link` (in order with the writes).
+    fn current_id(&mut self, link: LinkId, current: u64, not_sent_to: &[PeerId]);
     /// Run fence-peer (its exit comes back as `Event::FenceResult`).
     fn fence(&mut self, m: &Machine);
     fn thaw(&mut self);
@@ -59,7 +61,7 @@ pub fn execute(io: &mut impl Io, m: &mut Machine, effects: Vec<Effect>) -> Resul
                 Ok(())
             }
             Effect::Close(l) => {
-                io.close(*l, m.link() != Some(*l));
+                io.close(*l, !m.has_link(*l));
                 Ok(())
             }
             Effect::Announce(l, msg) => {
@@ -68,6 +70,10 @@ pub fn execute(io: &mut impl Io, m: &mut Machine, effects: Vec<Effect>) -> Resul
             }
             Effect::StartResync(r) => {
                 io.start_resync(*r);
+                Ok(())
+            }
+            Effect::CurrentId { link, current, not_sent_to } => {
+                io.current_id(*link, *current, not_sent_to);
                 Ok(())
             }
             Effect::Fence => {

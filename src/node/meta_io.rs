@@ -5,7 +5,7 @@
 use crate::meta::{self, Meta};
 
 use super::exchange::PeerBitmap;
-use super::machine::{BitmapOp, Durable};
+use super::machine::{BitmapOp, Durable, PeerId};
 use super::state::Disk;
 
 pub(super) fn disk_from_meta(d: meta::DiskState) -> Disk {
@@ -39,21 +39,34 @@ pub(super) fn persist_into(m: &mut Meta, d: &Durable) -> Result<(), crate::meta:
     f.al_clean = d.al_clean;
     f.crashed_primary = d.crashed_primary;
     m.set_flags(f);
+    for (p, id) in d.bitmap_ids.iter() {
+        m.set_bitmap_id_for(p.0, id)?;
+    }
     m.persist_header()
+}
+
+/// The bitmap slot of peer `p`. The runtime runs files of one slot only
+/// (it refuses more), so that slot is `p`'s whatever the id it records.
+fn slot(m: &mut Meta, p: PeerId) -> &mut crate::meta::Bitmap {
+    if m.bitmap_for(p.0).is_some() {
+        return m.bitmap_for_mut(p.0).expect("checked");
+    }
+    m.bitmap_mut()
 }
 
 /// One bitmap change; `peer` is the bitmap the peer sent at the handshake.
 pub(super) fn bitmap_into(m: &mut Meta, op: &BitmapOp, peer: Option<&PeerBitmap>) -> Result<(), crate::meta::MetaError> {
     match op {
-        BitmapOp::SetAll => {
-            m.bitmap_mut().set_all();
+        BitmapOp::SetAll(p) => {
+            slot(m, *p).set_all();
         }
-        BitmapOp::ClearAll => {
-            m.bitmap_mut().clear_all();
+        BitmapOp::ClearAll(p) => {
+            slot(m, *p).clear_all();
         }
-        BitmapOp::Mark(ranges) => {
+        BitmapOp::Mark(p, ranges) => {
+            let b = slot(m, *p);
             for &(off, len) in ranges {
-                let _ = m.bitmap_mut().set_range(off, len);
+                let _ = b.set_range(off, len);
             }
         }
         BitmapOp::MarkActivityLog => {
@@ -64,9 +77,9 @@ pub(super) fn bitmap_into(m: &mut Meta, op: &BitmapOp, peer: Option<&PeerBitmap>
             let n = m.mark_al_out_of_sync()?;
             tracing::warn!(bits = n, complete, active, last_seq, "this node was Primary and did not stop cleanly: the activity log's extents are marked out of sync");
         }
-        BitmapOp::UnionPeer => match peer {
+        BitmapOp::UnionPeer(slot_of) => match peer {
             Some(p) => {
-                if let Err(e) = p.union_into(m.bitmap_mut()) {
+                if let Err(e) = p.union_into(slot(m, *slot_of)) {
                     tracing::warn!("peer link: the peer's bitmap does not fit ours: {e}");
                 }
             }

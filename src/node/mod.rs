@@ -3,10 +3,12 @@
 //!
 //! # The heart
 //! - [`machine`]: the node's state machine, driven as
-//!   `step(event) -> Ready { effects, answer }`: role, disk, connection,
-//!   peer view, sync side and progress, the fencing freeze, the durable
-//!   header's content, the installed link's id, the divergence and
-//!   not-yet-flushed bookkeeping. No tokio, no locks, no clock. Its rules
+//!   `step(event) -> Ready { effects, answer }`: node-level role, disk,
+//!   the fencing freeze and the durable header's content, and per peer
+//!   (a map by node id; the runtime runs one) the connection, peer view,
+//!   sync side and progress, the installed link's id, the bitmap id, the
+//!   divergence and not-yet-flushed bookkeeping. No tokio, no locks, no
+//!   clock. Its rules
 //!   come from [`state`] (promotion, demotion), [`decide`] and [`genid`]
 //!   (the handshake's sync decision), all pure.
 //! - [`execute`]: the one executor of its effects, in the order it gives,

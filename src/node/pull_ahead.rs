@@ -27,7 +27,7 @@ pub async fn route(node: &Arc<Node>, link: Option<Arc<PeerLink>>, offset: u64, l
     let Some(l) = link.as_ref().filter(|_| pulls_ahead(node)) else { return Ok((link, false)) };
     let fill = l.in_flight_bytes();
     let extents = node.al.lock().await.in_use();
-    match node.step(Event::Sending { link: l.id(), offset, len, fill, extents }) {
+    match node.step(Event::Sending { peer: node.peer_id(), link: l.id(), offset, len, fill, extents }) {
         Ok(Answer::PullAhead(true)) => Ok((None, true)),
         Ok(_) => Ok((link, false)),
         Err(e) => Err(io::Error::other(e)),
@@ -40,7 +40,7 @@ pub fn acked(node: &Arc<Node>, link: &PeerLink) {
     if link.in_flight_bytes() != 0 || !pulls_ahead(node) || node.state().lag != Some(Lag::Ahead) {
         return;
     }
-    let _ = node.step(Event::Drained { link: link.id() });
+    let _ = node.step(Event::Drained { peer: node.peer_id(), link: link.id() });
 }
 
 /// The link a client's flush goes to. Ahead of its peer, a Primary does

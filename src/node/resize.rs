@@ -292,7 +292,7 @@ impl Node {
     /// becomes the source; a Secondary facing a Primary reconnects so that
     /// the Primary does).
     fn resync_new_area(self: &Arc<Self>, link: Arc<PeerLink>) {
-        if let Err(e) = self.step(super::machine::Event::ResyncNewArea { link: link.id() }) {
+        if let Err(e) = self.step(super::machine::Event::ResyncNewArea { peer: self.peer_id(), link: link.id() }) {
             tracing::error!("resync of the new area: {e}");
         }
     }

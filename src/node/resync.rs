@@ -58,7 +58,7 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let total = node.out_of_sync_bytes();
-    let _ = node.step(Event::ResyncBegun { total, now: node.now() });
+    let _ = node.step(Event::ResyncBegun { peer: node.peer_id(), total, now: node.now() });
     tracing::info!(total_bytes = total, csums, "resync started (this node is the source)");
     let state = super::session::state_frame(&node, start.confirmed);
     if link.send(state).await.is_err()
@@ -69,15 +69,15 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
         // link left up with no sync running would stay out of sync for
         // good; drop it, and the next session starts the sync again.
         tracing::warn!("resync start not confirmed by the peer; reconnecting");
-        let _ = node.step(Event::ResyncFailed { link: link.id() });
+        let _ = node.step(Event::ResyncFailed { peer: node.peer_id(), link: link.id() });
         return;
     }
-    match node.step(Event::ResyncConfirmed { link: link.id(), start }) {
+    match node.step(Event::ResyncConfirmed { peer: node.peer_id(), link: link.id(), start }) {
         Ok(Answer::Ok(_)) => {}
         Ok(_) => return,
         Err(e) => {
             tracing::error!("resync start: {e}; reconnecting");
-            let _ = node.step(Event::ResyncFailed { link: link.id() });
+            let _ = node.step(Event::ResyncFailed { peer: node.peer_id(), link: link.id() });
             return;
         }
     }
@@ -236,7 +236,7 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
         });
     }
     if link.closed.is_cancelled() {
-        let _ = node.step(Event::ResyncInterrupted);
+        let _ = node.step(Event::ResyncInterrupted { peer: node.peer_id() });
         tracing::warn!("resync interrupted; {} bytes still out of sync", node.out_of_sync_bytes());
         return;
     }
@@ -245,11 +245,11 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
     if link.request(|id| Message::Flush { id }).await.is_err() {
         node.mark_chunks_out_of_sync(&epoch);
         tracing::warn!("resync interrupted at the final flush; reconnecting");
-        let _ = node.step(Event::ResyncFailed { link: link.id() });
+        let _ = node.step(Event::ResyncFailed { peer: node.peer_id(), link: link.id() });
         return;
     }
     if link.send(Message::SyncDone).await.is_ok() {
-        if let Err(e) = node.step(Event::ResyncDone) {
+        if let Err(e) = node.step(Event::ResyncDone { peer: node.peer_id() }) {
             tracing::error!("resync finished, but {e}");
         }
         tracing::info!(

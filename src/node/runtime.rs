@@ -16,7 +16,7 @@ use crate::store::Store;
 
 use super::counters::AtomicCounters;
 use super::link::PeerLink;
-use super::machine::{Durable, Effect, LinkId, Machine, Settings};
+use super::machine::{Durable, Effect, LinkId, Machine, PeerId, Settings};
 use super::ranges::RangeLocks;
 use super::state::{Role, SyncSide};
 
@@ -165,6 +165,8 @@ impl Node {
             primary: flags.primary,
             al_clean: flags.al_clean,
             crashed_primary: flags.crashed_primary,
+            // One slot (more are refused above): its id is `ids.bitmap`.
+            bitmap_ids: Default::default(),
         };
         let settings = Settings {
             me_first: me.name < peer_cfg.name,
@@ -174,7 +176,10 @@ impl Node {
             pull_ahead: super::machine::Congestion::from_config(&cfg),
             quorum: cfg.witness.as_ref().map(|w| w.on_no_quorum),
         };
-        let (machine, effects) = Machine::start(settings, loaded, rand::random());
+        let (mut machine, effects) = Machine::start(settings, loaded, rand::random(), &[PeerId(peer_cfg.node_id)]);
+        for p in cfg.peers_of(&me.name) {
+            let _ = machine.step(super::machine::Event::PeerProtocol { peer: PeerId(p.node_id), protocol: p.protocol });
+        }
         // Only the header and the activity log's marks come out of a start.
         for e in effects {
             match e {
@@ -249,7 +254,7 @@ impl Node {
         // One look at the machine: role, link and quorum as of one moment.
         let (st, quorate, witness_up) = {
             let m = self.machine();
-            (m.state().clone(), m.quorate(), m.witness().is_some())
+            (m.state(), m.quorate(), m.witness().is_some())
         };
         let (peer_role, peer_disk) = match st.peer {
             Some(p) => (p.role.to_string(), p.disk.to_string()),

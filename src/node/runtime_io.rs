@@ -10,7 +10,7 @@ use super::events::Snapshot;
 use super::exchange::PeerBitmap;
 use super::execute::{Io, PersistError};
 use super::link::PeerLink;
-use super::machine::{BitmapOp, Durable, Event, LinkId, Machine, ResyncStart};
+use super::machine::{BitmapOp, Durable, Event, LinkId, Machine, PeerId, ResyncStart};
 use super::meta_io::{bitmap_into, persist_into};
 use super::runtime::Node;
 
@@ -112,6 +112,21 @@ impl Io for Exec<'_> {
                 self.node.tasks.spawn(super::resync::run_source(self.node.clone(), link, r));
             }
             None => tracing::warn!("resync not started: its link is gone"),
+        }
+    }
+
+    fn current_id(&mut self, id: LinkId, current: u64, not_sent_to: &[PeerId]) {
+        // Queued now, under the step that made the id, so it goes before
+        // every write made under it. A queue too full to take it at once
+        // would put it behind later writes: the link is closed instead
+        // (the peer resyncs what it missed, never marks the wrong slots).
+        // Only a machine with two peers emits it (three-node runtime: not
+        // yet, `Config::runtime_refusal`); the receiving side is not wired.
+        let Some(link) = self.installed(id) else { return };
+        let mask = not_sent_to.iter().filter(|p| p.0 < 64).fold(0u64, |m, p| m | 1 << p.0);
+        if link.try_send(Message::CurrentId { current_uuid: current, not_sent_to: mask }).is_err() {
+            tracing::warn!(?id, "peer link: the new current id could not be queued in order with the writes; closing the link");
+            link.close();
         }
     }
 

@@ -85,7 +85,7 @@ async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link
     let local = {
         let m = node.machine();
         let dirty = node.meta().bitmap().count();
-        m.local_side(dirty)
+        m.local_side(node.peer_id(), dirty)
     };
     // The peer's bitmap is kept only if the decision (made on the two State
     // frames alone, as in step 2) makes this node the sync source.
@@ -108,7 +108,7 @@ async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link
     // 2. Decide (the machine; a split brain or a refusal ends here).
     let peer = side_of(&peer_state);
     let nothing_marked = local.dirty_bits == 0 && peer.dirty_bits == 0;
-    let plan = match node.step(Event::Handshake { local, peer }) {
+    let plan = match node.step(Event::Handshake { peer: node.peer_id(), local, remote: peer }) {
         Ok(Answer::Decided(plan)) => plan,
         Ok(other) => {
             tracing::error!("internal: the handshake answered {other:?}");
@@ -150,7 +150,7 @@ async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link
     let (tx, rx) = mpsc::channel(queue);
     let plink = Arc::new(PeerLink::new(tx));
     plink.set_features(features);
-    let r = node.step_io(Event::Install { plan: plan.clone(), peer_ids: ids_of(&peer_state) }, Some(plink.clone()), Some(&peer_bitmap));
+    let r = node.step_io(Event::Install { peer: node.peer_id(), plan: plan.clone(), peer_ids: ids_of(&peer_state) }, Some(plink.clone()), Some(&peer_bitmap));
     if plink.id().0 != 0 {
         *installed = Some(plink.clone());
     }
@@ -170,7 +170,7 @@ async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link
     }
     // The link's first steps: disk states, the resync (a task, which sends
     // through the queue the writer below drains).
-    if let Err(e) = node.step(Event::Settle { link: id, plan }) {
+    if let Err(e) = node.step(Event::Settle { peer: node.peer_id(), link: id, plan }) {
         tracing::warn!("peer link: {e}; dropping it");
         return None;
     }

@@ -6,7 +6,7 @@ use std::sync::{Arc, MutexGuard};
 
 use super::execute::{execute, PersistError};
 use super::link::PeerLink;
-use super::machine::{Answer, Event, Machine, Millis, Unflushed};
+use super::machine::{Answer, Event, Machine, Millis, PeerId, Unflushed};
 use super::runtime::Node;
 use super::runtime_io::Exec;
 use super::state::{NodeState, Role};
@@ -40,9 +40,15 @@ impl Node {
         u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// The peer this daemon runs (two nodes: the one peer; the machine
+    /// names it by its node id). Takes no lock.
+    pub fn peer_id(&self) -> PeerId {
+        PeerId(self.peer_cfg.node_id)
+    }
+
     /// A copy of the role, disk, connection and peer view.
     pub fn state(&self) -> NodeState {
-        self.machine().state().clone()
+        self.machine().state()
     }
 
     pub fn gen_ids(&self) -> super::genid::GenIds {
@@ -50,7 +56,7 @@ impl Node {
     }
 
     pub fn peer_ids(&self) -> super::genid::GenIds {
-        self.machine().peer_ids()
+        self.machine().peer_ids(self.peer_id())
     }
 
     pub fn disk_failed(&self) -> bool {
@@ -62,7 +68,7 @@ impl Node {
     }
 
     pub fn discard_my_data(&self) -> bool {
-        self.machine().discard_my_data()
+        self.machine().discard_my_data(self.peer_id())
     }
 
     /// The live peer link, if connected.
@@ -100,18 +106,18 @@ impl Node {
     /// Err: the divergence could not be made durable; the write fails.
     pub fn note_peer_write(self: &Arc<Self>, link: &Arc<PeerLink>, offset: u64, len: u64) -> std::io::Result<()> {
         let open = !link.closed.is_cancelled();
-        self.step(Event::PeerWrote { link: link.id(), open, offset, len }).map(drop).map_err(std::io::Error::other)
+        self.step(Event::PeerWrote { peer: self.peer_id(), link: link.id(), open, offset, len }).map(drop).map_err(std::io::Error::other)
     }
 
     /// A request failed on `link` because it was lost: the loss counts now.
     pub fn count_loss(self: &Arc<Self>, link: &PeerLink) {
-        let _ = self.step(Event::WriteLost { link: link.id() });
+        let _ = self.step(Event::WriteLost { peer: self.peer_id(), link: link.id() });
     }
 
     /// A write the peer does not have is about to be acknowledged: marked,
     /// the divergence durable, writes frozen under resource-and-stonith.
     pub fn degraded(self: &Arc<Self>, offset: u64, len: u64) -> std::io::Result<()> {
-        match self.step(Event::Degraded { offset, len }) {
+        match self.step(Event::Degraded { peer: self.peer_id(), offset, len }) {
             Ok(Answer::Refused(_)) => Err(std::io::Error::from_raw_os_error(libc::EIO)),
             Ok(_) => Ok(()),
             Err(e) => Err(std::io::Error::other(e)),
@@ -120,12 +126,12 @@ impl Node {
 
     /// A flush was acknowledged without the peer: the divergence is durable first.
     pub fn ensure_diverged(self: &Arc<Self>) -> std::io::Result<()> {
-        self.step(Event::FlushAlone).map(drop).map_err(std::io::Error::other)
+        self.step(Event::FlushAlone { peer: self.peer_id() }).map(drop).map_err(std::io::Error::other)
     }
 
     /// Takes what was written since the last peer flush (a flush is about to cover it).
     pub fn take_unflushed(self: &Arc<Self>) -> Unflushed {
-        match self.step(Event::FlushBegins) {
+        match self.step(Event::FlushBegins { peer: self.peer_id() }) {
             Ok(Answer::Unflushed(u)) => u,
             _ => Unflushed::default(),
         }
@@ -161,7 +167,7 @@ impl Node {
         if let Some(l) = link {
             l.close();
         }
-        let _ = self.step(Event::LinkLost { link: link.map(|l| l.id()), clean });
+        let _ = self.step(Event::LinkLost { peer: self.peer_id(), link: link.map(|l| l.id()), clean });
     }
 
     /// Ends the link cleanly: this disk and the peer's are made durable,
@@ -199,7 +205,7 @@ impl Node {
 
     /// The running resync as `status` shows it.
     pub fn sync_status(&self) -> Option<control::SyncStatus> {
-        let s = self.machine().sync()?;
+        let s = self.machine().sync(self.peer_id())?;
         let ms = self.now().saturating_sub(s.started).max(1);
         let rate = s.done.saturating_mul(1000) / ms;
         let left = s.total.saturating_sub(s.done);
@@ -213,7 +219,7 @@ impl Node {
     }
 
     pub fn sync_progress(self: &Arc<Self>, bytes: u64) {
-        let _ = self.step(Event::ResyncProgress { bytes });
+        let _ = self.step(Event::ResyncProgress { peer: self.peer_id(), bytes });
     }
 
     /// Unit tests of the runtime connect a node to an mpsc "peer".

@@ -7,7 +7,9 @@
 
 pub use crate::vocab::state::{Connection, Disk, Lag, PeerView, Refused, Role, SyncSide};
 
-/// The decision-relevant state of one node.
+/// The decision-relevant state of one node toward one peer (the machine
+/// composes it from its node-level state and that peer's, see
+/// [`super::machine::Machine::state_toward`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeState {
     pub role: Role,
@@ -78,19 +80,6 @@ impl NodeState {
         Ok(())
     }
 
-    /// The peer was lost: forget its view; retry unless standalone.
-    pub fn on_peer_lost(&mut self) {
-        self.peer = None;
-        self.lag = None;
-        if self.syncing == Some(SyncSide::Target) {
-            self.disk = Disk::Inconsistent;
-        }
-        self.syncing = None;
-        if self.connection == Connection::Connected {
-            self.connection = Connection::Connecting;
-        }
-    }
-
     /// Whether NBD I/O is served: on a Primary, with its own disk or, once
     /// that failed and was detached, through an UpToDate peer.
     pub fn serves_io(&self) -> bool {
@@ -157,15 +146,5 @@ mod tests {
         assert!(s.check_demote(false, 1).is_err());
         assert!(s.check_demote(true, 1).is_ok());
         assert!(s.check_demote(false, 0).is_ok());
-    }
-
-    #[test]
-    fn losing_the_peer_mid_sync_leaves_target_inconsistent() {
-        let mut s = st(Disk::UpToDate, Some((Role::Primary, Disk::UpToDate)));
-        s.syncing = Some(SyncSide::Target);
-        s.on_peer_lost();
-        assert_eq!(s.disk, Disk::Inconsistent);
-        assert_eq!(s.connection, Connection::Connecting);
-        assert!(s.peer.is_none());
     }
 }

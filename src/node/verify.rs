@@ -121,7 +121,7 @@ impl Node {
         }
         self.verify_event("verify-end");
         if error.is_none() {
-            let _ = self.step(super::machine::Event::VerifyEnded { link: link.id(), mismatched: mismatched > 0 });
+            let _ = self.step(super::machine::Event::VerifyEnded { peer: self.peer_id(), link: link.id(), mismatched: mismatched > 0 });
         }
     }
 

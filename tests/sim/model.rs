@@ -21,7 +21,7 @@ use repd::meta::al_ring::{self, TX_SIZE};
 use repd::meta::ActivityLog;
 use repd::node::execute::{Io, PersistError};
 use repd::node::genid::GenIds;
-use repd::node::machine::{BitmapOp, Durable, LinkId, Machine, ResyncStart, SessionPlan, Unflushed};
+use repd::node::machine::{BitmapOp, Durable, LinkId, Machine, PeerId, ResyncStart, SessionPlan, Unflushed};
 use repd::node::state::Disk;
 use repd::repl::Message;
 
@@ -225,7 +225,7 @@ impl Node {
                 disk: vec![0; BLOCKS],
                 bm: vec![false; BLOCKS],
                 bm_disk: vec![false; BLOCKS],
-                hdr: Durable { ids: GenIds::just_created(), disk: Disk::Inconsistent, primary: false, al_clean: true, crashed_primary: false },
+                hdr: Durable { ids: GenIds::just_created(), disk: Disk::Inconsistent, primary: false, al_clean: true, crashed_primary: false, bitmap_ids: Default::default() },
                 ring: (0..ring_len).map(|_| Box::new([0u8; TX_SIZE])).collect(),
             },
             m: None,
@@ -335,13 +335,14 @@ impl Io for SimIo<'_> {
             return Ok(());
         }
         let s = &mut self.node.store;
+        // Two nodes: one peer, one bitmap slot (the ops name it).
         match op {
-            BitmapOp::SetAll => {
+            BitmapOp::SetAll(_) => {
                 s.bm.iter_mut().for_each(|b| *b = true);
                 self.node.full_next = true;
             }
-            BitmapOp::ClearAll => s.bm.iter_mut().for_each(|b| *b = false),
-            BitmapOp::Mark(ranges) => {
+            BitmapOp::ClearAll(_) => s.bm.iter_mut().for_each(|b| *b = false),
+            BitmapOp::Mark(_, ranges) => {
                 let before = s.dirty();
                 for &(off, len) in ranges {
                     s.mark(off, len);
@@ -371,7 +372,7 @@ impl Io for SimIo<'_> {
                     s.bm_disk.clone_from(&s.bm);
                 }
             }
-            BitmapOp::UnionPeer => {
+            BitmapOp::UnionPeer(_) => {
                 let peer = self.node.sess.as_ref().map(|x| x.peer_bm.clone()).unwrap_or_default();
                 for (b, p) in s.bm.iter_mut().zip(peer) {
                     *b |= p;
@@ -418,6 +419,11 @@ impl Io for SimIo<'_> {
         let bound = if full { BLOCKS as u64 } else { self.node.sess.as_ref().map_or(0, |s| s.union).max(self.node.store.dirty()) };
         let risk_upto = self.node.ahead_acks;
         self.node.src = Some(Source { r, phase: SourcePhase::Start, inflight: BTreeMap::new(), copies: 0, bound, risk_upto });
+    }
+
+    fn current_id(&mut self, _link: LinkId, _current: u64, _not_sent_to: &[PeerId]) {
+        // Two nodes: a machine with one peer never tells another one.
+        panic!("CurrentId from a two-node machine");
     }
 
     fn fence(&mut self, _m: &Machine) {

@@ -3,8 +3,8 @@
 //! first; a refusal changes nothing.
 
 use super::super::genid::GenIds;
-use super::super::state::{Connection, Disk, Role};
-use super::{Answer, BitmapOp, Effect, LinkId, Machine, PeerAnswer};
+use super::super::state::{Connection, Disk, Lag, Role};
+use super::{Answer, BitmapOp, Effect, LinkId, Machine, PeerAnswer, PeerId, Promotion};
 
 /// A promotion asks the peer again when the link changed meanwhile, this often.
 const PROMOTE_TRIES: u32 = 10;
@@ -13,61 +13,81 @@ impl Machine {
     /// `repctl primary [--force]`. While connected, the peer must agree
     /// first (two Primaries at once cannot happen while connected).
     pub(super) fn promote(&mut self, force: bool) -> Answer {
-        if self.st.role == Role::Primary {
+        if self.role == Role::Primary {
             return Answer::Ok("already primary".into());
         }
-        if let Err(e) = self.st.check_promote(force) {
+        if let Err(e) = self.check_promote(force) {
             return Answer::Refused(e.0);
         }
         if let Some(why) = self.quorum_refusal() {
             return Answer::Refused(why);
         }
+        if let Some(stale) = self.async_only_staleness() {
+            if !force {
+                return Answer::Refused(format!("every connection of this node is protocol A (asynchronous): {stale}; use --force to promote it anyway"));
+            }
+            tracing::warn!("forced promotion of a node whose every connection is protocol A: {stale}");
+        }
         self.witness_granted = false;
         if self.asks_witness() {
-            self.promoting = Some(1);
+            self.promoting = Some(Promotion { tries: 1, ..Promotion::default() });
             return Answer::AskWitness;
         }
-        match self.link {
-            Some(l) => {
-                self.promoting = Some(1);
-                Answer::AskPeer(l)
-            }
-            None => self.commit_promote(force, false),
-        }
+        self.ask_peers(force, 1)
     }
 
-    /// The peer answered the role request asked on `asked` (None: nobody
-    /// was asked). The rules are checked again on the state as it is now,
-    /// and a link that came up since the question means asking again.
-    pub(super) fn promote_answered(&mut self, force: bool, asked: Option<LinkId>, answer: PeerAnswer) -> Answer {
-        let tries = self.promoting.take().unwrap_or(0);
-        let lost = matches!(answer, PeerAnswer::Lost);
-        match answer {
-            PeerAnswer::Granted => {}
-            PeerAnswer::Refused => {
-                self.announce();
-                return Answer::Refused("the peer is Primary or is being promoted; demote it first".into());
-            }
-            PeerAnswer::Lost => tracing::warn!("peer link lost during promotion; promoting alone"),
+    /// Asks every connected peer (round `tries`), or promotes at once when
+    /// none is connected.
+    pub(super) fn ask_peers(&mut self, force: bool, tries: u32) -> Answer {
+        let links = self.links();
+        if links.is_empty() {
+            self.promoting = None;
+            return self.commit_promote(force, false);
         }
-        if let Err(e) = self.st.check_promote(force) {
+        self.promoting = Some(Promotion { tries, waiting: links.iter().copied().collect(), answers: Vec::new() });
+        Answer::AskPeers(links)
+    }
+
+    /// A peer answered the role request asked on `asked` (None: nobody
+    /// was asked). Once every asked peer answered, the promotion goes on
+    /// only if each granted: the rules are checked again on the state as
+    /// it is now, and a link that came up since the question is asked in
+    /// another round.
+    pub(super) fn promote_answered(&mut self, force: bool, asked: Option<LinkId>, answer: PeerAnswer) -> Answer {
+        let mut pr = self.promoting.take().unwrap_or_default();
+        if let Some(l) = asked {
+            pr.waiting.remove(&l);
+        }
+        pr.answers.push((asked, answer));
+        if !pr.waiting.is_empty() {
+            self.promoting = Some(pr);
+            return Answer::None;
+        }
+        if pr.answers.iter().any(|(_, a)| *a == PeerAnswer::Refused) {
+            self.announce();
+            return Answer::Refused("the peer is Primary or is being promoted; demote it first".into());
+        }
+        if pr.answers.iter().any(|(_, a)| *a == PeerAnswer::Lost) {
+            tracing::warn!("peer link lost during promotion; promoting alone");
+        }
+        if let Err(e) = self.check_promote(force) {
             self.announce();
             return Answer::Refused(e.0);
         }
-        let asked_this = match (asked, self.link) {
-            (_, None) => true,
-            (Some(a), Some(b)) => a == b,
-            (None, Some(_)) => false,
-        };
-        if !asked_this {
-            if tries >= PROMOTE_TRIES {
+        let links = self.links();
+        let answered = |l: &LinkId| pr.answers.iter().any(|(a, _)| *a == Some(*l));
+        let unasked: Vec<LinkId> = links.iter().copied().filter(|l| !answered(l)).collect();
+        if !unasked.is_empty() {
+            if pr.tries >= PROMOTE_TRIES {
                 return Answer::Refused("the peer link keeps changing; try again".into());
             }
-            self.promoting = Some(tries + 1);
-            return Answer::AskPeer(self.link.expect("checked above"));
+            // The grants on links still up hold; the new links are asked.
+            pr.answers.retain(|(a, ans)| *ans == PeerAnswer::Granted && a.is_some_and(|l| links.contains(&l)));
+            self.promoting = Some(Promotion { tries: pr.tries + 1, waiting: unasked.iter().copied().collect(), answers: pr.answers });
+            return Answer::AskPeers(unasked);
         }
-        let connected = self.link.is_some();
-        if !connected || lost {
+        let granted_here = links.iter().any(|l| pr.answers.iter().any(|(a, ans)| *a == Some(*l) && *ans == PeerAnswer::Granted));
+        if !granted_here {
             // Quorum: the peer was lost during the promotion (its link may
             // not be seen dead yet), which now goes on alone: it needs
             // quorum now, and the witness's grant.
@@ -76,20 +96,21 @@ impl Machine {
                 return Answer::Refused(why);
             }
         }
-        self.commit_promote(force, connected)
+        self.commit_promote(force, !links.is_empty())
     }
 
     pub(super) fn commit_promote(&mut self, force: bool, connected: bool) -> Answer {
-        self.st.role = Role::Primary;
-        let forced = force && self.st.disk != Disk::UpToDate;
+        self.role = Role::Primary;
+        let forced = force && self.disk != Disk::UpToDate;
         if forced {
-            tracing::warn!(was = %self.st.disk, "forced promotion: this node's data is declared authoritative");
+            tracing::warn!(was = %self.disk, "forced promotion: this node's data is declared authoritative");
         }
         // A node that becomes Primary while disconnected (or by force)
         // starts a new generation.
         if !connected || forced {
             let r = self.random();
-            self.dur.ids.new_current_from(true, r);
+            let all: Vec<PeerId> = self.peers.keys().copied().collect();
+            self.new_current_without(&all, r);
         } else {
             self.dur.ids.set_primary_bit(true);
         }
@@ -98,7 +119,7 @@ impl Machine {
         self.persist();
         // Forced, or promoted against a peer with older data: this data is
         // current now.
-        if forced || self.st.disk == Disk::Consistent {
+        if forced || self.disk == Disk::Consistent {
             self.set_disk(Disk::UpToDate);
         }
         tracing::info!("role: primary");
@@ -109,35 +130,75 @@ impl Machine {
         Answer::Ok("primary".into())
     }
 
-    /// After a forced promotion while connected to a peer without usable
-    /// data: copy everything to it (holes skipped).
+    /// After a forced promotion while connected to peers without usable
+    /// data: copy everything to each (holes skipped).
     fn start_initial_sync(&mut self) {
-        let Some(link) = self.link else { return };
-        let peer_incomplete = self.st.peer.is_some_and(|p| !p.disk.is_complete());
-        if self.st.syncing.is_some() || self.st.disk != Disk::UpToDate || !peer_incomplete {
-            return;
+        let to: Vec<(PeerId, LinkId)> = self
+            .peers
+            .values()
+            .filter(|p| p.syncing.is_none() && p.view.is_some_and(|v| !v.disk.is_complete()))
+            .filter_map(|p| Some((p.id, p.link?)))
+            .collect();
+        for (peer, link) in to {
+            if self.disk != Disk::UpToDate {
+                return;
+            }
+            tracing::warn!("full sync to the peer: its disk has no usable base (holes are skipped)");
+            self.begin_resync(peer, link, true, false);
         }
-        tracing::warn!("full sync to the peer: its disk has no usable base (holes are skipped)");
-        self.begin_resync(link, true, false);
     }
 
-    /// The peer asks to become Primary: granted unless this node is Primary
-    /// or is promoting itself and wins the tie (its name sorts first).
-    pub(super) fn role_requested(&mut self) -> bool {
-        if self.st.role == Role::Primary {
+    /// Three nodes or more, every connection protocol A (gamma, the far
+    /// replica): how stale this node may be, as far as the machine knows
+    /// (the last Primary, its link, and whether writes went on without
+    /// this node). None: a synchronous connection exists, or two nodes.
+    /// TODO: the out-of-sync bytes toward the last Primary and when it
+    /// was last heard from need the runtime's bitmap and clock.
+    pub(super) fn async_only_staleness(&self) -> Option<String> {
+        if self.peers.len() < 2 || self.peers.values().any(|p| p.protocol != crate::config::Protocol::A) {
+            return None;
+        }
+        let Some(last) = self.last_primary.and_then(|p| self.peers.get(&p)) else {
+            return Some("it may lack what a Primary acknowledged; no Primary was seen since this node started".into());
+        };
+        let link = if last.link.is_some() { "connected" } else { "not connected" };
+        let diverged = if self.bitmap_id(last.id) != 0 { ", and the data differ since a new generation" } else { "" };
+        Some(format!("it may lack writes {} acknowledged (last Primary seen; {link}{diverged})", last.id))
+    }
+
+    /// The promotion rules ([`crate::node::state`]) toward every peer
+    /// (none: on the node alone).
+    pub(super) fn check_promote(&self, force: bool) -> Result<(), crate::node::state::Refused> {
+        if self.peers.is_empty() {
+            return self.state().check_promote(force);
+        }
+        self.peers.keys().filter_map(|&p| self.state_toward(p)).try_for_each(|st| st.check_promote(force))
+    }
+
+    /// The peer asks to become Primary: granted unless this node is Primary,
+    /// sees another peer Primary (it relays it), or is promoting itself and
+    /// wins the tie (its name sorts first).
+    pub(super) fn role_requested(&mut self, peer: PeerId) -> bool {
+        if self.role == Role::Primary {
+            return false;
+        }
+        if self.peers.values().any(|p| p.id != peer && p.view.is_some_and(|v| v.role == Role::Primary)) {
+            return false;
+        }
+        if self.relayed_primary(Some(peer)).is_some() {
             return false;
         }
         if self.promoting.is_some() && self.settings.me_first {
             return false;
         }
-        if self.st.lag == Some(super::super::state::Lag::Ahead) {
+        if self.p(peer).lag == Some(Lag::Ahead) {
             // Ahead (protocol A's pull-ahead, even demoted since): the peer
             // lacks writes this node acknowledged until the resync that
             // follows the drain.
             return false;
         }
-        if let Some(p) = self.st.peer.as_mut() {
-            p.role = Role::Primary;
+        if let Some(v) = self.pm(peer).view.as_mut() {
+            v.role = Role::Primary;
         }
         true
     }
@@ -145,13 +206,13 @@ impl Machine {
     /// `repctl secondary [--force]`: I/O stops at once (clients dropped,
     /// frozen writes fail); the rest follows once the writes drained.
     pub(super) fn demote(&mut self, force: bool, clients: usize) -> Answer {
-        if self.st.role == Role::Secondary {
+        if self.role == Role::Secondary {
             return Answer::Ok("already secondary".into());
         }
-        if let Err(e) = self.st.check_demote(force, clients) {
+        if let Err(e) = self.state().check_demote(force, clients) {
             return Answer::Refused(e.0);
         }
-        self.st.role = Role::Secondary;
+        self.role = Role::Secondary;
         self.out.push(Effect::Thaw);
         self.out.push(Effect::DropClients);
         Answer::Drain
@@ -170,39 +231,47 @@ impl Machine {
         Answer::Ok("secondary".into())
     }
 
-    /// `repctl disconnect`: standalone; a live link ends with a goodbye.
+    /// `repctl disconnect`: standalone toward every peer; a live link ends
+    /// with a goodbye. TODO(three nodes): a goodbye on each live link (the
+    /// answer names the first).
     pub(super) fn disconnect(&mut self) -> Answer {
-        self.st.connection = Connection::Standalone;
+        for p in self.peers.values_mut() {
+            p.connection = Connection::Standalone;
+        }
         self.out.push(Effect::Changed);
-        match self.link {
-            Some(l) => Answer::Goodbye(l),
+        match self.links().first() {
+            Some(&l) => Answer::Goodbye(l),
             None => Answer::Ok("standalone".into()),
         }
     }
 
     /// `repctl connect [--discard-my-data]`.
     pub(super) fn connect(&mut self, discard_my_data: bool) -> Answer {
-        if discard_my_data && self.st.role == Role::Primary {
+        if discard_my_data && self.role == Role::Primary {
             return Answer::Refused("a Primary cannot discard its data; demote it first".into());
         }
         // The flag belongs to this connect: a plain `connect` withdraws an
         // earlier `--discard-my-data` (else both sides could end up holding
         // it, and a split brain neither side will win stays for good).
-        self.discard_my_data = discard_my_data;
+        for p in self.peers.values_mut() {
+            p.discard_my_data = discard_my_data;
+        }
         // The operator declared this node's data the one to drop: until the
         // resync replaces it, it must not be promoted as if current (found by
         // the simulation: a manager promoted the discarding node while the
         // link was down, and the survivor's acknowledged writes were gone).
         // Outdated needs `--force` to promote, as DRBD's outdated disks do.
-        if discard_my_data && self.st.disk.is_complete() && self.st.disk != Disk::Outdated {
+        if discard_my_data && self.disk.is_complete() && self.disk != Disk::Outdated {
             tracing::warn!("--discard-my-data: this node's data is outdated until the resync from the peer replaces it");
             self.set_disk(Disk::Outdated);
         }
-        if self.st.connection == Connection::Standalone {
-            self.st.connection = Connection::Connecting;
-        }
         // A new attempt: if the split brain persists, the next session says so again.
-        self.st.split_brain = false;
+        for p in self.peers.values_mut() {
+            if p.connection == Connection::Standalone {
+                p.connection = Connection::Connecting;
+            }
+            p.split_brain = false;
+        }
         self.out.push(Effect::Changed);
         Answer::Ok("connecting".into())
     }
@@ -211,28 +280,34 @@ impl Machine {
     /// connection fully resyncs from the peer (the link is dropped so the
     /// sync decision runs again).
     pub(super) fn invalidate(&mut self) -> Answer {
-        if self.st.role == Role::Primary {
+        if self.role == Role::Primary {
             return Answer::Refused("a Primary cannot invalidate its data; demote it first".into());
         }
-        if self.st.syncing.is_some() {
+        if self.peers.values().any(|p| p.syncing.is_some()) {
             return Answer::Refused("a resync is running; wait for it to finish".into());
         }
-        self.out.push(Effect::Bitmap(BitmapOp::SetAll));
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for p in ids {
+            self.out.push(Effect::Bitmap(BitmapOp::SetAll(p)));
+        }
         self.out.push(Effect::Bitmap(BitmapOp::Flush));
         self.dur.ids = GenIds::just_created();
+        self.dur.bitmap_ids = super::MoreBitmapIds::default();
         self.set_disk(Disk::Inconsistent);
         tracing::warn!("local data invalidated: a full resync from the peer follows");
-        if let Some(l) = self.link {
+        for l in self.links() {
             self.out.push(Effect::Close(l));
         }
         self.out.push(Effect::Changed);
         Answer::Ok("invalidated".into())
     }
 
-    /// `repctl verify`: on the live link, not during a resync.
+    /// `repctl verify`: on the live link (the first peer's), not during a
+    /// resync with that peer.
     pub(super) fn verify_asked(&mut self) -> Answer {
-        let Some(l) = self.link else { return Answer::Refused("not connected to the peer".into()) };
-        if self.st.syncing.is_some() {
+        let Some(p) = self.peers.values().find(|p| p.link.is_some()) else { return Answer::Refused("not connected to the peer".into()) };
+        let l = p.link.expect("found connected");
+        if p.syncing.is_some() {
             return Answer::Refused("a resync is running; verify after it finished".into());
         }
         Answer::Verify(l)
@@ -241,16 +316,18 @@ impl Machine {
     /// A verify found differences (marked out of sync): the Primary's side
     /// resyncs them, by checksum. A Secondary drops the link so that its
     /// Primary does so at the next handshake.
-    pub(super) fn verify_ended(&mut self, link: LinkId, mismatched: bool) -> Answer {
+    pub(super) fn verify_ended(&mut self, peer: PeerId, link: LinkId, mismatched: bool) -> Answer {
         if !mismatched {
             return Answer::None;
         }
-        let peer_primary = self.st.peer.is_some_and(|p| p.role == Role::Primary);
-        if self.st.role == Role::Secondary && peer_primary {
+        let p = self.p(peer);
+        let peer_primary = p.view.is_some_and(|v| v.role == Role::Primary);
+        let may_source = p.syncing.is_none() && p.link == Some(link);
+        if self.role == Role::Secondary && peer_primary {
             tracing::warn!("verify: reconnecting so that the Primary resyncs what differs");
             self.out.push(Effect::Close(link));
-        } else if self.st.disk == Disk::UpToDate && self.st.syncing.is_none() && self.link == Some(link) {
-            self.begin_resync(link, false, true);
+        } else if self.disk == Disk::UpToDate && may_source {
+            self.begin_resync(peer, link, false, true);
         }
         Answer::None
     }

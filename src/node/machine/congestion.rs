@@ -22,30 +22,30 @@
 //! Only an UpToDate, connected Primary that is not resyncing goes Ahead.
 
 use super::super::state::{Connection, Disk, Lag, Role};
-use super::{Answer, BitmapOp, Effect, LinkId, Machine};
+use super::{Answer, BitmapOp, Effect, LinkId, Machine, PeerId};
 
 impl Machine {
     /// A write of `[offset, offset+len)` is about to be sent on `link`.
-    pub(super) fn sending(&mut self, link: LinkId, offset: u64, len: u64, fill: u64, extents: u32) -> Answer {
+    pub(super) fn sending(&mut self, peer: PeerId, link: LinkId, offset: u64, len: u64, fill: u64, extents: u32) -> Answer {
         let Some(limits) = self.settings.pull_ahead else { return Answer::PullAhead(false) };
-        if self.link != Some(link) {
+        if self.p(peer).link != Some(link) {
             return Answer::PullAhead(false);
         }
-        if self.st.lag == Some(Lag::Ahead) {
+        if self.p(peer).lag == Some(Lag::Ahead) {
             if fill == 0 {
                 // Nothing in flight: the link caught up; this write is
                 // mirrored while the resync runs.
-                self.drained(link);
+                self.drained(peer, link);
                 return Answer::PullAhead(false);
             }
-            self.pulled_ahead(offset, len);
+            self.pulled_ahead(peer, offset, len);
             return Answer::PullAhead(true);
         }
         let by_fill = limits.fill > 0 && fill >= limits.fill;
         let by_extents = limits.extents > 0 && extents >= limits.extents;
         // Nothing in flight: nothing would drain, and the link is not what
         // is slow (the extents hold local writes).
-        if fill == 0 || !(by_fill || by_extents) || !self.may_pull_ahead() {
+        if fill == 0 || !(by_fill || by_extents) || !self.may_pull_ahead(peer) {
             return Answer::PullAhead(false);
         }
         if by_fill {
@@ -53,63 +53,67 @@ impl Machine {
         } else {
             tracing::warn!(extents, limit = limits.extents, "congestion_extents reached: Ahead of the peer (writes are marked out of sync, resynced when the link catches up)");
         }
-        self.st.lag = Some(Lag::Ahead);
+        let p = self.pm(peer);
+        p.lag = Some(Lag::Ahead);
         // Writes the peer lacks are acknowledged from now on: a new current
         // id before the first (see `ensure_diverged`).
-        self.losses += 1;
+        p.losses += 1;
         self.announce();
-        self.pulled_ahead(offset, len);
+        self.pulled_ahead(peer, offset, len);
         Answer::PullAhead(true)
     }
 
-    fn may_pull_ahead(&self) -> bool {
-        self.st.role == Role::Primary
-            && self.st.disk == Disk::UpToDate
-            && self.st.connection == Connection::Connected
-            && self.st.syncing.is_none()
-            && self.st.peer.is_some_and(|p| p.role == Role::Secondary)
+    fn may_pull_ahead(&self, peer: PeerId) -> bool {
+        let p = self.p(peer);
+        self.role == Role::Primary
+            && self.disk == Disk::UpToDate
+            && p.connection == Connection::Connected
+            && p.syncing.is_none()
+            && p.view.is_some_and(|v| v.role == Role::Secondary)
             && !self.frozen
     }
 
     /// A write not sent: marked, the divergence durable.
-    fn pulled_ahead(&mut self, offset: u64, len: u64) {
-        self.out.push(Effect::Bitmap(BitmapOp::Mark(vec![(offset, len)])));
-        self.ensure_diverged();
+    fn pulled_ahead(&mut self, peer: PeerId, offset: u64, len: u64) {
+        self.out.push(Effect::Bitmap(BitmapOp::Mark(peer, vec![(offset, len)])));
+        self.ensure_diverged(peer);
     }
 
     /// The link drained while Ahead: resync what was marked meanwhile.
-    pub(super) fn drained(&mut self, link: LinkId) -> Answer {
-        if self.st.lag != Some(Lag::Ahead) || self.link != Some(link) {
+    pub(super) fn drained(&mut self, peer: PeerId, link: LinkId) -> Answer {
+        let p = self.pm(peer);
+        if p.lag != Some(Lag::Ahead) || p.link != Some(link) {
             return Answer::None;
         }
-        self.st.lag = None;
+        p.lag = None;
         self.announce();
-        if self.st.disk != Disk::UpToDate || self.st.syncing.is_some() {
+        if self.disk != Disk::UpToDate || self.p(peer).syncing.is_some() {
             // The disk failed meanwhile: the next handshake decides.
-            tracing::warn!(disk = %self.st.disk, "the peer caught up, but this disk cannot be a resync source now: reconnecting");
+            tracing::warn!(disk = %self.disk, "the peer caught up, but this disk cannot be a resync source now: reconnecting");
             self.out.push(Effect::Close(link));
             return Answer::None;
         }
         tracing::info!("the peer link caught up: resyncing the blocks written while Ahead");
-        self.begin_resync(link, false, false);
+        self.begin_resync(peer, link, false, false);
         Answer::None
     }
 
     /// The peer said it is Ahead of this node (or no longer).
-    pub(super) fn peer_ahead(&mut self, ahead: bool) -> Answer {
+    pub(super) fn peer_ahead(&mut self, peer: PeerId, ahead: bool) -> Answer {
+        let p = self.pm(peer);
         if !ahead {
-            if self.st.lag == Some(Lag::Behind) {
-                self.st.lag = None;
+            if p.lag == Some(Lag::Behind) {
+                p.lag = None;
                 self.out.push(Effect::Changed);
             }
             return Answer::None;
         }
-        if self.st.lag == Some(Lag::Behind) || self.link.is_none() || self.st.role != Role::Secondary {
+        if p.lag == Some(Lag::Behind) || p.link.is_none() || self.role != Role::Secondary {
             return Answer::None;
         }
         tracing::warn!("the peer is Ahead (its link to this node is congested): Behind, this disk is Outdated until the resync that follows");
-        self.st.lag = Some(Lag::Behind);
-        if matches!(self.st.disk, Disk::UpToDate | Disk::Consistent) {
+        self.pm(peer).lag = Some(Lag::Behind);
+        if matches!(self.disk, Disk::UpToDate | Disk::Consistent) {
             self.set_disk(Disk::Outdated);
         }
         self.out.push(Effect::Changed);

@@ -16,7 +16,7 @@ fn pulling_primary() -> (Machine, LinkId) {
 }
 
 fn sending(m: &mut Machine, link: LinkId, offset: u64, fill: u64, extents: u32) -> Ready {
-    m.step(Event::Sending { link, offset, len: 4096, fill, extents })
+    m.step(Event::Sending { peer: P, link, offset, len: 4096, fill, extents })
 }
 
 fn announced_flags(r: &Ready) -> Vec<u64> {
@@ -54,7 +54,7 @@ fn at_the_fill_limit_the_primary_goes_ahead_and_marks_instead_of_sending() {
     assert_eq!(r.answer, Answer::PullAhead(true));
     assert_eq!(m.state().lag, Some(Lag::Ahead));
     assert_eq!(announced_flags(&r), [crate::repl::types::STATE_AHEAD]);
-    let mark = position(&r, |e| *e == Effect::Bitmap(BitmapOp::Mark(vec![(8192, 4096)])));
+    let mark = position(&r, |e| *e == Effect::Bitmap(BitmapOp::Mark(P, vec![(8192, 4096)])));
     let p = persisted(&r);
     assert_eq!(p.len(), 1, "one new current id: {p:?}");
     assert_ne!(p[0].ids.current & !1, before.current & !1, "the ids still match the peer's");
@@ -65,7 +65,7 @@ fn at_the_fill_limit_the_primary_goes_ahead_and_marks_instead_of_sending() {
     // The next write is marked, whatever the link measures now, without a new id.
     let r = sending(&mut m, link, 65536, 4096, 0);
     assert_eq!(r.answer, Answer::PullAhead(true));
-    assert_eq!(r.effects, [Effect::Bitmap(BitmapOp::Mark(vec![(65536, 4096)]))]);
+    assert_eq!(r.effects, [Effect::Bitmap(BitmapOp::Mark(P, vec![(65536, 4096)]))]);
 }
 
 #[test]
@@ -77,7 +77,7 @@ fn at_the_extents_limit_too_with_something_in_flight() {
     assert_eq!(m.state().lag, Some(Lag::Ahead));
     // The peer's promotion is refused while Ahead, even after a demotion.
     m.set_for_test(Role::Secondary, Disk::UpToDate);
-    assert_eq!(m.step(Event::RoleRequested).answer, Answer::Granted(false));
+    assert_eq!(m.step(Event::RoleRequested { peer: P }).answer, Answer::Granted(false));
 }
 
 /// Only an UpToDate, connected, not resyncing Primary goes Ahead; a write
@@ -87,7 +87,7 @@ fn only_an_uptodate_primary_not_resyncing_goes_ahead() {
     let (mut m, link) = pulling_primary();
     assert_eq!(sending(&mut m, LinkId(link.0 + 1), 0, 1 << 30, 0).answer, Answer::PullAhead(false));
     let mut resyncing = m.clone();
-    resyncing.st.syncing = Some(SyncSide::Source);
+    resyncing.pm(P).syncing = Some(SyncSide::Source);
     assert_eq!(sending(&mut resyncing, link, 0, 1 << 30, 0).answer, Answer::PullAhead(false));
     let mut secondary = m.clone();
     secondary.set_for_test(Role::Secondary, Disk::UpToDate);
@@ -101,18 +101,18 @@ fn only_an_uptodate_primary_not_resyncing_goes_ahead() {
 fn the_drained_link_ends_ahead_with_a_resync_of_the_marked_blocks() {
     let (mut m, link) = pulling_primary();
     sending(&mut m, link, 0, 1 << 20, 0);
-    assert_eq!(m.step(Event::Drained { link: LinkId(link.0 + 1) }).effects, [], "another link's drain");
-    let r = m.step(Event::Drained { link });
+    assert_eq!(m.step(Event::Drained { peer: P, link: LinkId(link.0 + 1) }).effects, [], "another link's drain");
+    let r = m.step(Event::Drained { peer: P, link });
     assert_eq!(m.state().lag, None);
     assert_eq!(announced_flags(&r), [0]);
     let start = position(&r, |e| matches!(e, Effect::StartResync(s) if s.link == link && !s.csums));
     assert!(position(&r, |e| matches!(e, Effect::Persist(_))) < start);
     assert_eq!(m.state().syncing, Some(SyncSide::Source));
     // A second drain (another ack) changes nothing.
-    assert_eq!(m.step(Event::Drained { link }).effects, []);
+    assert_eq!(m.step(Event::Drained { peer: P, link }).effects, []);
     // Writes during the resync are mirrored.
     assert_eq!(sending(&mut m, link, 0, 1 << 30, 0).answer, Answer::PullAhead(false));
-    m.step(Event::ResyncDone);
+    m.step(Event::ResyncDone { peer: P });
     assert_eq!(m.state().peer.map(|p| p.disk), Some(Disk::UpToDate));
 }
 
@@ -123,8 +123,8 @@ fn the_drained_link_ends_ahead_with_a_resync_of_the_marked_blocks() {
 fn during_the_catch_up_resync_writes_are_sent_even_when_congested() {
     let (mut m, link) = pulling_primary();
     sending(&mut m, link, 0, 1 << 20, 0);
-    m.step(Event::Drained { link });
-    m.step(Event::PeerUpdate { role: Role::Secondary, disk: Disk::Inconsistent });
+    m.step(Event::Drained { peer: P, link });
+    m.step(Event::PeerUpdate { peer: P, role: Role::Secondary, disk: Disk::Inconsistent });
     let r = sending(&mut m, link, 8192, 1 << 30, 64);
     assert_eq!((r.answer, r.effects), (Answer::PullAhead(false), vec![]));
     assert_eq!((m.state().lag, m.state().syncing), (None, Some(SyncSide::Source)));
@@ -147,9 +147,9 @@ fn a_write_finding_the_link_empty_ends_ahead_and_is_sent() {
 fn losing_the_link_ends_ahead() {
     let (mut m, link) = pulling_primary();
     sending(&mut m, link, 0, 1 << 20, 0);
-    m.step(Event::LinkLost { link: Some(link), clean: false });
+    m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
     assert_eq!((m.state().lag, m.state().connection), (None, Connection::Connecting));
-    assert_eq!(m.step(Event::Drained { link }).effects, []);
+    assert_eq!(m.step(Event::Drained { peer: P, link }).effects, []);
 }
 
 /// The Secondary told its peer is Ahead: Behind, its disk Outdated
@@ -160,22 +160,22 @@ fn a_secondary_whose_peer_is_ahead_is_behind_and_outdated() {
     let mut m = node(Disk::UpToDate);
     connect(&mut m, peer(Role::Primary, Disk::UpToDate, IDS));
     assert_eq!(m.state().disk, Disk::UpToDate);
-    let r = m.step(Event::PeerAhead { ahead: true });
+    let r = m.step(Event::PeerAhead { peer: P, ahead: true });
     assert_eq!(m.state().lag, Some(Lag::Behind));
     assert_eq!(m.state().disk, Disk::Outdated);
     assert_eq!(persisted(&r).last().map(|d| d.disk), Some(Disk::Outdated));
     assert!(has(&r, |e| matches!(e, Effect::Announce(_, Message::StateUpdate { .. }))));
     assert!(m.state().check_promote(false).is_err(), "a Behind node is promotable");
-    assert_eq!(m.step(Event::PeerAhead { ahead: true }).effects, [], "told twice");
-    let r = m.step(Event::PeerAhead { ahead: false });
+    assert_eq!(m.step(Event::PeerAhead { peer: P, ahead: true }).effects, [], "told twice");
+    let r = m.step(Event::PeerAhead { peer: P, ahead: false });
     assert_eq!(r.effects, [Effect::Changed]);
     assert_eq!((m.state().lag, m.state().disk), (None, Disk::Outdated));
     // The resync that follows makes it UpToDate.
-    m.step(Event::SyncStartReceived { source_uuid: 0x2000, total: 4096, now: 0 });
-    m.step(Event::SyncDoneFlushed);
+    m.step(Event::SyncStartReceived { peer: P, source_uuid: 0x2000, total: 4096, now: 0 });
+    m.step(Event::SyncDoneFlushed { peer: P });
     assert_eq!(m.state().disk, Disk::UpToDate);
     // Not connected, or Primary: no Behind.
     let mut alone = alone();
-    assert_eq!(alone.step(Event::PeerAhead { ahead: true }).effects, []);
+    assert_eq!(alone.step(Event::PeerAhead { peer: P, ahead: true }).effects, []);
     assert_eq!(alone.state().lag, None);
 }

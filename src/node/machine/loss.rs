@@ -6,7 +6,7 @@ use crate::config::Fencing;
 
 use super::super::genid::GenIds;
 use super::super::state::{Disk, Role, SyncSide};
-use super::{Answer, BitmapOp, Effect, LinkId, Machine, Unflushed};
+use super::{Answer, BitmapOp, Effect, LinkId, Machine, PeerId, Unflushed};
 
 impl Machine {
     /// The session ended. Unless the link ended cleanly (the peer said
@@ -15,44 +15,38 @@ impl Machine {
     /// a new data generation. A session that never installed a link lost
     /// nothing: not counted, or a Primary writing alone would make a new
     /// current id at every attempt.
-    pub(super) fn link_lost(&mut self, link: Option<LinkId>, clean: bool) -> Answer {
-        let had = match (link, self.link) {
-            (Some(a), Some(b)) if a == b => self.link.take(),
+    pub(super) fn link_lost(&mut self, peer: PeerId, link: Option<LinkId>, clean: bool) -> Answer {
+        let p = self.pm(peer);
+        let had = match (link, p.link) {
+            (Some(a), Some(b)) if a == b => p.link.take(),
             _ => None,
         };
         if let Some(l) = had {
-            self.count_loss(l);
+            p.count_loss(l);
             self.out.push(Effect::Close(l));
         }
-        let lost = std::mem::take(&mut self.unflushed);
+        let lost = std::mem::take(&mut self.pm(peer).unflushed);
         if !lost.is_empty() {
             if had.is_some() && clean {
                 tracing::info!(writes = lost.len(), "writes the peer acknowledged after its last flush are marked out of sync");
             } else {
                 tracing::warn!(writes = lost.len(), "the peer may not have made its last writes durable: they are marked out of sync");
             }
-            self.mark_unflushed(&lost);
+            self.mark_unflushed(peer, &lost);
         }
-        if self.st.syncing == Some(SyncSide::Target) {
+        if self.p(peer).syncing == Some(SyncSide::Target) {
             tracing::warn!("resync interrupted: this disk stays inconsistent until it resumes");
         }
-        self.st.on_peer_lost();
-        if had.is_some() && self.st.role == Role::Primary {
-            self.ensure_diverged();
+        if self.pm(peer).lost() {
+            self.disk = Disk::Inconsistent;
+        }
+        if had.is_some() && self.role == Role::Primary {
+            self.ensure_diverged(peer);
             tracing::warn!("peer lost: going on alone; changed regions are recorded for the resync");
         }
-        self.sync = None;
+        self.pm(peer).sync = None;
         self.out.push(Effect::Changed);
         Answer::None
-    }
-
-    /// Counts the loss of an installed link, once, whoever sees it first:
-    /// the write path (a request that failed on it) or the session's end.
-    pub(super) fn count_loss(&mut self, link: LinkId) {
-        if link.0 > self.counted {
-            self.counted = link.0;
-            self.losses += 1;
-        }
     }
 
     /// A Primary about to acknowledge a write its peer does not have makes
@@ -66,29 +60,67 @@ impl Machine {
     /// next attach is a full sync), and a new generation would hide that
     /// (found by the simulation: the handshake then calls the data
     /// unrelated); no write is acknowledged there without the peer anyway.
-    pub(super) fn ensure_diverged(&mut self) {
-        if self.diverged_for == Some(self.losses) || self.st.disk == Disk::Failed {
+    ///
+    /// Three nodes (design, "Generation ids per pair" 1 and 2): the bitmap
+    /// id toward each peer not sent to becomes the current id if it was 0,
+    /// and every peer still sent to is told the new current id and whom
+    /// this node is not sending to ([`Effect::CurrentId`]), after the
+    /// header and before any write made under it.
+    pub(super) fn ensure_diverged(&mut self, peer: PeerId) {
+        let p = self.p(peer);
+        if p.diverged_for == Some(p.losses) || self.disk == Disk::Failed {
             return;
         }
         let r = self.random();
-        self.dur.ids.new_current_from(true, r);
+        let sent_to = |q: &super::Peer| q.id != peer && q.link.is_some() && q.lag != Some(super::super::state::Lag::Ahead);
+        let without: Vec<PeerId> = self.peers.values().filter(|q| !sent_to(q)).map(|q| q.id).collect();
+        self.new_current_without(&without, r);
         self.persist();
-        self.diverged_for = Some(self.losses);
+        let p = self.pm(peer);
+        p.diverged_for = Some(p.losses);
+        let tell: Vec<LinkId> = self.peers.values().filter(|q| sent_to(q)).filter_map(|q| q.link).collect();
+        for link in tell {
+            self.out.push(Effect::CurrentId { link, current: self.dur.ids.current, not_sent_to: without.clone() });
+        }
+    }
+
+    /// Three nodes: the Primary `from` made a new current id and is not
+    /// sending to `not_sent_to`. This Secondary, which has every write made
+    /// under the old one, takes the new one; its bitmap id toward each node
+    /// not sent to becomes the old current id if it was 0 (that node lacks
+    /// what comes now), durably.
+    pub(super) fn current_id_received(&mut self, from: PeerId, current: u64, not_sent_to: &[PeerId]) -> Answer {
+        if self.role == Role::Primary {
+            return Answer::Refused("this node is Primary".into());
+        }
+        let mut old = self.dur.ids;
+        old.set_primary_bit(false);
+        for &n in not_sent_to {
+            if n != from && self.peers.contains_key(&n) && self.bitmap_id(n) == 0 {
+                self.set_bitmap_id(n, old.current);
+            }
+        }
+        let mut new = GenIds { current, ..self.dur.ids };
+        new.set_primary_bit(false);
+        self.dur.ids.current = new.current;
+        self.persist();
+        Answer::None
     }
 
     /// The peer acknowledged a write on `link`. If that link is still the
     /// live one the write is recorded as not yet flushed there; if it was
     /// lost meanwhile, its record was taken already: the write is marked
     /// out of sync at once, and the divergence made durable.
-    pub(super) fn peer_wrote(&mut self, link: LinkId, open: bool, offset: u64, len: u64) -> Answer {
-        if open && self.link == Some(link) {
-            self.unflushed.note(offset, len);
+    pub(super) fn peer_wrote(&mut self, peer: PeerId, link: LinkId, open: bool, offset: u64, len: u64) -> Answer {
+        let p = self.pm(peer);
+        if open && p.link == Some(link) {
+            p.unflushed.note(offset, len);
             return Answer::None;
         }
-        self.out.push(Effect::Bitmap(BitmapOp::Mark(vec![(offset, len)])));
-        self.count_loss(link);
-        if self.st.role == Role::Primary {
-            self.ensure_diverged();
+        p.count_loss(link);
+        self.out.push(Effect::Bitmap(BitmapOp::Mark(peer, vec![(offset, len)])));
+        if self.role == Role::Primary {
+            self.ensure_diverged(peer);
         }
         Answer::None
     }
@@ -99,9 +131,9 @@ impl Machine {
     /// demotion drains its writes after the role changed) does not
     /// acknowledge it: it is not fenced and the manager may promote the
     /// peer, which lacks it. The write fails; its bits stay marked.
-    pub(super) fn degraded(&mut self, offset: u64, len: u64) -> Answer {
-        self.out.push(Effect::Bitmap(BitmapOp::Mark(vec![(offset, len)])));
-        if self.st.role != Role::Primary {
+    pub(super) fn degraded(&mut self, peer: PeerId, offset: u64, len: u64) -> Answer {
+        self.out.push(Effect::Bitmap(BitmapOp::Mark(peer, vec![(offset, len)])));
+        if self.role != Role::Primary {
             // The block is written here and not on the peer, which may be
             // promoted next: recorded like a crashed Primary's activity log
             // (marked, and the flag makes the next handshake resync the
@@ -123,29 +155,29 @@ impl Machine {
             }
             return Answer::Refused("no quorum (on_no_quorum = io-error)".into());
         }
-        self.ensure_diverged();
-        if self.fenced {
+        self.ensure_diverged(peer);
+        if self.p(peer).fenced {
             self.suspend_for_quorum();
         }
-        self.freeze_unless_fenced();
+        self.freeze_unless_fenced(peer);
         Answer::None
     }
 
-    pub(super) fn mark_unflushed(&mut self, u: &Unflushed) {
+    pub(super) fn mark_unflushed(&mut self, peer: PeerId, u: &Unflushed) {
         if !u.is_empty() {
-            self.out.push(Effect::Bitmap(BitmapOp::Mark(u.ranges(self.settings.size))));
+            self.out.push(Effect::Bitmap(BitmapOp::Mark(peer, u.ranges(self.settings.size))));
         }
     }
 
     /// resource-and-stonith: a write could not reach the peer. Unless the
     /// peer was fenced since, freeze writes and run fence-peer (unless it
     /// runs already).
-    fn freeze_unless_fenced(&mut self) {
+    fn freeze_unless_fenced(&mut self, peer: PeerId) {
         let quorum = self.settings.quorum.is_some();
-        if (self.settings.fencing != Fencing::ResourceAndStonith && !quorum) || self.fenced {
+        if (self.settings.fencing != Fencing::ResourceAndStonith && !quorum) || self.p(peer).fenced {
             return;
         }
-        if self.st.role != Role::Primary || self.frozen {
+        if self.role != Role::Primary || self.frozen {
             return;
         }
         self.frozen = true;
@@ -165,9 +197,11 @@ impl Machine {
         self.out.push(Effect::Changed);
     }
 
-    /// Writes go on (the peer is fenced, or the operator said so).
+    /// Writes go on (the peers are fenced, or the operator said so).
     pub(super) fn thaw_io(&mut self, why: &str) {
-        self.fenced = true;
+        for p in self.peers.values_mut() {
+            p.fenced = true;
+        }
         if std::mem::take(&mut self.frozen) {
             tracing::warn!("writes resume: {why}");
         }
@@ -179,7 +213,7 @@ impl Machine {
     pub(super) fn fence_result(&mut self, code: Option<i32>) -> Answer {
         self.fencing_now = false;
         match code {
-            Some(4 | 7) if self.link.is_some() && self.settings.quorum.is_some() => {
+            Some(4 | 7) if self.peers.values().all(|p| p.link.is_some()) && self.settings.quorum.is_some() => {
                 // A session came up since the fence was asked: the answer is
                 // about the loss before it. Counting it for this session
                 // would let the next loss acknowledge writes alone with no
@@ -207,14 +241,15 @@ impl Machine {
     /// detach does; a Primary keeps serving through the peer. The local
     /// data can no longer be trusted: the next attach is a full sync.
     pub(super) fn disk_error(&mut self) -> Answer {
-        if self.st.disk == Disk::Failed {
+        if self.disk == Disk::Failed {
             return Answer::None;
         }
         tracing::error!("local disk I/O error: the disk is detached (failed); a Primary goes on through the peer");
         self.dur.ids = GenIds::just_created();
+        self.dur.bitmap_ids = super::MoreBitmapIds::default();
         self.dur.disk = Disk::Inconsistent;
         self.persist();
-        self.st.disk = Disk::Failed;
+        self.disk = Disk::Failed;
         self.announce();
         Answer::None
     }

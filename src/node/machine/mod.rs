@@ -11,12 +11,17 @@
 //! drives the same `Machine` and the same executor against simulated disks
 //! and links.
 //!
-//! What it owns: role, disk, connection, the peer's view, the sync side and
-//! progress, split brain, the fencing freeze, the durable header's content
-//! ([`Durable`]: generation ids, disk state, flags), the installed link's
-//! id, the divergence bookkeeping (a new current id once per lost link
-//! before a write the peer lacks is acknowledged) and what the peer
-//! acknowledged but has not flushed ([`Unflushed`]).
+//! What it owns, node-level: role, disk, the durable header's content
+//! ([`Durable`]: generation ids, disk state, flags), the promotion running,
+//! the write freeze, quorum and the witness, the random source. Per peer
+//! ([`Peer`], in a map by [`PeerId`]): the installed link's id, the
+//! connection, the peer's view and ids, the sync side and progress, split
+//! brain, Ahead or Behind, the divergence bookkeeping (a new current id
+//! once per lost link before a write the peer lacks is acknowledged), what
+//! the peer acknowledged but has not flushed ([`Unflushed`]) and whether it
+//! was fenced since it was lost. Events about one peer name it (`peer`);
+//! effects on a link need no peer ([`LinkId`]s are unique across peers);
+//! bitmap changes name their slot.
 //!
 //! The rules it applies are the pure modules beside it: [`super::state`]
 //! (promotion and demotion), [`super::decide`] and [`super::genid`] (the
@@ -24,11 +29,19 @@
 //! are split by subject: [`commands`] (the operator), [`session`] (the
 //! handshake, the peer's frames), [`sync`] (resync on both sides), [`loss`]
 //! (link loss, the write path's divergence, fencing, disk errors),
-//! [`congestion`] (protocol A's pull-ahead: Ahead, Behind, the catch-up).
+//! [`congestion`] (protocol A's pull-ahead: Ahead, Behind, the catch-up),
+//! [`quorum`] (the witness, and three data nodes' majority); [`peer`]
+//! holds the per-peer state, [`ids`] the generation ids per pair (each
+//! peer's bitmap id), [`event`] the input. The rules for more than two
+//! nodes are tested in `three_tests` (docs/design.md, "The three-node
+//! rules").
 
 mod commands;
 mod congestion;
+mod event;
+mod ids;
 mod loss;
+mod peer;
 mod quorum;
 mod session;
 mod sync;
@@ -40,15 +53,22 @@ mod tests;
 mod congestion_tests;
 #[cfg(test)]
 mod quorum_tests;
+#[cfg(test)]
+mod three_tests;
+
+use std::collections::BTreeMap;
 
 use crate::config::{Fencing, SplitBrainPolicy};
 use crate::repl::Message;
 
 use super::decide::{Outcome, Side};
 use super::genid::{GenIds, SyncStart};
-use super::state::{Disk, Lag, NodeState, PeerView, Role, SyncSide};
+use super::state::{Connection, Disk, Lag, NodeState, PeerView, Role, SyncSide};
 use super::wire::{to_wire_disk, to_wire_role};
 
+pub use event::Event;
+pub use ids::MoreBitmapIds;
+pub use peer::{Peer, PeerId};
 pub use quorum::WitnessView;
 pub use unflushed::Unflushed;
 
@@ -72,6 +92,9 @@ pub struct Durable {
     pub al_clean: bool,
     /// Was Primary and did not stop cleanly; sticky until a resync ends.
     pub crashed_primary: bool,
+    /// The bitmap ids toward the peers after the first (whose id is
+    /// `ids.bitmap`, the metadata's slot 0): empty with two nodes.
+    pub bitmap_ids: MoreBitmapIds,
 }
 
 /// The settings the rules read (the live part of the configuration).
@@ -102,19 +125,20 @@ pub struct Congestion {
     pub extents: u32,
 }
 
-/// A change to the dirty bitmap (the data stays with the executor).
+/// A change to the dirty bitmap (the data stays with the executor). The
+/// ones about one peer name its slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BitmapOp {
-    /// Every bit (a full sync).
-    SetAll,
-    ClearAll,
+    /// Every bit of the peer's slot (a full sync).
+    SetAll(PeerId),
+    ClearAll(PeerId),
     /// These byte ranges may differ from the peer's.
-    Mark(Vec<(u64, u64)>),
-    /// The activity log's extents (a Primary that crashed).
+    Mark(PeerId, Vec<(u64, u64)>),
+    /// The activity log's extents, in every slot (a Primary that crashed).
     MarkActivityLog,
-    /// The bits the peer sent at the handshake, into ours (sync source).
-    UnionPeer,
-    /// Changed pages to disk.
+    /// The bits the peer sent at the handshake, into its slot (sync source).
+    UnionPeer(PeerId),
+    /// Changed pages of every slot to disk.
     Flush,
 }
 
@@ -144,6 +168,11 @@ pub enum Effect {
     StartResync(ResyncStart),
     /// Run the fence-peer handler.
     Fence,
+    /// Three nodes: tell the peer on `link` the new current id (before
+    /// any write made under it) and the peers this Primary is not sending
+    /// to (that peer sets its bitmap id toward each, if 0, to the id the
+    /// new one replaces).
+    CurrentId { link: LinkId, current: u64, not_sent_to: Vec<PeerId> },
     /// Writes waiting on a freeze look again.
     Thaw,
     /// Drop every NBD client (a demotion).
@@ -181,9 +210,10 @@ pub enum Answer {
     None,
     Ok(String),
     Refused(String),
-    /// Promotion: send a role request on this link, then
-    /// [`Event::PromoteAnswered`].
-    AskPeer(LinkId),
+    /// Promotion: send a role request on each of these links (every
+    /// connected peer's), then one [`Event::PromoteAnswered`] per answer;
+    /// the last one answers the promotion (the others answer `None`).
+    AskPeers(Vec<LinkId>),
     /// Demotion: wait for the writes in flight, flush the store, then
     /// [`Event::DemoteFlushed`].
     Drain,
@@ -205,88 +235,6 @@ pub enum Answer {
     PullAhead(bool),
 }
 
-/// Everything that happens to a node.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Event {
-    // The operator (control socket).
-    Promote { force: bool },
-    PromoteAnswered { force: bool, asked: Option<LinkId>, answer: PeerAnswer },
-    Demote { force: bool, clients: usize },
-    /// The writes drained and the store was flushed (or not: the error).
-    DemoteFlushed { error: Option<String> },
-    Disconnect,
-    Connect { discard_my_data: bool },
-    Invalidate,
-    ResumeIo,
-    VerifyAsked,
-    VerifyEnded { link: LinkId, mismatched: bool },
-    Adjust(Settings),
-    /// The device grew to `size` bytes (`repctl resize`, here or on the peer).
-    Resized { size: u64 },
-    /// The grown area is out of sync: resync it on `link` if this node can
-    /// be the source.
-    ResyncNewArea { link: LinkId },
-    // The peer session.
-    /// Both State frames are in: decide.
-    Handshake { local: Side, peer: Side },
-    /// The decision holds on the state as it is now? Then install the link.
-    Install { plan: Box<SessionPlan>, peer_ids: GenIds },
-    /// The installed link's first steps (disk states, the resync).
-    Settle { link: LinkId, plan: Box<SessionPlan> },
-    /// The session ended; `link` is the one it installed, if any.
-    LinkLost { link: Option<LinkId>, clean: bool },
-    PeerUpdate { role: Role, disk: Disk },
-    PeerIds(GenIds),
-    RoleRequested,
-    /// The peer starts a resync into this node.
-    SyncStartReceived { source_uuid: u64, total: u64, now: Millis },
-    /// The peer's `SyncDone`, after this disk was flushed.
-    SyncDoneFlushed,
-    // The resync, source side.
-    ResyncBegun { total: u64, now: Millis },
-    ResyncConfirmed { link: LinkId, start: SyncStart },
-    ResyncProgress { bytes: u64 },
-    /// The start was not confirmed, or the final flush failed: close the link.
-    ResyncFailed { link: LinkId },
-    ResyncInterrupted,
-    ResyncDone,
-    // The write path.
-    /// A request failed on this link because it was lost.
-    WriteLost { link: LinkId },
-    /// The peer acknowledged a write on `link`; `open`: the link was not closed.
-    PeerWrote { link: LinkId, open: bool, offset: u64, len: u64 },
-    /// A write the peer does not have is about to be acknowledged.
-    Degraded { offset: u64, len: u64 },
-    /// A flush to the peer begins: it covers what was acknowledged so far.
-    FlushBegins,
-    /// A flush is acknowledged without the peer (it was not reached).
-    FlushAlone,
-    /// A header write failed: the divergence is made again next time.
-    PersistFailed,
-    DiskError,
-    FenceStarted,
-    FenceResult(Option<i32>),
-    /// The node stops: the last flush.
-    Stopped { disk_ok: bool },
-    /// Protocol A with pull-ahead: a write of `[offset, offset+len)` is
-    /// about to be sent on `link`, where `fill` bytes are in flight and
-    /// `extents` activity-log extents hold writes. Answers
-    /// [`Answer::PullAhead`].
-    Sending { link: LinkId, offset: u64, len: u64, fill: u64, extents: u32 },
-    /// Every write sent on `link` was answered (the link caught up).
-    Drained { link: LinkId },
-    /// The peer's `StateUpdate` said whether it is Ahead of this node.
-    PeerAhead { ahead: bool },
-    /// The witness link came up or changed its view (`Some`), or ended (`None`).
-    Witness(Option<WitnessView>),
-    /// The witness answered a promotion's `RoleRequest` with this errno
-    /// (0: granted); None: the link ended before the answer.
-    WitnessAnswered { force: bool, errno: Option<i32> },
-    /// The witness says this node is outdated (its peer went on without
-    /// it). Answers `Ok` (done, durable: acknowledge it) or `Refused`.
-    OutdatedByWitness,
-}
-
 /// The output of one step.
 #[derive(Debug, Default)]
 pub struct Ready {
@@ -303,31 +251,38 @@ pub struct SyncProgress {
     pub started: Millis,
 }
 
+/// A promotion asking the peers (see [`Answer::AskPeers`]).
+#[derive(Debug, Clone, Default)]
+struct Promotion {
+    /// Rounds of asking so far (a link that came up meanwhile is asked in
+    /// another round).
+    tries: u32,
+    /// Asked and not yet answered.
+    waiting: std::collections::BTreeSet<LinkId>,
+    /// The answers so far.
+    answers: Vec<(Option<LinkId>, PeerAnswer)>,
+}
+
 /// The node's state machine.
 #[derive(Debug, Clone)]
 pub struct Machine {
     settings: Settings,
-    st: NodeState,
+    role: Role,
+    disk: Disk,
     dur: Durable,
-    /// The peer's ids as last sent (session start, sync start).
-    peer_ids: GenIds,
-    link: Option<LinkId>,
+    /// Every configured peer, by node id (two nodes: exactly one).
+    peers: BTreeMap<PeerId, Peer>,
+    /// The peer of the metadata's slot 0: its bitmap id is `dur.ids.bitmap`.
+    first: Option<PeerId>,
+    /// The peer last seen Primary (its view), if any.
+    last_primary: Option<PeerId>,
     next_link: u64,
-    discard_my_data: bool,
-    /// A promotion waits for the peer's answer; how often it asked.
-    promoting: Option<u32>,
-    /// Installed links lost so far, and the highest id counted.
-    losses: u64,
-    counted: u64,
-    /// The `losses` count a new current id was made durable for.
-    diverged_for: Option<u64>,
-    /// The sync id of a start announced but not yet confirmed by its target.
-    unconfirmed_sync: Option<u64>,
+    /// A promotion runs: whom it waits for, what they answered.
+    promoting: Option<Promotion>,
+    /// Writes wait (a lost peer not yet fenced, or no quorum).
     frozen: bool,
-    fenced: bool,
+    /// A fence-peer (or the witness's outdate) runs.
     fencing_now: bool,
-    unflushed: Unflushed,
-    sync: Option<SyncProgress>,
     /// The witness's view while its link is up.
     witness: Option<WitnessView>,
     /// The witness granted the promotion that is running.
@@ -349,11 +304,12 @@ fn next_random(state: &mut u64) -> u64 {
 }
 
 impl Machine {
-    /// A node starting on the header it read. A Primary that did not stop
-    /// cleanly marks its activity log's extents out of sync; a disk nobody
-    /// confirmed current is `Consistent`; the header then says "running,
-    /// Secondary" until the first promotion.
-    pub fn start(settings: Settings, loaded: Durable, seed: u64) -> (Machine, Vec<Effect>) {
+    /// A node starting on the header it read, with these peers (two
+    /// nodes: exactly one; the first is the metadata's slot 0). A Primary that did not stop cleanly marks its
+    /// activity log's extents out of sync; a disk nobody confirmed current
+    /// is `Consistent`; the header then says "running, Secondary" until
+    /// the first promotion.
+    pub fn start(settings: Settings, loaded: Durable, seed: u64, peers: &[PeerId]) -> (Machine, Vec<Effect>) {
         let mut dur = loaded;
         let mut out = Vec::new();
         if dur.primary && !dur.al_clean {
@@ -368,22 +324,16 @@ impl Machine {
         out.push(Effect::Persist(dur));
         let m = Machine {
             settings,
-            st: NodeState::new(dur.disk),
+            role: Role::Secondary,
+            disk: dur.disk,
             dur,
-            peer_ids: GenIds::default(),
-            link: None,
+            peers: peers.iter().map(|&p| (p, Peer::new(p))).collect(),
+            first: peers.first().copied(),
+            last_primary: None,
             next_link: 1,
-            discard_my_data: false,
             promoting: None,
-            losses: 0,
-            counted: 0,
-            diverged_for: None,
-            unconfirmed_sync: None,
             frozen: false,
-            fenced: false,
             fencing_now: false,
-            unflushed: Unflushed::default(),
-            sync: None,
             witness: None,
             witness_granted: false,
             resumed_without_quorum: false,
@@ -395,6 +345,12 @@ impl Machine {
 
     /// Applies one event; returns what to do, in order, and the answer.
     pub fn step(&mut self, ev: Event) -> Ready {
+        if let Some(p) = ev.peer() {
+            if !self.peers.contains_key(&p) {
+                tracing::error!(peer = %p, "internal: an event about a peer this node does not have");
+                return Ready { effects: Vec::new(), answer: Answer::Refused(format!("{p} is not a peer of this node")) };
+            }
+        }
         let answer = match ev {
             Event::Promote { force } => self.promote(force),
             Event::PromoteAnswered { force, asked, answer } => self.promote_answered(force, asked, answer),
@@ -409,7 +365,7 @@ impl Machine {
                 Answer::Ok("writes resume".into())
             }
             Event::VerifyAsked => self.verify_asked(),
-            Event::VerifyEnded { link, mismatched } => self.verify_ended(link, mismatched),
+            Event::VerifyEnded { peer, link, mismatched } => self.verify_ended(peer, link, mismatched),
             Event::Adjust(s) => {
                 self.settings = s;
                 Answer::None
@@ -419,63 +375,82 @@ impl Machine {
                 self.announce();
                 Answer::None
             }
-            Event::ResyncNewArea { link } => {
-                if self.st.disk == Disk::UpToDate && self.st.syncing.is_none() && self.link == Some(link) {
-                    self.begin_resync(link, false, false);
+            Event::ResyncNewArea { peer, link } => {
+                let p = self.p(peer);
+                if self.disk == Disk::UpToDate && p.syncing.is_none() && p.link == Some(link) {
+                    self.begin_resync(peer, link, false, false);
                 } else {
                     tracing::info!("the new area is out of sync; it is resynced at the next connect");
                 }
                 Answer::None
             }
-            Event::Handshake { local, peer } => self.handshake(local, peer),
-            Event::Install { plan, peer_ids } => self.install(*plan, peer_ids),
-            Event::Settle { link, plan } => self.settle(link, &plan),
-            Event::LinkLost { link, clean } => self.link_lost(link, clean),
-            Event::PeerUpdate { role, disk } => {
-                self.st.peer = Some(PeerView { role, disk });
+            Event::Handshake { peer, local, remote } => self.handshake(peer, local, remote),
+            Event::Install { peer, plan, peer_ids } => self.install(peer, *plan, peer_ids),
+            Event::Settle { peer, link, plan } => self.settle(peer, link, &plan),
+            Event::LinkLost { peer, link, clean } => self.link_lost(peer, link, clean),
+            Event::PeerUpdate { peer, role, disk } => {
+                self.pm(peer).view = Some(PeerView { role, disk });
+                if role == Role::Primary {
+                    self.last_primary = Some(peer);
+                }
                 self.out.push(Effect::Changed);
                 Answer::None
             }
-            Event::PeerIds(ids) => {
-                self.peer_ids = ids;
+            Event::PeerIds { peer, ids } => {
+                self.pm(peer).ids = ids;
                 Answer::None
             }
-            Event::RoleRequested => Answer::Granted(self.role_requested()),
-            Event::SyncStartReceived { source_uuid, total, now } => self.sync_start_received(source_uuid, total, now),
-            Event::SyncDoneFlushed => self.sync_done_flushed(),
-            Event::ResyncBegun { total, now } => {
-                self.sync = Some(SyncProgress { side: SyncSide::Source, total, done: 0, started: now });
+            Event::PeerRelays { peer, primary } => {
+                // Itself, or a node not among this node's peers (this
+                // node): not "another Primary".
+                let other = primary.filter(|&r| r != peer && self.peers.contains_key(&r));
+                self.pm(peer).relays_primary = other;
                 self.out.push(Effect::Changed);
                 Answer::None
             }
-            Event::ResyncConfirmed { link, start } => self.resync_confirmed(link, start),
-            Event::ResyncProgress { bytes } => {
-                if let Some(s) = self.sync.as_mut() {
+            Event::PeerProtocol { peer, protocol } => {
+                self.pm(peer).protocol = protocol;
+                Answer::None
+            }
+            Event::CurrentIdReceived { peer, current, not_sent_to } => self.current_id_received(peer, current, &not_sent_to),
+            Event::RoleRequested { peer } => Answer::Granted(self.role_requested(peer)),
+            Event::SyncStartReceived { peer, source_uuid, total, now } => self.sync_start_received(peer, source_uuid, total, now),
+            Event::SyncDoneFlushed { peer } => self.sync_done_flushed(peer),
+            Event::ResyncBegun { peer, total, now } => {
+                self.pm(peer).sync = Some(SyncProgress { side: SyncSide::Source, total, done: 0, started: now });
+                self.out.push(Effect::Changed);
+                Answer::None
+            }
+            Event::ResyncConfirmed { peer, link, start } => self.resync_confirmed(peer, link, start),
+            Event::ResyncProgress { peer, bytes } => {
+                if let Some(s) = self.pm(peer).sync.as_mut() {
                     s.done = s.done.saturating_add(bytes).min(s.total);
                 }
                 Answer::None
             }
-            Event::ResyncFailed { link } => self.resync_failed(link),
-            Event::ResyncInterrupted => {
-                self.sync = None;
+            Event::ResyncFailed { peer, link } => self.resync_failed(peer, link),
+            Event::ResyncInterrupted { peer } => {
+                self.pm(peer).sync = None;
                 Answer::None
             }
-            Event::ResyncDone => self.resync_done(),
-            Event::WriteLost { link } => {
-                self.count_loss(link);
+            Event::ResyncDone { peer } => self.resync_done(peer),
+            Event::WriteLost { peer, link } => {
+                self.pm(peer).count_loss(link);
                 Answer::None
             }
-            Event::PeerWrote { link, open, offset, len } => self.peer_wrote(link, open, offset, len),
-            Event::Degraded { offset, len } => self.degraded(offset, len),
-            Event::FlushBegins => Answer::Unflushed(std::mem::take(&mut self.unflushed)),
-            Event::FlushAlone => {
-                if self.st.role == Role::Primary {
-                    self.ensure_diverged();
+            Event::PeerWrote { peer, link, open, offset, len } => self.peer_wrote(peer, link, open, offset, len),
+            Event::Degraded { peer, offset, len } => self.degraded(peer, offset, len),
+            Event::FlushBegins { peer } => Answer::Unflushed(std::mem::take(&mut self.pm(peer).unflushed)),
+            Event::FlushAlone { peer } => {
+                if self.role == Role::Primary {
+                    self.ensure_diverged(peer);
                 }
                 Answer::None
             }
             Event::PersistFailed => {
-                self.diverged_for = None;
+                for p in self.peers.values_mut() {
+                    p.diverged_for = None;
+                }
                 Answer::None
             }
             Event::DiskError => self.disk_error(),
@@ -484,9 +459,9 @@ impl Machine {
                 Answer::None
             }
             Event::FenceResult(code) => self.fence_result(code),
-            Event::Sending { link, offset, len, fill, extents } => self.sending(link, offset, len, fill, extents),
-            Event::Drained { link } => self.drained(link),
-            Event::PeerAhead { ahead } => self.peer_ahead(ahead),
+            Event::Sending { peer, link, offset, len, fill, extents } => self.sending(peer, link, offset, len, fill, extents),
+            Event::Drained { peer, link } => self.drained(peer, link),
+            Event::PeerAhead { peer, ahead } => self.peer_ahead(peer, ahead),
             Event::Witness(view) => self.witness_changed(view),
             Event::WitnessAnswered { force, errno } => self.witness_answered(force, errno),
             Event::OutdatedByWitness => self.outdated_by_witness(),
@@ -504,72 +479,123 @@ impl Machine {
 
     // Queries: what the runtime and status read.
 
-    pub fn state(&self) -> &NodeState {
-        &self.st
+    /// The node as status shows it: its role and disk, and its first
+    /// peer's connection, view, resync and lag (two nodes: its one peer).
+    pub fn state(&self) -> NodeState {
+        let first = self.peers.values().next();
+        NodeState {
+            role: self.role,
+            disk: self.disk,
+            connection: first.map_or(Connection::Connecting, |p| p.connection),
+            split_brain: first.is_some_and(|p| p.split_brain),
+            peer: first.and_then(|p| p.view),
+            syncing: first.and_then(|p| p.syncing),
+            lag: first.and_then(|p| p.lag),
+        }
+    }
+    /// The node's state toward `peer` (its connection, view, resync, lag).
+    pub fn state_toward(&self, peer: PeerId) -> Option<NodeState> {
+        let p = self.peers.get(&peer)?;
+        Some(NodeState { role: self.role, disk: self.disk, connection: p.connection, split_brain: p.split_brain, peer: p.view, syncing: p.syncing, lag: p.lag })
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn disk(&self) -> Disk {
+        self.disk
     }
     pub fn durable(&self) -> &Durable {
         &self.dur
     }
+    /// The ids as the header holds them (slot 0's bitmap id).
     pub fn ids(&self) -> GenIds {
         self.dur.ids
     }
-    pub fn peer_ids(&self) -> GenIds {
-        self.peer_ids
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
     }
-    pub fn link(&self) -> Option<LinkId> {
-        self.link
+    pub fn peer(&self, peer: PeerId) -> Option<&Peer> {
+        self.peers.get(&peer)
+    }
+    /// The peer's ids as it last sent them.
+    pub fn peer_ids(&self, peer: PeerId) -> GenIds {
+        self.peers.get(&peer).map(|p| p.ids).unwrap_or_default()
+    }
+    /// The link installed to `peer`.
+    pub fn link(&self, peer: PeerId) -> Option<LinkId> {
+        self.peers.get(&peer).and_then(|p| p.link)
+    }
+    /// `link` is installed (to some peer).
+    pub fn has_link(&self, link: LinkId) -> bool {
+        self.peers.values().any(|p| p.link == Some(link))
     }
     pub fn frozen(&self) -> bool {
         self.frozen
     }
-    pub fn sync(&self) -> Option<SyncProgress> {
-        self.sync
+    /// The resync running with `peer`.
+    pub fn sync(&self, peer: PeerId) -> Option<SyncProgress> {
+        self.peers.get(&peer).and_then(|p| p.sync)
     }
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
-    pub fn discard_my_data(&self) -> bool {
-        self.discard_my_data
+    pub fn discard_my_data(&self, peer: PeerId) -> bool {
+        self.peers.get(&peer).is_some_and(|p| p.discard_my_data)
     }
     pub fn has_unflushed(&self) -> bool {
-        !self.unflushed.is_empty()
+        self.peers.values().any(|p| !p.unflushed.is_empty())
     }
     pub fn disk_failed(&self) -> bool {
-        self.st.disk == Disk::Failed
+        self.disk == Disk::Failed
     }
 
-    /// This node's side of a handshake (`dirty_bits` from the bitmap).
-    pub fn local_side(&self, dirty_bits: u64) -> Side {
+    /// This node's side of a handshake with `peer` (`dirty_bits` from its
+    /// bitmap slot).
+    pub fn local_side(&self, peer: PeerId, dirty_bits: u64) -> Side {
         Side {
-            role: self.st.role,
-            disk: self.st.disk,
-            ids: self.dur.ids,
+            role: self.role,
+            disk: self.disk,
+            ids: self.ids_toward(peer),
             dirty_bits,
             crashed_primary: self.dur.crashed_primary,
-            discard_my_data: self.discard_my_data,
+            discard_my_data: self.discard_my_data(peer),
         }
     }
 
     /// Unit tests of the runtime put a node in a state directly.
     #[cfg(test)]
     pub(crate) fn set_for_test(&mut self, role: super::state::Role, disk: Disk) {
-        self.st.role = role;
-        self.st.disk = disk;
+        self.role = role;
+        self.disk = disk;
     }
 
     /// Unit tests of the runtime connect a node without a handshake: a
-    /// link to an UpToDate Secondary peer.
+    /// link to an UpToDate Secondary peer (the first).
     #[cfg(test)]
     pub(crate) fn install_for_test(&mut self) -> LinkId {
         let link = LinkId(self.next_link);
         self.next_link += 1;
-        self.link = Some(link);
-        self.st.connection = super::state::Connection::Connected;
-        self.st.peer = Some(PeerView { role: super::state::Role::Secondary, disk: Disk::UpToDate });
+        let p = self.peers.values_mut().next().expect("a peer");
+        p.link = Some(link);
+        p.connection = Connection::Connected;
+        p.view = Some(PeerView { role: super::state::Role::Secondary, disk: Disk::UpToDate });
         link
     }
 
     // Helpers the handlers share.
+
+    /// A peer the event named (`step` checked that it exists).
+    fn p(&self, peer: PeerId) -> &Peer {
+        self.peers.get(&peer).expect("step checks the peer")
+    }
+    fn pm(&mut self, peer: PeerId) -> &mut Peer {
+        self.peers.get_mut(&peer).expect("step checks the peer")
+    }
+
+    /// The installed links, in peer order.
+    fn links(&self) -> Vec<LinkId> {
+        self.peers.values().filter_map(|p| p.link).collect()
+    }
 
     /// The header as it is now, made durable.
     fn persist(&mut self) {
@@ -577,9 +603,9 @@ impl Machine {
     }
 
     /// Sets the disk state, in memory and (unless failed) on disk; tells the
-    /// peer if it changed.
+    /// peers if it changed.
     fn set_disk(&mut self, d: Disk) {
-        let changed = std::mem::replace(&mut self.st.disk, d) != d;
+        let changed = std::mem::replace(&mut self.disk, d) != d;
         if d != Disk::Failed {
             self.dur.disk = d;
             self.persist();
@@ -589,12 +615,14 @@ impl Machine {
         }
     }
 
-    /// Tells the peer our role and disk (if connected); state changed.
+    /// Tells every connected peer our role and disk; state changed.
     fn announce(&mut self) {
-        if let Some(l) = self.link {
-            let flags = if self.st.lag == Some(Lag::Ahead) { crate::repl::types::STATE_AHEAD } else { 0 };
-            let m = Message::StateUpdate { role: to_wire_role(self.st.role), disk: to_wire_disk(self.st.disk), flags };
-            self.out.push(Effect::Announce(l, m));
+        for p in self.peers.values() {
+            if let Some(l) = p.link {
+                let flags = if p.lag == Some(Lag::Ahead) { crate::repl::types::STATE_AHEAD } else { 0 };
+                let m = Message::StateUpdate { role: to_wire_role(self.role), disk: to_wire_disk(self.disk), flags };
+                self.out.push(Effect::Announce(l, m));
+            }
         }
         self.out.push(Effect::Changed);
     }
@@ -603,13 +631,14 @@ impl Machine {
         next_random(&mut self.rng)
     }
 
-    /// Starts a resync with this node as the source on `link`: every bit
-    /// set for a full sync, the sync start's announced ids durable, then
-    /// the copy task (which confirms the start with the target).
-    fn begin_resync(&mut self, link: LinkId, full: bool, csums: bool) {
-        self.st.syncing = Some(SyncSide::Source);
+    /// Starts a resync with this node as the source to `peer` on `link`:
+    /// every bit of its slot set for a full sync, the sync start's
+    /// announced ids durable, then the copy task (which confirms the start
+    /// with the target).
+    fn begin_resync(&mut self, peer: PeerId, link: LinkId, full: bool, csums: bool) {
+        self.pm(peer).syncing = Some(SyncSide::Source);
         if full {
-            self.out.push(Effect::Bitmap(BitmapOp::SetAll));
+            self.out.push(Effect::Bitmap(BitmapOp::SetAll(peer)));
         }
         // A start announced before and never confirmed left its sync id at
         // the head of the history. If the peer did not take it (its current
@@ -617,15 +646,18 @@ impl Machine {
         // nodes share out of the two-slot history, and the next handshake
         // would call the data unrelated (found by the simulation): the
         // stale sync id is dropped first.
-        if let Some(u) = self.unconfirmed_sync.take() {
+        let p = self.pm(peer);
+        let (unconfirmed, peer_current) = (p.unconfirmed_sync.take(), p.ids.current);
+        let mut ids = self.ids_toward(peer);
+        if let Some(u) = unconfirmed {
             let same = |a: u64, b: u64| a & !1 == b & !1;
-            if same(self.dur.ids.history[0], u) && !same(self.peer_ids.current, u) {
-                self.dur.ids.history = [self.dur.ids.history[1], 0];
+            if same(ids.history[0], u) && !same(peer_current, u) {
+                ids.history = [ids.history[1], 0];
             }
         }
-        let start = self.dur.ids.begin_sync_as_source();
-        self.unconfirmed_sync = Some(start.sync_id);
-        self.dur.ids = start.announced;
+        let start = ids.begin_sync_as_source();
+        self.pm(peer).unconfirmed_sync = Some(start.sync_id);
+        self.set_ids_toward(peer, start.announced);
         self.out.push(Effect::Bitmap(BitmapOp::Flush));
         self.persist();
         self.out.push(Effect::StartResync(ResyncStart { link, start, csums }));

@@ -16,7 +16,7 @@
 use crate::config_witness::OnNoQuorum;
 
 use super::super::state::{Disk, Role};
-use super::{Answer, Effect, Machine};
+use super::{Answer, Effect, Machine, PeerId};
 
 /// What the witness says of the other data node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -28,26 +28,58 @@ pub struct WitnessView {
 }
 
 impl Machine {
-    /// Quorum is off, or this node sees its peer or the witness.
+    /// Quorum counts: with a witness (`[witness]`, two data nodes), or
+    /// with three data nodes or more.
+    pub(super) fn quorum_on(&self) -> bool {
+        self.settings.quorum.is_some() || self.peers.len() >= 2
+    }
+
+    /// Quorum is off, or this node sees a strict majority of the votes:
+    /// itself, each configured peer, the witness if one is configured.
+    /// (Two nodes and a witness: its peer or the witness.)
     pub fn quorate(&self) -> bool {
-        self.settings.quorum.is_none() || self.link.is_some() || self.witness.is_some()
+        if !self.quorum_on() {
+            return true;
+        }
+        let total = 1 + self.peers.len() + usize::from(self.settings.quorum.is_some());
+        let seen = 1 + self.peers.values().filter(|p| p.link.is_some()).count() + usize::from(self.witness.is_some());
+        2 * seen > total
     }
 
     pub fn witness(&self) -> Option<WitnessView> {
         self.witness
     }
 
+    /// A connected peer relays another node as Primary (not this one, not
+    /// `except`).
+    pub(super) fn relayed_primary(&self, except: Option<PeerId>) -> Option<PeerId> {
+        self.peers.values().filter(|p| p.link.is_some() && Some(p.id) != except).find_map(|p| p.relays_primary.filter(|&r| Some(r) != except))
+    }
+
     /// Why quorum forbids a promotion now, if it does.
     pub(super) fn quorum_refusal(&self) -> Option<String> {
-        self.settings.quorum?;
+        if !self.quorum_on() {
+            return None;
+        }
         if !self.quorate() {
+            if self.peers.len() >= 2 {
+                let seen = self.links().len();
+                return Some(format!(
+                    "no quorum: this node sees {seen} of its {} peers, and a Primary needs a strict majority of the {} nodes; bring a peer back",
+                    self.peers.len(),
+                    self.peers.len() + 1
+                ));
+            }
             return Some(
                 "no quorum: this node sees neither its peer nor the witness, and a Primary needs two of the three; \
                  bring one of them back, or, to run this node alone, remove [witness] from its resource file and run `repctl adjust`"
                     .into(),
             );
         }
-        if self.link.is_none() && self.witness.is_some_and(|w| w.peer_primary) {
+        if let Some(r) = self.relayed_primary(None) {
+            return Some(format!("a peer reports that {r} is Primary (or being promoted); demote it first"));
+        }
+        if self.links().is_empty() && self.witness.is_some_and(|w| w.peer_primary) {
             return Some("the witness reports that the peer is Primary (or being promoted); demote it first".into());
         }
         None
@@ -59,10 +91,10 @@ impl Machine {
     /// witness was away asked only the peer, and the peer may be Primary
     /// by the witness's grant since).
     pub(super) fn alone_refusal(&self) -> Option<String> {
-        self.settings.quorum?;
         if let Some(why) = self.quorum_refusal() {
             return Some(why);
         }
+        self.settings.quorum?;
         (!self.witness_granted).then(|| {
             "the peer link was lost during the promotion and the witness did not grant it (it was not connected when the promotion began, or its link ended since); try again".into()
         })
@@ -77,7 +109,7 @@ impl Machine {
     pub(super) fn witness_answered(&mut self, force: bool, errno: Option<i32>) -> Answer {
         match errno {
             Some(0) => self.witness_granted = true,
-            None if self.link.is_none() => {
+            None if self.links().is_empty() => {
                 // Alone, the witness's grant is what keeps a second
                 // Primary away: without it, no promotion.
                 self.promoting = None;
@@ -97,7 +129,7 @@ impl Machine {
                 });
             }
         }
-        if let Err(e) = self.st.check_promote(force) {
+        if let Err(e) = self.check_promote(force) {
             self.promoting = None;
             self.announce();
             return Answer::Refused(e.0);
@@ -107,13 +139,8 @@ impl Machine {
             self.announce();
             return Answer::Refused(why);
         }
-        match self.link {
-            Some(l) => Answer::AskPeer(l),
-            None => {
-                self.promoting = None;
-                self.commit_promote(force, false)
-            }
-        }
+        let tries = self.promoting.as_ref().map_or(1, |p| p.tries);
+        self.ask_peers(force, tries)
     }
 
     /// The witness link came up, changed its view, or ended.
@@ -130,8 +157,8 @@ impl Machine {
                     self.resumed_without_quorum = false;
                     // A Primary frozen since it lost its peer asks again;
                     // one frozen only for the lost quorum goes on.
-                    if self.frozen && self.st.role == Role::Primary {
-                        if self.fenced {
+                    if self.frozen && self.role == Role::Primary {
+                        if self.peers.values().all(|p| p.fenced) {
                             self.thaw_io("quorum is back (the witness is reachable) and the peer is outdated");
                         } else {
                             self.out.push(Effect::Fence);
@@ -139,7 +166,7 @@ impl Machine {
                     }
                 }
                 (true, false) => {
-                    if self.link.is_none() {
+                    if self.links().is_empty() {
                         tracing::warn!("witness link lost and no peer: no quorum");
                     } else {
                         tracing::warn!("witness link lost (quorum holds through the peer)");
@@ -154,14 +181,14 @@ impl Machine {
 
     /// The witness says this node is outdated.
     pub(super) fn outdated_by_witness(&mut self) -> Answer {
-        if self.st.role == Role::Primary {
+        if self.role == Role::Primary {
             return Answer::Refused("this node is Primary".into());
         }
         // Even with a peer link: it may be the dead session the peer
         // outdated this node for, not yet noticed here (a later session
         // makes this node its sync target: Inconsistent until the resync
         // ends, which this leaves alone).
-        if self.st.disk.is_complete() && self.st.disk != Disk::Outdated {
+        if self.disk.is_complete() && self.disk != Disk::Outdated {
             tracing::warn!("the witness says the peer went on writing without this node: its disk is Outdated until a resync");
             self.set_disk(Disk::Outdated);
         }
@@ -175,7 +202,7 @@ impl Machine {
         if self.settings.quorum != Some(OnNoQuorum::SuspendIo) || self.quorate() || self.resumed_without_quorum {
             return;
         }
-        if self.st.role != Role::Primary || self.frozen {
+        if self.role != Role::Primary || self.frozen {
             return;
         }
         tracing::warn!("no quorum (neither the peer nor the witness in sight): writes wait until one is back (or repctl resume-io)");

@@ -1,6 +1,6 @@
 //! Quorum with a witness: the machine's rules (see `quorum.rs`).
 
-use super::tests::{alone, connect, peer, IDS};
+use super::tests::{alone, connect, peer, IDS, P};
 use super::*;
 use crate::config_witness::OnNoQuorum;
 use crate::node::state::Role;
@@ -19,7 +19,7 @@ fn primary_with_witness() -> (Machine, LinkId) {
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
     m.step(Event::Witness(Some(UP)));
     assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskWitness);
-    assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::AskPeer(link));
+    assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::AskPeers(vec![link]));
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Granted });
     assert_eq!(r.answer, Answer::Ok("primary".into()));
     (m, link)
@@ -72,7 +72,7 @@ fn connected_it_asks_the_witness_then_the_peer() {
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
     m.step(Event::Witness(Some(UP)));
     assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskWitness);
-    assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::AskPeer(link));
+    assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::AskPeers(vec![link]));
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Granted });
     assert_eq!(r.answer, Answer::Ok("primary".into()));
 }
@@ -82,9 +82,9 @@ fn connected_it_asks_the_witness_then_the_peer() {
 #[test]
 fn a_primary_that_loses_its_peer_freezes_until_the_witness_outdates_it() {
     let (mut m, link) = primary_with_witness();
-    m.step(Event::LinkLost { link: Some(link), clean: false });
+    m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
     assert!(m.quorate(), "the witness is a vote");
-    let r = m.step(Event::Degraded { offset: 0, len: 4096 });
+    let r = m.step(Event::Degraded { peer: P, offset: 0, len: 4096 });
     assert!(r.effects.contains(&Effect::Fence), "{:?}", r.effects);
     assert!(m.frozen());
     // The witness could not record it: still frozen.
@@ -107,7 +107,7 @@ fn without_quorum_io_error_fails_writes_and_suspend_io_freezes_them() {
         m.step(Event::WitnessAnswered { force: false, errno: Some(0) });
         m.step(Event::Witness(None));
         assert!(!m.quorate());
-        let r = m.step(Event::Degraded { offset: 0, len: 4096 });
+        let r = m.step(Event::Degraded { peer: P, offset: 0, len: 4096 });
         match on {
             OnNoQuorum::IoError => {
                 assert!(matches!(r.answer, Answer::Refused(_)), "{:?}", r.answer);
@@ -150,8 +150,8 @@ fn a_promotion_that_loses_its_peer_goes_on_alone_only_with_quorum_and_the_witnes
     // The witness never up: no quorum once the peer is gone.
     let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
-    assert_eq!(m.step(Event::Promote { force: true }).answer, Answer::AskPeer(link));
-    m.step(Event::LinkLost { link: Some(link), clean: false });
+    assert_eq!(m.step(Event::Promote { force: true }).answer, Answer::AskPeers(vec![link]));
+    m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
     let r = m.step(Event::PromoteAnswered { force: true, asked: Some(link), answer: PeerAnswer::Lost });
     let Answer::Refused(why) = r.answer else { panic!("promoted without quorum: {:?}", r.answer) };
     assert!(why.contains("no quorum"), "{why}");
@@ -160,9 +160,9 @@ fn a_promotion_that_loses_its_peer_goes_on_alone_only_with_quorum_and_the_witnes
     // The witness came up after the promotion began (not asked): refused.
     let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
-    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeer(link));
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(vec![link]));
     m.step(Event::Witness(Some(UP)));
-    m.step(Event::LinkLost { link: Some(link), clean: false });
+    m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Lost });
     assert!(matches!(r.answer, Answer::Refused(_)), "promoted alone without the witness's grant: {:?}", r.answer);
 
@@ -172,10 +172,10 @@ fn a_promotion_that_loses_its_peer_goes_on_alone_only_with_quorum_and_the_witnes
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
     m.step(Event::Witness(Some(UP)));
     assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskWitness);
-    assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::AskPeer(link));
+    assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::AskPeers(vec![link]));
     m.step(Event::Witness(None));
     m.step(Event::Witness(Some(UP)));
-    m.step(Event::LinkLost { link: Some(link), clean: false });
+    m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Lost });
     assert!(matches!(r.answer, Answer::Refused(_)), "promoted alone on a grant that ended: {:?}", r.answer);
 
@@ -185,7 +185,7 @@ fn a_promotion_that_loses_its_peer_goes_on_alone_only_with_quorum_and_the_witnes
     m.step(Event::Witness(Some(UP)));
     m.step(Event::Promote { force: false });
     m.step(Event::WitnessAnswered { force: false, errno: Some(0) });
-    m.step(Event::LinkLost { link: Some(link), clean: false });
+    m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Lost });
     assert_eq!(r.answer, Answer::Ok("primary".into()));
 }
@@ -229,7 +229,7 @@ fn a_notice_outdates_the_disk_even_with_a_peer_link_not_yet_seen_dead() {
 fn a_promotion_whose_peer_request_is_lost_before_the_link_needs_the_witness_grant() {
     let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
-    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeer(link));
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(vec![link]));
     // The witness link comes up meanwhile: the peer is Primary there.
     m.step(Event::Witness(Some(WitnessView { peer_connected: true, peer_primary: true })));
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Lost });
@@ -249,12 +249,12 @@ fn a_fence_answer_for_an_earlier_loss_does_not_fence_the_next_one() {
     m.step(Event::Witness(Some(UP)));
     m.step(Event::Promote { force: false });
     m.step(Event::WitnessAnswered { force: false, errno: Some(0) });
-    assert!(m.step(Event::Degraded { offset: 0, len: 4096 }).effects.contains(&Effect::Fence));
+    assert!(m.step(Event::Degraded { peer: P, offset: 0, len: 4096 }).effects.contains(&Effect::Fence));
     // The peer is back before the witness answers.
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
     m.step(Event::FenceResult(Some(7)));
-    m.step(Event::LinkLost { link: Some(link), clean: false });
-    let r = m.step(Event::Degraded { offset: 0, len: 4096 });
+    m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
+    let r = m.step(Event::Degraded { peer: P, offset: 0, len: 4096 });
     assert!(r.effects.contains(&Effect::Fence) && m.frozen(), "acknowledged alone with no fence: {:?}", r.effects);
 }
 
@@ -264,15 +264,15 @@ fn a_fence_answer_for_an_earlier_loss_does_not_fence_the_next_one() {
 #[test]
 fn suspend_io_holds_writes_without_quorum_even_after_the_peer_was_outdated() {
     let (mut m, link) = primary_with_witness();
-    m.step(Event::LinkLost { link: Some(link), clean: false });
-    m.step(Event::Degraded { offset: 0, len: 4096 });
+    m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
+    m.step(Event::Degraded { peer: P, offset: 0, len: 4096 });
     m.step(Event::FenceResult(Some(7)));
     assert!(!m.frozen(), "the peer is outdated: writes go on");
-    m.step(Event::Degraded { offset: 0, len: 4096 });
+    m.step(Event::Degraded { peer: P, offset: 0, len: 4096 });
     assert!(!m.frozen());
     // The witness goes too: no quorum, writes wait.
     m.step(Event::Witness(None));
-    m.step(Event::Degraded { offset: 4096, len: 4096 });
+    m.step(Event::Degraded { peer: P, offset: 4096, len: 4096 });
     assert!(m.frozen(), "a Primary without quorum acknowledged a write");
     // Back: writes go on, no new fence needed.
     let r = m.step(Event::Witness(Some(UP)));
@@ -280,9 +280,9 @@ fn suspend_io_holds_writes_without_quorum_even_after_the_peer_was_outdated() {
     assert!(!m.frozen());
     // Lost again; the operator resumes: that holds until quorum returns.
     m.step(Event::Witness(None));
-    m.step(Event::Degraded { offset: 0, len: 4096 });
+    m.step(Event::Degraded { peer: P, offset: 0, len: 4096 });
     assert!(m.frozen());
     m.step(Event::ResumeIo);
-    m.step(Event::Degraded { offset: 0, len: 4096 });
+    m.step(Event::Degraded { peer: P, offset: 0, len: 4096 });
     assert!(!m.frozen(), "resume-io did not hold");
 }

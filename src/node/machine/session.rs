@@ -5,28 +5,29 @@
 use super::super::decide::{decide, Decision, Side};
 use super::super::genid::GenIds;
 use super::super::state::{Connection, Disk, PeerView, SyncSide};
-use super::{Answer, BitmapOp, Effect, LinkId, Machine, SessionPlan};
+use super::{Answer, BitmapOp, Effect, LinkId, Machine, PeerId, SessionPlan};
 
 impl Machine {
     /// Both State frames are in: decide (the peer decides the mirror image
     /// on the same two frames). A split brain or a refusal ends the session
     /// with a goodbye and leaves this node standalone; a correction of the
     /// local ids the decision asked for is made durable.
-    pub(super) fn handshake(&mut self, local: Side, peer: Side) -> Answer {
+    pub(super) fn handshake(&mut self, from: PeerId, local: Side, peer: Side) -> Answer {
         let outcome = decide(local, peer, self.settings.after_split_brain, self.settings.me_first);
         tracing::info!(decision = %outcome.decision, rule = outcome.rule, local_ids = %local.ids, peer_ids = %peer.ids, "connected to peer");
         let mut goodbye = None;
         match &outcome.decision {
             Decision::SplitBrain => {
                 tracing::error!("split brain: both nodes changed data while apart; nothing is copied. Resolve with `repctl connect --discard-my-data` on the node whose changes are to be dropped");
-                self.st.connection = Connection::Standalone;
-                self.st.split_brain = true;
+                let p = self.pm(from);
+                p.connection = Connection::Standalone;
+                p.split_brain = true;
                 self.out.push(Effect::Changed);
                 goodbye = Some("split brain detected".to_owned());
             }
             Decision::Refuse(why) => {
                 tracing::error!("peer link refused: {why}");
-                self.st.connection = Connection::Standalone;
+                self.pm(from).connection = Connection::Standalone;
                 self.out.push(Effect::Changed);
                 goodbye = Some(why.clone());
             }
@@ -39,7 +40,7 @@ impl Machine {
         // simulation: after a split brain resolved against it, a manager
         // promoted it alone, and the survivor's acknowledged writes were gone).
         let mut local = local;
-        if goodbye.is_none() && matches!(outcome.decision, Decision::Target { .. }) && self.st.disk.is_complete() && self.st.disk != Disk::Outdated {
+        if goodbye.is_none() && matches!(outcome.decision, Decision::Target { .. }) && self.disk.is_complete() && self.disk != Disk::Outdated {
             self.set_disk(Disk::Outdated);
             local.disk = Disk::Outdated;
         }
@@ -47,7 +48,9 @@ impl Machine {
         if let (None, Some(fix)) = (&goodbye, outcome.fixup) {
             tracing::info!(fix = %fix, "correcting generation ids");
             expected_ids.apply(fix);
-            self.dur.ids.apply(fix);
+            let mut ids = self.ids_toward(from);
+            ids.apply(fix);
+            self.set_ids_toward(from, ids);
             self.persist();
         }
         Answer::Decided(Box::new(SessionPlan { outcome, local, peer, expected_ids, goodbye }))
@@ -59,8 +62,8 @@ impl Machine {
     /// forced promotion would otherwise leave a connected pair with no
     /// initial sync, and two promotions could leave two Primaries connected.
     /// Refused then; the next session decides on the state as it is.
-    pub(super) fn install(&mut self, plan: SessionPlan, peer_ids: GenIds) -> Answer {
-        let now = (self.st.role, self.st.disk, self.dur.ids);
+    pub(super) fn install(&mut self, peer: PeerId, plan: SessionPlan, peer_ids: GenIds) -> Answer {
+        let now = (self.role, self.disk, self.ids_toward(peer));
         let was = (plan.local.role, plan.local.disk, plan.expected_ids);
         if now != was {
             tracing::warn!(was = ?(was.0, was.1), now = ?(now.0, now.1), "this node's role, disk or generation ids changed while connecting; connecting again");
@@ -68,28 +71,33 @@ impl Machine {
         }
         let link = LinkId(self.next_link);
         self.next_link += 1;
-        self.discard_my_data = false;
-        self.peer_ids = peer_ids;
-        self.st.connection = Connection::Connected;
-        self.st.split_brain = false;
-        self.st.peer = Some(PeerView { role: plan.peer.role, disk: plan.peer.disk });
+        let p = self.pm(peer);
+        p.discard_my_data = false;
+        p.ids = peer_ids;
+        p.connection = Connection::Connected;
+        p.split_brain = false;
+        p.view = Some(PeerView { role: plan.peer.role, disk: plan.peer.disk });
+        p.link = Some(link);
+        // A new link: the next loss needs fencing again.
+        p.fenced = false;
+        if plan.peer.role == super::super::state::Role::Primary {
+            self.last_primary = Some(peer);
+        }
         self.out.push(Effect::Install(link));
-        self.link = Some(link);
         match plan.outcome.decision {
             Decision::Source { .. } => {
-                self.st.syncing = Some(SyncSide::Source);
-                self.out.push(Effect::Bitmap(BitmapOp::UnionPeer));
+                self.pm(peer).syncing = Some(SyncSide::Source);
+                self.out.push(Effect::Bitmap(BitmapOp::UnionPeer(peer)));
             }
             Decision::Target { full } => {
-                self.st.syncing = Some(SyncSide::Target);
+                self.pm(peer).syncing = Some(SyncSide::Target);
                 if full {
                     tracing::warn!("full sync from the peer: this disk has no usable base");
                 }
             }
             _ => {}
         }
-        // A new link: the next loss needs fencing again; frozen writes go on.
-        self.fenced = false;
+        // Frozen writes go on.
         self.resumed_without_quorum = false;
         if std::mem::take(&mut self.frozen) {
             tracing::info!("peer back: writes resume");
@@ -103,16 +111,16 @@ impl Machine {
     /// current; a target's disk is inconsistent until the sync ends (and
     /// the peer is told); a source starts the resync, comparing digests
     /// first after a Primary crashed (its activity log marked whole extents).
-    pub(super) fn settle(&mut self, link: LinkId, plan: &SessionPlan) -> Answer {
-        if self.link != Some(link) {
+    pub(super) fn settle(&mut self, peer: PeerId, link: LinkId, plan: &SessionPlan) -> Answer {
+        if self.p(peer).link != Some(link) {
             return Answer::None;
         }
         match plan.outcome.decision {
             Decision::InSync => {
                 self.dur.crashed_primary = false;
                 self.persist();
-                let peer_complete = self.st.peer.is_some_and(|p| p.disk.is_complete());
-                if self.st.disk.is_complete() && peer_complete {
+                let peer_complete = self.p(peer).complete();
+                if self.disk.is_complete() && peer_complete {
                     self.set_disk(Disk::UpToDate);
                 }
             }
@@ -125,7 +133,7 @@ impl Machine {
                     tracing::warn!("full sync to the peer: its disk has no usable base (holes are skipped)");
                 }
                 let csums = !full && (plan.local.crashed_primary || plan.peer.crashed_primary);
-                self.begin_resync(link, full, csums);
+                self.begin_resync(peer, link, full, csums);
             }
             _ => {}
         }

@@ -3,34 +3,39 @@
 
 use super::super::genid::SyncStart;
 use super::super::state::{Disk, Role, SyncSide};
-use super::{Answer, BitmapOp, Effect, LinkId, Machine, Millis, SyncProgress};
+use super::{Answer, BitmapOp, Effect, LinkId, Machine, Millis, PeerId, SyncProgress};
 
 impl Machine {
     /// The peer starts a resync into this node: its sync id becomes ours,
     /// the disk is inconsistent until `SyncDone`. Refused on a Primary (the
     /// session ends).
-    pub(super) fn sync_start_received(&mut self, source_uuid: u64, total: u64, now: Millis) -> Answer {
-        if self.st.role == Role::Primary {
+    pub(super) fn sync_start_received(&mut self, peer: PeerId, source_uuid: u64, total: u64, now: Millis) -> Answer {
+        if self.role == Role::Primary {
             return Answer::Refused("the peer wants to sync into this Primary".into());
         }
-        self.st.syncing = Some(SyncSide::Target);
-        self.dur.ids.start_sync_as_target(source_uuid);
+        self.pm(peer).syncing = Some(SyncSide::Target);
+        let mut ids = self.ids_toward(peer);
+        ids.start_sync_as_target(source_uuid);
+        self.set_ids_toward(peer, ids);
         self.set_disk(Disk::Inconsistent);
-        self.sync = Some(SyncProgress { side: SyncSide::Target, total, done: 0, started: now });
+        self.pm(peer).sync = Some(SyncProgress { side: SyncSide::Target, total, done: 0, started: now });
         self.announce();
         Answer::None
     }
 
     /// Everything the source had is here and flushed: take the ids the
     /// source ends with, clear the bitmap, UpToDate, in one header write.
-    pub(super) fn sync_done_flushed(&mut self) -> Answer {
-        let source = self.peer_ids;
-        self.dur.ids.finish_sync_as_target(&source);
-        self.out.push(Effect::Bitmap(BitmapOp::ClearAll));
+    pub(super) fn sync_done_flushed(&mut self, peer: PeerId) -> Answer {
+        let source = self.p(peer).ids;
+        let mut ids = self.ids_toward(peer);
+        ids.finish_sync_as_target(&source);
+        self.set_ids_toward(peer, ids);
+        self.out.push(Effect::Bitmap(BitmapOp::ClearAll(peer)));
         self.out.push(Effect::Bitmap(BitmapOp::Flush));
         self.dur.crashed_primary = false;
-        self.st.syncing = None;
-        self.sync = None;
+        let p = self.pm(peer);
+        p.syncing = None;
+        p.sync = None;
         self.set_disk(Disk::UpToDate);
         tracing::info!("resync finished: this disk is UpToDate");
         self.announce();
@@ -41,41 +46,44 @@ impl Machine {
     /// id, so the confirmed ids become durable. If this node's ids moved on
     /// meanwhile the start is abandoned (the link is dropped; the next
     /// session starts again).
-    pub(super) fn resync_confirmed(&mut self, link: LinkId, start: SyncStart) -> Answer {
-        let mut ids = self.dur.ids;
+    pub(super) fn resync_confirmed(&mut self, peer: PeerId, link: LinkId, start: SyncStart) -> Answer {
+        let mut ids = self.ids_toward(peer);
         if ids.confirm_sync_start(&start) {
-            self.unconfirmed_sync = None;
-            self.dur.ids = ids;
+            self.pm(peer).unconfirmed_sync = None;
+            self.set_ids_toward(peer, ids);
             self.persist();
             return Answer::Ok("confirmed".into());
         }
         tracing::warn!("resync start abandoned: the generation ids changed meanwhile; reconnecting");
-        self.sync = None;
+        self.pm(peer).sync = None;
         self.out.push(Effect::Close(link));
         Answer::Refused("the generation ids changed meanwhile".into())
     }
 
     /// The start was not confirmed or the final flush failed (the runtime
     /// marked what that flush covered): the link is dropped.
-    pub(super) fn resync_failed(&mut self, link: LinkId) -> Answer {
-        self.sync = None;
+    pub(super) fn resync_failed(&mut self, peer: PeerId, link: LinkId) -> Answer {
+        self.pm(peer).sync = None;
         self.out.push(Effect::Close(link));
         Answer::None
     }
 
     /// The source sent `SyncDone` after the target flushed everything: the
     /// bitmap id goes to history, and both disks hold this node's data.
-    pub(super) fn resync_done(&mut self) -> Answer {
-        self.dur.ids.finish_sync_as_source();
+    pub(super) fn resync_done(&mut self, peer: PeerId) -> Answer {
+        let mut ids = self.ids_toward(peer);
+        ids.finish_sync_as_source();
+        self.set_ids_toward(peer, ids);
         self.dur.crashed_primary = false;
         self.out.push(Effect::Bitmap(BitmapOp::Flush));
         self.persist();
-        self.st.syncing = None;
-        if let Some(p) = self.st.peer.as_mut() {
-            p.disk = Disk::UpToDate;
+        let p = self.pm(peer);
+        p.syncing = None;
+        if let Some(v) = p.view.as_mut() {
+            v.disk = Disk::UpToDate;
         }
-        self.sync = None;
-        if self.st.disk != Disk::UpToDate && self.st.disk.is_complete() {
+        p.sync = None;
+        if self.disk != Disk::UpToDate && self.disk.is_complete() {
             self.set_disk(Disk::UpToDate);
         }
         self.out.push(Effect::Changed);

@@ -5,6 +5,9 @@ use super::*;
 use crate::node::decide::Decision;
 use crate::node::state::{Connection, Role};
 
+/// The one peer of these tests' two-node machine.
+pub(super) const P: PeerId = PeerId(1);
+
 pub(super) const IDS: GenIds = GenIds { current: 0x1000, bitmap: 0, history: [0, 0] };
 
 pub(super) fn settings() -> Settings {
@@ -12,11 +15,11 @@ pub(super) fn settings() -> Settings {
 }
 
 pub(super) fn durable(disk: Disk) -> Durable {
-    Durable { ids: IDS, disk, primary: false, al_clean: true, crashed_primary: false }
+    Durable { ids: IDS, disk, primary: false, al_clean: true, crashed_primary: false, bitmap_ids: MoreBitmapIds::default() }
 }
 
 pub(super) fn node(disk: Disk) -> Machine {
-    Machine::start(settings(), durable(disk), 7).0
+    Machine::start(settings(), durable(disk), 7, &[P]).0
 }
 
 /// Alone with an UpToDate disk (a node starts Consistent; tests skip the
@@ -45,11 +48,16 @@ pub(super) fn position(r: &Ready, f: impl Fn(&Effect) -> bool) -> usize {
 
 /// Handshake, install and settle against a peer with `peer` state.
 pub(super) fn connect(m: &mut Machine, p: Side) -> (LinkId, Box<SessionPlan>) {
-    let local = m.local_side(0);
-    let Answer::Decided(plan) = m.step(Event::Handshake { local, peer: p }).answer else { panic!("no decision") };
+    connect_to(m, P, p)
+}
+
+/// [`connect`] to peer `to`.
+pub(super) fn connect_to(m: &mut Machine, to: PeerId, p: Side) -> (LinkId, Box<SessionPlan>) {
+    let local = m.local_side(to, 0);
+    let Answer::Decided(plan) = m.step(Event::Handshake { peer: to, local, remote: p }).answer else { panic!("no decision") };
     assert!(plan.goodbye.is_none(), "refused: {:?}", plan.outcome);
-    let Answer::Installed(link) = m.step(Event::Install { plan: plan.clone(), peer_ids: p.ids }).answer else { panic!("not installed") };
-    m.step(Event::Settle { link, plan: plan.clone() });
+    let Answer::Installed(link) = m.step(Event::Install { peer: to, plan: plan.clone(), peer_ids: p.ids }).answer else { panic!("not installed") };
+    m.step(Event::Settle { peer: to, link, plan: plan.clone() });
     (link, plan)
 }
 
@@ -57,7 +65,7 @@ pub(super) fn primary_connected() -> (Machine, LinkId) {
     let mut m = node(Disk::UpToDate);
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
     let r = m.step(Event::Promote { force: false });
-    assert_eq!(r.answer, Answer::AskPeer(link));
+    assert_eq!(r.answer, Answer::AskPeers(vec![link]));
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Granted });
     assert_eq!(r.answer, Answer::Ok("primary".into()));
     (m, link)
@@ -68,7 +76,7 @@ fn start_after_a_crash_marks_the_activity_log_and_is_consistent() {
     let mut d = durable(Disk::UpToDate);
     d.primary = true;
     d.al_clean = false;
-    let (m, effects) = Machine::start(settings(), d, 1);
+    let (m, effects) = Machine::start(settings(), d, 1, &[P]);
     assert_eq!(effects[0], Effect::Bitmap(BitmapOp::MarkActivityLog));
     let Effect::Persist(p) = effects[1] else { panic!("no header write") };
     assert!(p.crashed_primary && !p.primary && !p.al_clean);
@@ -127,10 +135,10 @@ fn a_promotion_asks_again_when_a_link_came_up_meanwhile() {
     let mut m = node(Disk::UpToDate);
     let (first, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
     m.step(Event::Promote { force: false });
-    m.step(Event::LinkLost { link: Some(first), clean: false });
+    m.step(Event::LinkLost { peer: P, link: Some(first), clean: false });
     let (second, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(first), answer: PeerAnswer::Lost });
-    assert_eq!(r.answer, Answer::AskPeer(second));
+    assert_eq!(r.answer, Answer::AskPeers(vec![second]));
     assert_eq!(m.state().role, Role::Secondary);
 }
 
@@ -139,11 +147,11 @@ fn a_role_request_tie_goes_to_the_name_that_sorts_first() {
     let mut m = node(Disk::UpToDate);
     connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
     m.step(Event::Promote { force: false });
-    assert_eq!(m.step(Event::RoleRequested).answer, Answer::Granted(false), "me_first wins the tie");
+    assert_eq!(m.step(Event::RoleRequested { peer: P }).answer, Answer::Granted(false), "me_first wins the tie");
     let mut s = settings();
     s.me_first = false;
     m.step(Event::Adjust(s));
-    assert_eq!(m.step(Event::RoleRequested).answer, Answer::Granted(true));
+    assert_eq!(m.step(Event::RoleRequested { peer: P }).answer, Answer::Granted(true));
     assert_eq!(m.state().peer.map(|p| p.role), Some(Role::Primary));
 }
 
@@ -169,9 +177,9 @@ fn connect_withdraws_discard_and_clears_the_split_brain() {
     m.step(Event::Disconnect);
     assert_eq!(m.state().connection, Connection::Standalone);
     m.step(Event::Connect { discard_my_data: true });
-    assert!(m.discard_my_data());
+    assert!(m.discard_my_data(P));
     m.step(Event::Connect { discard_my_data: false });
-    assert!(!m.discard_my_data());
+    assert!(!m.discard_my_data(P));
     assert_eq!(m.state().connection, Connection::Connecting);
     m.step(Event::Promote { force: true });
     assert!(matches!(m.step(Event::Connect { discard_my_data: true }).answer, Answer::Refused(_)));
@@ -190,7 +198,7 @@ fn invalidate_sets_every_bit_before_the_header_and_drops_the_link() {
     let mut m = node(Disk::UpToDate);
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
     let r = m.step(Event::Invalidate);
-    let set = position(&r, |e| *e == Effect::Bitmap(BitmapOp::SetAll));
+    let set = position(&r, |e| *e == Effect::Bitmap(BitmapOp::SetAll(P)));
     let header = position(&r, |e| matches!(e, Effect::Persist(d) if d.disk == Disk::Inconsistent && d.ids == GenIds::just_created()));
     let close = position(&r, |e| *e == Effect::Close(link));
     assert!(set < header && header < close);
@@ -204,8 +212,8 @@ fn verify_needs_the_link_and_a_mismatch_resyncs_by_checksum() {
     assert!(matches!(m.step(Event::VerifyAsked).answer, Answer::Refused(_)));
     let (mut m, link) = primary_connected();
     assert_eq!(m.step(Event::VerifyAsked).answer, Answer::Verify(link));
-    assert!(m.step(Event::VerifyEnded { link, mismatched: false }).effects.is_empty());
-    let r = m.step(Event::VerifyEnded { link, mismatched: true });
+    assert!(m.step(Event::VerifyEnded { peer: P, link, mismatched: false }).effects.is_empty());
+    let r = m.step(Event::VerifyEnded { peer: P, link, mismatched: true });
     assert!(has(&r, |e| matches!(e, Effect::StartResync(s) if s.csums && s.link == link)));
     assert!(matches!(m.step(Event::VerifyAsked).answer, Answer::Refused(_)), "a resync runs");
 }
@@ -215,10 +223,10 @@ fn a_split_brain_leaves_the_node_standalone_with_a_goodbye() {
     let mut m = alone();
     m.step(Event::Promote { force: false });
     let theirs = GenIds { current: 0x7000, bitmap: IDS.current, history: [0, 0] };
-    let local = m.local_side(1);
+    let local = m.local_side(P, 1);
     let mut p = peer(Role::Secondary, Disk::UpToDate, theirs);
     p.dirty_bits = 1;
-    let Answer::Decided(plan) = m.step(Event::Handshake { local, peer: p }).answer else { panic!() };
+    let Answer::Decided(plan) = m.step(Event::Handshake { peer: P, local, remote: p }).answer else { panic!() };
     assert_eq!(plan.outcome.decision, Decision::SplitBrain);
     assert!(plan.goodbye.is_some());
     assert!(m.state().split_brain && m.state().connection == Connection::Standalone);
@@ -230,13 +238,13 @@ fn a_split_brain_leaves_the_node_standalone_with_a_goodbye() {
 #[test]
 fn a_promotion_between_decision_and_install_refuses_the_install() {
     let mut m = node(Disk::Inconsistent);
-    let local = m.local_side(0);
-    let Answer::Decided(plan) = m.step(Event::Handshake { local, peer: peer(Role::Secondary, Disk::Inconsistent, GenIds::just_created()) }).answer else { panic!() };
+    let local = m.local_side(P, 0);
+    let Answer::Decided(plan) = m.step(Event::Handshake { peer: P, local, remote: peer(Role::Secondary, Disk::Inconsistent, GenIds::just_created()) }).answer else { panic!() };
     assert_eq!(m.step(Event::Promote { force: true }).answer, Answer::Ok("primary".into()));
-    let r = m.step(Event::Install { plan, peer_ids: GenIds::just_created() });
+    let r = m.step(Event::Install { peer: P, plan, peer_ids: GenIds::just_created() });
     assert!(matches!(r.answer, Answer::Refused(_)), "{:?}", r.answer);
     assert!(!has(&r, |e| matches!(e, Effect::Install(_))));
-    assert_eq!(m.link(), None);
+    assert_eq!(m.link(P), None);
 }
 
 #[test]
@@ -244,15 +252,15 @@ fn a_source_merges_the_peer_bitmap_and_a_crashed_primary_resyncs_by_checksum() {
     let mut m = alone();
     m.step(Event::Promote { force: false });
     let ahead = m.ids();
-    let local = m.local_side(3);
+    let local = m.local_side(P, 3);
     let mut p = peer(Role::Secondary, Disk::Consistent, GenIds { current: ahead.bitmap, bitmap: 0, history: [0, 0] });
     p.crashed_primary = true;
-    let Answer::Decided(plan) = m.step(Event::Handshake { local, peer: p }).answer else { panic!() };
+    let Answer::Decided(plan) = m.step(Event::Handshake { peer: P, local, remote: p }).answer else { panic!() };
     assert_eq!(plan.outcome.decision, Decision::Source { full: false });
-    let r = m.step(Event::Install { plan: plan.clone(), peer_ids: p.ids });
+    let r = m.step(Event::Install { peer: P, plan: plan.clone(), peer_ids: p.ids });
     let Answer::Installed(link) = r.answer else { panic!() };
-    assert!(position(&r, |e| matches!(e, Effect::Install(_))) < position(&r, |e| *e == Effect::Bitmap(BitmapOp::UnionPeer)));
-    let r = m.step(Event::Settle { link, plan });
+    assert!(position(&r, |e| matches!(e, Effect::Install(_))) < position(&r, |e| *e == Effect::Bitmap(BitmapOp::UnionPeer(P))));
+    let r = m.step(Event::Settle { peer: P, link, plan });
     let header = position(&r, |e| matches!(e, Effect::Persist(_)));
     let start = position(&r, |e| matches!(e, Effect::StartResync(s) if s.csums));
     assert!(header < start, "the announced ids are durable before the copy starts");
@@ -263,50 +271,50 @@ fn a_target_goes_inconsistent_and_tells_the_peer() {
     let mut m = node(Disk::Consistent);
     let theirs = GenIds { current: 0x2001, bitmap: IDS.current, history: [0, 0] };
     let (link, plan) = {
-        let local = m.local_side(0);
-        let Answer::Decided(plan) = m.step(Event::Handshake { local, peer: peer(Role::Primary, Disk::UpToDate, theirs) }).answer else { panic!() };
+        let local = m.local_side(P, 0);
+        let Answer::Decided(plan) = m.step(Event::Handshake { peer: P, local, remote: peer(Role::Primary, Disk::UpToDate, theirs) }).answer else { panic!() };
         assert_eq!(plan.outcome.decision, Decision::Target { full: false });
-        let Answer::Installed(link) = m.step(Event::Install { plan: plan.clone(), peer_ids: theirs }).answer else { panic!() };
+        let Answer::Installed(link) = m.step(Event::Install { peer: P, plan: plan.clone(), peer_ids: theirs }).answer else { panic!() };
         (link, plan)
     };
-    let r = m.step(Event::Settle { link, plan });
+    let r = m.step(Event::Settle { peer: P, link, plan });
     assert_eq!(m.state().disk, Disk::Inconsistent);
     assert!(has(&r, |e| matches!(e, Effect::Announce(l, _) if *l == link)));
     // The source's start: its id becomes ours; a Primary refuses one.
-    let r = m.step(Event::SyncStartReceived { source_uuid: 0x3000, total: 4096, now: 5 });
+    let r = m.step(Event::SyncStartReceived { peer: P, source_uuid: 0x3000, total: 4096, now: 5 });
     assert_eq!(m.ids().current, 0x3000);
     assert_eq!(persisted(&r).last().map(|d| d.disk), Some(Disk::Inconsistent));
-    m.step(Event::PeerIds(GenIds { current: 0x2001, bitmap: 0x3000, history: [IDS.current, 0] }));
-    let r = m.step(Event::SyncDoneFlushed);
-    let clear = position(&r, |e| *e == Effect::Bitmap(BitmapOp::ClearAll));
+    m.step(Event::PeerIds { peer: P, ids: GenIds { current: 0x2001, bitmap: 0x3000, history: [IDS.current, 0] } });
+    let r = m.step(Event::SyncDoneFlushed { peer: P });
+    let clear = position(&r, |e| *e == Effect::Bitmap(BitmapOp::ClearAll(P)));
     let header = position(&r, |e| matches!(e, Effect::Persist(d) if d.disk == Disk::UpToDate));
     assert!(clear < header, "the bits go before the header says UpToDate");
     assert_eq!(m.ids().current, 0x2000, "the source's current, without its Primary bit");
     assert_eq!((m.state().disk, m.state().syncing), (Disk::UpToDate, None));
     let (mut p, _) = primary_connected();
-    assert!(matches!(p.step(Event::SyncStartReceived { source_uuid: 1, total: 1, now: 0 }).answer, Answer::Refused(_)));
+    assert!(matches!(p.step(Event::SyncStartReceived { peer: P, source_uuid: 1, total: 1, now: 0 }).answer, Answer::Refused(_)));
 }
 
 #[test]
 fn the_source_confirms_its_start_unless_its_ids_moved_and_ends_both_uptodate() {
     let (mut m, link) = primary_connected();
-    let r = m.step(Event::VerifyEnded { link, mismatched: true });
+    let r = m.step(Event::VerifyEnded { peer: P, link, mismatched: true });
     let s = r.effects.iter().find_map(|e| if let Effect::StartResync(s) = e { Some(s.start) } else { None }).expect("a resync");
     assert_eq!(m.ids(), s.announced, "announced before the copy task starts");
     let mut other = m.clone();
-    assert!(matches!(m.step(Event::ResyncConfirmed { link, start: s }).answer, Answer::Ok(_)));
+    assert!(matches!(m.step(Event::ResyncConfirmed { peer: P, link, start: s }).answer, Answer::Ok(_)));
     assert_eq!(m.ids().current, s.confirmed.current | 1, "confirmed, with the Primary bit kept");
-    m.step(Event::ResyncBegun { total: 10, now: 0 });
-    m.step(Event::ResyncProgress { bytes: 4 });
-    assert_eq!(m.sync().map(|s| s.done), Some(4));
-    let r = m.step(Event::ResyncDone);
+    m.step(Event::ResyncBegun { peer: P, total: 10, now: 0 });
+    m.step(Event::ResyncProgress { peer: P, bytes: 4 });
+    assert_eq!(m.sync(P).map(|s| s.done), Some(4));
+    let r = m.step(Event::ResyncDone { peer: P });
     assert!(has(&r, |e| matches!(e, Effect::Persist(d) if d.ids.bitmap == 0)));
     assert_eq!(m.state().peer.map(|p| p.disk), Some(Disk::UpToDate));
-    assert_eq!((m.state().syncing, m.sync()), (None, None));
+    assert_eq!((m.state().syncing, m.sync(P)), (None, None));
     // Ids moved (the link was lost and a write made a new current): abandoned.
-    other.step(Event::WriteLost { link });
-    other.step(Event::Degraded { offset: 0, len: 4096 });
-    let r = other.step(Event::ResyncConfirmed { link, start: s });
+    other.step(Event::WriteLost { peer: P, link });
+    other.step(Event::Degraded { peer: P, offset: 0, len: 4096 });
+    let r = other.step(Event::ResyncConfirmed { peer: P, link, start: s });
     assert!(matches!(r.answer, Answer::Refused(_)));
     assert!(has(&r, |e| *e == Effect::Close(link)));
 }
@@ -314,18 +322,18 @@ fn the_source_confirms_its_start_unless_its_ids_moved_and_ends_both_uptodate() {
 #[test]
 fn losing_the_link_marks_what_the_peer_had_not_flushed_and_diverges_once() {
     let (mut m, link) = primary_connected();
-    m.step(Event::PeerWrote { link, open: true, offset: 8192, len: 4096 });
+    m.step(Event::PeerWrote { peer: P, link, open: true, offset: 8192, len: 4096 });
     assert!(m.has_unflushed());
     let before = m.ids();
-    let r = m.step(Event::LinkLost { link: Some(link), clean: false });
-    assert!(has(&r, |e| *e == Effect::Bitmap(BitmapOp::Mark(vec![(8192, 4096)]))));
+    let r = m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
+    assert!(has(&r, |e| *e == Effect::Bitmap(BitmapOp::Mark(P, vec![(8192, 4096)]))));
     assert!(has(&r, |e| *e == Effect::Close(link)));
     let p = persisted(&r);
     assert_eq!(p.len(), 1);
     assert_ne!(p[0].ids.current, before.current, "a Primary alone starts a new generation");
-    assert_eq!((m.state().connection, m.link()), (Connection::Connecting, None));
+    assert_eq!((m.state().connection, m.link(P)), (Connection::Connecting, None));
     // The first write alone after that: no second new id for the same loss.
-    let r = m.step(Event::Degraded { offset: 0, len: 4096 });
+    let r = m.step(Event::Degraded { peer: P, offset: 0, len: 4096 });
     assert!(persisted(&r).is_empty());
 }
 
@@ -336,26 +344,26 @@ fn losing_the_link_marks_what_the_peer_had_not_flushed_and_diverges_once() {
 #[test]
 fn an_ack_on_a_lost_link_marks_the_write_and_diverges_before_the_session_ends() {
     let (mut m, link) = primary_connected();
-    let r = m.step(Event::PeerWrote { link, open: false, offset: 0, len: 512 });
-    assert!(has(&r, |e| *e == Effect::Bitmap(BitmapOp::Mark(vec![(0, 512)]))));
+    let r = m.step(Event::PeerWrote { peer: P, link, open: false, offset: 0, len: 512 });
+    assert!(has(&r, |e| *e == Effect::Bitmap(BitmapOp::Mark(P, vec![(0, 512)]))));
     assert_eq!(persisted(&r).len(), 1, "a new current id");
     // The session's end counts the same loss: no other new id.
-    let r = m.step(Event::LinkLost { link: Some(link), clean: false });
+    let r = m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
     assert!(persisted(&r).is_empty());
     // A write that failed on the link counts the loss before the session ends, too.
     let (mut m, link) = primary_connected();
-    m.step(Event::WriteLost { link });
-    assert_eq!(persisted(&m.step(Event::Degraded { offset: 0, len: 1 })).len(), 1);
-    assert!(persisted(&m.step(Event::LinkLost { link: Some(link), clean: false })).is_empty());
+    m.step(Event::WriteLost { peer: P, link });
+    assert_eq!(persisted(&m.step(Event::Degraded { peer: P, offset: 0, len: 1 })).len(), 1);
+    assert!(persisted(&m.step(Event::LinkLost { peer: P, link: Some(link), clean: false })).is_empty());
 }
 
 #[test]
 fn a_failed_header_write_makes_the_divergence_again() {
     let (mut m, link) = primary_connected();
-    m.step(Event::WriteLost { link });
-    assert_eq!(persisted(&m.step(Event::Degraded { offset: 0, len: 1 })).len(), 1);
+    m.step(Event::WriteLost { peer: P, link });
+    assert_eq!(persisted(&m.step(Event::Degraded { peer: P, offset: 0, len: 1 })).len(), 1);
     m.step(Event::PersistFailed);
-    assert_eq!(persisted(&m.step(Event::Degraded { offset: 0, len: 1 })).len(), 1);
+    assert_eq!(persisted(&m.step(Event::Degraded { peer: P, offset: 0, len: 1 })).len(), 1);
 }
 
 #[test]
@@ -364,21 +372,21 @@ fn resource_and_stonith_freezes_once_fences_and_thaws_on_confirmation_or_a_new_l
     let mut s = settings();
     s.fencing = Fencing::ResourceAndStonith;
     m.step(Event::Adjust(s));
-    m.step(Event::LinkLost { link: Some(link), clean: false });
-    let r = m.step(Event::Degraded { offset: 0, len: 1 });
+    m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
+    let r = m.step(Event::Degraded { peer: P, offset: 0, len: 1 });
     assert!(m.frozen() && has(&r, |e| *e == Effect::Fence));
-    assert!(!has(&m.step(Event::Degraded { offset: 0, len: 1 }), |e| *e == Effect::Fence), "fence-peer runs once");
+    assert!(!has(&m.step(Event::Degraded { peer: P, offset: 0, len: 1 }), |e| *e == Effect::Fence), "fence-peer runs once");
     m.step(Event::FenceResult(Some(1)));
     assert!(m.frozen(), "exit 1 does not confirm");
     let r = m.step(Event::FenceResult(Some(7)));
     assert!(!m.frozen() && has(&r, |e| *e == Effect::Thaw));
-    assert!(!m.step(Event::Degraded { offset: 0, len: 1 }).effects.contains(&Effect::Fence), "fenced: no new freeze");
+    assert!(!m.step(Event::Degraded { peer: P, offset: 0, len: 1 }).effects.contains(&Effect::Fence), "fenced: no new freeze");
     // A new link: the next loss needs fencing again; resume-io thaws by hand.
     let ids = m.ids();
     connect(&mut m, peer(Role::Secondary, Disk::UpToDate, ids));
-    let l2 = m.link().unwrap();
-    m.step(Event::LinkLost { link: Some(l2), clean: false });
-    m.step(Event::Degraded { offset: 0, len: 1 });
+    let l2 = m.link(P).unwrap();
+    m.step(Event::LinkLost { peer: P, link: Some(l2), clean: false });
+    m.step(Event::Degraded { peer: P, offset: 0, len: 1 });
     assert!(m.frozen());
     assert_eq!(m.step(Event::ResumeIo).answer, Answer::Ok("writes resume".into()));
     assert!(!m.frozen());
@@ -398,8 +406,8 @@ fn a_disk_error_detaches_and_persists_a_fresh_inconsistent_header() {
 #[test]
 fn a_flush_takes_the_record_and_a_clean_stop_says_so() {
     let (mut m, link) = primary_connected();
-    m.step(Event::PeerWrote { link, open: true, offset: 0, len: 4096 });
-    let Answer::Unflushed(u) = m.step(Event::FlushBegins).answer else { panic!() };
+    m.step(Event::PeerWrote { peer: P, link, open: true, offset: 0, len: 4096 });
+    let Answer::Unflushed(u) = m.step(Event::FlushBegins { peer: P }).answer else { panic!() };
     assert_eq!(u.len(), 1);
     assert!(!m.has_unflushed());
     let r = m.step(Event::Stopped { disk_ok: true });
@@ -411,12 +419,12 @@ fn a_flush_takes_the_record_and_a_clean_stop_says_so() {
 fn the_peer_s_updates_and_ids_are_recorded() {
     let mut m = node(Disk::UpToDate);
     connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
-    let r = m.step(Event::PeerUpdate { role: Role::Secondary, disk: Disk::Outdated });
+    let r = m.step(Event::PeerUpdate { peer: P, role: Role::Secondary, disk: Disk::Outdated });
     assert_eq!(m.state().peer.map(|p| p.disk), Some(Disk::Outdated));
     assert_eq!(r.effects, vec![Effect::Changed]);
     let ids = GenIds { current: 9 << 8, bitmap: 0, history: [0, 0] };
-    m.step(Event::PeerIds(ids));
-    assert_eq!(m.peer_ids(), ids);
+    m.step(Event::PeerIds { peer: P, ids });
+    assert_eq!(m.peer_ids(P), ids);
 }
 
 #[test]
@@ -425,9 +433,9 @@ fn a_grown_device_is_told_and_its_new_area_resynced_by_an_uptodate_source() {
     let r = m.step(Event::Resized { size: 2 << 30 });
     assert_eq!(m.settings().size, 2 << 30);
     assert!(has(&r, |e| matches!(e, Effect::Announce(l, _) if *l == link)));
-    let r = m.step(Event::ResyncNewArea { link });
+    let r = m.step(Event::ResyncNewArea { peer: P, link });
     assert!(has(&r, |e| matches!(e, Effect::StartResync(s) if !s.csums && s.link == link)));
-    assert!(m.step(Event::ResyncNewArea { link }).effects.is_empty(), "a resync runs already");
+    assert!(m.step(Event::ResyncNewArea { peer: P, link }).effects.is_empty(), "a resync runs already");
 }
 
 /// Found by the simulation (`SIM_DEMOTE_IN_FLIGHT=1`, seed 928): a demotion
@@ -446,9 +454,9 @@ fn a_write_that_loses_the_peer_during_a_demotion_is_not_acknowledged_alone() {
     let r = m.step(Event::Demote { force: false, clients: 0 });
     assert_eq!(r.answer, Answer::Drain);
     // A write in flight loses the peer while the demotion drains.
-    m.step(Event::LinkLost { link: Some(link), clean: false });
-    m.step(Event::WriteLost { link });
-    let r = m.step(Event::Degraded { offset: 0, len: 4096 });
+    m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
+    m.step(Event::WriteLost { peer: P, link });
+    let r = m.step(Event::Degraded { peer: P, offset: 0, len: 4096 });
     assert!(
         matches!(r.answer, Answer::Refused(_)) || has(&r, |e| matches!(e, Effect::Fence)),
         "a Secondary acknowledges a write its peer lacks, unfenced: {:?}",
@@ -470,7 +478,7 @@ fn a_write_that_loses_the_peer_during_a_demotion_is_not_acknowledged_alone() {
 #[test]
 fn unconfirmed_sync_starts_around_a_new_generation_keep_the_peer_s_id() {
     let ids = GenIds { current: 0x5000, bitmap: 0, history: [0x2000, 0x1000] };
-    let mut m = Machine::start(settings(), Durable { ids, disk: Disk::UpToDate, primary: false, al_clean: true, crashed_primary: false }, 7).0;
+    let mut m = Machine::start(settings(), Durable { ids, disk: Disk::UpToDate, primary: false, al_clean: true, crashed_primary: false, bitmap_ids: MoreBitmapIds::default() }, 7, &[P]).0;
     m.set_for_test(Role::Secondary, Disk::UpToDate);
     // The peer: an interrupted sync target, its current id in our history.
     let beta = Side {
@@ -486,15 +494,15 @@ fn unconfirmed_sync_starts_around_a_new_generation_keep_the_peer_s_id() {
         assert_eq!(plan.outcome.decision, Decision::Source { full: true }, "round {round}: rule {}", plan.outcome.rule);
         assert!(m.state().syncing.is_some(), "round {round}: the resync started");
         // Lost before the target confirmed the start.
-        m.step(Event::ResyncFailed { link });
-        m.step(Event::LinkLost { link: Some(link), clean: false });
+        m.step(Event::ResyncFailed { peer: P, link });
+        m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
         if round == 0 {
             let r = m.step(Event::Promote { force: false });
             assert_eq!(r.answer, Answer::Ok("primary".into()));
         }
     }
-    let local = m.local_side(0);
-    let Answer::Decided(plan) = m.step(Event::Handshake { local, peer: beta }).answer else { panic!("no decision") };
+    let local = m.local_side(P, 0);
+    let Answer::Decided(plan) = m.step(Event::Handshake { peer: P, local, remote: beta }).answer else { panic!("no decision") };
     assert!(
         !matches!(plan.outcome.decision, Decision::Refuse(_)),
         "ids {:x?} against the peer's {:x?}: {:?} (rule {})",
@@ -517,12 +525,12 @@ fn unconfirmed_sync_starts_around_a_new_generation_keep_the_peer_s_id() {
 fn a_detached_primary_losing_its_peer_still_resyncs_fully_after_reattach() {
     let (mut m, link) = primary_connected();
     m.step(Event::DiskError);
-    m.step(Event::LinkLost { link: Some(link), clean: false });
+    m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
     // The disk is replaced: the node starts on the header it left.
-    let (mut m, _) = Machine::start(settings(), *m.durable(), 8);
+    let (mut m, _) = Machine::start(settings(), *m.durable(), 8, &[P]);
     let up = peer(Role::Secondary, Disk::UpToDate, IDS);
-    let local = m.local_side(0);
-    let Answer::Decided(plan) = m.step(Event::Handshake { local, peer: up }).answer else { panic!("no decision") };
+    let local = m.local_side(P, 0);
+    let Answer::Decided(plan) = m.step(Event::Handshake { peer: P, local, remote: up }).answer else { panic!("no decision") };
     assert_eq!(plan.outcome.decision, Decision::Target { full: true }, "ids {:x?} (rule {})", m.ids(), plan.outcome.rule);
 }
 
