@@ -21,62 +21,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::events::Events;
 use common::stopped::Stopped;
 use common::*;
 
 const ALPHA: usize = 0;
 const BETA: usize = 1;
-
-/// `repctl events` of one node, collected as they come.
-struct Events {
-    child: Child,
-    lines: Arc<Mutex<Vec<serde_json::Value>>>,
-}
-
-impl Events {
-    fn watch(socket: &Path) -> Events {
-        let mut child = Command::new(REPCTL).arg("--socket").arg(socket).arg("events").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-        let out = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let l = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str(&line) {
-                    l.lock().unwrap().push(v);
-                }
-            }
-        });
-        Events { child, lines }
-    }
-
-    /// The (event, to) pairs so far.
-    fn seen(&self) -> Vec<(String, String)> {
-        let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
-        self.lines.lock().unwrap().iter().map(|v| (s(&v["event"]), s(&v["to"]))).collect()
-    }
-
-    fn has(&self, event: &str, to: &str) -> bool {
-        self.seen().iter().any(|(e, t)| e == event && t == to)
-    }
-
-    /// Index of the first (event, to), if seen.
-    fn at(&self, event: &str, to: &str) -> Option<usize> {
-        self.seen().iter().position(|(e, t)| e == event && t == to)
-    }
-}
-
-impl Drop for Events {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn require_libnbd() {
     require("/usr/bin/python3", "python3");
@@ -129,10 +83,9 @@ fn pull_ahead_cycle_writes_complete_while_the_peer_is_stopped_then_resync() {
     p.ok(ALPHA, &["primary", "--force"]);
     p.wait_sync(30);
     assert_eq!(p.status(ALPHA)["replication"], "established");
+    // Each watch returns once its stream is up (the first line is in).
     let ev_alpha = Events::watch(&p.nodes[ALPHA].socket);
     let ev_beta = Events::watch(&p.nodes[BETA].socket);
-    wait_until(30, "alpha's event stream is up", || !ev_alpha.seen().is_empty());
-    wait_until(30, "beta's event stream is up", || !ev_beta.seen().is_empty());
 
     let beta_pid = p.nodes[BETA].child.as_ref().unwrap().id() as i32;
     let stopped = Stopped::new(beta_pid);

@@ -7,86 +7,14 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use common::stopped::Stopped;
+use common::trio::Trio;
 use common::*;
 
 const ALPHA: usize = 0;
 const BETA: usize = 1;
-
-struct Trio {
-    p: Pair,
-    port: u16,
-    witness: Option<Child>,
-    wlog: PathBuf,
-    record: PathBuf,
-}
-
-impl Trio {
-    fn new(on_no_quorum: &str) -> Trio {
-        let port = free_port();
-        let tail = format!(
-            "\n[witness]\nname = \"tiebreaker\"\naddress = \"127.0.0.1:{port}\"\nstate = \"{{dir}}/r0.witness\"\non_no_quorum = \"{on_no_quorum}\"\n"
-        );
-        let p = Pair::new(Options { tail, secret: Some("s3cret"), ..Default::default() });
-        let (wlog, record) = (p.dir.path().join("witness.log"), p.dir.path().join("r0.witness"));
-        Trio { p, port, witness: None, wlog, record }
-    }
-
-    fn start_witness(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.wlog).unwrap();
-        let child = Command::new(REPD)
-            .args(["--config", self.p.config.to_str().unwrap(), "--node", "tiebreaker"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.witness = Some(child);
-    }
-
-    fn kill_witness(&mut self) {
-        if let Some(mut c) = self.witness.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
-            let _ = c.wait();
-        }
-    }
-
-    fn logs(&self) -> String {
-        format!("{}--- witness log ---\n{}\n", self.p.logs(), std::fs::read_to_string(&self.wlog).unwrap_or_default())
-    }
-
-    fn wait_witness(&self, i: usize, want: &str) {
-        wait_until(30, &format!("{} witness {want}", self.p.nodes[i].name), || self.p.status(i)["witness"] == want);
-    }
-
-    /// All three up, alpha Primary, in sync.
-    fn started() -> Trio {
-        let mut t = Trio::new("suspend-io");
-        t.start_witness();
-        t.p.start(ALPHA);
-        t.p.start(BETA);
-        t.wait_witness(ALPHA, "connected");
-        t.wait_witness(BETA, "connected");
-        t.p.ok(ALPHA, &["primary", "--force"]);
-        t.p.wait_sync(30);
-        t
-    }
-
-    fn refused(&self, i: usize, args: &[&str]) -> String {
-        let o = self.p.repctl(i, args);
-        assert!(!o.status.success(), "repctl {args:?} on {} succeeded\n{}", self.p.nodes[i].name, self.logs());
-        String::from_utf8_lossy(&o.stderr).into_owned()
-    }
-}
-
-impl Drop for Trio {
-    fn drop(&mut self) {
-        self.kill_witness();
-    }
-}
 
 fn write(uri: &str, pattern: u8, offset: &str) -> Child {
     require("qemu-io", "qemu-utils");
@@ -105,7 +33,7 @@ fn read_back(t: &Trio, i: usize, pattern: u8, offset: &str) -> bool {
 
 #[test]
 fn a_node_that_sees_no_majority_is_not_promoted() {
-    let mut t = Trio::new("suspend-io");
+    let mut t = Trio::new("64MiB", "suspend-io", false);
     t.p.start(ALPHA);
     let st = t.p.status(ALPHA);
     assert_eq!(st["quorum"], false, "{st}");
@@ -128,7 +56,7 @@ fn a_node_that_sees_no_majority_is_not_promoted() {
 /// forced, and alpha's next write outdates beta through the witness.
 #[test]
 fn the_witness_refuses_a_second_primary_and_outdates_the_cut_peer() {
-    let t = Trio::started();
+    let t = Trio::started("64MiB", "suspend-io", false);
     t.p.ok(BETA, &["disconnect"]);
     wait_until(30, "alpha sees the link down", || t.p.status(ALPHA)["connection"] != "connected");
     assert_eq!(t.p.status(BETA)["quorum"], true, "beta sees the witness");
@@ -157,7 +85,7 @@ fn the_witness_refuses_a_second_primary_and_outdates_the_cut_peer() {
 /// beta and the witness), and beta is resynced.
 #[test]
 fn a_stalled_peer_is_outdated_and_a_dead_primary_is_replaced_without_stonith() {
-    let mut t = Trio::started();
+    let mut t = Trio::started("64MiB", "suspend-io", false);
     let beta_pid = t.p.nodes[BETA].child.as_ref().unwrap().id() as i32;
     {
         let _stopped = Stopped::new(beta_pid);
@@ -188,7 +116,7 @@ fn a_stalled_peer_is_outdated_and_a_dead_primary_is_replaced_without_stonith() {
 
 #[test]
 fn a_primary_that_loses_quorum_fails_writes_with_io_error() {
-    let mut t = Trio::new("io-error");
+    let mut t = Trio::new("64MiB", "io-error", false);
     t.start_witness();
     t.p.start(ALPHA);
     t.p.start(BETA);
@@ -211,7 +139,7 @@ fn a_primary_that_loses_quorum_fails_writes_with_io_error() {
 #[test]
 fn strangers_on_the_witness_port_do_not_keep_the_data_nodes_out() {
     use common::stranger::Stranger;
-    let mut t = Trio::new("suspend-io");
+    let mut t = Trio::new("64MiB", "suspend-io", false);
     t.start_witness();
     // The witness listens once a connection is accepted (bounded by the wait).
     wait_until(30, "the witness listens", || std::net::TcpStream::connect(("127.0.0.1", t.port)).is_ok());
