@@ -12,10 +12,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::delay::{set_apply_delay, write_regions};
 use common::*;
 
 const ALPHA: usize = 0;
 const BETA: usize = 1;
+
+/// Beta's `apply_delay` (read at its next start).
+fn set_delay(p: &Pair, delay: &str) {
+    set_apply_delay(p, BETA, delay);
+}
+
+/// Writes through alpha, each region one record in beta's journal.
+fn write(p: &Pair, regions: &[(u64, u8, usize)]) {
+    write_regions(p, ALPHA, regions);
+}
 const BLOCK: usize = 4096;
 
 fn now_ms() -> u64 {
@@ -32,51 +43,6 @@ fn delayed_pair(delay: &str) -> Pair {
     p.ok(ALPHA, &["primary", "--force"]);
     p.wait_sync(60);
     p
-}
-
-/// Sets beta's `apply_delay` in the resource file (read at the next start;
-/// other `delay_*` keys are dropped).
-fn set_delay(p: &Pair, delay: &str) {
-    let text = std::fs::read_to_string(&p.config).unwrap();
-    let sock = format!("control = \"{}\"\n", p.nodes[BETA].socket.display());
-    let mut out = String::new();
-    let mut skip = false;
-    for line in text.lines() {
-        if line.starts_with("apply_delay") || line.starts_with("delay_journal") {
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-        if format!("{line}\n") == sock && !skip {
-            out.push_str(&format!("apply_delay = \"{delay}\"\n"));
-            skip = true;
-        }
-    }
-    assert!(skip, "beta's control line not found in {text}");
-    std::fs::write(&p.config, out).unwrap();
-}
-
-const WRITER: &str = r#"
-import nbd, sys
-h = nbd.NBD()
-h.connect_uri(sys.argv[1])
-for spec in sys.argv[2:]:
-    off, byte, n = spec.split(':')
-    h.pwrite(bytes([int(byte, 16)]) * int(n), int(off))
-    h.flush()
-h.shutdown()
-"#;
-
-/// Writes `(offset, byte, len)` regions through alpha's NBD export, each
-/// followed by a flush (each write is one record on the replica).
-fn write(p: &Pair, regions: &[(u64, u8, usize)]) {
-    let ok = Command::new("/usr/bin/python3").args(["-c", "import nbd"]).status().map(|s| s.success()).unwrap_or(false);
-    assert!(ok, "python3-libnbd is missing: install the Debian package `python3-libnbd`");
-    let specs: Vec<String> = regions.iter().map(|(o, b, n)| format!("{o}:{b:02x}:{n}")).collect();
-    let mut args = vec!["-c".to_string(), WRITER.to_string(), p.uri(ALPHA)];
-    args.extend(specs);
-    let o = Command::new("/usr/bin/python3").args(&args).output().unwrap();
-    assert!(o.status.success(), "write failed: {}\n{}", String::from_utf8_lossy(&o.stderr), p.logs());
 }
 
 /// `len` bytes of node `i`'s backing file at `offset`.

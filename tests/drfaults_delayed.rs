@@ -13,58 +13,29 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::bigdisk::{assert_same_where_written, filled, GIB, KIB, MIB, TIB};
 use common::flood::Flood;
+use common::delay::{set_apply_delay, write_regions};
 use common::*;
 
 const ALPHA: usize = 0;
 const BETA: usize = 1;
+
+/// Beta's `apply_delay` (read at its next start).
+fn set_delay(p: &Pair, delay: &str) {
+    set_apply_delay(p, BETA, delay);
+}
+
+/// Writes through alpha, each region one record in beta's journal.
+fn write(p: &Pair, regions: &[(u64, u8, u64)]) {
+    write_regions(p, ALPHA, regions);
+}
 const SIZE: u64 = 2 * TIB;
 
 fn now_ms() -> u64 {
     u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
-}
-
-/// Sets beta's `apply_delay` (read at its next start).
-fn set_delay(p: &Pair, delay: &str) {
-    let text = std::fs::read_to_string(&p.config).unwrap();
-    let sock = format!("control = \"{}\"", p.nodes[BETA].socket.display());
-    let mut out = String::new();
-    for line in text.lines().filter(|l| !l.starts_with("apply_delay")) {
-        out.push_str(line);
-        out.push('\n');
-        if line == sock {
-            out.push_str(&format!("apply_delay = \"{delay}\"\n"));
-        }
-    }
-    assert!(out.contains(&format!("apply_delay = \"{delay}\"")), "beta's control line not found in {text}");
-    std::fs::write(&p.config, out).unwrap();
-}
-
-const WRITER: &str = r#"
-import nbd, sys
-h = nbd.NBD()
-h.connect_uri(sys.argv[1])
-for spec in sys.argv[2:]:
-    off, byte, n = spec.split(':')
-    h.pwrite(bytes([int(byte, 16)]) * int(n), int(off))
-    h.flush()
-h.shutdown()
-"#;
-
-/// Writes `(offset, byte, len)` through alpha, each followed by a flush
-/// (each write is one record in beta's journal).
-fn write(p: &Pair, regions: &[(u64, u8, u64)]) {
-    require("/usr/bin/python3", "python3");
-    let ok = Command::new("/usr/bin/python3").args(["-c", "import nbd"]).status().map(|s| s.success()).unwrap_or(false);
-    assert!(ok, "python3-libnbd is missing: install the Debian package `python3-libnbd`");
-    let mut args = vec!["-c".to_string(), WRITER.to_string(), p.uri(ALPHA)];
-    args.extend(regions.iter().map(|(o, b, n)| format!("{o}:{b:02x}:{n}")));
-    let o = Command::new("/usr/bin/python3").args(&args).output().unwrap();
-    assert!(o.status.success(), "write failed: {}\n{}", String::from_utf8_lossy(&o.stderr), p.logs());
 }
 
 fn delay(p: &Pair) -> serde_json::Value {

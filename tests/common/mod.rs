@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod bigdisk;
+pub mod delay;
 pub mod events;
 pub mod flood;
 pub mod fsfreeze;
