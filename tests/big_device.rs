@@ -7,10 +7,10 @@
 mod common;
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
+use common::bigdisk::data_extents;
 use common::*;
 
 const ALPHA: usize = 0;
@@ -48,26 +48,6 @@ fn scattered(size: u64, n: usize) -> Vec<u64> {
 
 fn counter(s: &serde_json::Value, name: &str) -> u64 {
     s["counters"][name].as_u64().unwrap()
-}
-
-/// The data extents of a sparse file, from SEEK_DATA / SEEK_HOLE.
-fn data_extents(path: &std::path::Path) -> Vec<(u64, u64)> {
-    let f = File::open(path).unwrap();
-    let len = f.metadata().unwrap().len();
-    let mut out = Vec::new();
-    let mut pos = 0i64;
-    loop {
-        // SAFETY: lseek on a descriptor this function owns.
-        let d = unsafe { libc::lseek(f.as_raw_fd(), pos, libc::SEEK_DATA) };
-        let Ok(du) = u64::try_from(d) else { break };
-        if du >= len {
-            break;
-        }
-        let h = unsafe { libc::lseek(f.as_raw_fd(), d, libc::SEEK_HOLE) };
-        out.push((du, u64::try_from(h).unwrap()));
-        pos = h;
-    }
-    out
 }
 
 #[test]

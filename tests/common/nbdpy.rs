@@ -2,7 +2,6 @@
 //! upper bound (tests/stalls.rs, tests/protocols.rs).
 
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use super::{require, Pair};
 
@@ -17,17 +16,6 @@ pub fn spawn_py(script: &str, uri: &str) -> Child {
 /// Waits for `child` at most `secs` (an upper bound for "never finished");
 /// a child still running then is killed and the test fails with `what` and
 /// the logs.
-pub fn finish(p: &Pair, mut child: Child, secs: u64, what: &str) -> Output {
-    let end = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still pending after {secs} s\n{}", p.logs());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+pub fn finish(p: &Pair, child: Child, secs: u64, what: &str) -> Output {
+    super::bigdisk::finish(child, secs, what, || p.logs())
 }
