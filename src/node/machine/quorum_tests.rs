@@ -68,13 +68,9 @@ fn the_witness_refuses_while_the_peer_is_primary() {
 
 #[test]
 fn connected_it_asks_the_witness_then_the_peer() {
-    let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
-    let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
-    m.step(Event::Witness(Some(UP)));
-    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskWitness);
-    assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::AskPeers(vec![link]));
-    let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Granted });
-    assert_eq!(r.answer, Answer::Ok("primary".into()));
+    // The helper asserts each step: the witness first, then the peer, then Primary.
+    let (m, _) = primary_with_witness();
+    assert_eq!(m.state().role, Role::Primary);
 }
 
 /// The non-transitive partition: this Primary loses its peer but keeps the
