@@ -168,6 +168,24 @@ fn a_flood_of_silent_strangers_does_not_keep_the_peer_out() {
     eprintln!("connected through a flood of {opened} silent connections");
 }
 
+/// Twice as many strangers as handshake slots, each reopened as soon as it
+/// is closed: they evict each other as each passes its grace. Before the
+/// accept loop waited for a slot (`handshake_slots::Slots::ready`), a
+/// real peer arriving while every slot was young was closed unread, over
+/// and over; now it waits its turn in the accept queue and gets in.
+#[test]
+fn more_strangers_than_handshake_slots_do_not_keep_the_peer_out() {
+    let mut p = Pair::new(Options::default());
+    p.start(BETA);
+    let flood = common::flood::Flood::start(p.nodes[BETA].repl_port, 2 * MAX_HANDSHAKES);
+    wait_until(30, "the strangers were taken into handshakes", || flood.greeted() > 2 * MAX_HANDSHAKES as u64);
+    p.start(ALPHA);
+    wait_until(30, "alpha and beta connected through the strangers", || {
+        p.status(ALPHA)["connection"] == "connected" && p.status(BETA)["connection"] == "connected"
+    });
+    eprintln!("connected; the strangers were greeted {} times", flood.greeted());
+}
+
 /// A header announcing a 32 MiB payload before authentication: the node
 /// refuses it at the header (the handshake's cap), so 40 such connections
 /// sending their payloads cost next to no memory (on 23068c8 the node

@@ -10,8 +10,11 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use common::bigdisk::{assert_same_where_written, filled, finish_ok, qemu_write, TIB};
+use common::flood::Flood;
+use common::stopped::Stopped;
 use common::stranger::Stranger;
-use common::tls::{ca, leaf, tls_config, Ca};
+use common::tls::{ca, client_hello, leaf, tls_config, Ca};
 use common::*;
 use repd::repl::{Hello, Message, FEATURE_WITNESS, PROTO_MAJOR, PROTO_MINOR};
 
@@ -30,11 +33,16 @@ impl Trio {
     /// The file with TLS on both links and a secret, certificates for
     /// alpha, beta and the witness from one CA; nothing started.
     fn new() -> Trio {
+        Trio::sized("64MiB")
+    }
+
+    /// As [`Trio::new`] with a device of `size`.
+    fn sized(size: &'static str) -> Trio {
         let port = free_port();
         let tail = format!(
             "\n[witness]\nname = \"tiebreaker\"\naddress = \"127.0.0.1:{port}\"\nstate = \"{{dir}}/r0.witness\"\ntls_cert = \"{{dir}}/tiebreaker.crt\"\ntls_key = \"{{dir}}/tiebreaker.key\"\n"
         );
-        let p = Pair::new(Options { tail, secret: Some("s3cret"), ..Default::default() });
+        let p = Pair::new(Options { size, tail, secret: Some("s3cret"), ..Default::default() });
         tls_config(&p);
         let d = p.dir.path().to_owned();
         let ca = ca(&d, "ca");
@@ -182,4 +190,62 @@ fn the_witness_port_carries_no_plaintext() {
     // The real alpha still connects over TLS.
     t.p.start(ALPHA);
     t.wait_witness(ALPHA, "connected");
+}
+
+/// The witness over TLS on a 1 TiB pair, its port held all along by
+/// strangers (silent connections, connections stalled after a TLS
+/// ClientHello, garbage: more than its handshake slots), and the witness
+/// itself SIGSTOPped while the Primary loses its peer. What
+/// docs/witness.md promises must still hold: both nodes reach the witness
+/// through the strangers; alpha's write with beta gone waits while the
+/// witness is stopped and is acknowledged only once the witness has
+/// recorded beta outdated; beta, back, is told it is outdated, resyncs,
+/// and the record clears.
+#[test]
+fn a_tls_witness_held_by_strangers_and_stopped_keeps_its_promises_on_a_tib_pair() {
+    let mut t = Trio::sized("1TiB");
+    t.start_witness();
+    let silent = Flood::start(t.port, 5);
+    let stalled = Flood::start_opening(t.port, 5, client_hello("tiebreaker"));
+    t.p.start(ALPHA);
+    t.p.start(BETA);
+    t.wait_witness(ALPHA, "connected");
+    t.wait_witness(BETA, "connected");
+    t.p.ok(ALPHA, &["primary", "--force"]);
+    t.p.wait_sync(60);
+    wait_until(60, "the strangers were taken into TLS handshakes", || stalled.greeted() > 0 && silent.garbage() > 0);
+
+    let uri = t.p.uri(ALPHA);
+    let far = TIB - (64 << 20);
+    finish_ok(qemu_write(&uri, 0x41, far, 64 << 10, true), 60, "a write with all three up", || t.logs());
+    // Beta dies and the witness stalls: alpha's next write must wait.
+    let witness = i32::try_from(t.witness.as_ref().unwrap().id()).unwrap();
+    let stop = Stopped::new(witness);
+    t.p.kill(BETA, libc::SIGKILL);
+    let mut w = qemu_write(&uri, 0x42, far, 64 << 10, true);
+    wait_until(60, "alpha freezes writes after losing beta", || t.p.status(ALPHA)["io_frozen"] == true);
+    wait_until(60, "alpha lost the stalled witness", || t.p.status(ALPHA)["witness"] == "connecting");
+    assert!(w.try_wait().unwrap().is_none(), "alpha acknowledged a write beta lacks with the witness stopped\n{}", t.logs());
+    assert!(!record_says_outdated(&t), "{}", t.logs());
+    // The witness runs again; alpha reaches it through the strangers over
+    // TLS, the witness records beta outdated, then the write is answered.
+    drop(stop);
+    finish_ok(w, 60, "alpha's write once the witness runs", || t.logs());
+    assert!(record_says_outdated(&t), "alpha acknowledged before the witness recorded beta outdated\n{}", t.logs());
+    assert_eq!(t.p.status(ALPHA)["io_frozen"], false);
+    // Beta comes back through the strangers: told it is outdated, resynced.
+    t.p.start(BETA);
+    t.wait_witness(BETA, "connected");
+    t.p.wait_sync(120);
+    assert!(filled(&t.p.nodes[BETA].backing, far, 64 << 10, 0x42), "{}", t.logs());
+    wait_until(60, "the witness clears its record of beta", || !record_says_outdated(&t));
+    let compared = assert_same_where_written(&t.p.nodes[ALPHA].backing, &t.p.nodes[BETA].backing, || t.logs());
+    assert!(compared > 0, "nothing compared");
+    assert!(stalled.greeted() > 0 && silent.garbage() > 0, "the strangers never reached the witness");
+    let log = t.wlog_text();
+    assert!(log.contains("refused: TLS"), "the strangers were never refused\n{log}");
+}
+
+fn record_says_outdated(t: &Trio) -> bool {
+    std::fs::read_to_string(t.p.dir.path().join("r0.witness")).unwrap_or_default().contains("outdated beta")
 }

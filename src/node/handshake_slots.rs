@@ -12,6 +12,15 @@
 //! so it is neither evicted in its first [`GRACE`] nor, after admission, at
 //! all; a connection that stays silent is the one that goes.
 //!
+//! Nor is a newcomer closed while every slot is young: strangers that
+//! reconnect as fast as they are evicted would then take each slot as it
+//! passes its grace, and a real peer arriving in between would be closed
+//! over and over (a witness held by ten such connections kept both data
+//! nodes out for most of a minute). So an accept loop waits for a slot
+//! before it accepts ([`Slots::ready`]): newcomers wait in the kernel's
+//! accept queue in the order they came, and the real peer gets in after
+//! the strangers ahead of it, each costing a share of [`GRACE`].
+//!
 //! [`victim`] is the rule, pure; [`Slots`] holds the running handshakes.
 
 use std::collections::BTreeMap;
@@ -54,6 +63,18 @@ struct Entry {
 pub struct Slots {
     max: usize,
     inner: Mutex<(u64, BTreeMap<u64, Entry>)>,
+    /// Told when a slot is given back.
+    freed: tokio::sync::Notify,
+}
+
+/// What [`Slots::ready`] waits for.
+enum Wait {
+    /// A newcomer would get a slot now.
+    Now,
+    /// The oldest silent handshake passes its grace then.
+    Until(Instant),
+    /// Every running handshake was admitted: until one ends.
+    Freed,
 }
 
 /// A taken slot: frees itself when dropped; `cancelled()` fires when a
@@ -76,7 +97,49 @@ pub enum SlotTaken {
 
 impl Slots {
     pub fn new(max: usize) -> Arc<Slots> {
-        Arc::new(Slots { max, inner: Mutex::new((0, BTreeMap::new())) })
+        Arc::new(Slots { max, inner: Mutex::new((0, BTreeMap::new())), freed: tokio::sync::Notify::new() })
+    }
+
+    /// Returns once a newcomer would get a slot (a free one, or one a
+    /// [`victim`] gives up). Accept loops call it before they accept.
+    pub async fn ready(&self) {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let wait = self.with(|m| {
+                if m.len() < self.max {
+                    return Wait::Now;
+                }
+                match m.values().filter(|e| !e.admitted).map(|e| e.started).min() {
+                    Some(t) => Wait::Until(t + GRACE),
+                    None => Wait::Freed,
+                }
+            });
+            match wait {
+                Wait::Now => return,
+                Wait::Until(t) if t <= Instant::now() => return,
+                Wait::Until(t) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(tokio::time::Instant::from_std(t)) => {}
+                        () = &mut freed => {}
+                    }
+                }
+                Wait::Freed => freed.await,
+            }
+        }
+    }
+
+    /// A slot for a connection just accepted, waiting (as [`Slots::ready`])
+    /// if none can be had now; true when a silent handshake was evicted.
+    pub async fn take_waiting(self: &Arc<Self>) -> (Slot, bool) {
+        loop {
+            match self.take(Instant::now()) {
+                SlotTaken::Free(s) => return (s, false),
+                SlotTaken::Evicted(s) => return (s, true),
+                SlotTaken::Full => self.ready().await,
+            }
+        }
     }
 
     /// A slot for a new connection, evicting by [`victim`] when all are taken.
@@ -131,6 +194,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.slots.with(|m| m.remove(&self.id));
+        self.slots.freed.notify_waiters();
     }
 }
 
@@ -172,5 +236,31 @@ mod tests {
         drop(a);
         drop(c);
         assert_eq!(s.with(|m| m.len()), 0);
+    }
+
+    /// A full set of young silent handshakes makes the next newcomer wait
+    /// (not be closed) until the oldest passes its grace; admitted ones
+    /// make it wait until one ends.
+    #[tokio::test]
+    async fn ready_waits_for_the_grace_or_a_freed_slot() {
+        let s = Slots::new(2);
+        let (a, _) = s.take_waiting().await;
+        let (b, _) = s.take_waiting().await;
+        let t0 = Instant::now();
+        s.ready().await;
+        assert!(t0.elapsed() >= GRACE - Duration::from_millis(5), "ready before the grace: {:?}", t0.elapsed());
+        let (c, evicted) = s.take_waiting().await;
+        assert!(evicted && a.cancel.is_cancelled() && !b.cancel.is_cancelled());
+        drop(a);
+        b.admitted();
+        c.admitted();
+        // Both admitted: ready only once one ends.
+        let s2 = s.clone();
+        let waiter = tokio::spawn(async move { s2.ready().await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(b);
+        tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("ready after a slot was freed").unwrap();
+        drop(c);
     }
 }

@@ -45,7 +45,7 @@ use crate::repl::{HandshakeError, HelloParams, Message};
 use crate::tls::BoxStream;
 
 use super::counters::AtomicCounters;
-use super::handshake_slots::{Slot, SlotTaken, Slots};
+use super::handshake_slots::{Slot, Slots};
 use super::runtime::Node;
 use super::session;
 use super::state::Connection;
@@ -441,27 +441,25 @@ async fn accept_loop(node: Arc<Node>, gate: Arc<Gate>, listener: TcpListener, tx
     let handshakes = Slots::new(MAX_HANDSHAKES);
     let mut backoff = crate::backoff::AcceptBackoff::new("peer listener");
     loop {
+        // Newcomers wait in the accept queue while no slot can be had.
+        tokio::select! {
+            () = handshakes.ready() => {}
+            () = node.shutdown.cancelled() => return,
+        }
         let Some((stream, from)) = backoff.accept_tcp(&listener, &node.shutdown).await else { return };
-        let slot = match handshakes.take(Instant::now()) {
-            SlotTaken::Free(slot) => slot,
-            SlotTaken::Evicted(slot) => {
-                AtomicCounters::add(&node.counters.peer_connections_refused, 1);
-                if let Some(held) = allow(&format!("{} evicted a silent handshake", node.me.name)) {
-                    tracing::warn!(
-                        "{MAX_HANDSHAKES} handshakes were running: the oldest that had not said who it is gave way to a connection from {from}{}",
-                        Held(held)
-                    );
-                }
-                slot
-            }
-            SlotTaken::Full => {
-                AtomicCounters::add(&node.counters.peer_connections_refused, 1);
-                if let Some(held) = allow(&format!("{} too many handshakes", node.me.name)) {
-                    tracing::warn!("peer connection from {from} closed: {MAX_HANDSHAKES} handshakes are running already{}", Held(held));
-                }
-                continue;
-            }
+        let (slot, evicted) = tokio::select! {
+            t = handshakes.take_waiting() => t,
+            () = node.shutdown.cancelled() => return,
         };
+        if evicted {
+            AtomicCounters::add(&node.counters.peer_connections_refused, 1);
+            if let Some(held) = allow(&format!("{} evicted a silent handshake", node.me.name)) {
+                tracing::warn!(
+                    "{MAX_HANDSHAKES} handshakes were running: the oldest that had not said who it is gave way to a connection from {from}{}",
+                    Held(held)
+                );
+            }
+        }
         let _ = stream.set_nodelay(true);
         let (node, gate, tx) = (node.clone(), gate.clone(), tx.clone());
         tokio::spawn(async move {

@@ -16,7 +16,7 @@
 //! (as on the peer port).
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::SinkExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::node::handshake_slots::{SlotTaken, Slots};
+use crate::node::handshake_slots::Slots;
 use crate::node::wire::{from_wire_disk, from_wire_role};
 use crate::repl::handshake::handshake_admit;
 use crate::repl::keepalive::{self, Pings, Then};
@@ -124,13 +124,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), String>
     let slots = Slots::new(MAX_HANDSHAKES);
     let mut backoff = crate::backoff::AcceptBackoff::new("witness listener");
     loop {
+        // Newcomers wait in the accept queue while no slot can be had.
+        tokio::select! {
+            () = slots.ready() => {}
+            () = wit.shutdown.cancelled() => break,
+        }
         let Some((stream, from)) = backoff.accept_tcp(&listener, &wit.shutdown).await else { break };
-        let slot = match slots.take(Instant::now()) {
-            SlotTaken::Free(s) | SlotTaken::Evicted(s) => s,
-            SlotTaken::Full => {
-                tracing::warn!("connection from {from} closed: {MAX_HANDSHAKES} handshakes are running already");
-                continue;
-            }
+        let (slot, _evicted) = tokio::select! {
+            t = slots.take_waiting() => t,
+            () = wit.shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
         let wit = wit.clone();

@@ -1,7 +1,8 @@
 //! A stranger that holds a replication port for as long as it lives:
 //! `silent` connections that say nothing (each reopened as soon as the
 //! node closes it, so they keep the handshake slots taken), and every
-//! round one more that sends bytes that are not repd frames. Bounded: it
+//! round one more that sends bytes that are not repd frames. A silent
+//! connection may first send an opener (a TLS ClientHello) and then stall. Bounded: it
 //! stops when dropped, after `MAX_SECS`, or after `MAX_CONNECTS`
 //! connection attempts.
 
@@ -47,6 +48,12 @@ fn junk(seed: u64) -> Vec<u8> {
 impl Flood {
     /// Starts holding 127.0.0.1:`port` with `silent` connections.
     pub fn start(port: u16, silent: usize) -> Flood {
+        Flood::start_opening(port, silent, Vec::new())
+    }
+
+    /// As [`Flood::start`], each silent connection first sending `opener`
+    /// (e.g. a TLS ClientHello: a stranger stalled mid-handshake).
+    pub fn start_opening(port: u16, silent: usize, opener: Vec<u8>) -> Flood {
         let stop = Arc::new(AtomicBool::new(false));
         let counts = Arc::new(Counts::default());
         let (stop2, c) = (stop.clone(), counts.clone());
@@ -74,7 +81,11 @@ impl Flood {
                     };
                     if closed {
                         tries += 1;
-                        *slot = TcpStream::connect(("127.0.0.1", port)).ok().map(|st| {
+                        *slot = TcpStream::connect(("127.0.0.1", port)).ok().map(|mut st| {
+                            if !opener.is_empty() {
+                                let _ = st.set_write_timeout(Some(Duration::from_secs(2)));
+                                let _ = st.write_all(&opener);
+                            }
                             st.set_nonblocking(true).unwrap();
                             c.silent.fetch_add(1, Ordering::SeqCst);
                             (st, false)

@@ -46,3 +46,20 @@ pub fn tls_config(p: &super::Pair) {
     }
     std::fs::write(&p.config, text).unwrap();
 }
+
+/// The first flight of a TLS client dialing `name` (its ClientHello): what
+/// a stranger sends before it stalls in the middle of a handshake.
+pub fn client_hello(name: &str) -> Vec<u8> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let server = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    let mut c = rustls::ClientConnection::new(std::sync::Arc::new(cfg), server).unwrap();
+    let mut out = Vec::new();
+    c.write_tls(&mut out).unwrap();
+    assert!(out.len() > 5 && out[0] == 0x16, "not a TLS handshake record: {out:?}");
+    out
+}
