@@ -71,7 +71,7 @@ pub async fn run(node: Arc<Node>) {
         match r {
             Ok(link) => {
                 said = None;
-                tracing::info!(witness = %w.name, "witness link up");
+                // "witness link up" is the machine's line (one per link).
                 let started = std::time::Instant::now();
                 let why = session(&node, link).await;
                 node.witness.down();
