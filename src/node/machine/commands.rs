@@ -198,9 +198,11 @@ impl Machine {
         if self.relayed_primary(Some(peer)).is_some() {
             return false;
         }
-        if self.p(peer).record != super::outdate::Record::None {
+        if self.p(peer).record == super::outdate::Record::Recorded {
             // Another node's Primary had this node record the peer
-            // outdated (the witness's ESTALE): not until it resynced.
+            // outdated, and the peer has not shown it took the notice (the
+            // witness's ESTALE). Once it did, its Outdated disk needs
+            // `--force` on its side.
             return false;
         }
         if self.promoting.is_some() && self.p(peer).me_first {

@@ -15,8 +15,9 @@
 //!   if connected and first thing when it connects (the same
 //!   [`Effect::Outdate`], about the link's far end: that node takes it as
 //!   the witness's notice, `Event::OutdatedByWitness`), and refuses its role
-//!   requests until the peer took it and reported UpToDate again (after a
-//!   resync). The record is in memory (the witness keeps its own in a
+//!   requests until the peer showed it took it (a report of a disk not
+//!   UpToDate: the witness's `ESTALE`); the record ends when the peer
+//!   reports UpToDate again after that (a resync). The record is in memory (the witness keeps its own in a
 //!   file): a restart of the recording node forgets it.
 //! - No quorum (no strict majority of the configured data nodes in sight):
 //!   a Primary's writes without a peer wait (`suspend-io`, the default) or
