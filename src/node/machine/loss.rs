@@ -38,8 +38,12 @@ impl Machine {
         if self.p(peer).syncing == Some(SyncSide::Target) {
             tracing::warn!("resync interrupted: this disk stays inconsistent until it resumes");
         }
+        let was_primary = self.p(peer).view.is_some_and(|v| v.role == Role::Primary);
         if self.pm(peer).lost() {
             self.disk = Disk::Inconsistent;
+        }
+        if was_primary && had.is_some() {
+            self.reconcile_after_primary_lost(peer);
         }
         if had.is_some() && self.role == Role::Primary {
             self.ensure_diverged(peer);
@@ -49,6 +53,24 @@ impl Machine {
         self.pm(peer).sync = None;
         self.out.push(Effect::Changed);
         Answer::None
+    }
+
+    /// Three nodes: this Secondary lost the Primary `primary`. A peer it
+    /// still sees and holds a bitmap id for (rule 3: the Primary did not
+    /// send it what it sent here) may lack writes this node has: its link
+    /// is closed, so that the next handshake resyncs it from this node's
+    /// slot ("resync from whichever peer is ahead"). While the Primary
+    /// lived, it was the one to resync it.
+    fn reconcile_after_primary_lost(&mut self, primary: PeerId) {
+        if self.role == Role::Primary {
+            return;
+        }
+        let behind: Vec<(PeerId, LinkId)> =
+            self.peers.values().filter(|q| q.id != primary && q.syncing.is_none()).filter_map(|q| Some((q.id, q.link?))).filter(|(q, _)| self.bitmap_id(*q) != 0).collect();
+        for (q, link) in behind {
+            tracing::warn!(peer = %q, lost = %primary, "the Primary is lost and the peer may lack writes it sent here: reconnecting to resync it");
+            self.out.push(Effect::Close(link));
+        }
     }
 
     /// A Primary about to acknowledge a write its peer does not have makes

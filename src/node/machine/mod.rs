@@ -63,6 +63,8 @@ mod three_tests;
 mod mask_tests;
 #[cfg(test)]
 mod outdate_tests;
+#[cfg(test)]
+mod trio_tests;
 
 use std::collections::BTreeMap;
 
