@@ -1442,7 +1442,7 @@ impl Sim {
             // fence-peer does, before the promotion (which may crash half way).
             self.fenced[1 - i] = true;
         }
-        let a = self.step(i, Event::Promote { force })?;
+        let a = self.step(i, Event::Promote { force, heard: Vec::new() })?;
         self.promote_answer(i, force, a, failover, false)
     }
 
@@ -1581,8 +1581,8 @@ impl Sim {
             return Ok(());
         }
         self.note(format!("operator: {} disconnects", NAMES[i]));
-        if let Answer::Goodbye(link) = self.step(i, Event::Disconnect)? {
-            if self.n[i].sess.as_ref().is_some_and(|s| s.link == Some(link)) {
+        if let Answer::Goodbye(links) = self.step(i, Event::Disconnect)? {
+            if self.n[i].sess.as_ref().is_some_and(|s| s.link.is_some_and(|l| links.contains(&l))) {
                 let Answer::Unflushed(epoch) = self.step(i, Event::FlushBegins { peer: pid(i) })? else { return Ok(()) };
                 let id = self.n[i].request(Req::Goodbye { epoch });
                 self.send(i, Message::Flush { id });

@@ -30,7 +30,10 @@ impl Node {
         if let Some(why) = self.delay_refuses_promotion() {
             return Response::refused(why);
         }
-        let r = self.step(Event::Promote { force });
+        // TODO(mesh): what the runtime knows of each peer (its slot's
+        // out-of-sync bytes, when it was last heard from); only a
+        // three-node machine answers with it.
+        let r = self.step(Event::Promote { force, heard: Vec::new() });
         let r = if matches!(r, Ok(Answer::AskWitness)) {
             self.witness.set_promoting(true);
             self.report_to_witness(true);
@@ -84,8 +87,8 @@ impl Node {
     pub(super) async fn disconnect(self: &Arc<Self>) -> Response {
         *self.standalone_why.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         match self.step(Event::Disconnect) {
-            Ok(Answer::Goodbye(id)) => {
-                if let Some(l) = self.link().filter(|l| l.id() == id) {
+            Ok(Answer::Goodbye(ids)) => {
+                if let Some(l) = self.link().filter(|l| ids.contains(&l.id())) {
                     self.goodbye(&l, &format!("node {} was disconnected by the operator", self.me.name)).await;
                 }
                 self.changed();
@@ -100,7 +103,7 @@ impl Node {
         if let Some(why) = self.delay_refuses_verify() {
             return Response::refused(why);
         }
-        match self.step(Event::VerifyAsked) {
+        match self.step(Event::VerifyAsked { peer: None }) {
             Ok(Answer::Verify(id)) => match self.link().filter(|l| l.id() == id) {
                 Some(link) => self.start_verify(link),
                 None => Response::refused("not connected to the peer"),

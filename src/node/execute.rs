@@ -40,6 +40,10 @@ pub trait Io {
     fn start_resync(&mut self, r: ResyncStart);
     /// Three nodes: send `CurrentId` on `link` (in order with the writes).
     fn current_id(&mut self, link: LinkId, current: u64, not_sent_to: &[PeerId]);
+    /// Three nodes: send `Outdate` on `link` about `about` (see
+    /// [`Effect::Outdate`]); an answer to this node's own request comes
+    /// back as `Event::OutdateAnswered`.
+    fn outdate(&mut self, link: LinkId, about: PeerId);
     /// Run fence-peer (its exit comes back as `Event::FenceResult`).
     fn fence(&mut self, m: &Machine);
     fn thaw(&mut self);
@@ -74,6 +78,10 @@ pub fn execute(io: &mut impl Io, m: &mut Machine, effects: Vec<Effect>) -> Resul
             }
             Effect::CurrentId { link, current, not_sent_to } => {
                 io.current_id(*link, *current, not_sent_to);
+                Ok(())
+            }
+            Effect::Outdate { link, about } => {
+                io.outdate(*link, *about);
                 Ok(())
             }
             Effect::Fence => {

@@ -130,6 +130,15 @@ impl Io for Exec<'_> {
         }
     }
 
+    fn outdate(&mut self, id: LinkId, about: PeerId) {
+        // Only a machine with two peers emits it (three-node runtime: not
+        // yet, `Config::runtime_refusal`). Not sent: a Primary that asked
+        // keeps its writes frozen (the safe side) until the peer is back
+        // or `repctl resume-io`. TODO(mesh): send `Message::Outdate` on the
+        // link, feed the `Ack` back as `Event::OutdateAnswered`.
+        tracing::error!(?id, peer = %about, "internal: Outdate on a peer link is not wired in this runtime");
+    }
+
     fn fence(&mut self, m: &Machine) {
         if m.settings().quorum.is_some() {
             // The witness is the fence: it records the peer outdated.

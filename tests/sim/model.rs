@@ -426,6 +426,11 @@ impl Io for SimIo<'_> {
         panic!("CurrentId from a two-node machine");
     }
 
+    fn outdate(&mut self, _link: LinkId, _about: PeerId) {
+        // Two nodes: a machine with one peer never asks a third.
+        panic!("Outdate from a two-node machine");
+    }
+
     fn fence(&mut self, _m: &Machine) {
         self.node.fencing = true;
     }

@@ -4,7 +4,7 @@
 
 use super::super::genid::GenIds;
 use super::super::state::{Connection, Disk, Lag, Role};
-use super::{Answer, BitmapOp, Effect, LinkId, Machine, PeerAnswer, PeerId, Promotion};
+use super::{Answer, BitmapOp, Effect, Heard, LinkId, Machine, PeerAnswer, PeerId, Promotion};
 
 /// A promotion asks the peer again when the link changed meanwhile, this often.
 const PROMOTE_TRIES: u32 = 10;
@@ -12,7 +12,7 @@ const PROMOTE_TRIES: u32 = 10;
 impl Machine {
     /// `repctl primary [--force]`. While connected, the peer must agree
     /// first (two Primaries at once cannot happen while connected).
-    pub(super) fn promote(&mut self, force: bool) -> Answer {
+    pub(super) fn promote(&mut self, force: bool, heard: &[Heard]) -> Answer {
         if self.role == Role::Primary {
             return Answer::Ok("already primary".into());
         }
@@ -22,7 +22,7 @@ impl Machine {
         if let Some(why) = self.quorum_refusal() {
             return Answer::Refused(why);
         }
-        if let Some(stale) = self.async_only_staleness() {
+        if let Some(stale) = self.async_only_staleness(heard) {
             if !force {
                 return Answer::Refused(format!("every connection of this node is protocol A (asynchronous): {stale}; use --force to promote it anyway"));
             }
@@ -124,6 +124,9 @@ impl Machine {
         }
         tracing::info!("role: primary");
         self.announce();
+        // Rule 3: every link hears whom this Primary sends to, before its
+        // first write.
+        self.tell_mask(None, false);
         if forced {
             self.start_initial_sync();
         }
@@ -151,10 +154,10 @@ impl Machine {
     /// Three nodes or more, every connection protocol A (gamma, the far
     /// replica): how stale this node may be, as far as the machine knows
     /// (the last Primary, its link, and whether writes went on without
-    /// this node). None: a synchronous connection exists, or two nodes.
-    /// TODO: the out-of-sync bytes toward the last Primary and when it
-    /// was last heard from need the runtime's bitmap and clock.
-    pub(super) fn async_only_staleness(&self) -> Option<String> {
+    /// this node), and what the shell said of it (`heard`: its slot's
+    /// out-of-sync bytes, how long ago it was last heard from). None: a
+    /// synchronous connection exists, or two nodes.
+    pub(super) fn async_only_staleness(&self, heard: &[Heard]) -> Option<String> {
         if self.peers.len() < 2 || self.peers.values().any(|p| p.protocol != crate::config::Protocol::A) {
             return None;
         }
@@ -163,7 +166,14 @@ impl Machine {
         };
         let link = if last.link.is_some() { "connected" } else { "not connected" };
         let diverged = if self.bitmap_id(last.id) != 0 { ", and the data differ since a new generation" } else { "" };
-        Some(format!("it may lack writes {} acknowledged (last Primary seen; {link}{diverged})", last.id))
+        let known = match heard.iter().find(|h| h.peer == last.id) {
+            None => "; its out-of-sync bytes and last contact are unknown".to_owned(),
+            Some(h) => {
+                let ago = h.ago.map_or_else(|| "not heard from since this node started".to_owned(), |ms| format!("last heard from {}.{:03} s ago", ms / 1000, ms % 1000));
+                format!("; {} bytes out of sync toward it, {ago}", h.out_of_sync)
+            }
+        };
+        Some(format!("it may lack writes {} acknowledged (last Primary seen; {link}{diverged}{known})", last.id))
     }
 
     /// The promotion rules ([`crate::node::state`]) toward every peer
@@ -188,7 +198,14 @@ impl Machine {
         if self.relayed_primary(Some(peer)).is_some() {
             return false;
         }
-        if self.promoting.is_some() && self.settings.me_first {
+        if self.p(peer).record == super::outdate::Record::Recorded {
+            // Another node's Primary had this node record the peer
+            // outdated, and the peer has not shown it took the notice (the
+            // witness's ESTALE). Once it did, its Outdated disk needs
+            // `--force` on its side.
+            return false;
+        }
+        if self.promoting.is_some() && self.p(peer).me_first {
             return false;
         }
         if self.p(peer).lag == Some(Lag::Ahead) {
@@ -213,6 +230,9 @@ impl Machine {
             return Answer::Refused(e.0);
         }
         self.role = Role::Secondary;
+        for p in self.peers.values_mut() {
+            p.told = None;
+        }
         self.out.push(Effect::Thaw);
         self.out.push(Effect::DropClients);
         Answer::Drain
@@ -231,18 +251,18 @@ impl Machine {
         Answer::Ok("secondary".into())
     }
 
-    /// `repctl disconnect`: standalone toward every peer; a live link ends
-    /// with a goodbye. TODO(three nodes): a goodbye on each live link (the
-    /// answer names the first).
+    /// `repctl disconnect`: standalone toward every peer; each live link
+    /// ends with a goodbye.
     pub(super) fn disconnect(&mut self) -> Answer {
         for p in self.peers.values_mut() {
             p.connection = Connection::Standalone;
         }
         self.out.push(Effect::Changed);
-        match self.links().first() {
-            Some(&l) => Answer::Goodbye(l),
-            None => Answer::Ok("standalone".into()),
+        let links = self.links();
+        if links.is_empty() {
+            return Answer::Ok("standalone".into());
         }
+        Answer::Goodbye(links)
     }
 
     /// `repctl connect [--discard-my-data]`.
@@ -302,10 +322,19 @@ impl Machine {
         Answer::Ok("invalidated".into())
     }
 
-    /// `repctl verify`: on the live link (the first peer's), not during a
-    /// resync with that peer.
-    pub(super) fn verify_asked(&mut self) -> Answer {
-        let Some(p) = self.peers.values().find(|p| p.link.is_some()) else { return Answer::Refused("not connected to the peer".into()) };
+    /// `repctl verify [peer]`: on the live link to `peer` (None: the first
+    /// connected peer), not during a resync with that peer.
+    pub(super) fn verify_asked(&mut self, peer: Option<PeerId>) -> Answer {
+        let found = match peer {
+            Some(id) => self.peers.get(&id).filter(|p| p.link.is_some()),
+            None => self.peers.values().find(|p| p.link.is_some()),
+        };
+        let Some(p) = found else {
+            return Answer::Refused(match peer {
+                Some(id) => format!("not connected to {id}"),
+                None => "not connected to the peer".into(),
+            });
+        };
         let l = p.link.expect("found connected");
         if p.syncing.is_some() {
             return Answer::Refused("a resync is running; verify after it finished".into());

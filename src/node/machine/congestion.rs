@@ -27,7 +27,7 @@ use super::{Answer, BitmapOp, Effect, LinkId, Machine, PeerId};
 impl Machine {
     /// A write of `[offset, offset+len)` is about to be sent on `link`.
     pub(super) fn sending(&mut self, peer: PeerId, link: LinkId, offset: u64, len: u64, fill: u64, extents: u32) -> Answer {
-        let Some(limits) = self.settings.pull_ahead else { return Answer::PullAhead(false) };
+        let Some(limits) = self.p(peer).pull_ahead else { return Answer::PullAhead(false) };
         if self.p(peer).link != Some(link) {
             return Answer::PullAhead(false);
         }
@@ -87,6 +87,8 @@ impl Machine {
         }
         p.lag = None;
         self.announce();
+        // Sent to again (rule 3): the other links hear it.
+        self.tell_mask(None, false);
         if self.disk != Disk::UpToDate || self.p(peer).syncing.is_some() {
             // The disk failed meanwhile: the next handshake decides.
             tracing::warn!(disk = %self.disk, "the peer caught up, but this disk cannot be a resync source now: reconnecting");

@@ -3,14 +3,27 @@
 use super::super::decide::Side;
 use super::super::genid::{GenIds, SyncStart};
 use super::super::state::{Disk, Role};
-use super::{LinkId, Millis, PeerAnswer, PeerId, SessionPlan, Settings, WitnessView};
+use super::{Congestion, LinkId, Millis, PeerAnswer, PeerId, SessionPlan, Settings, WitnessView};
+
+/// What the shell knows of one peer when a promotion is asked (the
+/// staleness a forced promotion of a protocol-A-only node answers with):
+/// the bytes its bitmap slot marks out of sync, and how long ago a frame
+/// last came from it (None: not since this node started).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heard {
+    pub peer: PeerId,
+    pub out_of_sync: u64,
+    pub ago: Option<Millis>,
+}
 
 /// Everything that happens to a node. The events about one peer name it
 /// (`peer`); the others are the node's.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     // The operator (control socket).
-    Promote { force: bool },
+    /// `heard`: what the shell knows of each peer (may be empty: the
+    /// staleness answer then says it is unknown).
+    Promote { force: bool, heard: Vec<Heard> },
     PromoteAnswered { force: bool, asked: Option<LinkId>, answer: PeerAnswer },
     Demote { force: bool, clients: usize },
     /// The writes drained and the store was flushed (or not: the error).
@@ -19,9 +32,13 @@ pub enum Event {
     Connect { discard_my_data: bool },
     Invalidate,
     ResumeIo,
-    VerifyAsked,
+    /// `repctl verify [peer]`: None, the first connected peer.
+    VerifyAsked { peer: Option<PeerId> },
     VerifyEnded { peer: PeerId, link: LinkId, mismatched: bool },
     Adjust(Settings),
+    /// The connection to `peer` has its own tie-break and pull-ahead
+    /// limits (three nodes: per connection; see [`Settings::me_first`]).
+    PeerSettings { peer: PeerId, me_first: bool, pull_ahead: Option<Congestion> },
     /// The device grew to `size` bytes (`repctl resize`, here or on the peer).
     Resized { size: u64 },
     /// The grown area is out of sync: resync it on `link` if this node can
@@ -95,6 +112,13 @@ pub enum Event {
     /// The witness says this node is outdated (its peer went on without
     /// it). Answers `Ok` (done, durable: acknowledge it) or `Refused`.
     OutdatedByWitness,
+    /// Three nodes: the Primary `peer` goes on writing without `about` and
+    /// asks this node to record it outdated (its `Outdate`). Answers `Ok`
+    /// (recorded: acknowledge it) or `Refused` (`EBUSY`).
+    OutdateAsked { peer: PeerId, about: PeerId },
+    /// Three nodes: `peer` answered this Primary's `Outdate` about `about`
+    /// (`granted`: recorded; false: refused, or its link ended first).
+    OutdateAnswered { peer: PeerId, about: PeerId, granted: bool },
 }
 
 impl Event {
@@ -129,7 +153,11 @@ impl Event {
             | E::FlushAlone { peer }
             | E::Sending { peer, .. }
             | E::Drained { peer, .. }
-            | E::PeerAhead { peer, .. } => Some(*peer),
+            | E::PeerAhead { peer, .. }
+            | E::PeerSettings { peer, .. }
+            | E::OutdateAsked { peer, .. }
+            | E::OutdateAnswered { peer, .. } => Some(*peer),
+            E::VerifyAsked { peer } => *peer,
             _ => None,
         }
     }

@@ -26,6 +26,7 @@ impl Machine {
             self.out.push(Effect::Close(l));
         }
         let lost = std::mem::take(&mut self.pm(peer).unflushed);
+        self.pm(peer).outdate_asked = false;
         if !lost.is_empty() {
             if had.is_some() && clean {
                 tracing::info!(writes = lost.len(), "writes the peer acknowledged after its last flush are marked out of sync");
@@ -37,16 +38,39 @@ impl Machine {
         if self.p(peer).syncing == Some(SyncSide::Target) {
             tracing::warn!("resync interrupted: this disk stays inconsistent until it resumes");
         }
+        let was_primary = self.p(peer).view.is_some_and(|v| v.role == Role::Primary);
         if self.pm(peer).lost() {
             self.disk = Disk::Inconsistent;
+        }
+        if was_primary && had.is_some() {
+            self.reconcile_after_primary_lost(peer);
         }
         if had.is_some() && self.role == Role::Primary {
             self.ensure_diverged(peer);
             tracing::warn!("peer lost: going on alone; changed regions are recorded for the resync");
         }
+        self.tell_mask(None, false);
         self.pm(peer).sync = None;
         self.out.push(Effect::Changed);
         Answer::None
+    }
+
+    /// Three nodes: this Secondary lost the Primary `primary`. A peer it
+    /// still sees and holds a bitmap id for (rule 3: the Primary did not
+    /// send it what it sent here) may lack writes this node has: its link
+    /// is closed, so that the next handshake resyncs it from this node's
+    /// slot ("resync from whichever peer is ahead"). While the Primary
+    /// lived, it was the one to resync it.
+    fn reconcile_after_primary_lost(&mut self, primary: PeerId) {
+        if self.role == Role::Primary {
+            return;
+        }
+        let behind: Vec<(PeerId, LinkId)> =
+            self.peers.values().filter(|q| q.id != primary && q.syncing.is_none()).filter_map(|q| Some((q.id, q.link?))).filter(|(q, _)| self.bitmap_id(*q) != 0).collect();
+        for (q, link) in behind {
+            tracing::warn!(peer = %q, lost = %primary, "the Primary is lost and the peer may lack writes it sent here: reconnecting to resync it");
+            self.out.push(Effect::Close(link));
+        }
     }
 
     /// A Primary about to acknowledge a write its peer does not have makes
@@ -72,16 +96,12 @@ impl Machine {
             return;
         }
         let r = self.random();
-        let sent_to = |q: &super::Peer| q.id != peer && q.link.is_some() && q.lag != Some(super::super::state::Lag::Ahead);
-        let without: Vec<PeerId> = self.peers.values().filter(|q| !sent_to(q)).map(|q| q.id).collect();
+        let without = self.not_sent_to(Some(peer));
         self.new_current_without(&without, r);
         self.persist();
         let p = self.pm(peer);
         p.diverged_for = Some(p.losses);
-        let tell: Vec<LinkId> = self.peers.values().filter(|q| sent_to(q)).filter_map(|q| q.link).collect();
-        for link in tell {
-            self.out.push(Effect::CurrentId { link, current: self.dur.ids.current, not_sent_to: without.clone() });
-        }
+        self.tell_mask(Some(peer), true);
     }
 
     /// Three nodes: the Primary `from` made a new current id and is not
@@ -89,9 +109,27 @@ impl Machine {
     /// under the old one, takes the new one; its bitmap id toward each node
     /// not sent to becomes the old current id if it was 0 (that node lacks
     /// what comes now), durably.
+    ///
+    /// The mask holds for the writes that follow ([`Machine::also_mark`]).
+    /// A sync target of `from` keeps its sync id until the end (it takes
+    /// the source's ids then: the new one is noted as the source's). A
+    /// node named that this node holds no slot for: a corrupt stream, the
+    /// link drops.
     pub(super) fn current_id_received(&mut self, from: PeerId, current: u64, not_sent_to: &[PeerId]) -> Answer {
         if self.role == Role::Primary {
             return Answer::Refused("this node is Primary".into());
+        }
+        if let Some(&n) = not_sent_to.iter().find(|&&n| n == from || !self.peers.contains_key(&n)) {
+            if let Some(l) = self.p(from).link {
+                self.out.push(Effect::Close(l));
+            }
+            return Answer::Refused(format!("the peer's CurrentId names {n}, which this node holds no slot for"));
+        }
+        let p = self.pm(from);
+        p.not_sent_to = not_sent_to.to_vec();
+        p.ids.current = current;
+        if p.syncing == Some(super::super::state::SyncSide::Target) {
+            return Answer::None;
         }
         let mut old = self.dur.ids;
         old.set_primary_bit(false);
@@ -156,6 +194,11 @@ impl Machine {
             return Answer::Refused("no quorum (on_no_quorum = io-error)".into());
         }
         self.ensure_diverged(peer);
+        if self.peers.len() >= 2 {
+            self.freeze_for_outdate(peer);
+            self.suspend_for_quorum();
+            return Answer::None;
+        }
         if self.p(peer).fenced {
             self.suspend_for_quorum();
         }
@@ -173,7 +216,7 @@ impl Machine {
     /// peer was fenced since, freeze writes and run fence-peer (unless it
     /// runs already).
     fn freeze_unless_fenced(&mut self, peer: PeerId) {
-        let quorum = self.settings.quorum.is_some();
+        let quorum = self.witnessed();
         if (self.settings.fencing != Fencing::ResourceAndStonith && !quorum) || self.p(peer).fenced {
             return;
         }
@@ -213,7 +256,7 @@ impl Machine {
     pub(super) fn fence_result(&mut self, code: Option<i32>) -> Answer {
         self.fencing_now = false;
         match code {
-            Some(4 | 7) if self.peers.values().all(|p| p.link.is_some()) && self.settings.quorum.is_some() => {
+            Some(4 | 7) if self.peers.values().all(|p| p.link.is_some()) && self.witnessed() => {
                 // A session came up since the fence was asked: the answer is
                 // about the loss before it. Counting it for this session
                 // would let the next loss acknowledge writes alone with no
@@ -222,10 +265,10 @@ impl Machine {
                 tracing::info!("the witness outdated the peer for an earlier loss; the peer is back since");
             }
             Some(c @ (4 | 7)) => {
-                let why = if self.settings.quorum.is_some() { "the peer is fenced: the witness recorded it outdated".to_owned() } else { format!("fence-peer reported the peer fenced (exit {c})") };
+                let why = if self.witnessed() { "the peer is fenced: the witness recorded it outdated".to_owned() } else { format!("fence-peer reported the peer fenced (exit {c})") };
                 self.thaw_io(&why);
             }
-            _ if self.frozen && self.settings.quorum.is_some() => {
+            _ if self.frozen && self.witnessed() => {
                 tracing::error!("the witness did not record the peer outdated: writes stay frozen until the peer is back or the witness answers (asked again when its link comes back)");
             }
             other if self.frozen => {

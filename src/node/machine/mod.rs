@@ -30,17 +30,21 @@
 //! handshake, the peer's frames), [`sync`] (resync on both sides), [`loss`]
 //! (link loss, the write path's divergence, fencing, disk errors),
 //! [`congestion`] (protocol A's pull-ahead: Ahead, Behind, the catch-up),
-//! [`quorum`] (the witness, and three data nodes' majority); [`peer`]
-//! holds the per-peer state, [`ids`] the generation ids per pair (each
-//! peer's bitmap id), [`event`] the input. The rules for more than two
-//! nodes are tested in `three_tests` (docs/design.md, "The three-node
-//! rules").
+//! [`quorum`] (the witness, and three data nodes' majority), [`outdate`]
+//! (three data nodes: the third node in the witness's part, no quorum);
+//! [`peer`] holds the per-peer state, [`ids`] the generation ids per pair
+//! (each peer's bitmap id), [`mask`] the to-whom mask (which slots a write
+//! is marked in, on both sides), [`event`] the input. The rules for more
+//! than two nodes are tested in `three_tests`, `mask_tests` and
+//! `outdate_tests` (docs/design.md, "The three-node rules").
 
 mod commands;
 mod congestion;
 mod event;
 mod ids;
 mod loss;
+mod mask;
+mod outdate;
 mod peer;
 mod quorum;
 mod session;
@@ -55,6 +59,12 @@ mod congestion_tests;
 mod quorum_tests;
 #[cfg(test)]
 mod three_tests;
+#[cfg(test)]
+mod mask_tests;
+#[cfg(test)]
+mod outdate_tests;
+#[cfg(test)]
+mod trio_tests;
 
 use std::collections::BTreeMap;
 
@@ -66,7 +76,7 @@ use super::genid::{GenIds, SyncStart};
 use super::state::{Connection, Disk, Lag, NodeState, PeerView, Role, SyncSide};
 use super::wire::{to_wire_disk, to_wire_role};
 
-pub use event::Event;
+pub use event::{Event, Heard};
 pub use ids::MoreBitmapIds;
 pub use peer::{Peer, PeerId};
 pub use quorum::WitnessView;
@@ -100,7 +110,9 @@ pub struct Durable {
 /// The settings the rules read (the live part of the configuration).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// This node's name sorts before its peer's (tie-breaks).
+    /// This node's name sorts before its peer's (tie-breaks): every
+    /// peer's until [`Event::PeerSettings`] says otherwise for one (per
+    /// connection, with three nodes); `Adjust` sets it for every peer again.
     pub me_first: bool,
     pub fencing: Fencing,
     pub after_split_brain: SplitBrainPolicy,
@@ -109,9 +121,11 @@ pub struct Settings {
     /// Protocol A with `[net] on_congestion = "pull-ahead"`: the limits at
     /// which this Primary goes Ahead of its peer instead of waiting for it
     /// (`None`: writes always go to the peer, as B and C always do).
+    /// Every peer's until [`Event::PeerSettings`], as `me_first`.
     pub pull_ahead: Option<Congestion>,
-    /// `[witness]`: quorum is on (three votes), and what a Primary that
-    /// lost it does with writes. None: no witness, no quorum.
+    /// What a Primary that lost quorum does with writes. Two nodes: the
+    /// `[witness]`'s setting (None: no witness, no quorum). Three data
+    /// nodes: quorum is always on, None meaning `suspend-io`.
     pub quorum: Option<crate::config_witness::OnNoQuorum>,
 }
 
@@ -173,6 +187,12 @@ pub enum Effect {
     /// to (that peer sets its bitmap id toward each, if 0, to the id the
     /// new one replaces).
     CurrentId { link: LinkId, current: u64, not_sent_to: Vec<PeerId> },
+    /// Three nodes: send the witness's `Outdate` on `link`. About the
+    /// node at the link's far end: "you are outdated" (answered as the
+    /// witness's notice is); about the third node: "record it outdated, I
+    /// go on writing without it" (the answer comes back as
+    /// [`Event::OutdateAnswered`]).
+    Outdate { link: LinkId, about: PeerId },
     /// Writes waiting on a freeze look again.
     Thaw,
     /// Drop every NBD client (a demotion).
@@ -217,15 +237,17 @@ pub enum Answer {
     /// Demotion: wait for the writes in flight, flush the store, then
     /// [`Event::DemoteFlushed`].
     Drain,
-    /// Disconnection: say goodbye on this link (flush both sides first).
-    Goodbye(LinkId),
+    /// Disconnection: say goodbye on each of these links (every live one;
+    /// flush both sides first).
+    Goodbye(Vec<LinkId>),
     /// A role request: granted or not.
     Granted(bool),
     Decided(Box<SessionPlan>),
     Installed(LinkId),
     /// What a flush covers: taken from the record.
     Unflushed(Unflushed),
-    /// Verify may start on this link.
+    /// Verify may start on this link (to the peer named, or the first
+    /// connected).
     Verify(LinkId),
     /// Promotion: ask the witness (a `RoleRequest` on the witness link),
     /// then [`Event::WitnessAnswered`].
@@ -327,7 +349,15 @@ impl Machine {
             role: Role::Secondary,
             disk: dur.disk,
             dur,
-            peers: peers.iter().map(|&p| (p, Peer::new(p))).collect(),
+            peers: peers
+                .iter()
+                .map(|&p| {
+                    let mut q = Peer::new(p);
+                    q.me_first = settings.me_first;
+                    q.pull_ahead = settings.pull_ahead;
+                    (p, q)
+                })
+                .collect(),
             first: peers.first().copied(),
             last_primary: None,
             next_link: 1,
@@ -352,7 +382,7 @@ impl Machine {
             }
         }
         let answer = match ev {
-            Event::Promote { force } => self.promote(force),
+            Event::Promote { force, heard } => self.promote(force, &heard),
             Event::PromoteAnswered { force, asked, answer } => self.promote_answered(force, asked, answer),
             Event::Demote { force, clients } => self.demote(force, clients),
             Event::DemoteFlushed { error } => self.demote_flushed(error),
@@ -364,10 +394,20 @@ impl Machine {
                 self.thaw_io("resumed by the operator");
                 Answer::Ok("writes resume".into())
             }
-            Event::VerifyAsked => self.verify_asked(),
+            Event::VerifyAsked { peer } => self.verify_asked(peer),
             Event::VerifyEnded { peer, link, mismatched } => self.verify_ended(peer, link, mismatched),
             Event::Adjust(s) => {
                 self.settings = s;
+                for p in self.peers.values_mut() {
+                    p.me_first = s.me_first;
+                    p.pull_ahead = s.pull_ahead;
+                }
+                Answer::None
+            }
+            Event::PeerSettings { peer, me_first, pull_ahead } => {
+                let p = self.pm(peer);
+                p.me_first = me_first;
+                p.pull_ahead = pull_ahead;
                 Answer::None
             }
             Event::Resized { size } => {
@@ -392,7 +432,11 @@ impl Machine {
                 self.pm(peer).view = Some(PeerView { role, disk });
                 if role == Role::Primary {
                     self.last_primary = Some(peer);
+                } else {
+                    // A Secondary sends no writes: its mask is void.
+                    self.pm(peer).not_sent_to.clear();
                 }
+                self.record_seen(peer, disk);
                 self.out.push(Effect::Changed);
                 Answer::None
             }
@@ -465,6 +509,8 @@ impl Machine {
             Event::Witness(view) => self.witness_changed(view),
             Event::WitnessAnswered { force, errno } => self.witness_answered(force, errno),
             Event::OutdatedByWitness => self.outdated_by_witness(),
+            Event::OutdateAsked { peer, about } => self.outdate_asked(peer, about),
+            Event::OutdateAnswered { peer, about, granted } => self.outdate_answered(peer, about, granted),
             Event::Stopped { disk_ok } => {
                 if disk_ok {
                     self.out.push(Effect::Bitmap(BitmapOp::Flush));

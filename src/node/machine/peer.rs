@@ -61,6 +61,25 @@ pub struct Peer {
     /// Since it was lost, the peer was fenced (or the operator resumed
     /// writes): writes without it go on.
     pub(super) fenced: bool,
+    /// Three nodes, this node Primary: the current id and mask last told
+    /// on this peer's link (rule 3; None: not told on this link yet).
+    pub(super) told: Option<(u64, Vec<PeerId>)>,
+    /// Three nodes, this peer Primary: the nodes it said it is not sending
+    /// to (its last `CurrentId`); writes from it are marked in their slots.
+    pub(super) not_sent_to: Vec<PeerId>,
+    /// Three nodes, this node Primary: the other nodes were asked to record
+    /// this lost peer outdated and have not answered.
+    pub(super) outdate_asked: bool,
+    /// Three nodes: another node's Primary asked this node to record this
+    /// peer outdated.
+    pub(super) record: super::outdate::Record,
+    /// This node's name sorts before the peer's (the promotion and split
+    /// brain tie-breaks, per connection): `Settings::me_first` until
+    /// [`super::Event::PeerSettings`] says otherwise.
+    pub(super) me_first: bool,
+    /// Protocol A's pull-ahead limits on this connection:
+    /// `Settings::pull_ahead` until [`super::Event::PeerSettings`].
+    pub(super) pull_ahead: Option<super::Congestion>,
 }
 
 impl Peer {
@@ -84,6 +103,12 @@ impl Peer {
             counted: 0,
             diverged_for: None,
             fenced: false,
+            told: None,
+            not_sent_to: Vec::new(),
+            outdate_asked: false,
+            record: super::outdate::Record::None,
+            me_first: false,
+            pull_ahead: None,
         }
     }
 
@@ -94,6 +119,8 @@ impl Peer {
         self.view = None;
         self.relays_primary = None;
         self.lag = None;
+        self.told = None;
+        self.not_sent_to.clear();
         let target = self.syncing == Some(SyncSide::Target);
         self.syncing = None;
         if self.connection == Connection::Connected {

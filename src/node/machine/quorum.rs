@@ -31,7 +31,21 @@ impl Machine {
     /// Quorum counts: with a witness (`[witness]`, two data nodes), or
     /// with three data nodes or more.
     pub(super) fn quorum_on(&self) -> bool {
-        self.settings.quorum.is_some() || self.peers.len() >= 2
+        self.witnessed() || self.peers.len() >= 2
+    }
+
+    /// Two data nodes and a witness (`Settings::quorum` set). With three
+    /// data nodes the setting only says what no quorum does to writes.
+    pub(super) fn witnessed(&self) -> bool {
+        self.settings.quorum.is_some() && self.peers.len() < 2
+    }
+
+    /// What a Primary without quorum does with writes (None: quorum off).
+    pub fn on_no_quorum(&self) -> Option<OnNoQuorum> {
+        if self.peers.len() >= 2 {
+            return Some(self.settings.quorum.unwrap_or(OnNoQuorum::SuspendIo));
+        }
+        self.settings.quorum
     }
 
     /// Quorum is off, or this node sees a strict majority of the votes:
@@ -41,7 +55,7 @@ impl Machine {
         if !self.quorum_on() {
             return true;
         }
-        let total = 1 + self.peers.len() + usize::from(self.settings.quorum.is_some());
+        let total = 1 + self.peers.len() + usize::from(self.witnessed());
         let seen = 1 + self.peers.values().filter(|p| p.link.is_some()).count() + usize::from(self.witness.is_some());
         2 * seen > total
     }
@@ -94,7 +108,9 @@ impl Machine {
         if let Some(why) = self.quorum_refusal() {
             return Some(why);
         }
-        self.settings.quorum?;
+        if !self.witnessed() {
+            return None;
+        }
         (!self.witness_granted).then(|| {
             "the peer link was lost during the promotion and the witness did not grant it (it was not connected when the promotion began, or its link ended since); try again".into()
         })
@@ -102,7 +118,7 @@ impl Machine {
 
     /// Whether a promotion asks the witness first.
     pub(super) fn asks_witness(&self) -> bool {
-        self.settings.quorum.is_some() && self.witness.is_some()
+        self.witnessed() && self.witness.is_some()
     }
 
     /// The witness answered the promotion's request.
@@ -150,7 +166,7 @@ impl Machine {
             // The witness releases a grant when the link ends.
             self.witness_granted = false;
         }
-        if self.settings.quorum.is_some() {
+        if self.witnessed() {
             match (was.is_some(), view.is_some()) {
                 (false, true) => {
                     tracing::info!("witness link up");
@@ -199,13 +215,13 @@ impl Machine {
     /// `suspend-io`: writes wait for quorum (or `repctl resume-io`), even
     /// when the peer was outdated already.
     pub(super) fn suspend_for_quorum(&mut self) {
-        if self.settings.quorum != Some(OnNoQuorum::SuspendIo) || self.quorate() || self.resumed_without_quorum {
+        if self.on_no_quorum() != Some(OnNoQuorum::SuspendIo) || self.quorate() || self.resumed_without_quorum {
             return;
         }
         if self.role != Role::Primary || self.frozen {
             return;
         }
-        tracing::warn!("no quorum (neither the peer nor the witness in sight): writes wait until one is back (or repctl resume-io)");
+        tracing::warn!("no quorum (no majority of the nodes in sight): writes wait until it is back (or repctl resume-io)");
         self.frozen = true;
         self.out.push(Effect::Changed);
     }
@@ -213,6 +229,6 @@ impl Machine {
     /// A write the peer lacks, with quorum on: fail it at once when quorum
     /// is lost under `io-error`.
     pub(super) fn no_quorum_fails_writes(&self) -> bool {
-        self.settings.quorum == Some(OnNoQuorum::IoError) && !self.quorate()
+        self.on_no_quorum() == Some(OnNoQuorum::IoError) && !self.quorate()
     }
 }

@@ -18,7 +18,7 @@ fn primary_with_witness() -> (Machine, LinkId) {
     let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
     m.step(Event::Witness(Some(UP)));
-    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskWitness);
+    assert_eq!(m.step(Event::Promote { force: false, heard: vec![] }).answer, Answer::AskWitness);
     assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::AskPeers(vec![link]));
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Granted });
     assert_eq!(r.answer, Answer::Ok("primary".into()));
@@ -32,13 +32,13 @@ fn a_node_that_sees_nobody_is_not_promoted_even_forced() {
     let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
     assert!(!m.quorate());
     for force in [false, true] {
-        let Answer::Refused(why) = m.step(Event::Promote { force }).answer else { panic!("promoted without quorum") };
+        let Answer::Refused(why) = m.step(Event::Promote { force, heard: vec![] }).answer else { panic!("promoted without quorum") };
         assert!(why.contains("no quorum"), "{why}");
     }
     assert_eq!(m.state().role, Role::Secondary);
     // Without a witness configured the same node is promoted.
     let mut plain = alone();
-    assert_eq!(plain.step(Event::Promote { force: false }).answer, Answer::Ok("primary".into()));
+    assert_eq!(plain.step(Event::Promote { force: false, heard: vec![] }).answer, Answer::Ok("primary".into()));
 }
 
 #[test]
@@ -46,7 +46,7 @@ fn with_the_witness_up_a_promotion_asks_it_first() {
     let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
     m.step(Event::Witness(Some(WitnessView::default())));
     assert!(m.quorate());
-    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskWitness);
+    assert_eq!(m.step(Event::Promote { force: false, heard: vec![] }).answer, Answer::AskWitness);
     assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::Ok("primary".into()));
     assert_eq!(m.state().role, Role::Primary);
 }
@@ -56,11 +56,11 @@ fn the_witness_refuses_while_the_peer_is_primary() {
     let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
     // The peer is cut from this node but not from the witness, and Primary.
     m.step(Event::Witness(Some(WitnessView { peer_connected: true, peer_primary: true })));
-    let Answer::Refused(why) = m.step(Event::Promote { force: true }).answer else { panic!("two Primaries") };
+    let Answer::Refused(why) = m.step(Event::Promote { force: true, heard: vec![] }).answer else { panic!("two Primaries") };
     assert!(why.contains("witness reports that the peer is Primary"), "{why}");
     // The view can change between the ask and the answer: the answer counts.
     m.step(Event::Witness(Some(UP)));
-    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskWitness);
+    assert_eq!(m.step(Event::Promote { force: false, heard: vec![] }).answer, Answer::AskWitness);
     let Answer::Refused(why) = m.step(Event::WitnessAnswered { force: false, errno: Some(libc::EBUSY) }).answer else { panic!() };
     assert!(why.contains("Primary"), "{why}");
     assert_eq!(m.state().role, Role::Secondary);
@@ -99,7 +99,7 @@ fn without_quorum_io_error_fails_writes_and_suspend_io_freezes_them() {
     for on in [OnNoQuorum::IoError, OnNoQuorum::SuspendIo] {
         let mut m = with_witness(alone(), on);
         m.step(Event::Witness(Some(UP)));
-        m.step(Event::Promote { force: false });
+        m.step(Event::Promote { force: false, heard: vec![] });
         m.step(Event::WitnessAnswered { force: false, errno: Some(0) });
         m.step(Event::Witness(None));
         assert!(!m.quorate());
@@ -126,11 +126,11 @@ fn told_it_is_outdated_a_secondary_outdates_its_disk_and_a_primary_refuses() {
     assert_eq!(m.state().disk, Disk::Outdated);
     assert!(super::tests::persisted(&r).iter().any(|d| d.disk == Disk::Outdated), "durable");
     // Outdated: promotion needs --force now.
-    assert!(matches!(m.step(Event::Promote { force: false }).answer, Answer::Refused(_)));
+    assert!(matches!(m.step(Event::Promote { force: false, heard: vec![] }).answer, Answer::Refused(_)));
 
     let mut p = with_witness(alone(), OnNoQuorum::SuspendIo);
     p.step(Event::Witness(Some(WitnessView::default())));
-    p.step(Event::Promote { force: false });
+    p.step(Event::Promote { force: false, heard: vec![] });
     p.step(Event::WitnessAnswered { force: false, errno: Some(0) });
     assert!(matches!(p.step(Event::OutdatedByWitness).answer, Answer::Refused(_)));
     assert_eq!(p.state().disk, Disk::UpToDate);
@@ -146,7 +146,7 @@ fn a_promotion_that_loses_its_peer_goes_on_alone_only_with_quorum_and_the_witnes
     // The witness never up: no quorum once the peer is gone.
     let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
-    assert_eq!(m.step(Event::Promote { force: true }).answer, Answer::AskPeers(vec![link]));
+    assert_eq!(m.step(Event::Promote { force: true, heard: vec![] }).answer, Answer::AskPeers(vec![link]));
     m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
     let r = m.step(Event::PromoteAnswered { force: true, asked: Some(link), answer: PeerAnswer::Lost });
     let Answer::Refused(why) = r.answer else { panic!("promoted without quorum: {:?}", r.answer) };
@@ -156,7 +156,7 @@ fn a_promotion_that_loses_its_peer_goes_on_alone_only_with_quorum_and_the_witnes
     // The witness came up after the promotion began (not asked): refused.
     let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
-    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(vec![link]));
+    assert_eq!(m.step(Event::Promote { force: false, heard: vec![] }).answer, Answer::AskPeers(vec![link]));
     m.step(Event::Witness(Some(UP)));
     m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Lost });
@@ -167,7 +167,7 @@ fn a_promotion_that_loses_its_peer_goes_on_alone_only_with_quorum_and_the_witnes
     let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
     m.step(Event::Witness(Some(UP)));
-    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskWitness);
+    assert_eq!(m.step(Event::Promote { force: false, heard: vec![] }).answer, Answer::AskWitness);
     assert_eq!(m.step(Event::WitnessAnswered { force: false, errno: Some(0) }).answer, Answer::AskPeers(vec![link]));
     m.step(Event::Witness(None));
     m.step(Event::Witness(Some(UP)));
@@ -179,7 +179,7 @@ fn a_promotion_that_loses_its_peer_goes_on_alone_only_with_quorum_and_the_witnes
     let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
     m.step(Event::Witness(Some(UP)));
-    m.step(Event::Promote { force: false });
+    m.step(Event::Promote { force: false, heard: vec![] });
     m.step(Event::WitnessAnswered { force: false, errno: Some(0) });
     m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Lost });
@@ -195,7 +195,7 @@ fn a_promotion_that_loses_its_peer_goes_on_alone_only_with_quorum_and_the_witnes
 fn a_promotion_alone_whose_witness_link_ends_before_the_answer_is_refused() {
     let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
     m.step(Event::Witness(Some(UP)));
-    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskWitness);
+    assert_eq!(m.step(Event::Promote { force: false, heard: vec![] }).answer, Answer::AskWitness);
     let r = m.step(Event::WitnessAnswered { force: false, errno: None });
     assert!(matches!(r.answer, Answer::Refused(_)), "promoted alone without the witness's grant: {:?}", r.answer);
     assert_eq!(m.state().role, Role::Secondary);
@@ -225,7 +225,7 @@ fn a_notice_outdates_the_disk_even_with_a_peer_link_not_yet_seen_dead() {
 fn a_promotion_whose_peer_request_is_lost_before_the_link_needs_the_witness_grant() {
     let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
-    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(vec![link]));
+    assert_eq!(m.step(Event::Promote { force: false, heard: vec![] }).answer, Answer::AskPeers(vec![link]));
     // The witness link comes up meanwhile: the peer is Primary there.
     m.step(Event::Witness(Some(WitnessView { peer_connected: true, peer_primary: true })));
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Lost });
@@ -243,7 +243,7 @@ fn a_promotion_whose_peer_request_is_lost_before_the_link_needs_the_witness_gran
 fn a_fence_answer_for_an_earlier_loss_does_not_fence_the_next_one() {
     let mut m = with_witness(alone(), OnNoQuorum::SuspendIo);
     m.step(Event::Witness(Some(UP)));
-    m.step(Event::Promote { force: false });
+    m.step(Event::Promote { force: false, heard: vec![] });
     m.step(Event::WitnessAnswered { force: false, errno: Some(0) });
     assert!(m.step(Event::Degraded { peer: P, offset: 0, len: 4096 }).effects.contains(&Effect::Fence));
     // The peer is back before the witness answers.

@@ -13,7 +13,7 @@ impl Machine {
     /// with a goodbye and leaves this node standalone; a correction of the
     /// local ids the decision asked for is made durable.
     pub(super) fn handshake(&mut self, from: PeerId, local: Side, peer: Side) -> Answer {
-        let outcome = decide(local, peer, self.settings.after_split_brain, self.settings.me_first);
+        let outcome = decide(local, peer, self.settings.after_split_brain, self.p(from).me_first);
         tracing::info!(decision = %outcome.decision, rule = outcome.rule, local_ids = %local.ids, peer_ids = %peer.ids, "connected to peer");
         let mut goodbye = None;
         match &outcome.decision {
@@ -78,8 +78,12 @@ impl Machine {
         p.split_brain = false;
         p.view = Some(PeerView { role: plan.peer.role, disk: plan.peer.disk });
         p.link = Some(link);
-        // A new link: the next loss needs fencing again.
+        // A new link: the next loss needs fencing again; masks are told
+        // on it afresh.
         p.fenced = false;
+        p.outdate_asked = false;
+        p.told = None;
+        p.not_sent_to.clear();
         if plan.peer.role == super::super::state::Role::Primary {
             self.last_primary = Some(peer);
         }
@@ -96,6 +100,14 @@ impl Machine {
                 }
             }
             _ => {}
+        }
+        if self.peers.len() >= 2 {
+            // Three nodes: frozen writes go on once nothing is left to wait
+            // for; the new link hears the mask first thing.
+            self.installed_three(peer, link);
+            self.tell_mask(None, false);
+            self.out.push(Effect::Changed);
+            return Answer::Installed(link);
         }
         // Frozen writes go on.
         self.resumed_without_quorum = false;

@@ -14,6 +14,7 @@ impl Machine {
             return Answer::Refused("the peer wants to sync into this Primary".into());
         }
         self.pm(peer).syncing = Some(SyncSide::Target);
+        self.away_from_the_others(peer);
         let mut ids = self.ids_toward(peer);
         ids.start_sync_as_target(source_uuid);
         self.set_ids_toward(peer, ids);
@@ -31,6 +32,7 @@ impl Machine {
         ids.finish_sync_as_target(&source);
         self.set_ids_toward(peer, ids);
         self.out.push(Effect::Bitmap(BitmapOp::ClearAll(peer)));
+        self.unknown_slots_whole(peer);
         self.out.push(Effect::Bitmap(BitmapOp::Flush));
         self.dur.crashed_primary = false;
         let p = self.pm(peer);
@@ -40,6 +42,38 @@ impl Machine {
         tracing::info!("resync finished: this disk is UpToDate");
         self.announce();
         Answer::None
+    }
+
+    /// Rule 4, at a resync's start into this node from `source` (three
+    /// nodes): this disk moves away from the other peers' from here. Each
+    /// one this node was in sync with gets the current id this node had
+    /// as its bitmap id, and what the resync and the source's writes bring
+    /// is marked in its slot ([`Machine::also_mark`]); this node held no
+    /// generation (its data was not theirs): that slot is set whole.
+    fn away_from_the_others(&mut self, source: PeerId) {
+        let old = self.dur.ids;
+        let others: Vec<PeerId> = self.peers.keys().copied().filter(|&k| k != source).collect();
+        for x in others {
+            if self.bitmap_id(x) != 0 {
+                continue;
+            }
+            if old.is_just_created() {
+                self.out.push(Effect::Bitmap(BitmapOp::SetAll(x)));
+            } else {
+                self.set_bitmap_id(x, old.current & !1);
+            }
+        }
+    }
+
+    /// Rule 4, at the resync's end: this node took the source's ids; a
+    /// peer whose bitmap id is still unknown (0: this node held no
+    /// generation when the resync began) has its slot set whole, so that
+    /// what it lacks is a full sync later, never a missed block.
+    fn unknown_slots_whole(&mut self, source: PeerId) {
+        let unknown: Vec<PeerId> = self.peers.keys().copied().filter(|&k| k != source && self.bitmap_id(k) == 0).collect();
+        for x in unknown {
+            self.out.push(Effect::Bitmap(BitmapOp::SetAll(x)));
+        }
     }
 
     /// The target acknowledged a flush after `SyncStart`: it took the sync

@@ -64,7 +64,7 @@ pub(super) fn connect_to(m: &mut Machine, to: PeerId, p: Side) -> (LinkId, Box<S
 pub(super) fn primary_connected() -> (Machine, LinkId) {
     let mut m = node(Disk::UpToDate);
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
-    let r = m.step(Event::Promote { force: false });
+    let r = m.step(Event::Promote { force: false, heard: vec![] });
     assert_eq!(r.answer, Answer::AskPeers(vec![link]));
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Granted });
     assert_eq!(r.answer, Answer::Ok("primary".into()));
@@ -87,7 +87,7 @@ fn start_after_a_crash_marks_the_activity_log_and_is_consistent() {
 #[test]
 fn promote_alone_makes_a_new_current_id_durable_before_answering() {
     let mut m = alone();
-    let r = m.step(Event::Promote { force: false });
+    let r = m.step(Event::Promote { force: false, heard: vec![] });
     assert_eq!(r.answer, Answer::Ok("primary".into()));
     let p = persisted(&r);
     assert!(p[0].primary && p[0].ids.current != IDS.current, "a new generation: {:?}", p[0].ids);
@@ -105,10 +105,10 @@ fn promote_connected_asks_the_peer_and_keeps_the_generation() {
 #[test]
 fn a_consistent_disk_alone_is_refused_and_nothing_changes() {
     let mut m = node(Disk::Consistent);
-    let r = m.step(Event::Promote { force: false });
+    let r = m.step(Event::Promote { force: false, heard: vec![] });
     assert!(matches!(r.answer, Answer::Refused(ref s) if s.contains("--force")), "{:?}", r.answer);
     assert!(r.effects.is_empty());
-    let r = m.step(Event::Promote { force: true });
+    let r = m.step(Event::Promote { force: true, heard: vec![] });
     assert_eq!(r.answer, Answer::Ok("primary".into()));
     assert_eq!(m.state().disk, Disk::UpToDate);
 }
@@ -117,7 +117,7 @@ fn a_consistent_disk_alone_is_refused_and_nothing_changes() {
 fn promote_refused_by_the_peer_changes_nothing_but_tells_it_again() {
     let mut m = node(Disk::UpToDate);
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
-    m.step(Event::Promote { force: false });
+    m.step(Event::Promote { force: false, heard: vec![] });
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(link), answer: PeerAnswer::Refused });
     assert!(matches!(r.answer, Answer::Refused(_)));
     assert!(persisted(&r).is_empty());
@@ -130,11 +130,11 @@ fn promote_refused_by_the_peer_changes_nothing_but_tells_it_again() {
 #[test]
 fn a_promotion_asks_again_when_a_link_came_up_meanwhile() {
     let mut m = alone();
-    let r = m.step(Event::Promote { force: false });
+    let r = m.step(Event::Promote { force: false, heard: vec![] });
     assert_eq!(r.answer, Answer::Ok("primary".into()), "alone: no question");
     let mut m = node(Disk::UpToDate);
     let (first, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
-    m.step(Event::Promote { force: false });
+    m.step(Event::Promote { force: false, heard: vec![] });
     m.step(Event::LinkLost { peer: P, link: Some(first), clean: false });
     let (second, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(first), answer: PeerAnswer::Lost });
@@ -146,7 +146,7 @@ fn a_promotion_asks_again_when_a_link_came_up_meanwhile() {
 fn a_role_request_tie_goes_to_the_name_that_sorts_first() {
     let mut m = node(Disk::UpToDate);
     connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
-    m.step(Event::Promote { force: false });
+    m.step(Event::Promote { force: false, heard: vec![] });
     assert_eq!(m.step(Event::RoleRequested { peer: P }).answer, Answer::Granted(false), "me_first wins the tie");
     let mut s = settings();
     s.me_first = false;
@@ -181,7 +181,7 @@ fn connect_withdraws_discard_and_clears_the_split_brain() {
     m.step(Event::Connect { discard_my_data: false });
     assert!(!m.discard_my_data(P));
     assert_eq!(m.state().connection, Connection::Connecting);
-    m.step(Event::Promote { force: true });
+    m.step(Event::Promote { force: true, heard: vec![] });
     assert!(matches!(m.step(Event::Connect { discard_my_data: true }).answer, Answer::Refused(_)));
 }
 
@@ -189,7 +189,7 @@ fn connect_withdraws_discard_and_clears_the_split_brain() {
 fn disconnect_says_goodbye_on_the_live_link() {
     let mut m = node(Disk::UpToDate);
     let (link, _) = connect(&mut m, peer(Role::Secondary, Disk::UpToDate, IDS));
-    assert_eq!(m.step(Event::Disconnect).answer, Answer::Goodbye(link));
+    assert_eq!(m.step(Event::Disconnect).answer, Answer::Goodbye(vec![link]));
     assert_eq!(m.state().connection, Connection::Standalone);
 }
 
@@ -209,19 +209,19 @@ fn invalidate_sets_every_bit_before_the_header_and_drops_the_link() {
 #[test]
 fn verify_needs_the_link_and_a_mismatch_resyncs_by_checksum() {
     let mut m = node(Disk::UpToDate);
-    assert!(matches!(m.step(Event::VerifyAsked).answer, Answer::Refused(_)));
+    assert!(matches!(m.step(Event::VerifyAsked { peer: None }).answer, Answer::Refused(_)));
     let (mut m, link) = primary_connected();
-    assert_eq!(m.step(Event::VerifyAsked).answer, Answer::Verify(link));
+    assert_eq!(m.step(Event::VerifyAsked { peer: None }).answer, Answer::Verify(link));
     assert!(m.step(Event::VerifyEnded { peer: P, link, mismatched: false }).effects.is_empty());
     let r = m.step(Event::VerifyEnded { peer: P, link, mismatched: true });
     assert!(has(&r, |e| matches!(e, Effect::StartResync(s) if s.csums && s.link == link)));
-    assert!(matches!(m.step(Event::VerifyAsked).answer, Answer::Refused(_)), "a resync runs");
+    assert!(matches!(m.step(Event::VerifyAsked { peer: None }).answer, Answer::Refused(_)), "a resync runs");
 }
 
 #[test]
 fn a_split_brain_leaves_the_node_standalone_with_a_goodbye() {
     let mut m = alone();
-    m.step(Event::Promote { force: false });
+    m.step(Event::Promote { force: false, heard: vec![] });
     let theirs = GenIds { current: 0x7000, bitmap: IDS.current, history: [0, 0] };
     let local = m.local_side(P, 1);
     let mut p = peer(Role::Secondary, Disk::UpToDate, theirs);
@@ -240,7 +240,7 @@ fn a_promotion_between_decision_and_install_refuses_the_install() {
     let mut m = node(Disk::Inconsistent);
     let local = m.local_side(P, 0);
     let Answer::Decided(plan) = m.step(Event::Handshake { peer: P, local, remote: peer(Role::Secondary, Disk::Inconsistent, GenIds::just_created()) }).answer else { panic!() };
-    assert_eq!(m.step(Event::Promote { force: true }).answer, Answer::Ok("primary".into()));
+    assert_eq!(m.step(Event::Promote { force: true, heard: vec![] }).answer, Answer::Ok("primary".into()));
     let r = m.step(Event::Install { peer: P, plan, peer_ids: GenIds::just_created() });
     assert!(matches!(r.answer, Answer::Refused(_)), "{:?}", r.answer);
     assert!(!has(&r, |e| matches!(e, Effect::Install(_))));
@@ -250,7 +250,7 @@ fn a_promotion_between_decision_and_install_refuses_the_install() {
 #[test]
 fn a_source_merges_the_peer_bitmap_and_a_crashed_primary_resyncs_by_checksum() {
     let mut m = alone();
-    m.step(Event::Promote { force: false });
+    m.step(Event::Promote { force: false, heard: vec![] });
     let ahead = m.ids();
     let local = m.local_side(P, 3);
     let mut p = peer(Role::Secondary, Disk::Consistent, GenIds { current: ahead.bitmap, bitmap: 0, history: [0, 0] });
@@ -497,7 +497,7 @@ fn unconfirmed_sync_starts_around_a_new_generation_keep_the_peer_s_id() {
         m.step(Event::ResyncFailed { peer: P, link });
         m.step(Event::LinkLost { peer: P, link: Some(link), clean: false });
         if round == 0 {
-            let r = m.step(Event::Promote { force: false });
+            let r = m.step(Event::Promote { force: false, heard: vec![] });
             assert_eq!(r.answer, Answer::Ok("primary".into()));
         }
     }
@@ -544,5 +544,5 @@ fn discard_my_data_outdates_the_disk_until_the_resync() {
     let mut m = alone();
     assert_eq!(m.step(Event::Connect { discard_my_data: true }).answer, Answer::Ok("connecting".into()));
     assert_eq!(m.state().disk, Disk::Outdated);
-    assert!(matches!(m.step(Event::Promote { force: false }).answer, Answer::Refused(_)));
+    assert!(matches!(m.step(Event::Promote { force: false, heard: vec![] }).answer, Answer::Refused(_)));
 }

@@ -20,7 +20,7 @@ pub(super) fn three() -> (Machine, LinkId, LinkId) {
 /// Promoted with both peers granting.
 pub(super) fn three_primary() -> (Machine, LinkId, LinkId) {
     let (mut m, lp, lq) = three();
-    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(vec![lp, lq]));
+    assert_eq!(m.step(Event::Promote { force: false, heard: vec![] }).answer, Answer::AskPeers(vec![lp, lq]));
     m.step(Event::PromoteAnswered { force: false, asked: Some(lp), answer: PeerAnswer::Granted });
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(lq), answer: PeerAnswer::Granted });
     assert_eq!(r.answer, Answer::Ok("primary".into()));
@@ -30,7 +30,7 @@ pub(super) fn three_primary() -> (Machine, LinkId, LinkId) {
 #[test]
 fn a_promotion_asks_every_connected_peer_and_goes_on_once_each_granted() {
     let (mut m, lp, lq) = three();
-    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(vec![lp, lq]));
+    assert_eq!(m.step(Event::Promote { force: false, heard: vec![] }).answer, Answer::AskPeers(vec![lp, lq]));
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(lq), answer: PeerAnswer::Granted });
     assert_eq!(r.answer, Answer::None, "P has not answered yet");
     assert!(r.effects.is_empty());
@@ -46,7 +46,7 @@ fn a_promotion_asks_every_connected_peer_and_goes_on_once_each_granted() {
 #[test]
 fn one_refusal_among_the_peers_refuses_the_promotion_and_tells_both() {
     let (mut m, lp, lq) = three();
-    m.step(Event::Promote { force: false });
+    m.step(Event::Promote { force: false, heard: vec![] });
     m.step(Event::PromoteAnswered { force: false, asked: Some(lp), answer: PeerAnswer::Granted });
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(lq), answer: PeerAnswer::Refused });
     assert!(matches!(r.answer, Answer::Refused(_)), "{:?}", r.answer);
@@ -61,7 +61,7 @@ fn one_refusal_among_the_peers_refuses_the_promotion_and_tells_both() {
 fn a_peer_that_came_up_during_the_promotion_is_asked_too() {
     let mut m = Machine::start(settings(), durable(Disk::UpToDate), 7, &[P, Q]).0;
     let (lp, _) = connect_to(&mut m, P, peer(Role::Secondary, Disk::UpToDate, IDS));
-    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(vec![lp]));
+    assert_eq!(m.step(Event::Promote { force: false, heard: vec![] }).answer, Answer::AskPeers(vec![lp]));
     let (lq, _) = connect_to(&mut m, Q, peer(Role::Secondary, Disk::UpToDate, IDS));
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(lp), answer: PeerAnswer::Granted });
     assert_eq!(r.answer, Answer::AskPeers(vec![lq]), "only the new link: P's grant holds");
@@ -82,7 +82,7 @@ fn a_node_refuses_a_role_request_while_it_sees_another_primary() {
 fn a_promotion_is_refused_while_any_peer_is_primary() {
     let (mut m, _, _) = three();
     m.step(Event::PeerUpdate { peer: Q, role: Role::Primary, disk: Disk::UpToDate });
-    let r = m.step(Event::Promote { force: true });
+    let r = m.step(Event::Promote { force: true, heard: vec![] });
     assert!(matches!(r.answer, Answer::Refused(ref s) if s.contains("Primary")), "{:?}", r.answer);
 }
 
@@ -111,7 +111,7 @@ fn three_data_nodes_are_quorate_with_one_peer_in_sight_and_not_alone() {
     m.step(Event::LinkLost { peer: Q, link: Some(lq), clean: false });
     assert!(!m.quorate(), "alone: one of three");
     for force in [false, true] {
-        let r = m.step(Event::Promote { force });
+        let r = m.step(Event::Promote { force, heard: vec![] });
         assert!(matches!(r.answer, Answer::Refused(ref s) if s.contains("no quorum") && s.contains("0 of its 2")), "{:?}", r.answer);
         assert!(r.effects.is_empty());
     }
@@ -120,14 +120,14 @@ fn three_data_nodes_are_quorate_with_one_peer_in_sight_and_not_alone() {
 #[test]
 fn a_promotion_losing_a_peer_goes_on_with_the_other_and_alone_is_refused() {
     let (mut m, lp, lq) = three();
-    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(vec![lp, lq]));
+    assert_eq!(m.step(Event::Promote { force: false, heard: vec![] }).answer, Answer::AskPeers(vec![lp, lq]));
     m.step(Event::LinkLost { peer: P, link: Some(lp), clean: false });
     m.step(Event::PromoteAnswered { force: false, asked: Some(lp), answer: PeerAnswer::Lost });
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(lq), answer: PeerAnswer::Granted });
     assert_eq!(r.answer, Answer::Ok("primary".into()), "Q granted: quorate");
 
     let (mut m, lp, lq) = three();
-    m.step(Event::Promote { force: false });
+    m.step(Event::Promote { force: false, heard: vec![] });
     m.step(Event::LinkLost { peer: P, link: Some(lp), clean: false });
     m.step(Event::LinkLost { peer: Q, link: Some(lq), clean: false });
     m.step(Event::PromoteAnswered { force: false, asked: Some(lp), answer: PeerAnswer::Lost });
@@ -145,11 +145,11 @@ fn no_promotion_while_a_connected_peer_relays_another_primary() {
     m.step(Event::PeerRelays { peer: Q, primary: Some(P) });
     assert!(m.quorate());
     for force in [false, true] {
-        let r = m.step(Event::Promote { force });
+        let r = m.step(Event::Promote { force, heard: vec![] });
         assert!(matches!(r.answer, Answer::Refused(ref s) if s.contains("node 1 is Primary")), "{:?}", r.answer);
     }
     m.step(Event::PeerRelays { peer: Q, primary: None });
-    assert!(matches!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(_)));
+    assert!(matches!(m.step(Event::Promote { force: false, heard: vec![] }).answer, Answer::AskPeers(_)));
 }
 
 #[test]
@@ -157,7 +157,7 @@ fn a_relay_of_this_node_or_of_the_relayer_itself_is_not_another_primary() {
     let (mut m, _, lq) = three();
     m.step(Event::PeerRelays { peer: Q, primary: Some(PeerId(0)) });
     m.step(Event::PeerRelays { peer: P, primary: Some(P) });
-    assert!(matches!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(ref l) if l.contains(&lq)));
+    assert!(matches!(m.step(Event::Promote { force: false, heard: vec![] }).answer, Answer::AskPeers(ref l) if l.contains(&lq)));
 }
 
 /// The Primary loses `lost` (of P and Q); the other, `kept`, is still
@@ -235,18 +235,84 @@ fn a_node_whose_every_connection_is_protocol_a_needs_force_and_says_how_stale() 
     m.step(Event::PeerUpdate { peer: P, role: Role::Primary, disk: Disk::UpToDate });
     m.step(Event::PeerUpdate { peer: P, role: Role::Secondary, disk: Disk::UpToDate });
     m.step(Event::LinkLost { peer: P, link: Some(lp), clean: false });
-    let r = m.step(Event::Promote { force: false });
+    let r = m.step(Event::Promote { force: false, heard: vec![] });
     assert!(matches!(r.answer, Answer::Refused(ref s) if s.contains("protocol A") && s.contains("node 1") && s.contains("not connected") && s.contains("--force")), "{:?}", r.answer);
     assert!(r.effects.is_empty());
-    assert!(matches!(m.step(Event::Promote { force: true }).answer, Answer::AskPeers(_)), "forced: it goes on (asks Q)");
+    assert!(matches!(m.step(Event::Promote { force: true, heard: vec![] }).answer, Answer::AskPeers(_)), "forced: it goes on (asks Q)");
 }
 
 #[test]
 fn one_synchronous_connection_or_two_nodes_promote_as_before() {
     let (mut m, _, _) = three();
     m.step(Event::PeerProtocol { peer: P, protocol: crate::config::Protocol::A });
-    assert!(matches!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(_)), "Q is synchronous");
+    assert!(matches!(m.step(Event::Promote { force: false, heard: vec![] }).answer, Answer::AskPeers(_)), "Q is synchronous");
     let mut two = alone();
     two.step(Event::PeerProtocol { peer: P, protocol: crate::config::Protocol::A });
-    assert_eq!(two.step(Event::Promote { force: false }).answer, Answer::Ok("primary".into()), "a protocol A pair fails over as before");
+    assert_eq!(two.step(Event::Promote { force: false, heard: vec![] }).answer, Answer::Ok("primary".into()), "a protocol A pair fails over as before");
+}
+
+#[test]
+fn a_forced_promotion_of_a_protocol_a_only_node_says_how_many_bytes_and_how_long_ago() {
+    let (mut m, lp, _) = three();
+    for p in [P, Q] {
+        m.step(Event::PeerProtocol { peer: p, protocol: crate::config::Protocol::A });
+    }
+    m.step(Event::PeerUpdate { peer: P, role: Role::Primary, disk: Disk::UpToDate });
+    m.step(Event::LinkLost { peer: P, link: Some(lp), clean: false });
+    let heard = vec![Heard { peer: Q, out_of_sync: 1, ago: Some(5) }, Heard { peer: P, out_of_sync: 1 << 20, ago: Some(12_345) }];
+    let r = m.step(Event::Promote { force: false, heard: heard.clone() });
+    assert!(matches!(r.answer, Answer::Refused(ref s) if s.contains("1048576 bytes out of sync") && s.contains("last heard from 12.345 s ago")), "{:?}", r.answer);
+    let r = m.step(Event::Promote { force: false, heard: vec![Heard { peer: P, out_of_sync: 0, ago: None }] });
+    assert!(matches!(r.answer, Answer::Refused(ref s) if s.contains("0 bytes") && s.contains("not heard from since this node started")), "{:?}", r.answer);
+    let r = m.step(Event::Promote { force: false, heard: vec![] });
+    assert!(matches!(r.answer, Answer::Refused(ref s) if s.contains("unknown")), "{:?}", r.answer);
+}
+
+#[test]
+fn disconnect_says_goodbye_on_every_live_link() {
+    let (mut m, lp, lq) = three();
+    assert_eq!(m.step(Event::Disconnect).answer, Answer::Goodbye(vec![lp, lq]));
+    assert!(m.peers().all(|p| p.connection() == crate::node::state::Connection::Standalone));
+    let (mut m, lp, _) = three();
+    m.step(Event::LinkLost { peer: P, link: Some(lp), clean: false });
+    assert!(matches!(m.step(Event::Disconnect).answer, Answer::Goodbye(ref l) if l.len() == 1));
+}
+
+#[test]
+fn verify_runs_toward_the_peer_named() {
+    let (mut m, lp, lq) = three();
+    assert_eq!(m.step(Event::VerifyAsked { peer: None }).answer, Answer::Verify(lp), "the first connected");
+    assert_eq!(m.step(Event::VerifyAsked { peer: Some(Q) }).answer, Answer::Verify(lq));
+    m.step(Event::LinkLost { peer: Q, link: Some(lq), clean: false });
+    assert!(matches!(m.step(Event::VerifyAsked { peer: Some(Q) }).answer, Answer::Refused(ref s) if s.contains("node 2")));
+    assert!(matches!(m.step(Event::VerifyAsked { peer: Some(PeerId(9)) }).answer, Answer::Refused(_)));
+}
+
+#[test]
+fn the_promotion_tie_break_is_per_connection() {
+    let (mut m, lp, lq) = three();
+    // This node sorts before P and after Q.
+    m.step(Event::PeerSettings { peer: Q, me_first: false, pull_ahead: None });
+    assert_eq!(m.step(Event::Promote { force: false, heard: vec![] }).answer, Answer::AskPeers(vec![lp, lq]));
+    assert_eq!(m.step(Event::RoleRequested { peer: P }).answer, Answer::Granted(false), "this node wins against P");
+    assert_eq!(m.step(Event::RoleRequested { peer: Q }).answer, Answer::Granted(true), "Q wins against this node");
+}
+
+#[test]
+fn pull_ahead_is_per_connection() {
+    let mut s = settings();
+    s.pull_ahead = Some(Congestion { fill: 100, extents: 0 });
+    let mut m = Machine::start(s, durable(Disk::UpToDate), 7, &[P, Q]).0;
+    m.step(Event::PeerSettings { peer: P, me_first: true, pull_ahead: None });
+    let (lp, _) = connect_to(&mut m, P, peer(Role::Secondary, Disk::UpToDate, IDS));
+    let (lq, _) = connect_to(&mut m, Q, peer(Role::Secondary, Disk::UpToDate, IDS));
+    m.step(Event::Promote { force: false, heard: vec![] });
+    m.step(Event::PromoteAnswered { force: false, asked: Some(lp), answer: PeerAnswer::Granted });
+    m.step(Event::PromoteAnswered { force: false, asked: Some(lq), answer: PeerAnswer::Granted });
+    let sending = |peer, link| Event::Sending { peer, link, offset: 0, len: 4096, fill: 1 << 20, extents: 9 };
+    assert_eq!(m.step(sending(P, lp)).answer, Answer::PullAhead(false), "P's connection does not pull ahead");
+    assert_eq!(m.step(sending(Q, lq)).answer, Answer::PullAhead(true));
+    // Adjust sets the node-wide value on every connection again.
+    m.step(Event::Adjust(s));
+    assert_eq!(m.step(sending(P, lp)).answer, Answer::PullAhead(true));
 }
