@@ -104,7 +104,9 @@
 //! stops that; it found a bug, fixed since), `SIM_KEEP_GOING=1`
 //! runs every seed and lists the failures at the end. One seed in five lets
 //! local disks fail (detached, node/machine `DiskError`; the convergence
-//! replaces them); `SIM_DISK_ERRORS=1` does it on every seed, `=0` on none.
+//! replaces them), and so does half the protocol-A seeds (seed 2987 found
+//! a failed disk taking pull-ahead's catch-up resync);
+//! `SIM_DISK_ERRORS=1` does it on every seed, `=0` on none.
 
 // Node indices 0 and 1 address both nodes' arrays at once.
 #![allow(clippy::cast_possible_truncation, clippy::needless_range_loop)]
@@ -213,15 +215,23 @@ struct Sim {
 }
 
 impl Sim {
-    /// `quorum`: Some forces quorum mode on or off (a regression seed).
-    fn new(seed: u64, verbose: bool, quorum: Option<bool>) -> Sim {
+    /// `force`: a regression seed's mode, whatever the seed and the
+    /// environment say.
+    fn new(seed: u64, verbose: bool, force: Force) -> Sim {
+        let quorum = match force {
+            Force::Nothing => None,
+            Force::Quorum => Some(true),
+            Force::ProtocolAWithDiskErrors => Some(false),
+        };
         let policy = if seed.is_multiple_of(3) { SplitBrainPolicy::DiscardZeroChanges } else { SplitBrainPolicy::Disconnect };
         // One seed in four freezes writes until fence-peer confirms.
         let fencing = if seed % 4 == 1 { Fencing::ResourceAndStonith } else { Fencing::DontCare };
         let protocol_a = match std::env::var("SIM_PROTOCOL").as_deref() {
+            _ if force == Force::ProtocolAWithDiskErrors => true,
             Ok("A") => true,
             Ok("C") => false,
-            // Another one in five than the disk-error seeds.
+            // Another one in five than the disk-error seeds (half of them
+            // have disk errors too: `disk_errors`).
             _ => seed % 5 == 4,
         };
         // Half the protocol-A seeds pull ahead: congested at 2 blocks in
@@ -252,9 +262,11 @@ impl Sim {
             fenced: [false; 2],
             no_fencing: std::env::var("SIM_NO_FENCING").is_ok_and(|v| v == "1"),
             demote_in_flight: std::env::var("SIM_DEMOTE_IN_FLIGHT").map_or(true, |v| v != "0"),
-            // One seed in five detaches disks on I/O errors unless
-            // SIM_DISK_ERRORS says 1 (every seed) or 0 (none).
-            disk_errors: std::env::var("SIM_DISK_ERRORS").map_or(seed % 5 == 2, |v| v == "1"),
+            // One seed in five detaches disks on I/O errors, and half the
+            // protocol-A ones (seed % 5 == 4; of those, odd seeds pull
+            // ahead), unless SIM_DISK_ERRORS says 1 (every seed) or 0 (none).
+            disk_errors: force == Force::ProtocolAWithDiskErrors
+                || std::env::var("SIM_DISK_ERRORS").map_or(seed % 5 == 2 || matches!(seed % 20, 9 | 14), |v| v == "1"),
             protocol_a,
             pull_ahead: pull_ahead.is_some(),
             next_ver: 1,
@@ -2009,8 +2021,8 @@ impl Sim {
     }
 }
 
-fn run_seed(seed: u64, steps: u64, verbose: bool, quorum: Option<bool>) -> Counts {
-    let mut sim = Sim::new(seed, verbose, quorum);
+fn run_seed(seed: u64, steps: u64, verbose: bool, force: Force) -> Counts {
+    let mut sim = Sim::new(seed, verbose, force);
     // First start: connect (Idle), then `primary --force` on alpha: full sync.
     let _ = sim.start(0);
     let _ = sim.start(1);
@@ -2077,16 +2089,34 @@ const REGRESSION_SEEDS: [u64; 3] = [247_609, 84_488, 3207];
 ///   (arbiter.rs `an_outdated_node_does_not_outdate_its_peer`).
 const QUORUM_REGRESSION_SEEDS: [u64; 8] = [69, 1737, 2806, 8230, 16_327, 10_424, 85_049, 108_679];
 
+/// Seeds that failed under protocol A with disk errors, run in that mode
+/// every time (replay: `SIM_PROTOCOL=A SIM_DISK_ERRORS=1 SIM_SEED=N`).
+/// - 2987: pull-ahead's catch-up resync into a peer whose disk had failed
+///   made it UpToDate without the writes it missed while detached
+///   (tests.rs `a_failed_disk_refuses_to_be_a_resync_target`).
+const A_DISK_REGRESSION_SEEDS: [u64; 1] = [2987];
+
+/// A regression seed's mode, forced whatever the seed and the environment say.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Force {
+    Nothing,
+    /// Quorum mode (`SIM_QUORUM=1`).
+    Quorum,
+    /// `SIM_PROTOCOL=A SIM_DISK_ERRORS=1`.
+    ProtocolAWithDiskErrors,
+}
+
 #[test]
 fn simulation() {
     let steps = env_u64("SIM_STEPS").unwrap_or(400);
-    let (seeds, verbose): (Vec<(u64, Option<bool>)>, bool) = match env_u64("SIM_SEED") {
-        Some(s) => (vec![(s, None)], true),
+    let (seeds, verbose): (Vec<(u64, Force)>, bool) = match env_u64("SIM_SEED") {
+        Some(s) => (vec![(s, Force::Nothing)], true),
         None => (
             (0..env_u64("SIM_SEEDS").unwrap_or(20000))
                 .chain(REGRESSION_SEEDS)
-                .map(|s| (s, None))
-                .chain(QUORUM_REGRESSION_SEEDS.iter().map(|&s| (s, Some(true))))
+                .map(|s| (s, Force::Nothing))
+                .chain(QUORUM_REGRESSION_SEEDS.iter().map(|&s| (s, Force::Quorum)))
+                .chain(A_DISK_REGRESSION_SEEDS.iter().map(|&s| (s, Force::ProtocolAWithDiskErrors)))
                 .collect(),
             false,
         ),
@@ -2099,8 +2129,8 @@ fn simulation() {
     let start = std::time::Instant::now();
     let mut total = Counts::default();
     let mut failed = Vec::new();
-    for &(seed, quorum) in &seeds {
-        let r = std::panic::catch_unwind(|| run_seed(seed, steps, verbose, quorum));
+    for &(seed, force) in &seeds {
+        let r = std::panic::catch_unwind(|| run_seed(seed, steps, verbose, force));
         match r {
             Ok(c) => total += c,
             Err(e) => {
