@@ -126,6 +126,8 @@ mod exchange;
 mod model;
 #[path = "sim/network.rs"]
 mod network;
+#[path = "sim/three.rs"]
+mod three;
 #[path = "sim/witness.rs"]
 mod witness;
 
@@ -2108,6 +2110,9 @@ enum Force {
 
 #[test]
 fn simulation() {
+    if env_u64("SIM_NODES") == Some(3) {
+        return run_three(env_u64("SIM_SEEDS").unwrap_or(20000));
+    }
     let steps = env_u64("SIM_STEPS").unwrap_or(400);
     let (seeds, verbose): (Vec<(u64, Force)>, bool) = match env_u64("SIM_SEED") {
         Some(s) => (vec![(s, Force::Nothing)], true),
@@ -2183,6 +2188,60 @@ fn simulation() {
     );
     assert!(failed.is_empty(), "{} of {} seeds failed:\n{}", failed.len(), seeds.len(), failed.join("\n"));
     assert!(seeds.len() < 1000 || total.exchanges_past_buffer > 0, "no exchange outgrew the link buffer: the model tests nothing");
+}
+
+/// Three data nodes ([`three`]): `SIM_NODES=3` runs them in
+/// [`simulation`] (with `SIM_SEED`, `SIM_SEEDS`, `SIM_STEPS`,
+/// `SIM_KEEP_GOING`); this runs a bounded number of seeds every time.
+#[test]
+fn three_nodes() {
+    if env_u64("SIM_NODES") == Some(3) {
+        // `simulation` runs them.
+        return;
+    }
+    run_three(env_u64("SIM_SEEDS3").unwrap_or(2000));
+}
+
+/// The three-node checks that wait for a machine rule, on with
+/// `SIM3_STRICT=1` (see this file's header).
+fn three_checks() -> three::Checks {
+    let strict = std::env::var("SIM3_STRICT").is_ok_and(|v| v == "1");
+    three::Checks { equal_when_quiet: strict, related_ids: strict }
+}
+
+fn run_three(count: u64) {
+    let steps = env_u64("SIM_STEPS").unwrap_or(400);
+    let (seeds, verbose): (Vec<u64>, bool) = match env_u64("SIM_SEED") {
+        Some(s) => (vec![s], true),
+        None => ((0..count).collect(), false),
+    };
+    let keep_going = std::env::var("SIM_KEEP_GOING").is_ok_and(|v| v == "1");
+    if keep_going {
+        std::panic::set_hook(Box::new(|_| {}));
+    }
+    let start = std::time::Instant::now();
+    let checks = three_checks();
+    let mut total = three::Counts3::default();
+    let mut failed = Vec::new();
+    for &seed in &seeds {
+        match std::panic::catch_unwind(|| three::run_seed(seed, steps, verbose, checks)) {
+            Ok(c) => total += c,
+            Err(e) => {
+                let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
+                if keep_going {
+                    failed.push(format!("{seed}: {}", msg.lines().next().unwrap_or("")));
+                    continue;
+                }
+                panic!("three-node simulation failed for seed {seed} (replay: SIM_NODES=3 SIM_SEED={seed} cargo test --release --test simulation simulation -- --nocapture)\n{msg}");
+            }
+        }
+    }
+    if keep_going {
+        let _ = std::panic::take_hook();
+    }
+    let _ = writeln!(std::io::stderr(), "three nodes: {} seeds x {steps} steps ({checks:?}) in {:.1}s: {total:?}", seeds.len(), start.elapsed().as_secs_f64());
+    assert!(failed.is_empty(), "{} of {} three-node seeds failed:\n{}", failed.len(), seeds.len(), failed.join("\n"));
+    assert!(seeds.len() < 100 || (total.writes_acked > 0 && total.quiet_checks > 0 && total.current_ids > 0 && total.failovers > 0), "the three-node model tests nothing: {total:?}");
 }
 
 /// The exchange model with bitmaps far larger than the link's buffers:
