@@ -92,9 +92,36 @@
 //! Every seed ends with a heal-everything phase that must converge to two
 //! identical disks holding every acknowledged write.
 //!
+//! Three data nodes (`SIM_NODES=3`, [`three`]; the test `three_nodes` runs
+//! 2000 seeds, `SIM_SEEDS3=N` more): alpha and beta with protocol C, gamma
+//! with protocol A to both, each node the real machine with two peers
+//! (one session, bitmap slot and write leg per peer), one cable per pair
+//! cut and healed on its own, crashes and restarts per node, `CurrentId`
+//! as the real frame and the relay (`PeerRelays`) as a simulation frame (the
+//! runtime has none yet). The manager promotes where it sees no Primary,
+//! never a node it fenced (the synchronous partner a Primary went on
+//! without; lifted by a resync into it, as `after-resync` does), and tries
+//! gamma with a plain promotion, which must be refused; `SIM_NO_FENCING=1`
+//! takes its fence away. Checked at every step: at most one Primary among
+//! the three; every acknowledged write on the Primary (protocol A's legs
+//! are not waited for, so what gamma lacks is never counted as acknowledged
+//! there; gamma is never promoted, so A loses nothing the checks count);
+//! mirrored decisions; convergence at the end. Two checks wait for machine
+//! rules and run only with `SIM3_STRICT=1`: no split brain or unrelated data
+//! at a handshake (none is made; waits for resync rule 4, a resync with
+//! several peers, and a target keeping the current id a `CurrentId` told it
+//! during its resync), and the three disks equal when every pair is
+//! connected and quiet (waits for the to-whom mask, `Machine::also_mark`,
+//! and resync rule 4). Without it the operator resolves split brains
+//! (`--discard-my-data`) and unrelated data (invalidate), and the summary
+//! counts them and the quiet states whose disks differed.
+//! Not modelled with three nodes: crashes inside a durable write, the
+//! install race, application flushes, pull-ahead, disk errors, fence-peer
+//! handlers, quorum's on_no_quorum, disconnects and clean stops.
+//!
 //! Files: [`model`] (a node: machine, disk, header, bitmap, the sim `Io`),
-//! [`network`] (links, delivery, cuts), [`checker`] (invariants); this file
-//! drives them.
+//! [`network`] (links, delivery, cuts), [`checker`] (invariants), [`three`]
+//! (the three-node mode, its own model and checks); this file drives them.
 //!
 //! `SIM_PROTOCOL=A` (or `C`) runs every seed under that protocol.
 //! `SIM_SEED=N` replays one seed (and prints its events), `SIM_SEEDS=N` sets

@@ -678,13 +678,14 @@ impl Sim3 {
         let Some(s) = self.n[i].sess[j].take() else { return Ok(()) };
         self.note(format!("{} notices its link to {} is gone", NAMES[i], NAMES[j]));
         self.net.close(i, j, s.conn);
+        self.fail_requests(i, j)?;
         if self.fences && self.is_primary(i) && s.link.is_some() && protocol(i, j) == Protocol::C {
             // The manager outdates the synchronous partner before the
             // Primary goes on alone (what the outdate through the third
-            // node is to do in the machine).
+            // node is to do in the machine); also a node whose promotion
+            // went on without it just now.
             self.fenced[j] = true;
         }
-        self.fail_requests(i, j)?;
         self.step(i, Event::LinkLost { peer: pid(j), link: s.link, clean: false })?;
         self.settle_writes(i)?;
         Ok(())
@@ -1053,6 +1054,12 @@ impl Sim3 {
             Answer::Ok(what) if what == "primary" => {
                 self.n[i].promoting = self.n[i].reqs.values().any(|r| matches!(r, Req::Role { .. }));
                 self.c.promotions += 1;
+                let partner = 1 - i.min(1);
+                if self.fences && i != GAMMA && self.m(i).link(pid(partner)).is_none() {
+                    // Promoted without its synchronous partner: the manager
+                    // outdates that one (as fence-peer does with two nodes).
+                    self.fenced[partner] = true;
+                }
                 self.note(format!("{} PROMOTED (force={force})", NAMES[i]));
             }
             Answer::Ok(_) | Answer::None => {}
