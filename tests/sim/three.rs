@@ -632,6 +632,8 @@ impl Sim3 {
         if !mirrored(&da.decision, &db.decision) {
             self.fail(&format!("decisions do not mirror: {da:?} / {db:?}"));
         }
+        // This pair's earlier finding is stale now.
+        self.unrelated.retain(|&(a, b)| (a, b) != (i, j) && (a, b) != (j, i));
         if da.decision == Decision::SplitBrain {
             if self.checks.related_ids {
                 self.fail("split brain, although none was made");
@@ -1159,16 +1161,25 @@ impl Sim3 {
                 continue;
             }
             for j in others(i) {
-                if i < j && self.m(i).peer(pid(j)).is_some_and(|p| p.split_brain()) {
+                let flagged = |s: &Self, a: usize, b: usize| s.up(a) && s.m(a).peer(pid(b)).is_some_and(|p| p.split_brain());
+                if i < j && (flagged(self, i, j) || flagged(self, j, i)) {
                     pairs.push((i, j, false));
                 }
             }
         }
+        pairs.sort_unstable();
+        pairs.dedup();
         for (i, j, unrelated) in pairs {
             if !self.up(i) || !self.up(j) {
                 if unrelated {
                     self.unrelated.push((i, j));
                 }
+                continue;
+            }
+            // Stale: the pair connected since, or one side was replaced already.
+            let connected = |s: &Self, a: usize, b: usize| s.m(a).peer(pid(b)).is_some_and(|p| p.connection() == Connection::Connected);
+            let invalidated = |s: &Self, a: usize| s.m(a).ids() == GenIds::just_created();
+            if unrelated && (connected(self, i, j) || connected(self, j, i) || invalidated(self, i) || invalidated(self, j)) {
                 continue;
             }
             let lacks = |s: &Self, k: usize| (0..BLOCKS).any(|b| s.n[k].store.disk[b] < s.acked[b]);
