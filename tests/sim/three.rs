@@ -298,12 +298,19 @@ impl Io for Io3<'_> {
         let s = &mut self.node.store;
         let slot = |p: &PeerId| usize::from(p.0);
         match op {
-            BitmapOp::SetAll(p) => s.bm[slot(p)].iter_mut().for_each(|b| *b = true),
+            // A bit set is durable at once (the runtime's activity log
+            // holds the extent until the bitmap page is flushed); a bit
+            // cleared is durable at the next `Flush`.
+            BitmapOp::SetAll(p) => {
+                s.bm[slot(p)].iter_mut().for_each(|b| *b = true);
+                s.bm_disk[slot(p)].iter_mut().for_each(|b| *b = true);
+            }
             BitmapOp::ClearAll(p) => s.bm[slot(p)].iter_mut().for_each(|b| *b = false),
             BitmapOp::Mark(p, ranges) => {
                 for &(off, len) in ranges {
                     for b in blocks_of(off, len) {
                         s.bm[slot(p)][b] = true;
+                        s.bm_disk[slot(p)][b] = true;
                     }
                 }
             }
@@ -319,7 +326,10 @@ impl Io for Io3<'_> {
             }
             BitmapOp::UnionPeer(p) => {
                 let peer = self.node.sess[slot(p)].as_ref().map(|x| x.peer_bm.clone()).unwrap_or_default();
-                for (b, x) in s.bm[slot(p)].iter_mut().zip(peer) {
+                for (b, x) in s.bm[slot(p)].iter_mut().zip(&peer) {
+                    *b |= x;
+                }
+                for (b, x) in s.bm_disk[slot(p)].iter_mut().zip(&peer) {
                     *b |= x;
                 }
             }
