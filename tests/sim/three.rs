@@ -1193,24 +1193,19 @@ impl Sim3 {
                 continue;
             }
             let lacks = |s: &Self, k: usize| (0..BLOCKS).any(|b| s.n[k].store.disk[b] < s.acked[b]);
-            let v = if self.is_primary(i) {
-                j
-            } else if self.is_primary(j) {
-                i
-            } else if self.m(i).disk() != Disk::UpToDate && self.m(j).disk() == Disk::UpToDate {
-                i
-            } else if self.m(j).disk() != Disk::UpToDate && self.m(i).disk() == Disk::UpToDate {
-                j
-            } else if unrelated && self.up(3 - i - j) && same_gen(self.m(3 - i - j), self.m(i)) && !same_gen(self.m(3 - i - j), self.m(j)) {
-                // The third node shares i's generation: j is the odd one out.
-                j
-            } else if unrelated && self.up(3 - i - j) && same_gen(self.m(3 - i - j), self.m(j)) && !same_gen(self.m(3 - i - j), self.m(i)) {
-                i
-            } else if lacks(self, i) && !lacks(self, j) {
-                i
-            } else {
-                j
-            };
+            // Each criterion says (i is the victim, j is); the first that
+            // tells them apart decides, else j.
+            let k = 3 - i - j;
+            let odd = |s: &Self, a: usize, b: usize| unrelated && s.up(k) && same_gen(s.m(k), s.m(b)) && !same_gen(s.m(k), s.m(a));
+            let not_current = |s: &Self, a: usize| s.m(a).disk() != Disk::UpToDate;
+            let criteria = [
+                (self.is_primary(j), self.is_primary(i)),
+                (not_current(self, i), not_current(self, j)),
+                // The third node shares the other's generation.
+                (odd(self, i, j), odd(self, j, i)),
+                (lacks(self, i), lacks(self, j)),
+            ];
+            let v = criteria.iter().find(|(a, b)| a != b).map_or(j, |&(a, _)| if a { i } else { j });
             let other = i + j - v;
             if unrelated {
                 self.note(format!("operator: {} invalidates its data (unrelated to {})", NAMES[v], NAMES[other]));
