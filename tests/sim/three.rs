@@ -446,6 +446,9 @@ pub struct Sim3 {
     /// The manager outdated this node (a Primary lost it).
     fenced: [bool; N],
     fences: bool,
+    /// `SIM3_ROGUE=1`: the manager also promotes alpha or beta while a
+    /// Primary lives.
+    rogue: bool,
     checks: Checks,
     /// Pairs whose last handshake found unrelated data (the operator
     /// invalidates one side).
@@ -470,6 +473,7 @@ impl Sim3 {
             acked: vec![0; BLOCKS],
             fenced: [false; N],
             fences: std::env::var("SIM_NO_FENCING").map_or(true, |v| v != "1"),
+            rogue: std::env::var("SIM3_ROGUE").is_ok_and(|v| v == "1"),
             checks,
             unrelated: Vec::new(),
             next_ver: 1,
@@ -1147,6 +1151,14 @@ impl Sim3 {
             2 => {
                 if let Some(p) = self.primary() {
                     self.demote(p)?;
+                }
+            }
+            _ if self.rogue && self.rng.gen() => {
+                // `SIM3_ROGUE=1`: a plain promotion of alpha or beta
+                // whatever the others are; the daemons decide.
+                let i = self.rng.gen_range(0..2);
+                if self.up(i) && !self.is_primary(i) && !self.n[i].promoting && !self.n[i].draining {
+                    self.promote(i, false)?;
                 }
             }
             _ => {
