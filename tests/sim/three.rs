@@ -400,6 +400,10 @@ pub struct Counts3 {
     pub split_brains: u64,
     pub unrelated: u64,
     pub quiet_differ: u64,
+    /// Gamma forced (alpha down, beta not current), and of those, times it
+    /// lacked acknowledged blocks no node had recorded.
+    pub gamma_forced: u64,
+    pub a_unrecorded: u64,
 }
 
 impl std::ops::AddAssign for Counts3 {
@@ -423,6 +427,8 @@ impl std::ops::AddAssign for Counts3 {
         self.split_brains += o.split_brains;
         self.unrelated += o.unrelated;
         self.quiet_differ += o.quiet_differ;
+        self.gamma_forced += o.gamma_forced;
+        self.a_unrecorded += o.a_unrecorded;
     }
 }
 
@@ -435,6 +441,9 @@ pub struct Checks {
     /// Off: the operator resolves them ([`Sim3::resolve`]) and they are
     /// counted.
     pub related_ids: bool,
+    /// Gamma forced: every acknowledged block it lacks was recorded as
+    /// out of sync toward it by alpha or beta.
+    pub a_losses_recorded: bool,
 }
 
 pub struct Sim3 {
@@ -446,6 +455,8 @@ pub struct Sim3 {
     /// The manager outdated this node (a Primary lost it).
     fenced: [bool; N],
     fences: bool,
+    /// Gamma was forced: two lineages may meet (a split brain).
+    split_possible: bool,
     /// `SIM3_ROGUE=1`: the manager also promotes alpha or beta while a
     /// Primary lives.
     rogue: bool,
@@ -473,6 +484,7 @@ impl Sim3 {
             acked: vec![0; BLOCKS],
             fenced: [false; N],
             fences: std::env::var("SIM_NO_FENCING").map_or(true, |v| v != "1"),
+            split_possible: false,
             rogue: std::env::var("SIM3_ROGUE").is_ok_and(|v| v == "1"),
             checks,
             unrelated: Vec::new(),
@@ -649,13 +661,13 @@ impl Sim3 {
         // This pair's earlier finding is stale now.
         self.unrelated.retain(|&(a, b)| (a, b) != (i, j) && (a, b) != (j, i));
         if da.decision == Decision::SplitBrain {
-            if self.checks.related_ids {
+            if self.checks.related_ids && !self.split_possible {
                 self.fail("split brain, although none was made");
             }
             self.c.split_brains += 1;
         }
         if matches!(&da.decision, Decision::Refuse(why) if why.contains("unrelated")) {
-            if self.checks.related_ids {
+            if self.checks.related_ids && !self.split_possible {
                 self.fail("unrelated data: the nodes lost their common generation");
             }
             self.c.unrelated += 1;
@@ -1070,6 +1082,11 @@ impl Sim3 {
             Answer::Ok(what) if what == "primary" => {
                 self.n[i].promoting = self.n[i].reqs.values().any(|r| matches!(r, Req::Role { .. }));
                 self.c.promotions += 1;
+                if i == GAMMA {
+                    // The operator declared gamma's data the truth.
+                    self.acked.clone_from(&self.n[GAMMA].store.disk);
+                    self.split_possible = true;
+                }
                 let partner = 1 - i.min(1);
                 if self.fences && i != GAMMA && self.m(i).link(pid(partner)).is_none() {
                     // Promoted without its synchronous partner: the manager
@@ -1098,6 +1115,28 @@ impl Sim3 {
             other => self.fail(&format!("promote answered {other:?}")),
         }
         Ok(())
+    }
+
+    /// `repctl primary --force` on gamma: protocol A may lose what gamma
+    /// lacks, and exactly what the nodes recorded it lacks (their durable
+    /// slots toward gamma, their activity logs); the operator declares
+    /// gamma's data the truth once it is Primary.
+    fn force_gamma(&mut self) -> Step {
+        if !self.up(GAMMA) || self.n[GAMMA].promoting {
+            return Ok(());
+        }
+        let recorded = |s: &Self, b: usize| (0..2).any(|k| s.n[k].store.bm_disk[GAMMA][b] || s.n[k].store.al[b] > 0);
+        let lacks: Vec<usize> = (0..BLOCKS).filter(|&b| self.n[GAMMA].store.disk[b] < self.acked[b]).collect();
+        let unrecorded: Vec<usize> = lacks.iter().copied().filter(|&b| !recorded(self, b)).collect();
+        self.note(format!("operator: gamma promoted by force; it lacks acknowledged blocks {lacks:?}, of which no node recorded {unrecorded:?}"));
+        if !unrecorded.is_empty() {
+            if self.checks.a_losses_recorded {
+                self.fail(&format!("gamma (protocol A) lacks acknowledged blocks {unrecorded:?} that no node recorded as out of sync toward it: A lost more than it said"));
+            }
+            self.c.a_unrecorded += 1;
+        }
+        self.c.gamma_forced += 1;
+        self.promote(GAMMA, true)
     }
 
     fn demote(&mut self, i: usize) -> Step {
@@ -1142,6 +1181,11 @@ impl Sim3 {
                 let i = self.rng.gen_range(0..N);
                 if !self.up(i) || (i != GAMMA && self.fenced[i]) {
                     return Ok(());
+                }
+                if i == GAMMA && !self.up(0) && self.up(1) && self.m(1).disk() != Disk::UpToDate {
+                    // Disaster recovery: alpha is gone and beta's disk is
+                    // not current: the operator forces gamma.
+                    return self.force_gamma();
                 }
                 if i != GAMMA && (0..N).any(|k| k != i && !self.up(k) && self.n[k].store.hdr.primary) {
                     self.c.failovers += 1;
