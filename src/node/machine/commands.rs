@@ -87,6 +87,13 @@ impl Machine {
             return Answer::AskPeers(unasked);
         }
         let granted_here = links.iter().any(|l| pr.answers.iter().any(|(a, ans)| *a == Some(*l) && *ans == PeerAnswer::Granted));
+        if !granted_here && self.peers.len() >= 2 {
+            // Three data nodes: every peer asked was lost (their links may
+            // not be seen dead yet, so `quorate` would still count them):
+            // this node alone is no majority.
+            self.announce();
+            return Answer::Refused("no quorum: every peer asked was lost during the promotion, and a Primary needs a strict majority of the nodes; try again".into());
+        }
         if !granted_here {
             // Quorum: the peer was lost during the promotion (its link may
             // not be seen dead yet), which now goes on alone: it needs

@@ -7,11 +7,16 @@ use super::{Answer, BitmapOp, Effect, LinkId, Machine, Millis, PeerId, SyncProgr
 
 impl Machine {
     /// The peer starts a resync into this node: its sync id becomes ours,
-    /// the disk is inconsistent until `SyncDone`. Refused on a Primary (the
-    /// session ends).
+    /// the disk is inconsistent until `SyncDone`. Refused on a Primary and on
+    /// a failed disk (the session ends).
     pub(super) fn sync_start_received(&mut self, peer: PeerId, source_uuid: u64, total: u64, now: Millis) -> Answer {
         if self.role == Role::Primary {
             return Answer::Refused("the peer wants to sync into this Primary".into());
+        }
+        // A detached disk holds nothing a resync could complete (only a new
+        // disk, after a restart, syncs; fully).
+        if self.disk == Disk::Failed {
+            return Answer::Refused("the local disk has failed: it cannot be a resync target".into());
         }
         self.pm(peer).syncing = Some(SyncSide::Target);
         self.away_from_the_others(peer);

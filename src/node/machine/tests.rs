@@ -403,6 +403,22 @@ fn a_disk_error_detaches_and_persists_a_fresh_inconsistent_header() {
     assert!(m.step(Event::DiskError).effects.is_empty(), "once");
 }
 
+/// Found by the simulation (protocol A, seed 2987): a Primary that went
+/// Ahead of a peer whose disk had failed caught it up by a resync once the
+/// link drained; the peer took the `SyncStart`, left Failed for
+/// Inconsistent, and ended UpToDate after copying only the blocks marked
+/// while Ahead, missing every write it had not stored while detached.
+#[test]
+fn a_failed_disk_refuses_to_be_a_resync_target() {
+    let mut m = alone();
+    connect(&mut m, peer(Role::Primary, Disk::UpToDate, IDS));
+    m.step(Event::DiskError);
+    let r = m.step(Event::SyncStartReceived { peer: P, source_uuid: 0x3000, total: 4096, now: 0 });
+    assert!(matches!(r.answer, Answer::Refused(_)), "{:?}", r.answer);
+    assert!(m.disk_failed(), "still detached: {}", m.state().disk);
+    assert!(persisted(&r).is_empty());
+}
+
 #[test]
 fn a_flush_takes_the_record_and_a_clean_stop_says_so() {
     let (mut m, link) = primary_connected();

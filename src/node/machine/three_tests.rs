@@ -136,6 +136,21 @@ fn a_promotion_losing_a_peer_goes_on_with_the_other_and_alone_is_refused() {
     assert_eq!(m.state().role, Role::Secondary);
 }
 
+/// Found by the simulation (`SIM_NODES=3 SIM3_ROGUE=1`, seed 4): alpha,
+/// its link to gamma gone, asked beta alone; beta's answer came back Lost
+/// before alpha saw beta's link dead, and `quorate` still counted that link:
+/// alpha became Primary alone while beta was promoted with gamma.
+#[test]
+fn a_promotion_whose_every_answer_is_lost_before_the_links_is_refused() {
+    let (mut m, lp, lq) = three();
+    m.step(Event::LinkLost { peer: Q, link: Some(lq), clean: false });
+    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(vec![lp]));
+    let r = m.step(Event::PromoteAnswered { force: false, asked: Some(lp), answer: PeerAnswer::Lost });
+    assert!(matches!(r.answer, Answer::Refused(ref s) if s.contains("no quorum")), "{:?}", r.answer);
+    assert!(persisted(&r).is_empty());
+    assert_eq!(m.state().role, Role::Secondary);
+}
+
 /// A partition that is not transitive: this node and P cut from each
 /// other, both still seeing Q. Q relays that P is Primary.
 #[test]
