@@ -178,6 +178,9 @@ enum Req {
     SyncConfirm { peer: usize },
     SyncCopy { b: usize, link: LinkId, peer: usize },
     SyncFinal { peer: usize },
+    /// An `Outdate` sent to `peer` about node `about` (the third node, when
+    /// this node is a Primary asking; `peer` itself for "you are outdated").
+    Outdate { peer: usize, about: usize },
 }
 
 #[derive(Debug, Clone)]
@@ -367,6 +370,14 @@ impl Io for Io3<'_> {
     fn current_id(&mut self, link: LinkId, current: u64, not_sent_to: &[PeerId]) {
         let mask = not_sent_to.iter().fold(0u64, |m, p| m | 1 << p.0);
         self.announce(link, Message::CurrentId { current_uuid: current, not_sent_to: mask });
+    }
+
+    fn outdate(&mut self, link: LinkId, about: PeerId) {
+        if let Some(j) = self.node.peer_of_link(link) {
+            let id = self.node.request(Req::Outdate { peer: j, about: usize::from(about.0) });
+            let conn = self.node.sess[j].as_ref().map_or(0, |s| s.conn);
+            self.net.send(self.i, j, conn, Frame::M(Message::Outdate { id }));
+        }
     }
 
     fn fence(&mut self, _m: &Machine) {}
@@ -729,7 +740,10 @@ impl Sim3 {
                     let a = self.step(i, Event::PromoteAnswered { force, asked: Some(link), answer: PeerAnswer::Lost })?;
                     self.promote_answer(i, force, a)?;
                 }
-                Req::SyncConfirm { .. } | Req::SyncFinal { .. } | Req::SyncCopy { .. } => {}
+                Req::Outdate { peer, about } if about != peer => {
+                    self.step(i, Event::OutdateAnswered { peer: pid(peer), about: pid(about), granted: false })?;
+                }
+                Req::SyncConfirm { .. } | Req::SyncFinal { .. } | Req::SyncCopy { .. } | Req::Outdate { .. } => {}
             }
         }
         if let Some(src) = self.n[i].src[j].take() {
@@ -779,6 +793,14 @@ impl Sim3 {
                 self.send(i, j, Message::Ack { id, errno });
             }
             Message::Ack { id, errno } | Message::SyncAck { id, errno } => self.complete(i, id, errno)?,
+            Message::Outdate { id } => {
+                // From a Primary: record the third node outdated; from the
+                // node that recorded this one: "you are outdated".
+                let sender_primary = self.n[i].m.as_ref().and_then(|m| m.peer(p)).and_then(|x| x.view()).is_some_and(|v| v.role == Role::Primary);
+                let ev = if sender_primary { Event::OutdateAsked { peer: p, about: pid(3 - i - j) } } else { Event::OutdatedByWitness };
+                let ok = matches!(self.step(i, ev)?, Answer::Ok(_));
+                self.send(i, j, Message::Ack { id, errno: if ok { 0 } else { libc::EBUSY } });
+            }
             Message::RoleRequest { id } => {
                 let granted = matches!(self.step(i, Event::RoleRequested { peer: p })?, Answer::Granted(true));
                 self.send(i, j, Message::Ack { id, errno: if granted { 0 } else { libc::EBUSY } });
@@ -838,6 +860,11 @@ impl Sim3 {
                 let open = self.n[i].live_link(i, peer, &self.net) == Some(link);
                 self.step(i, Event::PeerWrote { peer: pid(peer), link, open, offset, len })?;
                 self.settle_writes(i)?;
+            }
+            Req::Outdate { peer, about } => {
+                if about != peer {
+                    self.step(i, Event::OutdateAnswered { peer: pid(peer), about: pid(about), granted: errno == 0 })?;
+                }
             }
             Req::Role { force, link, .. } => {
                 let answer = if errno == 0 { PeerAnswer::Granted } else { PeerAnswer::Refused };
@@ -1067,7 +1094,7 @@ impl Sim3 {
         if !self.up(i) || self.n[i].promoting {
             return Ok(());
         }
-        let a = self.step(i, Event::Promote { force })?;
+        let a = self.step(i, Event::Promote { force, heard: Vec::new() })?;
         if i == GAMMA && !force && matches!(a, Answer::Ok(_) | Answer::AskPeers(_)) {
             self.fail("gamma (protocol A to both) went on with a plain promotion: it needs --force");
         }
@@ -1499,7 +1526,7 @@ fn same_gen(a: &Machine, b: &Machine) -> bool {
 
 fn req_peer(r: &Req) -> usize {
     match r {
-        Req::Write { peer, .. } | Req::Role { peer, .. } | Req::SyncConfirm { peer } | Req::SyncCopy { peer, .. } | Req::SyncFinal { peer } => *peer,
+        Req::Write { peer, .. } | Req::Role { peer, .. } | Req::SyncConfirm { peer } | Req::SyncCopy { peer, .. } | Req::SyncFinal { peer } | Req::Outdate { peer, .. } => *peer,
     }
 }
 

@@ -116,13 +116,18 @@ fn two_nodes_never_send_a_mask() {
     assert!(current_ids(&r).is_empty());
 }
 
+/// Rule 4 at a sync start: the target's slot for every other node is set
+/// whole, its bitmap id for it stays unknown. (Setting that id to the
+/// target's old current id made an Inconsistent target look ahead of the
+/// other node, rule 50 on one side against 60 on the other: 140 of 2000
+/// three-node simulation seeds decided without mirroring.)
 #[test]
 fn a_sync_target_marks_what_its_source_sends_for_every_other_node() {
     let (mut m, _, _) = three();
-    let before = m.ids().current;
-    m.step(Event::SyncStartReceived { peer: P, source_uuid: 0x9999_0000, total: 4096, now: 0 });
+    let r = m.step(Event::SyncStartReceived { peer: P, source_uuid: 0x9999_0000, total: 4096, now: 0 });
     assert_eq!(m.also_mark(P), vec![Q]);
-    assert_eq!(m.bitmap_id(Q), before & !1, "rule 4: this disk moves away from Q's from here");
+    assert!(has(&r, |e| *e == Effect::Bitmap(BitmapOp::SetAll(Q))), "rule 4: Q gets a full sync from this disk later");
+    assert_eq!(m.bitmap_id(Q), 0, "no bitmap id toward Q: this disk is not ahead of Q's");
     assert_eq!(m.bitmap_id(P), 0);
     // A new current id from the source during the resync is the source's,
     // taken at its end; this node keeps the sync id until then.
@@ -132,8 +137,7 @@ fn a_sync_target_marks_what_its_source_sends_for_every_other_node() {
     assert_eq!(m.peer_ids(P).current, 0x5151_0001);
     let r = m.step(Event::SyncDoneFlushed { peer: P });
     assert_eq!(m.ids().current, 0x5151_0000, "rule 4: the source's current id");
-    assert_eq!(m.bitmap_id(Q), before & !1);
-    assert!(!has(&r, |e| *e == Effect::Bitmap(BitmapOp::SetAll(Q))), "known: the marks say what Q lacks");
+    assert!(has(&r, |e| *e == Effect::Bitmap(BitmapOp::SetAll(Q))), "unknown at the end too: whole");
     assert_eq!(m.also_mark(P), vec![Q], "the mask the source sent holds");
 }
 

@@ -144,7 +144,7 @@ fn a_promotion_losing_a_peer_goes_on_with_the_other_and_alone_is_refused() {
 fn a_promotion_whose_every_answer_is_lost_before_the_links_is_refused() {
     let (mut m, lp, lq) = three();
     m.step(Event::LinkLost { peer: Q, link: Some(lq), clean: false });
-    assert_eq!(m.step(Event::Promote { force: false }).answer, Answer::AskPeers(vec![lp]));
+    assert_eq!(m.step(Event::Promote { force: false, heard: vec![] }).answer, Answer::AskPeers(vec![lp]));
     let r = m.step(Event::PromoteAnswered { force: false, asked: Some(lp), answer: PeerAnswer::Lost });
     assert!(matches!(r.answer, Answer::Refused(ref s) if s.contains("no quorum")), "{:?}", r.answer);
     assert!(persisted(&r).is_empty());
