@@ -155,7 +155,10 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
         }
         Message::SyncData { id, offset, data } => {
             let len = data.len() as u64;
-            resync_apply(node, link, id, offset, len, Apply::Copy(data))?;
+            // Small scattered blocks stay buffered: a 4 KiB direct write
+            // waits for the disk, a buffered one only for the cache.
+            let op = if data.len() >= crate::repl::fread::BIG { Apply::Copy(data) } else { Apply::Write(data, false) };
+            resync_apply(node, link, id, offset, len, op)?;
         }
         Message::SyncHole { id, offset, len } => resync_apply(node, link, id, offset, len, Apply::Zero(len, true, false))?,
         Message::SyncDone => {
@@ -435,7 +438,7 @@ fn send_acks(link: &Arc<PeerLink>, acks: Vec<(u64, i32)>) {
 /// then SyncAck.
 fn resync_apply(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, len: u64, op: Apply) -> Result<(), SessionError> {
     check_range(node, offset, len)?;
-    let is_data = matches!(op, Apply::Copy(..));
+    let is_data = matches!(op, Apply::Copy(..) | Apply::Write(..));
     // After every overlapping write before it on the link (a write mirrored
     // during the resync, or an older resync copy of the same bytes).
     let entered = Entered::arrive(node, offset, offset + len, Access::Write);
