@@ -18,6 +18,9 @@ pub const POOL_BYTES: usize = 32 << 20;
 /// The smallest buffer handed out: smaller payloads stay in the receive
 /// buffers they arrive in.
 pub const MIN_BUF: usize = 64 << 10;
+/// The alignment [`BufPool::take_aligned`] gives: what `O_DIRECT` asks of
+/// memory on every Linux file system and block device (512 or 4096).
+pub const ALIGN: usize = 4096;
 
 #[derive(Debug, Default)]
 struct Free {
@@ -59,7 +62,19 @@ impl BufPool {
     /// An empty buffer with room for `len` bytes (not zeroed: fill it with
     /// [`PoolBuf::spare`] / `BufMut`).
     pub fn take(&self, len: usize) -> PoolBuf {
-        let want = class(len);
+        self.take_inner(len, None)
+    }
+
+    /// Like [`Self::take`], but byte `at` of what is filled in lands on an
+    /// address that is a multiple of [`ALIGN`]: a frame whose data block
+    /// starts `at` bytes into its payload then hands the disk an aligned
+    /// block, which `O_DIRECT` needs ([`crate::store::Store::write_at_direct`]).
+    pub fn take_aligned(&self, len: usize, at: usize) -> PoolBuf {
+        self.take_inner(len, Some(at))
+    }
+
+    fn take_inner(&self, len: usize, at: Option<usize>) -> PoolBuf {
+        let want = class(if at.is_some() { len.saturating_add(ALIGN) } else { len });
         let reused = {
             let mut free = self.lock();
             // Any spare buffer that fits with at most a quarter to spare
@@ -71,8 +86,14 @@ impl BufPool {
                 b
             })
         };
-        let buf = reused.unwrap_or_else(|| Vec::with_capacity(want));
-        PoolBuf { buf, want: len, pool: Some(self.clone()) }
+        let mut buf = reused.unwrap_or_else(|| Vec::with_capacity(want));
+        if let Some(at) = at {
+            // Lead bytes in front, so that `start + at` is aligned.
+            let addr = (buf.as_ptr() as usize).wrapping_add(at);
+            let start = (ALIGN - addr % ALIGN) % ALIGN;
+            buf.resize(start, 0);
+        }
+        PoolBuf { start: buf.len(), buf, want: len, pool: Some(self.clone()) }
     }
 
     /// Keeps `b` for reuse; past the cap the oldest spare buffers are freed
@@ -102,7 +123,10 @@ impl BufPool {
 /// last `Bytes` pointing into it is dropped.
 #[derive(Debug)]
 pub struct PoolBuf {
+    /// `buf[..start]` is padding ([`BufPool::take_aligned`]); the bytes
+    /// filled in follow it.
     buf: Vec<u8>,
+    start: usize,
     /// The length it was taken for.
     want: usize,
     pool: Option<BufPool>,
@@ -111,21 +135,21 @@ pub struct PoolBuf {
 impl PoolBuf {
     /// Bytes filled so far.
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.len() == 0
     }
 
     /// Bytes still to fill.
     pub fn remaining(&self) -> usize {
-        self.want.saturating_sub(self.buf.len())
+        self.want.saturating_sub(self.len())
     }
 
     /// Whether every byte it was taken for is filled.
     pub fn is_full(&self) -> bool {
-        self.buf.len() >= self.want
+        self.len() >= self.want
     }
 
     /// Appends bytes (at most [`Self::remaining`]; more is a bug).
@@ -154,23 +178,24 @@ impl PoolBuf {
     /// Moves the bytes read past the length it was taken for to the end of
     /// `dst` (at most the `extra` of [`Self::spare_past`]).
     pub fn move_overflow(&mut self, dst: &mut bytes::BytesMut) {
-        if self.buf.len() > self.want {
-            dst.extend_from_slice(&self.buf[self.want..]);
-            self.buf.truncate(self.want);
+        let end = self.start + self.want;
+        if self.buf.len() > end {
+            dst.extend_from_slice(&self.buf[end..]);
+            self.buf.truncate(end);
         }
     }
 
     /// The filled bytes, shared; the buffer goes back to the pool when the
     /// last reference is dropped.
     pub fn freeze(self) -> Bytes {
-        debug_assert!(self.buf.len() <= self.want, "overflow not moved out");
+        debug_assert!(self.len() <= self.want, "overflow not moved out");
         Bytes::from_owner(self)
     }
 }
 
 impl AsRef<[u8]> for PoolBuf {
     fn as_ref(&self) -> &[u8] {
-        &self.buf
+        &self.buf[self.start..]
     }
 }
 
@@ -225,6 +250,44 @@ mod tests {
         assert_eq!(pool.spare_bytes(), (1 << 20) + MIN_BUF, "a 100 KiB payload took a spare 1 MiB buffer");
         drop(b);
         assert_eq!(pool.spare_bytes(), (1 << 20) + 3 * MIN_BUF);
+    }
+
+    #[test]
+    fn an_aligned_buffer_puts_the_chosen_byte_on_an_aligned_address() {
+        let pool = BufPool::new(8 << 20);
+        for at in [0usize, 16, 20, 4095, 4096, 5000] {
+            let mut b = pool.take_aligned((1 << 20) + at, at);
+            assert!(b.is_empty());
+            assert_eq!(b.remaining(), (1 << 20) + at);
+            let data: Vec<u8> = (0..(1 << 20) + at).map(|i| u8::try_from(i % 251).unwrap()).collect();
+            b.extend(&data[..at + 7]);
+            b.extend(&data[at + 7..]);
+            assert!(b.is_full());
+            let bytes = b.freeze();
+            assert_eq!(&bytes[..], &data[..], "at {at}");
+            assert_eq!(bytes[at..].as_ptr() as usize % ALIGN, 0, "at {at}");
+            drop(bytes);
+        }
+        // Reused buffers (with other leads) stay aligned, and the overflow
+        // of a read past the end comes back whole.
+        let mut b = pool.take_aligned(100_000, 16);
+        b.extend(&[1u8; 50_000]);
+        let mut src = &[2u8; 60_000][..];
+        {
+            let mut spare = b.spare_past(4096);
+            while spare.has_remaining_mut() && !src.is_empty() {
+                let n = spare.remaining_mut().min(src.len());
+                spare.put_slice(&src[..n]);
+                src = &src[n..];
+            }
+        }
+        let mut after = bytes::BytesMut::new();
+        b.move_overflow(&mut after);
+        assert_eq!(b.len(), 100_000);
+        assert_eq!(after.len(), 4096);
+        let bytes = b.freeze();
+        assert_eq!(bytes[16..].as_ptr() as usize % ALIGN, 0);
+        assert!(bytes[..50_000].iter().all(|&x| x == 1) && bytes[50_000..].iter().all(|&x| x == 2));
     }
 
     #[tokio::test]

@@ -57,6 +57,11 @@ pub struct Store {
     read_nowait_ok: AtomicBool,
     /// Whether small writes may run on the async worker now.
     inline: InlinePolicy,
+    /// The same file opened again with `O_DIRECT`, for
+    /// [`Store::write_at_direct`]; None where the file system refuses it.
+    direct: Option<File>,
+    /// `O_DIRECT` writes work here (cleared on the first EINVAL).
+    direct_ok: AtomicBool,
 }
 
 impl Store {
@@ -89,7 +94,11 @@ impl Store {
             }
             Some(wanted) => return Err(OpenError::TooSmall { path: path.to_owned(), actual, wanted }),
         };
+        // Best effort: tmpfs (before Linux 6.6) and some FUSE file systems refuse O_DIRECT.
+        let direct = OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path).ok();
         Ok(Store {
+            direct_ok: AtomicBool::new(direct.is_some()),
+            direct,
             file,
             size: AtomicU64::new(size),
             path: path.to_owned(),
@@ -229,6 +238,54 @@ impl Store {
         self.check(offset, buf.len() as u64)?;
         crate::failpoint::check("store.write")?;
         self.file.write_all_at(buf, offset)
+    }
+
+    /// Writes all of `buf` at `offset` past the page cache (`O_DIRECT`),
+    /// where the file system allows it and `buf`, its length and `offset`
+    /// are multiples of [`crate::bufpool::ALIGN`]; otherwise (or if the
+    /// kernel refuses with EINVAL) like [`Store::write_at`]. For bulk
+    /// copies nobody reads back soon (a resync target's data): a buffered
+    /// write copies every byte into freshly allocated page cache, which
+    /// costs the writer more CPU than the copy over the link
+    /// (bench/README.md, change 19). The same guarantees as `write_at`: on
+    /// `Ok` the data is where a later read (buffered or not) sees it, and
+    /// [`Store::sync`] makes it durable. The kernel writes back and drops
+    /// cached pages of the range around a direct write, so buffered and
+    /// direct writes to the same bytes stay coherent as long as they are
+    /// not in flight at once (the apply order sees to that).
+    pub fn write_at_direct(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check(offset, buf.len() as u64)?;
+        crate::failpoint::check("store.write")?;
+        let align = crate::bufpool::ALIGN;
+        let aligned = (buf.as_ptr() as usize).is_multiple_of(align)
+            && buf.len().is_multiple_of(align)
+            && offset.is_multiple_of(align as u64);
+        let direct = match &self.direct {
+            Some(f) if aligned && !buf.is_empty() && self.direct_ok.load(Ordering::Relaxed) => f,
+            _ => return self.file.write_all_at(buf, offset),
+        };
+        let mut done = 0;
+        while done < buf.len() {
+            match direct.write_at(&buf[done..], offset + done as u64) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    // Alignment this device wants beyond ALIGN, or a file
+                    // system that opens O_DIRECT but cannot do it: buffered
+                    // from now on.
+                    self.direct_ok.store(false, Ordering::Relaxed);
+                    return self.file.write_all_at(&buf[done..], offset + done as u64);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether [`Store::write_at_direct`] bypasses the page cache here.
+    pub fn direct_writes(&self) -> bool {
+        self.direct_ok.load(Ordering::Relaxed)
     }
 
     /// Makes every completed write durable (fdatasync).
@@ -456,6 +513,72 @@ mod tests {
         assert!(buf.iter().all(|b| unsafe { b.assume_init() } == 5));
         assert_eq!(s.read_nowait(&mut buf, (1 << 20) - 4096).unwrap_err().raw_os_error(), Some(libc::EINVAL));
         assert_eq!(s.read_at_uninit(&mut buf, (1 << 20) - 4096).unwrap_err().raw_os_error(), Some(libc::EINVAL));
+    }
+
+    /// Pages of `[offset, offset+len)` of `path` in the page cache (mincore).
+    fn resident_pages(path: &Path, offset: u64, len: usize) -> usize {
+        let f = File::open(path).unwrap();
+        let off = libc::off_t::try_from(offset).unwrap();
+        // SAFETY: a read-only shared mapping of our own file, unmapped below;
+        // only mincore looks at it.
+        unsafe {
+            let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd(), off);
+            assert_ne!(p, libc::MAP_FAILED);
+            let mut v = vec![0u8; len.div_ceil(4096)];
+            assert_eq!(libc::mincore(p, len, v.as_mut_ptr()), 0);
+            libc::munmap(p, len);
+            v.iter().filter(|&&b| b & 1 != 0).count()
+        }
+    }
+
+    fn aligned(len: usize, byte: u8) -> bytes::Bytes {
+        let pool = crate::bufpool::BufPool::new(0);
+        let mut b = pool.take_aligned(len, 0);
+        b.extend(&vec![byte; len]);
+        b.freeze()
+    }
+
+    /// Resync data goes past the page cache (bench/README.md, change 19):
+    /// written whole and aligned, it leaves no page of its range cached, and
+    /// reads, buffered writes and direct writes of the same bytes see each
+    /// other in the order they were made.
+    #[test]
+    fn direct_writes_bypass_the_page_cache_and_stay_coherent_with_buffered_io() {
+        let (d, s) = tmp(4 << 20);
+        let path = d.path().join("disk.img");
+        assert!(s.direct_writes(), "O_DIRECT refused on {} (tmpfs before Linux 6.6?): this test needs a disk-backed TMPDIR", d.path().display());
+        // A buffered write, dirty in the cache, then a direct one over it.
+        s.write_at(&[1u8; 65536], 0).unwrap();
+        s.write_at_direct(&aligned(1 << 20, 2), 0).unwrap();
+        let mut b = vec![0u8; 1 << 20];
+        s.read_at(&mut b, 0).unwrap();
+        assert!(b.iter().all(|&x| x == 2), "a direct write lost to the older buffered one");
+        // Read just now, so cached; a direct write over a cached range.
+        s.write_at_direct(&aligned(8192, 3), 4096).unwrap();
+        s.read_at(&mut b[..16384], 0).unwrap();
+        assert!(b[..4096].iter().all(|&x| x == 2) && b[4096..12288].iter().all(|&x| x == 3) && b[12288..16384].iter().all(|&x| x == 2));
+        // A buffered write after a direct one, inside one page.
+        s.write_at(&[4u8; 100], 5000).unwrap();
+        s.read_at(&mut b[..8192], 4096).unwrap();
+        assert!(b[..904].iter().all(|&x| x == 3) && b[904..1004].iter().all(|&x| x == 4) && b[1004..8192].iter().all(|&x| x == 3));
+        // Fresh bytes written directly are not in the page cache.
+        s.write_at_direct(&aligned(1 << 20, 5), 2 << 20).unwrap();
+        assert_eq!(resident_pages(&path, 2 << 20, 1 << 20), 0, "the direct write went through the page cache");
+        s.read_at(&mut b, 2 << 20).unwrap();
+        assert!(b.iter().all(|&x| x == 5));
+        // Unaligned memory, length or offset: a buffered write, same result.
+        let odd = aligned((64 << 10) + 4096, 6).slice(1..(64 << 10) + 1);
+        s.write_at_direct(&odd, 3 << 20).unwrap();
+        s.write_at_direct(&aligned(4096, 7).slice(..1000), (3 << 20) + (64 << 10)).unwrap();
+        s.write_at_direct(&aligned(4096, 8), (3 << 20) + (64 << 10) + 1000).unwrap();
+        s.read_at(&mut b[..(64 << 10) + 5096], 3 << 20).unwrap();
+        assert!(b[..64 << 10].iter().all(|&x| x == 6));
+        assert!(b[64 << 10..(64 << 10) + 1000].iter().all(|&x| x == 7));
+        assert!(b[(64 << 10) + 1000..(64 << 10) + 5096].iter().all(|&x| x == 8));
+        assert!(s.direct_writes(), "an unaligned write must not turn direct writes off");
+        // Out of range: EINVAL, as for write_at.
+        assert_eq!(s.write_at_direct(&aligned(8192, 9), (4 << 20) - 4096).unwrap_err().raw_os_error(), Some(libc::EINVAL));
+        s.sync().unwrap();
     }
 
     #[test]

@@ -18,6 +18,7 @@ fn quick_bench_produces_every_row() {
     common::require("fio", "fio");
     common::require("qemu-nbd", "qemu-utils");
     common::require("nbdkit", "nbdkit");
+    common::require("socat", "socat");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let bin_dir = Path::new(common::REPD).parent().unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -43,6 +44,11 @@ fn quick_bench_produces_every_row() {
         assert!(stdout.contains(&format!("| {case} |")), "no resync row {case:?}");
     }
     assert!(stdout.contains("| nbdcopy nbdkit -> nbdkit, same files (peer) |"), "no nbdcopy row beside the full sync");
+    // The full sync's other yardsticks (bench/README.md, change 19).
+    for row in ["| link alone: socat, alpha's file over loopback TCP to /dev/null |", "| dd into a new file, 1 MiB buffered writes (kernel floor) |"] {
+        assert!(stdout.contains(row), "no row {row:?} beside the full sync");
+    }
+    assert!(stdout.contains("Full sync, median MB/s of its rounds against"), "no full sync ratios line");
     for section in ["## Rejoin after a Primary crash (failback)", "## Application writes during a full sync", "## Memory at real size"] {
         assert!(stdout.contains(section), "no section {section:?}");
     }

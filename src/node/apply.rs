@@ -77,6 +77,9 @@ fn errno_of(r: io::Result<()>) -> i32 {
 /// What a mirrored or resync frame asks of the local disk.
 enum Apply {
     Write(Bytes, bool),
+    /// Resync data: written past the page cache where it can be
+    /// ([`crate::store::Store::write_at_direct`]).
+    Copy(Bytes),
     Trim(u64, bool),
     Zero(u64, bool, bool),
     Flush,
@@ -90,6 +93,10 @@ async fn apply_local(node: &Arc<Node>, offset: u64, op: Apply) -> i32 {
     let local = LocalDevice::new(node.store.clone(), false);
     errno_of(match op {
         Apply::Write(data, fua) => local.write(offset, data, fua).await,
+        Apply::Copy(data) => {
+            let s = node.store.clone();
+            blocking(move || s.write_at_direct(&data, offset)).await
+        }
         Apply::Trim(len, fua) => local.trim(offset, len, fua).await,
         Apply::Zero(len, may_trim, fua) => local.write_zeroes(offset, len, ZeroFlags { may_trim, fast_only: false }, fua).await,
         Apply::Flush => local.flush().await,
@@ -148,7 +155,10 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
         }
         Message::SyncData { id, offset, data } => {
             let len = data.len() as u64;
-            resync_apply(node, link, id, offset, len, Apply::Write(data, false))?;
+            // Small scattered blocks stay buffered: a 4 KiB direct write
+            // waits for the disk, a buffered one only for the cache.
+            let op = if data.len() >= crate::repl::fread::BIG { Apply::Copy(data) } else { Apply::Write(data, false) };
+            resync_apply(node, link, id, offset, len, op)?;
         }
         Message::SyncHole { id, offset, len } => resync_apply(node, link, id, offset, len, Apply::Zero(len, true, false))?,
         Message::SyncDone => {
@@ -247,6 +257,7 @@ fn mirrored(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, len: u
     if let Some(d) = super::delay::intercepts(node) {
         let m = match op {
             Apply::Write(data, fua) => Mirrored::Write { data, fua },
+            Apply::Copy(data) => Mirrored::Write { data, fua: false },
             Apply::Trim(len, fua) => Mirrored::Trim { len, fua },
             Apply::Zero(len, may_trim, fua) => Mirrored::Zero { len, may_trim, fua },
             Apply::Flush => Mirrored::Flush,
@@ -427,7 +438,7 @@ fn send_acks(link: &Arc<PeerLink>, acks: Vec<(u64, i32)>) {
 /// then SyncAck.
 fn resync_apply(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, len: u64, op: Apply) -> Result<(), SessionError> {
     check_range(node, offset, len)?;
-    let is_data = matches!(op, Apply::Write(..));
+    let is_data = matches!(op, Apply::Copy(..) | Apply::Write(..));
     // After every overlapping write before it on the link (a write mirrored
     // during the resync, or an older resync copy of the same bytes).
     let entered = Entered::arrive(node, offset, offset + len, Access::Write);

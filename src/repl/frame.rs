@@ -80,6 +80,16 @@ pub fn crc_len(ty: MsgType, len: usize, data_crc: bool) -> usize {
     }
 }
 
+/// Where the data block of a frame of type `ty` starts in its payload:
+/// after the fixed fields of `Write` (20), `SyncData` (16) and `ReadReply`
+/// (12); 0 for every other type.
+pub fn data_at(ty: MsgType) -> usize {
+    match ty {
+        MsgType::Write | MsgType::SyncData | MsgType::ReadReply => crc_len(ty, usize::MAX, false),
+        _ => 0,
+    }
+}
+
 impl Default for Codec {
     fn default() -> Self {
         Self::new(DEFAULT_MAX_PAYLOAD)

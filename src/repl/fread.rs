@@ -29,7 +29,7 @@ use tokio::io::AsyncRead;
 use tokio_util::codec::Decoder;
 use tokio_util::io::poll_read_buf;
 
-use super::frame::{Codec, FrameError, Head, HEADER_LEN};
+use super::frame::{data_at, Codec, FrameError, Head, HEADER_LEN};
 use super::message::Message;
 use super::msgtype::MsgType;
 use crate::bufpool::{BufPool, PoolBuf};
@@ -86,7 +86,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             let head = self.codec.parse_header(&self.buf[..HEADER_LEN])?;
             if has_data_block(head.ty) && head.len >= BIG {
                 self.buf.advance(HEADER_LEN);
-                let mut buf = self.pool.take(head.len);
+                // The data block on an aligned address: a resync target
+                // writes it with O_DIRECT (`Store::write_at_direct`).
+                let mut buf = self.pool.take_aligned(head.len, data_at(head.ty));
                 let have = self.buf.len().min(head.len);
                 buf.extend(&self.buf[..have]);
                 self.buf.advance(have);

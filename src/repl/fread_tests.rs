@@ -101,6 +101,8 @@ async fn large_payloads_land_in_pooled_buffers_that_are_reused() {
         assert_eq!(&got, m);
         let Message::Write { data, .. } = got else { unreachable!() };
         ptrs.push(data.as_ptr() as usize);
+        // The data block is aligned for O_DIRECT (`Store::write_at_direct`).
+        assert_eq!(data.as_ptr() as usize % crate::bufpool::ALIGN, 0, "data block not aligned");
         // Applied and dropped before the next frame: the buffer goes back.
         drop(data);
         assert_eq!(pool.spare_bytes(), (1 << 20) + crate::bufpool::MIN_BUF, "1 MiB + 20 bytes, rounded up");
