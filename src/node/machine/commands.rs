@@ -20,7 +20,15 @@ impl Machine {
             return Answer::Refused(e.0);
         }
         if let Some(why) = self.quorum_refusal() {
-            return Answer::Refused(why);
+            // The far replica (every connection protocol A), forced: the
+            // operator's disaster act, the synchronous site lost. It goes
+            // on without quorum, and its writes then are not held for
+            // quorum (as after `resume-io`) until a majority is seen.
+            if !(force && self.async_only_staleness(heard).is_some()) {
+                return Answer::Refused(why);
+            }
+            tracing::warn!("forced promotion without quorum ({why}): if a Primary still runs at the other site, there are two now");
+            self.resumed_without_quorum = true;
         }
         if let Some(stale) = self.async_only_staleness(heard) {
             if !force {

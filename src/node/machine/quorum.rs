@@ -229,6 +229,6 @@ impl Machine {
     /// A write the peer lacks, with quorum on: fail it at once when quorum
     /// is lost under `io-error`.
     pub(super) fn no_quorum_fails_writes(&self) -> bool {
-        self.on_no_quorum() == Some(OnNoQuorum::IoError) && !self.quorate()
+        self.on_no_quorum() == Some(OnNoQuorum::IoError) && !self.quorate() && !self.resumed_without_quorum
     }
 }

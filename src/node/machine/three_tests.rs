@@ -331,3 +331,31 @@ fn pull_ahead_is_per_connection() {
     m.step(Event::Adjust(s));
     assert_eq!(m.step(sending(P, lp)).answer, Answer::PullAhead(true));
 }
+
+/// The synchronous site lost: the far replica (every connection protocol
+/// A) sees no majority. A plain promotion is refused; forced, it is the
+/// operator's disaster act and goes on without quorum (writes then not
+/// held or failed for it). A synchronous node stays refused even forced.
+#[test]
+fn the_far_replica_forced_goes_on_without_quorum_a_synchronous_node_does_not() {
+    for async_only in [true, false] {
+        let (mut m, lp, lq) = three();
+        for p in [P, Q] {
+            let protocol = if async_only { crate::config::Protocol::A } else { crate::config::Protocol::C };
+            m.step(Event::PeerProtocol { peer: p, protocol });
+        }
+        m.step(Event::LinkLost { peer: P, link: Some(lp), clean: false });
+        m.step(Event::LinkLost { peer: Q, link: Some(lq), clean: false });
+        assert!(!m.quorate());
+        let r = m.step(Event::Promote { force: false, heard: vec![] });
+        assert!(matches!(r.answer, Answer::Refused(ref s) if s.contains("no quorum")), "{:?}", r.answer);
+        let r = m.step(Event::Promote { force: true, heard: vec![] });
+        if async_only {
+            assert_eq!(r.answer, Answer::Ok("primary".into()), "the disaster act");
+            assert_eq!(m.state().role, Role::Primary);
+            assert!(!m.no_quorum_fails_writes());
+        } else {
+            assert!(matches!(r.answer, Answer::Refused(ref s) if s.contains("no quorum")), "{:?}", r.answer);
+        }
+    }
+}
