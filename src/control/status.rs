@@ -14,6 +14,27 @@ pub struct PeerStatus {
     pub disk: String,
 }
 
+/// One peer of the node (`peers`, extra field): every configured peer,
+/// connected or not, in name order. A pair has one, the same as `peer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerLine {
+    pub node: String,
+    /// "unknown" when not connected (as `peer.role`).
+    pub role: String,
+    pub disk: String,
+    pub connection: Connection,
+    /// The connection's protocol: `A`, `B` or `C`.
+    pub protocol: String,
+    /// As the node's `replication`, toward this peer.
+    pub replication: String,
+    pub split_brain: bool,
+    /// What this node's bitmap slot for the peer marks (the peer lacks it
+    /// or it lacks the peer's; a running resync's target: what is left).
+    pub out_of_sync_bytes: u64,
+    /// A resync running with this peer.
+    pub sync: Option<SyncStatus>,
+}
+
 /// A running resync.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncStatus {
@@ -106,6 +127,9 @@ pub struct Status {
     /// `connected` or `connecting`.
     #[serde(default)]
     pub witness: Option<String>,
+    /// Every peer (extra field): one object each; `peer` is the first.
+    #[serde(default)]
+    pub peers: Vec<PeerLine>,
 }
 
 fn replication_off() -> String {
@@ -163,36 +187,60 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
+fn render_sync(s: &mut String, sy: &SyncStatus) {
+    let pct = if sy.total_bytes == 0 { 100.0 } else { 100.0 * sy.done_bytes as f64 / sy.total_bytes as f64 };
+    let _ = writeln!(
+        s,
+        "    sync:{} {:.1}% ({} of {}) {}/s eta {}s",
+        match sy.direction {
+            SyncSide::Source => "source",
+            SyncSide::Target => "target",
+        },
+        pct,
+        human_bytes(sy.done_bytes),
+        human_bytes(sy.total_bytes),
+        human_bytes(sy.bytes_per_sec),
+        sy.eta_secs
+    );
+}
+
 impl Status {
     /// The at-a-glance summary a DRBD user expects from `drbdadm status`.
     pub fn render(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "{} role:{} size:{}", self.resource, self.role, human_bytes(self.size_bytes));
         let _ = writeln!(s, "  disk:{}", self.disk);
-        let mut peer = format!("  {} connection:{}", self.peer.node, self.connection);
-        if matches!(self.replication.as_str(), "ahead" | "behind") {
-            let _ = write!(peer, " replication:{}", self.replication);
-        }
-        if self.split_brain {
-            peer.push_str(" split-brain:yes");
-        }
-        let _ = writeln!(s, "{peer}");
-        let _ = writeln!(s, "    peer-role:{} peer-disk:{}", self.peer.role, self.peer.disk);
-        if let Some(sy) = &self.sync {
-            let pct = if sy.total_bytes == 0 { 100.0 } else { 100.0 * sy.done_bytes as f64 / sy.total_bytes as f64 };
-            let _ = writeln!(
-                s,
-                "    sync:{} {:.1}% ({} of {}) {}/s eta {}s",
-                match sy.direction {
-                    SyncSide::Source => "source",
-                    SyncSide::Target => "target",
-                },
-                pct,
-                human_bytes(sy.done_bytes),
-                human_bytes(sy.total_bytes),
-                human_bytes(sy.bytes_per_sec),
-                sy.eta_secs
-            );
+        if self.peers.len() > 1 {
+            // Three nodes: a line per peer (and its resync).
+            for p in &self.peers {
+                let mut line = format!("  {} connection:{} protocol:{} peer-role:{} peer-disk:{}", p.node, p.connection, p.protocol, p.role, p.disk);
+                if p.replication != "off" && p.replication != "established" {
+                    let _ = write!(line, " replication:{}", p.replication);
+                }
+                if p.split_brain {
+                    line.push_str(" split-brain:yes");
+                }
+                if p.out_of_sync_bytes > 0 {
+                    let _ = write!(line, " out-of-sync:{}", human_bytes(p.out_of_sync_bytes));
+                }
+                let _ = writeln!(s, "{line}");
+                if let Some(sy) = &p.sync {
+                    render_sync(&mut s, sy);
+                }
+            }
+        } else {
+            let mut peer = format!("  {} connection:{}", self.peer.node, self.connection);
+            if matches!(self.replication.as_str(), "ahead" | "behind") {
+                let _ = write!(peer, " replication:{}", self.replication);
+            }
+            if self.split_brain {
+                peer.push_str(" split-brain:yes");
+            }
+            let _ = writeln!(s, "{peer}");
+            let _ = writeln!(s, "    peer-role:{} peer-disk:{}", self.peer.role, self.peer.disk);
+            if let Some(sy) = &self.sync {
+                render_sync(&mut s, sy);
+            }
         }
         if let Some(v) = &self.verify {
             let state = match (&v.error, v.running) {
@@ -209,7 +257,7 @@ impl Status {
                 v.elapsed_ms as f64 / 1000.0
             );
         }
-        if self.out_of_sync_bytes > 0 {
+        if self.out_of_sync_bytes > 0 && self.peers.len() <= 1 {
             let _ = writeln!(s, "    out-of-sync:{}", human_bytes(self.out_of_sync_bytes));
         }
         if let Some(d) = &self.delay {

@@ -51,7 +51,7 @@ impl Node {
         while let Ok(Answer::AskPeers(ids)) = r {
             r = Ok(Answer::None);
             for id in ids {
-                let answer = match self.link().filter(|l| l.id() == id) {
+                let answer = match self.link_by_id(id) {
                     None => PeerAnswer::Lost,
                     Some(link) => match link.request(|id| Message::RoleRequest { id }).await {
                         Ok(()) => PeerAnswer::Granted,
@@ -85,7 +85,7 @@ impl Node {
         *self.standalone_why.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         match self.step(Event::Disconnect) {
             Ok(Answer::Goodbye(id)) => {
-                if let Some(l) = self.link().filter(|l| l.id() == id) {
+                if let Some(l) = self.link_by_id(id) {
                     self.goodbye(&l, &format!("node {} was disconnected by the operator", self.me.name)).await;
                 }
                 self.changed();
@@ -101,7 +101,7 @@ impl Node {
             return Response::refused(why);
         }
         match self.step(Event::VerifyAsked) {
-            Ok(Answer::Verify(id)) => match self.link().filter(|l| l.id() == id) {
+            Ok(Answer::Verify(id)) => match self.link_by_id(id) {
                 Some(link) => self.start_verify(link),
                 None => Response::refused("not connected to the peer"),
             },

@@ -166,6 +166,7 @@ async fn flush(sink: &mut Writer, timeout: Duration) -> Result<(), SessionError>
 /// reason to log) on a broken, silent or misbehaving link.
 pub async fn exchange(
     meta: &std::sync::Mutex<crate::meta::Meta>,
+    peer: super::machine::PeerId,
     sink: &mut Writer,
     stream: &mut Reader,
     local: NodeState,
@@ -173,9 +174,10 @@ pub async fn exchange(
     timeout: Duration,
 ) -> Result<Exchanged, SessionError> {
     let lock = || meta.lock().unwrap_or_else(|p| p.into_inner());
-    let bits = lock().bitmap().bits();
+    // This node's bitmap slot for `peer`.
+    let bits = super::meta_io::slot_ref(&lock(), peer).bits();
     exchange_with(
-        |from| runs_frame(lock().bitmap(), from),
+        |from| runs_frame(super::meta_io::slot_ref(&lock(), peer), from),
         bits,
         sink,
         stream,
