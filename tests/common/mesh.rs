@@ -12,13 +12,24 @@ pub const BETA: usize = 1;
 pub const GAMMA: usize = 2;
 pub const NAMES: [&str; 3] = ["alpha", "beta", "gamma"];
 
+/// The usual layout: every pair connects, gamma by protocol A.
+pub const FULL: &str = "\n[[connections]]\nnodes = [\"alpha\", \"beta\"]\n\n[[connections]]\nnodes = [\"alpha\", \"gamma\"]\nprotocol = \"A\"\n\n[[connections]]\nnodes = [\"beta\", \"gamma\"]\nprotocol = \"A\"\n";
+/// Gamma connected to alpha only (protocol A): beta and gamma do not connect.
+pub const HUB: &str = "\n[[connections]]\nnodes = [\"alpha\", \"beta\"]\n\n[[connections]]\nnodes = [\"alpha\", \"gamma\"]\nprotocol = \"A\"\n";
+
 pub struct Mesh {
     pub p: Pair,
 }
 
 impl Mesh {
-    /// The resource file (device `size`; node ids 0, 1, 2); starts nothing.
+    /// The resource file (device `size`; node ids 0, 1, 2) of the usual
+    /// layout; starts nothing.
     pub fn new(size: &str) -> Mesh {
+        Mesh::with_connections(size, FULL)
+    }
+
+    /// The resource file with this `[[connections]]` list.
+    pub fn with_connections(size: &str, connections: &str) -> Mesh {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let mut text = format!(
@@ -44,9 +55,7 @@ impl Mesh {
             ));
             nodes.push(n);
         }
-        text.push_str(
-            "\n[[connections]]\nnodes = [\"alpha\", \"beta\"]\n\n[[connections]]\nnodes = [\"alpha\", \"gamma\"]\nprotocol = \"A\"\n\n[[connections]]\nnodes = [\"beta\", \"gamma\"]\nprotocol = \"A\"\n",
-        );
+        text.push_str(connections);
         let config = d.join("r3.toml");
         std::fs::write(&config, text).unwrap();
         Mesh { p: Pair { dir, config, nodes, resource: "r3".into() } }
@@ -70,12 +79,12 @@ impl Mesh {
         st["peers"].as_array().and_then(|a| a.iter().find(|p| p["node"] == name).cloned()).unwrap_or(Value::Null)
     }
 
-    /// Every node sees both its peers connected.
+    /// Every node sees all its peers connected.
     pub fn wait_connected(&self, secs: u64) {
         for i in [ALPHA, BETA, GAMMA] {
             wait_until(secs, &format!("{} connected to both peers", NAMES[i]), || {
                 let st = self.p.status(i);
-                st["peers"].as_array().is_some_and(|a| a.len() == 2 && a.iter().all(|p| p["connection"] == "connected"))
+                st["peers"].as_array().is_some_and(|a| !a.is_empty() && a.iter().all(|p| p["connection"] == "connected"))
             });
         }
     }
@@ -89,7 +98,7 @@ impl Mesh {
                 let st = self.p.status(i);
                 let ok = st["disk"] == "uptodate"
                     && st["peers"].as_array().is_some_and(|a| {
-                        a.len() == 2
+                        !a.is_empty()
                             && a.iter().all(|p| p["connection"] == "connected" && p["disk"] == "uptodate" && p["sync"].is_null() && p["out_of_sync_bytes"] == 0)
                     });
                 if ok {
@@ -102,6 +111,20 @@ impl Mesh {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
         }
+    }
+
+    /// Gamma connected to alpha only ([`HUB`]), started after alpha and
+    /// beta are in sync (one full sync at a time), all in sync.
+    pub fn hub_started(size: &str) -> Mesh {
+        let mut m = Mesh::with_connections(size, HUB);
+        m.p.start(ALPHA);
+        m.p.start(BETA);
+        wait_until(60, "alpha and beta connected", || m.peer(ALPHA, "beta")["connection"] == "connected");
+        m.p.ok(ALPHA, &["primary", "--force"]);
+        wait_until(120, "beta in sync", || m.peer(ALPHA, "beta")["disk"] == "uptodate" && m.peer(ALPHA, "beta")["sync"].is_null());
+        m.p.start(GAMMA);
+        m.wait_in_sync(120);
+        m
     }
 
     pub fn counter(&self, i: usize, name: &str) -> u64 {
