@@ -60,8 +60,8 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let total = node.out_of_sync_bytes_for(peer);
-    let _ = node.step(Event::ResyncBegun { peer: peer, total, now: node.now() });
-    tracing::info!(total_bytes = total, csums, "resync started (this node is the source)");
+    let _ = node.step(Event::ResyncBegun { peer, total, now: node.now() });
+    tracing::info!(peer = %peer, total_bytes = total, csums, "resync started (this node is the source)");
     let state = super::session::state_frame(&node, peer, start.confirmed);
     if link.send(state).await.is_err()
         || link.send(Message::SyncStart { total_bytes: total, source_uuid: start.sync_id }).await.is_err()
@@ -71,15 +71,15 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
         // link left up with no sync running would stay out of sync for
         // good; drop it, and the next session starts the sync again.
         tracing::warn!("resync start not confirmed by the peer; reconnecting");
-        let _ = node.step(Event::ResyncFailed { peer: peer, link: link.id() });
+        let _ = node.step(Event::ResyncFailed { peer, link: link.id() });
         return;
     }
-    match node.step(Event::ResyncConfirmed { peer: peer, link: link.id(), start }) {
+    match node.step(Event::ResyncConfirmed { peer, link: link.id(), start }) {
         Ok(Answer::Ok(_)) => {}
         Ok(_) => return,
         Err(e) => {
             tracing::error!("resync start: {e}; reconnecting");
-            let _ = node.step(Event::ResyncFailed { peer: peer, link: link.id() });
+            let _ = node.step(Event::ResyncFailed { peer, link: link.id() });
             return;
         }
     }
@@ -238,7 +238,7 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
         });
     }
     if link.closed.is_cancelled() {
-        let _ = node.step(Event::ResyncInterrupted { peer: peer });
+        let _ = node.step(Event::ResyncInterrupted { peer });
         tracing::warn!("resync interrupted; {} bytes still out of sync", node.out_of_sync_bytes_for(peer));
         return;
     }
@@ -247,11 +247,11 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
     if link.request(|id| Message::Flush { id }).await.is_err() {
         node.mark_chunks_out_of_sync(peer, &epoch);
         tracing::warn!("resync interrupted at the final flush; reconnecting");
-        let _ = node.step(Event::ResyncFailed { peer: peer, link: link.id() });
+        let _ = node.step(Event::ResyncFailed { peer, link: link.id() });
         return;
     }
     if link.send(Message::SyncDone).await.is_ok() {
-        if let Err(e) = node.step(Event::ResyncDone { peer: peer }) {
+        if let Err(e) = node.step(Event::ResyncDone { peer }) {
             tracing::error!("resync finished, but {e}");
         }
         tracing::info!(
