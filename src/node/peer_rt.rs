@@ -10,7 +10,6 @@ use crate::config::{NodeConfig, PeerCfg, Protocol};
 
 use super::link::PeerLink;
 use super::machine::{LinkId, PeerId};
-use super::runtime::Node;
 
 /// One peer of this node, as the runtime runs it.
 pub struct PeerRt {
@@ -47,35 +46,5 @@ impl PeerRt {
     /// The live link to this peer, if connected.
     pub fn link(&self) -> Option<Arc<PeerLink>> {
         self.slot().as_ref().map(|(_, l)| l.clone())
-    }
-}
-
-impl Node {
-    /// The first peer (in name order): what a two-node resource calls
-    /// "the peer", and what status's `peer` and the commands that speak to
-    /// one peer (verify, resize) use.
-    pub fn first_peer(&self) -> &PeerRt {
-        &self.peers[0]
-    }
-
-    /// The peer the machine calls `id`.
-    pub fn peer_rt(&self, id: PeerId) -> Option<&PeerRt> {
-        self.peers.iter().find(|p| p.id == id)
-    }
-
-    /// The installed link the machine calls `id`, whichever peer's.
-    pub fn link_by_id(&self, id: LinkId) -> Option<Arc<PeerLink>> {
-        self.peers.iter().find_map(|p| p.slot().as_ref().filter(|(l, _)| *l == id).map(|(_, l)| l.clone()))
-    }
-
-    /// The protocol of the connection to `id` (the resource's if unknown).
-    pub fn protocol_of(&self, id: PeerId) -> Protocol {
-        self.peer_rt(id).map_or(self.cfg.resource.protocol, PeerRt::protocol)
-    }
-
-    /// This resource has more than two data nodes (its links carry
-    /// `CurrentId`, `repl::FEATURE_MESH`).
-    pub fn mesh(&self) -> bool {
-        self.cfg.nodes.len() > 2
     }
 }

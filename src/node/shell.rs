@@ -272,3 +272,34 @@ impl Node {
         *self.first_peer().slot() = Some((id, link));
     }
 }
+
+/// The peers (see [`super::peer_rt`]).
+impl Node {
+    /// The first peer (in name order): what a two-node resource calls
+    /// "the peer", and what status's `peer` and the commands that speak to
+    /// one peer (verify, resize) use.
+    pub fn first_peer(&self) -> &super::peer_rt::PeerRt {
+        &self.peers[0]
+    }
+
+    /// The peer the machine calls `id`.
+    pub fn peer_rt(&self, id: PeerId) -> Option<&super::peer_rt::PeerRt> {
+        self.peers.iter().find(|p| p.id == id)
+    }
+
+    /// The installed link the machine calls `id`, whichever peer's.
+    pub fn link_by_id(&self, id: super::machine::LinkId) -> Option<Arc<PeerLink>> {
+        self.peers.iter().find_map(|p| p.slot().as_ref().filter(|(l, _)| *l == id).map(|(_, l)| l.clone()))
+    }
+
+    /// The protocol of the connection to `id` (the resource's if unknown).
+    pub fn protocol_of(&self, id: PeerId) -> crate::config::Protocol {
+        self.peer_rt(id).map_or(self.cfg.resource.protocol, super::peer_rt::PeerRt::protocol)
+    }
+
+    /// This resource has more than two data nodes (its links carry
+    /// `CurrentId`, `repl::FEATURE_MESH`).
+    pub fn mesh(&self) -> bool {
+        self.cfg.nodes.len() > 2
+    }
+}
