@@ -290,3 +290,68 @@ impl Status {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(peers: Vec<PeerLine>) -> Status {
+        Status {
+            resource: "r3".into(),
+            node: "alpha".into(),
+            size_bytes: 1 << 40,
+            role: Role::Primary,
+            disk: Disk::UpToDate,
+            connection: Connection::Connected,
+            split_brain: false,
+            peer: PeerStatus { node: "beta".into(), role: "secondary".into(), disk: "uptodate".into() },
+            out_of_sync_bytes: 0,
+            sync: None,
+            nbd_clients: 0,
+            counters: Counters::default(),
+            nbd_uri: "nbd://127.0.0.1:10809/r3".into(),
+            pid: 1,
+            io_frozen: false,
+            verify: None,
+            replication: "established".into(),
+            delay: None,
+            quorum: None,
+            witness: None,
+            peers,
+        }
+    }
+
+    fn line(node: &str, connection: Connection, protocol: &str, out_of_sync_bytes: u64) -> PeerLine {
+        let up = connection == Connection::Connected;
+        PeerLine {
+            node: node.into(),
+            role: if up { "secondary" } else { "unknown" }.into(),
+            disk: if up { "uptodate" } else { "unknown" }.into(),
+            connection,
+            protocol: protocol.into(),
+            replication: if up { "established" } else { "off" }.into(),
+            split_brain: false,
+            out_of_sync_bytes,
+            sync: None,
+        }
+    }
+
+    /// A pair's human status is as it was (one peer block); three nodes
+    /// get a line per peer instead, with its protocol and what it lacks.
+    #[test]
+    fn one_line_per_peer_with_three_nodes_and_the_pair_as_before() {
+        let pair = status(vec![line("beta", Connection::Connected, "C", 0)]).render();
+        assert!(pair.contains("  beta connection:connected\n    peer-role:secondary peer-disk:uptodate\n"), "{pair}");
+        assert!(!pair.contains("protocol:"), "{pair}");
+        let three = status(vec![line("beta", Connection::Connected, "C", 0), line("gamma", Connection::Connecting, "A", 5 << 20)]).render();
+        assert!(three.contains("  beta connection:connected protocol:C peer-role:secondary peer-disk:uptodate\n"), "{three}");
+        assert!(three.contains("  gamma connection:connecting protocol:A peer-role:unknown peer-disk:unknown out-of-sync:5.0 MiB\n"), "{three}");
+        assert!(!three.contains("    peer-role:"), "no two-node peer block beside the lines: {three}");
+        // The JSON keeps `peer` and adds `peers`; a status without `peers` (an older daemon) reads as none.
+        let v = serde_json::to_value(status(vec![line("beta", Connection::Connected, "C", 0)])).unwrap();
+        assert_eq!((v["peer"]["node"].as_str(), v["peers"][0]["protocol"].as_str()), (Some("beta"), Some("C")));
+        let mut old = v.clone();
+        old.as_object_mut().unwrap().remove("peers");
+        assert!(serde_json::from_value::<Status>(old).unwrap().peers.is_empty());
+    }
+}

@@ -649,6 +649,64 @@ mod tests {
         Linked { dir, n, rx, link, dev }
     }
 
+    /// Three nodes (alpha, beta by C, gamma by A), opened as alpha.
+    fn three_with(dir: &std::path::Path, gamma_id: u8) -> Result<Arc<Node>, crate::node::StartError> {
+        let mut text = "[resource]\nname = \"r3\"\nsize = \"1MiB\"\n".to_owned();
+        for (i, n) in ["alpha", "beta", "gamma"].iter().enumerate() {
+            let id = if *n == "gamma" { gamma_id } else { u8::try_from(i).unwrap() };
+            text += &format!(
+                "[nodes.{n}]\nnode_id = {id}\nbacking = \"{d}/{n}.img\"\nmeta = \"{d}/{n}.meta\"\nnbd = \"127.0.0.1:{}\"\nreplication = \"127.0.0.1:{}\"\ncontrol = \"{d}/{n}.sock\"\n",
+                10 + i,
+                20 + i,
+                d = dir.display()
+            );
+        }
+        text += "[[connections]]\nnodes = [\"alpha\", \"beta\"]\n[[connections]]\nnodes = [\"alpha\", \"gamma\"]\nprotocol = \"A\"\n[[connections]]\nnodes = [\"beta\", \"gamma\"]\nprotocol = \"A\"\n";
+        let cfg = crate::config::Config::parse(&dir.join("r3.toml"), &text).unwrap();
+        let me = cfg.nodes[0].clone();
+        Node::open(cfg, me)
+    }
+
+    /// A three-node node keeps a bitmap slot per peer (made at the first
+    /// start) and refuses a metadata file whose slots are not its peers',
+    /// in one line naming both.
+    #[test]
+    fn three_nodes_open_a_slot_per_peer_and_refuse_other_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = three_with(dir.path(), 2).unwrap();
+        assert_eq!(n.peers.iter().map(|p| (p.name(), p.id.0, p.protocol())).collect::<Vec<_>>(), [("beta", 1, Protocol::C), ("gamma", 2, Protocol::A)]);
+        {
+            let m = n.meta();
+            assert_eq!((m.slot_count(), m.node_id(), m.slot_peer(0), m.slot_peer(1)), (2, Some(0), Some((Some(1), "beta")), Some((Some(2), "gamma"))));
+        }
+        drop(n);
+        three_with(dir.path(), 2).expect("opened again");
+        let e = three_with(dir.path(), 5).err().expect("gamma is node 5 now: its slot is not in the file").to_string();
+        assert!(e.contains("bitmap slots for [beta (node_id 1), gamma (node_id 2)]") && e.contains("peers [beta, gamma]") && !e.contains('\n'), "{e}");
+    }
+
+    /// A write goes on every installed link; a peer it does not reach (no
+    /// link) gets it in its own bitmap slot only, the one reached not.
+    #[tokio::test]
+    async fn a_write_marks_the_slot_of_the_peer_it_did_not_reach_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = three_with(dir.path(), 2).unwrap();
+        n.machine().set_for_test(Role::Primary, Disk::UpToDate);
+        let (tx, mut rx) = mpsc::channel(16);
+        let link = Arc::new(PeerLink::new(tx));
+        n.install_for_test(link.clone());
+        assert_eq!(link.peer().0, 1, "the first peer, beta, is linked; gamma is away");
+        let dev = Arc::new(NodeDevice::new(n.clone()));
+        let d2 = dev.clone();
+        let write = tokio::spawn(async move { d2.write(8192, Bytes::from(vec![9u8; 4096]), false).await });
+        let Some(Message::Write { id, offset: 8192, .. }) = rx.recv().await else { panic!("no Write sent to beta") };
+        link.complete(id, 0);
+        tokio::time::timeout(Duration::from_secs(30), write).await.unwrap().unwrap().unwrap();
+        let peer = |id: u8| crate::node::machine::PeerId(id);
+        assert_eq!((n.out_of_sync_bytes_for(peer(1)), n.out_of_sync_bytes_for(peer(2))), (0, 4096));
+        assert!(n.meta().bitmap_for(2).unwrap().test(2), "gamma's slot marks the write");
+    }
+
     /// Steps 5-6: the local write completes, but the reply waits for the peer's ack.
     #[tokio::test]
     async fn reply_never_overtakes_the_peer_ack() {

@@ -129,8 +129,13 @@ impl Io for Exec<'_> {
         // (the peer resyncs what it missed, never marks the wrong slots).
         // Only a machine with two peers emits it; the receiver feeds it to
         // its machine (`apply`, `Event::CurrentIdReceived`).
-        let Some(link) = self.installed(id) else { return };
-        let mask = not_sent_to.iter().filter(|p| p.0 < 64).fold(0u64, |m, p| m | 1 << p.0);
+        let Some((rt, link)) = self.installed_at(id) else { return };
+        // Only the nodes that peer holds a bitmap slot for (the ones it
+        // connects to): with a connection list that leaves a pair out (beta
+        // and gamma), beta has nothing to mark for gamma, and a node it
+        // does not know in the mask would be a corrupt stream to it.
+        let its_peers: Vec<u8> = self.node.cfg.peers_of(rt.name()).iter().map(|p| p.node_id).collect();
+        let mask = not_sent_to.iter().filter(|p| p.0 < 64 && its_peers.contains(&p.0)).fold(0u64, |m, p| m | 1 << p.0);
         if link.try_send(Message::CurrentId { current_uuid: current, not_sent_to: mask }).is_err() {
             tracing::warn!(?id, "peer link: the new current id could not be queued in order with the writes; closing the link");
             link.close();
