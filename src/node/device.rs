@@ -705,6 +705,10 @@ mod tests {
         let peer = |id: u8| crate::node::machine::PeerId(id);
         assert_eq!((n.out_of_sync_bytes_for(peer(1)), n.out_of_sync_bytes_for(peer(2))), (0, 4096));
         assert!(n.meta().bitmap_for(2).unwrap().test(2), "gamma's slot marks the write");
+        let heard = n.heard();
+        assert_eq!(heard.iter().map(|h| (h.0 .0, h.1, h.2)).collect::<Vec<_>>(), [(1, 0, None), (2, 4096, None)], "no frame read: never heard");
+        n.heard_from(peer(2));
+        assert!(n.heard()[1].2.is_some_and(|ago| ago < 60_000));
     }
 
     /// Steps 5-6: the local write completes, but the reply waits for the peer's ack.

@@ -24,11 +24,14 @@ pub struct PeerRt {
     /// Counts state announcements on this peer's links (keeps late ones
     /// from overtaking newer ones).
     pub(super) announced: Arc<AtomicU64>,
+    /// When a frame last came from this peer: the node's clock
+    /// (`Node::now`) plus one; 0: not since the node started.
+    pub(super) heard: AtomicU64,
 }
 
 impl PeerRt {
     pub fn new(cfg: NodeConfig, conn: PeerCfg) -> PeerRt {
-        PeerRt { id: PeerId(conn.node_id), cfg, conn, link: Mutex::new(None), announced: Default::default() }
+        PeerRt { id: PeerId(conn.node_id), cfg, conn, link: Mutex::new(None), announced: Default::default(), heard: AtomicU64::new(0) }
     }
 
     pub fn name(&self) -> &str {

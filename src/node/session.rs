@@ -206,6 +206,7 @@ async fn session(node: &Arc<Node>, peer_id: PeerId, link: Link, inbound: &mut mp
             _ = plink.closed.cancelled() => break None,
         } };
         if msg.is_ok() {
+            node.heard_from(peer_id);
             last_frame.fetch_max(u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX), std::sync::atomic::Ordering::Relaxed);
         }
         match msg {

@@ -287,6 +287,28 @@ impl Node {
         self.peers.iter().find(|p| p.id == id)
     }
 
+    /// What this node knows of each peer's staleness: the bytes its slot
+    /// marks out of sync, and how long ago (ms) a frame last came from it
+    /// (None: not since this node started). For a forced promotion's
+    /// answer (rules3's `Event::Promote { heard }`).
+    pub fn heard(&self) -> Vec<(PeerId, u64, Option<super::machine::Millis>)> {
+        let now = self.now();
+        self.peers
+            .iter()
+            .map(|p| {
+                let at = p.heard.load(std::sync::atomic::Ordering::Relaxed);
+                (p.id, self.out_of_sync_bytes_for(p.id), at.checked_sub(1).map(|t| now.saturating_sub(t)))
+            })
+            .collect()
+    }
+
+    /// A frame came from `peer` now.
+    pub(super) fn heard_from(&self, peer: PeerId) {
+        if let Some(p) = self.peer_rt(peer) {
+            p.heard.store(self.now().saturating_add(1), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// The installed link the machine calls `id`, whichever peer's.
     pub fn link_by_id(&self, id: super::machine::LinkId) -> Option<Arc<PeerLink>> {
         self.peers.iter().find_map(|p| p.slot().as_ref().filter(|(l, _)| *l == id).map(|(_, l)| l.clone()))
