@@ -128,6 +128,18 @@ async fn session(node: &Arc<Node>, peer_id: PeerId, link: Link, inbound: &mut mp
         return None;
     }
     let decision = plan.outcome.decision.clone();
+    // Three nodes: one resync into this node at a time. A second source
+    // (gamma back, alpha and beta both ahead of it) waits until the first
+    // is done, then decides on the ids that resync left.
+    if matches!(decision, Decision::Target { .. }) {
+        let other = node.peers.iter().filter(|p| p.id != peer_id).find(|p| node.machine().state_toward(p.id).is_some_and(|s| s.syncing == Some(super::state::SyncSide::Target)));
+        if let Some(o) = other {
+            let reason = format!("busy: node {} is the target of a resync from {}; connect again when it ends", node.me.name, o.name());
+            tracing::info!("peer link: {reason}");
+            let _ = sink.send(&Message::Goodbye { reason }).await;
+            return None;
+        }
+    }
     if matches!(decision, Decision::Source { .. }) && matches!(peer_bitmap, exchange::PeerBitmap::Ignored { .. }) {
         // Cannot happen (step 1 asked the same pure decide()); a source
         // without the peer's bits would leave the peer's changes unsynced.
