@@ -856,33 +856,48 @@ impl Config {
             .collect()
     }
 
-    /// Why the daemon (which runs one peer, with the settings of
-    /// `[resource]` and `[net]`) cannot run node `me` of this file, if it
-    /// cannot: three nodes, or a connection whose settings differ from the
-    /// resource-wide ones it would use instead. One line.
+    /// The pull-ahead limits (`congestion_fill`, `congestion_extents`) of
+    /// node `me`'s connections that pull ahead (protocol A with
+    /// `on_congestion = "pull-ahead"`); None if none does. (Connections
+    /// with different limits are refused: [`Config::runtime_refusal`].)
+    pub fn pull_ahead_of(&self, me: &str) -> Option<(u64, u32)> {
+        self.peers_of(me).into_iter().find(|p| p.protocol == Protocol::A && p.on_congestion == OnCongestion::PullAhead).map(|p| (p.congestion_fill, p.congestion_extents))
+    }
+
+    /// Why the daemon cannot run node `me` of this file, if it cannot
+    /// (one line). It runs every peer `peers_of(me)` lists, each with its
+    /// connection's protocol; what it cannot run yet:
+    /// - connections that pull ahead with different limits: the machine
+    ///   keeps one set per node;
+    /// - peers that dial this node (their names sort first) with different
+    ///   protocols: the listener answers them all with one Hello;
+    /// - a delayed replica, or a `[witness]`, beside three data nodes.
     pub fn runtime_refusal(&self, me: &str) -> Option<String> {
-        if self.nodes.len() > 2 {
+        let path = self.path.display();
+        let peers = self.peers_of(me);
+        let pulling: Vec<&PeerCfg> = peers.iter().filter(|p| p.on_congestion == OnCongestion::PullAhead).collect();
+        if let Some(p) = pulling.iter().find(|p| (p.congestion_fill, p.congestion_extents) != (pulling[0].congestion_fill, pulling[0].congestion_extents)) {
             return Some(format!(
-                "{}: three-node resources: config and metadata are ready, the daemon does not run them yet",
-                self.path.display()
+                "{path}: key `connections`: node {me} pulls ahead of {} and {} with different limits (congestion_fill, congestion_extents); the daemon keeps one set per node: give them the same",
+                pulling[0].name, p.name
             ));
         }
-        let p = self.peers_of(me).into_iter().next()?;
-        let n = &self.net;
-        let differs = if p.protocol != self.resource.protocol {
-            Some(format!("protocol {} (resource.protocol is {})", p.protocol, self.resource.protocol))
-        } else if (p.on_congestion, p.congestion_fill, p.congestion_extents) != (n.on_congestion, n.congestion_fill, n.congestion_extents) {
-            Some("congestion settings other than [net]'s".to_string())
-        } else {
-            None
-        };
-        differs.map(|d| {
-            format!(
-                "{}: key `connections`: the connection {me}, {} has {d}; the daemon runs a pair with the [resource] and [net] settings only: set them there",
-                self.path.display(),
-                p.name
-            )
-        })
+        let dialing: Vec<&PeerCfg> = peers.iter().filter(|p| p.name.as_str() < me).collect();
+        if let Some(p) = dialing.iter().find(|p| p.protocol != dialing[0].protocol) {
+            return Some(format!(
+                "{path}: key `connections`: node {me} is dialed by {} (protocol {}) and {} (protocol {}); the daemon answers the nodes that dial it with one protocol: give those connections the same one",
+                dialing[0].name, dialing[0].protocol, p.name, p.protocol
+            ));
+        }
+        if self.nodes.len() > 2 {
+            if let Some(d) = self.nodes.iter().find(|n| n.delay.is_some()) {
+                return Some(format!("{path}: key `nodes.{}.apply_delay`: a delayed replica in a resource of three data nodes is not run yet (the daemon runs it in a pair)", d.name));
+            }
+            if self.witness.is_some() {
+                return Some(format!("{path}: key `witness`: three data nodes are their own quorum; a [witness] beside them is not run"));
+            }
+        }
+        None
     }
 }
 
@@ -1218,8 +1233,12 @@ control = "/tmp/b.sock"
         assert_eq!(p.iter().map(|p| (p.name.as_str(), p.node_id)).collect::<Vec<_>>(), [("alpha", 0), ("beta", 1)]);
         assert!(p.iter().all(|p| p.protocol == Protocol::C));
         assert_eq!(c.peer_of("gamma").name, "alpha", "the two-node accessor answers the first peer");
-        let why = c.runtime_refusal("alpha").unwrap();
-        assert!(why.contains("three-node resources: config and metadata are ready, the daemon does not run them yet"), "{why}");
+        for me in ["alpha", "beta", "gamma"] {
+            assert_eq!(c.runtime_refusal(me), None, "the daemon runs three nodes");
+        }
+        // Still not run beside three data nodes: a delayed replica.
+        let why = parse(&three("apply_delay = \"1h\"\n")).unwrap().runtime_refusal("alpha").unwrap();
+        assert!(why.contains("nodes.gamma.apply_delay") && !why.contains('\n'), "{why}");
     }
 
     /// The usual layout: alpha and beta synchronous, gamma asynchronous
@@ -1305,14 +1324,27 @@ protocol = "A"
     /// valid, but the daemon (which runs the resource-wide settings) says
     /// it cannot run it rather than run another protocol than written.
     #[test]
-    fn two_node_connection_settings_the_daemon_cannot_run_yet() {
+    fn connection_settings_the_daemon_cannot_run_yet() {
+        // A pair whose connection has its own protocol: run.
         let c = parse(&format!("{GOOD}\n[[connections]]\nnodes = [\"alpha\", \"beta\"]\nprotocol = \"A\"\n")).unwrap();
         assert_eq!(c.peers_of("alpha")[0].protocol, Protocol::A);
-        let why = c.runtime_refusal("alpha").unwrap();
-        assert!(why.contains("protocol A (resource.protocol is C)") && !why.contains('\n'), "{why}");
-        let a = GOOD.replace("protocol = \"C\"", "protocol = \"A\"");
-        let c = parse(&format!("{a}\n[[connections]]\nnodes = [\"alpha\", \"beta\"]\ncongestion_fill = \"1MiB\"\n")).unwrap();
-        assert!(c.runtime_refusal("beta").unwrap().contains("congestion"));
+        assert_eq!(c.runtime_refusal("alpha"), None);
+        // Pull-ahead limits of its own on a connection: run.
+        let c = parse(&format!("{GOOD}\n[[connections]]\nnodes = [\"alpha\", \"beta\"]\nprotocol = \"A\"\non_congestion = \"pull-ahead\"\ncongestion_fill = \"1MiB\"\n")).unwrap();
+        assert_eq!((c.runtime_refusal("beta"), c.pull_ahead_of("beta")), (None, Some((1 << 20, c.net.congestion_extents))));
+        assert_eq!(parse(GOOD).unwrap().pull_ahead_of("alpha"), None);
+        // Two connections of a node pulling ahead with different limits: one set per node only.
+        let two = "[[connections]]\nnodes = [\"alpha\", \"beta\"]\n[[connections]]\nnodes = [\"alpha\", \"gamma\"]\nprotocol = \"A\"\non_congestion = \"pull-ahead\"\n[[connections]]\nnodes = [\"beta\", \"gamma\"]\nprotocol = \"A\"\non_congestion = \"pull-ahead\"\ncongestion_fill = \"1MiB\"\n";
+        let c = parse(&three(two)).unwrap();
+        assert_eq!((c.runtime_refusal("alpha"), c.runtime_refusal("beta")), (None, None));
+        let why = c.runtime_refusal("gamma").unwrap();
+        assert!(why.contains("node gamma pulls ahead of alpha and beta with different limits") && !why.contains('\n'), "{why}");
+        // Gamma dialed by alpha with A and by beta with C: one Hello answers both.
+        let mixed = "[[connections]]\nnodes = [\"alpha\", \"beta\"]\n[[connections]]\nnodes = [\"alpha\", \"gamma\"]\nprotocol = \"A\"\n[[connections]]\nnodes = [\"beta\", \"gamma\"]\n";
+        let c = parse(&three(mixed)).unwrap();
+        assert_eq!((c.runtime_refusal("alpha"), c.runtime_refusal("beta")), (None, None));
+        let why = c.runtime_refusal("gamma").unwrap();
+        assert!(why.contains("node gamma is dialed by alpha (protocol A) and beta (protocol C)"), "{why}");
     }
 
     #[test]

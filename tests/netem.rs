@@ -217,6 +217,23 @@ fn pat(i: u64) -> u8 {
     (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8
 }
 
+/// Runs the calling thread on the first CPU it may use. Both ends of a
+/// transfer do: a veth hands each packet to the backlog of the CPU that
+/// sent it, so a sender (or the ACK-clocked softirq) moving between CPUs
+/// mid-flow can reorder a plain link by itself (CI16 saw 3 segments out
+/// of order with no emulator, under load); on one CPU it cannot.
+fn pin_to_first_cpu() {
+    // SAFETY: plain libc calls on a zeroed cpu_set_t for this thread.
+    unsafe {
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed), 0);
+        let first = (0..libc::CPU_SETSIZE as usize).find(|&c| libc::CPU_ISSET(c, &allowed)).expect("some CPU");
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(first, &mut one);
+        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one), 0);
+    }
+}
+
 /// Sends `len` pattern bytes from beta to alpha over TCP; checks every byte
 /// arrived, in order. Returns the seconds it took.
 fn transfer(bed: &Bed, len: u64) -> f64 {
@@ -224,6 +241,7 @@ fn transfer(bed: &Bed, len: u64) -> f64 {
     let addr = l.local_addr().unwrap();
     let t = Instant::now();
     let rx = std::thread::spawn(move || {
+        pin_to_first_cpu();
         let (mut c, _) = l.accept().unwrap();
         c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let mut got = 0u64;
@@ -242,17 +260,20 @@ fn transfer(bed: &Bed, len: u64) -> f64 {
     });
     let mut c = in_ns(&bed.ns[1], move || TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap());
     c.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut sent = 0u64;
-    let mut b = vec![0u8; 1 << 16];
-    while sent < len {
-        let n = (len - sent).min(b.len() as u64);
-        for (k, x) in b.iter_mut().enumerate().take(usize::try_from(n).unwrap()) {
-            *x = pat(sent + k as u64);
+    let tx = std::thread::spawn(move || {
+        pin_to_first_cpu();
+        let mut sent = 0u64;
+        let mut b = vec![0u8; 1 << 16];
+        while sent < len {
+            let n = (len - sent).min(b.len() as u64);
+            for (k, x) in b.iter_mut().enumerate().take(usize::try_from(n).unwrap()) {
+                *x = pat(sent + k as u64);
+            }
+            c.write_all(&b[..usize::try_from(n).unwrap()]).unwrap();
+            sent += n;
         }
-        c.write_all(&b[..usize::try_from(n).unwrap()]).unwrap();
-        sent += n;
-    }
-    drop(c);
+    });
+    tx.join().unwrap();
     let got = rx.join().unwrap();
     assert_eq!(got, len, "the receiver got {got} of {len} bytes");
     t.elapsed().as_secs_f64()

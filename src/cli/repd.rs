@@ -82,8 +82,7 @@ pub fn main() -> i32 {
                     return exit::USAGE;
                 }
             };
-            // The runtime runs one peer with [resource]/[net]'s settings;
-            // config and metadata already take three nodes.
+            // What the runtime cannot run yet (see `Config::runtime_refusal`).
             if let Some(why) = cfg.runtime_refusal(&me.name) {
                 say(&format!("repd: {why}"));
                 return exit::USAGE;

@@ -12,4 +12,4 @@ mod status;
 pub use client::{call, ClientError};
 pub use message::{Request, Response};
 pub use server::{bind, serve, serve_on, Handler, STOPPING_LINE};
-pub use status::{Counters, DelayStatus, PeerStatus, Status, SyncStatus, VerifyStatus};
+pub use status::{Counters, DelayStatus, PeerLine, PeerStatus, Status, SyncStatus, VerifyStatus};

@@ -14,6 +14,27 @@ pub struct PeerStatus {
     pub disk: String,
 }
 
+/// One peer of the node (`peers`, extra field): every configured peer,
+/// connected or not, in name order. A pair has one, the same as `peer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerLine {
+    pub node: String,
+    /// "unknown" when not connected (as `peer.role`).
+    pub role: String,
+    pub disk: String,
+    pub connection: Connection,
+    /// The connection's protocol: `A`, `B` or `C`.
+    pub protocol: String,
+    /// As the node's `replication`, toward this peer.
+    pub replication: String,
+    pub split_brain: bool,
+    /// What this node's bitmap slot for the peer marks (the peer lacks it
+    /// or it lacks the peer's; a running resync's target: what is left).
+    pub out_of_sync_bytes: u64,
+    /// A resync running with this peer.
+    pub sync: Option<SyncStatus>,
+}
+
 /// A running resync.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncStatus {
@@ -106,6 +127,9 @@ pub struct Status {
     /// `connected` or `connecting`.
     #[serde(default)]
     pub witness: Option<String>,
+    /// Every peer (extra field): one object each; `peer` is the first.
+    #[serde(default)]
+    pub peers: Vec<PeerLine>,
 }
 
 fn replication_off() -> String {
@@ -163,36 +187,60 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
+fn render_sync(s: &mut String, sy: &SyncStatus) {
+    let pct = if sy.total_bytes == 0 { 100.0 } else { 100.0 * sy.done_bytes as f64 / sy.total_bytes as f64 };
+    let _ = writeln!(
+        s,
+        "    sync:{} {:.1}% ({} of {}) {}/s eta {}s",
+        match sy.direction {
+            SyncSide::Source => "source",
+            SyncSide::Target => "target",
+        },
+        pct,
+        human_bytes(sy.done_bytes),
+        human_bytes(sy.total_bytes),
+        human_bytes(sy.bytes_per_sec),
+        sy.eta_secs
+    );
+}
+
 impl Status {
     /// The at-a-glance summary a DRBD user expects from `drbdadm status`.
     pub fn render(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "{} role:{} size:{}", self.resource, self.role, human_bytes(self.size_bytes));
         let _ = writeln!(s, "  disk:{}", self.disk);
-        let mut peer = format!("  {} connection:{}", self.peer.node, self.connection);
-        if matches!(self.replication.as_str(), "ahead" | "behind") {
-            let _ = write!(peer, " replication:{}", self.replication);
-        }
-        if self.split_brain {
-            peer.push_str(" split-brain:yes");
-        }
-        let _ = writeln!(s, "{peer}");
-        let _ = writeln!(s, "    peer-role:{} peer-disk:{}", self.peer.role, self.peer.disk);
-        if let Some(sy) = &self.sync {
-            let pct = if sy.total_bytes == 0 { 100.0 } else { 100.0 * sy.done_bytes as f64 / sy.total_bytes as f64 };
-            let _ = writeln!(
-                s,
-                "    sync:{} {:.1}% ({} of {}) {}/s eta {}s",
-                match sy.direction {
-                    SyncSide::Source => "source",
-                    SyncSide::Target => "target",
-                },
-                pct,
-                human_bytes(sy.done_bytes),
-                human_bytes(sy.total_bytes),
-                human_bytes(sy.bytes_per_sec),
-                sy.eta_secs
-            );
+        if self.peers.len() > 1 {
+            // Three nodes: a line per peer (and its resync).
+            for p in &self.peers {
+                let mut line = format!("  {} connection:{} protocol:{} peer-role:{} peer-disk:{}", p.node, p.connection, p.protocol, p.role, p.disk);
+                if p.replication != "off" && p.replication != "established" {
+                    let _ = write!(line, " replication:{}", p.replication);
+                }
+                if p.split_brain {
+                    line.push_str(" split-brain:yes");
+                }
+                if p.out_of_sync_bytes > 0 {
+                    let _ = write!(line, " out-of-sync:{}", human_bytes(p.out_of_sync_bytes));
+                }
+                let _ = writeln!(s, "{line}");
+                if let Some(sy) = &p.sync {
+                    render_sync(&mut s, sy);
+                }
+            }
+        } else {
+            let mut peer = format!("  {} connection:{}", self.peer.node, self.connection);
+            if matches!(self.replication.as_str(), "ahead" | "behind") {
+                let _ = write!(peer, " replication:{}", self.replication);
+            }
+            if self.split_brain {
+                peer.push_str(" split-brain:yes");
+            }
+            let _ = writeln!(s, "{peer}");
+            let _ = writeln!(s, "    peer-role:{} peer-disk:{}", self.peer.role, self.peer.disk);
+            if let Some(sy) = &self.sync {
+                render_sync(&mut s, sy);
+            }
         }
         if let Some(v) = &self.verify {
             let state = match (&v.error, v.running) {
@@ -209,7 +257,7 @@ impl Status {
                 v.elapsed_ms as f64 / 1000.0
             );
         }
-        if self.out_of_sync_bytes > 0 {
+        if self.out_of_sync_bytes > 0 && self.peers.len() <= 1 {
             let _ = writeln!(s, "    out-of-sync:{}", human_bytes(self.out_of_sync_bytes));
         }
         if let Some(d) = &self.delay {
@@ -240,5 +288,70 @@ impl Status {
         }
         let _ = writeln!(s, "  nbd: {} client(s) at {}", self.nbd_clients, self.nbd_uri);
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(peers: Vec<PeerLine>) -> Status {
+        Status {
+            resource: "r3".into(),
+            node: "alpha".into(),
+            size_bytes: 1 << 40,
+            role: Role::Primary,
+            disk: Disk::UpToDate,
+            connection: Connection::Connected,
+            split_brain: false,
+            peer: PeerStatus { node: "beta".into(), role: "secondary".into(), disk: "uptodate".into() },
+            out_of_sync_bytes: 0,
+            sync: None,
+            nbd_clients: 0,
+            counters: Counters::default(),
+            nbd_uri: "nbd://127.0.0.1:10809/r3".into(),
+            pid: 1,
+            io_frozen: false,
+            verify: None,
+            replication: "established".into(),
+            delay: None,
+            quorum: None,
+            witness: None,
+            peers,
+        }
+    }
+
+    fn line(node: &str, connection: Connection, protocol: &str, out_of_sync_bytes: u64) -> PeerLine {
+        let up = connection == Connection::Connected;
+        PeerLine {
+            node: node.into(),
+            role: if up { "secondary" } else { "unknown" }.into(),
+            disk: if up { "uptodate" } else { "unknown" }.into(),
+            connection,
+            protocol: protocol.into(),
+            replication: if up { "established" } else { "off" }.into(),
+            split_brain: false,
+            out_of_sync_bytes,
+            sync: None,
+        }
+    }
+
+    /// A pair's human status is as it was (one peer block); three nodes
+    /// get a line per peer instead, with its protocol and what it lacks.
+    #[test]
+    fn one_line_per_peer_with_three_nodes_and_the_pair_as_before() {
+        let pair = status(vec![line("beta", Connection::Connected, "C", 0)]).render();
+        assert!(pair.contains("  beta connection:connected\n    peer-role:secondary peer-disk:uptodate\n"), "{pair}");
+        assert!(!pair.contains("protocol:"), "{pair}");
+        let three = status(vec![line("beta", Connection::Connected, "C", 0), line("gamma", Connection::Connecting, "A", 5 << 20)]).render();
+        assert!(three.contains("  beta connection:connected protocol:C peer-role:secondary peer-disk:uptodate\n"), "{three}");
+        assert!(three.contains("  gamma connection:connecting protocol:A peer-role:unknown peer-disk:unknown out-of-sync:5.0 MiB\n"), "{three}");
+        assert!(!three.contains("    peer-role:"), "no two-node peer block beside the lines: {three}");
+        // The JSON keeps `peer` and adds `peers`; a status without `peers` (an older daemon) reads as none.
+        let v = serde_json::to_value(status(vec![line("beta", Connection::Connected, "C", 0)])).unwrap();
+        assert_eq!((v["peer"]["node"].as_str(), v["peers"][0]["protocol"].as_str()), (Some("beta"), Some("C")));
+        let mut old = v.clone();
+        old.as_object_mut().unwrap().remove("peers");
+        assert!(serde_json::from_value::<Status>(old).unwrap().peers.is_empty());
     }
 }

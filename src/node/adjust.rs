@@ -171,7 +171,7 @@ impl super::Node {
         let mut settings = *self.machine().settings();
         settings.fencing = m.config.net.fencing;
         settings.after_split_brain = m.config.resource.after_split_brain;
-        settings.pull_ahead = super::machine::Congestion::from_config(&m.config);
+        settings.pull_ahead = m.config.pull_ahead_of(&self.me.name).map(|(fill, extents)| super::machine::Congestion { fill, extents });
         settings.quorum = m.config.witness.as_ref().map(|w| w.on_no_quorum);
         let _ = self.step(super::machine::Event::Adjust(settings));
         if m.refused.is_empty() {

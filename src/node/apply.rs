@@ -119,7 +119,7 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
         Message::Received { id } => link.note_received(id),
         // Replies never wait for room in the queue here (see `PeerLink::send_soon`).
         Message::RoleRequest { id } => {
-            let granted = matches!(node.step(Event::RoleRequested { peer: node.peer_id() }), Ok(Answer::Granted(true)));
+            let granted = matches!(node.step(Event::RoleRequested { peer: link.peer() }), Ok(Answer::Granted(true)));
             let errno = if granted { 0 } else { libc::EBUSY };
             link.send_soon(Message::Ack { id, errno });
         }
@@ -129,12 +129,12 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
         }
         Message::PingAck { .. } => {}
         Message::StateUpdate { role, disk, flags } => {
-            let _ = node.step(Event::PeerUpdate { peer: node.peer_id(), role: from_wire_role(role), disk: from_wire_disk(disk) });
-            let _ = node.step(Event::PeerAhead { peer: node.peer_id(), ahead: flags & crate::repl::types::STATE_AHEAD != 0 });
+            let _ = node.step(Event::PeerUpdate { peer: link.peer(), role: from_wire_role(role), disk: from_wire_disk(disk) });
+            let _ = node.step(Event::PeerAhead { peer: link.peer(), ahead: flags & crate::repl::types::STATE_AHEAD != 0 });
         }
         Message::State(s) => {
             // The source's ids after its sync start.
-            let _ = node.step(Event::PeerIds { peer: node.peer_id(), ids: GenIds { current: s.current_uuid, bitmap: s.bitmap_uuid, history: s.history_uuids } });
+            let _ = node.step(Event::PeerIds { peer: link.peer(), ids: GenIds { current: s.current_uuid, bitmap: s.bitmap_uuid, history: s.history_uuids } });
         }
         Message::SyncStart { total_bytes, source_uuid } => {
             // A delayed replica: every write before it is in the journal
@@ -147,7 +147,7 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             }
             // A delayed replica applies what is pending before resync data lands.
             node.delay_before_resync("a resync from the peer", total_bytes > 0).await.map_err(SessionError::Refused)?;
-            match node.step(Event::SyncStartReceived { peer: node.peer_id(), source_uuid, total: total_bytes, now: node.now() }) {
+            match node.step(Event::SyncStartReceived { peer: link.peer(), source_uuid, total: total_bytes, now: node.now() }) {
                 Ok(Answer::Refused(why)) => return Err(SessionError::Refused(why)),
                 Ok(_) => {}
                 Err(e) => return Err(e.into()),
@@ -174,7 +174,7 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             if let Some(d) = &node.delay {
                 d.resync_done();
             }
-            node.step(Event::SyncDoneFlushed { peer: node.peer_id() })?;
+            node.step(Event::SyncDoneFlushed { peer: link.peer() })?;
         }
         Message::VerifyRequest { id, offset, len } => {
             check_range(node, offset, u64::from(len))?;
@@ -217,7 +217,31 @@ pub async fn dispatch(node: &Arc<Node>, link: &Arc<PeerLink>, msg: Message) -> R
             });
         }
         Message::ReadReply { id, errno, data } => link.complete_reply(id, Reply::Data(if errno == 0 { Ok(data) } else { Err(errno) })),
+        Message::CurrentId { current_uuid, not_sent_to } => {
+            // Three nodes: the Primary's new current id and whom it is not
+            // sending to, in order with its writes (design, "Generation ids
+            // per pair" 2 and 3).
+            let not_sent_to = (0..64u8).filter(|b| not_sent_to & (1u64 << b) != 0).map(super::machine::PeerId).collect();
+            match node.step(Event::CurrentIdReceived { peer: link.peer(), current: current_uuid, not_sent_to }) {
+                Ok(Answer::Refused(why)) => return Err(SessionError::Protocol(format!("CurrentId refused: {why}"))),
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         m @ (Message::ResizeQuery { .. } | Message::ResizeInfo { .. } | Message::ResizeCommit { .. }) => super::resize::dispatch(node, link, m),
+        // Three nodes (proto/replication.md, "Three-node links"): from a
+        // Primary, "record the third node outdated"; from the node that
+        // recorded this one, "you are outdated".
+        Message::Outdate { id } if node.peers.len() > 1 => {
+            let peer = link.peer();
+            let from_primary = node.machine().peer(peer).and_then(super::machine::Peer::view).is_some_and(|v| v.role == super::state::Role::Primary);
+            let ev = match node.peers.iter().map(|p| p.id).find(|&x| x != peer) {
+                Some(about) if from_primary => Event::OutdateAsked { peer, about },
+                _ => Event::OutdatedByWitness,
+            };
+            let errno = if matches!(node.step(ev), Ok(Answer::Ok(_))) { 0 } else { libc::EBUSY };
+            link.send_soon(Message::Ack { id, errno });
+        }
         other => return Err(SessionError::Protocol(format!("unexpected {} in a running session", other.msg_type()))),
     }
     Ok(())
@@ -246,7 +270,9 @@ fn mirrored(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, len: u
         return Ok(());
     }
     if !matches!(op, Apply::Flush) {
-        super::protocols::receipt(node.cfg.resource.protocol, link, id);
+        super::protocols::receipt(node.protocol_of(link.peer()), link, id);
+        // Three nodes: the slots of the nodes the Primary does not send to.
+        node.mark_for(&node.also_mark(link.peer()), offset, len);
     }
     let (start, end, access) = footprint(offset, len, &op);
     let entered = Entered::arrive(node, start, end, access);
@@ -323,7 +349,12 @@ pub fn mirrored_batch(node: &Arc<Node>, link: &Arc<PeerLink>, batch: Vec<Message
         return Ok(());
     }
     for (id, ..) in &writes {
-        super::protocols::receipt(node.cfg.resource.protocol, link, *id);
+        super::protocols::receipt(node.protocol_of(link.peer()), link, *id);
+    }
+    // Three nodes: the slots of the nodes the Primary does not send to.
+    let others = node.also_mark(link.peer());
+    for (_, offset, _, data) in &writes {
+        node.mark_for(&others, *offset, data.len() as u64);
     }
     let frames: Vec<_> = writes.iter().map(|(_, offset, _, data)| (*offset, offset + data.len() as u64, Access::Write)).collect();
     let tickets = Entered::arrive_batch(node, &frames);
@@ -452,7 +483,7 @@ fn resync_apply(node: &Arc<Node>, link: &Arc<PeerLink>, id: u64, offset: u64, le
             if is_data {
                 AtomicCounters::add(&node.counters.resync_received_bytes, len);
             }
-            node.sync_progress(len);
+            node.sync_progress(link.peer(), len);
         }
         let _ = link.send(Message::SyncAck { id, errno }).await;
     });

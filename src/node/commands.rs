@@ -30,10 +30,11 @@ impl Node {
         if let Some(why) = self.delay_refuses_promotion() {
             return Response::refused(why);
         }
-        // TODO(mesh): what the runtime knows of each peer (its slot's
-        // out-of-sync bytes, when it was last heard from); only a
-        // three-node machine answers with it.
-        let r = self.step(Event::Promote { force, heard: Vec::new() });
+        // What the runtime knows of each peer (its slot's out-of-sync
+        // bytes, when it was last heard from): a protocol-A-only node's
+        // answer says it.
+        let heard = self.heard().into_iter().map(|(peer, out_of_sync, ago)| super::machine::Heard { peer, out_of_sync, ago }).collect();
+        let r = self.step(Event::Promote { force, heard });
         let r = if matches!(r, Ok(Answer::AskWitness)) {
             self.witness.set_promoting(true);
             self.report_to_witness(true);
@@ -54,7 +55,7 @@ impl Node {
         while let Ok(Answer::AskPeers(ids)) = r {
             r = Ok(Answer::None);
             for id in ids {
-                let answer = match self.link().filter(|l| l.id() == id) {
+                let answer = match self.link_by_id(id) {
                     None => PeerAnswer::Lost,
                     Some(link) => match link.request(|id| Message::RoleRequest { id }).await {
                         Ok(()) => PeerAnswer::Granted,
@@ -88,8 +89,9 @@ impl Node {
         *self.standalone_why.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         match self.step(Event::Disconnect) {
             Ok(Answer::Goodbye(ids)) => {
-                if let Some(l) = self.link().filter(|l| ids.contains(&l.id())) {
-                    self.goodbye(&l, &format!("node {} was disconnected by the operator", self.me.name)).await;
+                let why = format!("node {} was disconnected by the operator", self.me.name);
+                for l in ids.iter().filter_map(|&id| self.link_by_id(id)) {
+                    self.goodbye(&l, &why).await;
                 }
                 self.changed();
                 Response::ok("standalone")
@@ -104,7 +106,7 @@ impl Node {
             return Response::refused(why);
         }
         match self.step(Event::VerifyAsked { peer: None }) {
-            Ok(Answer::Verify(id)) => match self.link().filter(|l| l.id() == id) {
+            Ok(Answer::Verify(id)) => match self.link_by_id(id) {
                 Some(link) => self.start_verify(link),
                 None => Response::refused("not connected to the peer"),
             },

@@ -150,7 +150,7 @@ impl NodeDevice {
     }
 
     async fn mutate_one(&self, offset: u64, len: u64, op: Op, fua: bool) -> io::Result<()> {
-        if self.node.cfg.resource.protocol == Protocol::C {
+        if self.node.peers.iter().all(|p| p.protocol() == Protocol::C) {
             return self.mutate_locked(offset, len, op, fua, &mut None).await;
         }
         // Protocols A and B (super::protocols): the client may be answered
@@ -217,24 +217,35 @@ impl NodeDevice {
 
     /// Steps 5-7; `guard` is the write's range lock, released when the
     /// client is answered early (A, B).
+    ///
+    /// Each peer is a leg of its own: the write goes on every installed
+    /// link, and the client hears once the local write is done and every
+    /// leg got as far as its connection's protocol asks (C: the Ack, B:
+    /// `Received`, A: queued); a leg whose final answer came first (C, or
+    /// a failed send) is settled before that. A peer the write does not
+    /// reach (no link, lost, failed) gets the range in its own bitmap slot
+    /// (`Degraded` names it).
     async fn replicate(&self, offset: u64, len: u64, op: Op, fua: bool, early: &mut Option<Early>, guard: &mut super::ranges::RangeGuard<'_>) -> io::Result<()> {
+        let answer_early = early.is_some();
         // Protocol A's pull-ahead (super::pull_ahead): Ahead of a congested
         // peer, the write is not sent; the machine marked it out of sync.
-        let (link, ahead) = super::pull_ahead::route(&self.node, self.node.link(), offset, len).await?;
-        let answer_early = early.is_some();
-        let want_received = self.node.cfg.resource.protocol == Protocol::B;
-        let remote_msg = link.as_ref().map(|_| match &op {
+        let mut legs = Vec::with_capacity(self.node.peers.len());
+        for (peer, link) in self.node.links() {
+            let (link, ahead) = super::pull_ahead::route(&self.node, link, offset, len).await?;
+            legs.push(Leg { peer, link, ahead, protocol: self.node.protocol_of(peer) });
+        }
+        let remote_op = match &op {
             Op::Write(data) => RemoteOp::Write(data.clone()),
             Op::Trim => RemoteOp::Trim,
             Op::Zero(may_trim) => RemoteOp::Zero(*may_trim),
-        });
+        };
         // The local leg is the local device, as an nbdkit filter calls
         // `next`: FUA-then-sync is written once, there.
         let local_dev = crate::device::LocalDevice::new(self.node.store.clone(), false);
         let detached = self.node.disk_failed();
-        // Step 5: local write and peer send, concurrently. The peer's leg is
-        // polled first, so the frame is queued before a small local write
-        // runs inline (crate::inline_io) and the two overlap.
+        // Step 5: local write and peer sends, concurrently. The peers' legs
+        // are polled first, so the frames are queued before a small local
+        // write runs inline (crate::inline_io) and they overlap.
         let local = async move {
             if detached {
                 return Ok(());
@@ -245,49 +256,71 @@ impl NodeDevice {
                 Op::Zero(may_trim) => local_dev.write_zeroes(offset, len, crate::device::ZeroFlags { may_trim, fast_only: false }, fua).await,
             }
         };
-        let remote = async {
-            let (Some(link), Some(m)) = (&link, remote_msg) else { return None };
-            let make = |id| match m {
-                RemoteOp::Write(data) => Message::Write { id, offset, fua, data },
-                RemoteOp::Trim => Message::Trim { id, offset, len, fua },
-                RemoteOp::Zero(may_trim) => Message::Zero { id, offset, len, may_trim, fua },
-            };
-            if !answer_early {
-                return Some(Stage::Final(link.request(make).await));
-            }
-            // A: queued is enough; B: the peer must have received it.
-            Some(match super::protocols::InFlight::submit(link, make, want_received).await {
-                Err(e) => Stage::Final(Err(e)),
-                Ok(mut f) if want_received => match f.received().await {
-                    Ok(()) => Stage::Early(f),
-                    Err(e) => Stage::Final(Err(e)),
-                },
-                Ok(f) => Stage::Early(f),
-            })
-        };
-        // Step 6: the reply waits for both (A and B: for the local write
-        // and the peer's stage; then the peer's Ack is awaited all the same).
-        let (remote, local) = tokio::join!(biased; remote, local);
-        let remote = match remote {
-            None => None,
-            Some(Stage::Final(r)) => Some(r),
-            Some(Stage::Early(mut f)) => {
-                if local.is_ok() && !detached {
-                    // Done here and queued (A) or received (B): the next
-                    // overlapping write may follow it on the link.
-                    guard.release();
-                    if let Some(tx) = early.take() {
-                        let _ = tx.send(Ok(()));
-                    }
+        let remotes = futures::future::join_all(legs.iter().map(|leg| {
+            let m = remote_op.clone();
+            async move {
+                let link = leg.link.as_ref()?;
+                let make = |id| match m {
+                    RemoteOp::Write(data) => Message::Write { id, offset, fua, data },
+                    RemoteOp::Trim => Message::Trim { id, offset, len, fua },
+                    RemoteOp::Zero(may_trim) => Message::Zero { id, offset, len, may_trim, fua },
+                };
+                if !answer_early || leg.protocol == Protocol::C {
+                    return Some(Stage::Final(link.request(make).await));
                 }
-                Some(f.acked().await)
+                // A: queued is enough; B: the peer must have received it.
+                let want_received = leg.protocol == Protocol::B;
+                Some(match super::protocols::InFlight::submit(link, make, want_received).await {
+                    Err(e) => Stage::Final(Err(e)),
+                    Ok(mut f) if want_received => match f.received().await {
+                        Ok(()) => Stage::Early(f),
+                        Err(e) => Stage::Final(Err(e)),
+                    },
+                    Ok(f) => Stage::Early(f),
+                })
             }
-        };
-        let mirrored = matches!(remote, Some(Ok(())));
-        if let (Some(Err(super::link::LinkError::Lost)), Some(link)) = (&remote, &link) {
-            // Counted now, not when the session ends: the new generation
-            // below must be made for this loss (see `Node::ensure_diverged`).
-            self.node.count_loss(link);
+        }));
+        // Step 6: the reply waits for all (A and B: for the local write
+        // and each peer's stage; then the peers' Acks are awaited all the same).
+        let (stages, local) = tokio::join!(biased; remotes, local);
+        let mut outcomes: Vec<Option<Result<(), super::link::LinkError>>> = vec![None; legs.len()];
+        let mut waiting = Vec::new();
+        for (i, stage) in stages.into_iter().enumerate() {
+            match stage {
+                None => {}
+                Some(Stage::Final(r)) => outcomes[i] = Some(r),
+                Some(Stage::Early(f)) => waiting.push((i, f)),
+            }
+        }
+        let mut settled = vec![false; legs.len()];
+        if !waiting.is_empty() && local.is_ok() && !detached {
+            // The legs already answered are settled first: a peer that
+            // lacks the write has it marked, under a durable new id, before
+            // the client hears.
+            for (i, leg) in legs.iter().enumerate() {
+                if waiting.iter().all(|(w, _)| *w != i) {
+                    self.count_if_lost(leg, outcomes[i]);
+                    self.settle(leg, outcomes[i], offset, len, fua).await?;
+                    settled[i] = true;
+                }
+            }
+            // Done here and queued (A) or received (B): the next
+            // overlapping write may follow it on the links.
+            guard.release();
+            if let Some(tx) = early.take() {
+                let _ = tx.send(Ok(()));
+            }
+        }
+        for (i, mut f) in waiting {
+            outcomes[i] = Some(f.acked().await);
+        }
+        let mirrored = outcomes.iter().any(|o| matches!(o, Some(Ok(()))));
+        for (i, leg) in legs.iter().enumerate() {
+            if !settled[i] {
+                // Counted now, not when the session ends: the new generation
+                // below must be made for this loss (see `Node::ensure_diverged`).
+                self.count_if_lost(leg, outcomes[i]);
+            }
         }
         if let Some(ms) = crate::failpoint::delay_ms("device.acked") {
             tracing::info!(offset, len, mirrored, "fail point device.acked: the write waits {ms} ms after both legs completed");
@@ -295,7 +328,7 @@ impl NodeDevice {
         }
         if let Err(e) = local {
             self.node.on_io_error("write", &e);
-            // The peer has it: the client's write succeeded.
+            // A peer has it: the client's write succeeded.
             if !mirrored || e.raw_os_error() == Some(libc::EINVAL) {
                 return Err(e);
             }
@@ -303,29 +336,57 @@ impl NodeDevice {
         if detached && !mirrored {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
-        if mirrored {
-            if let (false, Some(link)) = (fua, &link) {
-                self.node.note_peer_write(link, offset, len)?;
-            }
-            AtomicCounters::add(&self.node.counters.replicated_bytes, len);
-        } else {
-            // Step 7: the peer does not have it. The divergence is on
-            // disk (a new generation) before any such write is acked.
-            // With resource-and-stonith, not acked until the peer is fenced.
-            // (Ahead: marked and diverged already; the peer is connected.)
-            if !ahead {
-                self.node.degraded(offset, len)?;
-                self.node.wait_thawed().await?;
+        for (i, leg) in legs.iter().enumerate() {
+            if !settled[i] {
+                self.settle(leg, outcomes[i], offset, len, fua).await?;
             }
         }
         AtomicCounters::add(&self.node.counters.app_write_bytes, len);
         Ok(())
     }
+
+    /// A request lost with its link counts the loss now (see `replicate`).
+    fn count_if_lost(&self, leg: &Leg, outcome: Option<Result<(), super::link::LinkError>>) {
+        if let (Some(Err(super::link::LinkError::Lost)), Some(link)) = (outcome, &leg.link) {
+            self.node.count_loss(link);
+        }
+    }
+
+    /// One peer's answer to the write, recorded: acknowledged (not yet
+    /// flushed there), or not reached (step 7).
+    async fn settle(&self, leg: &Leg, outcome: Option<Result<(), super::link::LinkError>>, offset: u64, len: u64, fua: bool) -> io::Result<()> {
+        if matches!(outcome, Some(Ok(()))) {
+            if let (false, Some(link)) = (fua, &leg.link) {
+                self.node.note_peer_write(link, offset, len)?;
+            }
+            AtomicCounters::add(&self.node.counters.replicated_bytes, len);
+            return Ok(());
+        }
+        // Step 7: the peer does not have it. The divergence is on disk (a
+        // new generation) before any such write is acked. With
+        // resource-and-stonith, not acked until the peer is fenced. (Ahead:
+        // marked and diverged already; the peer is connected.)
+        if !leg.ahead {
+            self.node.degraded(leg.peer, offset, len)?;
+            self.node.wait_thawed().await?;
+        }
+        Ok(())
+    }
+}
+
+/// One peer's part in a write ([`NodeDevice::replicate`]).
+struct Leg {
+    peer: super::machine::PeerId,
+    link: Option<Arc<super::link::PeerLink>>,
+    /// This Primary is Ahead of the peer: the write is marked, not sent.
+    ahead: bool,
+    protocol: Protocol,
 }
 
 impl NodeDevice {
     async fn read_from_peer(&self, offset: u64, len: u32) -> io::Result<Bytes> {
-        let link = self.node.link().ok_or_else(|| io::Error::from_raw_os_error(libc::EIO))?;
+        // The first connected peer.
+        let link = self.node.links().into_iter().find_map(|(_, l)| l).ok_or_else(|| io::Error::from_raw_os_error(libc::EIO))?;
         match link.request_reply(|id| Message::ReadRequest { id, offset, len }).await {
             Ok(super::link::Reply::Data(Ok(b))) if b.len() == len as usize => Ok(b),
             Ok(super::link::Reply::Data(Err(errno))) => Err(io::Error::from_raw_os_error(errno)),
@@ -346,6 +407,7 @@ enum Stage {
 }
 
 /// What is sent to the peer for an [`Op`].
+#[derive(Clone)]
 enum RemoteOp {
     Write(Bytes),
     Trim,
@@ -401,35 +463,38 @@ impl BlockDevice for NodeDevice {
         self.check_primary()?;
         self.node.wait_thawed().await?;
         let s = self.node.store.clone();
-        // Ahead of a congested peer (protocol A's pull-ahead): local only.
-        let link = super::pull_ahead::flush_link(&self.node, self.node.link());
-        let had_link = link.is_some();
+        // Each peer's link; Ahead of a congested peer (protocol A's
+        // pull-ahead): none for it.
+        let legs: Vec<_> = self.node.links().into_iter().map(|(peer, l)| (peer, super::pull_ahead::flush_link(&self.node, l))).collect();
         let detached = self.node.disk_failed();
-        let node = self.node.clone();
-        let remote = async move {
-            let Some(link) = link else { return false };
-            // The flush covers what the peer acknowledged so far.
-            let epoch = node.take_unflushed();
-            let r = link.request(|id| Message::Flush { id }).await;
-            if r.is_err() {
-                node.mark_chunks_out_of_sync(&epoch);
-                if r == Err(super::link::LinkError::Lost) {
-                    node.count_loss(&link);
+        let remotes = futures::future::join_all(legs.into_iter().map(|(peer, link)| {
+            let node = self.node.clone();
+            async move {
+                let Some(link) = link else { return (peer, false, false) };
+                // The flush covers what the peer acknowledged so far.
+                let epoch = node.take_unflushed(peer);
+                let r = link.request(|id| Message::Flush { id }).await;
+                if r.is_err() {
+                    node.mark_chunks_out_of_sync(peer, &epoch);
+                    if r == Err(super::link::LinkError::Lost) {
+                        node.count_loss(&link);
+                    }
                 }
+                let flushed = match r {
+                    Ok(()) => true,
+                    // The peer's disk is detached: it holds nothing to flush.
+                    Err(super::link::LinkError::Peer(libc::ENODEV)) => false,
+                    Err(e) => {
+                        // A peer that cannot flush is treated like a lost one:
+                        // the session ends and the regions resync later.
+                        tracing::warn!("peer flush failed: {e:?}");
+                        link.close();
+                        false
+                    }
+                };
+                (peer, true, flushed)
             }
-            match r {
-                Ok(()) => true,
-                // The peer's disk is detached: it holds nothing to flush.
-                Err(super::link::LinkError::Peer(libc::ENODEV)) => false,
-                Err(e) => {
-                    // A peer that cannot flush is treated like a lost one:
-                    // the session ends and the regions resync later.
-                    tracing::warn!("peer flush failed: {e:?}");
-                    link.close();
-                    false
-                }
-            }
-        };
+        }));
         let local = async move {
             if detached {
                 Ok(())
@@ -437,12 +502,18 @@ impl BlockDevice for NodeDevice {
                 blocking(move || s.sync()).await
             }
         };
-        let (local, flushed) = tokio::join!(local, remote);
-        if had_link && !flushed && self.node.state().role == Role::Primary {
-            // The writes this flush covers are durable here alone: the
-            // divergence is on disk before the flush is acked (step 7).
-            self.node.ensure_diverged()?;
+        let (local, legs) = tokio::join!(local, remotes);
+        if self.node.state().role == Role::Primary {
+            for &(peer, had_link, flushed) in &legs {
+                if had_link && !flushed {
+                    // The writes this flush covers are durable here without
+                    // that peer: the divergence is on disk before the flush
+                    // is acked (step 7).
+                    self.node.ensure_diverged(peer)?;
+                }
+            }
         }
+        let flushed = legs.iter().any(|&(_, _, f)| f);
         match local {
             Err(e) => {
                 self.node.on_io_error("flush", &e);
@@ -576,6 +647,68 @@ mod tests {
         n.install_for_test(link.clone());
         let dev = Arc::new(NodeDevice::new(n.clone()));
         Linked { dir, n, rx, link, dev }
+    }
+
+    /// Three nodes (alpha, beta by C, gamma by A), opened as alpha.
+    fn three_with(dir: &std::path::Path, gamma_id: u8) -> Result<Arc<Node>, crate::node::StartError> {
+        let mut text = "[resource]\nname = \"r3\"\nsize = \"1MiB\"\n".to_owned();
+        for (i, n) in ["alpha", "beta", "gamma"].iter().enumerate() {
+            let id = if *n == "gamma" { gamma_id } else { u8::try_from(i).unwrap() };
+            text += &format!(
+                "[nodes.{n}]\nnode_id = {id}\nbacking = \"{d}/{n}.img\"\nmeta = \"{d}/{n}.meta\"\nnbd = \"127.0.0.1:{}\"\nreplication = \"127.0.0.1:{}\"\ncontrol = \"{d}/{n}.sock\"\n",
+                10 + i,
+                20 + i,
+                d = dir.display()
+            );
+        }
+        text += "[[connections]]\nnodes = [\"alpha\", \"beta\"]\n[[connections]]\nnodes = [\"alpha\", \"gamma\"]\nprotocol = \"A\"\n[[connections]]\nnodes = [\"beta\", \"gamma\"]\nprotocol = \"A\"\n";
+        let cfg = crate::config::Config::parse(&dir.join("r3.toml"), &text).unwrap();
+        let me = cfg.nodes[0].clone();
+        Node::open(cfg, me)
+    }
+
+    /// A three-node node keeps a bitmap slot per peer (made at the first
+    /// start) and refuses a metadata file whose slots are not its peers',
+    /// in one line naming both.
+    #[test]
+    fn three_nodes_open_a_slot_per_peer_and_refuse_other_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = three_with(dir.path(), 2).unwrap();
+        assert_eq!(n.peers.iter().map(|p| (p.name(), p.id.0, p.protocol())).collect::<Vec<_>>(), [("beta", 1, Protocol::C), ("gamma", 2, Protocol::A)]);
+        {
+            let m = n.meta();
+            assert_eq!((m.slot_count(), m.node_id(), m.slot_peer(0), m.slot_peer(1)), (2, Some(0), Some((Some(1), "beta")), Some((Some(2), "gamma"))));
+        }
+        drop(n);
+        three_with(dir.path(), 2).expect("opened again");
+        let e = three_with(dir.path(), 5).err().expect("gamma is node 5 now: its slot is not in the file").to_string();
+        assert!(e.contains("bitmap slots for [beta (node_id 1), gamma (node_id 2)]") && e.contains("peers [beta, gamma]") && !e.contains('\n'), "{e}");
+    }
+
+    /// A write goes on every installed link; a peer it does not reach (no
+    /// link) gets it in its own bitmap slot only, the one reached not.
+    #[tokio::test]
+    async fn a_write_marks_the_slot_of_the_peer_it_did_not_reach_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = three_with(dir.path(), 2).unwrap();
+        n.machine().set_for_test(Role::Primary, Disk::UpToDate);
+        let (tx, mut rx) = mpsc::channel(16);
+        let link = Arc::new(PeerLink::new(tx));
+        n.install_for_test(link.clone());
+        assert_eq!(link.peer().0, 1, "the first peer, beta, is linked; gamma is away");
+        let dev = Arc::new(NodeDevice::new(n.clone()));
+        let d2 = dev.clone();
+        let write = tokio::spawn(async move { d2.write(8192, Bytes::from(vec![9u8; 4096]), false).await });
+        let Some(Message::Write { id, offset: 8192, .. }) = rx.recv().await else { panic!("no Write sent to beta") };
+        link.complete(id, 0);
+        tokio::time::timeout(Duration::from_secs(30), write).await.unwrap().unwrap().unwrap();
+        let peer = |id: u8| crate::node::machine::PeerId(id);
+        assert_eq!((n.out_of_sync_bytes_for(peer(1)), n.out_of_sync_bytes_for(peer(2))), (0, 4096));
+        assert!(n.meta().bitmap_for(2).unwrap().test(2), "gamma's slot marks the write");
+        let heard = n.heard();
+        assert_eq!(heard.iter().map(|h| (h.0 .0, h.1, h.2)).collect::<Vec<_>>(), [(1, 0, None), (2, 4096, None)], "no frame read: never heard");
+        n.heard_from(peer(2));
+        assert!(n.heard()[1].2.is_some_and(|ago| ago < 60_000));
     }
 
     /// Steps 5-6: the local write completes, but the reply waits for the peer's ack.

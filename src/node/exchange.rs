@@ -166,6 +166,7 @@ async fn flush(sink: &mut Writer, timeout: Duration) -> Result<(), SessionError>
 /// reason to log) on a broken, silent or misbehaving link.
 pub async fn exchange(
     meta: &std::sync::Mutex<crate::meta::Meta>,
+    peer: super::machine::PeerId,
     sink: &mut Writer,
     stream: &mut Reader,
     local: NodeState,
@@ -173,9 +174,10 @@ pub async fn exchange(
     timeout: Duration,
 ) -> Result<Exchanged, SessionError> {
     let lock = || meta.lock().unwrap_or_else(|p| p.into_inner());
-    let bits = lock().bitmap().bits();
+    // This node's bitmap slot for `peer` (a two-node file's one slot).
+    let bits = slot_of(&lock(), peer).bits();
     exchange_with(
-        |from| runs_frame(lock().bitmap(), from),
+        |from| runs_frame(slot_of(&lock(), peer), from),
         bits,
         sink,
         stream,
@@ -184,6 +186,14 @@ pub async fn exchange(
         timeout,
     )
     .await
+}
+
+/// This node's bitmap slot for `peer` (as `meta_io::slot_ref`).
+fn slot_of(m: &crate::meta::Meta, peer: super::machine::PeerId) -> &crate::meta::Bitmap {
+    match m.bitmap_for(peer.0) {
+        Some(b) => b,
+        None => m.bitmap(),
+    }
 }
 
 /// [`exchange`] with the local bitmap of `bits` bits read through `frame`

@@ -71,6 +71,8 @@ pub struct PeerLink {
     in_flight_bytes: AtomicU64,
     /// The feature bits the handshake agreed on (`repl::FEATURE_*`).
     features: AtomicU64,
+    /// The peer at the other end (its node id; set by the session).
+    peer: std::sync::atomic::AtomicU8,
 }
 
 /// Milliseconds from `from` to `to` (0 if `to` is earlier).
@@ -94,7 +96,17 @@ impl PeerLink {
             sizes: Mutex::new(BTreeMap::new()),
             in_flight_bytes: AtomicU64::new(0),
             features: AtomicU64::new(0),
+            peer: std::sync::atomic::AtomicU8::new(0),
         }
+    }
+
+    /// The peer at the other end, as the machine names it.
+    pub fn peer(&self) -> super::machine::PeerId {
+        super::machine::PeerId(self.peer.load(Ordering::SeqCst))
+    }
+
+    pub fn set_peer(&self, p: super::machine::PeerId) {
+        self.peer.store(p.0, Ordering::SeqCst);
     }
 
     /// The feature bits both nodes offered in this link's handshake.

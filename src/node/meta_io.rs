@@ -45,13 +45,23 @@ pub(super) fn persist_into(m: &mut Meta, d: &Durable) -> Result<(), crate::meta:
     m.persist_header()
 }
 
-/// The bitmap slot of peer `p`. The runtime runs files of one slot only
-/// (it refuses more), so that slot is `p`'s whatever the id it records.
-fn slot(m: &mut Meta, p: PeerId) -> &mut crate::meta::Bitmap {
+/// The bitmap slot of peer `p`: its slot in a file of several (format
+/// 1.2, three nodes), the one slot of a two-node file whatever the id.
+/// (A peer without a slot cannot be: `Node::open` checks the slots
+/// against the peers; the first slot then, rather than a panic.)
+pub(super) fn slot(m: &mut Meta, p: PeerId) -> &mut crate::meta::Bitmap {
     if m.bitmap_for(p.0).is_some() {
         return m.bitmap_for_mut(p.0).expect("checked");
     }
     m.bitmap_mut()
+}
+
+/// [`slot`], to read.
+pub(super) fn slot_ref(m: &Meta, p: PeerId) -> &crate::meta::Bitmap {
+    match m.bitmap_for(p.0) {
+        Some(b) => b,
+        None => m.bitmap(),
+    }
 }
 
 /// One bitmap change; `peer` is the bitmap the peer sent at the handshake.

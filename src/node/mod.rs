@@ -5,7 +5,7 @@
 //! - [`machine`]: the node's state machine, driven as
 //!   `step(event) -> Ready { effects, answer }`: node-level role, disk,
 //!   the fencing freeze and the durable header's content, and per peer
-//!   (a map by node id; the runtime runs one) the connection, peer view,
+//!   (a map by node id; the runtime runs one [`peer_rt::PeerRt`] each) the connection, peer view,
 //!   sync side and progress, the installed link's id, the bitmap id, the
 //!   divergence and not-yet-flushed bookkeeping. No tokio, no locks, no
 //!   clock. Its rules
@@ -23,7 +23,8 @@
 //!   listeners and periodic flushes.
 //! - [`commands`]: control commands as steps, awaiting between them (the
 //!   peer's answer to a promotion, a demotion's drain, a goodbye).
-//! - [`peer`] with [`handshake_slots`], [`session`], [`exchange`], [`link`], [`apply`]: the peer
+//! - [`peer_rt`]: what the runtime holds per peer (its link, its
+//!   settings); [`peer`] with [`handshake_slots`], [`session`], [`exchange`], [`link`], [`apply`]: the peer
 //!   link: dialing and admission (which handshake gives way when all run), a session's handshake/install/settle and
 //!   frames, the bitmap exchange, requests awaiting acks, the Secondary's
 //!   side; [`apply_order`] (pure) decides when a frame from the peer may
@@ -68,6 +69,7 @@ pub mod link;
 mod live_config;
 pub mod machine;
 pub mod peer;
+pub mod peer_rt;
 pub mod protocols;
 pub mod pull_ahead;
 pub mod ranges;

@@ -47,6 +47,8 @@ use crate::tls::BoxStream;
 use super::counters::AtomicCounters;
 use super::handshake_slots::{Slot, Slots};
 use super::runtime::Node;
+use super::machine::PeerId;
+use super::peer_rt::PeerRt;
 use super::session;
 use super::state::Connection;
 
@@ -63,19 +65,25 @@ pub const STANDALONE: &str = "standalone:";
 /// How long a refused link gets to carry its `Goodbye`.
 const LINGER: Duration = Duration::from_millis(500);
 
-fn hello(node: &Node) -> HelloParams {
-    let mut h = HelloParams::new(&node.cfg.resource.name, &node.me.name, &node.peer_cfg.name, node.store.size());
+/// The Hello toward `rt`; `others`: more names it may take (the listener
+/// answers every peer that dials this node, with one Hello).
+fn hello(node: &Node, rt: &PeerRt, others: &[&PeerRt]) -> HelloParams {
+    let mut h = HelloParams::new(&node.cfg.resource.name, &node.me.name, rt.name(), node.store.size());
+    h.other_peers = others.iter().map(|p| p.name().to_owned()).collect();
     h.peer_sizes = super::resize::peer_sizes(node);
-    h.features |= super::protocols::hello_features(node.cfg.resource.protocol) | crate::repl::FEATURE_RESIZE;
+    h.features |= super::protocols::hello_features(rt.protocol()) | crate::repl::FEATURE_RESIZE;
+    if node.mesh() {
+        h.features |= crate::repl::FEATURE_MESH;
+    }
     if !node.cfg.net.data_checksum {
         h.features |= crate::repl::FEATURE_UNCHECKED_DATA;
     }
     h
 }
 
-/// The refusal of a standalone node, if this one is.
-fn standalone_refusal(node: &Node) -> Option<String> {
-    let st = node.state();
+/// The refusal of a node standalone toward `peer`, if it is.
+fn standalone_refusal(node: &Node, peer: PeerId) -> Option<String> {
+    let Some(st) = node.machine().state_toward(peer) else { return Some(format!("node {} has no such peer", node.me.name)) };
     if st.connection != Connection::Standalone {
         return None;
     }
@@ -205,20 +213,42 @@ struct DialFailure {
     peer_standalone: bool,
 }
 
-/// Runs the peer side of the node until shutdown.
+/// Where the listener hands an accepted link: the peer it named.
+struct Route {
+    peer: PeerId,
+    gate: Arc<Gate>,
+    tx: mpsc::Sender<Incoming>,
+}
+
+/// Runs the peer side of the node until shutdown: one listener for every
+/// peer (the Hello's node name picks the peer), one connector per peer
+/// (it dials, if this node's name sorts first in the pair, and runs the
+/// sessions).
 pub async fn run(node: Arc<Node>, listener: TcpListener) {
     if node.cfg.net.secret.is_none() && node.tls.is_none() {
+        let names = node.peers.iter().map(PeerRt::name).collect::<Vec<_>>().join(", ");
         tracing::warn!(
             "[net] has no secret and no TLS: whoever reaches {} can connect as {} while no session runs \
-             (and be mirrored every write); set the same [net] secret on both nodes, or TLS",
+             (and be mirrored every write); set the same [net] secret on every node, or TLS",
             node.me.replication,
-            node.peer_cfg.name
+            names
         );
     }
-    let dialer = node.me.name < node.peer_cfg.name;
-    let gate = Gate::new(dialer);
-    let (inbound_tx, mut inbound) = mpsc::channel::<Incoming>(2);
-    node.tasks.spawn(accept_loop(node.clone(), gate.clone(), listener, inbound_tx));
+    let mut routes = Vec::new();
+    for rt in &node.peers {
+        let dialer = node.me.name.as_str() < rt.name();
+        let gate = Gate::new(dialer);
+        let (inbound_tx, inbound) = mpsc::channel::<Incoming>(2);
+        routes.push(Route { peer: rt.id, gate: gate.clone(), tx: inbound_tx });
+        node.tasks.spawn(connector(node.clone(), rt.id, gate, inbound));
+    }
+    accept_loop(node, Arc::new(routes), listener).await;
+}
+
+/// Gets and keeps the link to one peer until shutdown.
+async fn connector(node: Arc<Node>, peer: PeerId, gate: Arc<Gate>, mut inbound: mpsc::Receiver<Incoming>) {
+    let Some(rt) = node.peer_rt(peer) else { return };
+    let dialer = gate.dialer;
     let base = Duration::from_millis(node.cfg.net.connect_interval_ms);
     let mut backoff = Backoff::new(base);
     let mut next: Option<Incoming> = None;
@@ -232,26 +262,26 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
         let (link, taken) = match next.take() {
             Some(i) => (i.link, i.taken),
             None if dialer => {
-                if node.state().connection == Connection::Standalone {
+                if standalone(&node, peer) {
                     tokio::select! {
                         _ = node.wake.notified() => {}
                         _ = tokio::time::sleep(base) => {}
                         _ = node.shutdown.cancelled() => break,
-                        Some(i) = inbound.recv() => refuse_late(&node, i.link, standalone_refusal(&node).unwrap_or_default()),
+                        Some(i) = inbound.recv() => refuse_late(&node, i.link, standalone_refusal(&node, peer).unwrap_or_default()),
                     }
                     continue;
                 }
                 AtomicCounters::add(&node.counters.peer_connect_attempts, 1);
                 match tokio::select! {
-                    r = dial(&node) => r,
+                    r = dial(&node, rt) => r,
                     _ = node.shutdown.cancelled() => break,
                 } {
                     Ok(l) => (l, gate.take()),
                     Err(e) => {
                         // Say it once per kind of failure, not on every retry.
                         if last_error.as_deref() != Some(e.what.as_str()) {
-                            if let Some(held) = allow(&format!("{} dial: {}", node.me.name, e.what)) {
-                                tracing::warn!("peer {}: {} (retrying){}", node.peer_cfg.replication, e.what, Held(held));
+                            if let Some(held) = allow(&format!("{} dial {}: {}", node.me.name, rt.name(), e.what)) {
+                                tracing::warn!("peer {} ({}): {} (retrying){}", rt.name(), rt.cfg.replication, e.what, Held(held));
                             }
                             last_error = Some(e.what.clone());
                         }
@@ -283,7 +313,7 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
             }
         }
         let started = Instant::now();
-        next = run_session(&node, link, &mut inbound).await;
+        next = run_session(&node, rt, link, &mut inbound).await;
         drop(taken);
         if dialer && next.is_none() {
             if let Some(wait) = backoff.session_ended(started.elapsed()) {
@@ -293,6 +323,12 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
             }
         }
     }
+}
+
+/// This node is standalone toward `peer` (the operator disconnected it,
+/// or a split brain).
+fn standalone(node: &Node, peer: PeerId) -> bool {
+    node.machine().state_toward(peer).is_some_and(|s| s.connection == Connection::Standalone)
 }
 
 /// Waits `wait` before the next dial, or (with `wake`) until the node's
@@ -316,10 +352,10 @@ async fn pause(node: &Arc<Node>, wait: Duration, wake: bool, inbound: &mut mpsc:
 /// Runs a session on `link`. Meanwhile an incoming link that proved it is
 /// the peer is handed to the session (it replaces the old link: returned
 /// here); any other is refused.
-async fn run_session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Incoming>) -> Option<Incoming> {
+async fn run_session(node: &Arc<Node>, rt: &PeerRt, link: Link, inbound: &mut mpsc::Receiver<Incoming>) -> Option<Incoming> {
     let (replace_tx, mut replace_rx) = mpsc::channel::<Link>(1);
     let mut waiting: Option<Taken> = None;
-    let session = session::run(node.clone(), link, &mut replace_rx);
+    let session = session::run(node.clone(), rt.id, link, &mut replace_rx);
     tokio::pin!(session);
     loop {
         tokio::select! {
@@ -331,12 +367,12 @@ async fn run_session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<
             }
             Some(i) = inbound.recv() => {
                 if !i.proven || waiting.is_some() {
-                    refuse_late(node, i.link, format!("busy: node {} has a live session with {}", node.me.name, node.peer_cfg.name));
+                    refuse_late(node, i.link, format!("busy: node {} has a live session with {}", node.me.name, rt.name()));
                     continue;
                 }
                 match replace_tx.try_send(i.link) {
                     Ok(()) => waiting = Some(i.taken),
-                    Err(e) => refuse_late(node, e.into_inner(), format!("busy: node {} has a live session with {}", node.me.name, node.peer_cfg.name)),
+                    Err(e) => refuse_late(node, e.into_inner(), format!("busy: node {} has a live session with {}", node.me.name, rt.name())),
                 }
             }
         }
@@ -355,17 +391,17 @@ fn refuse_late(node: &Arc<Node>, mut link: Link, reason: String) {
     });
 }
 
-async fn dial(node: &Node) -> Result<Link, DialFailure> {
+async fn dial(node: &Node, rt: &PeerRt) -> Result<Link, DialFailure> {
     let fail = |what: String| DialFailure { what, peer_standalone: false };
     let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
-    let addr = &node.peer_cfg.replication;
+    let addr = &rt.cfg.replication;
     let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
         .await
         .map_err(|_| fail("connect timed out".to_string()))?
         .map_err(|e| fail(format!("connect: {e}")))?;
     let _ = stream.set_nodelay(true);
     let stream: BoxStream = match &node.tls {
-        Some(tls) => tokio::time::timeout_at(deadline, tls.connect(stream, &node.peer_cfg.name))
+        Some(tls) => tokio::time::timeout_at(deadline, tls.connect(stream, rt.name()))
             .await
             .map_err(|_| fail("TLS handshake timed out".to_string()))?
             .map_err(|e| fail(format!("TLS: {e}")))?,
@@ -374,9 +410,9 @@ async fn dial(node: &Node) -> Result<Link, DialFailure> {
     let secret = node.cfg.net.secret.as_deref();
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     // The dialer's own check: it may have gone standalone meanwhile.
-    match handshake_admit(stream, &hello(node), secret, left, |p| {
+    match handshake_admit(stream, &hello(node, rt, &[]), secret, left, |p| {
         super::resize::note_peer_size(node, p.hello.size_bytes);
-        standalone_refusal(node).map_or(Ok(()), Err)
+        standalone_refusal(node, rt.id).map_or(Ok(()), Err)
     })
     .await
     {
@@ -402,15 +438,22 @@ enum Refusal {
 }
 
 /// Handshake of an accepted connection, TLS included, within `deadline`.
-async fn accept_one(node: &Node, gate: &Arc<Gate>, slot: &Slot, stream: TcpStream, deadline: tokio::time::Instant) -> Result<Incoming, Refusal> {
+/// The peer it names picks the route (its gate, its connector).
+async fn accept_one(node: &Node, routes: &[Route], slot: &Slot, stream: TcpStream, deadline: tokio::time::Instant) -> Result<(Incoming, usize), Refusal> {
     let timed_out = || Refusal::Failed(HandshakeError::Timeout { after: HANDSHAKE_TIMEOUT }.to_string());
-    let stream: BoxStream = match &node.tls {
-        Some(tls) => match tokio::time::timeout_at(deadline, tls.accept_peer(stream, &node.peer_cfg.name)).await {
-            Ok(Ok(s)) => s,
+    // The Hello names the peers that dial this node (the others refuse
+    // in the gate: this node dials them); the first, if none does.
+    let dialing: Vec<&PeerRt> = node.peers.iter().filter(|p| p.name() < node.me.name.as_str()).collect();
+    let shown: Vec<&PeerRt> = if dialing.is_empty() { node.peers.iter().take(1).collect() } else { dialing };
+    let names: Vec<&str> = shown.iter().map(|p| p.name()).collect();
+    // With TLS: the names the peer's certificate holds.
+    let (stream, certified): (BoxStream, Option<Vec<usize>>) = match &node.tls {
+        Some(tls) => match tokio::time::timeout_at(deadline, tls.accept_one_of(stream, &names)).await {
+            Ok(Ok((s, fits))) => (s, Some(fits)),
             Ok(Err(e)) => return Err(Refusal::Failed(format!("TLS: {e}"))),
             Err(_) => return Err(timed_out()),
         },
-        None => Box::new(stream),
+        None => (Box::new(stream), None),
     };
     let secret = node.cfg.net.secret.as_deref();
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -418,10 +461,20 @@ async fn accept_one(node: &Node, gate: &Arc<Gate>, slot: &Slot, stream: TcpStrea
         return Err(timed_out());
     }
     let mut held = None;
-    let (link, peer) = handshake_admit(stream, &hello(node), secret, left, |peer| {
+    let params = hello(node, shown[0], &shown[1..]);
+    let (link, peer) = handshake_admit(stream, &params, secret, left, |peer| {
+        let Some(route) = routes.iter().position(|r| node.peer_rt(r.peer).is_some_and(|p| p.name() == peer.hello.node)) else {
+            return Err(format!("node {} has no peer called {}", node.me.name, repl_untrusted(&peer.hello.node)));
+        };
+        let rt = node.peer_rt(routes[route].peer).expect("routes are peers");
+        if let Some(fits) = &certified {
+            if !fits.iter().any(|&i| names.get(i) == Some(&rt.name())) {
+                return Err(format!("the connection's certificate does not name {}", rt.name()));
+            }
+        }
         let proven = peer.authenticated || node.tls.is_some();
         super::resize::note_peer_size(node, peer.hello.size_bytes);
-        held = Some((gate.admit(&node.me.name, &node.peer_cfg.name, standalone_refusal(node), proven)?, proven));
+        held = Some((routes[route].gate.admit(&node.me.name, rt.name(), standalone_refusal(node, rt.id), proven)?, proven, route));
         slot.admitted();
         Ok(())
     })
@@ -430,14 +483,19 @@ async fn accept_one(node: &Node, gate: &Arc<Gate>, slot: &Slot, stream: TcpStrea
         HandshakeError::NotAdmitted { reason } => Refusal::Rule(reason),
         e => Refusal::Failed(e.to_string()),
     })?;
-    let (taken, proven) = held.expect("admitted before Accept");
-    if let Some(n) = allow(&format!("{} link up", node.me.name)) {
+    let (taken, proven, route) = held.expect("admitted before Accept");
+    if let Some(n) = allow(&format!("{} link up {}", node.me.name, peer.hello.node)) {
         tracing::info!(peer = %peer.hello.node, authenticated = proven, "peer link up{}", Held(n));
     }
-    Ok(Incoming { link, taken, proven })
+    Ok((Incoming { link, taken, proven }, route))
 }
 
-async fn accept_loop(node: Arc<Node>, gate: Arc<Gate>, listener: TcpListener, tx: mpsc::Sender<Incoming>) {
+/// A name the peer sent, as a log line may show it.
+fn repl_untrusted(s: &str) -> String {
+    crate::repl::handshake::Untrusted(s).to_string()
+}
+
+async fn accept_loop(node: Arc<Node>, routes: Arc<Vec<Route>>, listener: TcpListener) {
     let handshakes = Slots::new(MAX_HANDSHAKES);
     let mut backoff = crate::backoff::AcceptBackoff::new("peer listener");
     loop {
@@ -461,18 +519,18 @@ async fn accept_loop(node: Arc<Node>, gate: Arc<Gate>, listener: TcpListener, tx
             }
         }
         let _ = stream.set_nodelay(true);
-        let (node, gate, tx) = (node.clone(), gate.clone(), tx.clone());
+        let (node, routes) = (node.clone(), routes.clone());
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
             let r = tokio::select! {
-                r = accept_one(&node, &gate, &slot, stream, deadline) => r,
+                r = accept_one(&node, &routes, &slot, stream, deadline) => r,
                 _ = slot.evicted() => Err(Refusal::Failed("evicted: it had said nothing while every handshake slot was taken".into())),
                 _ = node.shutdown.cancelled() => return,
             };
             drop(slot);
             match r {
-                Ok(i) => {
-                    if let Err(e) = tx.try_send(i) {
+                Ok((i, route)) => {
+                    if let Err(e) = routes[route].tx.try_send(i) {
                         let i = match e {
                             mpsc::error::TrySendError::Full(i) | mpsc::error::TrySendError::Closed(i) => i,
                         };

@@ -54,13 +54,15 @@ const WINDOW_COPIES: u32 = 128;
 /// `csums`: compare digests before copying data runs (see the module doc).
 pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
     let ResyncStart { start, csums, .. } = r;
+    // The peer this resync copies to: its bitmap slot is what is copied.
+    let peer = link.peer();
     if let Some(ms) = crate::failpoint::delay_ms("resync.start") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let total = node.out_of_sync_bytes();
-    let _ = node.step(Event::ResyncBegun { peer: node.peer_id(), total, now: node.now() });
-    tracing::info!(total_bytes = total, csums, "resync started (this node is the source)");
-    let state = super::session::state_frame(&node, start.confirmed);
+    let total = node.out_of_sync_bytes_for(peer);
+    let _ = node.step(Event::ResyncBegun { peer, total, now: node.now() });
+    tracing::info!(peer = %peer, total_bytes = total, csums, "resync started (this node is the source)");
+    let state = super::session::state_frame(&node, peer, start.confirmed);
     if link.send(state).await.is_err()
         || link.send(Message::SyncStart { total_bytes: total, source_uuid: start.sync_id }).await.is_err()
         || link.request(|id| Message::Flush { id }).await.is_err()
@@ -69,21 +71,21 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
         // link left up with no sync running would stay out of sync for
         // good; drop it, and the next session starts the sync again.
         tracing::warn!("resync start not confirmed by the peer; reconnecting");
-        let _ = node.step(Event::ResyncFailed { peer: node.peer_id(), link: link.id() });
+        let _ = node.step(Event::ResyncFailed { peer, link: link.id() });
         return;
     }
-    match node.step(Event::ResyncConfirmed { peer: node.peer_id(), link: link.id(), start }) {
+    match node.step(Event::ResyncConfirmed { peer, link: link.id(), start }) {
         Ok(Answer::Ok(_)) => {}
         Ok(_) => return,
         Err(e) => {
             tracing::error!("resync start: {e}; reconnecting");
-            let _ = node.step(Event::ResyncFailed { peer: node.peer_id(), link: link.id() });
+            let _ = node.step(Event::ResyncFailed { peer, link: link.id() });
             return;
         }
     }
     let window = Arc::new(Semaphore::new(WINDOW_GRANULES as usize));
     let copies = Arc::new(Semaphore::new(WINDOW_COPIES as usize));
-    let granule = node.meta().bitmap().granularity();
+    let granule = super::meta_io::slot_ref(&node.meta(), peer).granularity();
     let mut rate = node.cfg.resource.resync_rate;
     let started = Instant::now();
     let mut rate_since = started;
@@ -104,12 +106,12 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
         if link.closed.is_cancelled() {
             break;
         }
-        let next = node.meta().bitmap().next_run(bit, RUN_BITS);
+        let next = super::meta_io::slot_ref(&node.meta(), peer).next_run(bit, RUN_BITS);
         let Some((offset, len)) = next else {
             // End of a pass: wait for the copies in flight, then look again
             // (a write the peer failed may have set bits behind us).
             drop(window.acquire_many(WINDOW_GRANULES).await);
-            if link.closed.is_cancelled() || node.meta().bitmap().count() == 0 {
+            if link.closed.is_cancelled() || super::meta_io::slot_ref(&node.meta(), peer).count() == 0 {
                 break;
             }
             bit = 0;
@@ -166,7 +168,7 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
         let (len, hole) = match data_at {
             Some(d) if d < offset + len => (len, false),
             _ => {
-                let run_end = node.meta().bitmap().next_run(offset / granule, u64::MAX).map_or(offset + len, |(o, l)| o + l);
+                let run_end = super::meta_io::slot_ref(&node.meta(), peer).next_run(offset / granule, u64::MAX).map_or(offset + len, |(o, l)| o + l);
                 let hole_end = data_at.map_or(run_end, |d| (d - d % granule).max(offset + len));
                 (hole_end.min(run_end) - offset, true)
             }
@@ -217,7 +219,7 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
                     // Cleared in the bitmap, but only in the peer's page cache until
                     // the flush before SyncDone: an unclean loss re-marks it
                     // (cleared first: a link already lost re-marks it at once).
-                    let _ = node2.meta().bitmap_mut().clear_range(offset, len);
+                    let _ = super::meta_io::slot(&mut node2.meta(), peer).clear_range(offset, len);
                     if let Err(e) = node2.note_peer_write(&link2, offset, len) {
                         tracing::error!("cannot write metadata: {e}");
                     }
@@ -225,7 +227,7 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
                     if !hole {
                         AtomicCounters::add(&node2.counters.resync_same_bytes, len - sent);
                     }
-                    node2.sync_progress(len);
+                    node2.sync_progress(peer, len);
                 }
                 Err(LinkError::Peer(errno)) => {
                     tracing::error!("resync of {len} bytes at {offset} failed on the peer: errno {errno}");
@@ -236,20 +238,20 @@ pub async fn run_source(node: Arc<Node>, link: Arc<PeerLink>, r: ResyncStart) {
         });
     }
     if link.closed.is_cancelled() {
-        let _ = node.step(Event::ResyncInterrupted { peer: node.peer_id() });
-        tracing::warn!("resync interrupted; {} bytes still out of sync", node.out_of_sync_bytes());
+        let _ = node.step(Event::ResyncInterrupted { peer });
+        tracing::warn!("resync interrupted; {} bytes still out of sync", node.out_of_sync_bytes_for(peer));
         return;
     }
     // The target makes the copies durable before the sync counts as done.
-    let epoch = node.take_unflushed();
+    let epoch = node.take_unflushed(peer);
     if link.request(|id| Message::Flush { id }).await.is_err() {
-        node.mark_chunks_out_of_sync(&epoch);
+        node.mark_chunks_out_of_sync(peer, &epoch);
         tracing::warn!("resync interrupted at the final flush; reconnecting");
-        let _ = node.step(Event::ResyncFailed { peer: node.peer_id(), link: link.id() });
+        let _ = node.step(Event::ResyncFailed { peer, link: link.id() });
         return;
     }
     if link.send(Message::SyncDone).await.is_ok() {
-        if let Err(e) = node.step(Event::ResyncDone { peer: node.peer_id() }) {
+        if let Err(e) = node.step(Event::ResyncDone { peer }) {
             tracing::error!("resync finished, but {e}");
         }
         tracing::info!(

@@ -15,8 +15,7 @@ use crate::meta::{ActivityLog, CreateParams, Meta, MetaError};
 use crate::store::Store;
 
 use super::counters::AtomicCounters;
-use super::link::PeerLink;
-use super::machine::{Durable, Effect, LinkId, Machine, PeerId, Settings};
+use super::machine::{Durable, Effect, Machine, PeerId, Settings};
 use super::ranges::RangeLocks;
 use super::state::{Role, SyncSide};
 
@@ -48,7 +47,11 @@ pub struct Node {
     /// keys that can change live; see [`super::adjust`]).
     pub cfg: super::live_config::LiveConfig,
     pub me: NodeConfig,
+    /// The first peer's `[nodes.NAME]` (see [`Node::first_peer`]).
     pub peer_cfg: NodeConfig,
+    /// Every peer this node connects to, in name order (`Config::peers_of`):
+    /// one for a pair. The first is the metadata's slot 0.
+    pub peers: Vec<super::peer_rt::PeerRt>,
     pub store: Arc<Store>,
     /// TLS for the peer link, when configured.
     pub tls: Option<crate::tls::Tls>,
@@ -64,12 +67,8 @@ pub struct Node {
     pub resizing: super::resize_state::Resizing,
     /// Local writes for the peer still running (Secondary).
     pub applying: super::applying::Applying,
-    /// The installed link, as the machine named it (set by its effects only).
-    pub(super) link: Mutex<Option<(LinkId, Arc<PeerLink>)>>,
     /// The running or last online verify.
     pub(super) verify: Mutex<super::verify_state::VerifyState>,
-    /// Counts state announcements (keeps late ones from overtaking newer ones).
-    pub(super) announced: Arc<std::sync::atomic::AtomicU64>,
     /// Writes waiting on a freeze look again when notified.
     pub(super) thaw: Notify,
     /// Woken on every state change (connector, waiters).
@@ -98,11 +97,74 @@ fn create_dir_of(p: &std::path::Path) -> Result<(), StartError> {
     }
 }
 
+/// Whether an existing metadata file is this node's, with a bitmap slot
+/// for each of `peers` (a pair: the one slot of a two-node file).
+fn check_slots(m: &Meta, me: &NodeConfig, peers: &[super::peer_rt::PeerRt], mesh: bool) -> Result<(), StartError> {
+    let st = m.state();
+    let names = || peers.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ");
+    if !mesh {
+        // A file with a slot per peer of a larger resource: running a
+        // pair on it would leave the other slots stale.
+        if m.slot_count() > 1 {
+            return Err(StartError::Refused(format!(
+                "{}: the metadata has {} bitmap slots (made for a resource of {} nodes); this resource has two",
+                me.meta.display(),
+                m.slot_count(),
+                m.slot_count() + 1
+            )));
+        }
+        if st.node_name != me.name || st.peer_name != peers[0].name() {
+            return Err(StartError::Refused(format!(
+                "{}: the metadata belongs to node `{}` (peer `{}`), not `{}` (peer `{}`)",
+                me.meta.display(),
+                st.node_name,
+                st.peer_name,
+                me.name,
+                peers[0].name()
+            )));
+        }
+        return Ok(());
+    }
+    let slots_fit = m.node_id() == Some(me.node_id)
+        && m.slot_count() == peers.len()
+        && peers.iter().enumerate().all(|(i, p)| m.slot_peer(i) == Some((Some(p.id.0), p.name())));
+    if st.node_name != me.name || !slots_fit {
+        let has: Vec<String> = (0..m.slot_count())
+            .filter_map(|i| m.slot_peer(i))
+            .map(|(id, n)| match id {
+                Some(id) => format!("{n} (node_id {id})"),
+                None => n.to_owned(),
+            })
+            .collect();
+        return Err(StartError::Refused(format!(
+            "{}: the metadata belongs to node `{}` (node_id {}) with bitmap slots for [{}]; this is node `{}` (node_id {}) with peers [{}]",
+            me.meta.display(),
+            st.node_name,
+            m.node_id().map_or_else(|| "none".to_owned(), |i| i.to_string()),
+            has.join(", "),
+            me.name,
+            me.node_id,
+            names()
+        )));
+    }
+    Ok(())
+}
+
 impl Node {
     /// Opens the backing file and the metadata (created if missing); does
     /// not start serving. Metadata that fails its checks refuses the start.
     pub fn open(cfg: Config, me: NodeConfig) -> Result<Arc<Node>, StartError> {
-        let peer_cfg = cfg.peer_of(&me.name).clone();
+        let peer_conns = cfg.peers_of(&me.name);
+        let peers: Vec<super::peer_rt::PeerRt> = peer_conns
+            .iter()
+            .filter_map(|c| cfg.node(&c.name).map(|n| super::peer_rt::PeerRt::new(n.clone(), c.clone())))
+            .collect();
+        if peers.is_empty() {
+            return Err(StartError::Refused(format!("node {} connects to no peer in {}", me.name, cfg.path.display())));
+        }
+        let peer_cfg = peers[0].cfg.clone();
+        // Three nodes: a metadata file of format 1.2 with one slot per peer.
+        let mesh = cfg.nodes.len() > 2;
         create_dir_of(&me.backing)?;
         create_dir_of(&me.meta)?;
         let tls = match cfg.tls_for(&me) {
@@ -128,57 +190,50 @@ impl Node {
         };
         let mut meta = if let Some(m) = existing {
             m.check_device_size(size)?;
-            let st = m.state();
-            // A file with a slot per peer of a larger resource: running a
-            // pair on it would leave the other slots stale.
-            if m.slot_count() > 1 {
-                return Err(StartError::Refused(format!(
-                    "{}: the metadata has {} bitmap slots (made for a resource of {} nodes); this resource has two",
-                    me.meta.display(),
-                    m.slot_count(),
-                    m.slot_count() + 1
-                )));
-            }
-            if st.node_name != me.name || st.peer_name != peer_cfg.name {
-                return Err(StartError::Refused(format!(
-                    "{}: the metadata belongs to node `{}` (peer `{}`), not `{}` (peer `{}`)",
-                    me.meta.display(),
-                    st.node_name,
-                    st.peer_name,
-                    me.name,
-                    peer_cfg.name
-                )));
-            }
+            check_slots(&m, &me, &peers, mesh)?;
             m
         } else {
-            let mut p = CreateParams::new(size, &me.name, &peer_cfg.name);
+            let mut p = if mesh {
+                let ids: Vec<(u8, &str)> = peers.iter().map(|p| (p.id.0, p.name())).collect();
+                CreateParams::with_peers(size, &me.name, me.node_id, &ids)
+            } else {
+                CreateParams::new(size, &me.name, &peer_cfg.name)
+            };
             p.al_slots = cfg.resource.al_extents;
-            tracing::info!(path = %me.meta.display(), "creating metadata");
+            tracing::info!(path = %me.meta.display(), slots = peers.len(), "creating metadata");
             let m = Meta::create(&me.meta, &p)?;
             m.lock_exclusive()?;
             m
         };
         let flags = meta.flags();
+        // Slot 0's bitmap id is the header's `ids.bitmap`; the other
+        // peers' are their slots' (format 1.2).
+        let mut bitmap_ids = super::machine::MoreBitmapIds::default();
+        for p in peers.iter().skip(1) {
+            if let Some(id) = meta.bitmap_id_for(p.id.0) {
+                bitmap_ids.set(p.id, id);
+            }
+        }
         let loaded = Durable {
             ids: meta.gen_ids(),
             disk: super::meta_io::disk_from_meta(meta.disk_state()),
             primary: flags.primary,
             al_clean: flags.al_clean,
             crashed_primary: flags.crashed_primary,
-            // One slot (more are refused above): its id is `ids.bitmap`.
-            bitmap_ids: Default::default(),
+            bitmap_ids,
         };
         let settings = Settings {
             me_first: me.name < peer_cfg.name,
             fencing: cfg.net.fencing,
             after_split_brain: cfg.resource.after_split_brain,
             size,
-            pull_ahead: super::machine::Congestion::from_config(&cfg),
+            pull_ahead: cfg.pull_ahead_of(&me.name).map(|(fill, extents)| super::machine::Congestion { fill, extents }),
             quorum: cfg.witness.as_ref().map(|w| w.on_no_quorum),
         };
-        let (mut machine, effects) = Machine::start(settings, loaded, rand::random(), &[PeerId(peer_cfg.node_id)]);
-        for p in cfg.peers_of(&me.name) {
-            let _ = machine.step(super::machine::Event::PeerProtocol { peer: PeerId(p.node_id), protocol: p.protocol });
+        let ids: Vec<PeerId> = peers.iter().map(|p| p.id).collect();
+        let (mut machine, effects) = Machine::start(settings, loaded, rand::random(), &ids);
+        for p in &peers {
+            let _ = machine.step(super::machine::Event::PeerProtocol { peer: p.id, protocol: p.protocol() });
         }
         // Only the header and the activity log's marks come out of a start.
         for e in effects {
@@ -200,9 +255,7 @@ impl Node {
             ranges: RangeLocks::new(),
             resizing: Default::default(),
             applying: Default::default(),
-            link: Mutex::new(None),
             verify: Mutex::new(Default::default()),
-            announced: Default::default(),
             thaw: Notify::new(),
             wake: Notify::new(),
             events: Default::default(),
@@ -215,6 +268,7 @@ impl Node {
             cfg: super::live_config::LiveConfig::new(cfg),
             me,
             peer_cfg,
+            peers,
             store,
             tls,
         }))
@@ -296,7 +350,45 @@ impl Node {
             replication: crate::vocab::replication(st.connection, st.syncing, st.lag).to_owned(),
             quorum: self.cfg.witness.as_ref().map(|_| quorate),
             witness: self.cfg.witness.as_ref().map(|_| if witness_up { "connected" } else { "connecting" }.to_owned()),
+            peers: self.peer_lines(),
         }
+    }
+}
+
+impl Node {
+    /// Status's `peers`: each peer's connection, view, resync and bitmap slot.
+    fn peer_lines(&self) -> Vec<control::PeerLine> {
+        let views: Vec<_> = {
+            let m = self.machine();
+            self.peers.iter().map(|p| m.state_toward(p.id)).collect()
+        };
+        self.peers
+            .iter()
+            .zip(views)
+            .map(|(p, st)| {
+                let st = st.unwrap_or_else(|| self.state());
+                let (role, disk) = match st.peer {
+                    Some(v) => (v.role.to_string(), v.disk.to_string()),
+                    None => ("unknown".into(), "unknown".into()),
+                };
+                let sync = self.sync_status_with(p.id);
+                let out_of_sync_bytes = match &sync {
+                    Some(sy) if sy.direction == SyncSide::Target => sy.total_bytes - sy.done_bytes,
+                    _ => self.out_of_sync_bytes_for(p.id),
+                };
+                control::PeerLine {
+                    node: p.name().to_owned(),
+                    role,
+                    disk,
+                    connection: st.connection,
+                    protocol: p.protocol().to_string(),
+                    replication: crate::vocab::replication(st.connection, st.syncing, st.lag).to_owned(),
+                    split_brain: st.split_brain,
+                    out_of_sync_bytes,
+                    sync,
+                }
+            })
+            .collect()
     }
 }
 

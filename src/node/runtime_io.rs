@@ -12,6 +12,7 @@ use super::execute::{Io, PersistError};
 use super::link::PeerLink;
 use super::machine::{BitmapOp, Durable, Event, LinkId, Machine, PeerId, ResyncStart};
 use super::meta_io::{bitmap_into, persist_into};
+use super::peer_rt::PeerRt;
 use super::runtime::Node;
 
 /// The events' view of the machine.
@@ -39,12 +40,13 @@ pub(super) struct Exec<'a> {
 }
 
 impl Exec<'_> {
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<(LinkId, Arc<PeerLink>)>> {
-        self.node.link.lock().unwrap_or_else(|p| p.into_inner())
+    /// The peer whose installed link is `id`, and that link.
+    fn installed_at(&self, id: LinkId) -> Option<(&PeerRt, Arc<PeerLink>)> {
+        self.node.peers.iter().find_map(|rt| rt.slot().as_ref().filter(|(l, _)| *l == id).map(|(_, p)| (rt, p.clone())))
     }
 
     fn installed(&self, id: LinkId) -> Option<Arc<PeerLink>> {
-        self.slot().as_ref().filter(|(l, _)| *l == id).map(|(_, p)| p.clone())
+        self.installed_at(id).map(|(_, l)| l)
     }
 
     /// Runs fence-peer (or another handler) and reports its exit to the machine.
@@ -68,21 +70,26 @@ impl Io for Exec<'_> {
 
     fn install(&mut self, id: LinkId) {
         match self.link.take() {
-            Some(l) => {
-                l.set_id(id);
-                *self.slot() = Some((id, l));
-            }
+            Some(l) => match self.node.peer_rt(l.peer()) {
+                Some(rt) => {
+                    l.set_id(id);
+                    *rt.slot() = Some((id, l));
+                }
+                None => tracing::error!(peer = %l.peer(), "internal: a link installed to a peer this node does not have"),
+            },
             None => tracing::error!("internal: a link installed without one prepared"),
         }
     }
 
     fn close(&mut self, id: LinkId, forgotten: bool) {
-        let mut slot = self.slot();
-        if let Some((l, p)) = slot.as_ref() {
-            if *l == id {
-                p.close();
-                if forgotten {
-                    *slot = None;
+        for rt in &self.node.peers {
+            let mut slot = rt.slot();
+            if let Some((l, p)) = slot.as_ref() {
+                if *l == id {
+                    p.close();
+                    if forgotten {
+                        *slot = None;
+                    }
                 }
             }
         }
@@ -94,10 +101,10 @@ impl Io for Exec<'_> {
     /// only when the queue is full does a task send it later, and then only
     /// if no newer announcement was made meanwhile.
     fn announce(&mut self, id: LinkId, msg: Message) {
-        let generation = self.node.announced.fetch_add(1, Ordering::SeqCst) + 1;
-        let Some(link) = self.installed(id) else { return };
+        let Some((rt, link)) = self.installed_at(id) else { return };
+        let generation = rt.announced.fetch_add(1, Ordering::SeqCst) + 1;
         if let Err(frame) = link.try_send(msg) {
-            let announced = self.node.announced.clone();
+            let announced = rt.announced.clone();
             tokio::spawn(async move {
                 if announced.load(Ordering::SeqCst) == generation {
                     let _ = link.send(frame).await;
@@ -120,10 +127,15 @@ impl Io for Exec<'_> {
         // every write made under it. A queue too full to take it at once
         // would put it behind later writes: the link is closed instead
         // (the peer resyncs what it missed, never marks the wrong slots).
-        // Only a machine with two peers emits it (three-node runtime: not
-        // yet, `Config::runtime_refusal`); the receiving side is not wired.
-        let Some(link) = self.installed(id) else { return };
-        let mask = not_sent_to.iter().filter(|p| p.0 < 64).fold(0u64, |m, p| m | 1 << p.0);
+        // Only a machine with two peers emits it; the receiver feeds it to
+        // its machine (`apply`, `Event::CurrentIdReceived`).
+        let Some((rt, link)) = self.installed_at(id) else { return };
+        // Only the nodes that peer holds a bitmap slot for (the ones it
+        // connects to): with a connection list that leaves a pair out (beta
+        // and gamma), beta has nothing to mark for gamma, and a node it
+        // does not know in the mask would be a corrupt stream to it.
+        let its_peers: Vec<u8> = self.node.cfg.peers_of(rt.name()).iter().map(|p| p.node_id).collect();
+        let mask = not_sent_to.iter().filter(|p| p.0 < 64 && its_peers.contains(&p.0)).fold(0u64, |m, p| m | 1 << p.0);
         if link.try_send(Message::CurrentId { current_uuid: current, not_sent_to: mask }).is_err() {
             tracing::warn!(?id, "peer link: the new current id could not be queued in order with the writes; closing the link");
             link.close();
@@ -131,12 +143,22 @@ impl Io for Exec<'_> {
     }
 
     fn outdate(&mut self, id: LinkId, about: PeerId) {
-        // Only a machine with two peers emits it (three-node runtime: not
-        // yet, `Config::runtime_refusal`). Not sent: a Primary that asked
-        // keeps its writes frozen (the safe side) until the peer is back
-        // or `repctl resume-io`. TODO(mesh): send `Message::Outdate` on the
-        // link, feed the `Ack` back as `Event::OutdateAnswered`.
-        tracing::error!(?id, peer = %about, "internal: Outdate on a peer link is not wired in this runtime");
+        // Sent on the link; the answer (this node's own request about the
+        // third node) goes back to the machine as `OutdateAnswered`, a lost
+        // link as refused. "You are outdated" (`about` is the link's peer)
+        // needs no answer here.
+        let Some(link) = self.node.link_by_id(id) else {
+            tracing::info!(?id, peer = %about, "outdate: the link ended before it was sent");
+            return;
+        };
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            let r = link.request(|rid| Message::Outdate { id: rid }).await;
+            let peer = link.peer();
+            if about != peer {
+                let _ = node.step(Event::OutdateAnswered { peer, about, granted: r.is_ok() });
+            }
+        });
     }
 
     fn fence(&mut self, m: &Machine) {

@@ -102,13 +102,18 @@ async fn flush_peer_periodically(node: Arc<Node>) {
             _ = tokio::time::sleep(every) => {}
             _ = node.shutdown.cancelled() => return,
         }
-        let Some(link) = node.link() else { continue };
         if !node.machine().has_unflushed() {
             continue;
         }
-        let epoch = node.take_unflushed();
-        if link.request(|id| crate::repl::Message::Flush { id }).await.is_err() {
-            node.mark_chunks_out_of_sync(&epoch);
+        for (peer, link) in node.links() {
+            let Some(link) = link else { continue };
+            let epoch = node.take_unflushed(peer);
+            if epoch.is_empty() {
+                continue;
+            }
+            if link.request(|id| crate::repl::Message::Flush { id }).await.is_err() {
+                node.mark_chunks_out_of_sync(peer, &epoch);
+            }
         }
     }
 }

@@ -22,7 +22,7 @@ use super::genid::GenIds;
 use super::link::PeerLink;
 use super::framing::{split_link, Link, Reader, Writer, WRITE_BATCH};
 use super::runtime::Node;
-use super::machine::{Answer, Event};
+use super::machine::{Answer, Event, PeerId};
 use super::session_error::SessionError;
 use super::wire::{from_wire_disk, from_wire_role, to_wire_disk, to_wire_role};
 
@@ -44,10 +44,10 @@ async fn next_frame_raw(link: &mut Reader, timeout: Duration) -> Result<Message,
 /// Runs a session on `link` until it ends, then tells the machine (the
 /// link it installed, if any, is lost). Returns a newer link that arrived
 /// meanwhile (it replaces this one), if any.
-pub async fn run(node: Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>) -> Option<Link> {
+pub async fn run(node: Arc<Node>, peer: PeerId, link: Link, inbound: &mut mpsc::Receiver<Link>) -> Option<Link> {
     let mut installed = None;
-    let replaced = session(&node, link, inbound, &mut installed).await;
-    node.link_lost(installed.as_ref());
+    let replaced = session(&node, peer, link, inbound, &mut installed).await;
+    node.link_lost(peer, installed.as_ref());
     replaced
 }
 
@@ -71,7 +71,11 @@ fn state_of(s: &Side) -> repl::NodeState {
     }
 }
 
-async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link>, installed: &mut Option<Arc<PeerLink>>) -> Option<Link> {
+async fn session(node: &Arc<Node>, peer_id: PeerId, link: Link, inbound: &mut mpsc::Receiver<Link>, installed: &mut Option<Arc<PeerLink>>) -> Option<Link> {
+    let Some(rt) = node.peer_rt(peer_id) else {
+        tracing::error!(peer = %peer_id, "internal: a session with a peer this node does not have");
+        return None;
+    };
     let timeout = Duration::from_millis(node.cfg.net.ping_timeout_ms);
     let features = link.codec().features();
     let (mut sink, mut stream) = split_link(link);
@@ -84,17 +88,17 @@ async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link
     // 1. Exchange state and bitmaps, sending and reading at once (exchange.rs).
     let local = {
         let m = node.machine();
-        let dirty = node.meta().bitmap().count();
-        m.local_side(node.peer_id(), dirty)
+        let dirty = super::meta_io::slot_ref(&node.meta(), peer_id).count();
+        m.local_side(peer_id, dirty)
     };
     // The peer's bitmap is kept only if the decision (made on the two State
     // frames alone, as in step 2) makes this node the sync source.
     let will_be_source = |peer_state: &repl::NodeState| {
-        let o = decide(local, side_of(peer_state), node.cfg.resource.after_split_brain, node.me.name < node.peer_cfg.name);
+        let o = decide(local, side_of(peer_state), node.cfg.resource.after_split_brain, node.me.name.as_str() < rt.name());
         matches!(o.decision, Decision::Source { .. })
     };
     let exchanged = tokio::select! {
-        r = exchange::exchange(node.meta_lock(), &mut sink, &mut stream, state_of(&local), will_be_source, timeout) => r,
+        r = exchange::exchange(node.meta_lock(), peer_id, &mut sink, &mut stream, state_of(&local), will_be_source, timeout) => r,
         _ = node.shutdown.cancelled() => Err(SessionError::ShuttingDown(node.me.name.clone())),
     };
     let (peer_state, peer_bitmap) = match exchanged {
@@ -108,7 +112,7 @@ async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link
     // 2. Decide (the machine; a split brain or a refusal ends here).
     let peer = side_of(&peer_state);
     let nothing_marked = local.dirty_bits == 0 && peer.dirty_bits == 0;
-    let plan = match node.step(Event::Handshake { peer: node.peer_id(), local, remote: peer }) {
+    let plan = match node.step(Event::Handshake { peer: peer_id, local, remote: peer }) {
         Ok(Answer::Decided(plan)) => plan,
         Ok(other) => {
             tracing::error!("internal: the handshake answered {other:?}");
@@ -124,6 +128,18 @@ async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link
         return None;
     }
     let decision = plan.outcome.decision.clone();
+    // Three nodes: one resync into this node at a time. A second source
+    // (gamma back, alpha and beta both ahead of it) waits until the first
+    // is done, then decides on the ids that resync left.
+    if matches!(decision, Decision::Target { .. }) {
+        let other = node.peers.iter().filter(|p| p.id != peer_id).find(|p| node.machine().state_toward(p.id).is_some_and(|s| s.syncing == Some(super::state::SyncSide::Target)));
+        if let Some(o) = other {
+            let reason = format!("busy: node {} is the target of a resync from {}; connect again when it ends", node.me.name, o.name());
+            tracing::info!("peer link: {reason}");
+            let _ = sink.send(&Message::Goodbye { reason }).await;
+            return None;
+        }
+    }
     if matches!(decision, Decision::Source { .. }) && matches!(peer_bitmap, exchange::PeerBitmap::Ignored { .. }) {
         // Cannot happen (step 1 asked the same pure decide()); a source
         // without the peer's bits would leave the peer's changes unsynced.
@@ -150,7 +166,8 @@ async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link
     let (tx, rx) = mpsc::channel(queue);
     let plink = Arc::new(PeerLink::new(tx));
     plink.set_features(features);
-    let r = node.step_io(Event::Install { peer: node.peer_id(), plan: plan.clone(), peer_ids: ids_of(&peer_state) }, Some(plink.clone()), Some(&peer_bitmap));
+    plink.set_peer(peer_id);
+    let r = node.step_io(Event::Install { peer: peer_id, plan: plan.clone(), peer_ids: ids_of(&peer_state) }, Some(plink.clone()), Some(&peer_bitmap));
     if plink.id().0 != 0 {
         *installed = Some(plink.clone());
     }
@@ -170,7 +187,7 @@ async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link
     }
     // The link's first steps: disk states, the resync (a task, which sends
     // through the queue the writer below drains).
-    if let Err(e) = node.step(Event::Settle { peer: node.peer_id(), link: id, plan }) {
+    if let Err(e) = node.step(Event::Settle { peer: peer_id, link: id, plan }) {
         tracing::warn!("peer link: {e}; dropping it");
         return None;
     }
@@ -201,6 +218,7 @@ async fn session(node: &Arc<Node>, link: Link, inbound: &mut mpsc::Receiver<Link
             _ = plink.closed.cancelled() => break None,
         } };
         if msg.is_ok() {
+            node.heard_from(peer_id);
             last_frame.fetch_max(u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX), std::sync::atomic::Ordering::Relaxed);
         }
         match msg {
@@ -362,9 +380,9 @@ fn side_of(s: &repl::NodeState) -> Side {
 
 /// A `State` frame with these generation ids (a sync source sends the ids
 /// it will hold once the target confirmed the sync start).
-pub fn state_frame(node: &Node, ids: GenIds) -> Message {
+pub fn state_frame(node: &Node, peer: PeerId, ids: GenIds) -> Message {
     let st = node.state();
-    let dirty = node.meta().bitmap().count();
+    let dirty = super::meta_io::slot_ref(&node.meta(), peer).count();
     Message::State(repl::NodeState {
         role: to_wire_role(st.role),
         disk: to_wire_disk(st.disk),

@@ -6,6 +6,7 @@ pub mod bigdisk;
 pub mod delay;
 pub mod events;
 pub mod flood;
+pub mod mesh;
 pub mod fsfreeze;
 pub mod nbdpy;
 pub mod netns;

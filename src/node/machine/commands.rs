@@ -213,7 +213,7 @@ impl Machine {
         if self.relayed_primary(Some(peer)).is_some() {
             return false;
         }
-        if self.p(peer).record == super::outdate::Record::Recorded {
+        if self.p(peer).record == super::peer::Record::Recorded {
             // Another node's Primary had this node record the peer
             // outdated, and the peer has not shown it took the notice (the
             // witness's ESTALE). Once it did, its Outdated disk needs

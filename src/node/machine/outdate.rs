@@ -27,19 +27,8 @@
 use crate::config::Protocol;
 
 use super::super::state::{Disk, Role};
+use super::peer::Record;
 use super::{Answer, Effect, LinkId, Machine, PeerId};
-
-/// What a node recorded about a peer another node asked it to outdate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Record {
-    #[default]
-    None,
-    /// Recorded; the peer has not shown it took it.
-    Recorded,
-    /// The peer reported a disk that is not UpToDate since: its next
-    /// UpToDate (after a resync) clears the record.
-    Taken,
-}
 
 impl Machine {
     /// A write `peer` lacks, three data nodes: a synchronous peer not yet

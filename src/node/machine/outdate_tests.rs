@@ -72,7 +72,7 @@ fn the_third_node_records_the_peer_outdated_tells_it_and_refuses_its_promotion()
     assert_eq!(taken.step(Event::RoleRequested { peer: Q }).answer, Answer::Granted(true), "taken: its Outdated disk needs --force there");
     m.step(Event::PeerUpdate { peer: Q, role: Role::Secondary, disk: Disk::Inconsistent });
     m.step(Event::PeerUpdate { peer: Q, role: Role::Secondary, disk: Disk::UpToDate });
-    assert_eq!(m.p(Q).record, outdate::Record::None, "resynced: the record is gone");
+    assert_eq!(m.p(Q).record, super::peer::Record::None, "resynced: the record is gone");
     m.step(Event::PeerUpdate { peer: Q, role: Role::Secondary, disk: Disk::UpToDate });
     assert_eq!(m.step(Event::RoleRequested { peer: Q }).answer, Answer::Granted(true));
 }

@@ -72,7 +72,7 @@ pub struct Peer {
     pub(super) outdate_asked: bool,
     /// Three nodes: another node's Primary asked this node to record this
     /// peer outdated.
-    pub(super) record: super::outdate::Record,
+    pub(super) record: Record,
     /// This node's name sorts before the peer's (the promotion and split
     /// brain tie-breaks, per connection): `Settings::me_first` until
     /// [`super::Event::PeerSettings`] says otherwise.
@@ -106,7 +106,7 @@ impl Peer {
             told: None,
             not_sent_to: Vec::new(),
             outdate_asked: false,
-            record: super::outdate::Record::None,
+            record: Record::None,
             me_first: false,
             pull_ahead: None,
         }
@@ -186,4 +186,16 @@ mod tests {
         p.lost();
         assert_eq!(p.connection, Connection::Standalone, "standalone stays");
     }
+}
+
+/// What a node recorded about a peer another node asked it to outdate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Record {
+    #[default]
+    None,
+    /// Recorded; the peer has not shown it took it.
+    Recorded,
+    /// The peer reported a disk that is not UpToDate since: its next
+    /// UpToDate (after a resync) clears the record.
+    Taken,
 }
