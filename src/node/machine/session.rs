@@ -131,6 +131,14 @@ impl Machine {
             Decision::InSync => {
                 self.dur.crashed_primary = false;
                 self.persist();
+                // Three nodes: equal current ids are the same data, so what
+                // this node's slot for the peer still marks is stale (set
+                // whole at a resync's start, rule 4, for a peer whose id it
+                // could not know then): cleared, or it would be copied for
+                // nothing, or keep the pair "out of sync" for ever.
+                if self.peers.len() > 1 && plan.local.ids.current & !1 == plan.peer.ids.current & !1 && self.bitmap_id(peer) == 0 {
+                    self.out.push(Effect::Bitmap(BitmapOp::ClearAll(peer)));
+                }
                 let peer_complete = self.p(peer).complete();
                 if self.disk.is_complete() && peer_complete {
                     self.set_disk(Disk::UpToDate);
