@@ -70,18 +70,31 @@ fn demo_runs_a_replicated_pair_and_stops_on_ctrl_c() {
     assert_eq!(st.code(), Some(0), "Ctrl-C must stop the demo with exit 0");
 }
 
-/// The daemon runs two nodes: a three-node file is refused with one line
-/// before anything is created; the tools that only read the file take it.
+/// A three-node file: the daemon runs the node (until the runtime ran
+/// three nodes it refused the file at start), its status lists both
+/// peers; the tools that only read the file take it.
 #[test]
-fn repd_refuses_a_three_node_resource_repctl_reads_it() {
+fn repd_runs_a_three_node_resource_repctl_reads_it() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = three_node_config(dir.path(), "64MiB");
-    let o = Command::new(REPD).args(["--config", cfg.to_str().unwrap(), "--node", "gamma"]).output().unwrap();
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{e}");
-    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
-    assert!(e.contains("three-node resources: config and metadata are ready, the daemon does not run them yet"), "{e}");
-    assert!(!dir.path().join("gamma.meta").exists() && !dir.path().join("gamma.img").exists(), "nothing is created");
+    let log = std::fs::File::create(dir.path().join("gamma.log")).unwrap();
+    let mut child = Command::new(REPD).args(["--config", cfg.to_str().unwrap(), "--node", "gamma"]).stderr(log).spawn().unwrap();
+    let status = || {
+        let o = Command::new(REPCTL).args(["--config", cfg.to_str().unwrap(), "--node", "gamma", "status", "--json"]).output().unwrap();
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap_or_default()
+    };
+    let mut exited = None;
+    wait_until(30, "gamma's daemon answers", || {
+        exited = child.try_wait().unwrap();
+        exited.is_some() || status()["node"] == "gamma"
+    });
+    let log = || std::fs::read_to_string(dir.path().join("gamma.log")).unwrap_or_default();
+    assert!(exited.is_none(), "repd exited with {exited:?}\n{}", log());
+    let st = status();
+    let peers: Vec<&str> = st["peers"].as_array().map(|a| a.iter().filter_map(|p| p["node"].as_str()).collect()).unwrap_or_default();
+    assert_eq!(peers, ["alpha", "beta"], "{st}");
+    let _ = child.kill();
+    let _ = child.wait();
     // repctl reads the file (no daemon answers: exit 3, not a config error).
     let o = Command::new(REPCTL).args(["--config", cfg.to_str().unwrap(), "--node", "gamma", "status"]).output().unwrap();
     assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
