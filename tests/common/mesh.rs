@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::{free_port, wait_until, Node, Pair};
+use super::{wait_until, Node, Pair};
 
 pub const ALPHA: usize = 0;
 pub const BETA: usize = 1;
@@ -37,22 +37,8 @@ impl Mesh {
         );
         let mut nodes = Vec::new();
         for (i, name) in NAMES.iter().enumerate() {
-            let (nbd_port, repl_port) = (free_port(), free_port());
-            let n = Node {
-                name: (*name).into(),
-                child: None,
-                backing: d.join(format!("{name}.img")),
-                socket: d.join(format!("{name}.sock")),
-                nbd_port,
-                repl_port,
-                log: d.join(format!("{name}.log")),
-            };
-            text.push_str(&format!(
-                "\n[nodes.{name}]\nnode_id = {i}\nbacking = \"{}\"\nmeta = \"{}\"\nnbd = \"127.0.0.1:{nbd_port}\"\nreplication = \"127.0.0.1:{repl_port}\"\ncontrol = \"{}\"\n",
-                n.backing.display(),
-                d.join(format!("{name}.meta")).display(),
-                n.socket.display()
-            ));
+            let n = Node::in_dir(d, name);
+            text.push_str(&n.section(d, &format!("node_id = {i}\n")));
             nodes.push(n);
         }
         text.push_str(connections);

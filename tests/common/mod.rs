@@ -100,6 +100,35 @@ pub struct Pair {
     pub resource: String,
 }
 
+impl Node {
+    /// Node `name` with its files in `d` and two free ports; not started.
+    pub fn in_dir(d: &Path, name: &str) -> Node {
+        Node {
+            name: name.into(),
+            child: None,
+            backing: d.join(format!("{name}.img")),
+            socket: d.join(format!("{name}.sock")),
+            nbd_port: free_port(),
+            repl_port: free_port(),
+            log: d.join(format!("{name}.log")),
+        }
+    }
+
+    /// Its `[nodes.NAME]` section on loopback (`extra`: lines first, e.g.
+    /// `node_id = 2\n`).
+    pub fn section(&self, d: &Path, extra: &str) -> String {
+        format!(
+            "\n[nodes.{0}]\n{extra}backing = \"{1}\"\nmeta = \"{2}\"\nnbd = \"127.0.0.1:{3}\"\nreplication = \"127.0.0.1:{4}\"\ncontrol = \"{5}\"\n",
+            self.name,
+            self.backing.display(),
+            d.join(format!("{}.meta", self.name)).display(),
+            self.nbd_port,
+            self.repl_port,
+            self.socket.display()
+        )
+    }
+}
+
 impl Pair {
     /// Writes the config; starts nothing.
     pub fn new(opts: Options) -> Pair {
@@ -111,22 +140,8 @@ impl Pair {
         }
         let mut nodes = Vec::new();
         for name in ["alpha", "beta"] {
-            let (nbd_port, repl_port) = (free_port(), free_port());
-            let n = Node {
-                name: name.into(),
-                child: None,
-                backing: d.join(format!("{name}.img")),
-                socket: d.join(format!("{name}.sock")),
-                nbd_port,
-                repl_port,
-                log: d.join(format!("{name}.log")),
-            };
-            text.push_str(&format!(
-                "\n[nodes.{name}]\nbacking = \"{}\"\nmeta = \"{}\"\nnbd = \"127.0.0.1:{nbd_port}\"\nreplication = \"127.0.0.1:{repl_port}\"\ncontrol = \"{}\"\n",
-                n.backing.display(),
-                d.join(format!("{name}.meta")).display(),
-                n.socket.display()
-            ));
+            let n = Node::in_dir(d, name);
+            text.push_str(&n.section(d, ""));
             nodes.push(n);
         }
         text.push('\n');
